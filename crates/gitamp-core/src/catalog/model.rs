@@ -1,0 +1,457 @@
+//! The repository format v1: one Rust type per `kind`.
+//!
+//! These types are deserialized from documents that already passed the JSON Schema of their kind
+//! (see `schemas/`), so they describe shape only; meaning (references, parameter types, template
+//! errors) is checked in `validate`. Every resource remembers where it was written ([`Origin`]) so
+//! that a diagnostic about `spec.destinations[2]` can point at that line.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use super::diagnostics::Location;
+
+/// The only `apiVersion` format v1 accepts.
+pub const API_VERSION: &str = "gitamp.dev/v1";
+
+/// The telemetry signals a collector pipeline carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    Logs,
+    Metrics,
+    Traces,
+}
+
+impl Signal {
+    /// Every signal, in the stable order used for rendering.
+    pub const ALL: [Signal; 3] = [Signal::Logs, Signal::Metrics, Signal::Traces];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Logs => "logs",
+            Signal::Metrics => "metrics",
+            Signal::Traces => "traces",
+        }
+    }
+}
+
+/// Every `kind` of format v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    SourceType,
+    ProcessorType,
+    DestinationType,
+    Source,
+    Processor,
+    Destination,
+    Configuration,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::SourceType,
+        Kind::ProcessorType,
+        Kind::DestinationType,
+        Kind::Source,
+        Kind::Processor,
+        Kind::Destination,
+        Kind::Configuration,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::SourceType => "SourceType",
+            Kind::ProcessorType => "ProcessorType",
+            Kind::DestinationType => "DestinationType",
+            Kind::Source => "Source",
+            Kind::Processor => "Processor",
+            Kind::Destination => "Destination",
+            Kind::Configuration => "Configuration",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The role a type kind plays in a pipeline, and the resource kind that instantiates it.
+    pub fn role(self) -> Option<Role> {
+        match self {
+            Kind::SourceType | Kind::Source => Some(Role::Source),
+            Kind::ProcessorType | Kind::Processor => Some(Role::Processor),
+            Kind::DestinationType | Kind::Destination => Some(Role::Destination),
+            Kind::Configuration => None,
+        }
+    }
+}
+
+/// Where a component sits in a pipeline. Also names the prefix of rendered component IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Source,
+    Processor,
+    Destination,
+}
+
+impl Role {
+    pub fn type_kind(self) -> Kind {
+        match self {
+            Role::Source => Kind::SourceType,
+            Role::Processor => Kind::ProcessorType,
+            Role::Destination => Kind::DestinationType,
+        }
+    }
+    pub fn resource_kind(self) -> Kind {
+        match self {
+            Role::Source => Kind::Source,
+            Role::Processor => Kind::Processor,
+            Role::Destination => Kind::Destination,
+        }
+    }
+    /// Short prefix used in rendered component IDs: `otlp/src-app`, `batch/proc-batch`.
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Role::Source => "src",
+            Role::Processor => "proc",
+            Role::Destination => "dst",
+        }
+    }
+}
+
+/// Where a document (and every value in it) was written: file, document index, and a map from
+/// JSON pointer (`/spec/destinations/2`) to line and column.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// Path relative to the repository root, `/`-separated.
+    pub file: Arc<str>,
+    /// 0-based index of the document within a multi-document file.
+    pub document: usize,
+    /// JSON pointer -> position of the value at that pointer (keys of maps point at the value).
+    pub positions: Arc<BTreeMap<String, Location>>,
+}
+
+impl Origin {
+    /// The position of the value at `pointer`, or of its nearest ancestor that has one.
+    pub fn locate(&self, pointer: &str) -> Location {
+        let mut p = pointer;
+        loop {
+            if let Some(loc) = self.positions.get(p) {
+                return loc.clone();
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => {
+                    return self.positions.get("").cloned().unwrap_or_else(|| Location {
+                        file: self.file.clone(),
+                        line: 1,
+                        column: 1,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// `metadata` of every document.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The type of a parameter a resource type declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParameterType {
+    /// Any string.
+    String,
+    /// An integer.
+    Int,
+    /// true or false.
+    Bool,
+    /// One of `validValues`.
+    Enum,
+    /// A list of strings.
+    Strings,
+    /// A map of string to string.
+    Map,
+    /// Any YAML value, inserted as-is (use the `toyaml` filter in templates).
+    Yaml,
+    /// A Go duration string such as `30s`, `1m30s`, `500ms`.
+    Duration,
+}
+
+/// One parameter a resource type declares.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParameterSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ParameterType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid_values: Vec<String>,
+    /// Masked (`***`) in everything shown to a person; intact in what agents receive.
+    #[serde(default)]
+    pub sensitive: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// Collector component fragments for one signal, each a minijinja template that renders to a
+/// YAML mapping of component key (`otlp`, `filelog/app`) to component configuration.
+/// Mapping order is kept: for processors it is the order in the pipeline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SignalTemplates {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receivers: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processors: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporters: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<String>,
+}
+
+/// `spec` of SourceType, ProcessorType and DestinationType.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TypeSpec {
+    #[serde(default)]
+    pub parameters: Vec<ParameterSpec>,
+    /// Templates per signal; the signals present are the signals this type handles.
+    pub templates: BTreeMap<Signal, SignalTemplates>,
+}
+
+/// A resource type: SourceType, ProcessorType or DestinationType.
+#[derive(Debug, Clone)]
+pub struct ResourceType {
+    pub role: Role,
+    pub metadata: Metadata,
+    pub spec: TypeSpec,
+    pub origin: Origin,
+}
+
+/// `spec` of Source, Processor and Destination: a type plus parameter values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    #[serde(default)]
+    pub parameters: IndexMap<String, serde_json::Value>,
+}
+
+/// A Source, Processor or Destination, declared at top level or inline in a configuration.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub role: Role,
+    pub metadata: Metadata,
+    pub spec: ResourceSpec,
+    pub origin: Origin,
+    /// JSON pointer of this resource's own `spec` within `origin` (`/spec` at top level,
+    /// `/spec/sources/1` for an inline one), so diagnostics point at the right lines.
+    pub spec_pointer: String,
+    /// The configuration that declared it inline, if any.
+    pub inline_in: Option<String>,
+}
+
+/// `selector.matchExpressions[]` operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// Which agents a configuration applies to, by their labels (Kubernetes label-selector rules:
+/// every matchLabels pair and every expression must hold; an empty selector matches every agent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Selector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+/// A count of agents, absolute (`5`) or relative to the configuration's agents (`"25%"`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Quantity {
+    Count(u64),
+    #[serde(with = "percent")]
+    Percent(f64),
+}
+
+impl Quantity {
+    /// Resolve against a total; percentages round up so that a non-zero percent is at least 1.
+    pub fn of(self, total: usize) -> usize {
+        match self {
+            Quantity::Count(n) => n as usize,
+            Quantity::Percent(p) => ((total as f64) * p / 100.0).ceil() as usize,
+        }
+    }
+}
+
+mod percent {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    pub fn serialize<S: Serializer>(p: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{p}%"))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        let s = String::deserialize(d)?;
+        let n = s
+            .strip_suffix('%')
+            .ok_or_else(|| D::Error::custom("a percentage ends with %"))?;
+        let v: f64 = n.trim().parse().map_err(D::Error::custom)?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(D::Error::custom("a percentage is between 0% and 100%"));
+        }
+        Ok(v)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RolloutStrategy {
+    /// Every selected agent gets the new config at once.
+    #[default]
+    AllAtOnce,
+    /// Agents get it in batches of `batchSize`; a batch must apply before the next starts.
+    Batched,
+}
+
+/// How a new revision of a configuration reaches its agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RolloutPolicy {
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Agents per batch (Batched only). Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<Quantity>,
+    /// Failed agents tolerated before the rollout halts. Default 0: the first failure halts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<Quantity>,
+}
+
+impl Default for RolloutPolicy {
+    fn default() -> Self {
+        RolloutPolicy {
+            strategy: RolloutStrategy::AllAtOnce,
+            batch_size: None,
+            max_failures: None,
+        }
+    }
+}
+
+/// One entry of a configuration's `sources`, `processors` or `destinations`: a reference to a
+/// top-level resource by name, or an inline resource (`type` present), plus the processors that
+/// apply to this entry only (sources and destinations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ComponentRef {
+    /// `- otlp-in`
+    Name(String),
+    /// `- name: otlp-in` / `- {name: x, type: otlp, parameters: {...}, processors: [...]}`
+    Entry(ComponentEntry),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentEntry {
+    pub name: String,
+    /// Present: an inline resource of this type. Absent: a reference to `name`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub parameters: IndexMap<String, serde_json::Value>,
+    /// Processors applied to this source or destination only, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processors: Vec<ComponentRef>,
+}
+
+impl ComponentRef {
+    pub fn name(&self) -> &str {
+        match self {
+            ComponentRef::Name(n) => n,
+            ComponentRef::Entry(e) => &e.name,
+        }
+    }
+    pub fn processors(&self) -> &[ComponentRef] {
+        match self {
+            ComponentRef::Name(_) => &[],
+            ComponentRef::Entry(e) => &e.processors,
+        }
+    }
+    pub fn is_inline(&self) -> bool {
+        matches!(self, ComponentRef::Entry(e) if e.type_name.is_some())
+    }
+}
+
+/// `spec` of a Configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigurationSpec {
+    #[serde(default)]
+    pub selector: Selector,
+    /// Higher wins when several configurations select one agent; a tie is a conflict.
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub sources: Vec<ComponentRef>,
+    /// Processors applied to every pipeline, after each source's own and before each
+    /// destination's own.
+    #[serde(default)]
+    pub processors: Vec<ComponentRef>,
+    #[serde(default)]
+    pub destinations: Vec<ComponentRef>,
+    /// Extra service-level settings merged into `service:` (e.g. `telemetry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPolicy>,
+    /// Key of the single OpAMP config-map entry (default `""`, what the collector's supervisor
+    /// merges last). Some distributions read `collector.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key: Option<String>,
+}
+
+/// A Configuration: which agents, and which sources, processors and destinations they run.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    pub metadata: Metadata,
+    pub spec: ConfigurationSpec,
+    pub origin: Origin,
+}
+
+impl Configuration {
+    pub fn rollout(&self) -> RolloutPolicy {
+        self.spec.rollout.clone().unwrap_or_default()
+    }
+    pub fn config_map_key(&self) -> &str {
+        self.spec.config_map_key.as_deref().unwrap_or("")
+    }
+}

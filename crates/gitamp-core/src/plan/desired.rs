@@ -1,0 +1,118 @@
+//! What the repository wants, reduced to what the plan needs: per configuration its selector,
+//! priority, rollout policy and desired hash. Built once per revision; the server and
+//! `reconcile --dry-run` build it the same way, so the dry run shows what the server would do.
+
+use std::collections::BTreeMap;
+
+use crate::Revision;
+use crate::catalog::model::{Configuration, ConfigurationSpec, Metadata, RolloutPolicy, Selector};
+use crate::config_map::ConfigHash;
+use crate::plan::select::{Selection, select};
+use crate::plan::selector::Labels;
+
+/// One configuration as the plan sees it.
+#[derive(Debug, Clone)]
+pub struct DesiredConfig {
+    /// A slim copy (name, selector, priority, rollout) so selection runs through the one
+    /// [`select`] that `gitamp render --labels` uses too, never a second implementation.
+    config: Configuration,
+    /// `None` only if the configuration has no rendered output (a compiled revision always has).
+    pub hash: Option<ConfigHash>,
+}
+
+impl DesiredConfig {
+    /// Build directly (tests, agents-file dry runs).
+    pub fn new(
+        name: impl Into<String>,
+        selector: Selector,
+        priority: i64,
+        rollout: RolloutPolicy,
+        hash: Option<ConfigHash>,
+    ) -> Self {
+        DesiredConfig {
+            config: Configuration {
+                metadata: Metadata {
+                    name: name.into(),
+                    ..Default::default()
+                },
+                spec: ConfigurationSpec {
+                    selector,
+                    priority,
+                    rollout: Some(rollout),
+                    ..Default::default()
+                },
+                origin: Default::default(),
+            },
+            hash,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.metadata.name
+    }
+    pub fn selector(&self) -> &Selector {
+        &self.config.spec.selector
+    }
+    pub fn priority(&self) -> i64 {
+        self.config.spec.priority
+    }
+    pub fn rollout(&self) -> RolloutPolicy {
+        self.config.rollout()
+    }
+}
+
+/// Every configuration of one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    pub revision: String,
+    pub configurations: BTreeMap<String, DesiredConfig>,
+}
+
+impl Desired {
+    /// From configurations built directly.
+    pub fn new(
+        revision: impl Into<String>,
+        configs: impl IntoIterator<Item = DesiredConfig>,
+    ) -> Self {
+        Desired {
+            revision: revision.into(),
+            configurations: configs
+                .into_iter()
+                .map(|c| (c.name().to_string(), c))
+                .collect(),
+        }
+    }
+
+    /// From a compiled revision: every configuration of its catalog with its rendered hash.
+    ///
+    /// A configuration without rendered output is kept (hash `None`) rather than dropped, so
+    /// the agents it wins do not silently fall through to a lower-priority configuration.
+    pub fn from_revision(revision: &Revision) -> Self {
+        Desired::new(
+            revision.revision.clone(),
+            revision.catalog.configurations.values().map(|c| {
+                DesiredConfig::new(
+                    c.metadata.name.clone(),
+                    c.spec.selector.clone(),
+                    c.spec.priority,
+                    c.rollout(),
+                    revision
+                        .rendered
+                        .configurations
+                        .get(&c.metadata.name)
+                        .map(|r| r.hash),
+                )
+            }),
+        )
+    }
+
+    /// Which configuration an agent with `labels` gets.
+    pub fn select(&self, labels: &Labels) -> Selection {
+        select(self.configurations.values().map(|d| &d.config), labels)
+    }
+
+    /// The desired hash of a configuration.
+    pub fn hash_of(&self, name: &str) -> Option<ConfigHash> {
+        self.configurations.get(name).and_then(|c| c.hash)
+    }
+}

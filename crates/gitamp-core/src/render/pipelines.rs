@@ -1,0 +1,349 @@
+//! One configuration assembled into a collector configuration tree.
+//!
+//! The shape is BindPlane's, proven on large fleets: for each signal, one pipeline per
+//! source x destination pair that both handle the signal, named `<signal>/<source>__<destination>`.
+//! A pipeline's processors come in a fixed order:
+//!
+//! 1. the source type's own processors (its template),
+//! 2. the configuration entry's per-source processors,
+//! 3. the configuration's `processors` that handle the signal,
+//! 4. the destination entry's per-destination processors,
+//! 5. the destination type's own processors.
+//!
+//! One pipeline per pair (rather than fan-in/fan-out through connectors) keeps each pair's
+//! processing independent and makes the rendered file read like the configuration.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value as Json;
+
+use super::codes;
+use super::components::{Component, Fragments, Renderer, Section};
+use crate::catalog::diagnostics::{Diagnostics, Location};
+use crate::catalog::model::{ComponentRef, Configuration, Role, Signal};
+
+/// A configuration's collector config, twice: as agents get it and with secrets masked.
+#[derive(Debug, Clone)]
+pub struct Assembled {
+    pub config: Json,
+    pub masked: Json,
+}
+
+/// One resolved entry of a configuration (source, processor or destination).
+struct Entry<'r> {
+    name: &'r str,
+    fragments: &'r Fragments,
+    /// Per-entry processors (sources and destinations only).
+    processors: Vec<Entry<'r>>,
+}
+
+/// Resolve an entry; `None` when it or one of its processors is unknown or failed to render
+/// (reported by the catalog or by [`Renderer`]).
+fn resolve<'r>(renderer: &'r Renderer<'_>, role: Role, r: &'r ComponentRef) -> Option<Entry<'r>> {
+    let fragments = renderer.fragments(role, r.name())?;
+    let processors = r
+        .processors()
+        .iter()
+        .map(|p| resolve(renderer, Role::Processor, p))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Entry {
+        name: r.name(),
+        fragments,
+        processors,
+    })
+}
+
+/// Component definitions of one section: ID -> (config, masked, owner resource for messages).
+/// Sorted by ID, so that adding a source to a configuration adds lines to the rendered file
+/// without moving the others (small, reviewable diffs).
+#[derive(Default)]
+struct Defs {
+    sections: [BTreeMap<String, (Json, Json, String)>; 4],
+}
+
+struct Pipeline {
+    receivers: Vec<String>,
+    processors: Vec<String>,
+    exporters: Vec<String>,
+}
+
+/// Collects definitions and pipelines, reporting conflicts.
+struct Builder<'d> {
+    defs: Defs,
+    location: Location,
+    config_name: &'d str,
+    diags: &'d mut Diagnostics,
+    failed: bool,
+}
+
+impl Builder<'_> {
+    /// Define the components of `entry` for `signal`/`section`; their IDs, in template order.
+    fn define(
+        &mut self,
+        role: Role,
+        entry: &Entry<'_>,
+        signal: Signal,
+        section: Section,
+    ) -> Vec<String> {
+        let comps: &[Component] = entry.fragments.components(signal, section);
+        let mut ids = Vec::with_capacity(comps.len());
+        for c in comps {
+            let defs = &mut self.defs.sections[section as usize];
+            match defs.get(&c.id) {
+                Some((config, _, owner)) if *config != c.config => {
+                    self.diags.push(codes::CONFLICTING_COMPONENT.at(
+                        self.location.clone(),
+                        format!(
+                            "configuration `{}`: {} `{}` is rendered differently by {} `{}` and \
+                             by `{owner}`; rename one of their component keys",
+                            self.config_name,
+                            section.as_str(),
+                            c.id,
+                            role.resource_kind().as_str(),
+                            entry.name
+                        ),
+                    ));
+                    self.failed = true;
+                }
+                Some(_) => {}
+                None => {
+                    defs.insert(
+                        c.id.clone(),
+                        (c.config.clone(), c.masked.clone(), entry.name.to_string()),
+                    );
+                }
+            }
+            ids.push(c.id.clone());
+        }
+        ids
+    }
+}
+
+/// Assemble one configuration. `None` when it cannot be rendered: a reference is broken (the
+/// catalog reports that) or a finding was reported here.
+pub fn assemble(
+    renderer: &Renderer<'_>,
+    config: &Configuration,
+    diags: &mut Diagnostics,
+) -> Option<Assembled> {
+    let spec = &config.spec;
+    let sources = spec
+        .sources
+        .iter()
+        .map(|r| resolve(renderer, Role::Source, r))
+        .collect::<Option<Vec<_>>>()?;
+    let processors = spec
+        .processors
+        .iter()
+        .map(|r| resolve(renderer, Role::Processor, r))
+        .collect::<Option<Vec<_>>>()?;
+    let destinations = spec
+        .destinations
+        .iter()
+        .map(|r| resolve(renderer, Role::Destination, r))
+        .collect::<Option<Vec<_>>>()?;
+
+    let name = config.metadata.name.as_str();
+    let location = config.origin.locate("/metadata/name");
+    let mut b = Builder {
+        defs: Defs::default(),
+        location: location.clone(),
+        config_name: name,
+        diags,
+        failed: false,
+    };
+    let mut pipelines: BTreeMap<String, Pipeline> = BTreeMap::new();
+    let mut extensions: BTreeSet<String> = BTreeSet::new();
+
+    for signal in Signal::ALL {
+        let srcs: Vec<&Entry> = sources
+            .iter()
+            .filter(|e| e.fragments.handles(signal))
+            .collect();
+        let dsts: Vec<&Entry> = destinations
+            .iter()
+            .filter(|e| e.fragments.handles(signal))
+            .collect();
+        if !srcs.is_empty() && dsts.is_empty() {
+            let names: Vec<&str> = srcs.iter().map(|e| e.name).collect();
+            b.diags.push(codes::SIGNAL_WITHOUT_DESTINATION.at(
+                location.clone(),
+                format!(
+                    "configuration `{name}`: {} from {} go nowhere: no destination handles {}",
+                    signal.as_str(),
+                    names.join(", "),
+                    signal.as_str()
+                ),
+            ));
+        }
+        for src in &srcs {
+            for dst in &dsts {
+                let mut used: Vec<(Role, &Entry)> = vec![(Role::Source, *src)];
+                let receivers = b.define(Role::Source, src, signal, Section::Receivers);
+                let mut procs = b.define(Role::Source, src, signal, Section::Processors);
+                for p in &src.processors {
+                    if p.fragments.handles(signal) {
+                        procs.extend(b.define(Role::Processor, p, signal, Section::Processors));
+                        used.push((Role::Processor, p));
+                    }
+                }
+                for p in &processors {
+                    if p.fragments.handles(signal) {
+                        procs.extend(b.define(Role::Processor, p, signal, Section::Processors));
+                        used.push((Role::Processor, p));
+                    }
+                }
+                for p in &dst.processors {
+                    if p.fragments.handles(signal) {
+                        procs.extend(b.define(Role::Processor, p, signal, Section::Processors));
+                        used.push((Role::Processor, p));
+                    }
+                }
+                procs.extend(b.define(Role::Destination, dst, signal, Section::Processors));
+                let exporters = b.define(Role::Destination, dst, signal, Section::Exporters);
+                used.push((Role::Destination, *dst));
+                for (role, e) in used {
+                    for id in b.define(role, e, signal, Section::Extensions) {
+                        extensions.insert(id);
+                    }
+                }
+                let pipeline_name = format!("{}/{}__{}", signal.as_str(), src.name, dst.name);
+                let procs = dedup(procs, &pipeline_name, name, &location, b.diags);
+                pipelines.insert(
+                    pipeline_name,
+                    Pipeline {
+                        receivers,
+                        processors: procs,
+                        exporters,
+                    },
+                );
+            }
+        }
+    }
+
+    if pipelines.is_empty() {
+        b.diags.push(codes::NO_PIPELINE.at(
+            location.clone(),
+            format!(
+                "configuration `{name}` renders no pipeline: no source and destination share a \
+                 signal (logs, metrics, traces); add a destination that handles what the sources \
+                 produce"
+            ),
+        ));
+        return None;
+    }
+
+    let service_extra = service_settings(config, b.diags)?;
+    if b.failed {
+        return None;
+    }
+    let defs = b.defs;
+    let pipelines_json = pipelines_to_json(&pipelines);
+    let ext_ids: Vec<Json> = extensions.into_iter().map(Json::String).collect();
+    let tree = |masked: bool| {
+        let mut root = serde_json::Map::new();
+        for section in Section::ALL {
+            let defs = &defs.sections[section as usize];
+            if defs.is_empty() && matches!(section, Section::Processors | Section::Extensions) {
+                continue;
+            }
+            let body: serde_json::Map<String, Json> = defs
+                .iter()
+                .map(|(id, (c, m, _))| (id.clone(), if masked { m.clone() } else { c.clone() }))
+                .collect();
+            root.insert(section.as_str().into(), Json::Object(body));
+        }
+        let mut service = service_extra.clone();
+        if !ext_ids.is_empty() {
+            service.insert("extensions".into(), Json::Array(ext_ids.clone()));
+        }
+        service.insert("pipelines".into(), pipelines_json.clone());
+        root.insert("service".into(), Json::Object(service));
+        Json::Object(root)
+    };
+    Some(Assembled {
+        config: tree(false),
+        masked: tree(true),
+    })
+}
+
+/// Drop repeated processors from one pipeline, keeping the first (the collector rejects a
+/// processor listed twice).
+fn dedup(
+    procs: Vec<String>,
+    pipeline: &str,
+    config: &str,
+    location: &Location,
+    diags: &mut Diagnostics,
+) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(procs.len());
+    for p in procs {
+        if seen.insert(p.clone()) {
+            out.push(p);
+        } else {
+            diags.push(codes::DUPLICATE_PROCESSOR.at(
+                location.clone(),
+                format!(
+                    "configuration `{config}`: pipeline `{pipeline}` would run processor `{p}` \
+                     twice; only the first is kept"
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// `spec.service` minus what is generated: a mapping that must not set `pipelines` or
+/// `extensions`. `None` on a finding.
+fn service_settings(
+    config: &Configuration,
+    diags: &mut Diagnostics,
+) -> Option<serde_json::Map<String, Json>> {
+    let name = &config.metadata.name;
+    match &config.spec.service {
+        None | Some(Json::Null) => Some(serde_json::Map::new()),
+        Some(Json::Object(map)) => {
+            let mut ok = true;
+            for generated in ["pipelines", "extensions"] {
+                if map.contains_key(generated) {
+                    diags.push(codes::SERVICE_CONFLICT.at(
+                        config.origin.locate(&format!("/spec/service/{generated}")),
+                        format!(
+                            "configuration `{name}`: `service.{generated}` is generated from the \
+                             sources, processors and destinations; remove it"
+                        ),
+                    ));
+                    ok = false;
+                }
+            }
+            ok.then(|| map.clone())
+        }
+        Some(_) => {
+            diags.push(codes::SERVICE_CONFLICT.at(
+                config.origin.locate("/spec/service"),
+                format!(
+                    "configuration `{name}`: `service` must be a mapping (e.g. `telemetry: ...`)"
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn pipelines_to_json(pipelines: &BTreeMap<String, Pipeline>) -> Json {
+    let ids = |v: &[String]| Json::Array(v.iter().map(|s| Json::String(s.clone())).collect());
+    let map = pipelines
+        .iter()
+        .map(|(name, p)| {
+            let mut m = serde_json::Map::new();
+            m.insert("receivers".into(), ids(&p.receivers));
+            if !p.processors.is_empty() {
+                m.insert("processors".into(), ids(&p.processors));
+            }
+            m.insert("exporters".into(), ids(&p.exporters));
+            (name.clone(), Json::Object(m))
+        })
+        .collect();
+    Json::Object(map)
+}

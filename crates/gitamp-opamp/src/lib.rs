@@ -1,0 +1,27 @@
+//! gitamp's OpAMP server side: protocol messages ([`proto`]), WebSocket framing
+//! ([`frame`]), the fleet registry ([`fleet`]), per-message session rules
+//! ([`session`]) and the WebSocket + HTTP transports ([`server`]).
+
+/// OpAMP messages generated at build time from `proto/opamp.proto` and
+/// `proto/anyvalue.proto` (package `opamp.proto`). `bytes` fields are `bytes::Bytes`
+/// and map fields are `BTreeMap` (deterministic encoding).
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/opamp.proto.rs"));
+}
+
+pub mod fleet;
+pub mod frame;
+pub mod session;
+mod transport;
+
+/// The server entry points: [`server::router`] and [`server::serve`].
+pub mod server {
+    pub use crate::transport::{OpampSettings, TlsConfig, TlsError, router, serve, spawn_sweeper};
+}
+
+pub use fleet::{AgentSnapshot, DesiredConfig, Fleet, FleetEvent, Uid};
+pub use server::OpampSettings;
+
+// The simulated agent/client lives in `src/agent/` (owned by another engineer):
+pub mod agent;

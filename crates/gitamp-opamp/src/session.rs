@@ -1,0 +1,548 @@
+//! Per-message server rules, shared by both transports.
+//!
+//! [`handle_message`] applies one `AgentToServer` to the [`Fleet`] and builds the one
+//! reply it deserves. It never awaits and takes each lock only briefly.
+//!
+//! Rules (see `shared/opamp-reference.md` §3):
+//! - omitted sub-messages keep their last value; a present one replaces it whole;
+//! - ReportFullState is asked when the sequence broke (gap, repeat, or an agent this
+//!   server has no state for) **and** the message lacks a sub-message the agent's
+//!   capabilities say it reports. After asking once, the next message is accepted as
+//!   the full report whatever its number, so clients whose numbering repeats or skips
+//!   (and agents that legitimately have no remote config status yet) converge;
+//! - `instance_uid` must be 16 bytes (else BadRequest); RequestInstanceUid, or a UID
+//!   live on another WebSocket with a different description, gets a fresh UUIDv7 in
+//!   `agent_identification`, and the message is recorded under the new UID;
+//! - every non-error reply echoes `instance_uid` and carries the server capabilities;
+//!   an error reply carries only `instance_uid` and `error_response`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::fleet::{
+    AgentEntry, Changes, ConfigFile, ConnHandle, Description, Fleet, FleetEvent, Health, Outgoing,
+    RemoteState, RemoteStatus, SERVER_CAPABILITIES, Transport, Uid, lock, uid_text,
+};
+use crate::proto::{self, AgentCapabilities as Cap};
+
+/// One transport-level stream of messages: a WebSocket connection, or one HTTP request.
+#[derive(Debug)]
+pub struct Connection {
+    pub(crate) id: u64,
+    pub(crate) transport: Transport,
+    /// Outbound queue of a WebSocket connection (None for HTTP).
+    pub(crate) tx: Option<mpsc::Sender<Bytes>>,
+    /// UIDs seen on this stream, disconnected when the transport closes.
+    pub(crate) uids: HashSet<Uid>,
+}
+
+impl Connection {
+    /// A connection context. `tx` is the bounded outbound queue of a WebSocket.
+    pub fn new(id: u64, transport: Transport, tx: Option<mpsc::Sender<Bytes>>) -> Self {
+        Self {
+            id,
+            transport,
+            tx,
+            uids: HashSet::new(),
+        }
+    }
+
+    /// UIDs currently bound to this stream.
+    pub fn uids(&self) -> impl Iterator<Item = &Uid> {
+        self.uids.iter()
+    }
+}
+
+/// An error reply: only `instance_uid` (echoed as received) and `error_response`.
+pub fn error_reply(
+    instance_uid: Bytes,
+    kind: proto::ServerErrorResponseType,
+    text: impl Into<String>,
+) -> Outgoing {
+    Outgoing {
+        msg: proto::ServerToAgent {
+            instance_uid,
+            error_response: Some(proto::ServerErrorResponse {
+                r#type: kind as i32,
+                error_message: text.into(),
+                details: None,
+            }),
+            ..Default::default()
+        },
+        remote_config: None,
+    }
+}
+
+/// BadRequest reply, for malformed input.
+pub fn bad_request(instance_uid: Bytes, text: impl Into<String>) -> Outgoing {
+    error_reply(
+        instance_uid,
+        proto::ServerErrorResponseType::BadRequest,
+        text,
+    )
+}
+
+fn has(caps: u64, c: Cap) -> bool {
+    caps & c as u64 != 0
+}
+
+/// True if `msg` lacks a sub-message that `caps` says the agent reports.
+pub fn lacks_reported_state(caps: u64, msg: &proto::AgentToServer) -> bool {
+    msg.agent_description.is_none()
+        || (has(caps, Cap::ReportsHealth) && msg.health.is_none())
+        || (has(caps, Cap::ReportsEffectiveConfig) && msg.effective_config.is_none())
+        || (has(caps, Cap::ReportsRemoteConfig) && msg.remote_config_status.is_none())
+        || (has(caps, Cap::ReportsPackageStatuses) && msg.package_statuses.is_none())
+        || (has(caps, Cap::ReportsAvailableComponents) && msg.available_components.is_none())
+}
+
+/// Renders an attribute value as a string (scalars as text, lists/maps as JSON).
+fn any_to_json(v: &proto::AnyValue) -> serde_json::Value {
+    use proto::any_value::Value as V;
+    match &v.value {
+        None => serde_json::Value::Null,
+        Some(V::StringValue(s)) => s.clone().into(),
+        Some(V::BoolValue(b)) => (*b).into(),
+        Some(V::IntValue(i)) => (*i).into(),
+        Some(V::DoubleValue(d)) => (*d).into(),
+        Some(V::BytesValue(b)) => hex::encode(b).into(),
+        Some(V::ArrayValue(a)) => a.values.iter().map(any_to_json).collect(),
+        Some(V::KvlistValue(kv)) => kv
+            .values
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key.clone(),
+                    kv.value
+                        .as_ref()
+                        .map_or(serde_json::Value::Null, any_to_json),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+    }
+}
+
+fn flatten(kvs: &[proto::KeyValue]) -> BTreeMap<String, String> {
+    kvs.iter()
+        .map(|kv| {
+            let v = match kv.value.as_ref().map(any_to_json) {
+                None | Some(serde_json::Value::Null) => String::new(),
+                Some(serde_json::Value::String(s)) => s,
+                Some(other) => other.to_string(),
+            };
+            (kv.key.clone(), v)
+        })
+        .collect()
+}
+
+/// Flattens an `AgentDescription` into string maps.
+pub fn description_of(d: &proto::AgentDescription) -> Description {
+    Description {
+        identifying: flatten(&d.identifying_attributes),
+        non_identifying: flatten(&d.non_identifying_attributes),
+    }
+}
+
+fn health_of(h: &proto::ComponentHealth) -> Health {
+    Health {
+        healthy: h.healthy,
+        start_time_unix_nano: h.start_time_unix_nano,
+        last_error: h.last_error.clone(),
+        status: h.status.clone(),
+        status_time_unix_nano: h.status_time_unix_nano,
+        components: h
+            .component_health_map
+            .iter()
+            .map(|(k, v)| (k.clone(), health_of(v)))
+            .collect(),
+    }
+}
+
+fn effective_of(e: &proto::EffectiveConfig) -> BTreeMap<String, ConfigFile> {
+    e.config_map
+        .as_ref()
+        .map(|m| {
+            m.config_map
+                .iter()
+                .map(|(k, f)| {
+                    (
+                        k.clone(),
+                        ConfigFile {
+                            body: f.body.clone(),
+                            content_type: f.content_type.clone(),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Replaces `slot` with `new` and reports whether the value changed.
+fn replace<T: PartialEq>(slot: &mut Option<T>, new: T) -> bool {
+    let changed = slot.as_ref() != Some(&new);
+    *slot = Some(new);
+    changed
+}
+
+/// Applies the reported sub-messages; omitted ones keep their last value.
+fn apply_reports(e: &mut AgentEntry, msg: &proto::AgentToServer) -> Changes {
+    let mut ch = Changes {
+        capabilities: e.capabilities != msg.capabilities,
+        ..Changes::default()
+    };
+    e.capabilities = msg.capabilities;
+    if let Some(d) = &msg.agent_description {
+        ch.description = replace(&mut e.description, description_of(d));
+    }
+    if let Some(h) = &msg.health {
+        ch.health = replace(&mut e.health, health_of(h));
+    }
+    if let Some(c) = &msg.effective_config {
+        ch.effective_config = replace(&mut e.effective_config, effective_of(c));
+    }
+    if let Some(s) = &msg.remote_config_status {
+        let status = RemoteStatus {
+            hash: s.last_remote_config_hash.clone(),
+            status: RemoteState::from(s.status),
+            error: s.error_message.clone(),
+        };
+        if status.status == RemoteState::Failed {
+            e.remember_failed(&status.hash);
+        }
+        ch.remote_config_status = replace(&mut e.remote_status, status);
+    }
+    ch
+}
+
+/// Processes one message from `conn` and returns the reply to send.
+pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToServer) -> Outgoing {
+    let raw_uid = msg.instance_uid.clone();
+    let Ok(uid) = <Uid>::try_from(&raw_uid[..]) else {
+        tracing::debug!(
+            len = raw_uid.len(),
+            "rejecting instance_uid of wrong length"
+        );
+        return bad_request(
+            raw_uid.clone(),
+            format!("instance_uid must be 16 bytes, got {}", raw_uid.len()),
+        );
+    };
+
+    // Decide whether this message goes under a fresh UID.
+    let requested = msg.flags & proto::AgentToServerFlags::RequestInstanceUid as u64 != 0;
+    let collides = !requested
+        && msg.agent_description.as_ref().is_some_and(|d| {
+            fleet.get(&uid).is_some_and(|entry| {
+                let e = lock(&entry);
+                let other_live = e.connected
+                    && e.conn
+                        .as_ref()
+                        .is_some_and(|c| c.id != conn.id && c.is_live_ws());
+                other_live
+                    && e.description
+                        .as_ref()
+                        .is_some_and(|old| *old != description_of(d))
+            })
+        });
+    let new_uid: Option<Uid> = (requested || collides).then(|| uuid::Uuid::now_v7().into_bytes());
+    if let Some(n) = &new_uid {
+        tracing::info!(
+            old = %uid_text(&uid), new = %uid_text(n),
+            reason = if requested { "requested" } else { "duplicate instance_uid" },
+            "assigning new instance_uid"
+        );
+    }
+    let target = new_uid.unwrap_or(uid);
+
+    let (entry, created) = fleet.get_or_insert(target, conn.transport);
+    let mut events = Vec::with_capacity(3);
+    let mut flags = 0u64;
+    let remote_config: Option<Arc<crate::fleet::DesiredConfig>>;
+    {
+        let mut e = lock(&entry);
+        let now = SystemTime::now();
+        e.last_seen = now;
+        e.last_seen_mono = Instant::now();
+        e.transport = conn.transport;
+        if !e.connected {
+            e.connected = true;
+            e.connected_since = Some(now);
+            events.push(FleetEvent::Connected(target));
+        }
+        e.conn = Some(ConnHandle {
+            id: conn.id,
+            tx: conn.tx.clone(),
+        });
+
+        let disconnecting = msg.agent_disconnect.is_some();
+        let in_sequence = !created
+            && e.sequence_num
+                .is_some_and(|prev| prev.wrapping_add(1) == msg.sequence_num);
+        if e.full_state_requested {
+            // Accept this one as the full report (see module docs).
+            e.full_state_requested = false;
+        } else if !in_sequence && !disconnecting && lacks_reported_state(msg.capabilities, &msg) {
+            flags |= proto::ServerToAgentFlags::ReportFullState as u64;
+            e.full_state_requested = true;
+        }
+        e.sequence_num = Some(msg.sequence_num);
+
+        let changes = apply_reports(&mut e, &msg);
+        if changes.any() {
+            events.push(FleetEvent::Reported(target, changes));
+        }
+
+        if disconnecting {
+            e.disconnect();
+            conn.uids.remove(&target);
+            events.push(FleetEvent::Disconnected(target));
+            remote_config = None;
+        } else {
+            if conn.transport == Transport::Ws {
+                conn.uids.insert(target);
+            }
+            remote_config = e.config_to_send();
+            if let Some(c) = &remote_config {
+                let h = *c.hash();
+                e.mark_sent(h);
+            }
+        }
+    }
+    for ev in events {
+        fleet.emit(ev);
+    }
+
+    Outgoing {
+        msg: proto::ServerToAgent {
+            instance_uid: raw_uid,
+            flags,
+            capabilities: SERVER_CAPABILITIES,
+            agent_identification: new_uid.map(|n| proto::AgentIdentification {
+                new_instance_uid: Bytes::copy_from_slice(&n),
+            }),
+            ..Default::default()
+        },
+        remote_config,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::DesiredConfig;
+    use proto::{AgentToServer, KeyValue};
+
+    const UID: Uid = [0x11; 16];
+    const FULL_CAPS: u64 = Cap::ReportsStatus as u64
+        | Cap::AcceptsRemoteConfig as u64
+        | Cap::ReportsEffectiveConfig as u64
+        | Cap::ReportsHealth as u64
+        | Cap::ReportsRemoteConfig as u64;
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(proto::AnyValue {
+                value: Some(proto::any_value::Value::StringValue(v.into())),
+            }),
+        }
+    }
+
+    fn desc(name: &str) -> proto::AgentDescription {
+        proto::AgentDescription {
+            identifying_attributes: vec![kv("service.name", name)],
+            non_identifying_attributes: vec![kv("host.name", "h1")],
+        }
+    }
+
+    fn full(seq: u64, hash: &[u8]) -> AgentToServer {
+        AgentToServer {
+            instance_uid: Bytes::copy_from_slice(&UID),
+            sequence_num: seq,
+            capabilities: FULL_CAPS,
+            agent_description: Some(desc("otelcol")),
+            health: Some(proto::ComponentHealth {
+                healthy: true,
+                ..Default::default()
+            }),
+            effective_config: Some(proto::EffectiveConfig {
+                config_map: Some(proto::AgentConfigMap::default()),
+            }),
+            remote_config_status: Some(proto::RemoteConfigStatus {
+                last_remote_config_hash: Bytes::copy_from_slice(hash),
+                status: proto::RemoteConfigStatuses::Applied as i32,
+                error_message: String::new(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn heartbeat(seq: u64) -> AgentToServer {
+        AgentToServer {
+            instance_uid: Bytes::copy_from_slice(&UID),
+            sequence_num: seq,
+            capabilities: FULL_CAPS,
+            ..Default::default()
+        }
+    }
+
+    fn http() -> Connection {
+        Connection::new(1, Transport::Http, None)
+    }
+
+    fn full_state(o: &Outgoing) -> bool {
+        o.msg.flags & proto::ServerToAgentFlags::ReportFullState as u64 != 0
+    }
+
+    #[test]
+    fn compression_keeps_last_values_and_no_full_state_in_sequence() {
+        let fleet = Fleet::new();
+        let mut c = http();
+        let r = handle_message(&fleet, &mut c, full(0, b""));
+        assert!(!full_state(&r));
+        assert_eq!(r.msg.capabilities, SERVER_CAPABILITIES);
+        assert_eq!(&r.msg.instance_uid[..], &UID);
+        let r = handle_message(&fleet, &mut c, heartbeat(1));
+        assert!(!full_state(&r));
+        let a = fleet.agent(&UID).unwrap();
+        assert_eq!(
+            a.description.unwrap().identifying["service.name"],
+            "otelcol"
+        );
+        assert!(a.health.unwrap().healthy);
+        assert!(a.effective_config.is_some());
+        assert_eq!(a.sequence_num, 1);
+    }
+
+    #[test]
+    fn gap_and_unknown_ask_full_state_once_and_converge() {
+        let fleet = Fleet::new();
+        let mut c = http();
+        // Unknown agent, compressed message: ask.
+        assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(5))));
+        // Next message accepted whatever it is (here: repeated number, no status).
+        assert!(!full_state(&handle_message(&fleet, &mut c, heartbeat(5))));
+        // In sequence: fine.
+        assert!(!full_state(&handle_message(&fleet, &mut c, heartbeat(6))));
+        // Gap: ask again, once.
+        assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(9))));
+        assert!(!full_state(&handle_message(&fleet, &mut c, full(11, b""))));
+        // A gap with a complete report does not ask.
+        assert!(!full_state(&handle_message(&fleet, &mut c, full(20, b""))));
+    }
+
+    #[test]
+    fn bad_uid_is_bad_request_without_other_fields() {
+        let fleet = Fleet::new();
+        let mut msg = heartbeat(0);
+        msg.instance_uid = Bytes::from_static(b"short");
+        let r = handle_message(&fleet, &mut http(), msg);
+        let err = r.msg.error_response.as_ref().unwrap();
+        assert_eq!(
+            err.r#type,
+            proto::ServerErrorResponseType::BadRequest as i32
+        );
+        assert_eq!(r.msg.capabilities, 0);
+        assert_eq!(&r.msg.instance_uid[..], b"short");
+        assert!(fleet.agents().is_empty());
+    }
+
+    #[test]
+    fn request_instance_uid_assigns_v7_and_keeps_state() {
+        let fleet = Fleet::new();
+        let mut c = http();
+        let mut m = full(0, b"");
+        m.flags = proto::AgentToServerFlags::RequestInstanceUid as u64;
+        let r = handle_message(&fleet, &mut c, m);
+        let new = r.msg.agent_identification.unwrap().new_instance_uid;
+        assert_eq!(new.len(), 16);
+        assert_eq!(uuid::Uuid::from_slice(&new).unwrap().get_version_num(), 7);
+        assert_eq!(&r.msg.instance_uid[..], &UID);
+        let mut hb = heartbeat(1);
+        hb.instance_uid = new.clone();
+        assert!(!full_state(&handle_message(&fleet, &mut c, hb)));
+        assert!(fleet.agent(&UID).is_none());
+    }
+
+    #[test]
+    fn remote_config_rules() {
+        let fleet = Fleet::new();
+        let mut c = http();
+        handle_message(&fleet, &mut c, full(0, b""));
+        let mut files = BTreeMap::new();
+        files.insert(
+            String::new(),
+            (Bytes::from_static(b"a: 1"), "text/yaml".into()),
+        );
+        let d = Arc::new(DesiredConfig::new(files, [7; 32]));
+        assert!(fleet.set_desired(&UID, Some(d)));
+        // Reported hash differs: sent.
+        assert!(
+            handle_message(&fleet, &mut c, heartbeat(1))
+                .remote_config
+                .is_some()
+        );
+        // Reports Reports­RemoteConfig, still old hash: sent again (spec MUST).
+        assert!(
+            handle_message(&fleet, &mut c, heartbeat(2))
+                .remote_config
+                .is_some()
+        );
+        // Reported FAILED for the desired hash: not re-sent, also after rollback.
+        let mut m = heartbeat(3);
+        m.remote_config_status = Some(proto::RemoteConfigStatus {
+            last_remote_config_hash: Bytes::copy_from_slice(&[7; 32]),
+            status: proto::RemoteConfigStatuses::Failed as i32,
+            error_message: "bad".into(),
+        });
+        assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+        let m = full(4, b"old");
+        assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+        assert_eq!(fleet.agent(&UID).unwrap().failed_hashes.len(), 1);
+        // Without AcceptsRemoteConfig: never sent.
+        fleet.retry(&UID);
+        let mut m = heartbeat(5);
+        m.capabilities = Cap::ReportsStatus as u64;
+        assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+    }
+
+    #[test]
+    fn no_reports_remote_config_sends_once() {
+        let fleet = Fleet::new();
+        let mut c = http();
+        let caps = Cap::ReportsStatus as u64 | Cap::AcceptsRemoteConfig as u64;
+        let mut m = heartbeat(0);
+        m.capabilities = caps;
+        m.agent_description = Some(desc("x"));
+        handle_message(&fleet, &mut c, m);
+        let d = Arc::new(DesiredConfig::new(BTreeMap::new(), [3; 32]));
+        fleet.set_desired(&UID, Some(d));
+        let mut m = heartbeat(1);
+        m.capabilities = caps;
+        assert!(
+            handle_message(&fleet, &mut c, m.clone())
+                .remote_config
+                .is_some()
+        );
+        m.sequence_num = 2;
+        assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+    }
+
+    #[test]
+    fn agent_disconnect_marks_disconnected() {
+        let fleet = Fleet::new();
+        let mut c = http();
+        handle_message(&fleet, &mut c, full(0, b""));
+        let mut m = heartbeat(1);
+        m.agent_disconnect = Some(proto::AgentDisconnect {});
+        let r = handle_message(&fleet, &mut c, m);
+        assert!(r.msg.error_response.is_none());
+        assert!(!fleet.agent(&UID).unwrap().connection.connected);
+    }
+}

@@ -1,0 +1,169 @@
+//! OpAMP transports: WebSocket and plain HTTP on one axum route.
+//!
+//! `GET` + `Upgrade: websocket` is served as WebSocket, `POST` as plain HTTP, both on
+//! [`OpampSettings::path`]. Authentication (optional shared secret) runs before any
+//! state is touched, on the upgrade request and on every POST.
+
+mod http;
+mod tls;
+mod ws;
+
+pub use tls::{TlsConfig, TlsError};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use axum::routing::get;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+use crate::fleet::Fleet;
+
+/// Transport settings.
+#[derive(Clone)]
+pub struct OpampSettings {
+    /// URL path for both transports (default `/v1/opamp`).
+    pub path: String,
+    /// Largest accepted or sent message in bytes, measured after decompression
+    /// (default 4 MiB). Larger WS messages close the connection with 1009; larger
+    /// HTTP bodies get 413.
+    pub max_message_bytes: usize,
+    /// Capacity of each WebSocket connection's outbound (push) queue (default 16).
+    pub outbound_queue: usize,
+    /// Expected agent heartbeat / poll interval (default 30 s).
+    pub heartbeat_interval: Duration,
+    /// An agent silent for `liveness_factor × heartbeat_interval` is disconnected
+    /// (default 3).
+    pub liveness_factor: u32,
+    /// Optional shared agent secret, accepted as `Authorization: Bearer X` or
+    /// `Authorization: Secret-Key X`.
+    pub secret: Option<String>,
+}
+
+impl Default for OpampSettings {
+    fn default() -> Self {
+        Self {
+            path: "/v1/opamp".to_owned(),
+            max_message_bytes: 4 * 1024 * 1024,
+            outbound_queue: 16,
+            heartbeat_interval: Duration::from_secs(30),
+            liveness_factor: 3,
+            secret: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for OpampSettings {
+    // Hand-written so the secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpampSettings")
+            .field("path", &self.path)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("outbound_queue", &self.outbound_queue)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("liveness_factor", &self.liveness_factor)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl OpampSettings {
+    /// How long an agent may stay silent before it is marked disconnected.
+    pub fn liveness_timeout(&self) -> Duration {
+        self.heartbeat_interval
+            .saturating_mul(self.liveness_factor.max(1))
+    }
+}
+
+/// State shared by all handlers.
+pub(crate) struct AppState {
+    pub(crate) fleet: Arc<Fleet>,
+    pub(crate) settings: OpampSettings,
+    /// SHA-256 of the secret: comparing digests is constant time whatever the lengths.
+    secret_digest: Option<[u8; 32]>,
+    next_conn: AtomicU64,
+}
+
+impl AppState {
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// True if no secret is configured or the request carries it.
+    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(want) = &self.secret_digest else {
+            return true;
+        };
+        let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let Some((scheme, token)) = value.trim().split_once(' ') else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") && !scheme.eq_ignore_ascii_case("secret-key") {
+            return false;
+        }
+        let got = digest(token.trim());
+        bool::from(got.ct_eq(want))
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(Sha256::digest(s.as_bytes()).as_slice());
+    out
+}
+
+/// Builds the OpAMP router (one route, both transports). When called inside a tokio
+/// runtime it also starts the liveness sweeper (see [`spawn_sweeper`]).
+pub fn router(fleet: Arc<Fleet>, settings: OpampSettings) -> Router {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        spawn_sweeper(&fleet, &settings);
+    }
+    let state = Arc::new(AppState {
+        secret_digest: settings.secret.as_deref().map(digest),
+        fleet,
+        next_conn: AtomicU64::new(1),
+        settings,
+    });
+    let path = state.settings.path.clone();
+    Router::new()
+        .route(&path, get(ws::upgrade).post(http::post))
+        .with_state(state)
+}
+
+/// Starts the task that marks silent agents disconnected (every half heartbeat
+/// interval, timeout `liveness_factor × heartbeat_interval`). It holds only a weak
+/// reference and ends when the fleet is dropped.
+pub fn spawn_sweeper(fleet: &Arc<Fleet>, settings: &OpampSettings) -> tokio::task::JoinHandle<()> {
+    let weak: Weak<Fleet> = Arc::downgrade(fleet);
+    let timeout = settings.liveness_timeout();
+    let period = (settings.heartbeat_interval / 2).max(Duration::from_millis(10));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(fleet) = weak.upgrade() else { break };
+            fleet.sweep(timeout);
+        }
+    })
+}
+
+/// Serves `router` on `listener`, over TLS when `tls` is given. Runs until the
+/// listener fails (plain) or forever (TLS: accept errors are logged and retried).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsConfig>,
+) -> std::io::Result<()> {
+    match tls {
+        None => axum::serve(listener, router).await,
+        Some(tls) => tls::serve_tls(listener, router, tls).await,
+    }
+}

@@ -1,0 +1,116 @@
+//! SimAgents over plain HTTP against the real router: gzip both ways, many agents sharing
+//! one keep-alive connection (as agents behind one proxy would), configs delivered on the next
+//! poll and acknowledged exactly once.
+
+mod agent_support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use agent_support::{Server, collector_yaml, desired, uid};
+use gitamp_opamp::agent::{FleetTransport, SimFleetOptions, caps, run_fleet};
+use gitamp_opamp::fleet::{RemoteState, Transport};
+
+const N: usize = 24;
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_agents_one_gzip_keepalive_connection() {
+    let server = Server::start().await;
+    let fleet = run_fleet(
+        N,
+        FleetTransport::Http {
+            connections: 1,
+            gzip: true,
+        },
+        &server.http_url(),
+        SimFleetOptions {
+            heartbeat_interval: Duration::from_millis(200),
+            ramp_per_sec: 200.0,
+            first_sequence_num: 1,
+            environment: "http-test".to_owned(),
+            ..SimFleetOptions::default()
+        },
+    )
+    .unwrap();
+    let pool = fleet.http_pool.clone().unwrap();
+
+    let all = server
+        .wait_fleet(T, "all agents registered with descriptions", |a| {
+            a.len() == N && a.iter().all(|s| s.description.is_some())
+        })
+        .await;
+    let hosts: HashSet<_> = all
+        .iter()
+        .map(|s| s.description.as_ref().unwrap().labels()["host.name"].clone())
+        .collect();
+    assert_eq!(hosts.len(), N, "host.name must be distinct");
+    for s in &all {
+        assert_eq!(s.connection.transport, Transport::Http);
+        assert_eq!(s.capabilities, caps::FULL);
+        let l = s.description.as_ref().unwrap().labels();
+        assert_eq!(l["deployment.environment"], "http-test");
+        assert_eq!(l["service.name"], "otelcol-sim");
+    }
+
+    // Half get config A, half config B.
+    let a = desired(&collector_yaml("A"));
+    let b = desired(&collector_yaml("B"));
+    for (i, h) in fleet.agents.iter().enumerate() {
+        let cfg = if i % 2 == 0 { &a } else { &b };
+        assert!(
+            server
+                .fleet
+                .set_desired(&uid(&h.instance_uid()), Some(cfg.clone()))
+        );
+    }
+    fleet
+        .wait_all(T, |s| s.applied_hash().is_some())
+        .await
+        .unwrap_or_else(|missing| panic!("{missing} agents did not apply"));
+    for (i, h) in fleet.agents.iter().enumerate() {
+        let want = if i % 2 == 0 { a.hash() } else { b.hash() };
+        let id = uid(&h.instance_uid());
+        server
+            .wait_agent(
+                &id,
+                T,
+                "APPLIED with the right hash + effective config",
+                |s| {
+                    s.remote_config_status.as_ref().is_some_and(|r| {
+                        r.status == RemoteState::Applied && r.hash.as_ref() == want
+                    }) && s
+                        .effective_config
+                        .as_ref()
+                        .is_some_and(|e| e[""].body.as_ref() == desired_body(i))
+                },
+            )
+            .await;
+    }
+
+    // Keep polling for a while: nothing is pushed twice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for h in &fleet.agents {
+        let st = h.state();
+        assert_eq!(st.remote_configs_received, 1, "redundant push: {st:#?}");
+        assert_eq!(st.transport_errors, 0, "transport errors: {st:#?}");
+        assert!(st.heartbeats_sent >= 2, "agent stopped polling: {st:#?}");
+    }
+    assert_eq!(
+        pool.connections_opened(),
+        1,
+        "all agents must share one keep-alive connection"
+    );
+    assert!(pool.requests_sent() > (N * 4) as u64);
+
+    assert_eq!(fleet.stop_all(T).await, N);
+    server
+        .wait_fleet(T, "all disconnected after agent_disconnect", |a| {
+            a.iter().all(|s| !s.connection.connected)
+        })
+        .await;
+}
+
+fn desired_body(i: usize) -> Vec<u8> {
+    collector_yaml(if i % 2 == 0 { "A" } else { "B" }).into_bytes()
+}

@@ -1,0 +1,133 @@
+//! Shared helpers for the `agent_*` integration tests: a real gitamp-opamp server on
+//! 127.0.0.1:0, desired configs, and polling helpers with useful failure messages.
+//!
+//! Kept in a directory (not `tests/agent_support.rs`) so cargo does not build it as a test
+//! binary of its own.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gitamp_opamp::fleet::{AgentSnapshot, DesiredConfig, Fleet, Uid};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+/// The server under test, serving WebSocket and HTTP on `/v1/opamp`.
+pub struct Server {
+    pub fleet: Arc<Fleet>,
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    /// Starts the router on an ephemeral loopback port.
+    pub async fn start() -> Server {
+        let fleet = Arc::new(Fleet::new());
+        let app = gitamp_opamp::transport::router(fleet.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Server { fleet, addr, task }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/opamp", self.addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}/v1/opamp", self.addr)
+    }
+
+    /// Polls the registry until the agent exists and `pred` holds; panics with the last
+    /// snapshot otherwise.
+    pub async fn wait_agent(
+        &self,
+        uid: &Uid,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&AgentSnapshot) -> bool,
+    ) -> AgentSnapshot {
+        let t0 = Instant::now();
+        loop {
+            let snap = self.fleet.agent(uid);
+            if let Some(s) = &snap
+                && pred(s)
+            {
+                return s.clone();
+            }
+            if t0.elapsed() > timeout {
+                panic!("timed out after {timeout:?} waiting for {what}; registry has {snap:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until `pred` holds for the whole registry.
+    pub async fn wait_fleet(
+        &self,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&[AgentSnapshot]) -> bool,
+    ) -> Vec<AgentSnapshot> {
+        let t0 = Instant::now();
+        loop {
+            let all = self.fleet.agents();
+            if pred(&all) {
+                return all;
+            }
+            if t0.elapsed() > timeout {
+                panic!("timed out after {timeout:?} waiting for {what}; registry has {all:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// A one-entry config map (key "" and text/yaml, what the Collector supervisor expects) with
+/// a deterministic hash: SHA-256 over each key, content type and body, length-prefixed.
+pub fn desired(body: &str) -> Arc<DesiredConfig> {
+    let mut map = BTreeMap::new();
+    map.insert(
+        String::new(),
+        (
+            Bytes::copy_from_slice(body.as_bytes()),
+            "text/yaml".to_owned(),
+        ),
+    );
+    let mut h = Sha256::new();
+    for (k, (b, ct)) in &map {
+        for part in [k.as_bytes(), ct.as_bytes(), &b[..]] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    }
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&h.finalize());
+    Arc::new(DesiredConfig::new(map, hash))
+}
+
+/// The 16-byte uid of a `Bytes` (tests only).
+pub fn uid(b: &Bytes) -> Uid {
+    <Uid>::try_from(&b[..]).expect("16-byte uid")
+}
+
+/// A plausible collector config.
+pub fn collector_yaml(tag: &str) -> String {
+    format!(
+        "receivers:\n  otlp:\n    protocols:\n      grpc: {{}}\nexporters:\n  debug: {{}}\n\
+         service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [debug]\n\
+         # {tag}\n"
+    )
+}

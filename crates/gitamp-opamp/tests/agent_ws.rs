@@ -1,0 +1,261 @@
+//! SimAgent over WebSocket against the real gitamp-opamp router on 127.0.0.1:0.
+//!
+//! What these tests pin down, from the agent's side: a config set in the registry is pushed
+//! at once (no poll needed); a reconnect with unchanged state brings nothing new; a sequence
+//! gap is answered with ReportFullState once and converges; heartbeats keep an idle agent
+//! alive through the liveness sweep; a FAILED config is not re-pushed.
+
+mod agent_support;
+
+use std::time::Duration;
+
+use agent_support::{Server, collector_yaml, desired, uid};
+use gitamp_opamp::agent::{
+    AgentOptions, ApplyPolicy, SimAgent, Transport, WsOptions, caps, spawn_agent,
+};
+use gitamp_opamp::fleet::RemoteState;
+use gitamp_opamp::proto::RemoteConfigStatuses;
+
+const T: Duration = Duration::from_secs(10);
+
+fn ws() -> Transport {
+    Transport::WebSocket(WsOptions::default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_at_once_and_reconnect_brings_nothing_new() {
+    let server = Server::start().await;
+    // Heartbeats far apart: anything that arrives quickly was pushed by the server.
+    let opts = AgentOptions {
+        heartbeat_interval: Duration::from_secs(60),
+        ..AgentOptions::collector("ws-agent", "ws-host-1", "test")
+    };
+    let agent = spawn_agent(SimAgent::new(opts), ws(), &server.ws_url());
+    let id = uid(&agent.instance_uid());
+    let snap = server
+        .wait_agent(&id, T, "agent registered with description", |s| {
+            s.description.is_some() && s.connection.connected
+        })
+        .await;
+    let labels = snap.description.as_ref().unwrap().labels();
+    assert_eq!(labels["service.name"], "ws-agent");
+    assert_eq!(labels["host.name"], "ws-host-1");
+    assert_eq!(labels["deployment.environment"], "test");
+    assert_eq!(
+        labels["service.instance.id"],
+        uuid::Uuid::from_bytes(id).to_string()
+    );
+    assert_eq!(snap.capabilities, caps::FULL);
+
+    let cfg = desired(&collector_yaml("v1"));
+    let t_set = std::time::Instant::now();
+    assert!(server.fleet.set_desired(&id, Some(cfg.clone())));
+    let st = agent
+        .wait_for(Duration::from_secs(3), |s| s.applied_hash().is_some())
+        .await
+        .unwrap_or_else(|s| panic!("config not pushed at once: {s:#?}"));
+    assert!(t_set.elapsed() < Duration::from_secs(3));
+    assert_eq!(st.applied_hash().unwrap().as_ref(), cfg.hash());
+    assert!(st.saw_status(cfg.hash(), RemoteConfigStatuses::Applying));
+    let got = st.last_config.as_ref().unwrap();
+    assert_eq!(
+        got.config.config_map[""].body.as_ref(),
+        collector_yaml("v1").as_bytes()
+    );
+    assert_eq!(got.config.config_map[""].content_type, "text/yaml");
+
+    // The registry holds the acknowledgement and the effective config.
+    let snap = server
+        .wait_agent(&id, T, "APPLIED + effective config in registry", |s| {
+            s.remote_config_status
+                .as_ref()
+                .is_some_and(|r| r.status == RemoteState::Applied && r.hash.as_ref() == cfg.hash())
+                && s.effective_config.is_some()
+        })
+        .await;
+    let eff = snap.effective_config.unwrap();
+    assert_eq!(eff[""].body.as_ref(), collector_yaml("v1").as_bytes());
+
+    // Drop the connection (no agent_disconnect) and come back.
+    let before = agent.state();
+    agent.reconnect();
+    agent
+        .wait_for(T, |s| s.connections >= 2 && s.connected)
+        .await
+        .unwrap_or_else(|s| panic!("did not reconnect: {s:#?}"));
+    for _ in 0..3 {
+        agent.heartbeat_now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = agent
+        .wait_for(T, |s| s.messages_received >= before.messages_received + 3)
+        .await
+        .unwrap_or_else(|s| panic!("no replies after reconnect: {s:#?}"));
+    assert_eq!(
+        after.remote_configs_received, 1,
+        "config re-sent after reconnect: {after:#?}"
+    );
+    assert_eq!(after.redundant_configs_received, 0);
+    assert_eq!(after.applied_hash().unwrap().as_ref(), cfg.hash());
+    server
+        .wait_agent(&id, T, "connected again", |s| s.connection.connected)
+        .await;
+
+    assert!(agent.stop(T).await);
+    server
+        .wait_agent(&id, T, "disconnected after agent_disconnect", |s| {
+            !s.connection.connected
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_gap_asks_full_state_once_and_converges() {
+    let server = Server::start().await;
+    let opts = AgentOptions {
+        first_sequence_num: 1,
+        heartbeat_interval: Duration::from_secs(60),
+        ..AgentOptions::collector("gap-agent", "gap-host", "test")
+    };
+    let agent = spawn_agent(SimAgent::new(opts), ws(), &server.ws_url());
+    let id = uid(&agent.instance_uid());
+    server
+        .wait_agent(&id, T, "registered", |s| s.description.is_some())
+        .await;
+    let cfg = desired(&collector_yaml("gap"));
+    server.fleet.set_desired(&id, Some(cfg.clone()));
+    agent
+        .wait_for(T, |s| s.applied_hash().is_some())
+        .await
+        .unwrap_or_else(|s| panic!("not applied: {s:#?}"));
+    // Let the acknowledgement settle in the registry.
+    server
+        .wait_agent(&id, T, "APPLIED in registry", |s| {
+            s.remote_config_status
+                .as_ref()
+                .is_some_and(|r| r.status == RemoteState::Applied)
+        })
+        .await;
+
+    let base = agent.state();
+    agent.inject_sequence_gap();
+    agent.heartbeat_now();
+    let st = agent
+        .wait_for(T, |s| {
+            s.full_state_requests > base.full_state_requests
+                && s.full_reports_sent > base.full_reports_sent
+        })
+        .await
+        .unwrap_or_else(|s| panic!("gap not answered with ReportFullState: {s:#?}"));
+    // Converges: more in-sequence heartbeats do not ask again.
+    let settled = st.full_state_requests;
+    for _ in 0..5 {
+        agent.heartbeat_now();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let end = agent
+        .wait_for(T, |s| s.messages_received >= st.messages_received + 5)
+        .await
+        .unwrap_or_else(|s| panic!("heartbeats unanswered: {s:#?}"));
+    assert_eq!(
+        end.full_state_requests, settled,
+        "full state asked again: {end:#?}"
+    );
+    assert_eq!(end.remote_configs_received, 1, "config re-pushed: {end:#?}");
+    let snap = server
+        .wait_agent(&id, T, "registry at the agent's sequence number", |s| {
+            Some(s.sequence_num) == end.last_sequence_num
+        })
+        .await;
+    assert_eq!(
+        snap.remote_config_status.as_ref().unwrap().hash.as_ref(),
+        cfg.hash()
+    );
+    agent.stop(T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_idle_agent_alive() {
+    let server = Server::start().await;
+    let opts = AgentOptions {
+        heartbeat_interval: Duration::from_millis(150),
+        ..AgentOptions::collector("hb-agent", "hb-host", "test")
+    };
+    let agent = spawn_agent(SimAgent::new(opts), ws(), &server.ws_url());
+    let id = uid(&agent.instance_uid());
+    server
+        .wait_agent(&id, T, "registered", |s| s.connection.connected)
+        .await;
+    // Idle for several sweep periods; heartbeats must keep it connected.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let gone = server.fleet.sweep(Duration::from_millis(600));
+        assert!(!gone.contains(&id), "swept although heartbeating");
+    }
+    let st = agent.state();
+    assert!(st.heartbeats_sent >= 8, "too few heartbeats: {st:#?}");
+    assert!(st.connected);
+    assert_eq!(st.connections, 1);
+    // Stop heartbeating (stop the agent abruptly is not possible; stop it cleanly) and the
+    // registry shows it disconnected.
+    assert!(agent.stop(T).await);
+    server
+        .wait_agent(&id, T, "disconnected", |s| !s.connection.connected)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_config_is_not_pushed_again() {
+    let server = Server::start().await;
+    let opts = AgentOptions {
+        policy: ApplyPolicy::default(),
+        heartbeat_interval: Duration::from_millis(100),
+        ..AgentOptions::collector("fail-agent", "fail-host", "test")
+    };
+    let agent = spawn_agent(SimAgent::new(opts), ws(), &server.ws_url());
+    let id = uid(&agent.instance_uid());
+    server
+        .wait_agent(&id, T, "registered", |s| s.description.is_some())
+        .await;
+    let bad = desired("receivers: {}\n# gitamp-test-fail\n");
+    server.fleet.set_desired(&id, Some(bad.clone()));
+    let st = agent
+        .wait_for(T, |s| {
+            s.saw_status(bad.hash(), RemoteConfigStatuses::Failed)
+        })
+        .await
+        .unwrap_or_else(|s| panic!("no FAILED: {s:#?}"));
+    assert!(
+        st.current_status
+            .as_ref()
+            .unwrap()
+            .error_message
+            .contains("marker")
+    );
+    server
+        .wait_agent(&id, T, "FAILED in registry", |s| {
+            s.remote_config_status
+                .as_ref()
+                .is_some_and(|r| r.status == RemoteState::Failed && !r.error.is_empty())
+        })
+        .await;
+    // A second of heartbeats (10 of them): the failed config must not come back.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = agent.state();
+    assert_eq!(
+        st.remote_configs_received, 1,
+        "failed config re-pushed: {st:#?}"
+    );
+
+    // A new desired config goes out and applies.
+    let good = desired(&collector_yaml("fixed"));
+    server.fleet.set_desired(&id, Some(good.clone()));
+    let st = agent
+        .wait_for(T, |s| {
+            s.applied_hash().is_some_and(|h| h.as_ref() == good.hash())
+        })
+        .await
+        .unwrap_or_else(|s| panic!("fixed config not applied: {s:#?}"));
+    assert_eq!(st.remote_configs_received, 2);
+    agent.stop(T).await;
+}

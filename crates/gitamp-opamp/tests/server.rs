@@ -1,0 +1,730 @@
+//! Server behaviour over real sockets: WebSocket via tokio-tungstenite, HTTP via a
+//! hand-written HTTP/1.1 client on a raw TcpStream (so every header is visible).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use gitamp_opamp::fleet::{Transport, Uid};
+use gitamp_opamp::frame::{decode_frame, encode_frame};
+use gitamp_opamp::proto::{
+    self, AgentCapabilities as Cap, AgentToServer, ServerErrorResponseType, ServerToAgent,
+};
+use gitamp_opamp::server::{OpampSettings, router, serve};
+use gitamp_opamp::{DesiredConfig, Fleet, FleetEvent};
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+const T: Duration = Duration::from_secs(10);
+const CAPS: u64 = Cap::ReportsStatus as u64
+    | Cap::AcceptsRemoteConfig as u64
+    | Cap::ReportsEffectiveConfig as u64
+    | Cap::ReportsHealth as u64
+    | Cap::ReportsRemoteConfig as u64;
+const SERVER_CAPS: u64 = 0x7;
+const FULL_STATE: u64 = proto::ServerToAgentFlags::ReportFullState as u64;
+
+async fn start(settings: OpampSettings) -> (Arc<Fleet>, SocketAddr) {
+    let fleet = Arc::new(Fleet::new());
+    let app = router(fleet.clone(), settings);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve(l, app, None));
+    (fleet, addr)
+}
+
+fn uid(n: u8) -> Uid {
+    [n; 16]
+}
+
+fn kv(k: &str, v: &str) -> proto::KeyValue {
+    proto::KeyValue {
+        key: k.into(),
+        value: Some(proto::AnyValue {
+            value: Some(proto::any_value::Value::StringValue(v.into())),
+        }),
+    }
+}
+
+fn full(
+    u: Uid,
+    seq: u64,
+    name: &str,
+    hash: &[u8],
+    status: proto::RemoteConfigStatuses,
+) -> AgentToServer {
+    AgentToServer {
+        instance_uid: Bytes::copy_from_slice(&u),
+        sequence_num: seq,
+        capabilities: CAPS,
+        agent_description: Some(proto::AgentDescription {
+            identifying_attributes: vec![kv("service.name", name)],
+            non_identifying_attributes: vec![kv("host.name", "h")],
+        }),
+        health: Some(proto::ComponentHealth {
+            healthy: true,
+            status: "ok".into(),
+            ..Default::default()
+        }),
+        effective_config: Some(proto::EffectiveConfig {
+            config_map: Some(proto::AgentConfigMap {
+                config_map: [(
+                    String::new(),
+                    proto::AgentConfigFile {
+                        body: Bytes::from_static(b"eff: 1"),
+                        content_type: "text/yaml".into(),
+                    },
+                )]
+                .into(),
+            }),
+        }),
+        remote_config_status: Some(proto::RemoteConfigStatus {
+            last_remote_config_hash: Bytes::copy_from_slice(hash),
+            status: status as i32,
+            error_message: String::new(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn hb(u: Uid, seq: u64) -> AgentToServer {
+    AgentToServer {
+        instance_uid: Bytes::copy_from_slice(&u),
+        sequence_num: seq,
+        capabilities: CAPS,
+        ..Default::default()
+    }
+}
+
+fn status(u: Uid, seq: u64, hash: &[u8], st: proto::RemoteConfigStatuses) -> AgentToServer {
+    let mut m = hb(u, seq);
+    m.remote_config_status = Some(proto::RemoteConfigStatus {
+        last_remote_config_hash: Bytes::copy_from_slice(hash),
+        status: st as i32,
+        error_message: "boom".into(),
+    });
+    m
+}
+
+fn desired(body: &'static [u8], h: u8) -> Arc<DesiredConfig> {
+    let mut m = BTreeMap::new();
+    m.insert(
+        String::new(),
+        (Bytes::from_static(body), "text/yaml".to_owned()),
+    );
+    Arc::new(DesiredConfig::new(m, [h; 32]))
+}
+
+// ---------------------------------------------------------------- HTTP client
+
+struct Resp {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn decode(&self) -> ServerToAgent {
+        let body = if self.headers.get("content-encoding").map(String::as_str) == Some("gzip") {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&self.body[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        } else {
+            self.body.clone()
+        };
+        ServerToAgent::decode(&body[..]).unwrap()
+    }
+}
+
+async fn post_raw(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "POST /v1/opamp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    // The server may answer (413) before reading everything: ignore write errors.
+    let _ = s.write_all(body).await;
+    let mut raw = Vec::new();
+    // Tolerate a reset after the response (server closed with unread request bytes).
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut raw))
+        .await
+        .unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+async fn post(addr: SocketAddr, msg: &AgentToServer) -> Resp {
+    post_raw(
+        addr,
+        &[("Content-Type", "application/x-protobuf")],
+        &msg.encode_to_vec(),
+    )
+    .await
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+// ---------------------------------------------------------------- WS client
+
+async fn ws_connect(
+    addr: SocketAddr,
+    auth: Option<&str>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("ws://{addr}/v1/opamp")
+        .into_client_request()
+        .unwrap();
+    if let Some(a) = auth {
+        req.headers_mut()
+            .insert("Authorization", a.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn ws_send(ws: &mut Ws, msg: &AgentToServer) {
+    ws.send(Message::Binary(encode_frame(msg))).await.unwrap();
+}
+
+async fn ws_recv(ws: &mut Ws) -> ServerToAgent {
+    loop {
+        let m = tokio::time::timeout(T, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match m {
+            Message::Binary(b) => {
+                assert_eq!(b[0], 0, "every server frame starts with header 0");
+                return decode_frame(b).unwrap();
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+async fn ws_rpc(ws: &mut Ws, msg: &AgentToServer) -> ServerToAgent {
+    ws_send(ws, msg).await;
+    ws_recv(ws).await
+}
+
+async fn eventually(mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + T;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------- HTTP tests
+
+#[tokio::test]
+async fn http_poll_reply_rules() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    let r = post_raw(
+        addr,
+        &[("Content-Type", "application/x-protobuf; charset=binary")],
+        &full(uid(1), 0, "a", b"", proto::RemoteConfigStatuses::Unset).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/x-protobuf");
+    let s = r.decode();
+    assert_eq!(&s.instance_uid[..], &uid(1));
+    assert_eq!(s.capabilities, SERVER_CAPS);
+    // A plain poll with nothing pending: only instance_uid and capabilities.
+    let r = post(addr, &hb(uid(1), 1)).await.decode();
+    assert_eq!(
+        r,
+        ServerToAgent {
+            instance_uid: Bytes::copy_from_slice(&uid(1)),
+            capabilities: SERVER_CAPS,
+            ..Default::default()
+        }
+    );
+    let a = fleet.agent(&uid(1)).unwrap();
+    assert!(a.connection.connected);
+    assert_eq!(a.connection.transport, Transport::Http);
+    // Omitted fields kept their last values.
+    assert_eq!(a.description.unwrap().identifying["service.name"], "a");
+    assert_eq!(a.health.unwrap().status, "ok");
+    assert_eq!(&a.effective_config.unwrap()[""].body[..], b"eff: 1");
+}
+
+#[tokio::test]
+async fn http_gzip_both_ways() {
+    let (_fleet, addr) = start(OpampSettings::default()).await;
+    let body = gzip(&full(uid(2), 0, "a", b"", proto::RemoteConfigStatuses::Unset).encode_to_vec());
+    let r = post_raw(
+        addr,
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "gzip"),
+            ("Accept-Encoding", "gzip"),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-encoding"], "gzip");
+    assert_eq!(&r.decode().instance_uid[..], &uid(2));
+    let r = post_raw(
+        addr,
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Accept-Encoding", "gzip;q=0"),
+        ],
+        &hb(uid(2), 1).encode_to_vec(),
+    )
+    .await;
+    assert!(!r.headers.contains_key("content-encoding"));
+    assert_eq!(&r.decode().instance_uid[..], &uid(2));
+}
+
+#[tokio::test]
+async fn http_malformed_input() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    post(
+        addr,
+        &full(uid(3), 0, "ok", b"", proto::RemoteConfigStatuses::Unset),
+    )
+    .await;
+    let ct = [("Content-Type", "application/x-protobuf")];
+    assert_eq!(post_raw(addr, &ct, &[0xff, 0xff, 0xff]).await.status, 400);
+    let gz = [
+        ("Content-Type", "application/x-protobuf"),
+        ("Content-Encoding", "gzip"),
+    ];
+    assert_eq!(post_raw(addr, &gz, b"not gzip").await.status, 400);
+    // Wrong instance_uid length: 200 with BadRequest and no other fields.
+    let mut m = hb(uid(4), 0);
+    m.instance_uid = Bytes::from_static(b"0123456789");
+    let r = post(addr, &m).await;
+    assert_eq!(r.status, 200);
+    let s = r.decode();
+    assert_eq!(
+        s.error_response.as_ref().unwrap().r#type,
+        ServerErrorResponseType::BadRequest as i32
+    );
+    assert!(s.remote_config.is_none() && s.capabilities == 0 && s.flags == 0);
+    assert_eq!(&s.instance_uid[..], b"0123456789");
+    // The other agent is unaffected.
+    let r = post(addr, &hb(uid(3), 1)).await.decode();
+    assert_eq!(r.flags & FULL_STATE, 0);
+    assert_eq!(fleet.agents().len(), 1);
+}
+
+#[tokio::test]
+async fn http_body_limit_and_gzip_bomb() {
+    let (fleet, addr) = start(OpampSettings {
+        max_message_bytes: 16 * 1024,
+        ..Default::default()
+    })
+    .await;
+    let ct = [("Content-Type", "application/x-protobuf")];
+    assert_eq!(post_raw(addr, &ct, &vec![0u8; 32 * 1024]).await.status, 413);
+    let bomb = gzip(&vec![0u8; 8 << 20]);
+    assert!(bomb.len() < 16 * 1024);
+    let gz = [
+        ("Content-Type", "application/x-protobuf"),
+        ("Content-Encoding", "gzip"),
+    ];
+    assert_eq!(post_raw(addr, &gz, &bomb).await.status, 413);
+    assert!(fleet.agents().is_empty());
+}
+
+#[tokio::test]
+async fn secret_required_before_any_state() {
+    let (fleet, addr) = start(OpampSettings {
+        secret: Some("s3cret".into()),
+        ..Default::default()
+    })
+    .await;
+    let body = hb(uid(5), 0).encode_to_vec();
+    for auth in [None, Some("Bearer nope"), Some("Basic s3cret")] {
+        let mut h = vec![("Content-Type", "application/x-protobuf")];
+        if let Some(a) = auth {
+            h.push(("Authorization", a));
+        }
+        assert_eq!(post_raw(addr, &h, &body).await.status, 401);
+        match ws_connect(addr, auth).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+    assert!(fleet.agents().is_empty());
+    let ok = [
+        ("Content-Type", "application/x-protobuf"),
+        ("Authorization", "Bearer s3cret"),
+    ];
+    assert_eq!(post_raw(addr, &ok, &body).await.status, 200);
+    let mut ws = ws_connect(addr, Some("Secret-Key s3cret")).await.unwrap();
+    let r = ws_rpc(&mut ws, &hb(uid(6), 0)).await;
+    assert_eq!(&r.instance_uid[..], &uid(6));
+    assert_eq!(fleet.agents().len(), 2);
+}
+
+#[tokio::test]
+async fn http_desired_config_next_poll_no_resend() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    let u = uid(7);
+    post(
+        addr,
+        &full(u, 0, "a", b"old", proto::RemoteConfigStatuses::Applied),
+    )
+    .await;
+    assert!(fleet.set_desired(&u, Some(desired(b"x: 1", 1))));
+    let r = post(addr, &hb(u, 1)).await.decode();
+    let rc = r.remote_config.unwrap();
+    assert_eq!(&rc.config_hash[..], &[1; 32]);
+    assert_eq!(&rc.config.unwrap().config_map[""].body[..], b"x: 1");
+    assert_eq!(r.capabilities, SERVER_CAPS);
+    let r = post(
+        addr,
+        &status(u, 2, &[1; 32], proto::RemoteConfigStatuses::Applied),
+    )
+    .await;
+    assert!(r.decode().remote_config.is_none());
+    assert!(post(addr, &hb(u, 3)).await.decode().remote_config.is_none());
+    // Agent without ReportsRemoteConfig: each hash sent once.
+    let v = uid(8);
+    let mut m = hb(v, 0);
+    m.capabilities = Cap::ReportsStatus as u64 | Cap::AcceptsRemoteConfig as u64;
+    m.agent_description =
+        full(v, 0, "b", b"", proto::RemoteConfigStatuses::Unset).agent_description;
+    post(addr, &m).await;
+    fleet.set_desired(&v, Some(desired(b"y: 1", 2)));
+    m.sequence_num = 1;
+    assert!(post(addr, &m).await.decode().remote_config.is_some());
+    m.sequence_num = 2;
+    assert!(post(addr, &m).await.decode().remote_config.is_none());
+    // Without AcceptsRemoteConfig: never.
+    let w = uid(9);
+    let mut m = hb(w, 0);
+    m.capabilities = Cap::ReportsStatus as u64;
+    post(addr, &m).await;
+    fleet.set_desired(&w, Some(desired(b"z: 1", 3)));
+    m.sequence_num = 1;
+    assert!(post(addr, &m).await.decode().remote_config.is_none());
+}
+
+#[tokio::test]
+async fn heartbeat_timeout_marks_disconnected() {
+    let (fleet, addr) = start(OpampSettings {
+        heartbeat_interval: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    let mut events = fleet.subscribe();
+    post(
+        addr,
+        &full(uid(10), 0, "a", b"", proto::RemoteConfigStatuses::Unset),
+    )
+    .await;
+    assert!(fleet.agent(&uid(10)).unwrap().connection.connected);
+    eventually(|| !fleet.agent(&uid(10)).unwrap().connection.connected).await;
+    let mut seen = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        seen.push(ev);
+    }
+    assert_eq!(seen.first(), Some(&FleetEvent::Connected(uid(10))));
+    assert_eq!(seen.last(), Some(&FleetEvent::Disconnected(uid(10))));
+    // A WS agent with ReportsHeartbeat that goes silent is disconnected too.
+    let mut ws = ws_connect(addr, None).await.unwrap();
+    let mut m = full(uid(11), 0, "a", b"", proto::RemoteConfigStatuses::Unset);
+    m.capabilities |= Cap::ReportsHeartbeat as u64;
+    ws_rpc(&mut ws, &m).await;
+    eventually(|| !fleet.agent(&uid(11)).unwrap().connection.connected).await;
+}
+
+#[tokio::test]
+async fn http_agent_disconnect() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    post(
+        addr,
+        &full(uid(12), 0, "a", b"", proto::RemoteConfigStatuses::Unset),
+    )
+    .await;
+    let mut m = hb(uid(12), 1);
+    m.agent_disconnect = Some(proto::AgentDisconnect {});
+    assert_eq!(post(addr, &m).await.status, 200);
+    assert!(!fleet.agent(&uid(12)).unwrap().connection.connected);
+}
+
+// ---------------------------------------------------------------- WS tests
+
+#[tokio::test]
+async fn ws_reply_rules_and_malformed_frames() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    let mut ws = ws_connect(addr, None).await.unwrap();
+    let first = full(uid(20), 0, "a", b"", proto::RemoteConfigStatuses::Unset);
+    let r = ws_rpc(&mut ws, &first).await;
+    assert_eq!(&r.instance_uid[..], &uid(20));
+    assert_eq!(r.capabilities, SERVER_CAPS);
+    assert_eq!(r.flags & FULL_STATE, 0);
+    // Duplicates each get a reply.
+    ws_send(&mut ws, &hb(uid(20), 1)).await;
+    ws_send(&mut ws, &hb(uid(20), 1)).await;
+    assert_eq!(&ws_recv(&mut ws).await.instance_uid[..], &uid(20));
+    assert_eq!(&ws_recv(&mut ws).await.instance_uid[..], &uid(20));
+    // Header-only frame = empty AgentToServer (no uid): BadRequest, not a crash.
+    ws.send(Message::Binary(Bytes::from_static(&[0])))
+        .await
+        .unwrap();
+    let r = ws_recv(&mut ws).await;
+    assert_eq!(
+        r.error_response.unwrap().r#type,
+        ServerErrorResponseType::BadRequest as i32
+    );
+    // Non-zero header (and legacy header-less frames): BadRequest.
+    let legacy = hb(uid(20), 2).encode_to_vec();
+    ws.send(Message::Binary(legacy.into())).await.unwrap();
+    assert!(ws_recv(&mut ws).await.error_response.is_some());
+    // Text frame: error reply, connection stays usable.
+    ws.send(Message::text("hello")).await.unwrap();
+    assert!(ws_recv(&mut ws).await.error_response.is_some());
+    let r = ws_rpc(&mut ws, &hb(uid(20), 2)).await;
+    assert!(r.error_response.is_none());
+    assert!(fleet.agent(&uid(20)).unwrap().connection.connected);
+    // Transport close without agent_disconnect disconnects the agent.
+    ws.close(None).await.unwrap();
+    eventually(|| !fleet.agent(&uid(20)).unwrap().connection.connected).await;
+}
+
+#[tokio::test]
+async fn ws_oversize_closes_only_that_connection() {
+    let (_fleet, addr) = start(OpampSettings {
+        max_message_bytes: 1024,
+        ..Default::default()
+    })
+    .await;
+    let mut good = ws_connect(addr, None).await.unwrap();
+    ws_rpc(&mut good, &hb(uid(21), 0)).await;
+    let mut bad = ws_connect(addr, None).await.unwrap();
+    let mut big = vec![0u8; 4096];
+    big[1] = 0x0a; // whatever follows; the size alone triggers the close
+    bad.send(Message::Binary(big.into())).await.unwrap();
+    let m = tokio::time::timeout(T, bad.next()).await.unwrap();
+    match m {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(f.code, CloseCode::Size),
+        other => panic!("expected close 1009, got {other:?}"),
+    }
+    let r = ws_rpc(&mut good, &hb(uid(21), 1)).await;
+    assert_eq!(&r.instance_uid[..], &uid(21));
+}
+
+#[tokio::test]
+async fn ws_sequence_gap_and_unknown_agent() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    let mut ws = ws_connect(addr, None).await.unwrap();
+    // Unknown agent sending a compressed message (reconnect to a fresh server).
+    let r = ws_rpc(&mut ws, &hb(uid(22), 41)).await;
+    assert_ne!(r.flags & FULL_STATE, 0);
+    let r = ws_rpc(
+        &mut ws,
+        &full(uid(22), 42, "a", b"", proto::RemoteConfigStatuses::Unset),
+    )
+    .await;
+    assert_eq!(r.flags & FULL_STATE, 0);
+    // In sequence, compressed: no request, values kept.
+    let r = ws_rpc(&mut ws, &hb(uid(22), 43)).await;
+    assert_eq!(r.flags & FULL_STATE, 0);
+    // Gap: ask.
+    let r = ws_rpc(&mut ws, &hb(uid(22), 45)).await;
+    assert_ne!(r.flags & FULL_STATE, 0);
+    let a = fleet.agent(&uid(22)).unwrap();
+    assert_eq!(a.description.unwrap().identifying["service.name"], "a");
+    // Unknown agent with a complete first report: no request.
+    let r = ws_rpc(
+        &mut ws,
+        &full(uid(23), 0, "b", b"", proto::RemoteConfigStatuses::Unset),
+    )
+    .await;
+    assert_eq!(r.flags & FULL_STATE, 0);
+}
+
+#[tokio::test]
+async fn ws_uid_reassignment() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    let mut a = ws_connect(addr, None).await.unwrap();
+    ws_rpc(
+        &mut a,
+        &full(uid(24), 0, "one", b"", proto::RemoteConfigStatuses::Unset),
+    )
+    .await;
+    // Same uid, different description, while the first connection is live.
+    let mut b = ws_connect(addr, None).await.unwrap();
+    let r = ws_rpc(
+        &mut b,
+        &full(uid(24), 0, "two", b"", proto::RemoteConfigStatuses::Unset),
+    )
+    .await;
+    assert_eq!(&r.instance_uid[..], &uid(24));
+    let new = r.agent_identification.unwrap().new_instance_uid;
+    assert_eq!(new.len(), 16);
+    let new: Uid = new[..].try_into().unwrap();
+    assert_ne!(new, uid(24));
+    // Continuing under the new uid is in sequence: no full-state request.
+    let mut m = hb(new, 1);
+    m.instance_uid = Bytes::copy_from_slice(&new);
+    assert_eq!(ws_rpc(&mut b, &m).await.flags & FULL_STATE, 0);
+    let old = fleet.agent(&uid(24)).unwrap();
+    assert_eq!(old.description.unwrap().identifying["service.name"], "one");
+    let moved = fleet.agent(&new).unwrap();
+    assert_eq!(
+        moved.description.unwrap().identifying["service.name"],
+        "two"
+    );
+    // RequestInstanceUid.
+    let mut m = hb(uid(25), 0);
+    m.flags = proto::AgentToServerFlags::RequestInstanceUid as u64;
+    let r = ws_rpc(&mut a, &m).await;
+    let n = r.agent_identification.unwrap().new_instance_uid;
+    assert_eq!(uuid::Uuid::from_slice(&n).unwrap().get_version_num(), 7);
+}
+
+#[tokio::test]
+async fn ws_push_on_set_desired_and_failed_not_resent() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    let u = uid(26);
+    let mut ws = ws_connect(addr, None).await.unwrap();
+    let r = ws_rpc(
+        &mut ws,
+        &full(u, 0, "a", b"old", proto::RemoteConfigStatuses::Applied),
+    )
+    .await;
+    assert!(r.remote_config.is_none());
+    // Pushed at once, without a message from the agent.
+    let d = desired(b"a: 1", 1);
+    assert!(fleet.set_desired(&u, Some(d.clone())));
+    let push = ws_recv(&mut ws).await;
+    assert_eq!(&push.instance_uid[..], &u);
+    assert_eq!(&push.remote_config.unwrap().config_hash[..], &[1; 32]);
+    // Agent applied it: nothing more, also when the same desired is set again.
+    let r = ws_rpc(
+        &mut ws,
+        &status(u, 1, &[1; 32], proto::RemoteConfigStatuses::Applied),
+    )
+    .await;
+    assert!(r.remote_config.is_none());
+    fleet.set_desired(&u, Some(d));
+    let r = ws_rpc(&mut ws, &hb(u, 2)).await;
+    assert!(
+        r.remote_config.is_none(),
+        "no resend when the reported hash matches"
+    );
+    // A new config fails, the agent rolls back: the failed hash is not re-pushed.
+    fleet.set_desired(&u, Some(desired(b"bad", 2)));
+    assert!(ws_recv(&mut ws).await.remote_config.is_some());
+    let r = ws_rpc(
+        &mut ws,
+        &status(u, 3, &[2; 32], proto::RemoteConfigStatuses::Failed),
+    )
+    .await;
+    assert!(r.remote_config.is_none());
+    let r = ws_rpc(
+        &mut ws,
+        &status(u, 4, &[1; 32], proto::RemoteConfigStatuses::Applied),
+    )
+    .await;
+    assert!(r.remote_config.is_none());
+    let r = ws_rpc(&mut ws, &hb(u, 5)).await;
+    assert!(r.remote_config.is_none());
+    let a = fleet.agent(&u).unwrap();
+    assert_eq!(a.failed_hashes.len(), 1);
+    // agent_disconnect: replied to and marked disconnected at once.
+    let mut m = hb(u, 6);
+    m.agent_disconnect = Some(proto::AgentDisconnect {});
+    let r = ws_rpc(&mut ws, &m).await;
+    assert!(r.error_response.is_none());
+    assert!(!fleet.agent(&u).unwrap().connection.connected);
+}
+
+#[tokio::test]
+async fn outgoing_over_limit_is_not_sent_but_reply_is() {
+    let (fleet, addr) = start(OpampSettings {
+        max_message_bytes: 512,
+        ..Default::default()
+    })
+    .await;
+    static BIG: [u8; 1024] = [b'x'; 1024];
+    // HTTP: the reply still comes, without the config that does not fit.
+    let u = uid(30);
+    post(addr, &hb(u, 0)).await;
+    fleet.set_desired(&u, Some(desired(&BIG, 4)));
+    let r = post(addr, &hb(u, 1)).await;
+    assert_eq!(r.status, 200);
+    let s = r.decode();
+    assert!(s.remote_config.is_none());
+    assert_eq!(&s.instance_uid[..], &u);
+    // WebSocket: the push is dropped, the next reply is sent without the config.
+    let v = uid(31);
+    let mut ws = ws_connect(addr, None).await.unwrap();
+    ws_rpc(&mut ws, &hb(v, 0)).await;
+    fleet.set_desired(&v, Some(desired(&BIG, 5)));
+    let r = ws_rpc(&mut ws, &hb(v, 1)).await;
+    assert!(r.remote_config.is_none());
+    assert_eq!(&r.instance_uid[..], &v);
+}
+
+#[tokio::test]
+async fn ws_ping_is_answered() {
+    let (_fleet, addr) = start(OpampSettings::default()).await;
+    let mut ws = ws_connect(addr, None).await.unwrap();
+    ws.send(Message::Ping(Bytes::from_static(b"p")))
+        .await
+        .unwrap();
+    loop {
+        match tokio::time::timeout(T, ws.next()).await.unwrap() {
+            Some(Ok(Message::Pong(p))) => {
+                assert_eq!(&p[..], b"p");
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected pong, got {other:?}"),
+        }
+    }
+}

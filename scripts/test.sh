@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The one test command (README and .ci/run call it): installs what the tests need, then runs
+# every test of the workspace. Safe to run again: each install step is a no-op when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages the build links against (present on the usual image; a fresh machine may lack them).
+need_apt=()
+for pkg in pkg-config libssl-dev zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# Python: the real OpAMP client we did not write, in a project-local virtual environment.
+scripts/python-env.sh
+
+export GITAMP_PYTHON="$PWD/.venv/bin/python"
+cargo build --workspace --all-targets
+cargo test --workspace --no-fail-fast -- --test-threads="${GITAMP_TEST_THREADS:-2}"

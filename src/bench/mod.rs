@@ -1,0 +1,19 @@
+//! `gitamp bench ...`: measurements of the hot paths, runnable on any machine without a test
+//! harness (`cargo run --release -- bench repo`), so that performance goals are checked where
+//! they matter.
+
+pub mod repo;
+
+/// What to measure.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Load + validate + render a synthetic repository of N resources.
+    Repo(repo::Args),
+}
+
+/// Run one benchmark.
+pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        BenchCommand::Repo(args) => repo::run(args),
+    }
+}

@@ -1,0 +1,87 @@
+//! `gitamp serve`: the GitOps loop. Every flag can also come from a `GITAMP_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Serve OpAMP and the status API, keeping every agent in step with the repository.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// The config repository: a Git URL (https, ssh, file://), a local Git repository, or a plain
+    /// folder (watched for changes). Without it, the example repository embedded in the binary.
+    #[arg(long, env = "GITAMP_REPO")]
+    pub repo: Option<String>,
+    /// Branch or tag to track (default: the remote's default branch).
+    #[arg(long = "ref", env = "GITAMP_REF")]
+    pub git_ref: Option<String>,
+    /// Sub-path of the repository holding the resources.
+    #[arg(long, env = "GITAMP_PATH")]
+    pub path: Option<String>,
+    /// Seconds between polls of the Git remote (webhooks wake it earlier).
+    #[arg(long, env = "GITAMP_POLL", default_value_t = 30)]
+    pub poll: u64,
+    /// File holding an HTTPS token for the Git remote.
+    #[arg(long, env = "GITAMP_GIT_TOKEN_FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// Private key for an ssh remote.
+    #[arg(long, env = "GITAMP_SSH_KEY")]
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts file to check the ssh remote's host key against.
+    #[arg(long, env = "GITAMP_KNOWN_HOSTS")]
+    pub known_hosts: Option<PathBuf>,
+    /// OpAMP listener (WebSocket and HTTP on one path).
+    #[arg(long, env = "GITAMP_OPAMP_LISTEN", default_value = "0.0.0.0:4320")]
+    pub opamp_listen: SocketAddr,
+    /// OpAMP URL path.
+    #[arg(long, env = "GITAMP_OPAMP_PATH", default_value = "/v1/opamp")]
+    pub opamp_path: String,
+    /// Status API listener (read-only API, /metrics, webhooks).
+    #[arg(long, env = "GITAMP_API_LISTEN", default_value = "127.0.0.1:8080")]
+    pub api_listen: SocketAddr,
+    /// Where the store (gitamp.db) and the Git cache live; created on first run.
+    #[arg(long, env = "GITAMP_DATA_DIR", default_value = "gitamp-data")]
+    pub data_dir: PathBuf,
+    /// GitHub webhook secret (X-Hub-Signature-256), read from this file.
+    #[arg(long, env = "GITAMP_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// GitLab webhook token (X-Gitlab-Token), read from this file.
+    #[arg(long, env = "GITAMP_GITLAB_TOKEN_FILE")]
+    pub gitlab_token_file: Option<PathBuf>,
+    /// Generic webhook bearer token, read from this file.
+    #[arg(long, env = "GITAMP_WEBHOOK_TOKEN_FILE")]
+    pub webhook_token_file: Option<PathBuf>,
+    /// Bearer token required by the status API (read from this file).
+    #[arg(long, env = "GITAMP_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Secret agents must present (`Authorization: Bearer` or `Secret-Key`), read from this file.
+    #[arg(long, env = "GITAMP_AGENT_SECRET_FILE")]
+    pub agent_secret_file: Option<PathBuf>,
+    /// PEM certificate chain: serve both listeners over TLS (with --tls-key).
+    #[arg(long, env = "GITAMP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "GITAMP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Seconds between agent heartbeats expected; an agent silent for 3 intervals is
+    /// disconnected.
+    #[arg(long, env = "GITAMP_HEARTBEAT", default_value_t = 30)]
+    pub heartbeat: u64,
+    /// Largest OpAMP message accepted, in bytes.
+    #[arg(long, env = "GITAMP_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Start N simulated agents (WebSocket) against this server, with labels that the example
+    /// repository's configurations select: a live demo with no collector installed.
+    #[arg(long, env = "GITAMP_DEMO_AGENTS", default_value_t = 0)]
+    pub demo_agents: usize,
+    /// Log format.
+    #[arg(long, env = "GITAMP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::server::run(args))?;
+    Ok(ExitCode::from(super::exit::OK))
+}

@@ -1,0 +1,13 @@
+//! gitamp: keep a fleet of OpenTelemetry collectors in step with a Git repository.
+//!
+//! The pure core (load, validate, render, plan) is the `gitamp-core` crate and the OpAMP
+//! protocol side is `gitamp-opamp`; this crate is the shell that moves bytes and owns tasks:
+//! sources (Git, folder, webhooks), the store, the status API, the reconciler loop and the CLI.
+
+pub mod bench;
+pub mod cli;
+pub mod embedded;
+pub mod telemetry;
+pub mod source;
+pub mod server;
+pub mod store;

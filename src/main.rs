@@ -1,0 +1,45 @@
+//! The `gitamp` command line. Each subcommand lives in `gitamp::cli::<name>`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gitamp::cli;
+
+#[derive(Debug, Parser)]
+#[command(name = "gitamp", version, about = "Run a fleet of OpenTelemetry collectors from Git (OpAMP server + GitOps reconciler)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve OpAMP and the status API, keeping every agent in step with the repository.
+    Serve(Box<cli::serve::Args>),
+    /// Check a config repository: schema, references, parameters, templates.
+    Validate(cli::validate::Args),
+    /// Render the collector YAML of a configuration, or of the agent with given labels.
+    Render(cli::render::Args),
+    /// Measure hot paths (`bench repo`: load + validate + render of a synthetic repository).
+    Bench {
+        #[command(subcommand)]
+        command: gitamp::bench::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => cli::serve::run(*args),
+        Command::Validate(args) => cli::validate::run(args),
+        Command::Render(args) => cli::render::run(args),
+        Command::Bench { command } => gitamp::bench::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(cli::exit::ERROR)
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! `gitamp serve`: wires the tasks together.
+//!
+//! ```text
+//!  source task ──SyncEvent──► reconciler ──set_desired──► fleet ◄──► OpAMP listener ◄── agents
+//!  (git poll / dir watch /        │  ▲                       │
+//!   embedded)        webhooks ─wake  │  └────FleetEvent───────┘
+//!                                 ▼
+//!                      AppState (views) ──► status API listener     store writer (SQLite)
+//! ```
+//!
+//! One writer (the reconciler) and many readers (API handlers read `AppState`); the OpAMP
+//! message path touches only the fleet registry, never the reconciler.
+
+pub mod demo;
+pub mod reconciler;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gitamp_opamp::fleet::Fleet;
+use gitamp_opamp::server::{self as opamp, OpampSettings};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::serve::Args;
+use crate::source::{
+    self, DirOptions, DirWatcher, GitOptions, GitPoller, GitSource, SourceArgs, SourceSpec,
+    SyncEvent, SyncInfo,
+};
+use crate::store::{SqliteStore, Store, StoreWriter, WriterOptions};
+use crate::telemetry;
+use reconciler::Reconciler;
+use state::AppState;
+
+/// Read a secret from a file: the first line, trimmed. Secrets never come from the command line,
+/// where `ps` would show them.
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the secret file {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(!secret.is_empty(), "the secret file {} is empty", path.display());
+    Ok(secret)
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A second init (tests running several servers in one process) is harmless.
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Run the server until Ctrl-C or SIGTERM.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    init_tracing(&args.log_format);
+    let metrics = telemetry::install();
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+
+    // The store, and what it remembers from the last run.
+    let store = Arc::new(
+        SqliteStore::open(&args.data_dir)
+            .await
+            .context("opening the store")?,
+    );
+    let agent_records = store.load_agents().await.context("loading agents")?;
+    let rollout_records = store.load_rollouts().await.context("loading rollouts")?;
+    let last_accepted = store
+        .last_accepted_revision()
+        .await
+        .context("loading the last accepted revision")?;
+    let (store_writer, store_task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
+
+    let fleet = Arc::new(Fleet::new());
+    let mut app = AppState::new(fleet.clone(), metrics);
+    if let Some(path) = &args.api_token_file {
+        app.api_token = Some(read_secret(path)?);
+    }
+    app.webhooks.github_secret = args
+        .webhook_secret_file
+        .as_deref()
+        .map(read_secret)
+        .transpose()?
+        .map(String::into_bytes);
+    app.webhooks.gitlab_token = args
+        .gitlab_token_file
+        .as_deref()
+        .map(read_secret)
+        .transpose()?
+        .map(String::into_bytes);
+    app.webhooks.generic_token = args
+        .webhook_token_file
+        .as_deref()
+        .map(read_secret)
+        .transpose()?
+        .map(String::into_bytes);
+    app.webhooks.tracked_ref = args.git_ref.clone().unwrap_or_default();
+
+    let cancel = CancellationToken::new();
+    let (sync_tx, sync_rx) = mpsc::channel::<SyncEvent>(16);
+
+    // The source: embedded example, a watched folder, or a polled Git remote.
+    let mut initial_revision = None;
+    match &args.repo {
+        None => {
+            let snapshot = crate::embedded::snapshot();
+            let mut sync = app.sync.lock().unwrap_or_else(|p| p.into_inner());
+            sync.source = "embedded:example-repo".into();
+            drop(sync);
+            info!(revision = %snapshot.revision, "Serving the embedded example repository.");
+            sync_tx
+                .send(SyncEvent::Snapshot(snapshot, SyncInfo::default()))
+                .await
+                .context("starting the embedded source")?;
+        }
+        Some(repo) => {
+            let spec = SourceSpec::parse(&SourceArgs {
+                repo: repo.clone(),
+                git_ref: args.git_ref.clone(),
+                sub_path: args.path.clone(),
+                token_file: args.git_token_file.clone(),
+                ssh_key: args.ssh_key.clone(),
+                known_hosts: args.known_hosts.clone(),
+                ..SourceArgs::default()
+            })
+            .context("--repo")?;
+            match spec {
+                SourceSpec::Dir(dir) => {
+                    {
+                        let mut sync = app.sync.lock().unwrap_or_else(|p| p.into_inner());
+                        sync.source = dir.root.display().to_string();
+                        sync.sub_path = dir.sub_path.clone();
+                    }
+                    DirWatcher::new(dir, DirOptions::default())
+                        .start(sync_tx.clone(), cancel.clone())
+                        .context("watching the repository folder")?;
+                }
+                SourceSpec::Git(git) => {
+                    {
+                        let mut sync = app.sync.lock().unwrap_or_else(|p| p.into_inner());
+                        sync.source = source::redact_url(&git.url);
+                        sync.reference = git.git_ref.clone();
+                        sync.sub_path = git.sub_path.clone();
+                    }
+                    let mut opts = GitOptions::new(&args.data_dir);
+                    opts.interval = Duration::from_secs(args.poll.max(1));
+                    let git_source = GitSource::new(git, opts).context("setting up Git")?;
+                    // Serve the last accepted revision from the cache at once, so a restart
+                    // keeps serving (and never serves a rejected tip) before the first fetch.
+                    if let Some(sha) = &last_accepted {
+                        match git_source.read_commit(sha) {
+                            Ok(Some(snap)) => initial_revision = Some(snap.snapshot),
+                            Ok(None) => {}
+                            Err(err) => {
+                                warn!(revision = %sha, error = %err, "Cached revision unreadable; waiting for the first fetch.")
+                            }
+                        }
+                    }
+                    let poller = GitPoller::new(git_source);
+                    app.webhooks.wake = poller.wake_handle();
+                    tokio::spawn(poller.run(sync_tx.clone(), cancel.clone()));
+                }
+            }
+        }
+    }
+    let app = Arc::new(app);
+
+    // The reconciler, resumed from the store.
+    let memory = reconciler::memory_from_records(&agent_records);
+    let rollouts: BTreeMap<_, _> = reconciler::rollouts_from_records(&rollout_records);
+    info!(
+        agents = memory.len(),
+        rollouts = rollouts.len(),
+        "Loaded state from the store."
+    );
+    let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), memory, rollouts);
+    if let Some(snapshot) = initial_revision {
+        match tokio::task::spawn_blocking(move || gitamp_core::compile(&snapshot)).await {
+            Ok(Ok(revision)) => reconciler.accept(revision),
+            Ok(Err(rejected)) => {
+                warn!(revision = %rejected.revision, "The last accepted revision no longer compiles.")
+            }
+            Err(err) => warn!(error = %err, "Compiling the cached revision failed."),
+        }
+    }
+    let fleet_rx = fleet.subscribe();
+    let reconciler_task = tokio::spawn(reconciler.run(sync_rx, fleet_rx, cancel.clone()));
+    drop(sync_tx);
+
+    // The OpAMP listener.
+    let settings = OpampSettings {
+        path: args.opamp_path.clone(),
+        max_message_bytes: args.max_message_bytes,
+        heartbeat_interval: Duration::from_secs(args.heartbeat.max(1)),
+        secret: args
+            .agent_secret_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()?,
+        ..OpampSettings::default()
+    };
+    let opamp_listener = TcpListener::bind(args.opamp_listen)
+        .await
+        .with_context(|| format!("binding the OpAMP listener {}", args.opamp_listen))?;
+    let opamp_addr = opamp_listener.local_addr()?;
+    let opamp_router = opamp::router(fleet.clone(), settings.clone());
+    let tls = tls_config(&args)?;
+    let opamp_task = tokio::spawn(opamp::serve(opamp_listener, opamp_router, tls.clone()));
+
+    // The status API listener.
+    let api_listener = TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("binding the API listener {}", args.api_listen))?;
+    let api_addr = api_listener.local_addr()?;
+    let api_task = tokio::spawn(opamp::serve(
+        api_listener,
+        api_router(app.clone()),
+        tls.clone(),
+    ));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let ws_scheme = if tls.is_some() { "wss" } else { "ws" };
+    info!(
+        opamp = %format!("{ws_scheme}://{opamp_addr}{}", settings.path),
+        api = %format!("{scheme}://{api_addr}"),
+        data_dir = %args.data_dir.display(),
+        "gitamp is serving."
+    );
+    // A machine-readable line for scripts and tests that bind port 0.
+    println!("gitamp listening opamp={opamp_addr} api={api_addr}");
+
+    let demo = if args.demo_agents > 0 {
+        let url = format!("ws://{}{}", loopback(opamp_addr), settings.path);
+        Some(demo::start(args.demo_agents, &url, settings.secret.clone()))
+    } else {
+        None
+    };
+
+    let mut opamp_task = opamp_task;
+    let mut api_task = api_task;
+    tokio::select! {
+        _ = shutdown_signal() => info!("Shutting down."),
+        r = &mut opamp_task => warn!(result = ?r, "The OpAMP listener stopped."),
+        r = &mut api_task => warn!(result = ?r, "The API listener stopped."),
+    }
+    cancel.cancel();
+    if let Some(demo) = demo {
+        demo.stop().await;
+    }
+    let _ = reconciler_task.await;
+    if let Err(err) = store_writer.flush().await {
+        warn!(error = %err, "Store flush at shutdown failed.");
+    }
+    drop(store_writer);
+    let _ = store_task.await;
+    store.close().await;
+    Ok(())
+}
+
+/// Where local demo agents connect: the listener's address, with an unspecified IP replaced by
+/// loopback.
+fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
+}
+
+fn tls_config(args: &Args) -> anyhow::Result<Option<opamp::TlsConfig>> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => anyhow::bail!(
+            "TLS ({} / {}) is not supported yet: terminate TLS in front of gitamp",
+            cert.display(),
+            key.display()
+        ),
+        _ => Ok(None),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// The status API (until `crate::api` lands: health only).
+fn api_router(_state: Arc<AppState>) -> axum::Router {
+    axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }))
+}

@@ -1,0 +1,689 @@
+//! The reconciler: the one writer of the server's state (kube-runtime's shape).
+//!
+//! It owns a single task that receives two kinds of input and turns both into one action:
+//!
+//! - **revisions** from the source ([`SyncEvent`]): each new snapshot goes through the pure core
+//!   (`gitamp_core::compile`) off the async threads; an accepted revision replaces what is
+//!   served, a rejected one is recorded with its diagnostics and changes nothing for agents;
+//! - **fleet events** (an agent connected, reported, disconnected): they only mark the fleet
+//!   dirty.
+//!
+//! Then it plans the whole fleet with `gitamp_core::plan::plan` (a pure function of desired and
+//! observed state), hands the configs the plan says to push to the fleet registry (which
+//! delivers them at once over WebSocket, or in the next HTTP poll response), steps rollouts,
+//! publishes the [`FleetView`] for readers, and persists what changed. Everything derived from a
+//! revision (selection data, encoded remote configs) is built once per revision, never per
+//! agent.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gitamp_core::plan::{
+    self, Action, Desired, ObservedAgent, ReportedStatus, Rollout, RolloutPhase, SyncStatus,
+    Timing,
+};
+use gitamp_core::{ConfigHash, Revision, Snapshot};
+use gitamp_opamp::fleet::{AgentSnapshot, DesiredConfig, Fleet, FleetEvent, RemoteState, Uid, uid_text};
+use gitamp_opamp::proto::AgentCapabilities;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::state::{AgentView, AppState, ConfigurationView, FleetView, RevisionRecord, Serving};
+use crate::source::SyncEvent;
+use crate::store::{self, AgentRecord, RolloutRecord, StoreOp, StoreWriter};
+use crate::telemetry;
+
+/// How long fleet events are gathered before one plan runs: a reconnect storm of thousands of
+/// agents costs a few plans, not thousands.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Rollouts are stepped and resends considered at least this often, even with no events.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the reconciler remembers of an agent beyond what the fleet registry holds, persisted so
+/// that a restarted server decides exactly as before (no redundant push, no re-push of a failed
+/// hash).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentMemory {
+    /// Hashes the agent reported FAILED for.
+    pub failed: BTreeSet<ConfigHash>,
+    /// The desired hash it was last seen Synced on (for Drifted).
+    pub synced: Option<ConfigHash>,
+    /// The hash last handed to it and when (ms since the epoch).
+    pub sent: Option<(ConfigHash, u64)>,
+    /// Labels last seen, so the store can show agents that are gone.
+    pub labels: BTreeMap<String, String>,
+}
+
+pub struct Reconciler {
+    state: Arc<AppState>,
+    fleet: Arc<Fleet>,
+    store: StoreWriter,
+    desired: Option<Arc<Desired>>,
+    rollouts: BTreeMap<String, Rollout>,
+    memory: HashMap<Uid, AgentMemory>,
+    /// When each outstanding push was handed over, for the push-to-applied histogram.
+    pushed_at: HashMap<Uid, (ConfigHash, Instant)>,
+    /// Last status per agent, to log transitions as events.
+    last_status: HashMap<Uid, SyncStatus>,
+    /// Rollout state as last persisted, to write only what changed.
+    persisted_rollouts: BTreeMap<String, Rollout>,
+    /// Duration of the last plan, to keep plans from running back to back under load.
+    last_plan_cost: Duration,
+    /// Scratch buffer for store ops gathered while borrowing `self`.
+    store_ops: Vec<StoreOp>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn system_time_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Reconciler {
+    /// A reconciler that resumes from what the store remembered (agent memory, rollouts).
+    pub fn new(
+        state: Arc<AppState>,
+        store: StoreWriter,
+        memory: HashMap<Uid, AgentMemory>,
+        rollouts: BTreeMap<String, Rollout>,
+    ) -> Reconciler {
+        Reconciler {
+            fleet: state.fleet.clone(),
+            state,
+            store,
+            desired: None,
+            persisted_rollouts: rollouts.clone(),
+            rollouts,
+            memory,
+            pushed_at: HashMap::new(),
+            last_status: HashMap::new(),
+            last_plan_cost: Duration::ZERO,
+            store_ops: Vec::new(),
+        }
+    }
+
+    /// Run until `cancel` fires or the source's channel closes.
+    pub async fn run(
+        mut self,
+        mut sync_rx: mpsc::Receiver<SyncEvent>,
+        mut fleet_rx: broadcast::Receiver<FleetEvent>,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dirty = false;
+        let mut source_open = true;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                event = sync_rx.recv(), if source_open => match event {
+                    Some(event) => {
+                        if self.on_sync(event).await {
+                            self.reconcile();
+                            dirty = false;
+                        }
+                    }
+                    None => source_open = false,
+                },
+                event = fleet_rx.recv() => match event {
+                    Ok(event) => {
+                        self.on_fleet_event(&event);
+                        // Gather the rest of a burst, then plan once.
+                        let pause = DEBOUNCE.max(self.last_plan_cost * 2);
+                        let deadline = tokio::time::sleep(pause);
+                        tokio::pin!(deadline);
+                        loop {
+                            tokio::select! {
+                                _ = &mut deadline => break,
+                                more = fleet_rx.recv() => match more {
+                                    Ok(e) => self.on_fleet_event(&e),
+                                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                                    Err(broadcast::error::RecvError::Closed) => break,
+                                },
+                            }
+                        }
+                        self.reconcile();
+                        dirty = false;
+                    }
+                    // Missed events only mean "something changed": the plan reads the registry.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "Reconciler lagged behind fleet events; planning the whole fleet.");
+                        dirty = true;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                _ = tick.tick() => {
+                    if dirty || self.has_active_rollouts() {
+                        self.reconcile();
+                        dirty = false;
+                    }
+                }
+            }
+        }
+        self.persist_rollouts();
+        if let Err(err) = self.store.flush().await {
+            warn!(error = %err, "Final store flush failed.");
+        }
+    }
+
+    fn has_active_rollouts(&self) -> bool {
+        self.rollouts
+            .values()
+            .any(|r| r.phase == RolloutPhase::Progressing)
+            || self.fleet_has_applying()
+    }
+
+    fn fleet_has_applying(&self) -> bool {
+        self.state
+            .view
+            .load()
+            .counts
+            .get(SyncStatus::Applying.as_str())
+            .is_some_and(|n| *n > 0)
+    }
+
+    fn on_fleet_event(&mut self, event: &FleetEvent) {
+        match event {
+            FleetEvent::Connected(uid) => {
+                self.state
+                    .event(Some(uid_text(uid)), "connected", "Agent connected.");
+            }
+            FleetEvent::Disconnected(uid) => {
+                self.state
+                    .event(Some(uid_text(uid)), "disconnected", "Agent disconnected.");
+            }
+            FleetEvent::Reported(..) => {}
+        }
+    }
+
+    /// Handle one source event. Returns true when a new revision is now served.
+    async fn on_sync(&mut self, event: SyncEvent) -> bool {
+        let info = event.info().clone();
+        {
+            let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+            sync.last_fetch = info.last_fetch;
+            sync.last_fetch_duration_ms = Some(info.last_duration.as_millis() as u64);
+            sync.consecutive_failures = info.consecutive_failures;
+            sync.next_retry = info.next_retry;
+            if !matches!(event, SyncEvent::Error(..)) {
+                sync.last_error = None;
+            }
+        }
+        match event {
+            SyncEvent::Unchanged(..) => {
+                telemetry::fetch(info.last_duration, true);
+                false
+            }
+            SyncEvent::Error(message, _) => {
+                telemetry::fetch(info.last_duration, false);
+                self.state.event(None, "fetch-error", message.clone());
+                let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+                sync.last_error = Some(message);
+                false
+            }
+            SyncEvent::Snapshot(snapshot, _) => {
+                telemetry::fetch(info.last_duration, true);
+                for skipped in &info.skipped {
+                    self.state.event(
+                        None,
+                        "file-skipped",
+                        format!("{}: {}", skipped.path, skipped.reason),
+                    );
+                }
+                self.on_snapshot(snapshot).await
+            }
+        }
+    }
+
+    /// Compile a snapshot (off the async threads) and serve it if it is valid.
+    async fn on_snapshot(&mut self, snapshot: Snapshot) -> bool {
+        let revision_id = snapshot.revision.clone();
+        let started = Instant::now();
+        let compiled = tokio::task::spawn_blocking(move || gitamp_core::compile(&snapshot)).await;
+        telemetry::compile(started.elapsed());
+        let compiled = match compiled {
+            Ok(c) => c,
+            Err(err) => {
+                warn!(revision = %revision_id, error = %err, "Compiling a revision panicked; it is rejected.");
+                self.state
+                    .event(None, "revision-rejected", format!("{revision_id}: internal error"));
+                return false;
+            }
+        };
+        match compiled {
+            Ok(revision) => {
+                self.accept(revision);
+                true
+            }
+            Err(rejected) => {
+                let errors = rejected.diagnostics.errors().count();
+                let record = RevisionRecord {
+                    revision: rejected.revision.clone(),
+                    at: SystemTime::now(),
+                    accepted: false,
+                    errors,
+                    warnings: rejected.diagnostics.warnings().count(),
+                    diagnostics: rejected.diagnostics.clone(),
+                };
+                warn!(revision = %rejected.revision, errors, "Revision rejected; the last good revision keeps serving.");
+                telemetry::revision(false);
+                self.state.event(
+                    None,
+                    "revision-rejected",
+                    format!("{} rejected with {errors} error(s)", rejected.revision),
+                );
+                self.write(StoreOp::RecordRevision(store::RevisionRecord {
+                    revision: record.revision.clone(),
+                    time: store::to_ms(record.at),
+                    accepted: false,
+                    diagnostics: serde_json::to_value(&record.diagnostics).unwrap_or_default(),
+                    source_error: None,
+                }));
+                if let Ok(mut h) = self.state.history.lock() {
+                    h.record_revision(record.clone());
+                }
+                let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+                sync.last_rejected = Some(record);
+                false
+            }
+        }
+    }
+
+    /// Serve an accepted revision: build everything derived from it once.
+    pub fn accept(&mut self, revision: Revision) {
+        let desired = Arc::new(Desired::from_revision(&revision));
+        let desired_configs: BTreeMap<String, Arc<DesiredConfig>> = revision
+            .rendered
+            .configurations
+            .iter()
+            .map(|(name, rendered)| {
+                let files = rendered
+                    .config_map
+                    .iter()
+                    .map(|(k, f)| (k.clone(), (f.body.clone(), f.content_type.clone())))
+                    .collect();
+                (
+                    name.clone(),
+                    Arc::new(DesiredConfig::new(files, rendered.hash.0)),
+                )
+            })
+            .collect();
+        let record = RevisionRecord {
+            revision: revision.revision.clone(),
+            at: SystemTime::now(),
+            accepted: true,
+            errors: 0,
+            warnings: revision.warnings.len(),
+            diagnostics: revision.warnings.clone(),
+        };
+        info!(revision = %revision.revision, configurations = desired_configs.len(), "Serving revision.");
+        telemetry::revision(true);
+        self.state.event(
+            None,
+            "revision-accepted",
+            format!(
+                "{} accepted: {} configuration(s)",
+                revision.revision,
+                desired_configs.len()
+            ),
+        );
+        self.write(StoreOp::RecordRevision(store::RevisionRecord {
+            revision: record.revision.clone(),
+            time: store::to_ms(record.at),
+            accepted: true,
+            diagnostics: serde_json::to_value(&record.diagnostics).unwrap_or_default(),
+            source_error: None,
+        }));
+        if let Ok(mut h) = self.state.history.lock() {
+            h.record_revision(record);
+        }
+        {
+            let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+            sync.current_revision = Some(revision.revision.clone());
+        }
+        self.state.serving.store(Some(Arc::new(Serving {
+            revision: Arc::new(revision),
+            accepted_at: SystemTime::now(),
+            desired_configs,
+        })));
+        self.desired = Some(desired);
+    }
+
+    /// What the plan needs of one agent: the registry's view merged with our memory.
+    fn observe(&self, snap: &AgentSnapshot) -> ObservedAgent {
+        let memory = self.memory.get(&snap.uid);
+        let caps = snap.capabilities;
+        let mut agent = ObservedAgent {
+            instance_uid: uid_text(&snap.uid),
+            labels: snap
+                .description
+                .as_ref()
+                .map(|d| d.labels())
+                .or_else(|| memory.map(|m| m.labels.clone()))
+                .unwrap_or_default(),
+            connected: snap.connection.connected,
+            accepts_remote_config: caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0,
+            reports_remote_config: caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0,
+            healthy: snap.health.as_ref().map(|h| h.healthy),
+            ..ObservedAgent::default()
+        };
+        if let Some(m) = memory {
+            agent.failed_hashes = m.failed.clone();
+            agent.synced_hash = m.synced;
+            if let Some((h, at)) = m.sent {
+                agent.sent_hash = Some(h);
+                agent.sent_at = Some(at);
+            }
+        }
+        for h in &snap.failed_hashes {
+            if let Some(h) = ConfigHash::from_slice(h) {
+                agent.failed_hashes.insert(h);
+            }
+        }
+        if let Some(sent) = snap.sent_hash {
+            agent.sent_hash = Some(ConfigHash(sent));
+            agent.sent_at = snap.sent_at.map(system_time_ms);
+        }
+        if let Some(status) = &snap.remote_config_status {
+            let reported = match status.status {
+                RemoteState::Unset => ReportedStatus::Unset,
+                RemoteState::Applied => ReportedStatus::Applied,
+                RemoteState::Applying => ReportedStatus::Applying,
+                RemoteState::Failed => ReportedStatus::Failed {
+                    error: status.error.clone(),
+                },
+            };
+            agent.observe_remote_config_status(&status.hash, reported);
+        }
+        agent
+    }
+
+    /// Plan the whole fleet against the served revision and act on the plan.
+    pub fn reconcile(&mut self) {
+        let Some(desired) = self.desired.clone() else {
+            return;
+        };
+        let Some(serving) = self.state.serving.load_full() else {
+            return;
+        };
+        let started = Instant::now();
+        let now = now_ms();
+        let snapshots = self.fleet.agents();
+        let observed: Vec<ObservedAgent> = snapshots.iter().map(|s| self.observe(s)).collect();
+        let fleet_plan = plan::plan(&desired, &observed, &mut self.rollouts, Timing::at(now));
+
+        let mut agents_view = HashMap::with_capacity(snapshots.len());
+        let mut pushes = 0u64;
+        let mut changed_agents = Vec::new();
+        for ((snap, mut agent), agent_plan) in snapshots
+            .iter()
+            .zip(observed)
+            .zip(fleet_plan.agents.iter())
+        {
+            let uid = snap.uid;
+            if let Action::Push(hash) = agent_plan.action {
+                let config = agent_plan
+                    .configuration
+                    .as_ref()
+                    .and_then(|name| serving.desired_configs.get(name));
+                if let Some(config) = config {
+                    if self.fleet.set_desired(&uid, Some(config.clone())) {
+                        pushes += 1;
+                        self.pushed_at.insert(uid, (hash, Instant::now()));
+                        self.state.event(
+                            Some(agent.instance_uid.clone()),
+                            "pushed",
+                            format!(
+                                "Configuration {} ({}) sent.",
+                                agent_plan.configuration.as_deref().unwrap_or("?"),
+                                hash.short()
+                            ),
+                        );
+                    }
+                }
+            }
+            agent_plan.record(&mut agent, now);
+            self.note_transition(uid, &agent, agent_plan);
+
+            let memory = AgentMemory {
+                failed: agent.failed_hashes.clone(),
+                synced: agent.synced_hash,
+                sent: agent.sent_hash.zip(agent.sent_at),
+                labels: agent.labels.clone(),
+            };
+            if self.memory.get(&uid) != Some(&memory) {
+                changed_agents.push(agent_record(snap, &memory));
+                self.memory.insert(uid, memory);
+            }
+            agents_view.insert(
+                uid,
+                AgentView {
+                    status: agent_plan.status.as_str().to_string(),
+                    configuration: agent_plan.configuration.clone(),
+                    desired_hash: agent_plan.desired_hash,
+                    reason: agent_plan.detail.clone(),
+                },
+            );
+        }
+        telemetry::pushes(pushes);
+
+        for old in &fleet_plan.superseded {
+            if let RolloutPhase::Superseded { by: Some(by) } = &old.phase {
+                self.state.event(
+                    None,
+                    "rollout-superseded",
+                    format!(
+                        "Rollout of {} ({}) superseded by {}.",
+                        old.configuration,
+                        old.target.short(),
+                        by.short()
+                    ),
+                );
+            }
+        }
+
+        let configurations = fleet_plan
+            .configurations
+            .iter()
+            .map(|(name, c)| {
+                let counts = SyncStatus::ALL
+                    .iter()
+                    .map(|s| (s.as_str().to_string(), c.counts.get(*s)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                (
+                    name.clone(),
+                    ConfigurationView {
+                        hash: c.hash,
+                        matched_agents: c.counts.total(),
+                        counts,
+                        rollout: c
+                            .rollout
+                            .as_ref()
+                            .and_then(|r| serde_json::to_value(r).ok()),
+                    },
+                )
+            })
+            .collect();
+        let counts: BTreeMap<String, usize> = SyncStatus::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), fleet_plan.summary.get(*s)))
+            .collect();
+        telemetry::agents_by_status(counts.iter().map(|(k, v)| (k.as_str(), *v)));
+        self.state.view.store(Arc::new(FleetView {
+            agents: agents_view,
+            configurations,
+            counts,
+            computed_at: Some(SystemTime::now()),
+        }));
+
+        for record in changed_agents {
+            self.write(StoreOp::UpsertAgent(record));
+        }
+        self.persist_rollouts();
+        self.last_plan_cost = started.elapsed();
+        telemetry::reconcile(self.last_plan_cost);
+    }
+
+    /// Log status changes as events and feed the push-to-applied histogram.
+    fn note_transition(&mut self, uid: Uid, agent: &ObservedAgent, agent_plan: &plan::AgentPlan) {
+        let status = agent_plan.status;
+        let previous = self.last_status.insert(uid, status);
+        if previous == Some(status) {
+            return;
+        }
+        let who = Some(agent.instance_uid.clone());
+        match status {
+            SyncStatus::Synced => {
+                if let Some((hash, at)) = self.pushed_at.remove(&uid) {
+                    if Some(hash) == agent_plan.desired_hash {
+                        telemetry::push_to_applied(at.elapsed());
+                    }
+                }
+                if previous.is_some() {
+                    self.state.event(who, "applied", "Agent is in sync.");
+                }
+            }
+            SyncStatus::Failed => {
+                let detail = agent_plan.detail.clone().unwrap_or_default();
+                self.state
+                    .event(who, "failed", format!("Agent failed to apply: {detail}"));
+            }
+            SyncStatus::Drifted => {
+                self.state
+                    .event(who, "drifted", "Agent reports another config than it applied.");
+            }
+            SyncStatus::Conflict => {
+                let detail = agent_plan.detail.clone().unwrap_or_default();
+                self.state.event(who, "conflict", detail);
+            }
+            _ => {}
+        }
+    }
+
+    /// Queue a store write without ever waiting on the disk: the plan must not stall behind a
+    /// slow write. A full queue drops the op with a warning; the next change writes it again.
+    fn write(&self, op: StoreOp) {
+        if let Err(err) = self.store.try_send(op) {
+            warn!(error = %err, "Store write dropped.");
+        }
+    }
+
+    /// Write rollouts that changed since the last write; log halts.
+    fn persist_rollouts(&mut self) {
+        for (name, rollout) in &self.rollouts {
+            if self.persisted_rollouts.get(name) == Some(rollout) {
+                continue;
+            }
+            if let RolloutPhase::Halted { reason } = &rollout.phase {
+                let was_halted = matches!(
+                    self.persisted_rollouts.get(name).map(|r| &r.phase),
+                    Some(RolloutPhase::Halted { .. })
+                );
+                if !was_halted {
+                    warn!(configuration = %name, reason = %reason, "Rollout halted.");
+                    self.state.event(
+                        None,
+                        "rollout-halted",
+                        format!("Rollout of {name} halted: {reason}"),
+                    );
+                }
+            }
+            let mut ops = Vec::with_capacity(2);
+            if let Some(old) = self.persisted_rollouts.get(name).filter(|o| o.target != rollout.target) {
+                ops.push(StoreOp::DeleteRollout {
+                    configuration: name.clone(),
+                    target_hash: Some(old.target.to_hex()),
+                });
+            }
+            ops.push(StoreOp::SaveRollout(RolloutRecord {
+                configuration: name.clone(),
+                target_hash: rollout.target.to_hex(),
+                progress: serde_json::to_value(rollout).unwrap_or_default(),
+                updated_at: store::now_ms(),
+            }));
+            for op in ops {
+                self.store_ops.push(op);
+            }
+        }
+        for name in self.persisted_rollouts.keys() {
+            if !self.rollouts.contains_key(name) {
+                self.store_ops.push(StoreOp::DeleteRollout {
+                    configuration: name.clone(),
+                    target_hash: None,
+                });
+            }
+        }
+        for op in std::mem::take(&mut self.store_ops) {
+            self.write(op);
+        }
+        self.persisted_rollouts = self.rollouts.clone();
+    }
+}
+
+/// The durable image of one agent: the registry's view plus the reconciler's memory.
+fn agent_record(snap: &AgentSnapshot, memory: &AgentMemory) -> AgentRecord {
+    let status = snap.remote_config_status.as_ref();
+    AgentRecord {
+        instance_uid: hex::encode(snap.uid),
+        labels: memory.labels.clone(),
+        description: serde_json::to_value(&snap.description).unwrap_or_default(),
+        capabilities: snap.capabilities,
+        health: serde_json::to_value(&snap.health).unwrap_or_default(),
+        reported_hash: status.map(|s| hex::encode(&s.hash)).filter(|h| !h.is_empty()),
+        remote_config_status: status
+            .and_then(|s| serde_json::to_value(s.status).ok())
+            .and_then(|v| v.as_str().map(str::to_string)),
+        remote_config_error: status.map(|s| s.error.clone()).filter(|e| !e.is_empty()),
+        effective_config_hash: None,
+        sent_hash: memory.sent.map(|(h, _)| h.to_hex()),
+        sent_at: memory.sent.map(|(_, at)| at as i64),
+        failed_hashes: memory.failed.iter().map(ConfigHash::to_hex).collect(),
+        connected: snap.connection.connected,
+        last_seen: store::to_ms(snap.connection.last_seen),
+    }
+}
+
+/// Rebuild the reconciler's memory of agents from the store (after a restart).
+pub fn memory_from_records(records: &[AgentRecord]) -> HashMap<Uid, AgentMemory> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let uid: Uid = hex::decode(&r.instance_uid).ok()?.try_into().ok()?;
+            let sent = r
+                .sent_hash
+                .as_deref()
+                .and_then(ConfigHash::from_hex)
+                .zip(r.sent_at.map(|t| t.max(0) as u64));
+            Some((
+                uid,
+                AgentMemory {
+                    failed: r
+                        .failed_hashes
+                        .iter()
+                        .filter_map(|h| ConfigHash::from_hex(h))
+                        .collect(),
+                    synced: None,
+                    sent,
+                    labels: r.labels.clone(),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Rebuild rollouts from the store; unreadable ones are dropped (a new rollout starts).
+pub fn rollouts_from_records(records: &[RolloutRecord]) -> BTreeMap<String, Rollout> {
+    records
+        .iter()
+        .filter_map(|r| serde_json::from_value::<Rollout>(r.progress.clone()).ok())
+        .map(|r| (r.configuration.clone(), r))
+        .collect()
+}

@@ -1,0 +1,184 @@
+//! What the running server knows, shared between the one writer (the reconciler task) and the
+//! many readers (the status API, metrics). Readers never block the writer: the big views are
+//! swapped whole (`ArcSwap`), the small ones sit behind short `std::sync::Mutex` sections that
+//! are never held across `.await`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use gitamp_core::{ConfigHash, Diagnostics, Revision};
+use gitamp_opamp::fleet::{DesiredConfig, Fleet, Uid};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+/// How many revisions and events the API keeps in memory (the store keeps its own history).
+pub const REVISION_HISTORY: usize = 200;
+pub const EVENT_HISTORY: usize = 2000;
+
+/// Shared server state. Cheap to clone behind an `Arc`.
+pub struct AppState {
+    pub fleet: Arc<Fleet>,
+    /// The accepted revision being served (None until the first good one).
+    pub serving: ArcSwapOption<Serving>,
+    /// The latest plan over the whole fleet, recomputed by the reconciler.
+    pub view: ArcSwap<FleetView>,
+    pub sync: Mutex<SyncView>,
+    pub history: Mutex<History>,
+    pub webhooks: WebhookConfig,
+    /// When set, every status API route but /healthz and /readyz needs `Authorization: Bearer`.
+    pub api_token: Option<String>,
+    pub metrics: PrometheusHandle,
+    pub started_at: SystemTime,
+}
+
+/// An accepted revision with everything derived from it once (never per agent).
+pub struct Serving {
+    pub revision: Arc<Revision>,
+    pub accepted_at: SystemTime,
+    /// Per configuration, the remote config encoded once and shared by every agent.
+    pub desired_configs: BTreeMap<String, Arc<DesiredConfig>>,
+}
+
+/// What the reconciler decided for one agent.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    /// Sync status name (`synced`, `pending`, `applying`, `failed`, `drifted`, `unmanaged`,
+    /// `conflict`, `incompatible`, `disconnected`).
+    pub status: String,
+    /// The configuration selecting it, if exactly one does.
+    pub configuration: Option<String>,
+    pub desired_hash: Option<ConfigHash>,
+    /// Why, for statuses that need a reason (conflict: the configurations; failed: the error).
+    pub reason: Option<String>,
+}
+
+/// One configuration's agents and rollout.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigurationView {
+    pub hash: Option<ConfigHash>,
+    pub matched_agents: usize,
+    /// Agents per sync status.
+    pub counts: BTreeMap<String, usize>,
+    /// Rollout progress as the planner reports it.
+    pub rollout: Option<serde_json::Value>,
+}
+
+/// The whole fleet as the reconciler last planned it.
+#[derive(Debug, Clone, Default)]
+pub struct FleetView {
+    pub agents: HashMap<Uid, AgentView>,
+    pub configurations: BTreeMap<String, ConfigurationView>,
+    /// Agents per sync status, over the fleet.
+    pub counts: BTreeMap<String, usize>,
+    pub computed_at: Option<SystemTime>,
+}
+
+/// The source side: where the repository comes from and how fetching goes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncView {
+    /// The remote URL (credentials removed) or folder path, or `embedded:example-repo`.
+    pub source: String,
+    /// Tracked branch or tag.
+    pub reference: Option<String>,
+    pub sub_path: Option<String>,
+    pub current_revision: Option<String>,
+    pub last_fetch: Option<SystemTime>,
+    pub last_fetch_duration_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub next_retry: Option<SystemTime>,
+    pub last_rejected: Option<RevisionRecord>,
+}
+
+/// One revision the server saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct RevisionRecord {
+    pub revision: String,
+    pub at: SystemTime,
+    pub accepted: bool,
+    pub errors: usize,
+    pub warnings: usize,
+    pub diagnostics: Diagnostics,
+}
+
+/// Something that happened, for people (`/api/v1/agents/{id}` shows an agent's recent ones).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub at: SystemTime,
+    /// Agent instance UID as UUID text, for agent events.
+    pub agent: Option<String>,
+    /// Short machine-readable kind: `revision-accepted`, `revision-rejected`, `pushed`,
+    /// `applied`, `failed`, `connected`, `disconnected`, `rollout-halted`, `fetch-error`, ...
+    pub kind: String,
+    pub message: String,
+}
+
+/// Bounded in-memory history for the API.
+#[derive(Debug, Default)]
+pub struct History {
+    pub revisions: VecDeque<RevisionRecord>,
+    pub events: VecDeque<EventRecord>,
+}
+
+impl History {
+    pub fn record_revision(&mut self, r: RevisionRecord) {
+        if self.revisions.len() == REVISION_HISTORY {
+            self.revisions.pop_front();
+        }
+        self.revisions.push_back(r);
+    }
+    pub fn record_event(&mut self, e: EventRecord) {
+        if self.events.len() == EVENT_HISTORY {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+}
+
+/// Webhook secrets and the ref they may wake the poller for.
+#[derive(Default)]
+pub struct WebhookConfig {
+    /// GitHub: HMAC-SHA256 secret for `X-Hub-Signature-256`.
+    pub github_secret: Option<Vec<u8>>,
+    /// GitLab: the `X-Gitlab-Token` value.
+    pub gitlab_token: Option<Vec<u8>>,
+    /// Generic: the `Authorization: Bearer` token.
+    pub generic_token: Option<Vec<u8>>,
+    /// The tracked ref (`main`, `refs/heads/main`, `v1.2`): pushes to other refs are ignored.
+    pub tracked_ref: String,
+    /// Wakes the Git poller early.
+    pub wake: Arc<Notify>,
+}
+
+impl AppState {
+    pub fn new(fleet: Arc<Fleet>, metrics: PrometheusHandle) -> AppState {
+        AppState {
+            fleet,
+            serving: ArcSwapOption::empty(),
+            view: ArcSwap::from_pointee(FleetView::default()),
+            sync: Mutex::new(SyncView::default()),
+            history: Mutex::new(History::default()),
+            webhooks: WebhookConfig::default(),
+            api_token: None,
+            metrics,
+            started_at: SystemTime::now(),
+        }
+    }
+
+    /// Record an event (short lock; poisoning is ignored: history is best effort).
+    pub fn event(&self, agent: Option<String>, kind: &str, message: impl Into<String>) {
+        let e = EventRecord {
+            at: SystemTime::now(),
+            agent,
+            kind: kind.to_string(),
+            message: message.into(),
+        };
+        tracing::debug!(kind = %e.kind, agent = ?e.agent, "{}", e.message);
+        if let Ok(mut h) = self.history.lock() {
+            h.record_event(e);
+        }
+    }
+}

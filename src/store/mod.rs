@@ -1,0 +1,429 @@
+//! The agent-state store: what must survive a restart.
+//!
+//! Hot state lives in memory (the fleet registry); the store receives write-behind batches of
+//! meaningful changes through a [`StoreWriter`], so the OpAMP message path never waits on disk.
+//! A restart reads agents, rollout progress and the last accepted revision back, so agents
+//! whose reported hash already matches get nothing new.
+//!
+//! [`Store`] is the backend interface (SQLite now, PostgreSQL for replicas later); it uses
+//! `impl Future` in the trait (no `async_trait`), so it is used through generics, not `dyn`.
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, error, warn};
+
+pub use sqlite::{SqliteStore, StoreOptions};
+
+/// Milliseconds since the Unix epoch: the store's time unit (one INTEGER column, same on
+/// SQLite and PostgreSQL, trivially JSON).
+pub type UnixMillis = i64;
+
+pub fn now_ms() -> UnixMillis {
+    to_ms(SystemTime::now())
+}
+
+pub fn to_ms(t: SystemTime) -> UnixMillis {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// One agent as persisted. The fleet owns the live copy; this is its durable image.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AgentRecord {
+    /// Instance UID, lower-case hex.
+    pub instance_uid: String,
+    pub labels: BTreeMap<String, String>,
+    /// The agent description as the fleet keeps it (opaque JSON here).
+    pub description: serde_json::Value,
+    /// OpAMP AgentCapabilities bit set.
+    pub capabilities: u64,
+    pub health: serde_json::Value,
+    /// `last_remote_config_hash` from the agent's RemoteConfigStatus (hex).
+    pub reported_hash: Option<String>,
+    /// The RemoteConfigStatus status name (`APPLIED`, `FAILED`, ...).
+    pub remote_config_status: Option<String>,
+    pub remote_config_error: Option<String>,
+    pub effective_config_hash: Option<String>,
+    /// Hash of the config last sent to it, and when.
+    pub sent_hash: Option<String>,
+    pub sent_at: Option<UnixMillis>,
+    /// Hashes the agent reported FAILED for: not re-pushed until the desired config changes.
+    pub failed_hashes: Vec<String>,
+    pub connected: bool,
+    pub last_seen: UnixMillis,
+}
+
+/// One revision the reconciler looked at.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RevisionRecord {
+    /// Commit SHA or folder content id; empty when the source failed before producing one.
+    pub revision: String,
+    pub time: UnixMillis,
+    pub accepted: bool,
+    /// The core's diagnostics (opaque JSON here).
+    pub diagnostics: serde_json::Value,
+    pub source_error: Option<String>,
+}
+
+/// Rollout progress of one configuration towards one target hash (opaque planner JSON).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutRecord {
+    pub configuration: String,
+    pub target_hash: String,
+    pub progress: serde_json::Value,
+    pub updated_at: UnixMillis,
+}
+
+/// Something that happened, for the status API's recent-events list.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EventRecord {
+    pub time: UnixMillis,
+    pub agent_uid: Option<String>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// A change for the write-behind writer.
+///
+/// Not boxed: nearly every op is an agent upsert, so a box would add an allocation per op
+/// without making the (bounded) queue smaller.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    /// Insert or replace every column of an agent.
+    UpsertAgent(AgentRecord),
+    DeleteAgent(String),
+    /// Append to the revision history; an accepted one also becomes the current revision.
+    RecordRevision(RevisionRecord),
+    SaveRollout(RolloutRecord),
+    /// Forget one target (or, with `None`, every target) of a configuration.
+    DeleteRollout {
+        configuration: String,
+        target_hash: Option<String>,
+    },
+    AppendEvent(EventRecord),
+}
+
+/// Coalesced ops, applied by a backend in one transaction.
+///
+/// Repeated upserts of one agent keep only the latest (a reconnect storm writes each agent
+/// once per batch); rollout saves are coalesced per (configuration, target); revisions and
+/// events are kept in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// `None` deletes the agent.
+    pub agents: BTreeMap<String, Option<AgentRecord>>,
+    pub revisions: Vec<RevisionRecord>,
+    /// Applied before `rollouts`; a save made after a delete stays in `rollouts`.
+    pub rollout_deletes: Vec<(String, Option<String>)>,
+    pub rollouts: BTreeMap<(String, String), RolloutRecord>,
+    pub events: Vec<EventRecord>,
+    /// Ops pushed, before coalescing (for logs and the size trigger).
+    pub ops: usize,
+}
+
+impl Batch {
+    pub fn from_ops(ops: impl IntoIterator<Item = StoreOp>) -> Batch {
+        let mut b = Batch::default();
+        for op in ops {
+            b.push(op);
+        }
+        b
+    }
+
+    pub fn push(&mut self, op: StoreOp) {
+        self.ops += 1;
+        match op {
+            StoreOp::UpsertAgent(a) => {
+                self.agents.insert(a.instance_uid.clone(), Some(a));
+            }
+            StoreOp::DeleteAgent(uid) => {
+                self.agents.insert(uid, None);
+            }
+            StoreOp::RecordRevision(r) => self.revisions.push(r),
+            StoreOp::SaveRollout(r) => {
+                self.rollouts
+                    .insert((r.configuration.clone(), r.target_hash.clone()), r);
+            }
+            StoreOp::DeleteRollout {
+                configuration,
+                target_hash,
+            } => {
+                self.rollouts.retain(|(c, h), _| {
+                    !(c == &configuration && target_hash.as_ref().is_none_or(|t| t == h))
+                });
+                self.rollout_deletes.push((configuration, target_hash));
+            }
+            StoreOp::AppendEvent(e) => self.events.push(e),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.agents.is_empty()
+            && self.revisions.is_empty()
+            && self.rollout_deletes.is_empty()
+            && self.rollouts.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("creating the data directory {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the store {path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating the store schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store query ({what}): {source}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("stored JSON in {what} is unreadable: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the store writer has stopped")]
+    Closed,
+    #[error("the store writer queue is full")]
+    Full,
+    #[error("store write failed: {0}")]
+    Write(String),
+}
+
+/// A storage backend. Writes go through [`Store::apply`] (one transaction per batch); reads
+/// are for start-up and the status API.
+pub trait Store: Send + Sync + 'static {
+    fn apply(&self, batch: &Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn load_agents(&self) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
+    fn load_rollouts(&self) -> impl Future<Output = Result<Vec<RolloutRecord>, StoreError>> + Send;
+    /// The revision being served when the process stopped.
+    fn last_accepted_revision(
+        &self,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Newest first.
+    fn revisions(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RevisionRecord>, StoreError>> + Send;
+    /// Newest first; only one agent's when `agent` is given.
+    fn recent_events(
+        &self,
+        agent: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
+}
+
+/// When the writer commits.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Longest time an op waits before its batch is committed.
+    pub max_delay: Duration,
+    /// Commit as soon as this many ops are pending.
+    pub max_ops: usize,
+    /// Capacity of the op queue; `send` waits (and `try_send` fails) when it is full.
+    pub queue: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            max_delay: Duration::from_millis(200),
+            max_ops: 1000,
+            queue: 16 * 1024,
+        }
+    }
+}
+
+#[allow(clippy::large_enum_variant)] // Flush is rare; see StoreOp.
+enum Msg {
+    Op(StoreOp),
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// Handle to the write-behind task: cheap to clone, one per producer.
+#[derive(Clone)]
+pub struct StoreWriter {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl StoreWriter {
+    /// Start the writer task. It stops (after committing what is pending) when every handle
+    /// is dropped.
+    pub fn spawn<S: Store>(store: Arc<S>, opts: WriterOptions) -> (StoreWriter, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let task = tokio::spawn(writer_loop(store, opts, rx));
+        (StoreWriter { tx }, task)
+    }
+
+    /// Queue an op, waiting for room (backpressure).
+    pub async fn send(&self, op: StoreOp) -> Result<(), StoreError> {
+        self.tx
+            .send(Msg::Op(op))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Queue an op without waiting: for paths that must never block on the disk.
+    pub fn try_send(&self, op: StoreOp) -> Result<(), StoreError> {
+        self.tx.try_send(Msg::Op(op)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Full,
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })
+    }
+
+    /// Commit everything queued before this call and wait until it is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Flush(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(StoreError::Write)
+    }
+}
+
+async fn writer_loop<S: Store>(store: Arc<S>, opts: WriterOptions, mut rx: mpsc::Receiver<Msg>) {
+    let mut batch = Batch::default();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let msg = match deadline {
+            Some(d) => tokio::select! {
+                m = rx.recv() => m,
+                _ = tokio::time::sleep_until(d) => {
+                    let _ = commit(&*store, &mut batch).await;
+                    deadline = None;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        match msg {
+            None => {
+                let _ = commit(&*store, &mut batch).await;
+                break;
+            }
+            Some(Msg::Op(op)) => {
+                batch.push(op);
+                if batch.ops >= opts.max_ops {
+                    let _ = commit(&*store, &mut batch).await;
+                    deadline = None;
+                } else if deadline.is_none() {
+                    deadline = Some(Instant::now() + opts.max_delay);
+                }
+            }
+            Some(Msg::Flush(reply)) => {
+                let result = commit(&*store, &mut batch).await;
+                deadline = None;
+                let _ = reply.send(result);
+            }
+        }
+    }
+    debug!("Store writer stopped.");
+}
+
+/// Apply the pending batch; retry once (a busy database, a transient I/O error), then drop it:
+/// the fleet re-sends agent state on its next change, and the error is logged and returned
+/// to a waiting `flush`.
+async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Result<(), String> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let pending = std::mem::take(batch);
+    let started = std::time::Instant::now();
+    let mut result = store.apply(&pending).await;
+    if let Err(e) = &result {
+        warn!(error = %e, ops = pending.ops, "Store write failed; retrying once.");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        result = store.apply(&pending).await;
+    }
+    match result {
+        Ok(()) => {
+            debug!(
+                ops = pending.ops,
+                agents = pending.agents.len(),
+                events = pending.events.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "Store batch committed."
+            );
+            Ok(())
+        }
+        Err(e) => {
+            error!(error = %e, ops = pending.ops, "Store write failed; batch dropped.");
+            Err(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(uid: &str, seen: i64) -> AgentRecord {
+        AgentRecord {
+            instance_uid: uid.into(),
+            last_seen: seen,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn batch_coalesces() {
+        let rollout = |c: &str, h: &str, n: i64| RolloutRecord {
+            configuration: c.into(),
+            target_hash: h.into(),
+            progress: serde_json::json!({ "batch": n }),
+            updated_at: n,
+        };
+        let b = Batch::from_ops([
+            StoreOp::UpsertAgent(agent("a", 1)),
+            StoreOp::UpsertAgent(agent("b", 1)),
+            StoreOp::UpsertAgent(agent("a", 2)),
+            StoreOp::DeleteAgent("b".into()),
+            StoreOp::SaveRollout(rollout("web", "h1", 1)),
+            StoreOp::SaveRollout(rollout("web", "h1", 2)),
+            StoreOp::SaveRollout(rollout("db", "h9", 1)),
+            StoreOp::DeleteRollout {
+                configuration: "db".into(),
+                target_hash: None,
+            },
+        ]);
+        assert_eq!(b.ops, 8);
+        assert_eq!(b.agents.len(), 2);
+        assert_eq!(b.agents["a"].as_ref().map(|a| a.last_seen), Some(2));
+        assert_eq!(b.agents["b"], None);
+        assert_eq!(b.rollouts.len(), 1);
+        assert_eq!(b.rollouts[&("web".into(), "h1".into())].updated_at, 2);
+        assert_eq!(b.rollout_deletes, vec![("db".to_string(), None)]);
+    }
+
+    #[test]
+    fn millis() {
+        assert_eq!(to_ms(UNIX_EPOCH + Duration::from_millis(1234)), 1234);
+        assert!(now_ms() > 1_700_000_000_000);
+    }
+}

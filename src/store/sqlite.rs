@@ -1,0 +1,371 @@
+//! The embedded SQLite backend (default): one file, `<data-dir>/gitamp.db`.
+//!
+//! WAL with `synchronous=NORMAL` keeps every committed transaction across a process crash
+//! (only an OS crash can lose the last ones) at a fraction of FULL's fsync cost; readers do not
+//! block the single writer. Queries are runtime-checked (`sqlx::query`), so no database is
+//! needed at build time and the SQL stays shareable with the PostgreSQL backend.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use tracing::info;
+
+use super::{AgentRecord, Batch, EventRecord, RevisionRecord, RolloutRecord, Store, StoreError};
+
+/// Retention limits.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Events beyond this many (oldest first) are deleted after each write.
+    pub max_events: u32,
+    /// Revision history entries kept.
+    pub max_revisions: u32,
+    /// How long a connection waits for a lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_events: 10_000,
+            max_revisions: 1_000,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The file name inside the data directory.
+pub const DB_FILE: &str = "gitamp.db";
+
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    opts: StoreOptions,
+    path: PathBuf,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+impl SqliteStore {
+    /// Open (creating on first run) `<data_dir>/gitamp.db` and bring its schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        SqliteStore::open_file(&data_dir.join(DB_FILE), StoreOptions::default()).await
+    }
+
+    pub async fn open_file(path: &Path, opts: StoreOptions) -> Result<SqliteStore, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(opts.busy_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(connect)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        MIGRATOR.run(&pool).await?;
+        info!(path = %path.display(), "Opened the SQLite store.");
+        Ok(SqliteStore {
+            pool,
+            opts,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// For the status API's own read queries and for tests.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Close every connection (checkpointing the WAL); call after the writer's last flush.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { what, source }
+}
+
+fn to_json(v: &impl serde::Serialize) -> String {
+    // Serialising plain data (maps of strings, serde_json::Value) cannot fail.
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Json { what, source })
+}
+
+fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
+    let get = q("reading agents");
+    let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
+    let description: String = row.try_get("description").map_err(q("reading agents"))?;
+    let health: String = row.try_get("health").map_err(q("reading agents"))?;
+    let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
+    let capabilities: i64 = row.try_get("capabilities").map_err(q("reading agents"))?;
+    Ok(AgentRecord {
+        instance_uid: row.try_get("instance_uid").map_err(get)?,
+        labels: from_json("agents.labels", &labels)?,
+        description: from_json("agents.description", &description)?,
+        capabilities: capabilities as u64,
+        health: from_json("agents.health", &health)?,
+        reported_hash: row.try_get("reported_hash").map_err(q("reading agents"))?,
+        remote_config_status: row
+            .try_get("remote_config_status")
+            .map_err(q("reading agents"))?,
+        remote_config_error: row
+            .try_get("remote_config_error")
+            .map_err(q("reading agents"))?,
+        effective_config_hash: row
+            .try_get("effective_config_hash")
+            .map_err(q("reading agents"))?,
+        sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
+        sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
+        failed_hashes: from_json("agents.failed_hashes", &failed)?,
+        connected: row.try_get("connected").map_err(q("reading agents"))?,
+        last_seen: row.try_get("last_seen").map_err(q("reading agents"))?,
+    })
+}
+
+fn revision_from_row(row: &SqliteRow) -> Result<RevisionRecord, StoreError> {
+    let diagnostics: String = row.try_get("diagnostics").map_err(q("reading revisions"))?;
+    Ok(RevisionRecord {
+        revision: row.try_get("revision").map_err(q("reading revisions"))?,
+        time: row.try_get("time").map_err(q("reading revisions"))?,
+        accepted: row.try_get("accepted").map_err(q("reading revisions"))?,
+        diagnostics: from_json("revisions.diagnostics", &diagnostics)?,
+        source_error: row
+            .try_get("source_error")
+            .map_err(q("reading revisions"))?,
+    })
+}
+
+const UPSERT_AGENT: &str = "INSERT INTO agents (instance_uid, labels, description, capabilities, \
+     health, reported_hash, remote_config_status, remote_config_error, effective_config_hash, \
+     sent_hash, sent_at, failed_hashes, connected, last_seen) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     ON CONFLICT (instance_uid) DO UPDATE SET labels = excluded.labels, \
+     description = excluded.description, capabilities = excluded.capabilities, \
+     health = excluded.health, reported_hash = excluded.reported_hash, \
+     remote_config_status = excluded.remote_config_status, \
+     remote_config_error = excluded.remote_config_error, \
+     effective_config_hash = excluded.effective_config_hash, sent_hash = excluded.sent_hash, \
+     sent_at = excluded.sent_at, failed_hashes = excluded.failed_hashes, \
+     connected = excluded.connected, last_seen = excluded.last_seen";
+
+impl Store for SqliteStore {
+    async fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
+        for (uid, agent) in &batch.agents {
+            match agent {
+                Some(a) => {
+                    sqlx::query(UPSERT_AGENT)
+                        .bind(&a.instance_uid)
+                        .bind(to_json(&a.labels))
+                        .bind(to_json(&a.description))
+                        .bind(a.capabilities as i64)
+                        .bind(to_json(&a.health))
+                        .bind(&a.reported_hash)
+                        .bind(&a.remote_config_status)
+                        .bind(&a.remote_config_error)
+                        .bind(&a.effective_config_hash)
+                        .bind(&a.sent_hash)
+                        .bind(a.sent_at)
+                        .bind(to_json(&a.failed_hashes))
+                        .bind(a.connected)
+                        .bind(a.last_seen)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("upserting an agent"))?;
+                }
+                None => {
+                    sqlx::query("DELETE FROM agents WHERE instance_uid = $1")
+                        .bind(uid)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(q("deleting an agent"))?;
+                }
+            }
+        }
+        for r in &batch.revisions {
+            sqlx::query(
+                "INSERT INTO revisions (revision, time, accepted, diagnostics, source_error) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&r.revision)
+            .bind(r.time)
+            .bind(r.accepted)
+            .bind(to_json(&r.diagnostics))
+            .bind(&r.source_error)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("recording a revision"))?;
+            if r.accepted {
+                sqlx::query(
+                    "INSERT INTO current_revision (id, revision, time) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
+                     time = excluded.time",
+                )
+                .bind(&r.revision)
+                .bind(r.time)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("setting the current revision"))?;
+            }
+        }
+        if !batch.revisions.is_empty() {
+            sqlx::query(
+                "DELETE FROM revisions WHERE id <= \
+                 (SELECT id FROM revisions ORDER BY id DESC LIMIT 1 OFFSET $1)",
+            )
+            .bind(i64::from(self.opts.max_revisions))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("pruning revisions"))?;
+        }
+        for (configuration, target) in &batch.rollout_deletes {
+            sqlx::query(
+                "DELETE FROM rollouts WHERE configuration = $1 \
+                 AND ($2 IS NULL OR target_hash = $2)",
+            )
+            .bind(configuration)
+            .bind(target)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("deleting a rollout"))?;
+        }
+        for r in batch.rollouts.values() {
+            sqlx::query(
+                "INSERT INTO rollouts (configuration, target_hash, progress, updated_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (configuration, target_hash) \
+                 DO UPDATE SET progress = excluded.progress, updated_at = excluded.updated_at",
+            )
+            .bind(&r.configuration)
+            .bind(&r.target_hash)
+            .bind(to_json(&r.progress))
+            .bind(r.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("saving a rollout"))?;
+        }
+        for e in &batch.events {
+            sqlx::query(
+                "INSERT INTO events (time, agent_uid, kind, message) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(e.time)
+            .bind(&e.agent_uid)
+            .bind(&e.kind)
+            .bind(&e.message)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("appending an event"))?;
+        }
+        if !batch.events.is_empty() {
+            sqlx::query(
+                "DELETE FROM events WHERE id <= \
+                 (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1)",
+            )
+            .bind(i64::from(self.opts.max_events))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("pruning events"))?;
+        }
+        tx.commit().await.map_err(q("commit"))
+    }
+
+    async fn load_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM agents ORDER BY instance_uid")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("loading agents"))?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn load_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT configuration, target_hash, progress, updated_at FROM rollouts \
+             ORDER BY configuration, target_hash",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading rollouts"))?;
+        rows.iter()
+            .map(|row| {
+                let progress: String = row.try_get("progress").map_err(q("reading rollouts"))?;
+                Ok(RolloutRecord {
+                    configuration: row
+                        .try_get("configuration")
+                        .map_err(q("reading rollouts"))?,
+                    target_hash: row.try_get("target_hash").map_err(q("reading rollouts"))?,
+                    progress: from_json("rollouts.progress", &progress)?,
+                    updated_at: row.try_get("updated_at").map_err(q("reading rollouts"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_accepted_revision(&self) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT revision FROM current_revision WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("reading the current revision"))
+    }
+
+    async fn revisions(&self, limit: u32) -> Result<Vec<RevisionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT revision, time, accepted, diagnostics, source_error FROM revisions \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading revisions"))?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    async fn recent_events(
+        &self,
+        agent: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT time, agent_uid, kind, message FROM events \
+             WHERE ($1 IS NULL OR agent_uid = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(agent)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading events"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    time: row.try_get("time").map_err(q("reading events"))?,
+                    agent_uid: row.try_get("agent_uid").map_err(q("reading events"))?,
+                    kind: row.try_get("kind").map_err(q("reading events"))?,
+                    message: row.try_get("message").map_err(q("reading events"))?,
+                })
+            })
+            .collect()
+    }
+}

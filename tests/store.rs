@@ -1,0 +1,309 @@
+//! The SQLite store: every table round-trips, data survives a reopen, the write-behind writer
+//! coalesces and flushes, and the event cap holds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gitamp::store::{
+    AgentRecord, Batch, EventRecord, RevisionRecord, RolloutRecord, SqliteStore, Store, StoreOp,
+    StoreOptions, StoreWriter, WriterOptions,
+};
+use serde_json::json;
+
+fn agent(uid: &str, seen: i64) -> AgentRecord {
+    AgentRecord {
+        instance_uid: uid.to_string(),
+        labels: BTreeMap::from([
+            ("service.name".to_string(), "checkout".to_string()),
+            ("deployment.environment".to_string(), "prod".to_string()),
+        ]),
+        description: json!({ "identifying": { "service.name": "checkout" } }),
+        capabilities: 0x1_0000_0003,
+        health: json!({ "healthy": true, "status": "ok" }),
+        reported_hash: Some("aa".repeat(32)),
+        remote_config_status: Some("APPLIED".into()),
+        remote_config_error: None,
+        effective_config_hash: Some("bb".repeat(32)),
+        sent_hash: Some("aa".repeat(32)),
+        sent_at: Some(seen - 10),
+        failed_hashes: vec!["cc".repeat(32)],
+        connected: true,
+        last_seen: seen,
+    }
+}
+
+fn event(n: i64, agent: Option<&str>) -> EventRecord {
+    EventRecord {
+        time: n,
+        agent_uid: agent.map(str::to_string),
+        kind: "config_sent".into(),
+        message: format!("event {n}"),
+    }
+}
+
+#[tokio::test]
+async fn every_table_round_trips_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    assert!(dir.path().join("gitamp.db").exists());
+    assert_eq!(store.last_accepted_revision().await.unwrap(), None);
+
+    let a = agent("0102", 1000);
+    let mut b = agent("0a0b", 2000);
+    b.connected = false;
+    b.remote_config_status = Some("FAILED".into());
+    b.remote_config_error = Some("bad exporter".into());
+    b.reported_hash = None;
+    b.sent_at = None;
+    let rev1 = RevisionRecord {
+        revision: "1111".into(),
+        time: 10,
+        accepted: true,
+        diagnostics: json!([]),
+        source_error: None,
+    };
+    let rev2 = RevisionRecord {
+        revision: "2222".into(),
+        time: 20,
+        accepted: false,
+        diagnostics: json!([{ "severity": "error", "message": "unknown type" }]),
+        source_error: None,
+    };
+    let rev3 = RevisionRecord {
+        revision: String::new(),
+        time: 30,
+        accepted: false,
+        diagnostics: json!([]),
+        source_error: Some("listing refs: connection refused".into()),
+    };
+    let rollout = RolloutRecord {
+        configuration: "web".into(),
+        target_hash: "dd".repeat(32),
+        progress: json!({ "batch": 2, "done": ["0102"] }),
+        updated_at: 40,
+    };
+    store
+        .apply(&Batch::from_ops([
+            StoreOp::UpsertAgent(a.clone()),
+            StoreOp::UpsertAgent(b.clone()),
+            StoreOp::RecordRevision(rev1.clone()),
+            StoreOp::RecordRevision(rev2.clone()),
+            StoreOp::RecordRevision(rev3.clone()),
+            StoreOp::SaveRollout(rollout.clone()),
+            StoreOp::AppendEvent(event(1, Some("0102"))),
+            StoreOp::AppendEvent(event(2, None)),
+        ]))
+        .await
+        .unwrap();
+
+    let check = |store: SqliteStore| {
+        let (a, b, rev1, rev2, rev3, rollout) = (
+            a.clone(),
+            b.clone(),
+            rev1.clone(),
+            rev2.clone(),
+            rev3.clone(),
+            rollout.clone(),
+        );
+        async move {
+            assert_eq!(store.load_agents().await.unwrap(), vec![a, b]);
+            assert_eq!(
+                store.revisions(10).await.unwrap(),
+                vec![rev3, rev2, rev1.clone()]
+            );
+            assert_eq!(store.revisions(1).await.unwrap().len(), 1);
+            // The rejected and failed revisions after it do not replace the served one.
+            assert_eq!(
+                store.last_accepted_revision().await.unwrap(),
+                Some(rev1.revision)
+            );
+            assert_eq!(store.load_rollouts().await.unwrap(), vec![rollout]);
+            assert_eq!(
+                store.recent_events(None, 10).await.unwrap(),
+                vec![event(2, None), event(1, Some("0102"))]
+            );
+            assert_eq!(
+                store.recent_events(Some("0102"), 10).await.unwrap(),
+                vec![event(1, Some("0102"))]
+            );
+            assert!(
+                store
+                    .recent_events(Some("ffff"), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+    };
+    check(store.clone()).await;
+    store.close().await;
+    drop(store);
+
+    let reopened = SqliteStore::open(dir.path()).await.unwrap();
+    check(reopened.clone()).await;
+
+    // Updates replace, deletes delete.
+    let mut a2 = agent("0102", 5000);
+    a2.connected = false;
+    reopened
+        .apply(&Batch::from_ops([
+            StoreOp::UpsertAgent(a2.clone()),
+            StoreOp::DeleteAgent("0a0b".into()),
+            StoreOp::DeleteRollout {
+                configuration: "web".into(),
+                target_hash: None,
+            },
+            StoreOp::RecordRevision(RevisionRecord {
+                revision: "3333".into(),
+                time: 50,
+                accepted: true,
+                ..Default::default()
+            }),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(reopened.load_agents().await.unwrap(), vec![a2]);
+    assert!(reopened.load_rollouts().await.unwrap().is_empty());
+    assert_eq!(
+        reopened.last_accepted_revision().await.unwrap().as_deref(),
+        Some("3333")
+    );
+}
+
+#[tokio::test]
+async fn writer_coalesces_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let (writer, task) = StoreWriter::spawn(
+        store.clone(),
+        WriterOptions {
+            // Long enough that only flush() commits in this test.
+            max_delay: Duration::from_secs(3600),
+            max_ops: 100_000,
+            queue: 1024,
+        },
+    );
+    for seen in 0..500 {
+        writer
+            .send(StoreOp::UpsertAgent(agent("0102", seen)))
+            .await
+            .unwrap();
+    }
+    writer
+        .try_send(StoreOp::UpsertAgent(agent("0303", 7)))
+        .unwrap();
+    writer
+        .send(StoreOp::AppendEvent(event(1, None)))
+        .await
+        .unwrap();
+    // Nothing is durable before the batch commits.
+    assert!(store.load_agents().await.unwrap().is_empty());
+    writer.flush().await.unwrap();
+    let agents = store.load_agents().await.unwrap();
+    assert_eq!(agents.len(), 2);
+    assert_eq!(agents[0].last_seen, 499, "latest upsert wins");
+    assert_eq!(store.recent_events(None, 10).await.unwrap().len(), 1);
+
+    // Dropping the last handle commits what is pending and stops the task.
+    writer
+        .send(StoreOp::DeleteAgent("0303".into()))
+        .await
+        .unwrap();
+    drop(writer);
+    task.await.unwrap();
+    assert_eq!(store.load_agents().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn writer_commits_after_the_delay_and_at_the_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let (writer, _task) = StoreWriter::spawn(
+        store.clone(),
+        WriterOptions {
+            max_delay: Duration::from_millis(200),
+            max_ops: 3,
+            queue: 16,
+        },
+    );
+    // Size trigger: the third op commits without any timer.
+    for n in 0..3 {
+        writer
+            .send(StoreOp::AppendEvent(event(n, None)))
+            .await
+            .unwrap();
+    }
+    // Time trigger: a lone op is committed ~200 ms later (polled for up to 10 s).
+    writer
+        .send(StoreOp::AppendEvent(event(9, None)))
+        .await
+        .unwrap();
+    let mut seen = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = store.recent_events(None, 10).await.unwrap().len();
+        if seen == 4 {
+            break;
+        }
+    }
+    assert_eq!(seen, 4);
+}
+
+#[tokio::test]
+async fn event_cap_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_file(
+        &dir.path().join("capped.db"),
+        StoreOptions {
+            max_events: 5,
+            max_revisions: 3,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    for chunk in (0..12).collect::<Vec<i64>>().chunks(4) {
+        store
+            .apply(&Batch::from_ops(
+                chunk.iter().map(|n| StoreOp::AppendEvent(event(*n, None))),
+            ))
+            .await
+            .unwrap();
+    }
+    let kept: Vec<i64> = store
+        .recent_events(None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.time)
+        .collect();
+    assert_eq!(kept, vec![11, 10, 9, 8, 7]);
+
+    for n in 0..6 {
+        store
+            .apply(&Batch::from_ops([StoreOp::RecordRevision(
+                RevisionRecord {
+                    revision: format!("r{n}"),
+                    time: n,
+                    accepted: n == 1,
+                    ..Default::default()
+                },
+            )]))
+            .await
+            .unwrap();
+    }
+    let revs: Vec<String> = store
+        .revisions(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.revision)
+        .collect();
+    assert_eq!(revs, ["r5", "r4", "r3"]);
+    // Pruned history does not forget what is being served.
+    assert_eq!(
+        store.last_accepted_revision().await.unwrap().as_deref(),
+        Some("r1")
+    );
+}
