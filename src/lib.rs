@@ -4,6 +4,7 @@
 //! protocol side is `gitamp-opamp`; this crate is the shell that moves bytes and owns tasks:
 //! sources (Git, folder, webhooks), the store, the status API, the reconciler loop and the CLI.
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod embedded;

@@ -20,6 +20,10 @@ enum Command {
     Validate(cli::validate::Args),
     /// Render the collector YAML of a configuration, or of the agent with given labels.
     Render(cli::render::Args),
+    /// List a running server's agents (status, configuration, labels, last seen).
+    Agents(cli::agents::Args),
+    /// Show a running server's sync status: revision, last fetch, errors, agents per status.
+    Status(cli::status::Args),
     /// Measure hot paths (`bench repo`: load + validate + render of a synthetic repository).
     Bench {
         #[command(subcommand)]
@@ -33,6 +37,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(*args),
         Command::Validate(args) => cli::validate::run(args),
         Command::Render(args) => cli::render::run(args),
+        Command::Agents(args) => cli::agents::run(args),
+        Command::Status(args) => cli::status::run(args),
         Command::Bench { command } => gitamp::bench::run(command),
     };
     match result {

@@ -3,17 +3,21 @@
 //! they matter.
 
 pub mod repo;
+pub mod rollout;
 
 /// What to measure.
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
     /// Load + validate + render a synthetic repository of N resources.
     Repo(repo::Args),
+    /// Webhook to APPLIED on N WebSocket agents (a `gitamp serve` child process).
+    Rollout(rollout::Args),
 }
 
 /// Run one benchmark.
 pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
         BenchCommand::Repo(args) => repo::run(args),
+        BenchCommand::Rollout(args) => rollout::run(args),
     }
 }

@@ -3,8 +3,11 @@
 //! Exit codes: 0 success (valid / nothing to change), 1 invalid input (a repository with
 //! errors), 2 usage or I/O error; `reconcile --dry-run` adds 3 (changes pending).
 
+pub mod agents;
+pub mod fsread;
 pub mod render;
 pub mod serve;
+pub mod status;
 pub mod validate;
 
 /// Process exit codes shared by every subcommand.

@@ -12,15 +12,13 @@
 //!   several match at the same priority (a conflict), or the named configuration does not
 //!   exist; 2 usage or I/O error.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use gitamp_core::compile;
 use gitamp_core::plan::select::{Selection, select};
 use gitamp_core::plan::selector::Labels;
-use gitamp_core::{Snapshot, compile};
 
 use super::exit;
 
@@ -62,7 +60,7 @@ fn parse_labels(s: &str) -> Result<Labels, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let snapshot = read_dir_snapshot(&args.path)?;
+    let snapshot = super::fsread::read_dir_snapshot(&args.path)?;
     let revision = match compile(&snapshot) {
         Ok(r) => r,
         Err(rejected) => {
@@ -144,46 +142,6 @@ fn show(labels: &Labels) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// Read every YAML file under `root` into a snapshot (hidden folders such as `.git` skipped).
-///
-/// Private stand-in until the shared `cli::fsread::read_dir_snapshot` lands; same contract.
-fn read_dir_snapshot(root: &Path) -> anyhow::Result<Snapshot> {
-    let mut files: BTreeMap<String, Arc<[u8]>> = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let entries =
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
-        for entry in entries {
-            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
-            let path = entry.path();
-            let file_name = entry.file_name();
-            if file_name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let kind = entry
-                .file_type()
-                .with_context(|| format!("reading {}", path.display()))?;
-            if kind.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                let bytes =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                let rel = path
-                    .strip_prefix(root)
-                    .with_context(|| format!("{} is outside {}", path.display(), root.display()))?;
-                let rel = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                files.insert(rel, Arc::from(bytes));
-            }
-        }
-    }
-    let revision = Snapshot::content_revision(&files);
-    Ok(Snapshot { revision, files })
 }
 
 #[cfg(test)]

@@ -1,7 +1,15 @@
 //! `gitamp validate [PATH] [--format text|json|github]`.
+//!
+//! Exit codes: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
+use gitamp_core::{Diagnostic, Diagnostics, Severity};
+
+use super::fsread::read_dir_snapshot;
 
 /// Check a config repository and print every diagnostic.
 #[derive(Debug, clap::Args)]
@@ -9,9 +17,161 @@ pub struct Args {
     /// The repository folder.
     #[arg(default_value = ".")]
     pub path: PathBuf,
+    /// Output format: text for people, json for tools, github for workflow annotations.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Github,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    Ok(ExitCode::from(super::exit::OK))
+    let snapshot = read_dir_snapshot(&args.path)
+        .with_context(|| format!("cannot read repository {}", args.path.display()))?;
+    let (revision, diagnostics, valid) = match gitamp_core::compile(&snapshot) {
+        Ok(rev) => (rev.revision, rev.warnings, true),
+        Err(rejected) => (rejected.revision, rejected.diagnostics, false),
+    };
+    let out = match args.format {
+        Format::Text => text(&args.path, &revision, &diagnostics, valid),
+        Format::Json => json(&args.path, &revision, &diagnostics, valid)?,
+        Format::Github => github(&args.path, &diagnostics),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .context("cannot write output")?;
+    stdout.flush().context("cannot write output")?;
+    Ok(ExitCode::from(if valid {
+        super::exit::OK
+    } else {
+        super::exit::INVALID
+    }))
+}
+
+/// The path of a repository file as seen from the current directory, so that editors,
+/// terminals and PR annotations open the right file when PATH is a sub-folder.
+pub fn display_path(root: &Path, file: &str) -> String {
+    let joined = root.join(file);
+    let rel = if joined.is_absolute() {
+        std::env::current_dir()
+            .ok()
+            .and_then(|cwd| joined.strip_prefix(cwd).ok().map(Path::to_path_buf))
+            .unwrap_or(joined)
+    } else {
+        joined
+    };
+    let s = rel.to_string_lossy().replace('\\', "/");
+    s.strip_prefix("./").map(str::to_string).unwrap_or(s)
+}
+
+fn severity(d: &Diagnostic) -> &'static str {
+    match d.severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// `file:line:col: error[E012 unknown-destination]: message` lines, then a summary.
+pub fn text(root: &Path, revision: &str, diags: &Diagnostics, valid: bool) -> String {
+    let mut out = String::new();
+    for d in diags.iter() {
+        out.push_str(&format!(
+            "{}:{}:{}: {}[{} {}]: {}\n",
+            display_path(root, &d.location.file),
+            d.location.line,
+            d.location.column,
+            severity(d),
+            d.code,
+            d.name,
+            d.message
+        ));
+    }
+    let errors = diags.errors().count();
+    let warnings = diags.warnings().count();
+    out.push_str(&format!(
+        "{}: {} ({}, {}; revision {revision})\n",
+        root.display(),
+        if valid { "valid" } else { "invalid" },
+        plural(errors, "error"),
+        plural(warnings, "warning"),
+    ));
+    out
+}
+
+/// One JSON object: `valid`, `revision`, counts and every diagnostic (repository-relative
+/// files, as the core reports them).
+pub fn json(
+    root: &Path,
+    revision: &str,
+    diags: &Diagnostics,
+    valid: bool,
+) -> anyhow::Result<String> {
+    let value = serde_json::json!({
+        "valid": valid,
+        "path": root.to_string_lossy(),
+        "revision": revision,
+        "errors": diags.errors().count(),
+        "warnings": diags.warnings().count(),
+        "diagnostics": diags,
+    });
+    Ok(serde_json::to_string_pretty(&value)? + "\n")
+}
+
+/// GitHub workflow commands: `::error file=…,line=…,col=…,title=E012 unknown-destination::message`.
+pub fn github(root: &Path, diags: &Diagnostics) -> String {
+    let mut out = String::new();
+    for d in diags.iter() {
+        out.push_str(&format!(
+            "::{} file={},line={},col={},title={}::{}\n",
+            severity(d),
+            escape_property(&display_path(root, &d.location.file)),
+            d.location.line,
+            d.location.column,
+            escape_property(&format!("{} {}", d.code, d.name)),
+            escape_data(&d.message),
+        ));
+    }
+    out
+}
+
+/// Workflow-command escaping of a message (GitHub's `escapeData`).
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Workflow-command escaping of a property value (GitHub's `escapeProperty`).
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape_data("a%b\nc"), "a%25b%0Ac");
+        assert_eq!(escape_property("a:b,c"), "a%3Ab%2Cc");
+    }
+
+    #[test]
+    fn paths_join_root() {
+        assert_eq!(display_path(Path::new("."), "a/b.yaml"), "a/b.yaml");
+        assert_eq!(display_path(Path::new("repo"), "a/b.yaml"), "repo/a/b.yaml");
+    }
 }

@@ -278,11 +278,9 @@ fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
 
 fn tls_config(args: &Args) -> anyhow::Result<Option<opamp::TlsConfig>> {
     match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => anyhow::bail!(
-            "TLS ({} / {}) is not supported yet: terminate TLS in front of gitamp",
-            cert.display(),
-            key.display()
-        ),
+        (Some(cert), Some(key)) => Ok(Some(
+            opamp::TlsConfig::from_pem_files(cert, key).context("loading the TLS certificate")?,
+        )),
         _ => Ok(None),
     }
 }

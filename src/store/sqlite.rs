@@ -117,14 +117,13 @@ fn from_json<T: serde::de::DeserializeOwned>(
 }
 
 fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
-    let get = q("reading agents");
     let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
     let description: String = row.try_get("description").map_err(q("reading agents"))?;
     let health: String = row.try_get("health").map_err(q("reading agents"))?;
     let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
     let capabilities: i64 = row.try_get("capabilities").map_err(q("reading agents"))?;
     Ok(AgentRecord {
-        instance_uid: row.try_get("instance_uid").map_err(get)?,
+        instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
         labels: from_json("agents.labels", &labels)?,
         description: from_json("agents.description", &description)?,
         capabilities: capabilities as u64,

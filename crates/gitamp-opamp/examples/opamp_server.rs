@@ -23,13 +23,13 @@ struct Args {
     config_bytes: usize,
     report_secs: u64,
     max_secs: u64,
-    liveness_secs: u64,
+    heartbeat_secs: u64,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: opamp_server [--bind 127.0.0.1] [--port 4320] [--config-bytes N] \
-         [--report-secs S] [--max-secs S] [--liveness-secs S]"
+         [--report-secs S] [--max-secs S] [--heartbeat-secs S]"
     );
     std::process::exit(2)
 }
@@ -41,7 +41,7 @@ fn parse_args() -> Args {
         config_bytes: 0,
         report_secs: 10,
         max_secs: 3600,
-        liveness_secs: 90,
+        heartbeat_secs: 30,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -52,7 +52,7 @@ fn parse_args() -> Args {
             "--config-bytes" => a.config_bytes = v.parse().unwrap_or_else(|_| usage()),
             "--report-secs" => a.report_secs = v.parse().unwrap_or_else(|_| usage()),
             "--max-secs" => a.max_secs = v.parse().unwrap_or_else(|_| usage()),
-            "--liveness-secs" => a.liveness_secs = v.parse().unwrap_or_else(|_| usage()),
+            "--heartbeat-secs" => a.heartbeat_secs = v.parse().unwrap_or_else(|_| usage()),
             _ => usage(),
         }
     }
@@ -82,7 +82,11 @@ fn demo_config(size: usize) -> Arc<DesiredConfig> {
 async fn main() {
     let args = parse_args();
     let fleet = Arc::new(Fleet::new());
-    let app = gitamp_opamp::transport::router(fleet.clone());
+    let settings = gitamp_opamp::OpampSettings {
+        heartbeat_interval: Duration::from_secs(args.heartbeat_secs),
+        ..Default::default()
+    };
+    let app = gitamp_opamp::server::router(fleet.clone(), settings);
     let listener = match tokio::net::TcpListener::bind((args.bind.as_str(), args.port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -122,13 +126,13 @@ async fn main() {
         });
     }
 
+    // The router runs the liveness sweeper itself (3 × heartbeat interval).
     let f = fleet.clone();
-    let (report, liveness) = (args.report_secs.max(1), args.liveness_secs);
+    let report = args.report_secs.max(1);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(report));
         loop {
             tick.tick().await;
-            f.sweep(Duration::from_secs(liveness));
             let all = f.agents();
             let connected = all.iter().filter(|a| a.connection.connected).count();
             println!("agents={} connected={connected}", all.len());
@@ -136,9 +140,13 @@ async fn main() {
         }
     });
 
-    let serve = axum::serve(listener, app);
+    let serve = gitamp_opamp::server::serve(listener, app, None);
     tokio::select! {
-        r = serve => if let Err(e) = r { eprintln!("serve: {e}"); }
+        r = serve => {
+            if let Err(e) = r {
+                eprintln!("serve: {e}");
+            }
+        }
         _ = tokio::time::sleep(Duration::from_secs(args.max_secs)) => {}
         _ = tokio::signal::ctrl_c() => {}
     }

@@ -84,6 +84,31 @@ impl DesiredConfig {
         }
     }
 
+    /// Builds the config with its canonical hash ([`DesiredConfig::canonical_hash`]).
+    pub fn from_files(config_map: BTreeMap<String, (Bytes, String)>) -> Self {
+        let hash = Self::canonical_hash(&config_map);
+        Self::new(config_map, hash)
+    }
+
+    /// SHA-256 over a canonical encoding of the whole map: entries in key order, each
+    /// key, body and content type prefixed by its length (u64, big endian). Same
+    /// content, same hash, across restarts and replicas; never empty.
+    pub fn canonical_hash(config_map: &BTreeMap<String, (Bytes, String)>) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"gitamp-config-v1");
+        h.update((config_map.len() as u64).to_be_bytes());
+        for (k, (body, ct)) in config_map {
+            for part in [k.as_bytes(), &body[..], ct.as_bytes()] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(h.finalize().as_slice());
+        out
+    }
+
     /// The config hash sent as `config_hash`.
     pub fn hash(&self) -> &[u8; 32] {
         &self.hash
@@ -378,6 +403,9 @@ pub(crate) struct AgentEntry {
     pub(crate) sent_at: Option<SystemTime>,
     pub(crate) failed_hashes: Vec<Bytes>,
     pub(crate) conn: Option<ConnHandle>,
+    /// Sequence number and time of the agent_disconnect that ended the last session,
+    /// to recognise late messages of that session (see `session`).
+    pub(crate) left: Option<(u64, Instant)>,
 }
 
 impl AgentEntry {
@@ -401,6 +429,7 @@ impl AgentEntry {
             sent_at: None,
             failed_hashes: Vec::new(),
             conn: None,
+            left: None,
         }
     }
 
@@ -714,6 +743,38 @@ fn ser_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_hash_is_deterministic_and_unambiguous() {
+        let mut a = BTreeMap::new();
+        a.insert("b".to_owned(), (Bytes::from_static(b"2"), String::new()));
+        a.insert(
+            "a".to_owned(),
+            (Bytes::from_static(b"1"), "text/yaml".to_owned()),
+        );
+        let mut b = BTreeMap::new();
+        b.insert(
+            "a".to_owned(),
+            (Bytes::from_static(b"1"), "text/yaml".to_owned()),
+        );
+        b.insert("b".to_owned(), (Bytes::from_static(b"2"), String::new()));
+        assert_eq!(
+            DesiredConfig::canonical_hash(&a),
+            DesiredConfig::canonical_hash(&b)
+        );
+        let mut c = BTreeMap::new();
+        c.insert(
+            "a".to_owned(),
+            (Bytes::from_static(b"1t"), "ext/yaml".to_owned()),
+        );
+        c.insert("b".to_owned(), (Bytes::from_static(b"2"), String::new()));
+        assert_ne!(
+            DesiredConfig::canonical_hash(&a),
+            DesiredConfig::canonical_hash(&c)
+        );
+        let d = DesiredConfig::from_files(a);
+        assert_eq!(d.hash(), &DesiredConfig::canonical_hash(d.files()));
+    }
 
     #[test]
     fn cached_field_concatenates() {

@@ -13,12 +13,18 @@
 //! - `instance_uid` must be 16 bytes (else BadRequest); RequestInstanceUid, or a UID
 //!   live on another WebSocket with a different description, gets a fresh UUIDv7 in
 //!   `agent_identification`, and the message is recorded under the new UID;
+//! - a message that straggles in just after `agent_disconnect` (numbered at or below
+//!   it, without a description, within [`STRAGGLER_WINDOW`]) is answered but does not
+//!   reconnect the agent: the Python client can send a queued heartbeat concurrently
+//!   with, and after, its disconnect message. A restarted agent reports its
+//!   description first, and a reconnecting one continues its numbering, so both still
+//!   reconnect;
 //! - every non-error reply echoes `instance_uid` and carries the server capabilities;
 //!   an error reply carries only `instance_uid` and `error_response`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -28,6 +34,10 @@ use crate::fleet::{
     RemoteState, RemoteStatus, SERVER_CAPABILITIES, Transport, Uid, lock, uid_text,
 };
 use crate::proto::{self, AgentCapabilities as Cap};
+
+/// How long after an `agent_disconnect` a late message of the same session is
+/// recognised as such (see the module docs).
+pub const STRAGGLER_WINDOW: Duration = Duration::from_secs(10);
 
 /// One transport-level stream of messages: a WebSocket connection, or one HTTP request.
 #[derive(Debug)]
@@ -267,6 +277,23 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
     {
         let mut e = lock(&entry);
         let now = SystemTime::now();
+        let straggler = !e.connected
+            && msg.agent_description.is_none()
+            && e.left.is_some_and(|(seq, at)| {
+                msg.sequence_num <= seq && at.elapsed() < STRAGGLER_WINDOW
+            });
+        if straggler {
+            tracing::debug!(agent = %uid_text(&target), "late message after agent_disconnect");
+            return Outgoing {
+                msg: proto::ServerToAgent {
+                    instance_uid: raw_uid,
+                    capabilities: SERVER_CAPABILITIES,
+                    ..Default::default()
+                },
+                remote_config: None,
+            };
+        }
+        e.left = None;
         e.last_seen = now;
         e.last_seen_mono = Instant::now();
         e.transport = conn.transport;
@@ -300,6 +327,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
 
         if disconnecting {
             e.disconnect();
+            e.left = Some((msg.sequence_num, Instant::now()));
             conn.uids.remove(&target);
             events.push(FleetEvent::Disconnected(target));
             remote_config = None;
@@ -544,5 +572,19 @@ mod tests {
         let r = handle_message(&fleet, &mut c, m);
         assert!(r.msg.error_response.is_none());
         assert!(!fleet.agent(&UID).unwrap().connection.connected);
+        // A heartbeat queued before the disconnect and sent after it: answered, but
+        // the agent stays disconnected.
+        let r = handle_message(&fleet, &mut c, heartbeat(1));
+        assert!(r.msg.error_response.is_none());
+        assert_eq!(&r.msg.instance_uid[..], &UID);
+        assert!(!fleet.agent(&UID).unwrap().connection.connected);
+        // A restarted agent (full report) reconnects, as does one continuing its numbering.
+        handle_message(&fleet, &mut c, full(0, b""));
+        assert!(fleet.agent(&UID).unwrap().connection.connected);
+        let mut m = heartbeat(1);
+        m.agent_disconnect = Some(proto::AgentDisconnect {});
+        handle_message(&fleet, &mut c, m);
+        handle_message(&fleet, &mut c, heartbeat(2));
+        assert!(fleet.agent(&UID).unwrap().connection.connected);
     }
 }

@@ -57,7 +57,7 @@ async fn many_agents_one_gzip_keepalive_connection() {
     let a = desired(&collector_yaml("A"));
     let b = desired(&collector_yaml("B"));
     for (i, h) in fleet.agents.iter().enumerate() {
-        let cfg = if i % 2 == 0 { &a } else { &b };
+        let cfg = if i.is_multiple_of(2) { &a } else { &b };
         assert!(
             server
                 .fleet
@@ -69,7 +69,11 @@ async fn many_agents_one_gzip_keepalive_connection() {
         .await
         .unwrap_or_else(|missing| panic!("{missing} agents did not apply"));
     for (i, h) in fleet.agents.iter().enumerate() {
-        let want = if i % 2 == 0 { a.hash() } else { b.hash() };
+        let want = if i.is_multiple_of(2) {
+            a.hash()
+        } else {
+            b.hash()
+        };
         let id = uid(&h.instance_uid());
         server
             .wait_agent(
@@ -102,6 +106,8 @@ async fn many_agents_one_gzip_keepalive_connection() {
         "all agents must share one keep-alive connection"
     );
     assert!(pool.requests_sent() > (N * 4) as u64);
+    // We gzip every request and accept gzip: the server compresses every reply.
+    assert_eq!(pool.gzip_replies(), pool.requests_sent());
 
     assert_eq!(fleet.stop_all(T).await, N);
     server
@@ -112,5 +118,5 @@ async fn many_agents_one_gzip_keepalive_connection() {
 }
 
 fn desired_body(i: usize) -> Vec<u8> {
-    collector_yaml(if i % 2 == 0 { "A" } else { "B" }).into_bytes()
+    collector_yaml(if i.is_multiple_of(2) { "A" } else { "B" }).into_bytes()
 }

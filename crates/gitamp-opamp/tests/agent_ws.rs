@@ -10,10 +10,11 @@ mod agent_support;
 use std::time::Duration;
 
 use agent_support::{Server, collector_yaml, desired, uid};
+use gitamp_opamp::OpampSettings;
 use gitamp_opamp::agent::{
     AgentOptions, ApplyPolicy, SimAgent, Transport, WsOptions, caps, spawn_agent,
 };
-use gitamp_opamp::fleet::RemoteState;
+use gitamp_opamp::fleet::{FleetEvent, RemoteState};
 use gitamp_opamp::proto::RemoteConfigStatuses;
 
 const T: Duration = Duration::from_secs(10);
@@ -176,9 +177,16 @@ async fn sequence_gap_asks_full_state_once_and_converges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_idle_agent_alive() {
-    let server = Server::start().await;
+    // The server's own sweeper: expects a message every 200 ms, disconnects after 600 ms of
+    // silence, sweeps every 100 ms.
+    let server = Server::start_with(OpampSettings {
+        heartbeat_interval: Duration::from_millis(200),
+        liveness_factor: 3,
+        ..OpampSettings::default()
+    })
+    .await;
     let opts = AgentOptions {
-        heartbeat_interval: Duration::from_millis(150),
+        heartbeat_interval: Duration::from_secs(5),
         ..AgentOptions::collector("hb-agent", "hb-host", "test")
     };
     let agent = spawn_agent(SimAgent::new(opts), ws(), &server.ws_url());
@@ -186,21 +194,31 @@ async fn heartbeats_keep_idle_agent_alive() {
     server
         .wait_agent(&id, T, "registered", |s| s.connection.connected)
         .await;
-    // Idle for several sweep periods; heartbeats must keep it connected.
+    let mut events = server.fleet.subscribe();
+    // Idle for 2 s, many liveness periods: heartbeats alone must keep it connected.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let gone = server.fleet.sweep(Duration::from_millis(600));
-        assert!(!gone.contains(&id), "swept although heartbeating");
+        assert!(
+            server.fleet.agent(&id).unwrap().connection.connected,
+            "swept although heartbeating"
+        );
+    }
+    while let Ok(ev) = events.try_recv() {
+        assert!(
+            !matches!(ev, FleetEvent::Disconnected(u) if u == id),
+            "disconnected while heartbeating"
+        );
     }
     let st = agent.state();
     assert!(st.heartbeats_sent >= 8, "too few heartbeats: {st:#?}");
     assert!(st.connected);
     assert_eq!(st.connections, 1);
-    // Stop heartbeating (stop the agent abruptly is not possible; stop it cleanly) and the
-    // registry shows it disconnected.
+    assert_eq!(st.transport_errors, 0);
     assert!(agent.stop(T).await);
     server
-        .wait_agent(&id, T, "disconnected", |s| !s.connection.connected)
+        .wait_agent(&id, T, "disconnected after agent_disconnect", |s| {
+            !s.connection.connected
+        })
         .await;
 }
 
@@ -258,4 +276,124 @@ async fn failed_config_is_not_pushed_again() {
         .unwrap_or_else(|s| panic!("fixed config not applied: {s:#?}"));
     assert_eq!(st.remote_configs_received, 2);
     agent.stop(T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_assigned_uid_is_adopted() {
+    let server = Server::start().await;
+    // 1. The agent asks for a uid (RequestInstanceUid) and switches to the one it gets.
+    let opts = AgentOptions {
+        request_instance_uid: true,
+        heartbeat_interval: Duration::from_secs(60),
+        ..AgentOptions::collector("uid-agent", "uid-host", "test")
+    };
+    let agent = spawn_agent(SimAgent::new(opts), ws(), &server.ws_url());
+    let temp = agent.instance_uid();
+    let st = agent
+        .wait_for(T, |s| s.uid_changes == 1)
+        .await
+        .unwrap_or_else(|s| panic!("no agent_identification: {s:#?}"));
+    let id = uid(&st.instance_uid);
+    assert_ne!(st.instance_uid, temp);
+    // The server files the requesting message under the new uid; the agent's next message
+    // (a full report under the new uid) updates service.instance.id, which follows the uid
+    // here (unlike opamp-go, opamp-go #458).
+    let want = uuid::Uuid::from_bytes(id).to_string();
+    server
+        .wait_agent(&id, T, "description under the assigned uid", |s| {
+            s.description
+                .as_ref()
+                .is_some_and(|d| d.identifying.get("service.instance.id") == Some(&want))
+        })
+        .await;
+    assert!(server.fleet.agent(&uid(&temp)).is_none());
+    // Further messages use the new uid and no longer ask for one.
+    agent.heartbeat_now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(agent.state().uid_changes, 1);
+
+    // 2. A clone with the same uid but another description, live on another connection,
+    //    is given a fresh uid by the server and adopts it.
+    let clone = spawn_agent(
+        SimAgent::new(AgentOptions {
+            instance_uid: Some(id),
+            heartbeat_interval: Duration::from_secs(60),
+            ..AgentOptions::collector("uid-agent", "cloned-vm", "test")
+        }),
+        ws(),
+        &server.ws_url(),
+    );
+    let cst = clone
+        .wait_for(T, |s| s.uid_changes == 1)
+        .await
+        .unwrap_or_else(|s| panic!("duplicate uid not reassigned: {s:#?}"));
+    let cid = uid(&cst.instance_uid);
+    assert_ne!(cid, id);
+    let csnap = server
+        .wait_agent(&cid, T, "clone under its new uid", |s| {
+            s.description.is_some()
+        })
+        .await;
+    assert_eq!(
+        csnap.description.unwrap().non_identifying["host.name"],
+        "cloned-vm"
+    );
+    // The original keeps its uid and description.
+    let orig = server.fleet.agent(&id).unwrap();
+    assert_eq!(
+        orig.description.unwrap().non_identifying["host.name"],
+        "uid-host"
+    );
+    agent.stop(T).await;
+    clone.stop(T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_from_several_source_addresses_gets_one_push_each() {
+    use gitamp_opamp::agent::{FleetTransport, SimFleetOptions, run_fleet};
+    use std::net::{IpAddr, Ipv4Addr};
+
+    const N: usize = 30;
+    let server = Server::start().await;
+    let ips: Vec<IpAddr> = (2..5)
+        .map(|d| IpAddr::V4(Ipv4Addr::new(127, 0, 0, d)))
+        .collect();
+    let fleet = run_fleet(
+        N,
+        FleetTransport::WebSocket { source_ips: ips },
+        &server.http_url(), // turned into ws:// by run_fleet
+        SimFleetOptions {
+            ramp_per_sec: 300.0,
+            heartbeat_interval: Duration::from_millis(300),
+            ..SimFleetOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(fleet.http_pool.is_none());
+    fleet
+        .wait_all(T, |s| s.connected && s.messages_received > 0)
+        .await
+        .unwrap_or_else(|n| panic!("{n} agents not connected"));
+    assert_eq!(fleet.started(), N);
+    server
+        .wait_fleet(T, "all registered", |a| {
+            a.len() == N && a.iter().all(|s| s.description.is_some())
+        })
+        .await;
+    let cfg = desired(&collector_yaml("fleet"));
+    for h in &fleet.agents {
+        server
+            .fleet
+            .set_desired(&uid(&h.instance_uid()), Some(cfg.clone()));
+    }
+    fleet
+        .wait_all(T, |s| {
+            s.applied_hash().is_some_and(|h| h.as_ref() == cfg.hash())
+        })
+        .await
+        .unwrap_or_else(|n| panic!("{n} agents did not apply"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(fleet.count(|s| s.remote_configs_received == 1), N);
+    assert_eq!(fleet.count(|s| s.transport_errors == 0), N);
+    assert_eq!(fleet.stop_all(T).await, N);
 }

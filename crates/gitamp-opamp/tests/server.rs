@@ -728,3 +728,36 @@ async fn ws_ping_is_answered() {
         }
     }
 }
+
+#[tokio::test]
+async fn overload_gets_503_with_retry_after() {
+    let (fleet, addr) = start(OpampSettings {
+        max_connections: Some(1),
+        ..Default::default()
+    })
+    .await;
+    let mut ws = ws_connect(addr, None).await.unwrap();
+    ws_rpc(&mut ws, &hb(uid(40), 0)).await;
+    match ws_connect(addr, None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 503);
+            assert_eq!(r.headers()["retry-after"], "30");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    let r = post(addr, &hb(uid(41), 0)).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["retry-after"], "30");
+    assert!(fleet.agent(&uid(41)).is_none());
+    // Once the connection is gone the slot is free again.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        if post(addr, &hb(uid(41), 0)).await.status == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

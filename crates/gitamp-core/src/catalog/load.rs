@@ -42,7 +42,8 @@ pub fn escape_token(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
-/// Parse every document of one file. Errors become diagnostics; a file with a YAML error
+/// Parse every document of one file. `Origin::document` counts the non-empty documents only
+/// (the parser drops empty ones before we see them). Errors become diagnostics; a file with a YAML error
 /// yields no documents (the parser cannot resynchronise reliably inside a broken stream).
 pub fn parse_file(path: &str, bytes: &[u8], diags: &mut Diagnostics) -> Vec<Document> {
     let file: Arc<str> = Arc::from(path);
@@ -93,6 +94,8 @@ fn options() -> Options {
     let mut opts = Options::default();
     opts.duplicate_keys = DuplicateKeyPolicy::Error;
     opts.with_snippet = false;
+    // YAML 1.2 booleans only: `name: y` or `country: no` stay strings (the "Norway problem").
+    opts.strict_booleans = true;
     opts.alias_limits.max_total_replayed_events = MAX_ALIAS_REPLAYED_EVENTS;
     let mut budget = serde_saphyr::Budget::default();
     budget.max_nodes = MAX_NODES;
@@ -109,7 +112,12 @@ fn yaml_error(file: &Arc<str>, e: &serde_saphyr::Error) -> Diagnostic {
     };
     let inner = e.without_snippet();
     let msg = first_line(&inner.to_string());
+    let over_limit = msg.contains("limit exceeded") || msg.contains("budget");
     match inner {
+        _ if over_limit => codes::YAML_LIMIT.at(
+            location,
+            format!("{msg}; the file is too large or expands too many aliases, simplify it"),
+        ),
         serde_saphyr::Error::DuplicateMappingKey { key, .. } => codes::DUPLICATE_KEY.at(
             location,
             match key {
@@ -141,7 +149,10 @@ fn clamp(n: u64) -> u32 {
 fn line_col_of_byte(bytes: &[u8], offset: usize) -> (u32, u32) {
     let before = &bytes[..offset.min(bytes.len())];
     let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
     let col = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
     (
         u32::try_from(line).unwrap_or(u32::MAX),
@@ -206,8 +217,8 @@ fn to_json(
         Node::Map(entries) => {
             let mut map = serde_json::Map::with_capacity(entries.len());
             for (key, value) in entries {
-                let key_loc = to_location(file, key.referenced)
-                    .or_else(|| to_location(file, key.defined));
+                let key_loc =
+                    to_location(file, key.referenced).or_else(|| to_location(file, key.defined));
                 let l = location(file, &value, key_loc.as_ref());
                 let child = format!("{pointer}/{}", escape_token(&key.value.0));
                 let v = to_json(file, value, child, l, positions);
@@ -450,7 +461,7 @@ mod tests {
 
     #[test]
     fn scalar_types() {
-        let (docs, d) = parse("i: 3\nf: 1.5\nb: true\nn: ~\ns: '3'\n1: one\n");
+        let (docs, d) = parse("i: 3\nf: 1.5\nb: true\nn: ~\ns: '3'\n1: one\ny: y\nno: off\n");
         assert!(d.is_empty(), "{d}");
         let v = &docs[0].value;
         assert_eq!(v["i"], 3);
@@ -459,5 +470,7 @@ mod tests {
         assert!(v["n"].is_null());
         assert_eq!(v["s"], "3");
         assert_eq!(v["1"], "one");
+        assert_eq!(v["y"], "y");
+        assert_eq!(v["no"], "off");
     }
 }

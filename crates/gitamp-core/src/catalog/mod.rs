@@ -5,6 +5,9 @@ pub mod codes;
 pub mod diagnostics;
 pub mod load;
 pub mod model;
+pub mod params;
+pub mod schema;
+pub mod validate;
 
 use std::collections::BTreeMap;
 
@@ -26,7 +29,36 @@ pub struct Catalog {
 }
 
 /// Load and validate every YAML file of a snapshot.
+///
+/// Files under a hidden folder or with a hidden name (`.github/workflows/ci.yml`,
+/// `.gitlab-ci.yml`) are not part of the catalog: repositories hold CI configuration too.
 pub fn load(snapshot: &Snapshot) -> (Catalog, Diagnostics) {
-    let _ = snapshot;
-    (Catalog::default(), Diagnostics::default())
+    let mut diags = Diagnostics::default();
+    let mut checked = Vec::new();
+    let mut broken = validate::Broken::new();
+    for (path, bytes) in snapshot.yaml_files() {
+        if is_hidden(path) {
+            continue;
+        }
+        let errors_before = diags.len();
+        let docs = load::parse_file(path, bytes, &mut diags);
+        if docs.is_empty() && diags.len() > errors_before {
+            broken.extend(validate::names_in_unreadable(bytes));
+        }
+        for doc in docs {
+            match schema::check(&doc, &mut diags) {
+                Some(kind) => checked.push((kind, doc)),
+                None => broken.extend(validate::broken_name(&doc)),
+            }
+        }
+    }
+    let catalog = validate::build(&snapshot.revision, checked, broken, &mut diags);
+    diags.sort();
+    (catalog, diags)
+}
+
+/// Is any component of a repository path hidden (starts with `.`)?
+pub fn is_hidden(path: &str) -> bool {
+    path.split('/')
+        .any(|c| c.starts_with('.') && c != "." && c != "..")
 }

@@ -7,7 +7,11 @@ use super::model::{ParameterSpec, ParameterType};
 /// Is `s` exactly one collector environment reference (`${env:NAME}` or `${env:NAME:-default}`)?
 /// The collector expands it at load time, so it stands for a value of any parameter type.
 pub fn is_env_ref(s: &str) -> bool {
-    let Some(inner) = s.trim().strip_prefix("${env:").and_then(|r| r.strip_suffix('}')) else {
+    let Some(inner) = s
+        .trim()
+        .strip_prefix("${env:")
+        .and_then(|r| r.strip_suffix('}'))
+    else {
         return false;
     };
     let name = inner.split(":-").next().unwrap_or("");
@@ -108,13 +112,33 @@ pub fn check_value(spec: &ParameterSpec, value: &Value) -> Option<Problem> {
         },
         ParameterType::Strings => match value {
             Value::Array(items) if items.iter().all(Value::is_string) => None,
-            Value::Array(_) => type_err("a list of strings", "; quote every item"),
+            Value::Array(items) => {
+                let (i, bad) = items
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| !v.is_string())
+                    .unwrap_or((0, &Value::Null));
+                Some(Problem::Type(format!(
+                    "expects a list of strings, but item {} is {}; quote it",
+                    i + 1,
+                    describe(bad)
+                )))
+            }
             Value::String(_) => type_err("a list of strings", "; write it as `[value]`"),
             _ => type_err("a list of strings", ""),
         },
         ParameterType::Map => match value {
             Value::Object(m) if m.values().all(Value::is_string) => None,
-            Value::Object(_) => type_err("a map of string to string", "; quote every value"),
+            Value::Object(m) => {
+                let (k, bad) = m
+                    .iter()
+                    .find(|(_, v)| !v.is_string())
+                    .map_or(("", &Value::Null), |(k, v)| (k.as_str(), v));
+                Some(Problem::Type(format!(
+                    "expects a map of string to string, but the value of `{k}` is {}; quote it",
+                    describe(bad)
+                )))
+            }
             _ => type_err("a map of string to string", ""),
         },
         ParameterType::Yaml => None,
@@ -176,18 +200,30 @@ pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// Optimal-string-alignment distance: edits plus adjacent transpositions (`prot` → `port` is 1).
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -208,12 +244,26 @@ mod tests {
     }
 
     fn ok(kind: ParameterType, v: Value) -> bool {
-        check_value(&spec(kind, &["a", "b"]), &v).is_none()
+        let valid: &[&str] = if kind == ParameterType::Enum {
+            &["a", "b"]
+        } else {
+            &[]
+        };
+        check_value(&spec(kind, valid), &v).is_none()
     }
 
     #[test]
     fn durations() {
-        for d in ["10s", "1m30s", "500ms", "0", "1.5h", "-3us", "2h45m0.5s", "1µs"] {
+        for d in [
+            "10s",
+            "1m30s",
+            "500ms",
+            "0",
+            "1.5h",
+            "-3us",
+            "2h45m0.5s",
+            "1µs",
+        ] {
             assert!(is_go_duration(d), "{d}");
         }
         for d in ["", "10", "s", "1x", "1..5s", "10 s", "1m30"] {

@@ -6,7 +6,8 @@
 
 use std::sync::LazyLock;
 
-use jsonschema::{Retrieve, Uri, ValidationError, ValidationErrorKind, Validator};
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::{Retrieve, Uri, ValidationError, Validator};
 use serde_json::Value;
 
 use super::codes;
@@ -19,15 +20,42 @@ const BASE_URI: &str = "https://gitamp.dev/schemas/v1/";
 
 /// Every schema file, by file name: embedded so validation needs no files at run time.
 pub const FILES: &[(&str, &str)] = &[
-    ("common.json", include_str!("../../../../schemas/common.json")),
-    ("source-type.json", include_str!("../../../../schemas/source-type.json")),
-    ("processor-type.json", include_str!("../../../../schemas/processor-type.json")),
-    ("destination-type.json", include_str!("../../../../schemas/destination-type.json")),
-    ("source.json", include_str!("../../../../schemas/source.json")),
-    ("processor.json", include_str!("../../../../schemas/processor.json")),
-    ("destination.json", include_str!("../../../../schemas/destination.json")),
-    ("configuration.json", include_str!("../../../../schemas/configuration.json")),
-    ("gitamp.json", include_str!("../../../../schemas/gitamp.json")),
+    (
+        "common.json",
+        include_str!("../../../../schemas/common.json"),
+    ),
+    (
+        "source-type.json",
+        include_str!("../../../../schemas/source-type.json"),
+    ),
+    (
+        "processor-type.json",
+        include_str!("../../../../schemas/processor-type.json"),
+    ),
+    (
+        "destination-type.json",
+        include_str!("../../../../schemas/destination-type.json"),
+    ),
+    (
+        "source.json",
+        include_str!("../../../../schemas/source.json"),
+    ),
+    (
+        "processor.json",
+        include_str!("../../../../schemas/processor.json"),
+    ),
+    (
+        "destination.json",
+        include_str!("../../../../schemas/destination.json"),
+    ),
+    (
+        "configuration.json",
+        include_str!("../../../../schemas/configuration.json"),
+    ),
+    (
+        "gitamp.json",
+        include_str!("../../../../schemas/gitamp.json"),
+    ),
 ];
 
 /// The schema file of a kind.
@@ -79,12 +107,8 @@ pub fn compile(name: &str) -> Result<Validator, String> {
 }
 
 /// One compiled validator per kind, in `Kind::ALL` order; built on first use.
-static VALIDATORS: LazyLock<Vec<Result<Validator, String>>> = LazyLock::new(|| {
-    Kind::ALL
-        .iter()
-        .map(|k| compile(file_of(*k)))
-        .collect()
-});
+static VALIDATORS: LazyLock<Vec<Result<Validator, String>>> =
+    LazyLock::new(|| Kind::ALL.iter().map(|k| compile(file_of(*k))).collect());
 
 fn validator(kind: Kind) -> Result<&'static Validator, &'static str> {
     let i = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
@@ -130,7 +154,10 @@ pub fn check(doc: &Document, diags: &mut Diagnostics) -> Option<Kind> {
         Some(other) => {
             diags.push(codes::UNKNOWN_KIND.at(
                 doc.locate("/kind"),
-                format!("`kind` must be a string, one of {kinds}, not {}", json_type(other)),
+                format!(
+                    "`kind` must be a string, one of {kinds}, not {}",
+                    json_type(other)
+                ),
             ));
             return None;
         }
@@ -200,6 +227,34 @@ fn describe(err: &ValidationError<'_>) -> (String, String) {
                 err.instance()
             ),
         ),
+        ValidationErrorKind::Pattern { pattern } if pattern.contains('%') => (
+            path,
+            format!(
+                "{field}: {} is neither a whole number nor a percentage such as \"25%\"",
+                err.instance()
+            ),
+        ),
+        ValidationErrorKind::Enum { options } => {
+            let allowed = options
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(Value::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_else(|| options.to_string());
+            (
+                path,
+                format!("{field}: {} is not one of {allowed}", err.instance()),
+            )
+        }
+        ValidationErrorKind::Type { .. }
+            if matches!(**err.instance(), Value::Number(_) | Value::Bool(_))
+                && err.to_string().contains("\"string\"") =>
+        {
+            (path, format!("{field}: {err}; quote the value"))
+        }
         _ => (path, format!("{field}: {err}")),
     }
 }

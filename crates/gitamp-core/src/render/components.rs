@@ -10,6 +10,7 @@
 //! `<type>/<prefix>-<resource>__<suffix>`, with prefix `src`, `proc` or `dst` by role.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use minijinja::Template;
 use serde_json::Value as Json;
@@ -81,10 +82,10 @@ pub fn template_pointer(signal: Signal, section: Section) -> String {
 pub struct Component {
     /// The rendered component ID (`otlp/src-app`).
     pub id: String,
-    /// Its configuration as agents get it.
-    pub config: Json,
+    /// Its configuration as agents get it (shared: see the parse cache).
+    pub config: Arc<Json>,
     /// The same with sensitive parameters rendered as `***`.
-    pub masked: Json,
+    pub masked: Arc<Json>,
 }
 
 /// The components of one resource for one signal, by section, in template order.
@@ -162,13 +163,19 @@ impl<'a> Renderer<'a> {
     /// even for types and resources no configuration uses yet (a repository is validated whole).
     pub fn new(catalog: &'a Catalog, diags: &mut Diagnostics) -> Renderer<'a> {
         let templates = compile_all(catalog, diags);
+        let mut cache = ParseCache::default();
+        let mut tools = Tools {
+            templates: &templates,
+            cache: &mut cache,
+            diags,
+        };
         let mut fragments: [HashMap<&'a str, Fragments>; 3] = Default::default();
         for ((role, name), resource) in &catalog.resources {
             // A resource whose type is missing is the catalog's finding (unknown type): skip it.
             let Some(ty) = catalog.types.get(&(*role, resource.spec.type_name.clone())) else {
                 continue;
             };
-            if let Some(f) = render_resource(ty, resource, &templates, diags) {
+            if let Some(f) = render_resource(ty, resource, &mut tools) {
                 fragments[role_index(*role)].insert(name.as_str(), f);
             }
         }
@@ -261,58 +268,111 @@ fn error_location(ty: &ResourceType, pointer: &str, e: &minijinja::Error) -> Loc
     loc
 }
 
+/// The value a resource gives parameter `p`: its own, else the default, else `null`.
+fn value_of<'r>(p: &'r ParameterSpec, resource: &'r Resource) -> Option<&'r Json> {
+    resource
+        .spec
+        .parameters
+        .get(&p.name)
+        .or(p.default.as_ref())
+        .filter(|v| !v.is_null())
+}
+
 /// The template context of a resource: every declared parameter (resource value, else the
 /// default, else `none`), then `name`. With `masked`, sensitive values become `***`.
-fn context(params: &[ParameterSpec], resource: &Resource, masked: bool) -> Json {
+fn context(params: &[ParameterSpec], resource: &Resource, masked: bool) -> minijinja::Value {
     let mut map = serde_json::Map::new();
     for p in params {
-        let value = resource
-            .spec
-            .parameters
-            .get(&p.name)
-            .or(p.default.as_ref())
-            .cloned()
-            .unwrap_or(Json::Null);
-        let value = if masked && p.sensitive && !value.is_null() {
-            Json::String(super::MASK.to_string())
-        } else {
-            value
+        let value = match value_of(p, resource) {
+            Some(_) if masked && p.sensitive => Json::String(super::MASK.to_string()),
+            Some(v) => v.clone(),
+            None => Json::Null,
         };
         map.insert(p.name.clone(), value);
     }
     map.insert("name".into(), Json::String(resource.metadata.name.clone()));
-    Json::Object(map)
+    minijinja::Value::from(minijinja::value::Serde(Json::Object(map)))
+}
+
+/// A template's output parsed: component key -> configuration, shared (many resources render
+/// the same text: every `batch` with default parameters, every signal of an `otlp` source).
+type Parsed = Arc<Vec<(String, Arc<Json>)>>;
+
+/// Why a template's output is not a mapping of components (reported per resource).
+#[derive(Debug, Clone)]
+enum OutputError {
+    NotYaml(String),
+    NotMapping(&'static str),
+}
+
+/// Parse results by rendered text. Parsing YAML is the most expensive step of rendering, and
+/// in real repositories most outputs repeat, so each distinct text is parsed once per revision.
+#[derive(Default)]
+struct ParseCache {
+    by_text: HashMap<String, Result<Parsed, OutputError>>,
+}
+
+impl ParseCache {
+    fn parse(&mut self, text: String) -> Result<Parsed, OutputError> {
+        if let Some(hit) = self.by_text.get(&text) {
+            return hit.clone();
+        }
+        let result = parse_output(&text);
+        self.by_text.insert(text, result.clone());
+        result
+    }
+}
+
+fn parse_output(text: &str) -> Result<Parsed, OutputError> {
+    if text.trim().is_empty() {
+        return Ok(Arc::new(Vec::new()));
+    }
+    let map = match serde_saphyr::from_str::<Json>(text) {
+        Ok(Json::Object(map)) => map,
+        Ok(Json::Null) => serde_json::Map::new(),
+        Ok(other) => return Err(OutputError::NotMapping(kind_of(&other))),
+        Err(e) => return Err(OutputError::NotYaml(first_line(&e.to_string()).to_string())),
+    };
+    Ok(Arc::new(
+        map.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
+    ))
+}
+
+/// Everything `render_resource` needs besides the resource.
+struct Tools<'t, 'a> {
+    templates: &'t HashMap<TemplateKey<'a>, Option<Template<'a, 'a>>>,
+    cache: &'t mut ParseCache,
+    diags: &'t mut Diagnostics,
 }
 
 /// Render every template of one resource; `None` if any failed (reported).
 fn render_resource(
     ty: &ResourceType,
     resource: &Resource,
-    templates: &HashMap<TemplateKey<'_>, Option<Template<'_, '_>>>,
-    diags: &mut Diagnostics,
+    tools: &mut Tools<'_, '_>,
 ) -> Option<Fragments> {
     let role = resource.role;
-    let sensitive = ty.spec.parameters.iter().any(|p| p.sensitive);
-    let real_ctx = minijinja::Value::from(minijinja::value::Serde(context(
-        &ty.spec.parameters,
-        resource,
-        false,
-    )));
-    let masked_ctx = sensitive.then(|| {
-        minijinja::Value::from(minijinja::value::Serde(context(
-            &ty.spec.parameters,
-            resource,
-            true,
-        )))
-    });
+    // The masked form differs only when a sensitive parameter has a value.
+    let has_secret = ty
+        .spec
+        .parameters
+        .iter()
+        .any(|p| p.sensitive && value_of(p, resource).is_some());
+    let real_ctx = context(&ty.spec.parameters, resource, false);
+    let masked_ctx = has_secret.then(|| context(&ty.spec.parameters, resource, true));
     let mut out = Fragments::default();
     let mut ok = true;
-    let mut seen: HashMap<String, (Json, Signal)> = HashMap::new();
+    let mut seen: HashMap<String, (Arc<Json>, Signal)> = HashMap::new();
+    // Same template text, same context, same output: types that share one template across
+    // signals (a YAML anchor) render it once per resource.
+    let mut done: HashMap<&str, Option<(Parsed, Parsed)>> = HashMap::new();
     for signal in ty.spec.templates.keys() {
         let mut components = SignalComponents::default();
         for section in Section::ALL {
             let Some(entry) =
-                templates.get(&(ty.role, ty.metadata.name.as_str(), *signal, section))
+                tools
+                    .templates
+                    .get(&(ty.role, ty.metadata.name.as_str(), *signal, section))
             else {
                 continue;
             };
@@ -321,54 +381,61 @@ fn render_resource(
                 continue;
             };
             let pointer = template_pointer(*signal, section);
-            let what = format!(
-                "{} template of {} `{}` ({}) for {} `{}`",
-                section.as_str(),
-                ty.role.type_kind().as_str(),
-                ty.metadata.name,
-                signal.as_str(),
-                role.resource_kind().as_str(),
-                resource.metadata.name
-            );
-            let Some(real) = render_mapping(template, &real_ctx, ty, &pointer, &what, diags) else {
+            let what = || {
+                format!(
+                    "{} template of {} `{}` ({}) for {} `{}`",
+                    section.as_str(),
+                    ty.role.type_kind().as_str(),
+                    ty.metadata.name,
+                    signal.as_str(),
+                    role.resource_kind().as_str(),
+                    resource.metadata.name
+                )
+            };
+            let rendered = match done.get(template.source()) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = render_both(
+                        template,
+                        &real_ctx,
+                        masked_ctx.as_ref(),
+                        ty,
+                        &pointer,
+                        &what,
+                        tools,
+                    );
+                    done.insert(template.source(), r.clone());
+                    r
+                }
+            };
+            let Some((real, masked)) = rendered else {
                 ok = false;
                 continue;
             };
-            let masked = match &masked_ctx {
-                None => real.clone(),
-                Some(ctx) => {
-                    let what = format!("{what} (masked form, sensitive values as ***)");
-                    match render_mapping(template, ctx, ty, &pointer, &what, diags) {
-                        Some(m) => m,
-                        None => {
-                            ok = false;
-                            continue;
-                        }
-                    }
-                }
-            };
             let list = &mut components.sections[section.index()];
-            for (key, config) in real {
-                let Some(id) = component_id(role, &resource.metadata.name, &key) else {
-                    diags.push(codes::INVALID_COMPONENT_KEY.at(
+            for (key, config) in real.iter() {
+                let Some(id) = component_id(role, &resource.metadata.name, key) else {
+                    tools.diags.push(codes::INVALID_COMPONENT_KEY.at(
                         ty.origin.locate(&pointer),
                         format!(
-                            "{what}: `{key}` is not a collector component key; write `type` or \
-                             `type/name` (type: letters, digits, _)"
+                            "{}: `{key}` is not a collector component key; write `type` or \
+                             `type/name` (type: letters, digits, _)",
+                            what()
                         ),
                     ));
                     ok = false;
                     continue;
                 };
                 if let Some((earlier, earlier_signal)) = seen.get(&id)
-                    && *earlier != config
+                    && !same(earlier, config)
                 {
-                    diags.push(codes::CONFLICTING_COMPONENT.at(
+                    tools.diags.push(codes::CONFLICTING_COMPONENT.at(
                         ty.origin.locate(&pointer),
                         format!(
-                            "{what}: `{key}` renders differently than for {} (both become \
+                            "{}: `{key}` renders differently than for {} (both become \
                              `{id}`); render the same configuration for every signal or give \
                              them different names (`{key}/{}`)",
+                            what(),
                             earlier_signal.as_str(),
                             signal.as_str()
                         ),
@@ -377,8 +444,16 @@ fn render_resource(
                     continue;
                 }
                 seen.insert(id.clone(), (config.clone(), *signal));
-                let masked = masked.get(&key).cloned().unwrap_or(Json::Null);
-                list.push(Component { id, config, masked });
+                let masked = masked
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| Arc::new(Json::Null));
+                list.push(Component {
+                    id,
+                    config: config.clone(),
+                    masked,
+                });
             }
         }
         out.signals.insert(*signal, components);
@@ -386,48 +461,85 @@ fn render_resource(
     ok.then_some(out)
 }
 
-/// Render one template and parse its output as a mapping of component key to configuration.
-fn render_mapping(
+/// Equal configurations, cheaply when they are the same allocation (the parse cache's doing).
+pub(crate) fn same(a: &Arc<Json>, b: &Arc<Json>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+/// Render a template with the real context and, if the resource has secrets, the masked one.
+fn render_both(
+    template: &Template<'_, '_>,
+    real_ctx: &minijinja::Value,
+    masked_ctx: Option<&minijinja::Value>,
+    ty: &ResourceType,
+    pointer: &str,
+    what: &dyn Fn() -> String,
+    tools: &mut Tools<'_, '_>,
+) -> Option<(Parsed, Parsed)> {
+    let real_text = render_text(template, real_ctx, ty, pointer, what, tools.diags)?;
+    let masked_text = match masked_ctx {
+        None => None,
+        Some(ctx) => {
+            let masked_what = || format!("{} (masked form, sensitive values as ***)", what());
+            let text = render_text(template, ctx, ty, pointer, &masked_what, tools.diags)?;
+            (text != real_text).then_some(text)
+        }
+    };
+    let real = parse_reported(real_text, ty, pointer, what, tools)?;
+    let masked = match masked_text {
+        None => real.clone(),
+        Some(text) => parse_reported(text, ty, pointer, what, tools)?,
+    };
+    Some((real, masked))
+}
+
+fn render_text(
     template: &Template<'_, '_>,
     ctx: &minijinja::Value,
     ty: &ResourceType,
     pointer: &str,
-    what: &str,
+    what: &dyn Fn() -> String,
     diags: &mut Diagnostics,
-) -> Option<serde_json::Map<String, Json>> {
-    let text = match template.render(ctx) {
-        Ok(t) => t,
+) -> Option<String> {
+    match template.render(ctx) {
+        Ok(t) => Some(t),
         Err(e) => {
             diags.push(codes::TEMPLATE_RENDER.at(
                 error_location(ty, pointer, &e),
-                format!("{what}: {}", describe(&e)),
+                format!("{}: {}", what(), describe(&e)),
             ));
-            return None;
+            None
         }
-    };
-    if text.trim().is_empty() {
-        return Some(serde_json::Map::new());
     }
-    match serde_saphyr::from_str::<Json>(&text) {
-        Ok(Json::Object(map)) => Some(map),
-        Ok(Json::Null) => Some(serde_json::Map::new()),
-        Ok(other) => {
-            diags.push(codes::TEMPLATE_NOT_MAPPING.at(
+}
+
+/// Parse one output as a mapping of component key to configuration, reporting why not.
+fn parse_reported(
+    text: String,
+    ty: &ResourceType,
+    pointer: &str,
+    what: &dyn Fn() -> String,
+    tools: &mut Tools<'_, '_>,
+) -> Option<Parsed> {
+    match tools.cache.parse(text) {
+        Ok(p) => Some(p),
+        Err(OutputError::NotMapping(kind)) => {
+            tools.diags.push(codes::TEMPLATE_NOT_MAPPING.at(
                 ty.origin.locate(pointer),
                 format!(
-                    "{what}: rendered {} where a mapping of component key to configuration \
+                    "{}: rendered {kind} where a mapping of component key to configuration \
                      (`otlp: {{...}}`) is expected",
-                    kind_of(&other)
+                    what()
                 ),
             ));
             None
         }
-        Err(e) => {
-            diags.push(codes::TEMPLATE_NOT_YAML.at(
+        Err(OutputError::NotYaml(e)) => {
+            tools.diags.push(codes::TEMPLATE_NOT_YAML.at(
                 ty.origin.locate(pointer),
                 format!(
-                    "{what}: the output is not YAML ({}); quote values with `| tojson`",
-                    first_line(&e.to_string())
+                    "{}: the output is not YAML ({e}); quote values with `| tojson`",
+                    what()
                 ),
             ));
             None

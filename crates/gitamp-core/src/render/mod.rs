@@ -60,9 +60,17 @@ pub fn render(catalog: &Catalog) -> (Rendered, Diagnostics) {
             continue;
         };
         let location = config.origin.locate("/metadata/name");
-        let (yaml, masked_yaml) = match (to_yaml(&assembled.config), to_yaml(&assembled.masked)) {
-            (Ok(y), Ok(m)) => (y, m),
-            (Err(e), _) | (_, Err(e)) => {
+        let written = to_yaml(&assembled.view(false)).and_then(|yaml| {
+            let masked = if assembled.has_secrets() {
+                to_yaml(&assembled.view(true))?
+            } else {
+                yaml.clone()
+            };
+            Ok((yaml, masked))
+        });
+        let (yaml, masked_yaml) = match written {
+            Ok(pair) => pair,
+            Err(e) => {
                 diags.push(codes::INVALID_COLLECTOR_CONFIG.at(
                     location,
                     format!("configuration `{name}`: the collector YAML cannot be written: {e}"),
@@ -111,7 +119,7 @@ pub struct EmitError(String);
 /// (map order is the tree's), and it quotes whatever would otherwise change type when read back.
 /// Multi-line strings become literal blocks (`|`), but long single-line strings stay on one line:
 /// folding an OTTL condition over two lines (`>-`) is valid YAML that nobody can read or grep.
-pub fn to_yaml(tree: &serde_json::Value) -> Result<String, EmitError> {
+pub fn to_yaml<T: serde::Serialize>(tree: &T) -> Result<String, EmitError> {
     let mut options = serde_saphyr::SerializerOptions::default();
     options.folded_wrap_chars = usize::MAX;
     serde_saphyr::to_string_with_options(tree, options).map_err(|e| EmitError(e.to_string()))

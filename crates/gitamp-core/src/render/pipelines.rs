@@ -14,19 +14,82 @@
 //! processing independent and makes the rendered file read like the configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value as Json;
 
 use super::codes;
-use super::components::{Component, Fragments, Renderer, Section};
+use super::components::{Component, Fragments, Renderer, Section, same};
 use crate::catalog::diagnostics::{Diagnostics, Location};
 use crate::catalog::model::{ComponentRef, Configuration, Role, Signal};
 
-/// A configuration's collector config, twice: as agents get it and with secrets masked.
+/// A configuration's collector config, as agents get it and with secrets masked, sharing every
+/// component with the resources' fragments (serialized through [`Assembled::view`], never
+/// copied into a second tree).
 #[derive(Debug, Clone)]
 pub struct Assembled {
-    pub config: Json,
-    pub masked: Json,
+    /// Per section (receivers, processors, exporters, extensions): (ID, config, masked config),
+    /// sorted by ID.
+    sections: [Vec<(String, Arc<Json>, Arc<Json>)>; 4],
+    /// `service:`: the configuration's own settings, then `extensions`, then `pipelines`.
+    service: serde_json::Map<String, Json>,
+    has_secrets: bool,
+}
+
+impl Assembled {
+    /// Does the masked form differ from the real one?
+    pub fn has_secrets(&self) -> bool {
+        self.has_secrets
+    }
+
+    /// The collector config, real or masked, as something to serialize. Top-level keys in the
+    /// collector's customary order; empty `processors` and `extensions` left out.
+    pub fn view(&self, masked: bool) -> View<'_> {
+        View { a: self, masked }
+    }
+}
+
+/// See [`Assembled::view`].
+pub struct View<'a> {
+    a: &'a Assembled,
+    masked: bool,
+}
+
+struct SectionView<'a> {
+    components: &'a [(String, Arc<Json>, Arc<Json>)],
+    masked: bool,
+}
+
+impl Serialize for View<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for section in Section::ALL {
+            let components = &self.a.sections[section as usize];
+            if components.is_empty() && matches!(section, Section::Processors | Section::Extensions)
+            {
+                continue;
+            }
+            let view = SectionView {
+                components,
+                masked: self.masked,
+            };
+            map.serialize_entry(section.as_str(), &view)?;
+        }
+        map.serialize_entry("service", &self.a.service)?;
+        map.end()
+    }
+}
+
+impl Serialize for SectionView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.components.len()))?;
+        for (id, config, masked) in self.components {
+            let value: &Json = if self.masked { masked } else { config };
+            map.serialize_entry(id, value)?;
+        }
+        map.end()
+    }
 }
 
 /// One resolved entry of a configuration (source, processor or destination).
@@ -58,7 +121,7 @@ fn resolve<'r>(renderer: &'r Renderer<'_>, role: Role, r: &'r ComponentRef) -> O
 /// without moving the others (small, reviewable diffs).
 #[derive(Default)]
 struct Defs {
-    sections: [BTreeMap<String, (Json, Json, String)>; 4],
+    sections: [BTreeMap<String, (Arc<Json>, Arc<Json>, String)>; 4],
 }
 
 struct Pipeline {
@@ -90,7 +153,7 @@ impl Builder<'_> {
         for c in comps {
             let defs = &mut self.defs.sections[section as usize];
             match defs.get(&c.id) {
-                Some((config, _, owner)) if *config != c.config => {
+                Some((config, _, owner)) if !same(config, &c.config) => {
                     self.diags.push(codes::CONFLICTING_COMPONENT.at(
                         self.location.clone(),
                         format!(
@@ -237,33 +300,25 @@ pub fn assemble(
     if b.failed {
         return None;
     }
-    let defs = b.defs;
-    let pipelines_json = pipelines_to_json(&pipelines);
-    let ext_ids: Vec<Json> = extensions.into_iter().map(Json::String).collect();
-    let tree = |masked: bool| {
-        let mut root = serde_json::Map::new();
-        for section in Section::ALL {
-            let defs = &defs.sections[section as usize];
-            if defs.is_empty() && matches!(section, Section::Processors | Section::Extensions) {
-                continue;
-            }
-            let body: serde_json::Map<String, Json> = defs
-                .iter()
-                .map(|(id, (c, m, _))| (id.clone(), if masked { m.clone() } else { c.clone() }))
-                .collect();
-            root.insert(section.as_str().into(), Json::Object(body));
-        }
-        let mut service = service_extra.clone();
-        if !ext_ids.is_empty() {
-            service.insert("extensions".into(), Json::Array(ext_ids.clone()));
-        }
-        service.insert("pipelines".into(), pipelines_json.clone());
-        root.insert("service".into(), Json::Object(service));
-        Json::Object(root)
-    };
+    let mut service = service_extra;
+    if !extensions.is_empty() {
+        let ids = extensions.into_iter().map(Json::String).collect();
+        service.insert("extensions".into(), Json::Array(ids));
+    }
+    service.insert("pipelines".into(), pipelines_to_json(&pipelines));
+    let sections = b.defs.sections.map(|defs| {
+        defs.into_iter()
+            .map(|(id, (config, masked, _))| (id, config, masked))
+            .collect::<Vec<_>>()
+    });
+    let has_secrets = sections
+        .iter()
+        .flatten()
+        .any(|(_, c, m)| !Arc::ptr_eq(c, m));
     Some(Assembled {
-        config: tree(false),
-        masked: tree(true),
+        sections,
+        service,
+        has_secrets,
     })
 }
 

@@ -116,6 +116,7 @@ pub struct HttpPool {
     next: AtomicUsize,
     opened: AtomicU64,
     requests: AtomicU64,
+    gzip_replies: AtomicU64,
 }
 
 impl std::fmt::Debug for HttpPool {
@@ -152,6 +153,7 @@ impl HttpPool {
             next: AtomicUsize::new(0),
             opened: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            gzip_replies: AtomicU64::new(0),
             opts,
         })
     }
@@ -164,6 +166,11 @@ impl HttpPool {
     /// Requests sent so far.
     pub fn requests_sent(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Replies that came gzip-compressed (the server compresses when we accept it).
+    pub fn gzip_replies(&self) -> u64 {
+        self.gzip_replies.load(Ordering::Relaxed)
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, HttpError> {
@@ -280,6 +287,7 @@ impl HttpPool {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
         let bytes = if gz {
+            self.gzip_replies.fetch_add(1, Ordering::Relaxed);
             let mut out = Vec::with_capacity(bytes.len() * 2);
             GzDecoder::new(&bytes[..])
                 .read_to_end(&mut out)

@@ -29,9 +29,9 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::proto::{
-    AgentCapabilities, AgentConfigMap, AgentDescription, AgentDisconnect, AgentToServer, AnyValue,
-    ComponentHealth, EffectiveConfig, KeyValue, RemoteConfigStatus, RemoteConfigStatuses,
-    ServerToAgent, ServerToAgentFlags, any_value,
+    AgentCapabilities, AgentConfigMap, AgentDescription, AgentDisconnect, AgentToServer,
+    AgentToServerFlags, AnyValue, ComponentHealth, EffectiveConfig, KeyValue, RemoteConfigStatus,
+    RemoteConfigStatuses, ServerToAgent, ServerToAgentFlags, any_value,
 };
 
 /// The marker that makes the default [`ApplyPolicy`] report FAILED: tests put it in a config
@@ -163,6 +163,9 @@ pub struct AgentOptions {
     /// On WebSocket reconnect send a full report (`true`) or, like opamp-go since spec v0.16,
     /// a near-empty message and rely on the server asking for full state (`false`, default).
     pub reconnect_full_report: bool,
+    /// Set the RequestInstanceUid flag until the server assigns a uid through
+    /// agent_identification (the uid sent meanwhile is temporary).
+    pub request_instance_uid: bool,
 }
 
 impl Default for AgentOptions {
@@ -177,6 +180,7 @@ impl Default for AgentOptions {
             heartbeat_interval: Duration::from_secs(30),
             initial_effective_config: None,
             reconnect_full_report: false,
+            request_instance_uid: false,
         }
     }
 }
@@ -300,6 +304,7 @@ pub struct SimAgent {
     next_seq: u64,
     built: u64,
     gap_pending: bool,
+    requesting_uid: bool,
     status: Option<RemoteConfigStatus>,
     effective: Option<AgentConfigMap>,
     started_unix_nano: u64,
@@ -351,6 +356,7 @@ impl SimAgent {
             description: AgentDescription::default(),
             built: 0,
             gap_pending: false,
+            requesting_uid: opts.request_instance_uid,
             status: None,
             started_unix_nano: now_unix_nano(),
             heartbeat_interval,
@@ -443,10 +449,16 @@ impl SimAgent {
             s.last_sequence_num = Some(seq);
             s.messages_sent += 1;
         });
+        let flags = if self.requesting_uid {
+            AgentToServerFlags::RequestInstanceUid as u64
+        } else {
+            0
+        };
         AgentToServer {
             instance_uid: self.uid.clone(),
             sequence_num: seq,
             capabilities: self.opts.capabilities,
+            flags,
             ..AgentToServer::default()
         }
     }
@@ -613,6 +625,7 @@ impl SimAgent {
         let mut need_full = false;
         if let Some(id) = &msg.agent_identification {
             if id.new_instance_uid.len() == 16 {
+                self.requesting_uid = false;
                 self.uid = id.new_instance_uid.clone();
                 self.rebuild_description();
                 let uid = self.uid.clone();

@@ -145,6 +145,9 @@ pub(super) async fn post(
     if !state.authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    let Some(_slot) = state.admit() else {
+        return super::unavailable();
+    };
     if !content_type_ok(&headers) {
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -10,7 +10,7 @@ mod ws;
 
 pub use tls::{TlsConfig, TlsError};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -43,6 +43,11 @@ pub struct OpampSettings {
     /// Optional shared agent secret, accepted as `Authorization: Bearer X` or
     /// `Authorization: Secret-Key X`.
     pub secret: Option<String>,
+    /// Overload guard: at most this many open WebSocket connections plus in-flight
+    /// HTTP requests; beyond it the upgrade or POST gets `503` + `Retry-After`
+    /// (what opamp-go clients honour; they ignore ServerErrorResponse UNAVAILABLE).
+    /// `None` (default) means unlimited.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for OpampSettings {
@@ -54,6 +59,7 @@ impl Default for OpampSettings {
             heartbeat_interval: Duration::from_secs(30),
             liveness_factor: 3,
             secret: None,
+            max_connections: None,
         }
     }
 }
@@ -68,6 +74,7 @@ impl std::fmt::Debug for OpampSettings {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("liveness_factor", &self.liveness_factor)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -80,6 +87,17 @@ impl OpampSettings {
     }
 }
 
+/// `503 Service Unavailable` with `Retry-After`, for overload.
+pub(crate) fn unavailable() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::RETRY_AFTER, RETRY_AFTER_SECS)],
+        "server overloaded, retry later",
+    )
+        .into_response()
+}
+
 /// State shared by all handlers.
 pub(crate) struct AppState {
     pub(crate) fleet: Arc<Fleet>,
@@ -87,9 +105,33 @@ pub(crate) struct AppState {
     /// SHA-256 of the secret: comparing digests is constant time whatever the lengths.
     secret_digest: Option<[u8; 32]>,
     next_conn: AtomicU64,
+    /// Open WebSocket connections plus in-flight HTTP requests.
+    active: Arc<AtomicUsize>,
+}
+
+/// Retry-After sent with 503: the spec's minimum recommended retry interval.
+pub(crate) const RETRY_AFTER_SECS: &str = "30";
+
+/// Counts one active connection or request until dropped.
+pub(crate) struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl AppState {
+    /// Takes a slot, or None when the server is at `max_connections`.
+    pub(crate) fn admit(&self) -> Option<ActiveGuard> {
+        let prev = self.active.fetch_add(1, Ordering::AcqRel);
+        let guard = ActiveGuard(Arc::clone(&self.active));
+        match self.settings.max_connections {
+            Some(max) if prev >= max => None,
+            _ => Some(guard),
+        }
+    }
+
     pub(crate) fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
@@ -129,6 +171,7 @@ pub fn router(fleet: Arc<Fleet>, settings: OpampSettings) -> Router {
         secret_digest: settings.secret.as_deref().map(digest),
         fleet,
         next_conn: AtomicU64::new(1),
+        active: Arc::new(AtomicUsize::new(0)),
         settings,
     });
     let path = state.settings.path.clone();

@@ -33,6 +33,9 @@ pub(super) async fn upgrade(
     if !state.authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    let Some(slot) = state.admit() else {
+        return super::unavailable();
+    };
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
@@ -42,7 +45,10 @@ pub(super) async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| run(socket, state))
+        .on_upgrade(move |socket| async move {
+            run(socket, state).await;
+            drop(slot);
+        })
 }
 
 /// True if a read error is tungstenite's "message/frame too big".
@@ -71,7 +77,12 @@ async fn run(mut socket: WebSocket, state: Arc<AppState>) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(state.settings.outbound_queue.max(1));
     let mut conn = Connection::new(id, Transport::Ws, Some(tx));
     // Pings let a half-open TCP connection fail on write; liveness never depends on pongs.
-    let mut ping = tokio::time::interval(state.settings.heartbeat_interval);
+    let mut ping = tokio::time::interval(
+        state
+            .settings
+            .heartbeat_interval
+            .max(std::time::Duration::from_millis(10)),
+    );
     ping.reset();
     tracing::debug!(conn = id, "websocket connected");
     loop {

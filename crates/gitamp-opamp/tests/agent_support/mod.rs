@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use gitamp_opamp::OpampSettings;
 use gitamp_opamp::fleet::{AgentSnapshot, DesiredConfig, Fleet, Uid};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
@@ -30,10 +31,16 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts the router on an ephemeral loopback port.
+    /// Starts the router on an ephemeral loopback port with default settings (30 s
+    /// heartbeat, so the server's own sweeper stays out of the way).
     pub async fn start() -> Server {
+        Server::start_with(OpampSettings::default()).await
+    }
+
+    /// Starts the router with `settings`.
+    pub async fn start_with(settings: OpampSettings) -> Server {
         let fleet = Arc::new(Fleet::new());
-        let app = gitamp_opamp::transport::router(fleet.clone());
+        let app = gitamp_opamp::server::router(fleet.clone(), settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {

@@ -1,0 +1,245 @@
+//! The read-only status API, `/metrics`, health probes and the webhook receivers (the only
+//! POSTs), all on the API listener.
+//!
+//! Everything here only *reads* [`AppState`] (the reconciler is the one writer); the webhook
+//! routes additionally wake the Git poller. Only masked YAML ever leaves this API: the desired
+//! config is the core's masked form and an agent's effective config is masked before it is
+//! shown (see [`mask`]).
+//!
+//! Auth: when `api_token` is set, every route but `/healthz`, `/readyz` and the webhooks (which
+//! carry their own provider authentication) needs `Authorization: Bearer <token>`; the token is
+//! compared in constant time. Each request is bounded by [`REQUEST_TIMEOUT`] and a panicking
+//! handler answers 500 instead of taking the listener down.
+
+mod handlers;
+pub mod mask;
+pub mod model;
+pub mod selector;
+mod webhooks;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gitamp_core::Revision;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::server::state::AppState;
+
+/// Upper bound on one request; the handlers only copy in-memory state, so hitting it means
+/// something is badly wrong and the client should get an answer rather than hang.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every path the router serves, with its method: the OpenAPI document must describe each one
+/// (checked by a unit test here and by tests/api.rs over a real socket).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/status"),
+    ("get", "/api/v1/agents"),
+    ("get", "/api/v1/agents/{id}"),
+    ("get", "/api/v1/configurations"),
+    ("get", "/api/v1/configurations/{name}"),
+    ("get", "/api/v1/configurations/{name}/rendered"),
+    ("get", "/api/v1/revisions"),
+    ("get", "/api/v1/events"),
+    ("get", "/api/v1/openapi.json"),
+    ("post", "/webhooks/github"),
+    ("post", "/webhooks/gitlab"),
+    ("post", "/webhooks/generic"),
+];
+
+/// The hand-written OpenAPI 3.1 description of [`ROUTES`].
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// The API's own state: the shared server state plus caches derived from it.
+pub(crate) struct Api {
+    pub(crate) app: Arc<AppState>,
+    /// Sensitive values of the served revision, recomputed when the revision changes (the
+    /// pointer identifies it): finding them means parsing every rendered configuration.
+    secrets: Mutex<Option<(usize, Arc<Vec<String>>)>>,
+}
+
+impl Api {
+    /// The sensitive values of `revision`, for masking text agents send back.
+    pub(crate) fn secrets(&self, revision: &Arc<Revision>) -> Arc<Vec<String>> {
+        let key = Arc::as_ptr(revision) as usize;
+        let mut cache = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, s)) = cache.as_ref()
+            && *k == key
+        {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(mask::secrets_of(revision));
+        *cache = Some((key, Arc::clone(&s)));
+        s
+    }
+}
+
+/// The status API router. Mount it on the API listener.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Arc::new(Api {
+        app: state,
+        secrets: Mutex::new(None),
+    });
+    let protected = Router::new()
+        .route("/metrics", get(handlers::metrics))
+        .route("/api/v1/status", get(handlers::status))
+        .route("/api/v1/agents", get(handlers::agents))
+        .route("/api/v1/agents/{id}", get(handlers::agent))
+        .route("/api/v1/configurations", get(handlers::configurations))
+        .route("/api/v1/configurations/{name}", get(handlers::configuration))
+        .route(
+            "/api/v1/configurations/{name}/rendered",
+            get(handlers::rendered),
+        )
+        .route("/api/v1/revisions", get(handlers::revisions))
+        .route("/api/v1/events", get(handlers::events))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&api), require_token));
+    let public = Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/webhooks/github", post(webhooks::github))
+        .route("/webhooks/gitlab", post(webhooks::gitlab))
+        .route("/webhooks/generic", post(webhooks::generic))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::source::webhook::MAX_BODY_BYTES,
+        ));
+    Router::new()
+        .merge(protected)
+        .merge(public)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: the status API is read-only (webhooks are the only POSTs)",
+            )
+        })
+        .with_state(api)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }))
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+/// Bearer-token check for the protected routes (a no-op when no token is configured).
+async fn require_token(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let Some(token) = api.app.api_token.as_deref() else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let v = v.trim();
+            (v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim())
+        });
+    match given {
+        Some(given) if token_eq(given.as_bytes(), token.as_bytes()) => next.run(req).await,
+        _ => {
+            let mut resp = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            resp
+        }
+    }
+}
+
+/// Constant time even across lengths: both sides are hashed first, so the comparison is always
+/// 32 bytes and neither the token's bytes nor its length leak through timing. An empty
+/// configured token matches nothing.
+fn token_eq(given: &[u8], token: &[u8]) -> bool {
+    if token.is_empty() {
+        return false;
+    }
+    Sha256::digest(given)
+        .as_slice()
+        .ct_eq(Sha256::digest(token).as_slice())
+        .into()
+}
+
+/// A JSON error response: `{"error": "..."}` with a status code.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(model::ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_describes_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json parses");
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..4]), Some("3.1."));
+        for (method, path) in ROUTES {
+            assert!(
+                doc["paths"][path][method].is_object(),
+                "openapi.json lacks {method} {path}"
+            );
+        }
+        let paths = doc["paths"].as_object().map_or(0, |p| p.len());
+        assert_eq!(paths, ROUTES.len(), "openapi.json has paths the router does not serve");
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(token_eq(b"abc", b"abc"));
+        assert!(!token_eq(b"abc", b"abcd"));
+        assert!(!token_eq(b"", b""));
+    }
+}

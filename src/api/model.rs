@@ -1,0 +1,218 @@
+//! The JSON shapes of the status API, shared by the server (serialize) and the CLI
+//! (`gitamp agents`, `gitamp status`: deserialize), so both sides cannot drift apart.
+//!
+//! Times are RFC 3339 text in UTC, except `sent_at` (milliseconds since the Unix epoch), which
+//! keeps the [`gitamp_core::plan::ObservedAgent`] shape: an agent list item deserializes as an
+//! `ObservedAgent`, so `gitamp agents -o json` output is a ready-made agents file for
+//! `gitamp reconcile --dry-run`.
+
+use std::collections::BTreeMap;
+
+use gitamp_core::plan::ReportedStatus;
+use serde::{Deserialize, Serialize};
+
+/// `{"error": "..."}`, the body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// Remote URL (credentials removed), folder path, or `embedded:example-repo`.
+    pub source: String,
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub sub_path: Option<String>,
+    /// The accepted revision being served (None until the first good one).
+    pub revision: Option<String>,
+    pub accepted_at: Option<String>,
+    /// Warnings of the served revision (they do not reject it).
+    #[serde(default)]
+    pub warnings: Vec<DiagnosticItem>,
+    /// The revision the source last produced (may be a rejected one).
+    pub fetched_revision: Option<String>,
+    pub last_fetch: Option<String>,
+    pub last_fetch_duration_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    pub next_retry: Option<String>,
+    pub last_rejected: Option<RevisionItem>,
+    pub agents: AgentCounts,
+    pub configurations: usize,
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    /// When the reconciler last planned the fleet.
+    pub view_computed_at: Option<String>,
+}
+
+/// Agents per sync status (every status present, zeros included).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AgentCounts {
+    pub total: usize,
+    pub connected: usize,
+    pub by_status: BTreeMap<String, usize>,
+}
+
+/// One diagnostic, flattened for tools.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnosticItem {
+    pub code: String,
+    pub name: String,
+    pub severity: String,
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+/// One revision the server saw (`GET /api/v1/revisions`, `last_rejected`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionItem {
+    pub revision: String,
+    pub at: String,
+    pub accepted: bool,
+    pub errors: usize,
+    pub warnings: usize,
+    pub diagnostics: Vec<DiagnosticItem>,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Items matching the filters, over all pages.
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// One agent in `GET /api/v1/agents`. Also a valid `ObservedAgent` (see the module docs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentItem {
+    /// Instance UID as canonical UUID text.
+    pub uid: String,
+    /// Same as `uid`, under the name the dry-run agents file uses.
+    pub instance_uid: String,
+    pub labels: BTreeMap<String, String>,
+    /// Sync status (`synced`, `pending`, ...), or `unknown` before the reconciler planned it.
+    pub status: String,
+    pub configuration: Option<String>,
+    /// Why, for statuses that carry a reason (conflict, failed).
+    pub reason: Option<String>,
+    pub desired_hash: Option<String>,
+    /// The hash the agent last reported (None unless 32 bytes: not one of ours otherwise).
+    pub reported_hash: Option<String>,
+    /// The agent's `RemoteConfigStatus.status` as OpAMP names it (`APPLIED`, `FAILED`, ...).
+    pub remote_status: Option<String>,
+    pub remote_error: Option<String>,
+    /// The same report in the dry-run shape.
+    pub reported_status: ReportedStatus,
+    pub connected: bool,
+    /// `ws` or `http`.
+    pub transport: String,
+    pub connected_since: Option<String>,
+    pub last_seen: String,
+    /// `ComponentHealth.healthy`, None if the agent does not report health.
+    pub healthy: Option<bool>,
+    pub accepts_remote_config: bool,
+    pub reports_remote_config: bool,
+    pub sent_hash: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub sent_at: Option<u64>,
+    pub failed_hashes: Vec<String>,
+    /// The desired hash while the agent is synced or drifted from it (dry-run shape).
+    pub synced_hash: Option<String>,
+}
+
+/// `GET /api/v1/agents/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentDetail {
+    #[serde(flatten)]
+    pub agent: AgentItem,
+    pub description: Option<DescriptionItem>,
+    pub capabilities: Capabilities,
+    /// The agent's component health tree, as reported.
+    pub health: Option<serde_json::Value>,
+    pub sequence_num: u64,
+    /// The masked YAML of its configuration (never the form sent to the agent).
+    pub desired_config: Option<String>,
+    /// What the agent reports it runs, normalized and masked.
+    pub effective_config: Option<String>,
+    /// `desired_config` against `effective_config`, as a unified diff (empty when equal).
+    pub config_diff: Option<String>,
+    /// Newest first.
+    pub events: Vec<EventItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DescriptionItem {
+    pub identifying: BTreeMap<String, String>,
+    pub non_identifying: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub bits: u64,
+    /// Decoded names (`AcceptsRemoteConfig`, ...); unknown bits as `bit<N>`.
+    pub names: Vec<String>,
+}
+
+/// One event (`GET /api/v1/events`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventItem {
+    pub at: String,
+    pub agent: Option<String>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// One configuration (`GET /api/v1/configurations`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigurationItem {
+    pub name: String,
+    pub description: Option<String>,
+    pub priority: i64,
+    pub selector: serde_json::Value,
+    /// Config hash of the rendered YAML (None if it did not render).
+    pub hash: Option<String>,
+    pub config_map_key: String,
+    pub rollout_policy: serde_json::Value,
+    pub matched_agents: usize,
+    pub counts: BTreeMap<String, usize>,
+    /// Rollout progress as the planner reports it.
+    pub rollout: Option<serde_json::Value>,
+    pub sources: Vec<String>,
+    pub processors: Vec<String>,
+    pub destinations: Vec<String>,
+}
+
+/// `GET /api/v1/configurations/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigurationDetail {
+    #[serde(flatten)]
+    pub configuration: ConfigurationItem,
+    pub revision: String,
+    /// The agents it selects, with their status.
+    pub agents: Vec<ConfigurationAgent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigurationAgent {
+    pub uid: String,
+    pub status: String,
+}
+
+/// `{revision, items}` for lists tied to the served revision.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevisionList<T> {
+    pub revision: Option<String>,
+    pub items: Vec<T>,
+}
+
+/// `{items}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}

@@ -1,0 +1,135 @@
+//! `gitamp status`: a running server's sync status (revision, source, last fetch, errors, the
+//! last rejected revision's diagnostics, agents per status) from its status API.
+//!
+//! Exit codes: 0 shown (whatever the server's state: this reports, it does not judge),
+//! 2 error (server unreachable, refused, or an unexpected answer).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::agents::{Client, Output, ServerArgs};
+use crate::api::model::StatusResponse;
+
+/// Show the server's sync status.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// `table` (text) for people, `json` for tools (the API's answer as is).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.server)?;
+    let raw: serde_json::Value = client.get("/api/v1/status", &[])?;
+    let out = match args.output {
+        Output::Json => {
+            let mut s = serde_json::to_string_pretty(&raw).context("cannot encode the status")?;
+            s.push('\n');
+            s
+        }
+        Output::Table => {
+            let status: StatusResponse =
+                serde_json::from_value(raw).context("the server's status has an unexpected shape")?;
+            text(&status)
+        }
+    };
+    print!("{out}");
+    Ok(ExitCode::from(super::exit::OK))
+}
+
+/// The status for people, one fact per line.
+pub fn text(s: &StatusResponse) -> String {
+    let mut o = String::new();
+    let none = || "-".to_string();
+    let revision = match (&s.revision, &s.accepted_at) {
+        (Some(r), Some(at)) => format!("{r} (accepted {at})"),
+        (Some(r), None) => r.clone(),
+        _ => "none accepted yet".to_string(),
+    };
+    let _ = writeln!(o, "revision:        {revision}");
+    let mut source = s.source.clone();
+    if let Some(r) = &s.reference {
+        let _ = write!(source, " @ {r}");
+    }
+    if let Some(p) = &s.sub_path {
+        let _ = write!(source, " (path {p})");
+    }
+    let _ = writeln!(o, "source:          {source}");
+    if s.fetched_revision.is_some() && s.fetched_revision != s.revision {
+        let _ = writeln!(
+            o,
+            "fetched:         {}",
+            s.fetched_revision.clone().unwrap_or_else(none)
+        );
+    }
+    let fetch = match (&s.last_fetch, s.last_fetch_duration_ms) {
+        (Some(at), Some(ms)) => format!("{at} ({ms} ms)"),
+        (Some(at), None) => at.clone(),
+        _ => none(),
+    };
+    let _ = writeln!(o, "last fetch:      {fetch}");
+    if let Some(e) = &s.last_error {
+        let _ = writeln!(o, "last error:      {e}");
+    }
+    if s.consecutive_failures > 0 {
+        let _ = writeln!(
+            o,
+            "failures:        {} in a row, next retry {}",
+            s.consecutive_failures,
+            s.next_retry.clone().unwrap_or_else(none)
+        );
+    }
+    if let Some(r) = &s.last_rejected {
+        let _ = writeln!(
+            o,
+            "last rejected:   {} at {} ({} error(s), {} warning(s))",
+            r.revision, r.at, r.errors, r.warnings
+        );
+        for d in &r.diagnostics {
+            let _ = writeln!(
+                o,
+                "  {}:{}:{}: {}[{} {}]: {}",
+                d.file, d.line, d.column, d.severity, d.code, d.name, d.message
+            );
+        }
+    }
+    if !s.warnings.is_empty() {
+        let _ = writeln!(o, "warnings:        {}", s.warnings.len());
+        for d in &s.warnings {
+            let _ = writeln!(
+                o,
+                "  {}:{}:{}: {}[{} {}]: {}",
+                d.file, d.line, d.column, d.severity, d.code, d.name, d.message
+            );
+        }
+    }
+    let _ = writeln!(o, "configurations:  {}", s.configurations);
+    let _ = writeln!(
+        o,
+        "agents:          {} ({} connected)",
+        s.agents.total, s.agents.connected
+    );
+    let counts: Vec<String> = s
+        .agents
+        .by_status
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if !counts.is_empty() {
+        let _ = writeln!(o, "  {}", counts.join(", "));
+    }
+    let up = s.uptime_seconds;
+    let _ = writeln!(
+        o,
+        "uptime:          {}h{:02}m{:02}s",
+        up / 3600,
+        (up / 60) % 60,
+        up % 60
+    );
+    o
+}

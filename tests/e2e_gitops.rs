@@ -1,0 +1,293 @@
+//! The GitOps loop end to end, with real parts: a bare Git remote and a clone that commits, the
+//! `gitamp` binary as a process, simulated agents over real WebSockets, and the status API.
+//!
+//! Timeouts here are generous upper bounds for a slow CI machine, never speed assertions.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gitamp_core::ConfigHash;
+use gitamp_opamp::agent::{
+    AgentHandle, AgentOptions, ApplyPolicy, DEFAULT_FAIL_MARKER, SimAgent, Transport, WsOptions,
+    spawn_agent,
+};
+use gitamp_opamp::proto::RemoteConfigStatuses;
+use support::{GitFixture, Server, eventually, get_json, post_webhook};
+
+const TOKEN: &str = "e2e-webhook-token";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn token_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("webhook-token");
+    std::fs::write(&path, TOKEN).expect("write token");
+    path
+}
+
+/// Production Linux agents: the example repository's `linux-production` configuration selects
+/// them (batched rollout, 25% per batch, one failure tolerated).
+fn start_linux_agents(n: usize, url: &str) -> Vec<AgentHandle> {
+    (0..n)
+        .map(|i| {
+            let mut opts = AgentOptions::collector("checkout", &format!("e2e-linux-{i:02}"), "production")
+                .label("os.type", "linux");
+            opts.heartbeat_interval = Duration::from_secs(5);
+            opts.policy = ApplyPolicy::FailOnMarker(DEFAULT_FAIL_MARKER.into());
+            let ws = WsOptions {
+                reconnect_delay: Duration::from_millis(300),
+                ..WsOptions::default()
+            };
+            spawn_agent(SimAgent::new(opts), Transport::WebSocket(ws), url)
+        })
+        .collect()
+}
+
+fn applied(agent: &AgentHandle) -> Option<Bytes> {
+    agent.state().applied_hash().cloned()
+}
+
+async fn wait_all_applied(agents: &[AgentHandle], hash: ConfigHash, what: &str) {
+    eventually(WAIT, what, async || {
+        agents
+            .iter()
+            .all(|a| applied(a).as_deref() == Some(hash.as_bytes()))
+            .then_some(())
+    })
+    .await;
+}
+
+fn linux_hash(fixture: &GitFixture) -> ConfigHash {
+    let hashes: BTreeMap<String, ConfigHash> = fixture.expected_hashes();
+    hashes["linux-production"]
+}
+
+fn redundant(agents: &[AgentHandle]) -> u64 {
+    agents
+        .iter()
+        .map(|a| a.state().redundant_configs_received)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
+    let fixture = GitFixture::with_example_repo();
+    let data = tempfile::tempdir().expect("tempdir");
+    let token = token_file(data.path());
+    let server = Server::start(
+        &data.path().join("data"),
+        &[
+            "--repo",
+            &fixture.remote_url(),
+            "--ref",
+            "main",
+            // Long poll: only the webhook may wake the server in this test.
+            "--poll",
+            "3600",
+            "--opamp-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--webhook-token-file",
+            token.to_str().expect("utf8"),
+        ],
+    );
+
+    // 1. Agents connect and converge on the first revision.
+    let agents = start_linux_agents(8, &server.ws_url());
+    let first = linux_hash(&fixture);
+    wait_all_applied(&agents, first, "every agent applies the first revision").await;
+    let status = get_json(&server.api_url("/api/v1/agents?status=synced")).await;
+    assert_eq!(status["total"], 8, "API lists 8 synced agents: {status}");
+
+    // 2. A commit, pushed, announced by a webhook, reaches every agent (in batches of 2).
+    fixture.edit("processors/env-production.yaml", "team: platform", "team: observability");
+    let second_sha = fixture.commit_all("tag production telemetry with the observability team");
+    fixture.push(false);
+    let second = linux_hash(&fixture);
+    assert_ne!(first, second);
+    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    wait_all_applied(&agents, second, "every agent applies the second revision").await;
+    let st = get_json(&server.api_url("/api/v1/status")).await;
+    assert_eq!(st["current_revision"], second_sha.as_str(), "status: {st}");
+
+    // A webhook with a wrong token is refused and wakes nothing.
+    assert_eq!(post_webhook(&server, "wrong").await, 401);
+
+    // 3. A bad commit is rejected whole: agents keep the second revision, diagnostics shown.
+    fixture.write(
+        "configurations/broken.yaml",
+        "apiVersion: gitamp.dev/v1\nkind: Configuration\nmetadata:\n  name: broken\nspec:\n  priority: 50\n  selector:\n    matchLabels: {team: nobody}\n  sources: [otlp-default]\n  destinations: [does-not-exist]\n",
+    );
+    let bad_sha = fixture.commit_all("add a configuration with a dangling destination");
+    fixture.push(false);
+    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    let rejected = eventually(WAIT, "the bad revision is rejected", async || {
+        let st = get_json(&server.api_url("/api/v1/status")).await;
+        (st["last_rejected"]["revision"] == bad_sha.as_str()).then_some(st)
+    })
+    .await;
+    let diagnostics = rejected["last_rejected"]["diagnostics"].to_string();
+    assert!(
+        diagnostics.contains("configurations/broken.yaml") && diagnostics.contains("does-not-exist"),
+        "diagnostics name the file and the missing destination: {diagnostics}"
+    );
+    assert_eq!(rejected["current_revision"], second_sha.as_str());
+    for a in &agents {
+        assert_eq!(applied(a).as_deref(), Some(second.as_bytes()), "agent untouched");
+    }
+
+    // 4. The fix applies.
+    fixture.edit("configurations/broken.yaml", "does-not-exist", "otel-gateway");
+    let fixed_sha = fixture.commit_all("fix the destination reference");
+    fixture.push(false);
+    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    eventually(WAIT, "the fix is served", async || {
+        let st = get_json(&server.api_url("/api/v1/status")).await;
+        (st["current_revision"] == fixed_sha.as_str()).then_some(())
+    })
+    .await;
+
+    // 5. A force-push back to the second commit is followed.
+    support::git(&fixture.work(), &["reset", "-q", "--hard", &second_sha]);
+    fixture.push(true);
+    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    eventually(WAIT, "the force-pushed revision is served", async || {
+        let st = get_json(&server.api_url("/api/v1/status")).await;
+        (st["current_revision"] == second_sha.as_str()).then_some(())
+    })
+    .await;
+    wait_all_applied(&agents, second, "agents stay on the second revision").await;
+
+    // 6. A change that makes agents fail halts the batched rollout after the first batch:
+    //    2 agents (25% of 8) fail, more than the 1 failure tolerated, the other 6 keep the
+    //    second revision.
+    fixture.edit(
+        "processors/env-production.yaml",
+        "team: observability",
+        &format!("team: {DEFAULT_FAIL_MARKER}"),
+    );
+    fixture.commit_all("a change the agents cannot apply");
+    fixture.push(false);
+    let failing = linux_hash(&fixture);
+    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    let halted = eventually(WAIT, "the rollout halts", async || {
+        let cfgs = get_json(&server.api_url("/api/v1/configurations")).await;
+        let text = cfgs.to_string();
+        text.contains("halted").then_some(cfgs)
+    })
+    .await;
+    let failed: Vec<_> = agents
+        .iter()
+        .filter(|a| a.state().saw_status(failing.as_bytes(), RemoteConfigStatuses::Failed))
+        .collect();
+    assert_eq!(failed.len(), 2, "only the first batch received the failing config: {halted}");
+    // Give a wrongly continuing rollout time to show itself, then check nobody else got it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let untouched = agents
+        .iter()
+        .filter(|a| applied(a).as_deref() == Some(second.as_bytes()))
+        .count();
+    assert_eq!(untouched, 6, "the rest keep their previous config");
+    let received_failing = agents
+        .iter()
+        .filter(|a| {
+            a.state()
+                .last_config
+                .as_ref()
+                .is_some_and(|c| c.hash.as_ref() == failing.as_bytes())
+        })
+        .count();
+    assert_eq!(received_failing, 2);
+    assert_eq!(redundant(&agents), 0, "no agent got a config it already had");
+
+    for a in &agents {
+        a.stop(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_rollout_then_restart_converges_without_redundant_pushes() {
+    let fixture = GitFixture::with_example_repo();
+    let data = tempfile::tempdir().expect("tempdir");
+    let token = token_file(data.path());
+    let opamp = format!("127.0.0.1:{}", support::free_port());
+    let args = vec![
+        "--repo".to_string(),
+        fixture.remote_url(),
+        "--poll".into(),
+        "3600".into(),
+        "--opamp-listen".into(),
+        opamp.clone(),
+        "--api-listen".into(),
+        "127.0.0.1:0".into(),
+        "--webhook-token-file".into(),
+        token.to_str().expect("utf8").into(),
+    ];
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data_dir = data.path().join("data");
+    let mut server = Server::start(&data_dir, &argv);
+    let agents = start_linux_agents(8, &server.ws_url());
+    let first = linux_hash(&fixture);
+    wait_all_applied(&agents, first, "first revision applied").await;
+
+    fixture.edit("processors/env-production.yaml", "team: platform", "team: sre");
+    fixture.commit_all("change");
+    fixture.push(false);
+    let second = linux_hash(&fixture);
+    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    // Kill as soon as the rollout has started (the first batch got the config).
+    eventually(WAIT, "the rollout starts", async || {
+        agents
+            .iter()
+            .any(|a| {
+                a.state()
+                    .last_config
+                    .as_ref()
+                    .is_some_and(|c| c.hash.as_ref() == second.as_bytes())
+            })
+            .then_some(())
+    })
+    .await;
+    server.kill9();
+    let before: u64 = agents.iter().map(|a| a.state().remote_configs_received).sum();
+    assert!(before < 16, "killed mid-rollout, not after it");
+
+    let server = Server::start(&data_dir, &argv);
+    wait_all_applied(&agents, second, "every agent converges after the restart").await;
+    assert_eq!(redundant(&agents), 0, "no agent received a config it already had");
+    let total: u64 = agents.iter().map(|a| a.state().remote_configs_received).sum();
+    assert_eq!(total, 16, "each agent received each config exactly once");
+    drop(server);
+    for a in &agents {
+        a.stop(Duration::from_secs(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_remote_is_retried_and_shown_while_serving_continues() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        &data.path().join("data"),
+        &[
+            "--repo",
+            "http://127.0.0.1:1/nothing-here.git",
+            "--opamp-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let st = eventually(WAIT, "two failed fetches", async || {
+        let st = get_json(&server.api_url("/api/v1/status")).await;
+        (st["consecutive_failures"].as_u64().unwrap_or(0) >= 2).then_some(st)
+    })
+    .await;
+    assert!(st["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{st}");
+    assert!(st["next_retry"].is_string() || st["next_retry"].is_number(), "{st}");
+    let health = reqwest::get(server.api_url("/healthz")).await.expect("healthz");
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(server.api_url("/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 503, "nothing to serve yet");
+}

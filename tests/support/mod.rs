@@ -1,0 +1,284 @@
+//! Shared helpers for end-to-end tests: real Git repositories (made with the `git` CLI), the
+//! `gitamp` binary as a child process, and small HTTP calls to its status API.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use gitamp_core::ConfigHash;
+
+/// The workspace root (where example-repo/ lives).
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run `git` in `dir`, panicking with its output on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=gitamp test",
+            "-c",
+            "user.email=test@gitamp.invalid",
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Copy a folder tree (files only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+/// A bare "remote" and a work clone that commits and pushes to it.
+pub struct GitFixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl GitFixture {
+    /// A remote whose `main` holds a copy of `example-repo/`.
+    pub fn with_example_repo() -> GitFixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let remote = dir.path().join("remote.git");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&remote).expect("mkdir");
+        git(&remote, &["init", "--bare", "-q", "-b", "main"]);
+        git(dir.path(), &["clone", "-q", remote.to_str().expect("utf8"), "work"]);
+        copy_tree(&workspace().join("example-repo"), &work);
+        let f = GitFixture { dir };
+        f.commit_all("initial import of example-repo");
+        f.push(false);
+        f
+    }
+
+    pub fn remote_url(&self) -> String {
+        format!("file://{}", self.dir.path().join("remote.git").display())
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn write(&self, rel: &str, contents: &str) {
+        let path = self.work().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, contents).expect("write");
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.work().join(rel)).expect("read")
+    }
+
+    /// Replace `from` by `to` in a file, asserting it was there.
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = self.read(rel);
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        self.write(rel, &text.replacen(from, to, 1));
+    }
+
+    /// Commit everything; returns the new commit SHA.
+    pub fn commit_all(&self, message: &str) -> String {
+        git(&self.work(), &["add", "-A"]);
+        git(&self.work(), &["commit", "-q", "-m", message]);
+        git(&self.work(), &["rev-parse", "HEAD"])
+    }
+
+    pub fn push(&self, force: bool) {
+        if force {
+            git(&self.work(), &["push", "-q", "-f", "origin", "HEAD:main"]);
+        } else {
+            git(&self.work(), &["push", "-q", "origin", "HEAD:main"]);
+        }
+    }
+
+    /// The hashes the repository's work tree renders to, per configuration (the same core the
+    /// server runs, so the test knows what agents must end up with).
+    pub fn expected_hashes(&self) -> BTreeMap<String, ConfigHash> {
+        let snap = gitamp::source::dir::read_dir(&self.work(), 1 << 20)
+            .expect("read work tree")
+            .snapshot;
+        let revision = gitamp_core::compile(&snap).unwrap_or_else(|r| {
+            panic!("work tree does not compile:\n{}", r.diagnostics)
+        });
+        revision
+            .rendered
+            .configurations
+            .iter()
+            .map(|(name, r)| (name.clone(), r.hash))
+            .collect()
+    }
+}
+
+/// A free loopback port (bound, then released: good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `gitamp serve`.
+pub struct Server {
+    pub child: Child,
+    pub opamp: SocketAddr,
+    pub api: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Lines the server printed on stderr (its logs), collected in the background.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Start `gitamp serve` with `args` (plus `--data-dir`), wait for its listening line.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gitamp"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(args)
+            .env("RUST_LOG", "info,gitamp=debug")
+            .env_remove("GITAMP_REPO")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gitamp serve starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let logs2 = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = logs2.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("gitamp listening ") {
+                    let _ = tx.send(rest.to_string());
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                let logs = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
+                panic!("gitamp serve did not start:\n{logs}");
+            }
+        };
+        let mut opamp = None;
+        let mut api = None;
+        for part in line.split_whitespace() {
+            if let Some(a) = part.strip_prefix("opamp=") {
+                opamp = a.parse().ok();
+            }
+            if let Some(a) = part.strip_prefix("api=") {
+                api = a.parse().ok();
+            }
+        }
+        Server {
+            child,
+            opamp: opamp.expect("opamp address"),
+            api: api.expect("api address"),
+            data_dir: data_dir.to_path_buf(),
+            logs,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/v1/opamp", self.opamp)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}/v1/opamp", self.opamp)
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    /// `kill -9`: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET a JSON document from the status API.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let resp = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
+    resp.json().await.unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// POST the generic webhook with a bearer token; returns the status code.
+pub async fn post_webhook(server: &Server, token: &str) -> u16 {
+    reqwest::Client::new()
+        .post(server.api_url("/webhooks/generic"))
+        .bearer_auth(token)
+        .body("{}")
+        .send()
+        .await
+        .expect("webhook POST")
+        .status()
+        .as_u16()
+}
+
+/// Poll `check` every 100 ms until it returns `Some`, or panic after `timeout` with `what`.
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

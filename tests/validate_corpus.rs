@@ -1,0 +1,247 @@
+//! `gitamp validate` end to end: every broken repository under `tests/corpus/<case>/repo` must
+//! be rejected (exit 1) with each diagnostic its `expected.txt` lists (`E012 file:line` lines;
+//! `#` comments and blank lines ignored); valid repositories exit 0; each output format has its
+//! shape. New corpus folders are picked up automatically.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn gitamp(args: &[&str]) -> Output {
+    match Command::new(env!("CARGO_BIN_EXE_gitamp"))
+        .args(args)
+        .current_dir(root())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run gitamp: {e}"),
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    match serde_json::from_slice(&o.stdout) {
+        Ok(v) => v,
+        Err(e) => panic!(
+            "output is not JSON ({e}):\n{}\nstderr: {}",
+            stdout(o),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+}
+
+/// `(code, file, line)` of every diagnostic in a `--format json` report.
+fn reported(v: &serde_json::Value) -> Vec<(String, String, u64)> {
+    v["diagnostics"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    (
+                        d["code"].as_str().unwrap_or_default().to_string(),
+                        d["location"]["file"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        d["location"]["line"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parse `E012 configurations/prod.yaml:14`.
+fn parse_expected(line: &str) -> Option<(String, String, u64)> {
+    let (code, at) = line.trim().split_once(char::is_whitespace)?;
+    let (file, line) = at.trim().rsplit_once(':')?;
+    Some((code.to_string(), file.to_string(), line.parse().ok()?))
+}
+
+#[test]
+fn corpus_cases_report_their_diagnostics() {
+    let corpus = root().join("tests/corpus");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    cases.retain(|p| p.join("repo").is_dir());
+    cases.sort();
+    assert!(
+        cases.len() >= 20,
+        "expected at least 20 corpus cases, found {}",
+        cases.len()
+    );
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let expected_text = std::fs::read_to_string(case.join("expected.txt")).unwrap_or_default();
+        let expected: Vec<_> = expected_text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|l| (l, parse_expected(l)))
+            .collect();
+        if expected.is_empty() {
+            failures.push(format!("{name}: expected.txt is missing or empty"));
+            continue;
+        }
+        let repo = case.join("repo");
+        let out = gitamp(&["validate", "--format", "json", &repo.to_string_lossy()]);
+        if out.status.code() != Some(1) {
+            failures.push(format!(
+                "{name}: exit code {:?}, want 1\n{}",
+                out.status.code(),
+                stdout(&out)
+            ));
+            continue;
+        }
+        let got = reported(&json_of(&out));
+        for (line, parsed) in expected {
+            match parsed {
+                None => failures.push(format!("{name}: cannot parse expected line {line:?}")),
+                Some(want) if !got.contains(&want) => failures.push(format!(
+                    "{name}: missing {line}\n  got: {}",
+                    got.iter()
+                        .map(|(c, f, l)| format!("{c} {f}:{l}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} corpus failure(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn minimal_fixture_is_valid() {
+    let out = gitamp(&["validate", "--format", "json", "tests/fixtures/minimal"]);
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["errors"], 0);
+    assert!(
+        v["revision"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("content-"))
+    );
+}
+
+#[test]
+fn example_repo_is_valid() {
+    if !root().join("example-repo").is_dir() {
+        return;
+    }
+    let out = gitamp(&["validate", "example-repo"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn warnings_do_not_fail() {
+    let out = gitamp(&["validate", "--format", "json", "tests/fixtures/warnings"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let v = json_of(&out);
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["warnings"], 2);
+    let got = reported(&v);
+    assert!(
+        got.contains(&("W001".into(), "configurations/prod.yaml".into(), 7)),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("W002".into(), "destinations/backend.yaml".into(), 11)),
+        "{got:?}"
+    );
+}
+
+const CASE: &str = "tests/corpus/12-unknown-destination/repo";
+
+#[test]
+fn text_format() {
+    let out = gitamp(&["validate", CASE]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "{CASE}/configurations/prod.yaml:16:7: error[E012 unknown-destination]: "
+        )),
+        "{text}"
+    );
+    assert!(first.contains("`archive`"), "{text}");
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("{CASE}: invalid (1 error, 0 warnings")),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_format() {
+    let out = gitamp(&["validate", "--format", "json", CASE]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json_of(&out);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"], 1);
+    assert_eq!(v["warnings"], 0);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "E012");
+    assert_eq!(d["name"], "unknown-destination");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["location"]["file"], "configurations/prod.yaml");
+    assert_eq!(d["location"]["line"], 16);
+    assert_eq!(d["location"]["column"], 7);
+}
+
+#[test]
+fn github_format() {
+    let out = gitamp(&["validate", "--format", "github", CASE]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!(
+            "::error file={CASE}/configurations/prod.yaml,line=16,col=7,title=E012 unknown-destination::configuration `prod`"
+        )),
+        "{text}"
+    );
+    let warn = gitamp(&["validate", "--format", "github", "tests/fixtures/warnings"]);
+    assert_eq!(warn.status.code(), Some(0));
+    assert!(
+        stdout(&warn)
+            .contains("::warning file=tests/fixtures/warnings/configurations/prod.yaml,line=7,"),
+        "{}",
+        stdout(&warn)
+    );
+}
+
+#[test]
+fn github_paths_are_relative_to_cwd_for_absolute_path_arguments() {
+    let abs = root().join(CASE);
+    let out = gitamp(&["validate", "--format", "github", &abs.to_string_lossy()]);
+    assert!(
+        stdout(&out).starts_with(&format!("::error file={CASE}/configurations/prod.yaml,")),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn io_and_usage_errors_exit_2() {
+    let missing = gitamp(&["validate", "no/such/folder"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let bad_format = gitamp(&["validate", "--format", "xml", "."]);
+    assert_eq!(bad_format.status.code(), Some(2));
+}
