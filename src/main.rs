@@ -22,6 +22,8 @@ enum Command {
     Render(cli::render::Args),
     /// List a running server's agents (status, configuration, labels, last seen).
     Agents(cli::agents::Args),
+    /// Preview what the server would do with a repository change (`--dry-run`), per agent.
+    Reconcile(cli::reconcile::Args),
     /// Show a running server's sync status: revision, last fetch, errors, agents per status.
     Status(cli::status::Args),
     /// Measure hot paths (`bench repo`: load + validate + render of a synthetic repository).
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Render(args) => cli::render::run(args),
         Command::Agents(args) => cli::agents::run(args),
         Command::Status(args) => cli::status::run(args),
+        Command::Reconcile(args) => cli::reconcile::run(args),
         Command::Bench { command } => gitamp::bench::run(command),
     };
     match result {

@@ -90,16 +90,30 @@ fn report(fleet: &Fleet, r: Report<'_>) {
         sequence_num: 0,
         capabilities: CAPS,
         agent_description: Some(proto::AgentDescription {
-            identifying_attributes: vec![kv("service.name", "otelcol"), kv("service.instance.id", &format!("i-{}", r.n))],
+            identifying_attributes: vec![
+                kv("service.name", "otelcol"),
+                kv("service.instance.id", &format!("i-{}", r.n)),
+            ],
             non_identifying_attributes: vec![
                 kv("deployment.environment", r.env),
                 kv("host.name", &format!("host-{}", r.n)),
-                kv("os.type", if r.n % 2 == 0 { "linux" } else { "windows" }),
+                kv(
+                    "os.type",
+                    if r.n.is_multiple_of(2) {
+                        "linux"
+                    } else {
+                        "windows"
+                    },
+                ),
             ],
         }),
         health: Some(proto::ComponentHealth {
             healthy: r.healthy,
-            last_error: if r.healthy { String::new() } else { format!("exporter rejected key {SECRET}") },
+            last_error: if r.healthy {
+                String::new()
+            } else {
+                format!("exporter rejected key {SECRET}")
+            },
             component_health_map: BTreeMap::from([(
                 "pipeline:logs".to_string(),
                 proto::ComponentHealth {
@@ -120,18 +134,25 @@ fn report(fleet: &Fleet, r: Report<'_>) {
                 )]),
             }),
         }),
-        remote_config_status: r.remote.map(|(hash, status, error)| proto::RemoteConfigStatus {
-            last_remote_config_hash: Bytes::copy_from_slice(hash.as_bytes()),
-            status: status as i32,
-            error_message: error.into(),
-        }),
+        remote_config_status: r
+            .remote
+            .map(|(hash, status, error)| proto::RemoteConfigStatus {
+                last_remote_config_hash: Bytes::copy_from_slice(hash.as_bytes()),
+                status: status as i32,
+                error_message: error.into(),
+            }),
         ..Default::default()
     };
     let mut conn = Connection::new(u64::from(r.n), Transport::Http, None);
     let _reply = handle_message(fleet, &mut conn, msg);
 }
 
-fn view(status: &str, configuration: Option<&str>, hash: Option<ConfigHash>, reason: Option<&str>) -> AgentView {
+fn view(
+    status: &str,
+    configuration: Option<&str>,
+    hash: Option<ConfigHash>,
+    reason: Option<&str>,
+) -> AgentView {
     AgentView {
         status: status.into(),
         configuration: configuration.map(Into::into),
@@ -150,26 +171,92 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
     let rev = compile_fixture();
     let prod = rev.rendered.configurations["production"].clone();
     let staging = rev.rendered.configurations["staging"].clone();
-    assert!(prod.yaml.contains(SECRET), "the fixture must carry a literal secret");
+    assert!(
+        prod.yaml.contains(SECRET),
+        "the fixture must carry a literal secret"
+    );
 
     let fleet = Arc::new(Fleet::new());
     // 1: production, synced, echoes back the unmasked YAML it received as effective config.
-    report(&fleet, Report { n: 1, env: "production", effective: Some(&prod.yaml), remote: Some((prod.hash, proto::RemoteConfigStatuses::Applied, "")), healthy: true });
+    report(
+        &fleet,
+        Report {
+            n: 1,
+            env: "production",
+            effective: Some(&prod.yaml),
+            remote: Some((prod.hash, proto::RemoteConfigStatuses::Applied, "")),
+            healthy: true,
+        },
+    );
     // 2: production, failed; its error quotes the secret.
     let failed_error = format!("exporter: invalid api key {SECRET}");
-    report(&fleet, Report { n: 2, env: "production", effective: Some("receivers: {}\n"), remote: Some((prod.hash, proto::RemoteConfigStatuses::Failed, &failed_error)), healthy: false });
+    report(
+        &fleet,
+        Report {
+            n: 2,
+            env: "production",
+            effective: Some("receivers: {}\n"),
+            remote: Some((
+                prod.hash,
+                proto::RemoteConfigStatuses::Failed,
+                &failed_error,
+            )),
+            healthy: false,
+        },
+    );
     // 3..=6: staging, pending; 7: unmanaged; 8: not planned yet.
     for n in 3..=6 {
-        report(&fleet, Report { n, env: "staging", effective: None, remote: None, healthy: true });
+        report(
+            &fleet,
+            Report {
+                n,
+                env: "staging",
+                effective: None,
+                remote: None,
+                healthy: true,
+            },
+        );
     }
-    report(&fleet, Report { n: 7, env: "dev", effective: None, remote: None, healthy: true });
-    report(&fleet, Report { n: 8, env: "dev", effective: None, remote: None, healthy: true });
+    report(
+        &fleet,
+        Report {
+            n: 7,
+            env: "dev",
+            effective: None,
+            remote: None,
+            healthy: true,
+        },
+    );
+    report(
+        &fleet,
+        Report {
+            n: 8,
+            env: "dev",
+            effective: None,
+            remote: None,
+            healthy: true,
+        },
+    );
 
     let mut agents = HashMap::new();
-    agents.insert(uid(1), view("synced", Some("production"), Some(prod.hash), None));
-    agents.insert(uid(2), view("failed", Some("production"), Some(prod.hash), Some(&failed_error)));
+    agents.insert(
+        uid(1),
+        view("synced", Some("production"), Some(prod.hash), None),
+    );
+    agents.insert(
+        uid(2),
+        view(
+            "failed",
+            Some("production"),
+            Some(prod.hash),
+            Some(&failed_error),
+        ),
+    );
     for n in 3..=6 {
-        agents.insert(uid(n), view("pending", Some("staging"), Some(staging.hash), None));
+        agents.insert(
+            uid(n),
+            view("pending", Some("staging"), Some(staging.hash), None),
+        );
     }
     agents.insert(uid(7), view("unmanaged", None, None, None));
     let mut counts = BTreeMap::new();
@@ -228,7 +315,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
         source: "https://git.example/fleet.git".into(),
         reference: Some("main".into()),
         sub_path: None,
-        current_revision: Some("bad0000".into()),
+        current_revision: None,
         last_fetch: Some(SystemTime::now()),
         last_fetch_duration_ms: Some(42),
         last_error: None,
@@ -260,7 +347,9 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
         })));
     }
     let state = Arc::new(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("local addr");
     let app = gitamp::api::router(Arc::clone(&state));
     tokio::spawn(async move {
@@ -280,7 +369,11 @@ fn client() -> reqwest::Client {
 }
 
 async fn get(base: &str, path: &str) -> (u16, Value) {
-    let resp = client().get(format!("{base}{path}")).send().await.expect("request");
+    let resp = client()
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("request");
     let status = resp.status().as_u16();
     let body = resp.text().await.expect("body");
     let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
@@ -299,16 +392,29 @@ async fn health_status_and_readiness() {
     assert_eq!(code, 200);
     assert_eq!(st["source"], "https://git.example/fleet.git");
     assert_eq!(st["ref"], "main");
-    assert!(st["revision"].as_str().is_some_and(|r| r.starts_with("content-")), "{st}");
+    assert!(
+        st["current_revision"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("content-")),
+        "{st}"
+    );
     assert!(st["accepted_at"].is_string());
     assert_eq!(st["last_fetch_duration_ms"], 42);
     assert_eq!(st["agents"]["total"], 8);
     assert_eq!(st["agents"]["by_status"]["pending"], 4);
-    assert_eq!(st["agents"]["by_status"]["drifted"], 0, "every status is listed");
+    assert_eq!(
+        st["agents"]["by_status"]["drifted"], 0,
+        "every status is listed"
+    );
     assert_eq!(st["last_rejected"]["revision"], "bad0000");
     assert!(st["last_rejected"]["errors"].as_u64().unwrap() >= 1);
     let diag = &st["last_rejected"]["diagnostics"][0];
-    assert!(diag["file"].as_str().is_some_and(|f| f.contains("broken.yaml")), "{diag}");
+    assert!(
+        diag["file"]
+            .as_str()
+            .is_some_and(|f| f.contains("broken.yaml")),
+        "{diag}"
+    );
     assert!(diag["line"].as_u64().is_some_and(|l| l > 0));
     assert!(st["uptime_seconds"].is_u64());
 
@@ -316,7 +422,12 @@ async fn health_status_and_readiness() {
     let s = start(None, false).await;
     let (code, body) = get(&s.base, "/readyz").await;
     assert_eq!(code, 503);
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("bad0000")), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bad0000")),
+        "{body}"
+    );
     let (code, body) = get(&s.base, "/api/v1/configurations").await;
     assert_eq!(code, 200);
     assert_eq!(body["items"], json!([]));
@@ -329,7 +440,14 @@ async fn agents_list_filters_and_pages() {
     let s = start(None, true).await;
     let (code, page) = get(&s.base, "/api/v1/agents").await;
     assert_eq!(code, 200);
-    assert_eq!((page["total"].as_u64(), page["offset"].as_u64(), page["limit"].as_u64()), (Some(8), Some(0), Some(100)));
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["offset"].as_u64(),
+            page["limit"].as_u64()
+        ),
+        (Some(8), Some(0), Some(100))
+    );
     let first = &page["items"][0];
     assert_eq!(first["uid"], uid_text(&uid(1)));
     assert_eq!(first["status"], "synced");
@@ -340,36 +458,86 @@ async fn agents_list_filters_and_pages() {
     assert_eq!(first["connected"], true);
     assert_eq!(first["transport"], "http");
     assert_eq!(first["healthy"], true);
-    assert!(first["last_seen"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        first["last_seen"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
     let second = &page["items"][1];
     assert_eq!(second["remote_status"], "FAILED");
     let err = second["remote_error"].as_str().unwrap();
     assert!(err.contains("***") && !err.contains(SECRET), "{err}");
-    assert_eq!(page["items"][7]["status"], "unknown", "agent 8 is not planned yet");
+    assert_eq!(
+        page["items"][7]["status"], "unknown",
+        "agent 8 is not planned yet"
+    );
 
     // Pagination: three pages of 3, stable order, no overlap.
     let mut seen = Vec::new();
     for offset in [0, 3, 6] {
         let (_, p) = get(&s.base, &format!("/api/v1/agents?limit=3&offset={offset}")).await;
         assert_eq!(p["total"], 8);
-        seen.extend(p["items"].as_array().unwrap().iter().map(|a| a["uid"].as_str().unwrap().to_string()));
+        seen.extend(
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["uid"].as_str().unwrap().to_string()),
+        );
     }
     let expected: Vec<String> = (1..=8).map(|n| uid_text(&uid(n))).collect();
     assert_eq!(seen, expected);
     let (_, p) = get(&s.base, "/api/v1/agents?limit=5000").await;
     assert_eq!(p["limit"], 1000, "limit is clamped");
     let (_, p) = get(&s.base, "/api/v1/agents?offset=100").await;
-    assert_eq!((p["total"].as_u64(), p["items"].as_array().map(Vec::len)), (Some(8), Some(0)));
+    assert_eq!(
+        (p["total"].as_u64(), p["items"].as_array().map(Vec::len)),
+        (Some(8), Some(0))
+    );
 
     // Filters.
     let count = |p: &Value| p["total"].as_u64().unwrap();
-    assert_eq!(count(&get(&s.base, "/api/v1/agents?status=pending").await.1), 4);
-    assert_eq!(count(&get(&s.base, "/api/v1/agents?status=synced,failed").await.1), 2);
-    assert_eq!(count(&get(&s.base, "/api/v1/agents?configuration=staging").await.1), 4);
-    assert_eq!(count(&get(&s.base, "/api/v1/agents?selector=deployment.environment%3Dproduction").await.1), 2);
+    assert_eq!(
+        count(&get(&s.base, "/api/v1/agents?status=pending").await.1),
+        4
+    );
+    assert_eq!(
+        count(&get(&s.base, "/api/v1/agents?status=synced,failed").await.1),
+        2
+    );
+    assert_eq!(
+        count(&get(&s.base, "/api/v1/agents?configuration=staging").await.1),
+        4
+    );
+    assert_eq!(
+        count(
+            &get(
+                &s.base,
+                "/api/v1/agents?selector=deployment.environment%3Dproduction"
+            )
+            .await
+            .1
+        ),
+        2
+    );
     assert_eq!(count(&get(&s.base, "/api/v1/agents?selector=deployment.environment%20in%20(staging,dev),os.type!%3Dwindows").await.1), 3);
-    assert_eq!(count(&get(&s.base, "/api/v1/agents?selector=!host.name").await.1), 0);
-    assert_eq!(count(&get(&s.base, "/api/v1/agents?status=pending&selector=os.type%3Dlinux&limit=1").await.1), 2);
+    assert_eq!(
+        count(&get(&s.base, "/api/v1/agents?selector=!host.name").await.1),
+        0
+    );
+    let (_, all) = get(&s.base, "/api/v1/agents?status=&configuration=&selector=").await;
+    assert_eq!(count(&all), 8, "empty filters filter nothing");
+    assert_eq!(
+        count(
+            &get(
+                &s.base,
+                "/api/v1/agents?status=pending&selector=os.type%3Dlinux&limit=1"
+            )
+            .await
+            .1
+        ),
+        2
+    );
 
     // Bad input is a JSON 400.
     let (code, body) = get(&s.base, "/api/v1/agents?selector=k%20in%20(a").await;
@@ -390,26 +558,51 @@ async fn agent_detail_masks_and_diffs() {
     assert_eq!(a["uid"], uid_text(&uid(1)));
     assert_eq!(a["description"]["identifying"]["service.name"], "otelcol");
     assert_eq!(a["capabilities"]["bits"], CAPS);
-    let names: Vec<&str> = a["capabilities"]["names"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(names.contains(&"AcceptsRemoteConfig") && names.contains(&"ReportsRemoteConfig"), "{names:?}");
+    let names: Vec<&str> = a["capabilities"]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        names.contains(&"AcceptsRemoteConfig") && names.contains(&"ReportsRemoteConfig"),
+        "{names:?}"
+    );
     assert_eq!(a["health"]["components"]["pipeline:logs"]["healthy"], true);
     assert!(a["desired_config"].as_str().unwrap().contains("***"));
     assert!(a["effective_config"].as_str().unwrap().contains("***"));
-    assert_eq!(a["config_diff"], "", "agent 1 runs exactly the desired config");
-    let kinds: Vec<&str> = a["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(
+        a["config_diff"], "",
+        "agent 1 runs exactly the desired config"
+    );
+    let kinds: Vec<&str> = a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
     assert_eq!(kinds, ["applied", "pushed"], "its own events, newest first");
 
     // Agent 2 runs something else: a real diff, and its health error is masked.
     let (_, a) = get(&s.base, &format!("/api/v1/agents/{}", uid_text(&uid(2)))).await;
     assert!(!a.to_string().contains(SECRET));
     let diff = a["config_diff"].as_str().unwrap();
-    assert!(diff.contains("--- desired") && diff.contains("+++ effective"), "{diff}");
+    assert!(
+        diff.contains("--- desired") && diff.contains("+++ effective"),
+        "{diff}"
+    );
     assert!(diff.contains("-exporters:"), "{diff}");
-    assert_eq!(a["reported_status"]["failed"]["error"], "exporter: invalid api key ***");
+    assert_eq!(
+        a["reported_status"]["failed"]["error"],
+        "exporter: invalid api key ***"
+    );
 
     // Simple-form UUIDs work too; unknown and malformed ids are JSON 404s.
     let simple = uuid::Uuid::from_bytes(uid(3)).simple().to_string();
-    assert_eq!(get(&s.base, &format!("/api/v1/agents/{simple}")).await.0, 200);
+    assert_eq!(
+        get(&s.base, &format!("/api/v1/agents/{simple}")).await.0,
+        200
+    );
     for id in [uid_text(&uid(99)), "not-a-uuid".to_string()] {
         let (code, body) = get(&s.base, &format!("/api/v1/agents/{id}")).await;
         assert_eq!(code, 404);
@@ -422,11 +615,19 @@ async fn configurations_revisions_events() {
     let s = start(None, true).await;
     let (code, list) = get(&s.base, "/api/v1/configurations").await;
     assert_eq!(code, 200);
-    let names: Vec<&str> = list["items"].as_array().unwrap().iter().filter_map(|c| c["name"].as_str()).collect();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     assert_eq!(names, ["production", "staging"]);
     let prod = &list["items"][0];
     assert_eq!(prod["priority"], 10);
-    assert_eq!(prod["selector"]["matchLabels"]["deployment.environment"], "production");
+    assert_eq!(
+        prod["selector"]["matchLabels"]["deployment.environment"],
+        "production"
+    );
     assert_eq!(prod["rollout_policy"]["strategy"], "Batched");
     assert_eq!(prod["matched_agents"], 2);
     assert_eq!(prod["counts"]["failed"], 1);
@@ -439,13 +640,28 @@ async fn configurations_revisions_events() {
     assert_eq!(one["agents"].as_array().map(Vec::len), Some(4));
     assert_eq!(get(&s.base, "/api/v1/configurations/nope").await.0, 404);
 
-    let resp = client().get(format!("{}/api/v1/configurations/production/rendered", s.base)).send().await.unwrap();
+    let resp = client()
+        .get(format!(
+            "{}/api/v1/configurations/production/rendered",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/yaml"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/yaml")
+    );
     let yaml = resp.text().await.unwrap();
     assert!(yaml.contains("***") && !yaml.contains(SECRET), "{yaml}");
     assert!(yaml.contains("otlp/dst-vendor-prod"));
-    assert_eq!(get(&s.base, "/api/v1/configurations/nope/rendered").await.0, 404);
+    assert_eq!(
+        get(&s.base, "/api/v1/configurations/nope/rendered").await.0,
+        404
+    );
 
     let (_, revs) = get(&s.base, "/api/v1/revisions").await;
     let revs = revs["items"].as_array().unwrap();
@@ -455,7 +671,11 @@ async fn configurations_revisions_events() {
 
     let (_, ev) = get(&s.base, "/api/v1/events").await;
     assert_eq!(ev["items"][0]["kind"], "revision-rejected");
-    let (_, ev) = get(&s.base, &format!("/api/v1/events?agent={}&limit=1", uid_text(&uid(1)))).await;
+    let (_, ev) = get(
+        &s.base,
+        &format!("/api/v1/events?agent={}&limit=1", uid_text(&uid(1))),
+    )
+    .await;
     assert_eq!(ev["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(ev["items"][0]["kind"], "applied");
     assert_eq!(get(&s.base, "/api/v1/events?agent=zzz").await.0, 400);
@@ -467,40 +687,85 @@ async fn metrics_openapi_and_unknown_routes() {
     let (code, body) = get(&s.base, "/metrics").await;
     assert_eq!(code, 200);
     let text = body.as_str().unwrap();
-    assert!(text.contains("gitamp_agents{status=\"pending\"} 4"), "{text}");
+    assert!(
+        text.contains("gitamp_agents{status=\"pending\"} 4"),
+        "{text}"
+    );
 
     let (code, doc) = get(&s.base, "/api/v1/openapi.json").await;
     assert_eq!(code, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
     for (method, path) in ROUTES {
-        assert!(paths.get(*path).is_some_and(|p| p[method].is_object()), "openapi.json lacks {method} {path}");
+        assert!(
+            paths.get(*path).is_some_and(|p| p[method].is_object()),
+            "openapi.json lacks {method} {path}"
+        );
     }
-    assert_eq!(paths.len(), ROUTES.len(), "openapi.json lists a path the router does not serve");
+    assert_eq!(
+        paths.len(),
+        ROUTES.len(),
+        "openapi.json lists a path the router does not serve"
+    );
     // And every listed route is really served (none falls through to the 404 fallback).
     for (method, path) in ROUTES {
-        let url = format!("{}{}", s.base, path.replace("{id}", &uid_text(&uid(1))).replace("{name}", "production"));
-        let resp = if *method == "get" { client().get(url) } else { client().post(url) }.send().await.unwrap();
+        let url = format!(
+            "{}{}",
+            s.base,
+            path.replace("{id}", &uid_text(&uid(1)))
+                .replace("{name}", "production")
+        );
+        let resp = if *method == "get" {
+            client().get(url)
+        } else {
+            client().post(url)
+        }
+        .send()
+        .await
+        .unwrap();
         let body = resp.text().await.unwrap();
-        assert!(!body.contains("no such route"), "{method} {path} is not served");
+        assert!(
+            !body.contains("no such route"),
+            "{method} {path} is not served"
+        );
     }
 
     let (code, body) = get(&s.base, "/api/v1/nothing").await;
     assert_eq!((code, body["error"].is_string()), (404, true));
-    let resp = client().post(format!("{}/api/v1/status", s.base)).send().await.unwrap();
+    let resp = client()
+        .post(format!("{}/api/v1/status", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 405);
 }
 
 #[tokio::test]
 async fn bearer_token_guards_everything_but_health_and_webhooks() {
     let s = start(Some(API_TOKEN), true).await;
-    for path in ["/api/v1/status", "/api/v1/agents", "/metrics", "/api/v1/openapi.json", "/api/v1/configurations/production/rendered"] {
+    for path in [
+        "/api/v1/status",
+        "/api/v1/agents",
+        "/metrics",
+        "/api/v1/openapi.json",
+        "/api/v1/configurations/production/rendered",
+    ] {
         let (code, body) = get(&s.base, path).await;
         assert_eq!(code, 401, "{path}");
         assert!(body["error"].is_string());
-        let resp = client().get(format!("{}{path}", s.base)).bearer_auth("wrong").send().await.unwrap();
+        let resp = client()
+            .get(format!("{}{path}", s.base))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 401, "{path}");
-        let resp = client().get(format!("{}{path}", s.base)).bearer_auth(API_TOKEN).send().await.unwrap();
+        let resp = client()
+            .get(format!("{}{path}", s.base))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{path}");
     }
     assert_eq!(get(&s.base, "/healthz").await.0, 200);
@@ -521,7 +786,9 @@ fn github_signature(body: &[u8]) -> String {
 }
 
 async fn woken(state: &AppState, wait: Duration) -> bool {
-    tokio::time::timeout(wait, state.webhooks.wake.notified()).await.is_ok()
+    tokio::time::timeout(wait, state.webhooks.wake.notified())
+        .await
+        .is_ok()
 }
 
 #[tokio::test]
@@ -532,70 +799,155 @@ async fn webhooks_wake_only_when_authentic() {
     let push_dev = br#"{"ref":"refs/heads/dev","after":"def456"}"#;
 
     // GitHub: wrong signature is 401 and wakes nothing.
-    let resp = client().post(url("github")).header("x-github-event", "push")
+    let resp = client()
+        .post(url("github"))
+        .header("x-github-event", "push")
         .header("x-hub-signature-256", format!("sha256={}", "0".repeat(64)))
-        .body(&push_main[..]).send().await.unwrap();
+        .body(&push_main[..])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert!(!woken(&s.state, Duration::from_millis(200)).await);
     // Valid push to the tracked ref wakes the poller.
-    let resp = client().post(url("github")).header("x-github-event", "push")
+    let resp = client()
+        .post(url("github"))
+        .header("x-github-event", "push")
         .header("x-hub-signature-256", github_signature(push_main))
-        .body(&push_main[..]).send().await.unwrap();
+        .body(&push_main[..])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202);
     assert_eq!(resp.json::<Value>().await.unwrap()["outcome"], "wake");
     assert!(woken(&s.state, Duration::from_secs(2)).await);
     // Ping answers pong; another ref is ignored; neither wakes.
     let ping = br#"{"zen":"hi"}"#;
-    let resp = client().post(url("github")).header("x-github-event", "ping")
-        .header("x-hub-signature-256", github_signature(ping)).body(&ping[..]).send().await.unwrap();
+    let resp = client()
+        .post(url("github"))
+        .header("x-github-event", "ping")
+        .header("x-hub-signature-256", github_signature(ping))
+        .body(&ping[..])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["outcome"], "pong");
-    let resp = client().post(url("github")).header("x-github-event", "push")
-        .header("x-hub-signature-256", github_signature(push_dev)).body(&push_dev[..]).send().await.unwrap();
+    let resp = client()
+        .post(url("github"))
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", github_signature(push_dev))
+        .body(&push_dev[..])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202);
     assert_eq!(resp.json::<Value>().await.unwrap()["outcome"], "ignored");
     assert!(!woken(&s.state, Duration::from_millis(200)).await);
 
     // GitLab token.
-    let resp = client().post(url("gitlab")).header("x-gitlab-event", "Push Hook")
-        .header("x-gitlab-token", "wrong").body(&push_main[..]).send().await.unwrap();
+    let resp = client()
+        .post(url("gitlab"))
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-token", "wrong")
+        .body(&push_main[..])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert!(!woken(&s.state, Duration::from_millis(200)).await);
-    let resp = client().post(url("gitlab")).header("x-gitlab-event", "Push Hook")
-        .header("x-gitlab-token", GITLAB_TOKEN).body(&push_main[..]).send().await.unwrap();
+    let resp = client()
+        .post(url("gitlab"))
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-token", GITLAB_TOKEN)
+        .body(&push_main[..])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202);
     assert!(woken(&s.state, Duration::from_secs(2)).await);
 
     // Generic bearer.
-    let resp = client().post(url("generic")).bearer_auth("wrong").send().await.unwrap();
+    let resp = client()
+        .post(url("generic"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert!(!woken(&s.state, Duration::from_millis(200)).await);
-    let resp = client().post(url("generic")).bearer_auth(GENERIC_TOKEN).send().await.unwrap();
+    let resp = client()
+        .post(url("generic"))
+        .bearer_auth(GENERIC_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 202);
     assert!(woken(&s.state, Duration::from_secs(2)).await);
 
     // Malformed payload after valid auth: 400; oversized body: 413; neither wakes.
-    let resp = client().post(url("generic")).bearer_auth(GENERIC_TOKEN).body("{not json").send().await.unwrap();
+    let resp = client()
+        .post(url("generic"))
+        .bearer_auth(GENERIC_TOKEN)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let big = vec![b' '; gitamp::source::webhook::MAX_BODY_BYTES + 1];
-    let resp = client().post(url("generic")).bearer_auth(GENERIC_TOKEN).body(big).send().await.unwrap();
+    let resp = client()
+        .post(url("generic"))
+        .bearer_auth(GENERIC_TOKEN)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 413);
     assert!(!woken(&s.state, Duration::from_millis(200)).await);
 
     // Authenticated outcomes are events; counted in the metrics.
-    let webhook_events = s.state.history.lock().unwrap().events.iter().filter(|e| e.kind == "webhook").count();
+    let webhook_events = s
+        .state
+        .history
+        .lock()
+        .unwrap()
+        .events
+        .iter()
+        .filter(|e| e.kind == "webhook")
+        .count();
     assert_eq!(webhook_events, 5, "wake x3, pong, ignored");
-    let metrics = client().get(format!("{}/metrics", s.base)).bearer_auth(API_TOKEN).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("gitamp_webhooks_total{provider=\"github\",outcome=\"unauthorized\"}"), "{metrics}");
+    let metrics = client()
+        .get(format!("{}/metrics", s.base))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gitamp_webhooks_total{provider=\"github\",outcome=\"unauthorized\"}"),
+        "{metrics}"
+    );
 
     // A provider without a secret is not there.
     let mut bare = AppState::new(Arc::new(Fleet::new()), gitamp::telemetry::install());
     bare.webhooks.tracked_ref = "main".into();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, gitamp::api::router(Arc::new(bare))).await.unwrap() });
-    let resp = client().post(format!("http://{addr}/webhooks/github")).header("x-github-event", "push")
-        .header("x-hub-signature-256", github_signature(push_main)).body(&push_main[..]).send().await.unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, gitamp::api::router(Arc::new(bare)))
+            .await
+            .unwrap()
+    });
+    let resp = client()
+        .post(format!("http://{addr}/webhooks/github"))
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", github_signature(push_main))
+        .body(&push_main[..])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
 }
 
@@ -613,8 +965,23 @@ async fn run_cli(args: &[&str]) -> std::process::Output {
 async fn cli_agents_and_status_against_the_server() {
     let s = start(Some(API_TOKEN), true).await;
     // JSON output follows pagination (pages of 3) and is a valid dry-run agents file.
-    let out = run_cli(&["agents", "--server", &s.base, "--token", API_TOKEN, "-o", "json", "--page-size", "3"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_cli(&[
+        "agents",
+        "--server",
+        &s.base,
+        "--token",
+        API_TOKEN,
+        "-o",
+        "json",
+        "--page-size",
+        "3",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let agents: Vec<ObservedAgent> = serde_json::from_slice(&out.stdout).expect("an agents file");
     assert_eq!(agents.len(), 8);
     assert_eq!(agents[0].instance_uid, uid_text(&uid(1)));
@@ -622,11 +989,21 @@ async fn cli_agents_and_status_against_the_server() {
     assert!(agents[1].failed_hashes.len() == 1);
     assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
 
-    let out = run_cli(&["agents", "--server", &s.base, "--token", API_TOKEN, "--status", "pending"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_cli(&[
+        "agents", "--server", &s.base, "--token", API_TOKEN, "--status", "pending",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("staging") && table.contains("4 agent(s)"), "{table}");
-    assert!(table.contains(&uid_text(&uid(3))[..8]));
+    assert!(
+        table.contains("staging") && table.contains("4 agent(s)"),
+        "{table}"
+    );
+    assert!(table.contains(&uid_text(&uid(3))[24..]));
 
     // Without the token: a clear error and exit 2.
     let out = run_cli(&["agents", "--server", &s.base]).await;
@@ -639,14 +1016,24 @@ async fn cli_agents_and_status_against_the_server() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("https://git.example/fleet.git @ main"), "{text}");
+    assert!(
+        text.contains("https://git.example/fleet.git @ main"),
+        "{text}"
+    );
     assert!(text.contains("last rejected:   bad0000"), "{text}");
     assert!(text.contains("broken.yaml"), "{text}");
     assert!(text.contains("pending 4"), "{text}");
 
-    let out = run_cli(&["status", "--server", &s.base, "--token", API_TOKEN, "-o", "json"]).await;
+    let out = run_cli(&[
+        "status", "--server", &s.base, "--token", API_TOKEN, "-o", "json",
+    ])
+    .await;
     assert!(out.status.success());
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(st["agents"]["total"], 8);

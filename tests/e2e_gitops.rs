@@ -98,8 +98,12 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     let agents = start_linux_agents(8, &server.ws_url());
     let first = linux_hash(&fixture);
     wait_all_applied(&agents, first, "every agent applies the first revision").await;
-    let status = get_json(&server.api_url("/api/v1/agents?status=synced")).await;
-    assert_eq!(status["total"], 8, "API lists 8 synced agents: {status}");
+    // The server's view follows one plan after the agents' acknowledgments.
+    eventually(WAIT, "the API lists 8 synced agents", async || {
+        let synced = get_json(&server.api_url("/api/v1/agents?status=synced")).await;
+        (synced["total"] == 8).then_some(())
+    })
+    .await;
 
     // 2. A commit, pushed, announced by a webhook, reaches every agent (in batches of 2).
     fixture.edit("processors/env-production.yaml", "team: platform", "team: observability");

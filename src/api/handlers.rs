@@ -10,8 +10,8 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gitamp_core::plan::{ReportedStatus, SyncStatus};
 use gitamp_core::plan::selector::matches;
+use gitamp_core::plan::{ReportedStatus, SyncStatus};
 use gitamp_core::{ConfigHash, Diagnostics};
 use gitamp_opamp::fleet::{AgentSnapshot, RemoteState, Uid, uid_text};
 use gitamp_opamp::proto::AgentCapabilities;
@@ -55,7 +55,9 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
 
 /// Parse an agent id: UUID text in any common form (hyphenated, simple, braced, urn).
 fn parse_uid(text: &str) -> Option<Uid> {
-    uuid::Uuid::parse_str(text.trim()).ok().map(|u| u.into_bytes())
+    uuid::Uuid::parse_str(text.trim())
+        .ok()
+        .map(|u| u.into_bytes())
 }
 
 /// Agents per status with every status present (zeros too), so clients and gauges see a stable
@@ -162,13 +164,13 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
         source: sync.source,
         reference: sync.reference,
         sub_path: sync.sub_path,
-        revision: serving.as_ref().map(|s| s.revision.revision.clone()),
+        // The served revision is the truth; `sync.current_revision` may lag or lead it.
+        current_revision: serving.as_ref().map(|s| s.revision.revision.clone()),
         accepted_at: serving.as_ref().map(|s| rfc3339(s.accepted_at)),
         warnings: serving
             .as_ref()
             .map(|s| diagnostic_items(&s.revision.warnings))
             .unwrap_or_default(),
-        fetched_revision: sync.current_revision,
         last_fetch: sync.last_fetch.map(rfc3339),
         last_fetch_duration_ms: sync.last_fetch_duration_ms,
         last_error: sync.last_error,
@@ -216,7 +218,9 @@ fn agent_item(a: &AgentSnapshot, view: Option<&AgentView>, secrets: &[String]) -
         }
         .to_string()
     });
-    let status = view.map_or(UNKNOWN_STATUS, |v| v.status.as_str()).to_string();
+    let status = view
+        .map_or(UNKNOWN_STATUS, |v| v.status.as_str())
+        .to_string();
     let desired_hash = view
         .and_then(|v| v.desired_hash)
         .or_else(|| a.desired_hash.map(ConfigHash));
@@ -293,12 +297,18 @@ pub(crate) async fn agents(
         .map(selector::parse)
         .transpose()
         .map_err(ApiError::bad_request)?;
-    let statuses: Option<Vec<&str>> = q.status.as_deref().map(|s| {
-        s.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    // An empty parameter (`status=`) means no filter, as a form with an empty field would send.
+    let statuses: Option<Vec<&str>> = q
+        .status
+        .as_deref()
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty());
+    let configuration = q.configuration.as_deref().filter(|c| !c.is_empty());
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let offset = q.offset.unwrap_or(0);
     let view = api.app.view.load_full();
@@ -312,13 +322,17 @@ pub(crate) async fn agents(
         if statuses.as_ref().is_some_and(|s| !s.contains(&status)) {
             continue;
         }
-        if let Some(c) = q.configuration.as_deref()
+        if let Some(c) = configuration
             && v.and_then(|v| v.configuration.as_deref()) != Some(c)
         {
             continue;
         }
         if let Some(sel) = &selector {
-            let labels = a.description.as_ref().map(|d| d.labels()).unwrap_or_default();
+            let labels = a
+                .description
+                .as_ref()
+                .map(|d| d.labels())
+                .unwrap_or_default();
             if !matches(sel, &labels) {
                 continue;
             }
@@ -449,7 +463,11 @@ fn mask_health(h: &mut gitamp_opamp::fleet::Health, secrets: &[String]) {
     }
 }
 
-fn configuration_item(serving: &Serving, view: &FleetView, name: &str) -> Option<ConfigurationItem> {
+fn configuration_item(
+    serving: &Serving,
+    view: &FleetView,
+    name: &str,
+) -> Option<ConfigurationItem> {
     let c = serving.revision.catalog.configurations.get(name)?;
     let rendered = serving.revision.rendered.configurations.get(name);
     let cv = view.configurations.get(name);
@@ -566,7 +584,13 @@ pub(crate) async fn revisions(
 ) -> ApiResult<Json<Items<RevisionItem>>> {
     let limit = query(q)?.limit.unwrap_or(usize::MAX);
     let h = api.app.history.lock().unwrap_or_else(|p| p.into_inner());
-    let items = h.revisions.iter().rev().take(limit).map(revision_item).collect();
+    let items = h
+        .revisions
+        .iter()
+        .rev()
+        .take(limit)
+        .map(revision_item)
+        .collect();
     Ok(Json(Items { items }))
 }
 
@@ -591,7 +615,10 @@ pub(crate) async fn events(
                 .ok_or_else(|| ApiError::bad_request(format!("agent {a:?} is not a UUID")))
         })
         .transpose()?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, crate::server::state::EVENT_HISTORY);
+    let limit = q
+        .limit
+        .unwrap_or(DEFAULT_LIMIT)
+        .clamp(1, crate::server::state::EVENT_HISTORY);
     let h = api.app.history.lock().unwrap_or_else(|p| p.into_inner());
     let items = h
         .events

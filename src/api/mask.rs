@@ -212,6 +212,9 @@ mod tests {
         assert!(!out.contains("OLD-SECRET"), "{out}");
         assert!(!out.contains("NEW-SECRET"), "{out}");
         assert!(out.contains("***"));
-        assert_eq!(mask_effective("not: [yaml", None, &["yaml".into()]), "not: [***");
+        assert_eq!(
+            mask_effective("not: [yaml", None, &["yaml".into()]),
+            "not: [***"
+        );
     }
 }

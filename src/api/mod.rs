@@ -17,7 +17,7 @@ pub mod model;
 pub mod selector;
 mod webhooks;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::Router;
@@ -61,26 +61,30 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The hand-written OpenAPI 3.1 description of [`ROUTES`].
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
+/// A revision (by identity) and its sensitive values.
+type SecretsCache = (Weak<Revision>, Arc<Vec<String>>);
+
 /// The API's own state: the shared server state plus caches derived from it.
 pub(crate) struct Api {
     pub(crate) app: Arc<AppState>,
-    /// Sensitive values of the served revision, recomputed when the revision changes (the
-    /// pointer identifies it): finding them means parsing every rendered configuration.
-    secrets: Mutex<Option<(usize, Arc<Vec<String>>)>>,
+    /// Sensitive values of the served revision, recomputed when the revision changes: finding
+    /// them means parsing every rendered configuration. The `Weak` identifies the revision
+    /// without keeping it alive, and keeps its allocation (so its address) from being reused
+    /// by a later revision, which a bare pointer would allow.
+    secrets: Mutex<Option<SecretsCache>>,
 }
 
 impl Api {
     /// The sensitive values of `revision`, for masking text agents send back.
     pub(crate) fn secrets(&self, revision: &Arc<Revision>) -> Arc<Vec<String>> {
-        let key = Arc::as_ptr(revision) as usize;
         let mut cache = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((k, s)) = cache.as_ref()
-            && *k == key
+            && std::ptr::eq(k.as_ptr(), Arc::as_ptr(revision))
         {
             return Arc::clone(s);
         }
         let s = Arc::new(mask::secrets_of(revision));
-        *cache = Some((key, Arc::clone(&s)));
+        *cache = Some((Arc::downgrade(revision), Arc::clone(&s)));
         s
     }
 }
@@ -97,7 +101,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/agents", get(handlers::agents))
         .route("/api/v1/agents/{id}", get(handlers::agent))
         .route("/api/v1/configurations", get(handlers::configurations))
-        .route("/api/v1/configurations/{name}", get(handlers::configuration))
+        .route(
+            "/api/v1/configurations/{name}",
+            get(handlers::configuration),
+        )
         .route(
             "/api/v1/configurations/{name}/rendered",
             get(handlers::rendered),
@@ -105,7 +112,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/revisions", get(handlers::revisions))
         .route("/api/v1/events", get(handlers::events))
         .route("/api/v1/openapi.json", get(openapi))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&api), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&api),
+            require_token,
+        ));
     let public = Router::new()
         .route("/healthz", get(handlers::healthz))
         .route("/readyz", get(handlers::readyz))
@@ -130,14 +140,19 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            },
+        ))
 }
 
 async fn openapi() -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         OPENAPI_JSON,
     )
         .into_response()
@@ -154,7 +169,11 @@ async fn require_token(State(api): State<Arc<Api>>, req: Request, next: Next) ->
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             let v = v.trim();
-            (v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer ")).then(|| v[7..].trim())
+            // `get` rather than indexing: no char boundary can panic here, whatever was sent.
+            v.get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                .and_then(|_| v.get(7..))
+                .map(str::trim)
         });
     match given {
         Some(given) if token_eq(given.as_bytes(), token.as_bytes()) => next.run(req).await,
@@ -224,7 +243,8 @@ mod tests {
 
     #[test]
     fn openapi_describes_every_route() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json parses");
+        let doc: serde_json::Value =
+            serde_json::from_str(OPENAPI_JSON).expect("openapi.json parses");
         assert_eq!(doc["openapi"].as_str().map(|v| &v[..4]), Some("3.1."));
         for (method, path) in ROUTES {
             assert!(
@@ -233,7 +253,11 @@ mod tests {
             );
         }
         let paths = doc["paths"].as_object().map_or(0, |p| p.len());
-        assert_eq!(paths, ROUTES.len(), "openapi.json has paths the router does not serve");
+        assert_eq!(
+            paths,
+            ROUTES.len(),
+            "openapi.json has paths the router does not serve"
+        );
     }
 
     #[test]

@@ -26,13 +26,11 @@ pub struct StatusResponse {
     pub reference: Option<String>,
     pub sub_path: Option<String>,
     /// The accepted revision being served (None until the first good one).
-    pub revision: Option<String>,
+    pub current_revision: Option<String>,
     pub accepted_at: Option<String>,
     /// Warnings of the served revision (they do not reject it).
     #[serde(default)]
     pub warnings: Vec<DiagnosticItem>,
-    /// The revision the source last produced (may be a rejected one).
-    pub fetched_revision: Option<String>,
     pub last_fetch: Option<String>,
     pub last_fetch_duration_ms: Option<u64>,
     pub last_error: Option<String>,

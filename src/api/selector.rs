@@ -126,7 +126,12 @@ mod tests {
         );
         let agent = labels(&[("env", "prod"), ("os.type", "linux"), ("region", "eu")]);
         assert!(matches(&s, &agent));
-        let canary = labels(&[("env", "prod"), ("os.type", "linux"), ("region", "eu"), ("canary", "1")]);
+        let canary = labels(&[
+            ("env", "prod"),
+            ("os.type", "linux"),
+            ("region", "eu"),
+            ("canary", "1"),
+        ]);
         assert!(!matches(&s, &canary));
         assert!(matches(&parse("k==v").unwrap(), &labels(&[("k", "v")])));
         assert!(matches(&parse("x notin (a)").unwrap(), &labels(&[])));

@@ -66,7 +66,8 @@ fn handle(
     };
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
         telemetry::webhook(provider, "not_configured");
-        return ApiError::not_found(format!("the {provider} webhook is not configured")).into_response();
+        return ApiError::not_found(format!("the {provider} webhook is not configured"))
+            .into_response();
     };
     let body = match body {
         Ok(b) => b,
@@ -107,8 +108,11 @@ fn handle(
         Ok(WebhookOutcome::Ignored { reason }) => {
             telemetry::webhook(provider, "ignored");
             tracing::debug!(provider, %reason, "webhook ignored");
-            api.app
-                .event(None, "webhook", format!("{provider} webhook ignored: {reason}"));
+            api.app.event(
+                None,
+                "webhook",
+                format!("{provider} webhook ignored: {reason}"),
+            );
             (
                 StatusCode::ACCEPTED,
                 Json(json!({"outcome": "ignored", "reason": reason})),

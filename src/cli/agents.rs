@@ -93,7 +93,11 @@ impl Client {
 
     /// GET `path` (with `query`) and decode the JSON answer; a non-2xx answer becomes an error
     /// carrying the server's `{"error"}` text.
-    pub fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.get(&url).query(query);
         if let Some(t) = &self.token {
@@ -178,19 +182,37 @@ fn table(items: &[serde_json::Value]) -> anyhow::Result<String> {
     table
         .load_style(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["UID", "STATUS", "CONFIGURATION", "CONNECTED", "LABELS", "LAST SEEN"]);
+        .set_header([
+            "UID",
+            "STATUS",
+            "CONFIGURATION",
+            "CONNECTED",
+            "LABELS",
+            "LAST SEEN",
+        ]);
     for v in items {
         let a: AgentItem = serde_json::from_value(v.clone()).context("unexpected agent item")?;
         table.add_row([
-            a.uid.chars().take(8).collect::<String>(),
+            short_uid(&a.uid).to_string(),
             a.status,
             a.configuration.unwrap_or_else(|| "-".into()),
             if a.connected { "yes" } else { "no" }.to_string(),
             labels_summary(&a.labels),
-            a.last_seen.split('.').next().unwrap_or_default().trim_end_matches('Z').replace('T', " "),
+            a.last_seen
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('Z')
+                .replace('T', " "),
         ]);
     }
     Ok(format!("{table}\n{} agent(s)\n", items.len()))
+}
+
+/// The last group of the UUID: UUIDv7 instance UIDs begin with a timestamp, so agents started
+/// together share their first digits, while the last 12 are random.
+fn short_uid(uid: &str) -> &str {
+    uid.rsplit('-').next().unwrap_or(uid)
 }
 
 /// The labels people recognise an agent by first, then the rest, cut to keep rows short.

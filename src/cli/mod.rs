@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod fsread;
+pub mod reconcile;
 pub mod render;
 pub mod serve;
 pub mod status;

@@ -32,8 +32,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             s
         }
         Output::Table => {
-            let status: StatusResponse =
-                serde_json::from_value(raw).context("the server's status has an unexpected shape")?;
+            let status: StatusResponse = serde_json::from_value(raw)
+                .context("the server's status has an unexpected shape")?;
             text(&status)
         }
     };
@@ -45,7 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub fn text(s: &StatusResponse) -> String {
     let mut o = String::new();
     let none = || "-".to_string();
-    let revision = match (&s.revision, &s.accepted_at) {
+    let revision = match (&s.current_revision, &s.accepted_at) {
         (Some(r), Some(at)) => format!("{r} (accepted {at})"),
         (Some(r), None) => r.clone(),
         _ => "none accepted yet".to_string(),
@@ -59,13 +59,6 @@ pub fn text(s: &StatusResponse) -> String {
         let _ = write!(source, " (path {p})");
     }
     let _ = writeln!(o, "source:          {source}");
-    if s.fetched_revision.is_some() && s.fetched_revision != s.revision {
-        let _ = writeln!(
-            o,
-            "fetched:         {}",
-            s.fetched_revision.clone().unwrap_or_else(none)
-        );
-    }
     let fetch = match (&s.last_fetch, s.last_fetch_duration_ms) {
         (Some(at), Some(ms)) => format!("{at} ({ms} ms)"),
         (Some(at), None) => at.clone(),

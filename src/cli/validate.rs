@@ -1,4 +1,4 @@
-//! `gitamp validate [PATH] [--format text|json|github]`.
+//! `gitamp validate [PATH] [--format text|json|github|sarif]`.
 //!
 //! Exit codes: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.
 
@@ -17,7 +17,8 @@ pub struct Args {
     /// The repository folder.
     #[arg(default_value = ".")]
     pub path: PathBuf,
-    /// Output format: text for people, json for tools, github for workflow annotations.
+    /// Output format: text for people, json for tools, github for workflow annotations, sarif
+    /// (2.1.0) for code-scanning upload.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -27,6 +28,7 @@ pub enum Format {
     Text,
     Json,
     Github,
+    Sarif,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -40,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Format::Text => text(&args.path, &revision, &diagnostics, valid),
         Format::Json => json(&args.path, &revision, &diagnostics, valid)?,
         Format::Github => github(&args.path, &diagnostics),
+        Format::Sarif => sarif(&args.path, &diagnostics)?,
     };
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -145,6 +148,57 @@ pub fn github(root: &Path, diags: &Diagnostics) -> String {
         ));
     }
     out
+}
+
+/// SARIF 2.1.0, for code scanning (`github/codeql-action/upload-sarif`): one rule per
+/// diagnostic code present (id `E012`, name `unknown-destination`), one result per diagnostic.
+/// URIs are relative to the current directory (the checkout root in CI), as code scanning
+/// resolves them against the repository root.
+pub fn sarif(root: &Path, diags: &Diagnostics) -> anyhow::Result<String> {
+    let mut rules: std::collections::BTreeMap<&str, serde_json::Value> = Default::default();
+    for d in diags.iter() {
+        rules.entry(d.code).or_insert_with(|| {
+            serde_json::json!({
+                "id": d.code,
+                "name": d.name,
+                "shortDescription": {"text": d.name.replace('-', " ")},
+                "defaultConfiguration": {"level": severity(d)},
+            })
+        });
+    }
+    let results: Vec<serde_json::Value> = diags
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "ruleId": d.code,
+                "level": severity(d),
+                "message": {"text": d.message},
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": display_path(root, &d.location.file)},
+                        "region": {
+                            "startLine": d.location.line.max(1),
+                            "startColumn": d.location.column.max(1),
+                        },
+                    },
+                }],
+            })
+        })
+        .collect();
+    let value = serde_json::json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {"driver": {
+                "name": "gitamp",
+                "version": env!("CARGO_PKG_VERSION"),
+                "informationUri": "https://example.invalid/gitamp",
+                "rules": rules.into_values().collect::<Vec<_>>(),
+            }},
+            "results": results,
+        }],
+    });
+    Ok(serde_json::to_string_pretty(&value)? + "\n")
 }
 
 /// Workflow-command escaping of a message (GitHub's `escapeData`).

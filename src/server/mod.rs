@@ -224,7 +224,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let api_addr = api_listener.local_addr()?;
     let api_task = tokio::spawn(opamp::serve(
         api_listener,
-        api_router(app.clone()),
+        crate::api::router(app.clone()),
         tls.clone(),
     ));
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -306,7 +306,3 @@ async fn shutdown_signal() {
     }
 }
 
-/// The status API (until `crate::api` lands: health only).
-fn api_router(_state: Arc<AppState>) -> axum::Router {
-    axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }))
-}

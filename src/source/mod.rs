@@ -10,6 +10,7 @@
 pub mod dir;
 pub mod git;
 pub mod known_hosts;
+pub mod revision;
 pub mod webhook;
 
 use std::fmt;

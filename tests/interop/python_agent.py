@@ -25,7 +25,11 @@ Quirks of 0.5b0 this script has to live with (and a server must tolerate):
 * the effective config travels only in full-state messages, so APPLIED + effective config are
   sent as one full-state message;
 * a message's sequence_num is fixed when the message is built but the counter moves when any
-  message is sent (retries included), so numbers can repeat or skip;
+  message is sent (retries included), so numbers can repeat or skip: against gitamp the
+  APPLYING status and the APPLIED full state both carry the same number, and the next
+  heartbeat skips one (observed 0, 1, 2, 2, 4, 5...); each skip costs one ReportFullState;
+* its first message carries no remote config status or effective config, so a server that
+  asks for full state when they are missing asks once on connect;
 * heartbeats start only after the first full-state message got an answer.
 """
 

@@ -401,6 +401,10 @@ pub(crate) struct AgentEntry {
     pub(crate) desired: Option<Arc<DesiredConfig>>,
     pub(crate) sent_hash: Option<[u8; 32]>,
     pub(crate) sent_at: Option<SystemTime>,
+    /// The connection `sent_hash` went out on. A WebSocket delivers in order, so the same
+    /// hash is never offered twice on one connection: an agent message that crossed the push
+    /// on the wire (still reporting the old hash) must not trigger a second copy.
+    pub(crate) sent_conn: Option<u64>,
     pub(crate) failed_hashes: Vec<Bytes>,
     pub(crate) conn: Option<ConnHandle>,
     /// Sequence number and time of the agent_disconnect that ended the last session,
@@ -427,6 +431,7 @@ impl AgentEntry {
             desired: None,
             sent_hash: None,
             sent_at: None,
+            sent_conn: None,
             failed_hashes: Vec::new(),
             conn: None,
             left: None,
@@ -472,8 +477,11 @@ impl AgentEntry {
     /// - its reported hash must differ from the desired one;
     /// - the desired hash must not be one it reported FAILED (no re-push loops,
     ///   including after a rollback to an older config);
-    /// - agents that do not report remote config status get each hash once.
-    pub(crate) fn config_to_send(&self) -> Option<Arc<DesiredConfig>> {
+    /// - agents that do not report remote config status get each hash once;
+    /// - a hash already sent on this WebSocket connection is not sent again on it (a reply to
+    ///   a message that crossed the push would otherwise carry a duplicate); a new connection
+    ///   gets it again, and HTTP (half duplex, a new exchange per request) until acknowledged.
+    pub(crate) fn config_to_send(&self, conn_id: u64) -> Option<Arc<DesiredConfig>> {
         let desired = self.desired.as_ref()?;
         if self.capabilities & proto::AgentCapabilities::AcceptsRemoteConfig as u64 == 0 {
             return None;
@@ -490,12 +498,19 @@ impl AgentEntry {
         if !reports_status && self.sent_hash == Some(desired.hash) {
             return None;
         }
+        if self.transport == Transport::Ws
+            && self.sent_hash == Some(desired.hash)
+            && self.sent_conn == Some(conn_id)
+        {
+            return None;
+        }
         Some(Arc::clone(desired))
     }
 
-    pub(crate) fn mark_sent(&mut self, hash: [u8; 32]) {
+    pub(crate) fn mark_sent(&mut self, hash: [u8; 32], conn_id: u64) {
         self.sent_hash = Some(hash);
         self.sent_at = Some(SystemTime::now());
+        self.sent_conn = Some(conn_id);
     }
 
     /// Marks the agent disconnected; returns true if it was connected.
@@ -610,10 +625,14 @@ impl Fleet {
         if !e.connected {
             return true;
         }
-        let Some(tx) = e.conn.as_ref().and_then(|c| c.tx.clone()) else {
+        let Some((conn_id, tx)) = e
+            .conn
+            .as_ref()
+            .and_then(|c| c.tx.clone().map(|tx| (c.id, tx)))
+        else {
             return true;
         };
-        if let Some(cfg) = e.config_to_send() {
+        if let Some(cfg) = e.config_to_send(conn_id) {
             let out = Outgoing {
                 msg: proto::ServerToAgent {
                     instance_uid: Bytes::copy_from_slice(uid),
@@ -623,7 +642,7 @@ impl Fleet {
                 remote_config: Some(Arc::clone(&cfg)),
             };
             match tx.try_send(out.encode_frame()) {
-                Ok(()) => e.mark_sent(cfg.hash),
+                Ok(()) => e.mark_sent(cfg.hash, conn_id),
                 Err(err) => tracing::debug!(
                     agent = %uid_text(uid),
                     error = %err,

@@ -335,10 +335,10 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
             if conn.transport == Transport::Ws {
                 conn.uids.insert(target);
             }
-            remote_config = e.config_to_send();
+            remote_config = e.config_to_send(conn.id);
             if let Some(c) = &remote_config {
                 let h = *c.hash();
-                e.mark_sent(h);
+                e.mark_sent(h, conn.id);
             }
         }
     }

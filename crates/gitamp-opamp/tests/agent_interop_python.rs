@@ -195,6 +195,14 @@ async fn python_client_gets_config_and_acknowledges() {
             received, 1,
             "agent {i} got the config {received} times: {ev:#?}"
         );
+        // Its numbering repeats and skips; ReportFullState must converge, not loop (one
+        // for the first message without status, about one per skip; a loop would be one per
+        // heartbeat, ~16 here).
+        let full = of("full_state_requested")
+            .into_iter()
+            .filter(|e| e["agent"] == i)
+            .count();
+        assert!(full <= 6, "agent {i}: {full} full-state requests: {ev:#?}");
         assert!(of("duplicate_config").is_empty());
         assert!(of("failed").is_empty());
         assert!(of("server_error").is_empty(), "{ev:#?}");

@@ -9,7 +9,7 @@ mod agent_support;
 
 use std::time::Duration;
 
-use agent_support::{Server, collector_yaml, desired, uid};
+use agent_support::{Server, collector_yaml, desired, quiesce, uid};
 use gitamp_opamp::OpampSettings;
 use gitamp_opamp::agent::{
     AgentOptions, ApplyPolicy, SimAgent, Transport, WsOptions, caps, spawn_agent,
@@ -48,6 +48,7 @@ async fn pushed_at_once_and_reconnect_brings_nothing_new() {
     );
     assert_eq!(snap.capabilities, caps::FULL);
 
+    quiesce(&server, &agent).await;
     let cfg = desired(&collector_yaml("v1"));
     let t_set = std::time::Instant::now();
     assert!(server.fleet.set_desired(&id, Some(cfg.clone())));
@@ -123,6 +124,7 @@ async fn sequence_gap_asks_full_state_once_and_converges() {
     server
         .wait_agent(&id, T, "registered", |s| s.description.is_some())
         .await;
+    quiesce(&server, &agent).await;
     let cfg = desired(&collector_yaml("gap"));
     server.fleet.set_desired(&id, Some(cfg.clone()));
     agent
@@ -186,7 +188,7 @@ async fn heartbeats_keep_idle_agent_alive() {
     })
     .await;
     let opts = AgentOptions {
-        heartbeat_interval: Duration::from_secs(5),
+        heartbeat_interval: Duration::from_millis(150),
         ..AgentOptions::collector("hb-agent", "hb-host", "test")
     };
     let agent = spawn_agent(SimAgent::new(opts), ws(), &server.ws_url());
@@ -227,7 +229,9 @@ async fn failed_config_is_not_pushed_again() {
     let server = Server::start().await;
     let opts = AgentOptions {
         policy: ApplyPolicy::default(),
-        heartbeat_interval: Duration::from_millis(100),
+        // Heartbeats by hand, after the FAILED is in the registry: a timed heartbeat could
+        // cross the push on the wire (see the fleet test below) and blur what is tested.
+        heartbeat_interval: Duration::from_secs(60),
         ..AgentOptions::collector("fail-agent", "fail-host", "test")
     };
     let agent = spawn_agent(SimAgent::new(opts), ws(), &server.ws_url());
@@ -235,6 +239,7 @@ async fn failed_config_is_not_pushed_again() {
     server
         .wait_agent(&id, T, "registered", |s| s.description.is_some())
         .await;
+    quiesce(&server, &agent).await;
     let bad = desired("receivers: {}\n# gitamp-test-fail\n");
     server.fleet.set_desired(&id, Some(bad.clone()));
     let st = agent
@@ -257,9 +262,16 @@ async fn failed_config_is_not_pushed_again() {
                 .is_some_and(|r| r.status == RemoteState::Failed && !r.error.is_empty())
         })
         .await;
-    // A second of heartbeats (10 of them): the failed config must not come back.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let st = agent.state();
+    // Ten heartbeats: the failed config must not come back.
+    let before = agent.state().messages_received;
+    for _ in 0..10 {
+        agent.heartbeat_now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let st = agent
+        .wait_for(T, |s| s.messages_received >= before + 10)
+        .await
+        .unwrap_or_else(|s| panic!("heartbeats unanswered: {s:#?}"));
     assert_eq!(
         st.remote_configs_received, 1,
         "failed config re-pushed: {st:#?}"
@@ -287,8 +299,10 @@ async fn server_assigned_uid_is_adopted() {
         heartbeat_interval: Duration::from_secs(60),
         ..AgentOptions::collector("uid-agent", "uid-host", "test")
     };
-    let agent = spawn_agent(SimAgent::new(opts), ws(), &server.ws_url());
-    let temp = agent.instance_uid();
+    // Read the temporary uid before the agent runs: the switch may come at once.
+    let sim = SimAgent::new(opts);
+    let temp = sim.instance_uid().clone();
+    let agent = spawn_agent(sim, ws(), &server.ws_url());
     let st = agent
         .wait_for(T, |s| s.uid_changes == 1)
         .await
@@ -392,8 +406,15 @@ async fn fleet_from_several_source_addresses_gets_one_push_each() {
         })
         .await
         .unwrap_or_else(|n| panic!("{n} agents did not apply"));
+    // Regression: a heartbeat that crosses the push on the wire (still reporting the old
+    // hash) used to be answered with the same config again. A WebSocket delivers in order, so
+    // the fleet never offers one hash twice on one connection: exactly one copy each.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(fleet.count(|s| s.remote_configs_received == 1), N);
+    assert_eq!(
+        fleet.count(|s| s.remote_configs_received == 1 && s.redundant_configs_received == 0),
+        N,
+        "every agent received the config exactly once"
+    );
     assert_eq!(fleet.count(|s| s.transport_errors == 0), N);
     assert_eq!(fleet.stop_all(T).await, N);
 }

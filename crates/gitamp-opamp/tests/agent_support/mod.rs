@@ -138,3 +138,33 @@ pub fn collector_yaml(tag: &str) -> String {
          # {tag}\n"
     )
 }
+
+/// Waits until nothing is in flight between a WebSocket agent and the server: the registry
+/// has the agent's last sequence number and the agent got a reply for every message (this
+/// server answers every WebSocket message). Call before `set_desired` when a test counts
+/// pushes exactly: a message crossing the push on the wire is answered with the config
+/// again, since the agent has not acknowledged it yet.
+pub async fn quiesce(server: &Server, agent: &gitamp_opamp::agent::AgentHandle) {
+    let t0 = Instant::now();
+    loop {
+        let st = agent.state();
+        let reg = server.fleet.agent(&uid(&st.instance_uid));
+        if let (Some(r), Some(seq)) = (&reg, st.last_sequence_num)
+            && r.sequence_num == seq
+            && st.messages_received >= st.messages_sent
+        {
+            // Settled twice in a row, 50 ms apart: nothing was on the wire.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let again = agent.state();
+            if again.messages_sent == st.messages_sent
+                && again.messages_received == st.messages_received
+            {
+                return;
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            panic!("agent never quiesced: {st:#?}\nregistry: {reg:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

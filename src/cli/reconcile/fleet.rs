@@ -1,0 +1,336 @@
+//! The fleet of a dry run: an agents file, or a running server's status API.
+//!
+//! Both end as [`ObservedAgent`]s, the record the server's planner reads, so the dry run
+//! decides as the server would. The file format is deliberately forgiving (see [`AgentRecord`])
+//! because people write it by hand, yet accepts `gitamp agents -o json` output unchanged,
+//! which carries the full record (sent hash, failed hashes, ...).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use gitamp_core::ConfigHash;
+use gitamp_core::plan::{ObservedAgent, ReportedStatus};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Baseline, Fleet, FleetInfo};
+use crate::api::model::{ConfigurationItem, ErrorBody, Page, RevisionList};
+
+/// One agent of an agents file. Only an ID is required.
+///
+/// Defaults suit a hand-written file: an agent is connected and accepts and acknowledges remote
+/// config unless `connected`, `capabilities` or the two capability booleans say otherwise.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct AgentRecord {
+    pub instance_uid: Option<String>,
+    /// The status API's name for the same ID.
+    pub uid: Option<String>,
+    /// Label values; numbers and booleans are taken as their text.
+    pub labels: BTreeMap<String, Value>,
+    pub connected: Option<bool>,
+    /// Capability names (`["AcceptsRemoteConfig", "ReportsRemoteConfig"]`), the status API's
+    /// `{bits, names}`, or the OpAMP bit mask as a number.
+    pub capabilities: Option<Value>,
+    pub accepts_remote_config: Option<bool>,
+    pub reports_remote_config: Option<bool>,
+    /// The config hash the agent reports running (64 hex digits).
+    #[serde(alias = "current_hash")]
+    pub reported_hash: Option<String>,
+    pub reported_status: Option<ReportedStatus>,
+    pub sent_hash: Option<String>,
+    pub sent_at: Option<u64>,
+    pub failed_hashes: Vec<String>,
+    pub synced_hash: Option<String>,
+    pub healthy: Option<bool>,
+}
+
+/// OpAMP AgentCapabilities bits the plan reads.
+const ACCEPTS_REMOTE_CONFIG: u64 = 0x2;
+const REPORTS_REMOTE_CONFIG: u64 = 0x1000;
+
+impl AgentRecord {
+    /// The planner's record; `index` names the entry in errors.
+    pub fn into_observed(self, index: usize) -> anyhow::Result<ObservedAgent> {
+        let uid = self
+            .instance_uid
+            .or(self.uid)
+            .filter(|u| !u.trim().is_empty())
+            .with_context(|| format!("agent #{}: no instance_uid (or uid)", index + 1))?;
+        let hash = |field: &str, value: Option<String>| -> anyhow::Result<Option<ConfigHash>> {
+            value
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    ConfigHash::from_hex(&v).with_context(|| {
+                        format!("agent {uid}: {field} {v:?} is not a config hash (64 hex digits)")
+                    })
+                })
+                .transpose()
+        };
+        let (caps_accept, caps_report) = match &self.capabilities {
+            None | Some(Value::Null) => (None, None),
+            Some(v) => {
+                let (a, r) = capabilities(v)
+                    .with_context(|| format!("agent {uid}: unreadable capabilities {v}"))?;
+                (Some(a), Some(r))
+            }
+        };
+        let mut labels = BTreeMap::new();
+        for (k, v) in self.labels {
+            let text = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => bail!("agent {uid}: label {k} is not a string: {other}"),
+            };
+            labels.insert(k, text);
+        }
+        let mut failed_hashes = BTreeSet::new();
+        for h in self.failed_hashes {
+            if let Some(h) = hash("failed_hashes", Some(h))? {
+                failed_hashes.insert(h);
+            }
+        }
+        Ok(ObservedAgent {
+            labels,
+            connected: self.connected.unwrap_or(true),
+            accepts_remote_config: self.accepts_remote_config.or(caps_accept).unwrap_or(true),
+            reports_remote_config: self.reports_remote_config.or(caps_report).unwrap_or(true),
+            reported_hash: hash("reported_hash", self.reported_hash)?,
+            reported_status: self.reported_status.unwrap_or_default(),
+            sent_hash: hash("sent_hash", self.sent_hash)?,
+            sent_at: self.sent_at,
+            failed_hashes,
+            synced_hash: hash("synced_hash", self.synced_hash)?,
+            healthy: self.healthy,
+            instance_uid: uid,
+        })
+    }
+}
+
+/// `(accepts_remote_config, reports_remote_config)` from any accepted capabilities form.
+fn capabilities(v: &Value) -> Option<(bool, bool)> {
+    match v {
+        Value::Number(n) => {
+            let bits = n.as_u64()?;
+            Some((
+                bits & ACCEPTS_REMOTE_CONFIG != 0,
+                bits & REPORTS_REMOTE_CONFIG != 0,
+            ))
+        }
+        Value::Array(names) => {
+            let has = |want: &str| {
+                names.iter().any(|n| {
+                    n.as_str().is_some_and(|s| {
+                        s.eq_ignore_ascii_case(want)
+                            || s.eq_ignore_ascii_case(&format!("AgentCapabilities_{want}"))
+                    })
+                })
+            };
+            Some((has("AcceptsRemoteConfig"), has("ReportsRemoteConfig")))
+        }
+        Value::Object(map) => match (map.get("names"), map.get("bits")) {
+            (Some(names), _) => capabilities(names),
+            (None, Some(bits)) => capabilities(bits),
+            (None, None) => None,
+        },
+        _ => None,
+    }
+}
+
+/// Parse an agents file: a JSON or YAML list of agents, or an object holding one under
+/// `items` (a status API page) or `agents`.
+pub fn parse_agents(text: &str) -> anyhow::Result<Vec<ObservedAgent>> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(json_err) => serde_saphyr::from_str(text).map_err(|yaml_err| {
+            anyhow::anyhow!("neither JSON ({json_err}) nor YAML ({yaml_err})")
+        })?,
+    };
+    let list = match value {
+        Value::Array(list) => list,
+        Value::Object(mut map) => match map.remove("items").or_else(|| map.remove("agents")) {
+            Some(Value::Array(list)) => list,
+            _ => bail!("expected a list of agents (or an object with `items` or `agents`)"),
+        },
+        Value::Null => Vec::new(),
+        _ => bail!("expected a list of agents"),
+    };
+    let mut agents = Vec::with_capacity(list.len());
+    let mut seen = BTreeSet::new();
+    for (i, item) in list.into_iter().enumerate() {
+        let record: AgentRecord = serde_json::from_value(item)
+            .with_context(|| format!("agent #{}: unexpected shape", i + 1))?;
+        let agent = record.into_observed(i)?;
+        if !seen.insert(agent.instance_uid.clone()) {
+            bail!("agent {} is listed twice", agent.instance_uid);
+        }
+        agents.push(agent);
+    }
+    Ok(agents)
+}
+
+pub(super) fn from_file(path: &Path) -> anyhow::Result<Fleet> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the agents file {}", path.display()))?;
+    let agents = parse_agents(&text)
+        .with_context(|| format!("the agents file {} is not valid", path.display()))?;
+    Ok(Fleet {
+        info: FleetInfo {
+            source: "agents-file",
+            location: path.to_string_lossy().into_owned(),
+            agents: agents.len(),
+            server_revision: None,
+        },
+        agents,
+        known: BTreeMap::new(),
+    })
+}
+
+/// How long one request may take; the API answers from memory.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Page size when following pagination (the API's maximum).
+const PAGE: usize = 1000;
+
+/// A minimal blocking client of the status API (JSON and the rendered YAML, which is text).
+struct Api {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<bytes::Bytes> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url).query(query);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        self.rt.block_on(async {
+            let resp = req
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the gitamp server at {}", self.base))?;
+            let status = resp.status();
+            let body = resp
+                .bytes()
+                .await
+                .with_context(|| format!("reading the answer of {url}"))?;
+            if !status.is_success() {
+                let why = serde_json::from_slice::<ErrorBody>(&body)
+                    .map(|e| e.error)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_string());
+                bail!("{url} answered {status}: {why}");
+            }
+            Ok(body)
+        })
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let body = self.get(path, query)?;
+        serde_json::from_slice(&body)
+            .with_context(|| format!("{path} answered something that is not the expected JSON"))
+    }
+}
+
+/// Every agent of a running server, plus the masked rendering of each configuration it serves
+/// (what its synced agents run now, to diff against when there is no `--base`).
+pub(super) fn from_server(url: &str, token: Option<&str>) -> anyhow::Result<Fleet> {
+    let base = url.trim_end_matches('/').to_string();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        bail!("--server {base:?} is not an http:// URL");
+    }
+    let api = Api {
+        http: reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .context("cannot build the HTTP client")?,
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?,
+        token: token.filter(|t| !t.is_empty()).map(str::to_string),
+        base: base.clone(),
+    };
+    let mut items: Vec<Value> = Vec::new();
+    loop {
+        let query = [
+            ("limit", PAGE.to_string()),
+            ("offset", items.len().to_string()),
+        ];
+        let page: Page<Value> = api.json("/api/v1/agents", &query)?;
+        let got = page.items.len();
+        items.extend(page.items);
+        // An empty page ends it too: a fleet shrinking between pages must not loop forever.
+        if got == 0 || items.len() >= page.total {
+            break;
+        }
+    }
+    let mut agents = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let record: AgentRecord = serde_json::from_value(item)
+            .with_context(|| format!("agent #{} from {base}: unexpected shape", i + 1))?;
+        agents.push(record.into_observed(i)?);
+    }
+    let configs: RevisionList<ConfigurationItem> = api.json("/api/v1/configurations", &[])?;
+    let served = configs.revision.clone();
+    let mut known = BTreeMap::new();
+    for c in configs.items {
+        let Some(hash) = c.hash else { continue };
+        let path = format!("/api/v1/configurations/{}/rendered", c.name);
+        let yaml = api.get(&path, &[])?;
+        known.insert(
+            hash,
+            Baseline {
+                description: format!(
+                    "configuration {} as the server serves it (revision {})",
+                    c.name,
+                    served.as_deref().map(super::short).unwrap_or("unknown")
+                ),
+                masked_yaml: String::from_utf8_lossy(&yaml).into_owned(),
+                yaml: None,
+            },
+        );
+    }
+    Ok(Fleet {
+        info: FleetInfo {
+            source: "server",
+            location: base,
+            agents: agents.len(),
+            server_revision: served,
+        },
+        agents,
+        known,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_written_yaml_defaults_to_a_capable_connected_agent() -> anyhow::Result<()> {
+        let h = "ab".repeat(32);
+        let agents = parse_agents(&format!(
+            "- uid: a\n  labels: {{os.type: linux, port: 8080}}\n  reported_hash: {h}\n\
+             - instance_uid: b\n  connected: false\n  capabilities: [AcceptsRemoteConfig]\n"
+        ))?;
+        assert_eq!(agents.len(), 2);
+        assert!(agents[0].connected && agents[0].accepts_remote_config);
+        assert_eq!(agents[0].labels["port"], "8080");
+        assert_eq!(agents[0].reported_hash.map(|h| h.to_hex()), Some(h));
+        assert!(!agents[1].connected && !agents[1].reports_remote_config);
+        assert!(parse_agents("[{\"labels\": {}}]").is_err());
+        assert!(parse_agents("[{\"uid\": \"a\", \"reported_hash\": \"xyz\"}]").is_err());
+        assert!(parse_agents("[{\"uid\": \"a\"}, {\"uid\": \"a\"}]").is_err());
+        assert_eq!(parse_agents("{\"items\": [{\"uid\": \"a\"}]}")?.len(), 1);
+        Ok(())
+    }
+}
