@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use gitamp::cli;
 
 #[derive(Debug, Parser)]
-#[command(name = "gitamp", version, about = "Run a fleet of OpenTelemetry collectors from Git (OpAMP server + GitOps reconciler)")]
+#[command(
+    name = "gitamp",
+    version,
+    about = "Run a fleet of OpenTelemetry collectors from Git (OpAMP server + GitOps reconciler)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

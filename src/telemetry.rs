@@ -54,14 +54,26 @@ pub fn install() -> PrometheusHandle {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!(AGENTS, "Agents by sync status.");
-    describe_counter!(REVISIONS, "Revisions seen, by outcome (accepted, rejected).");
+    describe_counter!(
+        REVISIONS,
+        "Revisions seen, by outcome (accepted, rejected)."
+    );
     describe_histogram!(FETCH_DURATION, "Seconds per fetch of the repository.");
     describe_counter!(FETCH_ERRORS, "Failed fetches of the repository.");
-    describe_histogram!(RECONCILE_DURATION, "Seconds per reconcile pass over the fleet.");
+    describe_histogram!(
+        RECONCILE_DURATION,
+        "Seconds per reconcile pass over the fleet."
+    );
     describe_counter!(PUSHES, "Remote configs handed to agents.");
-    describe_histogram!(PUSH_TO_APPLIED, "Seconds from push to the agent's APPLIED report.");
+    describe_histogram!(
+        PUSH_TO_APPLIED,
+        "Seconds from push to the agent's APPLIED report."
+    );
     describe_counter!(WEBHOOKS, "Webhook requests by provider and outcome.");
-    describe_histogram!(COMPILE_DURATION, "Seconds to load, validate and render a revision.");
+    describe_histogram!(
+        COMPILE_DURATION,
+        "Seconds to load, validate and render a revision."
+    );
 }
 
 /// A revision was accepted or rejected.

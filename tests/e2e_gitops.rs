@@ -31,8 +31,9 @@ fn token_file(dir: &std::path::Path) -> std::path::PathBuf {
 fn start_linux_agents(n: usize, url: &str) -> Vec<AgentHandle> {
     (0..n)
         .map(|i| {
-            let mut opts = AgentOptions::collector("checkout", &format!("e2e-linux-{i:02}"), "production")
-                .label("os.type", "linux");
+            let mut opts =
+                AgentOptions::collector("checkout", &format!("e2e-linux-{i:02}"), "production")
+                    .label("os.type", "linux");
             opts.heartbeat_interval = Duration::from_secs(5);
             opts.policy = ApplyPolicy::FailOnMarker(DEFAULT_FAIL_MARKER.into());
             let ws = WsOptions {
@@ -106,7 +107,11 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     .await;
 
     // 2. A commit, pushed, announced by a webhook, reaches every agent (in batches of 2).
-    fixture.edit("processors/env-production.yaml", "team: platform", "team: observability");
+    fixture.edit(
+        "processors/env-production.yaml",
+        "team: platform",
+        "team: observability",
+    );
     let second_sha = fixture.commit_all("tag production telemetry with the observability team");
     fixture.push(false);
     let second = linux_hash(&fixture);
@@ -134,16 +139,25 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     .await;
     let diagnostics = rejected["last_rejected"]["diagnostics"].to_string();
     assert!(
-        diagnostics.contains("configurations/broken.yaml") && diagnostics.contains("does-not-exist"),
+        diagnostics.contains("configurations/broken.yaml")
+            && diagnostics.contains("does-not-exist"),
         "diagnostics name the file and the missing destination: {diagnostics}"
     );
     assert_eq!(rejected["current_revision"], second_sha.as_str());
     for a in &agents {
-        assert_eq!(applied(a).as_deref(), Some(second.as_bytes()), "agent untouched");
+        assert_eq!(
+            applied(a).as_deref(),
+            Some(second.as_bytes()),
+            "agent untouched"
+        );
     }
 
     // 4. The fix applies.
-    fixture.edit("configurations/broken.yaml", "does-not-exist", "otel-gateway");
+    fixture.edit(
+        "configurations/broken.yaml",
+        "does-not-exist",
+        "otel-gateway",
+    );
     let fixed_sha = fixture.commit_all("fix the destination reference");
     fixture.push(false);
     assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
@@ -184,9 +198,16 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     .await;
     let failed: Vec<_> = agents
         .iter()
-        .filter(|a| a.state().saw_status(failing.as_bytes(), RemoteConfigStatuses::Failed))
+        .filter(|a| {
+            a.state()
+                .saw_status(failing.as_bytes(), RemoteConfigStatuses::Failed)
+        })
         .collect();
-    assert_eq!(failed.len(), 2, "only the first batch received the failing config: {halted}");
+    assert_eq!(
+        failed.len(),
+        2,
+        "only the first batch received the failing config: {halted}"
+    );
     // Give a wrongly continuing rollout time to show itself, then check nobody else got it.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let untouched = agents
@@ -204,7 +225,11 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
         })
         .count();
     assert_eq!(received_failing, 2);
-    assert_eq!(redundant(&agents), 0, "no agent got a config it already had");
+    assert_eq!(
+        redundant(&agents),
+        0,
+        "no agent got a config it already had"
+    );
 
     for a in &agents {
         a.stop(Duration::from_secs(2)).await;
@@ -236,7 +261,11 @@ async fn kill_9_mid_rollout_then_restart_converges_without_redundant_pushes() {
     let first = linux_hash(&fixture);
     wait_all_applied(&agents, first, "first revision applied").await;
 
-    fixture.edit("processors/env-production.yaml", "team: platform", "team: sre");
+    fixture.edit(
+        "processors/env-production.yaml",
+        "team: platform",
+        "team: sre",
+    );
     fixture.commit_all("change");
     fixture.push(false);
     let second = linux_hash(&fixture);
@@ -255,13 +284,23 @@ async fn kill_9_mid_rollout_then_restart_converges_without_redundant_pushes() {
     })
     .await;
     server.kill9();
-    let before: u64 = agents.iter().map(|a| a.state().remote_configs_received).sum();
+    let before: u64 = agents
+        .iter()
+        .map(|a| a.state().remote_configs_received)
+        .sum();
     assert!(before < 16, "killed mid-rollout, not after it");
 
     let server = Server::start(&data_dir, &argv);
     wait_all_applied(&agents, second, "every agent converges after the restart").await;
-    assert_eq!(redundant(&agents), 0, "no agent received a config it already had");
-    let total: u64 = agents.iter().map(|a| a.state().remote_configs_received).sum();
+    assert_eq!(
+        redundant(&agents),
+        0,
+        "no agent received a config it already had"
+    );
+    let total: u64 = agents
+        .iter()
+        .map(|a| a.state().remote_configs_received)
+        .sum();
     assert_eq!(total, 16, "each agent received each config exactly once");
     drop(server);
     for a in &agents {
@@ -288,10 +327,124 @@ async fn unreachable_remote_is_retried_and_shown_while_serving_continues() {
         (st["consecutive_failures"].as_u64().unwrap_or(0) >= 2).then_some(st)
     })
     .await;
-    assert!(st["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{st}");
-    assert!(st["next_retry"].is_string() || st["next_retry"].is_number(), "{st}");
-    let health = reqwest::get(server.api_url("/healthz")).await.expect("healthz");
+    assert!(
+        st["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{st}"
+    );
+    assert!(
+        st["next_retry"].is_string() || st["next_retry"].is_number(),
+        "{st}"
+    );
+    let health = reqwest::get(server.api_url("/healthz"))
+        .await
+        .expect("healthz");
     assert_eq!(health.status(), 200);
-    let ready = reqwest::get(server.api_url("/readyz")).await.expect("readyz");
+    let ready = reqwest::get(server.api_url("/readyz"))
+        .await
+        .expect("readyz");
     assert_eq!(ready.status(), 503, "nothing to serve yet");
+}
+
+/// The real Python OpAMP client (PyPI `opentelemetry-opamp-client`, plain HTTP) follows commits
+/// through the whole loop: first revision, then a pushed change announced by a webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_agents_follow_commits() {
+    use tokio::io::AsyncBufReadExt;
+
+    let python = std::env::var_os("GITAMP_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| support::workspace().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "no Python for the interop test at {}: run scripts/python-env.sh (scripts/test.sh does)",
+        python.display()
+    );
+    let fixture = GitFixture::with_example_repo();
+    let data = tempfile::tempdir().expect("tempdir");
+    let token = token_file(data.path());
+    let server = Server::start(
+        &data.path().join("data"),
+        &[
+            "--repo",
+            &fixture.remote_url(),
+            "--poll",
+            "3600",
+            "--opamp-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--webhook-token-file",
+            token.to_str().expect("utf8"),
+        ],
+    );
+    // Staging Linux: the `staging` configuration (all at once) selects these agents.
+    let mut child = tokio::process::Command::new(&python)
+        .arg(support::workspace().join("tests/interop/python_agent.py"))
+        .args(["--endpoint", &server.http_url(), "--agents", "2"])
+        .args([
+            "--environment",
+            "staging",
+            "--heartbeat",
+            "0.5",
+            "--duration",
+            "80",
+        ])
+        .args(["--timeout-ms", "5000", "--name-prefix", "py-e2e"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python_agent.py starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let mut applied: BTreeMap<i64, String> = BTreeMap::new();
+    let mut wait_applied =
+        async |hash: ConfigHash,
+               rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>| {
+            let want = hash.to_hex();
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !(applied.len() == 2 && applied.values().all(|h| *h == want)) {
+                let ev = tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("python agents did not apply {want}: {applied:?}"))
+                    .expect("python_agent.py ended early");
+                if ev["event"] == "applied" {
+                    let agent = ev["agent"].as_i64().expect("agent index");
+                    applied.insert(agent, ev["hash"].as_str().unwrap_or_default().to_string());
+                }
+                assert_ne!(
+                    ev["event"], "duplicate_config",
+                    "a config was pushed twice: {ev}"
+                );
+            }
+        };
+    let first = fixture.expected_hashes()["staging"];
+    wait_applied(first, &mut rx).await;
+
+    fixture.edit("processors/env-staging.yaml", "team: platform", "team: qa");
+    fixture.commit_all("retag staging");
+    fixture.push(false);
+    let second = fixture.expected_hashes()["staging"];
+    assert_ne!(first, second);
+    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    wait_applied(second, &mut rx).await;
+    eventually(
+        WAIT,
+        "the API shows both Python agents synced",
+        async || {
+            let page =
+                get_json(&server.api_url("/api/v1/agents?configuration=staging&status=synced"))
+                    .await;
+            (page["total"] == 2).then_some(())
+        },
+    )
+    .await;
+    let _ = child.kill().await;
 }

@@ -57,7 +57,13 @@ fn labels_select_by_priority_and_show_hash() {
     ]);
     assert!(by_labels.status.success(), "{}", stderr(&by_labels));
     assert!(stderr(&by_labels).contains("linux-production"));
-    let by_name = gitamp(&["render", &example(), "-c", "linux-production", "--show-hash"]);
+    let by_name = gitamp(&[
+        "render",
+        &example(),
+        "-c",
+        "linux-production",
+        "--show-hash",
+    ]);
     let hash = stdout(&by_name);
     assert_eq!(hash.trim().len(), 64, "{hash}");
     assert_eq!(stdout(&by_labels), hash);
@@ -67,7 +73,11 @@ fn labels_select_by_priority_and_show_hash() {
 fn unknown_configuration_is_invalid_input() {
     let out = gitamp(&["render", &example(), "-c", "nope"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("linux-production"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("linux-production"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn write(root: &Path, path: &str, text: &str) {
@@ -84,7 +94,10 @@ fn conflicting_repo() -> tempfile::TempDir {
         ("types/otlp.yaml", "types/otlp.yaml"),
         ("types/debug.yaml", "types/debug.yaml"),
         ("sources/otlp-default.yaml", "sources/otlp-default.yaml"),
-        ("destinations/debug-basic.yaml", "destinations/debug-basic.yaml"),
+        (
+            "destinations/debug-basic.yaml",
+            "destinations/debug-basic.yaml",
+        ),
     ] {
         let text = std::fs::read_to_string(workspace().join("example-repo").join(from))
             .expect("example file");
@@ -109,7 +122,11 @@ fn conflicts_and_unmatched_labels_exit_1() {
     let path = dir.path().display().to_string();
     let conflict = gitamp(&["render", &path, "--labels", "env=prod"]);
     assert_eq!(conflict.status.code(), Some(1), "{}", stderr(&conflict));
-    assert!(stderr(&conflict).contains("prod-a, prod-b"), "{}", stderr(&conflict));
+    assert!(
+        stderr(&conflict).contains("prod-a, prod-b"),
+        "{}",
+        stderr(&conflict)
+    );
     assert!(stdout(&conflict).is_empty());
     let none = gitamp(&["render", &path, "--labels", "env=test"]);
     assert_eq!(none.status.code(), Some(1));

@@ -2,6 +2,8 @@
 //! harness (`cargo run --release -- bench repo`), so that performance goals are checked where
 //! they matter.
 
+pub mod fleet;
+pub mod harness;
 pub mod repo;
 pub mod rollout;
 
@@ -12,6 +14,9 @@ pub enum BenchCommand {
     Repo(repo::Args),
     /// Webhook to APPLIED on N WebSocket agents (a `gitamp serve` child process).
     Rollout(rollout::Args),
+    /// A load generator: N simulated agents (WebSocket or HTTP, in P worker processes) against
+    /// a `gitamp serve` child; connect rate, RSS per agent, CPU, latency, rollout, restart.
+    Fleet(fleet::Args),
 }
 
 /// Run one benchmark.
@@ -19,5 +24,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
     match command {
         BenchCommand::Repo(args) => repo::run(args),
         BenchCommand::Rollout(args) => rollout::run(args),
+        BenchCommand::Fleet(args) => fleet::run(args),
     }
 }

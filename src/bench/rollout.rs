@@ -29,8 +29,18 @@ pub struct Args {
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("git")
-        .args(["-c", "user.name=gitamp bench", "-c", "user.email=bench@gitamp.invalid"])
-        .args(["-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=gitamp bench",
+            "-c",
+            "user.email=bench@gitamp.invalid",
+        ])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .output()
@@ -83,7 +93,15 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     }
     git(&work, &["add", "-A"])?;
     git(&work, &["commit", "-q", "-m", "bench: initial"])?;
-    git(&work, &["remote", "add", "origin", remote.to_str().context("utf-8 path")?])?;
+    git(
+        &work,
+        &[
+            "remote",
+            "add",
+            "origin",
+            remote.to_str().context("utf-8 path")?,
+        ],
+    )?;
     git(&work, &["push", "-q", "origin", "main"])?;
 
     let token = "bench-token";
@@ -92,7 +110,14 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let mut child = Command::new(exe)
         .arg("serve")
         .args(["--repo", &format!("file://{}", remote.display())])
-        .args(["--poll", "3600", "--opamp-listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"])
+        .args([
+            "--poll",
+            "3600",
+            "--opamp-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--webhook-token-file")
         .arg(dir.path().join("token"))
         .arg("--data-dir")
@@ -124,14 +149,20 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             let mut opts = AgentOptions::collector("bench", &format!("bench-{i:05}"), "staging")
                 .label("os.type", "linux");
             opts.policy = ApplyPolicy::Apply;
-            spawn_agent(SimAgent::new(opts), Transport::WebSocket(WsOptions::default()), &url)
+            spawn_agent(
+                SimAgent::new(opts),
+                Transport::WebSocket(WsOptions::default()),
+                &url,
+            )
         })
         .collect();
     let deadline = Duration::from_secs(args.timeout);
     for a in &agents {
         a.wait_for(deadline, |s| s.applied_hash().is_some())
             .await
-            .map_err(|s| anyhow::anyhow!("agent never applied its first config: {:?}", s.last_error))?;
+            .map_err(|s| {
+                anyhow::anyhow!("agent never applied its first config: {:?}", s.last_error)
+            })?;
     }
     println!(
         "{} agents connected and applied the first revision in {:.2} s; server RSS {} KiB ({} KiB idle before agents)",
@@ -143,17 +174,27 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
 
     let client = reqwest::Client::new();
     let mut all = Vec::new();
+    let file = work.join("processors/env-staging.yaml");
+    let original = std::fs::read_to_string(&file)?;
     for round in 0..args.rounds {
-        let file = work.join("processors/env-staging.yaml");
-        let text = std::fs::read_to_string(&file)?;
+        let text = &original;
         // A new value in a processor the staging configuration uses: a new rendered hash.
-        std::fs::write(&file, text.replace(
-            "deployment.environment: staging",
-            &format!("deployment.environment: staging\n      bench.round: \"{round}\""),
-        ))?;
-        git(&work, &["commit", "-q", "-am", &format!("bench round {round}")])?;
+        std::fs::write(
+            &file,
+            text.replace(
+                "deployment.environment: staging",
+                &format!("deployment.environment: staging\n      bench.round: \"{round}\""),
+            ),
+        )?;
+        git(
+            &work,
+            &["commit", "-q", "-am", &format!("bench round {round}")],
+        )?;
         git(&work, &["push", "-q", "origin", "main"])?;
-        let before: Vec<_> = agents.iter().map(|a| a.state().applied_hash().cloned()).collect();
+        let before: Vec<_> = agents
+            .iter()
+            .map(|a| a.state().applied_hash().cloned())
+            .collect();
         let start = Instant::now();
         let resp = client
             .post(format!("http://{api}/webhooks/generic"))
@@ -196,7 +237,10 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         all.extend(latencies);
     }
     all.sort();
-    let redundant: u64 = agents.iter().map(|a| a.state().redundant_configs_received).sum();
+    let redundant: u64 = agents
+        .iter()
+        .map(|a| a.state().redundant_configs_received)
+        .sum();
     println!(
         "all rounds: median {:.1} ms, p99 {:.1} ms, max {:.1} ms; redundant pushes {redundant}; server RSS {} KiB",
         percentile(&all, 0.5).as_secs_f64() * 1e3,

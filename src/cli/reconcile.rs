@@ -143,6 +143,8 @@ pub struct FleetInfo {
     pub server_revision: Option<String>,
 }
 
+/// Counts. The `configurations_*` counts need `--base` (all 0 without it); the `agents_*`
+/// counts need a fleet (all 0 without one).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub configurations_added: usize,
@@ -181,6 +183,25 @@ pub struct ConfigurationReport {
     pub counts: Option<StatusCounts>,
 }
 
+/// What the server would do now for an agent that needs a new configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentAction {
+    /// Sent now.
+    Push,
+    /// Not yet: the configuration's rollout has not reached it.
+    Wait,
+}
+
+impl AgentAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentAction::Push => "push",
+            AgentAction::Wait => "wait",
+        }
+    }
+}
+
 /// One agent that would receive a new configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentChange {
@@ -188,8 +209,7 @@ pub struct AgentChange {
     /// Its `host.name` (or `service.name`) label, for people.
     pub name: Option<String>,
     pub status: SyncStatus,
-    /// `push` (sent now) or `wait` (the rollout has not reached it yet).
-    pub action: &'static str,
+    pub action: AgentAction,
     /// The hash it reports running.
     pub current_hash: Option<String>,
     pub detail: Option<String>,
@@ -275,7 +295,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let report = build(&args.path.to_string_lossy(), &revision, base, fleet)?;
     let out = match args.format {
-        Format::Json => serde_json::to_string_pretty(&report).context("cannot encode the plan")? + "\n",
+        Format::Json => {
+            serde_json::to_string_pretty(&report).context("cannot encode the plan")? + "\n"
+        }
         Format::Markdown => output::markdown(&report),
         Format::Text => {
             let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -301,8 +323,12 @@ fn write_stdout(out: &str) -> anyhow::Result<()> {
         .context("cannot write output")
 }
 
-/// The first 12 characters of a revision or hash, for people.
+/// The first 12 characters of a commit or hash, for people. A folder's content revision
+/// (`content-<16 hex>`) is kept whole: its prefix alone says nothing.
 pub(crate) fn short(s: &str) -> &str {
+    if s.starts_with("content-") {
+        return s;
+    }
     s.get(..12).unwrap_or(s)
 }
 
@@ -337,7 +363,9 @@ pub(crate) fn build(
         .as_ref()
         .map(|(reference, commit, _)| format!("{reference} ({})", short(commit)));
 
-    // Hash → a rendering something may run: the base's, the server's, then the working tree's.
+    // Hash → a rendering something may run. Later insertions win: the base's rendering over the
+    // server's, the server's over the working tree's (which agents can only run if a
+    // configuration moved them).
     let mut known: BTreeMap<String, Baseline> = BTreeMap::new();
     for (name, r) in new {
         known.insert(
@@ -376,16 +404,16 @@ pub(crate) fn build(
         let mut rollouts = BTreeMap::new();
         let fleet_plan = plan(&desired, &f.agents, &mut rollouts, Timing::at(now_ms));
         summary.agents_total = f.agents.len();
-        summary.by_status = fleet_plan.summary.clone();
+        summary.by_status = fleet_plan.summary;
         for (name, cp) in &fleet_plan.configurations {
-            per_config.entry(name.clone()).or_default().1 = cp.counts.clone();
+            per_config.entry(name.clone()).or_default().1 = cp.counts;
         }
         for (agent, ap) in f.agents.iter().zip(&fleet_plan.agents) {
             let current_hash = agent.reported_hash.map(|h| h.to_hex());
             let action = match ap.action {
-                Action::Push(_) => "push",
-                Action::Wait => "wait",
-                Action::Nothing => "",
+                Action::Push(_) => Some(AgentAction::Push),
+                Action::Wait => Some(AgentAction::Wait),
+                Action::Nothing => None,
             };
             match ap.status {
                 SyncStatus::Conflict => {
@@ -398,16 +426,12 @@ pub(crate) fn build(
                 SyncStatus::Unmanaged => unmanaged.push(agent_ref(agent, Vec::new())),
                 _ => {}
             }
-            let Some(name) = &ap.configuration else {
+            let (Some(name), Some(action)) = (&ap.configuration, action) else {
                 continue;
             };
-            if action.is_empty() {
-                continue;
-            }
-            if action == "push" {
-                summary.agents_push += 1;
-            } else {
-                summary.agents_wait += 1;
+            match action {
+                AgentAction::Push => summary.agents_push += 1,
+                AgentAction::Wait => summary.agents_wait += 1,
             }
             if let Some(h) = &current_hash {
                 *current_hashes
@@ -451,7 +475,8 @@ pub(crate) fn build(
             Some(Change::Added) => summary.configurations_added += 1,
             Some(Change::Removed) => summary.configurations_removed += 1,
             Some(Change::Changed) => summary.configurations_changed += 1,
-            Some(Change::Unchanged) | None => summary.configurations_unchanged += 1,
+            Some(Change::Unchanged) => summary.configurations_unchanged += 1,
+            None => {}
         }
         let (mut agents, counts) = per_config.remove(name.as_str()).unwrap_or_default();
         agents.sort_by(|a, b| a.instance_uid.cmp(&b.instance_uid));
@@ -469,13 +494,15 @@ pub(crate) fn build(
             }),
             (Some(_), None) => None,
             (None, _) => current_hashes.get(name.as_str()).and_then(|hashes| {
-                let (hash, _) = hashes.iter().max_by_key(|(h, n)| (**n, std::cmp::Reverse(*h)))?;
+                let (hash, _) = hashes
+                    .iter()
+                    .max_by_key(|(h, n)| (**n, std::cmp::Reverse(*h)))?;
                 known.get(hash).cloned()
             }),
         };
         let compared_with = match (&baseline, &base_label) {
             (Some(b), _) => Some(b.description.clone()),
-            (None, Some(label)) => Some(format!("{label} (not present there)")),
+            (None, Some(label)) => Some(format!("{label}, where it does not exist")),
             (None, None) => current_hashes
                 .get(name.as_str())
                 .map(|_| "the hash the agents report (rendering unknown)".to_string()),
@@ -525,7 +552,9 @@ pub(crate) fn build(
     }
 
     let changes_pending = summary.agents_to_update > 0
-        || summary.configurations_added + summary.configurations_removed + summary.configurations_changed
+        || summary.configurations_added
+            + summary.configurations_removed
+            + summary.configurations_changed
             > 0;
     Ok(Report {
         format_version: JSON_FORMAT_VERSION,

@@ -33,8 +33,8 @@ pub fn start(n: usize, url: &str, secret: Option<String>) -> Demo {
     let agents = (0..n)
         .map(|i| {
             let (env, os, service) = PROFILES[i % PROFILES.len()];
-            let mut opts =
-                AgentOptions::collector(service, &format!("demo-{os}-{i:04}"), env).label("os.type", os);
+            let mut opts = AgentOptions::collector(service, &format!("demo-{os}-{i:04}"), env)
+                .label("os.type", os);
             opts.heartbeat_interval = Duration::from_secs(30);
             spawn_agent(SimAgent::new(opts), Transport::WebSocket(ws.clone()), url)
         })

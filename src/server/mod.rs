@@ -44,7 +44,11 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the secret file {}", path.display()))?;
     let secret = text.lines().next().unwrap_or("").trim().to_string();
-    anyhow::ensure!(!secret.is_empty(), "the secret file {} is empty", path.display());
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "the secret file {} is empty",
+        path.display()
+    );
     Ok(secret)
 }
 
@@ -114,9 +118,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match &args.repo {
         None => {
             let snapshot = crate::embedded::snapshot();
-            let mut sync = app.sync.lock().unwrap_or_else(|p| p.into_inner());
-            sync.source = "embedded:example-repo".into();
-            drop(sync);
+            app.sync.lock().unwrap_or_else(|p| p.into_inner()).source =
+                "embedded:example-repo".into();
             info!(revision = %snapshot.revision, "Serving the embedded example repository.");
             sync_tx
                 .send(SyncEvent::Snapshot(snapshot, SyncInfo::default()))
@@ -305,4 +308,3 @@ async fn shutdown_signal() {
         _ = term => {},
     }
 }
-

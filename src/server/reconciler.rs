@@ -20,11 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gitamp_core::plan::{
-    self, Action, Desired, ObservedAgent, ReportedStatus, Rollout, RolloutPhase, SyncStatus,
-    Timing,
+    self, Action, Desired, ObservedAgent, ReportedStatus, Rollout, RolloutPhase, SyncStatus, Timing,
 };
 use gitamp_core::{ConfigHash, Revision, Snapshot};
-use gitamp_opamp::fleet::{AgentSnapshot, DesiredConfig, Fleet, FleetEvent, RemoteState, Uid, uid_text};
+use gitamp_opamp::fleet::{
+    AgentSnapshot, DesiredConfig, Fleet, FleetEvent, RemoteState, Uid, uid_text,
+};
 use gitamp_opamp::proto::AgentCapabilities;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -252,8 +253,11 @@ impl Reconciler {
             Ok(c) => c,
             Err(err) => {
                 warn!(revision = %revision_id, error = %err, "Compiling a revision panicked; it is rejected.");
-                self.state
-                    .event(None, "revision-rejected", format!("{revision_id}: internal error"));
+                self.state.event(
+                    None,
+                    "revision-rejected",
+                    format!("{revision_id}: internal error"),
+                );
                 return false;
             }
         };
@@ -422,10 +426,8 @@ impl Reconciler {
         let mut agents_view = HashMap::with_capacity(snapshots.len());
         let mut pushes = 0u64;
         let mut changed_agents = Vec::new();
-        for ((snap, mut agent), agent_plan) in snapshots
-            .iter()
-            .zip(observed)
-            .zip(fleet_plan.agents.iter())
+        for ((snap, mut agent), agent_plan) in
+            snapshots.iter().zip(observed).zip(fleet_plan.agents.iter())
         {
             let uid = snap.uid;
             if let Action::Push(hash) = agent_plan.action {
@@ -433,20 +435,20 @@ impl Reconciler {
                     .configuration
                     .as_ref()
                     .and_then(|name| serving.desired_configs.get(name));
-                if let Some(config) = config {
-                    if self.fleet.set_desired(&uid, Some(config.clone())) {
-                        pushes += 1;
-                        self.pushed_at.insert(uid, (hash, Instant::now()));
-                        self.state.event(
-                            Some(agent.instance_uid.clone()),
-                            "pushed",
-                            format!(
-                                "Configuration {} ({}) sent.",
-                                agent_plan.configuration.as_deref().unwrap_or("?"),
-                                hash.short()
-                            ),
-                        );
-                    }
+                if let Some(config) = config
+                    && self.fleet.set_desired(&uid, Some(config.clone()))
+                {
+                    pushes += 1;
+                    self.pushed_at.insert(uid, (hash, Instant::now()));
+                    self.state.event(
+                        Some(agent.instance_uid.clone()),
+                        "pushed",
+                        format!(
+                            "Configuration {} ({}) sent.",
+                            agent_plan.configuration.as_deref().unwrap_or("?"),
+                            hash.short()
+                        ),
+                    );
                 }
             }
             agent_plan.record(&mut agent, now);
@@ -542,10 +544,10 @@ impl Reconciler {
         let who = Some(agent.instance_uid.clone());
         match status {
             SyncStatus::Synced => {
-                if let Some((hash, at)) = self.pushed_at.remove(&uid) {
-                    if Some(hash) == agent_plan.desired_hash {
-                        telemetry::push_to_applied(at.elapsed());
-                    }
+                if let Some((hash, at)) = self.pushed_at.remove(&uid)
+                    && Some(hash) == agent_plan.desired_hash
+                {
+                    telemetry::push_to_applied(at.elapsed());
                 }
                 if previous.is_some() {
                     self.state.event(who, "applied", "Agent is in sync.");
@@ -557,8 +559,11 @@ impl Reconciler {
                     .event(who, "failed", format!("Agent failed to apply: {detail}"));
             }
             SyncStatus::Drifted => {
-                self.state
-                    .event(who, "drifted", "Agent reports another config than it applied.");
+                self.state.event(
+                    who,
+                    "drifted",
+                    "Agent reports another config than it applied.",
+                );
             }
             SyncStatus::Conflict => {
                 let detail = agent_plan.detail.clone().unwrap_or_default();
@@ -597,7 +602,11 @@ impl Reconciler {
                 }
             }
             let mut ops = Vec::with_capacity(2);
-            if let Some(old) = self.persisted_rollouts.get(name).filter(|o| o.target != rollout.target) {
+            if let Some(old) = self
+                .persisted_rollouts
+                .get(name)
+                .filter(|o| o.target != rollout.target)
+            {
                 ops.push(StoreOp::DeleteRollout {
                     configuration: name.clone(),
                     target_hash: Some(old.target.to_hex()),
@@ -637,7 +646,9 @@ fn agent_record(snap: &AgentSnapshot, memory: &AgentMemory) -> AgentRecord {
         description: serde_json::to_value(&snap.description).unwrap_or_default(),
         capabilities: snap.capabilities,
         health: serde_json::to_value(&snap.health).unwrap_or_default(),
-        reported_hash: status.map(|s| hex::encode(&s.hash)).filter(|h| !h.is_empty()),
+        reported_hash: status
+            .map(|s| hex::encode(&s.hash))
+            .filter(|h| !h.is_empty()),
         remote_config_status: status
             .and_then(|s| serde_json::to_value(s.status).ok())
             .and_then(|v| v.as_str().map(str::to_string)),

@@ -71,7 +71,10 @@ impl GitFixture {
         let work = dir.path().join("work");
         std::fs::create_dir_all(&remote).expect("mkdir");
         git(&remote, &["init", "--bare", "-q", "-b", "main"]);
-        git(dir.path(), &["clone", "-q", remote.to_str().expect("utf8"), "work"]);
+        git(
+            dir.path(),
+            &["clone", "-q", remote.to_str().expect("utf8"), "work"],
+        );
         copy_tree(&workspace().join("example-repo"), &work);
         let f = GitFixture { dir };
         f.commit_all("initial import of example-repo");
@@ -127,9 +130,8 @@ impl GitFixture {
         let snap = gitamp::source::dir::read_dir(&self.work(), 1 << 20)
             .expect("read work tree")
             .snapshot;
-        let revision = gitamp_core::compile(&snap).unwrap_or_else(|r| {
-            panic!("work tree does not compile:\n{}", r.diagnostics)
-        });
+        let revision = gitamp_core::compile(&snap)
+            .unwrap_or_else(|r| panic!("work tree does not compile:\n{}", r.diagnostics));
         revision
             .rendered
             .configurations
@@ -249,9 +251,13 @@ impl Drop for Server {
 
 /// GET a JSON document from the status API.
 pub async fn get_json(url: &str) -> serde_json::Value {
-    let resp = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     assert!(resp.status().is_success(), "GET {url}: {}", resp.status());
-    resp.json().await.unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
 }
 
 /// POST the generic webhook with a bearer token; returns the status code.

@@ -120,6 +120,9 @@ mod tests {
         let mut b = ConfigMap::new();
         b.insert("a".into(), file("bc"));
         assert_ne!(ConfigHash::of(&a), ConfigHash::of(&b));
-        assert_eq!(ConfigHash::from_hex(&ConfigHash::of(&a).to_hex()), Some(ConfigHash::of(&a)));
+        assert_eq!(
+            ConfigHash::from_hex(&ConfigHash::of(&a).to_hex()),
+            Some(ConfigHash::of(&a))
+        );
     }
 }

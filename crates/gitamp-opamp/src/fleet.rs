@@ -184,6 +184,12 @@ impl Outgoing {
     }
 }
 
+/// How long an HTTP agent that was sent a config but still reports another hash waits before
+/// it is offered the config again. Clients build their next poll before handling the previous
+/// response (the Python client does), so without this every such poll would carry a duplicate.
+/// Shorter than the usual 30 s poll, so a lost response is offered again on the next poll.
+pub const HTTP_RESEND_AFTER: Duration = Duration::from_secs(10);
+
 /// Which transport an agent uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -478,9 +484,11 @@ impl AgentEntry {
     /// - the desired hash must not be one it reported FAILED (no re-push loops,
     ///   including after a rollback to an older config);
     /// - agents that do not report remote config status get each hash once;
-    /// - a hash already sent on this WebSocket connection is not sent again on it (a reply to
-    ///   a message that crossed the push would otherwise carry a duplicate); a new connection
-    ///   gets it again, and HTTP (half duplex, a new exchange per request) until acknowledged.
+    /// - a hash just sent is not sent again: an agent message that crossed the push (built
+    ///   before the agent handled it, so still reporting the old hash) would otherwise get a
+    ///   duplicate. Over WebSocket "just" means on this connection (it delivers in order; a
+    ///   reconnect gets it again); over HTTP, within [`HTTP_RESEND_AFTER`] (a lost response is
+    ///   offered again after that).
     pub(crate) fn config_to_send(&self, conn_id: u64) -> Option<Arc<DesiredConfig>> {
         let desired = self.desired.as_ref()?;
         if self.capabilities & proto::AgentCapabilities::AcceptsRemoteConfig as u64 == 0 {
@@ -498,11 +506,17 @@ impl AgentEntry {
         if !reports_status && self.sent_hash == Some(desired.hash) {
             return None;
         }
-        if self.transport == Transport::Ws
-            && self.sent_hash == Some(desired.hash)
-            && self.sent_conn == Some(conn_id)
-        {
-            return None;
+        if self.sent_hash == Some(desired.hash) {
+            let just_sent = match self.transport {
+                Transport::Ws => self.sent_conn == Some(conn_id),
+                Transport::Http => self
+                    .sent_at
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age < HTTP_RESEND_AFTER),
+            };
+            if just_sent {
+                return None;
+            }
         }
         Some(Arc::clone(desired))
     }

@@ -516,26 +516,37 @@ mod tests {
                 .remote_config
                 .is_some()
         );
-        // Reports Reports­RemoteConfig, still old hash: sent again (spec MUST).
+        // Still the old hash right after the send: a poll built before the agent handled the
+        // config (a crossing). Not sent twice within HTTP_RESEND_AFTER.
         assert!(
             handle_message(&fleet, &mut c, heartbeat(2))
+                .remote_config
+                .is_none()
+        );
+        // Still the old hash long after: the response was lost, so it is offered again.
+        if let Some(entry) = fleet.get(&UID) {
+            crate::fleet::lock(&entry).sent_at =
+                Some(std::time::SystemTime::now() - crate::fleet::HTTP_RESEND_AFTER * 2);
+        }
+        assert!(
+            handle_message(&fleet, &mut c, heartbeat(3))
                 .remote_config
                 .is_some()
         );
         // Reported FAILED for the desired hash: not re-sent, also after rollback.
-        let mut m = heartbeat(3);
+        let mut m = heartbeat(4);
         m.remote_config_status = Some(proto::RemoteConfigStatus {
             last_remote_config_hash: Bytes::copy_from_slice(&[7; 32]),
             status: proto::RemoteConfigStatuses::Failed as i32,
             error_message: "bad".into(),
         });
         assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
-        let m = full(4, b"old");
+        let m = full(5, b"old");
         assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
         assert_eq!(fleet.agent(&UID).unwrap().failed_hashes.len(), 1);
         // Without AcceptsRemoteConfig: never sent.
         fleet.retry(&UID);
-        let mut m = heartbeat(5);
+        let mut m = heartbeat(6);
         m.capabilities = Cap::ReportsStatus as u64;
         assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
     }

@@ -72,10 +72,7 @@ pub fn compare(old: Option<&str>, new: Option<&str>) -> anyhow::Result<Component
             Some(_) => {}
         }
     }
-    out.removed = old_ids
-        .difference(&new_ids)
-        .map(|r| (*r).clone())
-        .collect();
+    out.removed = old_ids.difference(&new_ids).map(|r| (*r).clone()).collect();
     out.added.sort();
     out.changed.sort();
     Ok(out)
@@ -127,7 +124,10 @@ mod tests {
         let show = |v: &[ComponentRef]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(show(&c.added), ["exporters otlp/b"]);
         assert_eq!(show(&c.removed), ["exporters debug"]);
-        assert_eq!(show(&c.changed), ["pipelines logs/a", "receivers filelog/a"]);
+        assert_eq!(
+            show(&c.changed),
+            ["pipelines logs/a", "receivers filelog/a"]
+        );
         let all_new = compare(None, Some(new))?;
         assert_eq!(all_new.added.len(), 4);
         assert!(compare(Some(new), Some(new))?.is_empty());

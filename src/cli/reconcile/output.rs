@@ -8,7 +8,10 @@ use std::path::Path;
 use gitamp_core::Rejected;
 use gitamp_core::plan::StatusCounts;
 
-use super::{AgentChange, AgentRef, ComponentChanges, ConfigurationReport, Format, Report, short};
+use super::{
+    AgentAction, AgentChange, AgentRef, ComponentChanges, ConfigurationReport, Format, Report,
+    short,
+};
 use crate::cli::validate;
 
 /// GitHub truncates a step summary past 1 MiB; one diff larger than this is cut in markdown.
@@ -93,17 +96,18 @@ impl Style {
     }
 }
 
-fn header_lines(report: &Report) -> Vec<String> {
+/// Where the plan comes from; `code` formats names and revisions (backticks in markdown).
+fn header_lines(report: &Report, code: fn(&str) -> String) -> Vec<String> {
     let mut lines = vec![format!(
         "repository {} (revision {})",
-        report.path,
-        short(&report.revision)
+        code(&report.path),
+        code(short(&report.revision))
     )];
     if let Some(b) = &report.base {
         lines.push(format!(
             "compared with {} ({}){}",
-            b.reference,
-            short(&b.revision),
+            code(&b.reference),
+            code(short(&b.revision)),
             if b.valid {
                 ""
             } else {
@@ -115,11 +119,16 @@ fn header_lines(report: &Report) -> Vec<String> {
         let from = if f.source == "server" {
             format!(
                 "the server at {} (serving {})",
-                f.location,
-                f.server_revision.as_deref().map(short).unwrap_or("nothing yet")
+                code(&f.location),
+                code(
+                    f.server_revision
+                        .as_deref()
+                        .map(short)
+                        .unwrap_or("nothing yet")
+                )
             )
         } else {
-            format!("the agents file {}", f.location)
+            format!("the agents file {}", code(&f.location))
         };
         lines.push(format!("fleet: {} agent(s) from {from}", f.agents));
     }
@@ -135,7 +144,7 @@ fn components_line(c: &ComponentChanges) -> Vec<(char, String)> {
 }
 
 fn agent_line(a: &AgentChange) -> String {
-    let mut s = format!("{:<4}  {}", a.action, a.instance_uid);
+    let mut s = format!("{:<4}  {}", a.action.as_str(), a.instance_uid);
     if let Some(n) = &a.name {
         let _ = write!(s, " ({n})");
     }
@@ -221,7 +230,7 @@ pub(super) fn text(report: &Report, colour: bool) -> String {
     let st = Style { on: colour };
     let mut out = String::new();
     let _ = writeln!(out, "{}", st.bold("gitamp reconcile --dry-run"));
-    for l in header_lines(report) {
+    for l in header_lines(report, str::to_string) {
         let _ = writeln!(out, "{l}");
     }
     for c in &report.configurations {
@@ -283,7 +292,10 @@ pub(super) fn text(report: &Report, colour: bool) -> String {
             }
         }
         if let Some(diff) = c.diff.as_deref().filter(|d| !d.is_empty()) {
-            let _ = writeln!(out, "  diff of the rendered YAML (sensitive values masked):");
+            let _ = writeln!(
+                out,
+                "  diff of the rendered YAML (sensitive values masked):"
+            );
             for line in diff.lines() {
                 let painted = if line.starts_with("+++") || line.starts_with("---") {
                     st.bold(line)
@@ -301,7 +313,12 @@ pub(super) fn text(report: &Report, colour: bool) -> String {
         }
     }
     if !report.conflicts.is_empty() {
-        let _ = writeln!(out, "\n{} ({}):", st.bold("conflicts"), report.conflicts.len());
+        let _ = writeln!(
+            out,
+            "\n{} ({}):",
+            st.bold("conflicts"),
+            report.conflicts.len()
+        );
         for a in &report.conflicts {
             let _ = writeln!(
                 out,
@@ -312,7 +329,12 @@ pub(super) fn text(report: &Report, colour: bool) -> String {
         }
     }
     if !report.unmanaged.is_empty() {
-        let _ = writeln!(out, "\n{} ({}):", st.bold("unmanaged"), report.unmanaged.len());
+        let _ = writeln!(
+            out,
+            "\n{} ({}):",
+            st.bold("unmanaged"),
+            report.unmanaged.len()
+        );
         for a in &report.unmanaged {
             let _ = writeln!(
                 out,
@@ -380,8 +402,8 @@ pub(super) fn markdown(report: &Report) -> String {
         headline.push(format!("{} agent(s) to update", s.agents_to_update));
     }
     let _ = writeln!(out, "## gitamp dry run: {}\n", headline.join(", "));
-    for l in header_lines(report) {
-        let _ = writeln!(out, "- {}", backtick_revisions(&l));
+    for l in header_lines(report, |s| format!("`{s}`")) {
+        let _ = writeln!(out, "- {l}");
     }
     out.push('\n');
     if report.configurations.is_empty() {
@@ -398,17 +420,25 @@ pub(super) fn markdown(report: &Report) -> String {
         }
         out.push('\n');
         for c in &report.configurations {
-            let _ = write!(
-                out,
-                "| `{}` | {} | {} / {} / {} |",
-                c.name,
-                change_label(c),
-                c.components.added.len(),
-                c.components.removed.len(),
-                c.components.changed.len()
-            );
+            // Without anything to compare with (no base, unknown current rendering) the
+            // component counts would be a misleading 0 / 0 / 0.
+            let comps = if c.diff.is_some() {
+                format!(
+                    "{} / {} / {}",
+                    c.components.added.len(),
+                    c.components.removed.len(),
+                    c.components.changed.len()
+                )
+            } else {
+                "unknown".to_string()
+            };
+            let _ = write!(out, "| `{}` | {} | {comps} |", c.name, change_label(c));
             if report.fleet.is_some() {
-                let push = c.agents.iter().filter(|a| a.action == "push").count();
+                let push = c
+                    .agents
+                    .iter()
+                    .filter(|a| a.action == AgentAction::Push)
+                    .count();
                 let _ = write!(
                     out,
                     " {} | {} | {} |",
@@ -435,7 +465,7 @@ pub(super) fn markdown(report: &Report) -> String {
             (None, None) => {}
         }
         if let Some(with) = &c.compared_with {
-            let _ = writeln!(out, "Compared with {}.", backtick_revisions(with));
+            let _ = writeln!(out, "Compared with {with}.");
         }
         let comps = components_line(&c.components);
         if !comps.is_empty() {
@@ -475,7 +505,7 @@ pub(super) fn markdown(report: &Report) -> String {
                             .as_deref()
                             .map(|n| format!(" ({})", cell(n)))
                             .unwrap_or_default(),
-                        if a.action == "push" {
+                        if a.action == AgentAction::Push {
                             "push now"
                         } else {
                             "wait for rollout"
@@ -535,7 +565,12 @@ pub(super) fn markdown(report: &Report) -> String {
     if !report.unmanaged.is_empty() {
         out.push_str("\n### Unmanaged agents\n\nNo configuration selects them; they keep what they run.\n\n| Agent | Labels |\n|---|---|\n");
         for a in &report.unmanaged {
-            let _ = writeln!(out, "| `{}` | {} |", cell(&agent_name(a)), cell(&labels_text(a)));
+            let _ = writeln!(
+                out,
+                "| `{}` | {} |",
+                cell(&agent_name(a)),
+                cell(&labels_text(a))
+            );
         }
     }
     let _ = writeln!(
@@ -549,9 +584,4 @@ pub(super) fn markdown(report: &Report) -> String {
         }
     );
     out
-}
-
-/// The header lines name revisions in parentheses; code-format them for markdown.
-fn backtick_revisions(line: &str) -> String {
-    line.to_string()
 }

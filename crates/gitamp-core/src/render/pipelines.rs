@@ -24,6 +24,12 @@ use super::components::{Component, Fragments, Renderer, Section, same};
 use crate::catalog::diagnostics::{Diagnostics, Location};
 use crate::catalog::model::{ComponentRef, Configuration, Role, Signal};
 
+/// One component of a rendered configuration: (ID, config, masked config).
+type Rendered = (String, Arc<Json>, Arc<Json>);
+
+/// A component definition while assembling: (config, masked config, owner resource for messages).
+type Definition = (Arc<Json>, Arc<Json>, String);
+
 /// A configuration's collector config, as agents get it and with secrets masked, sharing every
 /// component with the resources' fragments (serialized through [`Assembled::view`], never
 /// copied into a second tree).
@@ -31,7 +37,7 @@ use crate::catalog::model::{ComponentRef, Configuration, Role, Signal};
 pub struct Assembled {
     /// Per section (receivers, processors, exporters, extensions): (ID, config, masked config),
     /// sorted by ID.
-    sections: [Vec<(String, Arc<Json>, Arc<Json>)>; 4],
+    sections: [Vec<Rendered>; 4],
     /// `service:`: the configuration's own settings, then `extensions`, then `pipelines`.
     service: serde_json::Map<String, Json>,
     has_secrets: bool,
@@ -57,7 +63,7 @@ pub struct View<'a> {
 }
 
 struct SectionView<'a> {
-    components: &'a [(String, Arc<Json>, Arc<Json>)],
+    components: &'a [Rendered],
     masked: bool,
 }
 
@@ -121,7 +127,7 @@ fn resolve<'r>(renderer: &'r Renderer<'_>, role: Role, r: &'r ComponentRef) -> O
 /// without moving the others (small, reviewable diffs).
 #[derive(Default)]
 struct Defs {
-    sections: [BTreeMap<String, (Arc<Json>, Arc<Json>, String)>; 4],
+    sections: [BTreeMap<String, Definition>; 4],
 }
 
 struct Pipeline {

@@ -117,6 +117,7 @@ pub struct HttpPool {
     opened: AtomicU64,
     requests: AtomicU64,
     gzip_replies: AtomicU64,
+    latency: LatencyHistogram,
 }
 
 impl std::fmt::Debug for HttpPool {
@@ -154,6 +155,7 @@ impl HttpPool {
             opened: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             gzip_replies: AtomicU64::new(0),
+            latency: LatencyHistogram::default(),
             opts,
         })
     }
@@ -171,6 +173,12 @@ impl HttpPool {
     /// Replies that came gzip-compressed (the server compresses when we accept it).
     pub fn gzip_replies(&self) -> u64 {
         self.gzip_replies.load(Ordering::Relaxed)
+    }
+
+    /// Time per successful exchange on its connection (the wait for a free slot excluded): the
+    /// request latency a load test reports.
+    pub fn latency(&self) -> &LatencyHistogram {
+        &self.latency
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, HttpError> {
@@ -217,8 +225,12 @@ impl HttpPool {
         let idx = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[idx].lock().await;
         let limit = self.opts.timeout;
+        let started = std::time::Instant::now();
         let result = tokio::time::timeout(limit, self.exchange_on(&mut slot, msg, body)).await;
         let result = result.unwrap_or(Err(HttpError::Timeout(limit)));
+        if result.is_ok() {
+            self.latency.record(started.elapsed());
+        }
         if result.is_err() {
             // The connection may be mid-response: never reuse it.
             *slot = None;
@@ -297,5 +309,113 @@ impl HttpPool {
             bytes
         };
         Ok(ServerToAgent::decode(bytes)?)
+    }
+}
+
+/// A lock-free latency histogram: microseconds in log buckets with 8 steps per power of two
+/// (values within 12.5 %), enough for p50/p99 of a load test.
+pub struct LatencyHistogram {
+    buckets: Vec<AtomicU64>,
+}
+
+const LINEAR: u64 = 16;
+const BUCKETS: usize = LINEAR as usize + 8 * 60;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatencyHistogram")
+            .field("count", &self.count())
+            .finish()
+    }
+}
+
+fn bucket_of(us: u64) -> usize {
+    if us < LINEAR {
+        return us as usize;
+    }
+    let e = 63 - us.leading_zeros() as u64; // >= 4
+    let sub = (us >> (e - 3)) & 7;
+    (LINEAR + (e - 4) * 8 + sub) as usize
+}
+
+fn bucket_floor_us(idx: usize) -> u64 {
+    let idx = idx as u64;
+    if idx < LINEAR {
+        return idx;
+    }
+    let e = (idx - LINEAR) / 8 + 4;
+    let sub = (idx - LINEAR) % 8;
+    (8 + sub) << (e - 3)
+}
+
+impl LatencyHistogram {
+    /// Records one duration.
+    pub fn record(&self, d: Duration) {
+        let idx = bucket_of(d.as_micros().min(u64::MAX as u128) as u64).min(BUCKETS - 1);
+        self.buckets[idx].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Durations recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Forgets everything recorded (start of a measurement window).
+    pub fn reset(&self) {
+        for b in &self.buckets {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The p-quantile (0..=1), as the lower bound of its bucket; zero when empty.
+    pub fn quantile(&self, p: f64) -> Duration {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((total as f64 * p).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Duration::from_micros(bucket_floor_us(i));
+            }
+        }
+        Duration::ZERO
+    }
+}
+
+#[cfg(test)]
+mod latency_tests {
+    use super::*;
+
+    #[test]
+    fn buckets_round_trip_within_an_eighth() {
+        for us in [0u64, 1, 15, 16, 17, 100, 999, 12_345, 1_000_000, 60_000_000] {
+            let floor = bucket_floor_us(bucket_of(us));
+            assert!(floor <= us && us - floor <= us / 8, "{us} -> {floor}");
+        }
+        let h = LatencyHistogram::default();
+        for ms in 1..=100 {
+            h.record(Duration::from_millis(ms));
+        }
+        assert_eq!(h.count(), 100);
+        let p50 = h.quantile(0.5).as_millis();
+        assert!((44..=50).contains(&p50), "{p50}");
+        h.reset();
+        assert_eq!(h.quantile(0.99), Duration::ZERO);
     }
 }

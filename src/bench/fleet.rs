@@ -1,0 +1,650 @@
+//! `gitamp bench fleet`: a load generator for the OpAMP server, and the standard measurements.
+//!
+//! The parent process makes a Git repository (a copy of the embedded example), starts this
+//! binary as `gitamp serve` in a child process (so its memory and CPU are its own), and starts
+//! `--processes P` workers: this binary again, as `gitamp bench fleet --worker-url ...`, each
+//! running `N/P` simulated agents ([`gitamp_opamp::agent::run_fleet`]) from its own loopback
+//! source addresses. One process may hold at most ~19,900 sockets here (`ulimit -Hn` is
+//! 20,000), hence the workers. Parent and workers talk in lines: commands on the worker's
+//! stdin, one JSON object per answer on its stdout.
+//!
+//! Phases: ramp (connect rate: every agent connected and APPLIED its first config), steady
+//! state for `--duration` seconds (server RSS and CPU, messages/s, HTTP request latency), then
+//! optionally `--rollout` (commit + webhook, latency to each agent's APPLIED) and `--restart`
+//! (kill -9 the server, restart it on the same ports and data directory; time until every
+//! agent reconnected and re-sent its full state, until the server sees them all synced, and
+//! the pushes that were not needed). The last line is `RESULT {json}` for scripts.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use gitamp_opamp::agent::{
+    ApplyPolicy, FleetTransport, SimFleet, SimFleetOptions, WsOptions, run_fleet,
+};
+use serde_json::{Value, json};
+
+use super::harness::{BenchRepo, Server, percentile};
+
+/// Options of the fleet benchmark.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// `ws` (one WebSocket per agent) or `http` (agents share a pool of keep-alive
+    /// connections).
+    #[arg(long, default_value = "ws", value_parser = ["ws", "http"])]
+    pub transport: String,
+    /// Simulated agents, in total.
+    #[arg(long, default_value_t = 1000)]
+    pub agents: usize,
+    /// Agents started per second, in total (0: all at once).
+    #[arg(long, default_value_t = 1000.0)]
+    pub ramp: f64,
+    /// Heartbeat (WebSocket) / poll (HTTP) interval in seconds; the server offers the same.
+    #[arg(long, default_value_t = 30)]
+    pub heartbeat: u64,
+    /// Seconds of steady state measured after the ramp.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// Worker processes for the agents (each holds N/P agents and its own source addresses).
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// HTTP keep-alive connections, in total (split over the workers).
+    #[arg(long, default_value_t = 8)]
+    pub connections: usize,
+    /// After the steady state: commit a change, fire the webhook, measure webhook -> APPLIED.
+    #[arg(long)]
+    pub rollout: bool,
+    /// Then kill -9 the server, restart it, measure the reconnect storm.
+    #[arg(long)]
+    pub restart: bool,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Internal: run as a worker against this OpAMP URL.
+    #[arg(long, hide = true)]
+    pub worker_url: Option<String>,
+    /// Internal: this worker's index (chooses its source addresses).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub worker_index: usize,
+}
+
+/// Source addresses a worker binds: 4 per worker for WebSocket (each pair of addresses has
+/// ~28,000 ephemeral ports), 1 for HTTP (a handful of connections).
+fn source_ips(worker: usize, transport: &str) -> Vec<IpAddr> {
+    let per = if transport == "ws" { 4 } else { 1 };
+    (0..per)
+        .map(|k| {
+            let n = 2 + worker * per + k;
+            IpAddr::V4(Ipv4Addr::new(127, 0, (n / 250) as u8, (n % 250) as u8 + 2))
+        })
+        .collect()
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Some(url) = args.worker_url.clone() {
+        return runtime.block_on(worker(args, url));
+    }
+    runtime.block_on(parent(args))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker: N agents, answering commands.
+
+struct Tracked {
+    fleet: SimFleet,
+    /// Per agent: distinct APPLIED hashes seen so far (1 after the first config).
+    generations: Arc<Vec<AtomicU32>>,
+    /// Per agent: unix ns of the latest new APPLIED.
+    applied_at: Arc<Vec<AtomicU64>>,
+    /// Per agent: full reports sent at the last `mark`.
+    marked_full: Vec<u64>,
+    marked_connections: Vec<u32>,
+    marked_redundant: u64,
+}
+
+impl Tracked {
+    fn totals(&self) -> Value {
+        let (mut connected, mut applied, mut sent, mut received, mut redundant, mut errors) =
+            (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+        let mut heartbeats = 0u64;
+        for a in &self.fleet.agents {
+            let rx = a.subscribe();
+            let s = rx.borrow();
+            connected += s.connected as u64;
+            applied += s.applied_hash().is_some() as u64;
+            sent += s.messages_sent;
+            received += s.messages_received;
+            redundant += s.redundant_configs_received;
+            errors += s.transport_errors;
+            heartbeats += s.heartbeats_sent;
+        }
+        let (requests, p50, p99, lat_count) = match &self.fleet.http_pool {
+            Some(p) => (
+                p.requests_sent(),
+                p.latency().quantile(0.5).as_micros() as u64,
+                p.latency().quantile(0.99).as_micros() as u64,
+                p.latency().count(),
+            ),
+            None => (0, 0, 0, 0),
+        };
+        json!({
+            "type": "stats", "agents": self.fleet.agents.len(), "connected": connected,
+            "applied": applied, "sent": sent, "received": received, "redundant": redundant,
+            "errors": errors, "heartbeats": heartbeats, "requests": requests,
+            "lat_p50_us": p50, "lat_p99_us": p99, "lat_count": lat_count,
+            "lat_buckets": self.fleet.http_pool.as_ref().map(|p| latency_samples(p.latency())),
+        })
+    }
+}
+
+/// The histogram as (floor µs, count) pairs, so the parent can merge workers exactly.
+fn latency_samples(h: &gitamp_opamp::agent::http::LatencyHistogram) -> Vec<(u64, u64)> {
+    // Quantiles at 0.1 % steps are enough to merge p50/p99 across workers.
+    let n = h.count();
+    if n == 0 {
+        return Vec::new();
+    }
+    (1..=1000)
+        .map(|i| {
+            (
+                h.quantile(i as f64 / 1000.0).as_micros() as u64,
+                n.div_ceil(1000),
+            )
+        })
+        .collect()
+}
+
+fn reply(v: Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
+    let transport = if args.transport == "ws" {
+        FleetTransport::WebSocket {
+            source_ips: source_ips(args.worker_index, "ws"),
+        }
+    } else {
+        FleetTransport::Http {
+            connections: args.connections.max(1),
+            gzip: false,
+        }
+    };
+    let mut opts = SimFleetOptions {
+        ramp_per_sec: args.ramp,
+        heartbeat_interval: Duration::from_secs(args.heartbeat),
+        policy: ApplyPolicy::Apply,
+        service_name: "otelcol-bench".to_owned(),
+        environment: "staging".to_owned(),
+        host_prefix: format!("bench-w{}", args.worker_index),
+        ws: WsOptions {
+            // A restarted server comes back within a second or two; do not hammer it.
+            reconnect_delay: Duration::from_millis(500),
+            ..WsOptions::default()
+        },
+        ..SimFleetOptions::default()
+    };
+    opts.http.local_ip = source_ips(args.worker_index, "http").first().copied();
+    opts.http.timeout = Duration::from_secs(10);
+    // Labels: deployment.environment=staging, os.type=linux (this host): the example
+    // repository's `staging` configuration (all at once) selects them.
+    let fleet = run_fleet(args.agents, transport, &url, opts).context("starting agents")?;
+    let n = fleet.agents.len();
+    let generations: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
+    let applied_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
+    for (i, a) in fleet.agents.iter().enumerate() {
+        let mut rx = a.subscribe();
+        let (generations, applied_at) = (generations.clone(), applied_at.clone());
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let cur = rx.borrow_and_update().applied_hash().cloned();
+                if cur.is_some() && cur != last {
+                    applied_at[i].store(unix_ns(), Ordering::Relaxed);
+                    generations[i].fetch_add(1, Ordering::Release);
+                    last = cur;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut t = Tracked {
+        fleet,
+        generations,
+        applied_at,
+        marked_full: Vec::new(),
+        marked_connections: Vec::new(),
+        marked_redundant: 0,
+    };
+    let t0 = Instant::now();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(line) = lines.recv().await {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| {
+            words
+                .get(i)
+                .and_then(|w| w.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match words.first().copied() {
+            Some("stats") => reply(t.totals()),
+            Some("reset-latency") => {
+                if let Some(p) = &t.fleet.http_pool {
+                    p.latency().reset();
+                }
+                reply(json!({"type": "ok"}));
+            }
+            // wait-gen G TIMEOUT_S: until every agent applied G distinct hashes.
+            Some("wait-gen") => {
+                let (g, timeout) = (num(1) as u32, Duration::from_secs(num(2)));
+                let deadline = Instant::now() + timeout;
+                let done = |t: &Tracked| {
+                    t.generations
+                        .iter()
+                        .filter(|x| x.load(Ordering::Acquire) >= g)
+                        .count()
+                };
+                while done(&t) < n && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let ms: Vec<f64> = t
+                    .applied_at
+                    .iter()
+                    .zip(t.generations.iter())
+                    .filter(|(_, x)| x.load(Ordering::Acquire) >= g)
+                    .map(|(at, _)| at.load(Ordering::Relaxed) as f64 / 1e6)
+                    .collect();
+                reply(json!({
+                    "type": "applied", "done": done(&t), "agents": n,
+                    "since_start_s": t0.elapsed().as_secs_f64(), "applied_unix_ms": ms,
+                }));
+            }
+            Some("mark") => {
+                t.marked_full = t
+                    .fleet
+                    .agents
+                    .iter()
+                    .map(|a| a.subscribe().borrow().full_reports_sent)
+                    .collect();
+                t.marked_connections = t
+                    .fleet
+                    .agents
+                    .iter()
+                    .map(|a| a.subscribe().borrow().connections)
+                    .collect();
+                t.marked_redundant = t
+                    .fleet
+                    .agents
+                    .iter()
+                    .map(|a| a.subscribe().borrow().redundant_configs_received)
+                    .sum();
+                reply(json!({"type": "ok"}));
+            }
+            // wait-resync TIMEOUT_S: until every agent sent a full report since `mark`
+            // (the restarted server asked for its state) and, on WebSocket, reconnected.
+            Some("wait-resync") => {
+                let deadline = Instant::now() + Duration::from_secs(num(1));
+                let ws = args.transport == "ws";
+                let mut reconnected_ms = None;
+                let started = unix_ns();
+                loop {
+                    let mut reconnected = 0;
+                    let mut resynced = 0;
+                    for (i, a) in t.fleet.agents.iter().enumerate() {
+                        let rx = a.subscribe();
+                        let s = rx.borrow();
+                        if !ws || (s.connected && s.connections > t.marked_connections[i]) {
+                            reconnected += 1;
+                        }
+                        if s.full_reports_sent > t.marked_full[i] {
+                            resynced += 1;
+                        }
+                    }
+                    if reconnected == n && reconnected_ms.is_none() {
+                        reconnected_ms = Some(unix_ns() as f64 / 1e6);
+                    }
+                    if (resynced == n && reconnected == n) || Instant::now() >= deadline {
+                        let redundant: u64 = t
+                            .fleet
+                            .agents
+                            .iter()
+                            .map(|a| a.subscribe().borrow().redundant_configs_received)
+                            .sum();
+                        reply(json!({
+                            "type": "resync", "agents": n, "reconnected": reconnected,
+                            "resynced": resynced, "reconnected_unix_ms": reconnected_ms,
+                            "resynced_unix_ms": unix_ns() as f64 / 1e6,
+                            "redundant": redundant - t.marked_redundant,
+                            "polled_from_unix_ms": started as f64 / 1e6,
+                        }));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            Some("stop") => {
+                let fleet = t.fleet;
+                let stopped = fleet.stop_all(Duration::from_secs(5)).await;
+                reply(json!({"type": "stopped", "stopped": stopped}));
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ => reply(json!({"type": "error", "line": line})),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent: server, workers, phases, figures.
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    fn send(&mut self, cmd: &str) -> anyhow::Result<()> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+    fn recv(&mut self) -> anyhow::Result<Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("worker {} ended", self.child.id());
+        }
+        Ok(serde_json::from_str(&line)?)
+    }
+}
+
+/// Sends `cmd` to every worker, then reads one answer from each (in a blocking thread so the
+/// runtime keeps running).
+async fn broadcast(workers: &mut Vec<Worker>, cmd: &str) -> anyhow::Result<Vec<Value>> {
+    for w in workers.iter_mut() {
+        w.send(cmd)?;
+    }
+    let mut taken = std::mem::take(workers);
+    let (taken, answers) = tokio::task::spawn_blocking(move || {
+        let answers: anyhow::Result<Vec<Value>> = taken.iter_mut().map(Worker::recv).collect();
+        (taken, answers)
+    })
+    .await?;
+    *workers = taken;
+    answers
+}
+
+fn sum(vals: &[Value], key: &str) -> u64 {
+    vals.iter().map(|v| v[key].as_u64().unwrap_or(0)).sum()
+}
+
+/// Merged HTTP latency quantiles (ms) from the workers' quantile samples.
+fn merged_latency(stats: &[Value]) -> (f64, f64) {
+    let mut samples: Vec<u64> = Vec::new();
+    for s in stats {
+        if let Some(b) = s["lat_buckets"].as_array() {
+            let weight = s["lat_count"].as_u64().unwrap_or(0);
+            // Each worker's 1000 quantile points, repeated by its share of requests.
+            let reps = (weight / 1000).clamp(1, 100);
+            for pair in b {
+                for _ in 0..reps {
+                    samples.push(pair[0].as_u64().unwrap_or(0));
+                }
+            }
+        }
+    }
+    samples.sort_unstable();
+    (
+        percentile(&samples, 0.5) as f64 / 1e3,
+        percentile(&samples, 0.99) as f64 / 1e3,
+    )
+}
+
+async fn parent(args: Args) -> anyhow::Result<ExitCode> {
+    let p = args.processes.max(1);
+    if args.agents / p > 19_000 {
+        bail!(
+            "{} agents per process is over what one process may hold here (ulimit -Hn); use --processes",
+            args.agents / p
+        );
+    }
+    let repo = BenchRepo::new()?;
+    let mut server = Server::start(&repo, args.heartbeat)?;
+    let client = reqwest::Client::new();
+    // Let the server fetch and serve the first revision before any agent arrives.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle_rss = server.rss_kib();
+    let cpu0 = server.cpu_seconds();
+    println!(
+        "server pid {} opamp={} api={}: idle RSS {idle_rss} KiB",
+        server.pid, server.opamp, server.api
+    );
+
+    let exe = std::env::current_exe()?;
+    let url = if args.transport == "ws" {
+        format!("ws://{}/v1/opamp", server.opamp)
+    } else {
+        format!("http://{}/v1/opamp", server.opamp)
+    };
+    let mut workers = Vec::with_capacity(p);
+    let ramp_start = Instant::now();
+    for i in 0..p {
+        let agents = args.agents / p + usize::from(i < args.agents % p);
+        let mut child = Command::new(&exe)
+            .args(["bench", "fleet", "--transport", &args.transport])
+            .args(["--agents", &agents.to_string()])
+            .args(["--ramp", &(args.ramp / p as f64).to_string()])
+            .args(["--heartbeat", &args.heartbeat.to_string()])
+            .args(["--connections", &(args.connections / p).max(1).to_string()])
+            .args(["--worker-url", &url, "--worker-index", &i.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a worker")?;
+        let stdin = child.stdin.take().context("worker stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("worker stdout")?);
+        workers.push(Worker {
+            child,
+            stdin,
+            stdout,
+        });
+    }
+    let result = phases(
+        &args,
+        &repo,
+        &mut server,
+        &client,
+        &mut workers,
+        ramp_start,
+        idle_rss,
+        cpu0,
+    )
+    .await;
+    let _ = broadcast(&mut workers, "stop").await;
+    for w in &mut workers {
+        let _ = w.child.kill();
+        let _ = w.child.wait();
+    }
+    drop(server);
+    let summary = result?;
+    println!("RESULT {summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn phases(
+    args: &Args,
+    repo: &BenchRepo,
+    server: &mut Server,
+    client: &reqwest::Client,
+    workers: &mut Vec<Worker>,
+    ramp_start: Instant,
+    idle_rss: u64,
+    cpu0: f64,
+) -> anyhow::Result<Value> {
+    let n = args.agents as u64;
+    let timeout = args.timeout;
+    // Ramp: everyone connected and APPLIED the first configuration.
+    let answers = broadcast(workers, &format!("wait-gen 1 {timeout}")).await?;
+    let ramp_secs = ramp_start.elapsed().as_secs_f64();
+    let applied = sum(&answers, "done");
+    if applied < n {
+        bail!("only {applied} of {n} agents applied their first config within {timeout} s");
+    }
+    let cpu_ramp = server.cpu_seconds() - cpu0;
+    println!(
+        "ramp: {n} agents connected and applied in {ramp_secs:.1} s ({:.0} agents/s); server CPU {cpu_ramp:.1} s",
+        n as f64 / ramp_secs
+    );
+    // Let the first heartbeats after connect settle, then measure the steady state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broadcast(workers, "reset-latency").await?;
+    let s0 = broadcast(workers, "stats").await?;
+    let (rss_a, cpu_a, t_a) = (server.rss_kib(), server.cpu_seconds(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    let s1 = broadcast(workers, "stats").await?;
+    let (rss_b, cpu_b, window) = (
+        server.rss_kib(),
+        server.cpu_seconds(),
+        t_a.elapsed().as_secs_f64(),
+    );
+    let msgs =
+        (sum(&s1, "sent") + sum(&s1, "received")) - (sum(&s0, "sent") + sum(&s0, "received"));
+    let requests = sum(&s1, "requests") - sum(&s0, "requests");
+    let (lat_p50, lat_p99) = merged_latency(&s1);
+    let rss = rss_a.max(rss_b);
+    let kib_per_agent = (rss.saturating_sub(idle_rss)) as f64 / n as f64;
+    let steady_cpu = cpu_b - cpu_a;
+    println!(
+        "steady {window:.0} s: server RSS {rss} KiB ({idle_rss} idle) = {kib_per_agent:.1} KiB/agent; \
+         CPU {steady_cpu:.2} s ({:.1} %); {:.0} messages/s; {:.0} requests/s; connected {}",
+        100.0 * steady_cpu / window,
+        msgs as f64 / window,
+        requests as f64 / window,
+        sum(&s1, "connected"),
+    );
+    if args.transport == "http" {
+        println!(
+            "HTTP request latency (exchange on a pooled connection): p50 {lat_p50:.2} ms, p99 {lat_p99:.2} ms"
+        );
+    }
+    let mut summary = json!({
+        "transport": args.transport, "agents": n, "processes": args.processes,
+        "connections": if args.transport == "http" { json!(args.connections) } else { Value::Null },
+        "heartbeat_s": args.heartbeat, "ramp_s": ramp_secs, "connect_rate": n as f64 / ramp_secs,
+        "idle_rss_kib": idle_rss, "rss_kib": rss, "kib_per_agent": kib_per_agent,
+        "ramp_cpu_s": cpu_ramp, "steady_cpu_s": steady_cpu, "window_s": window,
+        "messages_per_s": msgs as f64 / window, "requests_per_s": requests as f64 / window,
+        "lat_p50_ms": lat_p50, "lat_p99_ms": lat_p99,
+    });
+
+    if args.rollout {
+        repo.commit_staging_change("rollout")?;
+        let cpu_r = server.cpu_seconds();
+        let fired = unix_ns() as f64 / 1e6;
+        server.webhook(client).await?;
+        let answers = broadcast(workers, &format!("wait-gen 2 {timeout}")).await?;
+        let done = sum(&answers, "done");
+        let mut lat: Vec<f64> = answers
+            .iter()
+            .flat_map(|a| a["applied_unix_ms"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_f64())
+            .map(|at| at - fired)
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        let (p50, p99, max) = (
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            percentile(&lat, 1.0),
+        );
+        let cpu = server.cpu_seconds() - cpu_r;
+        println!(
+            "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; server CPU {cpu:.2} s; RSS {} KiB",
+            server.rss_kib()
+        );
+        summary["rollout"] =
+            json!({"done": done, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "cpu_s": cpu});
+    }
+
+    if args.restart {
+        broadcast(workers, "mark").await?;
+        let killed = Instant::now();
+        server.kill_and_restart()?;
+        let up_ms = killed.elapsed().as_secs_f64() * 1e3;
+        let killed_ms = unix_ns() as f64 / 1e6 - up_ms;
+        // The server side: poll the status API until every agent is connected and synced.
+        let server_side = async {
+            let start = Instant::now();
+            loop {
+                if let Ok((c, s)) = server.agent_counts(client).await
+                    && c >= n
+                    && s >= n
+                {
+                    return Some(start.elapsed().as_secs_f64() * 1e3 + up_ms);
+                }
+                if start.elapsed() > Duration::from_secs(timeout) {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        let (answers, synced_ms) = tokio::join!(
+            broadcast(workers, &format!("wait-resync {timeout}")),
+            server_side
+        );
+        let answers = answers?;
+        let max_of = |key: &str| {
+            answers
+                .iter()
+                .filter_map(|a| a[key].as_f64())
+                .fold(f64::NAN, f64::max)
+                - killed_ms
+        };
+        let reconnected = max_of("reconnected_unix_ms");
+        let resynced = max_of("resynced_unix_ms");
+        let redundant = sum(&answers, "redundant");
+        let cpu = server.cpu_seconds();
+        println!(
+            "restart: server back in {up_ms:.0} ms; all {} reconnected {reconnected:.0} ms and re-sent full state {resynced:.0} ms after kill -9 \
+             ({} of {n} resynced); server saw all synced after {} ms; redundant pushes {redundant}; CPU since restart {cpu:.2} s; RSS {} KiB",
+            sum(&answers, "reconnected"),
+            sum(&answers, "resynced"),
+            synced_ms.map_or("-".to_string(), |m| format!("{m:.0}")),
+            server.rss_kib(),
+        );
+        summary["restart"] = json!({
+            "server_up_ms": up_ms, "reconnected_ms": reconnected, "resynced_ms": resynced,
+            "resynced": sum(&answers, "resynced"), "server_synced_ms": synced_ms,
+            "redundant_pushes": redundant, "cpu_s": cpu, "rss_kib": server.rss_kib(),
+        });
+    }
+    let last = broadcast(workers, "stats").await?;
+    summary["redundant_pushes_total"] = json!(sum(&last, "redundant"));
+    summary["transport_errors"] = json!(sum(&last, "errors"));
+    Ok(summary)
+}

@@ -1,0 +1,301 @@
+//! Shared pieces of the benchmarks that drive a real `gitamp serve` child process: a bare Git
+//! repository seeded with the embedded example, the server process itself (restartable on the
+//! same ports and data directory), and what /proc says about it (RSS, CPU seconds).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Runs git in `dir` with a fixed identity.
+pub fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=gitamp bench",
+            "-c",
+            "user.email=bench@gitamp.invalid",
+        ])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .context("running git")?;
+    if !out.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Resident set size of a process in KiB, from /proc/<pid>/status.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// User + system CPU seconds of a process, from /proc/<pid>/stat (utime + stime over the
+/// clock tick rate).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields are counted after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 14 (utime) and 15 (stime) of the full line are 12 and 13 here (state is 3).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clock_ticks() as f64)
+}
+
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100)
+    })
+}
+
+/// The p-quantile (0..=1) of sorted values, nearest rank.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// A bare repository (`remote.git`) and a working clone (`work`) holding the embedded example
+/// repository, in a temporary directory that lives as long as this value.
+pub struct BenchRepo {
+    pub dir: tempfile::TempDir,
+    pub remote: PathBuf,
+    pub work: PathBuf,
+}
+
+impl BenchRepo {
+    pub fn new() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("temporary directory")?;
+        let remote = dir.path().join("remote.git");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&remote)?;
+        std::fs::create_dir_all(&work)?;
+        git(&remote, &["init", "-q", "--bare", "-b", "main"])?;
+        git(&work, &["init", "-q", "-b", "main"])?;
+        for (path, bytes) in crate::embedded::snapshot().files {
+            let target = work.join(&path);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(target, &bytes[..])?;
+        }
+        git(&work, &["add", "-A"])?;
+        git(&work, &["commit", "-q", "-m", "bench: initial"])?;
+        git(
+            &work,
+            &[
+                "remote",
+                "add",
+                "origin",
+                remote.to_str().context("utf-8 path")?,
+            ],
+        )?;
+        git(&work, &["push", "-q", "origin", "main"])?;
+        Ok(BenchRepo { dir, remote, work })
+    }
+
+    /// Commits a change to the staging processor (a new rendered hash for `staging`) and
+    /// pushes it.
+    pub fn commit_staging_change(&self, round: &str) -> anyhow::Result<()> {
+        let file = self.work.join("processors/env-staging.yaml");
+        let text = std::fs::read_to_string(&file)?;
+        std::fs::write(
+            &file,
+            text.replacen(
+                "deployment.environment: staging",
+                &format!("deployment.environment: staging\n      bench.round: \"{round}\""),
+                1,
+            ),
+        )?;
+        git(
+            &self.work,
+            &["commit", "-q", "-am", &format!("bench round {round}")],
+        )?;
+        git(&self.work, &["push", "-q", "origin", "main"])?;
+        Ok(())
+    }
+}
+
+/// A `gitamp serve` child process on the bench repository.
+pub struct Server {
+    pub child: Child,
+    pub pid: u32,
+    /// OpAMP listener, host:port.
+    pub opamp: String,
+    /// Status API listener, host:port.
+    pub api: String,
+    pub token: String,
+    data_dir: PathBuf,
+    remote: PathBuf,
+    token_file: PathBuf,
+    heartbeat: u64,
+}
+
+impl Server {
+    /// Starts the server on free ports.
+    pub fn start(repo: &BenchRepo, heartbeat: u64) -> anyhow::Result<Server> {
+        let token = "bench-token".to_string();
+        let token_file = repo.dir.path().join("token");
+        std::fs::write(&token_file, &token)?;
+        Self::spawn(
+            &repo.remote,
+            &token_file,
+            &repo.dir.path().join("data"),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            heartbeat,
+            token,
+        )
+    }
+
+    fn spawn(
+        remote: &Path,
+        token_file: &Path,
+        data_dir: &Path,
+        opamp: &str,
+        api: &str,
+        heartbeat: u64,
+        token: String,
+    ) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe().context("locating this binary")?;
+        let mut child = Command::new(exe)
+            .arg("serve")
+            .args(["--repo", &format!("file://{}", remote.display())])
+            .args([
+                "--poll",
+                "3600",
+                "--opamp-listen",
+                opamp,
+                "--api-listen",
+                api,
+            ])
+            .args(["--heartbeat", &heartbeat.to_string()])
+            .arg("--webhook-token-file")
+            .arg(token_file)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting gitamp serve")?;
+        let pid = child.id();
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = |key: &str| -> anyhow::Result<String> {
+            line.split_whitespace()
+                .find_map(|p| p.strip_prefix(key))
+                .map(str::to_string)
+                .with_context(|| format!("server did not print {key}: {line:?}"))
+        };
+        Ok(Server {
+            pid,
+            opamp: addr("opamp=")?,
+            api: addr("api=")?,
+            child,
+            token,
+            data_dir: data_dir.to_path_buf(),
+            remote: remote.to_path_buf(),
+            token_file: token_file.to_path_buf(),
+            heartbeat,
+        })
+    }
+
+    /// kill -9, then start again on the same ports and data directory. The ports may linger a
+    /// moment; binding is retried for a few seconds.
+    pub fn kill_and_restart(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut last = None;
+        for _ in 0..50 {
+            match Self::spawn(
+                &self.remote,
+                &self.token_file,
+                &self.data_dir,
+                &self.opamp,
+                &self.api,
+                self.heartbeat,
+                self.token.clone(),
+            ) {
+                Ok(s) => {
+                    *self = s;
+                    return Ok(());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("restart failed")))
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid).unwrap_or(0)
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid).unwrap_or(0.0)
+    }
+
+    /// Fires the generic webhook.
+    pub async fn webhook(&self, client: &reqwest::Client) -> anyhow::Result<()> {
+        let resp = client
+            .post(format!("http://{}/webhooks/generic", self.api))
+            .bearer_auth(&self.token)
+            .body("{}")
+            .send()
+            .await
+            .context("webhook")?;
+        if !resp.status().is_success() {
+            bail!("webhook answered {}", resp.status());
+        }
+        Ok(())
+    }
+
+    /// `/api/v1/status` agent counts: (connected, synced).
+    pub async fn agent_counts(&self, client: &reqwest::Client) -> anyhow::Result<(u64, u64)> {
+        let v: serde_json::Value = client
+            .get(format!("http://{}/api/v1/status", self.api))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let agents = &v["agents"];
+        let connected = agents["connected"].as_u64().unwrap_or(0);
+        let synced = agents["by_status"]["synced"].as_u64().unwrap_or(0);
+        Ok((connected, synced))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
