@@ -1,4 +1,5 @@
-//! Diagnostic codes of the render stage: E100-E199 (the catalog owns E001-E099).
+//! Diagnostic codes of the render stage: errors E100-E199, warnings W100-W199 (the catalog owns
+//! E001-E099 and W001-W099).
 //!
 //! Codes are stable across releases: people grep for them, CI annotations link them, and the
 //! corpus under `tests/corpus/` pins where each one points. Add new codes at the end; never
@@ -60,7 +61,7 @@ pub const MISPLACED_SECTION: Code = error("E105", "misplaced-template-section");
 /// A configuration produces no pipeline: no source and destination share a signal.
 pub const NO_PIPELINE: Code = error("E106", "no-pipeline");
 /// Sources of a configuration handle a signal no destination handles: that data goes nowhere.
-pub const SIGNAL_WITHOUT_DESTINATION: Code = warning("E107", "signal-without-destination");
+pub const SIGNAL_WITHOUT_DESTINATION: Code = warning("W107", "signal-without-destination");
 /// One rendered component ID gets two different configurations (a type rendering `otlp` one way
 /// for logs and another way for metrics).
 pub const CONFLICTING_COMPONENT: Code = error("E108", "conflicting-component");
@@ -69,7 +70,7 @@ pub const CONFLICTING_COMPONENT: Code = error("E108", "conflicting-component");
 pub const SERVICE_CONFLICT: Code = error("E109", "service-conflict");
 /// The same processor appears twice in one pipeline (the collector rejects that); the second
 /// occurrence is dropped.
-pub const DUPLICATE_PROCESSOR: Code = warning("E110", "duplicate-processor");
+pub const DUPLICATE_PROCESSOR: Code = warning("W110", "duplicate-processor");
 /// The rendered collector YAML failed the consistency check (undefined or unused component,
 /// a pipeline without receivers or exporters).
 pub const INVALID_COLLECTOR_CONFIG: Code = error("E111", "invalid-collector-config");
@@ -101,6 +102,8 @@ mod tests {
             assert!(seen.insert(c.code), "duplicate {}", c.code);
             let n: u32 = c.code[1..].parse().unwrap();
             assert!((100..200).contains(&n), "{} out of range", c.code);
+            // Warnings are W-codes, errors E-codes, as in the catalog's table.
+            assert_eq!(c.code.starts_with('W'), c.severity == Severity::Warning, "{}", c.code);
         }
     }
 }
