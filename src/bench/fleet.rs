@@ -426,7 +426,7 @@ fn merged_latency(stats: &[Value]) -> (f64, f64) {
 
 async fn parent(args: Args) -> anyhow::Result<ExitCode> {
     let p = args.processes.max(1);
-    if args.agents / p > 19_000 {
+    if args.transport == "ws" && args.agents / p > 19_000 {
         bail!(
             "{} agents per process is over what one process may hold here (ulimit -Hn); use --processes",
             args.agents / p
@@ -613,8 +613,9 @@ async fn phases(
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         };
+        let resync_cmd = format!("wait-resync {timeout}");
         let (answers, synced_ms) = tokio::join!(
-            broadcast(workers, &format!("wait-resync {timeout}")),
+            broadcast(workers, &resync_cmd),
             server_side
         );
         let answers = answers?;

@@ -17,7 +17,7 @@ use crate::api::model::{AgentItem, ErrorBody, Page};
 /// How long one request may take; the API answers from memory, so a slow answer means trouble.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Page size when following pagination (the API's maximum).
-const PAGE: usize = 1000;
+pub const PAGE: usize = 1000;
 
 /// Where the server is and how to authenticate; shared by `agents` and `status`.
 #[derive(Debug, Clone, clap::Args)]
@@ -91,13 +91,9 @@ impl Client {
         })
     }
 
-    /// GET `path` (with `query`) and decode the JSON answer; a non-2xx answer becomes an error
+    /// GET `path` (with `query`) and return the body; a non-2xx answer becomes an error
     /// carrying the server's `{"error"}` text.
-    pub fn get<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> anyhow::Result<T> {
+    pub fn get_bytes(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<bytes::Bytes> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.get(&url).query(query);
         if let Some(t) = &self.token {
@@ -124,9 +120,24 @@ impl Client {
                 };
                 bail!("{url} answered {status}: {why}{hint}");
             }
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("{url} answered something that is not the expected JSON"))
+            Ok(bytes)
         })
+    }
+
+    /// GET `path` (with `query`) and decode the JSON answer.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let bytes = self.get_bytes(path, query)?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{path} answered something that is not the expected JSON"))
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 }
 
@@ -156,7 +167,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Every page of `GET /api/v1/agents`, kept as raw JSON so `-o json` passes on every field.
-fn fetch_all(
+pub fn fetch_all(
     client: &Client,
     filters: &[(&str, String)],
     page_size: usize,

@@ -11,6 +11,7 @@ pub mod dir;
 pub mod git;
 pub mod known_hosts;
 pub mod revision;
+pub mod skipped;
 pub mod webhook;
 
 use std::fmt;

@@ -484,6 +484,8 @@ impl AgentEntry {
     /// - the desired hash must not be one it reported FAILED (no re-push loops,
     ///   including after a rollback to an older config);
     /// - agents that do not report remote config status get each hash once;
+    /// - an acknowledging agent whose full state was requested and whose config is unknown
+    ///   waits for its full report;
     /// - a hash just sent is not sent again: an agent message that crossed the push (built
     ///   before the agent handled it, so still reporting the old hash) would otherwise get a
     ///   duplicate. Over WebSocket "just" means on this connection (it delivers in order; a
@@ -503,6 +505,12 @@ impl AgentEntry {
         }
         let reports_status =
             self.capabilities & proto::AgentCapabilities::ReportsRemoteConfig as u64 != 0;
+        // We asked for its full state and know nothing of its config (a reconnect after a
+        // server restart): its full report, one round trip away, says what it runs. Offering
+        // the config now would re-send what it may already have.
+        if reports_status && self.full_state_requested && self.remote_status.is_none() {
+            return None;
+        }
         if !reports_status && self.sent_hash == Some(desired.hash) {
             return None;
         }

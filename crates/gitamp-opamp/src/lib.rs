@@ -17,7 +17,10 @@ mod transport;
 
 /// The server entry points: [`server::router`] and [`server::serve`].
 pub mod server {
-    pub use crate::transport::{OpampSettings, TlsConfig, TlsError, router, serve, spawn_sweeper};
+    pub use crate::transport::{
+        DEFAULT_HEADER_READ_TIMEOUT, OpampSettings, ServeOptions, TlsConfig, TlsError, router,
+        serve, serve_with, spawn_sweeper,
+    };
 }
 
 pub use fleet::{AgentSnapshot, DesiredConfig, Fleet, FleetEvent, Uid};

@@ -429,6 +429,32 @@ mod tests {
     }
 
     #[test]
+    fn reconnect_after_restart_waits_for_the_full_report_before_offering_config() {
+        // Regression (found by the kill -9 loop): after a server restart an agent reconnects
+        // with a near-empty hello; a config offered before its full report arrives may be the
+        // one it already runs (a redundant push).
+        let fleet = Fleet::new();
+        let mut c = http();
+        assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(7))));
+        let mut files = BTreeMap::new();
+        files.insert(
+            String::new(),
+            (Bytes::from_static(b"a: 1"), "text/yaml".into()),
+        );
+        assert!(fleet.set_desired(&UID, Some(Arc::new(DesiredConfig::new(files, [7; 32])))));
+        let entry = fleet.get(&UID).expect("registered");
+        assert!(crate::fleet::lock(&entry).config_to_send(c.id).is_none());
+        // The full report: it already runs the desired hash, so nothing is sent.
+        let mut m = full(8, &[7; 32]);
+        m.remote_config_status = Some(proto::RemoteConfigStatus {
+            last_remote_config_hash: Bytes::copy_from_slice(&[7; 32]),
+            status: proto::RemoteConfigStatuses::Applied as i32,
+            error_message: String::new(),
+        });
+        assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+    }
+
+    #[test]
     fn compression_keeps_last_values_and_no_full_state_in_sequence() {
         let fleet = Fleet::new();
         let mut c = http();

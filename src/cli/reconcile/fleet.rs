@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use gitamp_core::ConfigHash;
@@ -16,7 +15,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Baseline, Fleet, FleetInfo};
-use crate::api::model::{ConfigurationItem, ErrorBody, Page, RevisionList};
+use crate::api::model::{ConfigurationItem, RevisionList};
+use crate::cli::agents::{Client, PAGE, ServerArgs, fetch_all};
 
 /// One agent of an agents file. Only an ID is required.
 ///
@@ -189,103 +189,28 @@ pub(super) fn from_file(path: &Path) -> anyhow::Result<Fleet> {
     })
 }
 
-/// How long one request may take; the API answers from memory.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// Page size when following pagination (the API's maximum).
-const PAGE: usize = 1000;
-
-/// A minimal blocking client of the status API (JSON and the rendered YAML, which is text).
-struct Api {
-    base: String,
-    token: Option<String>,
-    http: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Api {
-    fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<bytes::Bytes> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.get(&url).query(query);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        self.rt.block_on(async {
-            let resp = req
-                .send()
-                .await
-                .with_context(|| format!("cannot reach the gitamp server at {}", self.base))?;
-            let status = resp.status();
-            let body = resp
-                .bytes()
-                .await
-                .with_context(|| format!("reading the answer of {url}"))?;
-            if !status.is_success() {
-                let why = serde_json::from_slice::<ErrorBody>(&body)
-                    .map(|e| e.error)
-                    .unwrap_or_else(|_| String::from_utf8_lossy(&body).trim().to_string());
-                bail!("{url} answered {status}: {why}");
-            }
-            Ok(body)
-        })
-    }
-
-    fn json<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        query: &[(&str, String)],
-    ) -> anyhow::Result<T> {
-        let body = self.get(path, query)?;
-        serde_json::from_slice(&body)
-            .with_context(|| format!("{path} answered something that is not the expected JSON"))
-    }
-}
-
 /// Every agent of a running server, plus the masked rendering of each configuration it serves
 /// (what its synced agents run now, to diff against when there is no `--base`).
 pub(super) fn from_server(url: &str, token: Option<&str>) -> anyhow::Result<Fleet> {
-    let base = url.trim_end_matches('/').to_string();
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
-        bail!("--server {base:?} is not an http:// URL");
-    }
-    let api = Api {
-        http: reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("cannot build the HTTP client")?,
-        rt: tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?,
-        token: token.filter(|t| !t.is_empty()).map(str::to_string),
-        base: base.clone(),
-    };
-    let mut items: Vec<Value> = Vec::new();
-    loop {
-        let query = [
-            ("limit", PAGE.to_string()),
-            ("offset", items.len().to_string()),
-        ];
-        let page: Page<Value> = api.json("/api/v1/agents", &query)?;
-        let got = page.items.len();
-        items.extend(page.items);
-        // An empty page ends it too: a fleet shrinking between pages must not loop forever.
-        if got == 0 || items.len() >= page.total {
-            break;
-        }
-    }
+    let api = Client::new(&ServerArgs {
+        server: url.to_string(),
+        token: token.map(str::to_string),
+    })?;
+    let base = api.base().to_string();
+    let items: Vec<Value> = fetch_all(&api, &[], PAGE)?;
     let mut agents = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let record: AgentRecord = serde_json::from_value(item)
             .with_context(|| format!("agent #{} from {base}: unexpected shape", i + 1))?;
         agents.push(record.into_observed(i)?);
     }
-    let configs: RevisionList<ConfigurationItem> = api.json("/api/v1/configurations", &[])?;
+    let configs: RevisionList<ConfigurationItem> = api.get("/api/v1/configurations", &[])?;
     let served = configs.revision.clone();
     let mut known = BTreeMap::new();
     for c in configs.items {
         let Some(hash) = c.hash else { continue };
         let path = format!("/api/v1/configurations/{}/rendered", c.name);
-        let yaml = api.get(&path, &[])?;
+        let yaml = api.get_bytes(&path, &[])?;
         known.insert(
             hash,
             Baseline {

@@ -29,6 +29,8 @@ enum BodyError {
     Encoding,
     #[error("invalid request body: {0}")]
     Invalid(String),
+    #[error("request body not received within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 impl IntoResponse for BodyError {
@@ -37,6 +39,7 @@ impl IntoResponse for BodyError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Encoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
         };
         (status, self.to_string()).into_response()
     }
@@ -122,8 +125,11 @@ async fn decode_request(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    timeout: std::time::Duration,
 ) -> Result<AgentToServer, BodyError> {
-    let raw = read_limited(body, headers, limit).await?;
+    let raw = tokio::time::timeout(timeout, read_limited(body, headers, limit))
+        .await
+        .map_err(|_| BodyError::Timeout(timeout))??;
     let plain = match headers
         .get(CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
@@ -156,7 +162,7 @@ pub(super) async fn post(
             .into_response();
     }
     let limit = state.settings.max_message_bytes;
-    let msg = match decode_request(&headers, body, limit).await {
+    let msg = match decode_request(&headers, body, limit, state.settings.body_read_timeout).await {
         Ok(m) => m,
         Err(err) => {
             tracing::debug!(error = %err, "rejecting OpAMP HTTP request");

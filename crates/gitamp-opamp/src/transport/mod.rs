@@ -48,6 +48,10 @@ pub struct OpampSettings {
     /// (what opamp-go clients honour; they ignore ServerErrorResponse UNAVAILABLE).
     /// `None` (default) means unlimited.
     pub max_connections: Option<usize>,
+    /// An HTTP request body must arrive whole within this time, else `408`. Without it a
+    /// client that declares a `Content-Length` and then trickles (or stops sending) holds
+    /// an in-flight slot, which counts against `max_connections`, forever (default 30 s).
+    pub body_read_timeout: Duration,
 }
 
 impl Default for OpampSettings {
@@ -60,6 +64,7 @@ impl Default for OpampSettings {
             liveness_factor: 3,
             secret: None,
             max_connections: None,
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -75,6 +80,7 @@ impl std::fmt::Debug for OpampSettings {
             .field("liveness_factor", &self.liveness_factor)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_connections", &self.max_connections)
+            .field("body_read_timeout", &self.body_read_timeout)
             .finish()
     }
 }
@@ -198,15 +204,95 @@ pub fn spawn_sweeper(fleet: &Arc<Fleet>, settings: &OpampSettings) -> tokio::tas
     })
 }
 
-/// Serves `router` on `listener`, over TLS when `tls` is given. Runs until the
-/// listener fails (plain) or forever (TLS: accept errors are logged and retried).
+/// Connection-level limits for [`serve_with`], enforced before any handler runs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// A client must send complete request headers within this time, or the connection is
+    /// closed. This is the slowloris guard: without it a peer trickling one header byte at a
+    /// time holds a socket and a task forever (`axum::serve` configures no hyper timer, so
+    /// hyper's own 30 s default never fires). It also bounds how long an idle keep-alive
+    /// connection waits for its next request (clients reconnect transparently). Upgraded
+    /// WebSocket connections are not affected: their liveness is the heartbeat sweeper's job.
+    /// Default 30 s.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+/// See [`ServeOptions::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `router` on `listener`, over TLS when `tls` is given, with the default
+/// [`ServeOptions`]. Runs until the task is dropped: accept errors (e.g. `EMFILE`) are
+/// logged and retried after a short pause.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsConfig>,
 ) -> std::io::Result<()> {
+    serve_with(listener, router, tls, ServeOptions::default()).await
+}
+
+/// [`serve`] with explicit connection limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<TlsConfig>,
+    opts: ServeOptions,
+) -> std::io::Result<()> {
     match tls {
-        None => axum::serve(listener, router).await,
-        Some(tls) => tls::serve_tls(listener, router, tls).await,
+        None => serve_plain(listener, router, opts).await,
+        Some(tls) => tls::serve_tls(listener, router, tls, opts).await,
+    }
+}
+
+/// Plain-TCP accept loop: HTTP/1.1 with upgrades (WebSocket) per connection, like
+/// `axum::serve`, plus the header-read timeout it lacks.
+async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    opts: ServeOptions,
+) -> std::io::Result<()> {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(err) => {
+                // Typically EMFILE: back off instead of spinning or exiting.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let router = router.clone();
+        let opts = opts.clone();
+        tokio::spawn(async move {
+            serve_connection(hyper_util::rt::TokioIo::new(tcp), peer, router, &opts).await;
+        });
+    }
+}
+
+/// Serves one (plain or TLS) connection with hyper's HTTP/1.1 server.
+pub(crate) async fn serve_connection<I>(
+    io: I,
+    peer: std::net::SocketAddr,
+    router: Router,
+    opts: &ServeOptions,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .serve_connection(io, service)
+        .with_upgrades();
+    if let Err(err) = conn.await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }

@@ -10,18 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-/// A slow or silent client may hold a connection this long before the handshake or
-/// the request headers complete.
+use super::ServeOptions;
+
+/// A slow or silent client may hold a connection this long before the handshake
+/// completes (the request headers then have [`ServeOptions::header_read_timeout`]).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,7 @@ pub(super) async fn serve_tls(
     listener: TcpListener,
     router: Router,
     tls: TlsConfig,
+    opts: ServeOptions,
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls.server);
     loop {
@@ -121,7 +122,8 @@ pub(super) async fn serve_tls(
             }
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
+        let opts = opts.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -134,14 +136,7 @@ pub(super) async fn serve_tls(
                     return;
                 }
             };
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service)
-                .with_upgrades();
-            if let Err(err) = conn.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
+            super::serve_connection(TokioIo::new(tls), peer, router, &opts).await;
         });
     }
 }

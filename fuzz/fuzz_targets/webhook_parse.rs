@@ -1,0 +1,4 @@
+//! libFuzzer entry for `gitamp_fuzz::webhook_parse` (see that function for what it exercises).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gitamp_fuzz::webhook_parse(data));
