@@ -5,6 +5,7 @@
 #   scripts/bench-fleet.sh            # every scenario (~15 min on 2 cores)
 #   SCENARIOS="ws-1k http-10k" scripts/bench-fleet.sh   # a subset
 #   OUT=/tmp/b.md DURATION=30 scripts/bench-fleet.sh
+#   BIN=/tmp/gitamp scripts/bench-fleet.sh            # no build, use this binary
 #
 # Each scenario: ramp the agents, hold them for DURATION seconds (RSS, CPU, messages/s, HTTP
 # latency), roll a changed configuration out to all of them (webhook -> APPLIED), then kill -9
@@ -18,8 +19,11 @@ RESULTS=${RESULTS:-target/bench-fleet}
 SCENARIOS=${SCENARIOS:-"ws-1k ws-5k ws-15k http-10k http-50k http-100k"}
 mkdir -p "$RESULTS"
 
-cargo build --release --quiet
-BIN=target/release/gitamp
+# BIN=/path/to/gitamp skips the build (e.g. a copy kept apart from a tree others are editing).
+if [[ -z ${BIN:-} ]]; then
+  cargo build --release --quiet
+  BIN=target/release/gitamp
+fi
 
 # name: transport agents processes connections ramp
 declare -A SPEC=(

@@ -614,10 +614,7 @@ async fn phases(
             }
         };
         let resync_cmd = format!("wait-resync {timeout}");
-        let (answers, synced_ms) = tokio::join!(
-            broadcast(workers, &resync_cmd),
-            server_side
-        );
+        let (answers, synced_ms) = tokio::join!(broadcast(workers, &resync_cmd), server_side);
         let answers = answers?;
         let max_of = |key: &str| {
             answers

@@ -198,15 +198,57 @@ impl Server {
             .arg(token_file)
             .arg("--data-dir")
             .arg(data_dir)
-            .env("RUST_LOG", "warn")
+            // GITAMP_BENCH_SERVER_LOG=<file> keeps the server's log (level from RUST_LOG).
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("GITAMP_BENCH_SERVER_LOG") {
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+                None => Stdio::null(),
+            })
             .spawn()
             .context("starting gitamp serve")?;
         let pid = child.id();
         let stdout = child.stdout.take().context("server stdout")?;
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
+        // Logs go to stdout too: skip them up to the listening line, then keep draining (a
+        // closed pipe would make the server's next log line fail).
+        let mut log = std::env::var_os("GITAMP_BENCH_SERVER_LOG").and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("gitamp serve ended before listening");
+            }
+            if line.contains("opamp=") && line.contains("api=") {
+                break;
+            }
+            if let Some(f) = log.as_mut() {
+                let _ = std::io::Write::write_all(f, line.as_bytes());
+            }
+        }
+        std::thread::spawn(move || {
+            let mut buf = String::new();
+            while reader.read_line(&mut buf).is_ok_and(|n| n > 0) {
+                if let Some(f) = log.as_mut() {
+                    let _ = std::io::Write::write_all(f, buf.as_bytes());
+                }
+                buf.clear();
+            }
+        });
         let addr = |key: &str| -> anyhow::Result<String> {
             line.split_whitespace()
                 .find_map(|p| p.strip_prefix(key))

@@ -18,9 +18,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use git2::{
     AutotagOption, CertificateCheckStatus, Cred, CredentialType, Direction, ErrorClass,
-    FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository, TreeWalkMode, TreeWalkResult,
+    FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository,
 };
-use gitamp_core::Snapshot;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -28,8 +27,8 @@ use tracing::{debug, info, warn};
 
 use super::known_hosts::{HostKeyStatus, KnownHosts};
 use super::{
-    BACKOFF_BASE, BACKOFF_CAP, DEFAULT_MAX_FILE_SIZE, GitAuth, GitSpec, SkipReason, SkippedFile,
-    SourceSnapshot, SyncEvent, SyncInfo, backoff_delay, redact_url,
+    BACKOFF_BASE, BACKOFF_CAP, DEFAULT_MAX_FILE_SIZE, GitAuth, GitSpec, SourceSnapshot, SyncEvent,
+    SyncInfo, backoff_delay, redact_url,
 };
 
 /// libgit2 calls the credentials callback again after each rejection, forever; give up after
@@ -653,79 +652,12 @@ impl Inner {
             }
         };
 
-        // Collect first: the walk callback cannot return our errors.
-        let mut entries: Vec<(String, Oid, i32, bool)> = Vec::new();
-        let mut skipped = Vec::new();
-        tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-            let name = match entry.name() {
-                Ok(n) => n.to_string(),
-                Err(_) => {
-                    skipped.push(SkippedFile {
-                        path: format!("{dir}{}", String::from_utf8_lossy(entry.name_bytes())),
-                        reason: SkipReason::NonUtf8Name,
-                    });
-                    return TreeWalkResult::Skip;
-                }
-            };
-            let is_tree = entry.kind() == Some(ObjectType::Tree);
-            entries.push((
-                format!("{dir}{name}"),
-                entry.id(),
-                entry.filemode(),
-                is_tree,
-            ));
-            TreeWalkResult::Ok
-        })
-        .map_err(read_err(format!("the tree of {revision}")))?;
-
-        let odb = repo
-            .odb()
-            .map_err(read_err("the object database".to_string()))?;
-        let limit = self.opts.max_file_size;
-        let mut snapshot = Snapshot::new(revision.clone());
-        for (path, id, mode, is_tree) in entries {
-            if is_tree {
-                continue;
-            }
-            match mode {
-                0o120000 => {
-                    skipped.push(SkippedFile {
-                        path,
-                        reason: SkipReason::Symlink,
-                    });
-                    continue;
-                }
-                0o160000 => {
-                    skipped.push(SkippedFile {
-                        path,
-                        reason: SkipReason::Submodule,
-                    });
-                    continue;
-                }
-                _ => {}
-            }
-            let (size, _) = odb
-                .read_header(id)
-                .map_err(read_err(format!("{path} in {revision}")))?;
-            if size as u64 > limit {
-                skipped.push(SkippedFile {
-                    path,
-                    reason: SkipReason::TooLarge {
-                        size: size as u64,
-                        limit,
-                    },
-                });
-                continue;
-            }
-            let blob = repo
-                .find_blob(id)
-                .map_err(read_err(format!("{path} in {revision}")))?;
-            snapshot.insert(path, blob.content());
-        }
-        for s in &skipped {
+        let read = super::tree::tree_snapshot(repo, &tree, &revision, self.opts.max_file_size)
+            .map_err(|(what, e)| read_err(what)(e))?;
+        for s in &read.skipped {
             warn!(revision = %revision, path = %s.path, reason = %s.reason, "File left out of the snapshot.");
         }
-        Ok(SourceSnapshot { snapshot, skipped })
+        Ok(read)
     }
 }
 

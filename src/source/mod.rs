@@ -12,6 +12,7 @@ pub mod git;
 pub mod known_hosts;
 pub mod revision;
 pub mod skipped;
+pub mod tree;
 pub mod webhook;
 
 use std::fmt;

@@ -9,10 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
-use git2::{ObjectType, Repository, TreeWalkMode, TreeWalkResult};
-use gitamp_core::Snapshot;
+use git2::{ObjectType, Repository};
 
-use super::{SkipReason, SkippedFile, SourceSnapshot};
+use super::SourceSnapshot;
 
 /// Why a revision could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -98,57 +97,8 @@ pub fn read_revision(
             .map_err(read(format!("{sub_path} in {revision}")))?
     };
 
-    // Collect first: the walk callback cannot return our errors.
-    let mut entries = Vec::new();
-    let mut skipped = Vec::new();
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        let Ok(name) = entry.name() else {
-            skipped.push(SkippedFile {
-                path: format!("{dir}{}", String::from_utf8_lossy(entry.name_bytes())),
-                reason: SkipReason::NonUtf8Name,
-            });
-            return TreeWalkResult::Skip;
-        };
-        if entry.kind() != Some(ObjectType::Tree) {
-            entries.push((format!("{dir}{name}"), entry.id(), entry.filemode()));
-        }
-        TreeWalkResult::Ok
-    })
-    .map_err(read(format!("the tree of {revision}")))?;
-
-    let odb = repo
-        .odb()
-        .map_err(read("the object database".to_string()))?;
-    let mut snapshot = Snapshot::new(revision.clone());
-    for (path, id, mode) in entries {
-        let reason = match mode {
-            0o120000 => Some(SkipReason::Symlink),
-            0o160000 => Some(SkipReason::Submodule),
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            skipped.push(SkippedFile { path, reason });
-            continue;
-        }
-        let (size, _) = odb
-            .read_header(id)
-            .map_err(read(format!("{path} in {revision}")))?;
-        if size as u64 > max_file_size {
-            skipped.push(SkippedFile {
-                path,
-                reason: SkipReason::TooLarge {
-                    size: size as u64,
-                    limit: max_file_size,
-                },
-            });
-            continue;
-        }
-        let blob = repo
-            .find_blob(id)
-            .map_err(read(format!("{path} in {revision}")))?;
-        snapshot.insert(path, blob.content());
-    }
-    Ok(SourceSnapshot { snapshot, skipped })
+    super::tree::tree_snapshot(&repo, &tree, &revision, max_file_size)
+        .map_err(|(what, source)| RevisionError::Read { what, source })
 }
 
 #[cfg(test)]

@@ -103,7 +103,12 @@ mod tests {
             let n: u32 = c.code[1..].parse().unwrap();
             assert!((100..200).contains(&n), "{} out of range", c.code);
             // Warnings are W-codes, errors E-codes, as in the catalog's table.
-            assert_eq!(c.code.starts_with('W'), c.severity == Severity::Warning, "{}", c.code);
+            assert_eq!(
+                c.code.starts_with('W'),
+                c.severity == Severity::Warning,
+                "{}",
+                c.code
+            );
         }
     }
 }
