@@ -45,7 +45,10 @@ pub fn opamp_decode(data: &[u8]) {
         let mut files = BTreeMap::new();
         files.insert(
             String::new(),
-            (Bytes::from_static(b"receivers: {}\n"), "text/yaml".to_owned()),
+            (
+                Bytes::from_static(b"receivers: {}\n"),
+                "text/yaml".to_owned(),
+            ),
         );
         fleet.set_desired(&uid, Some(Arc::new(DesiredConfig::from_files(files))));
     }
@@ -156,7 +159,14 @@ pub fn webhook_parse(data: &[u8]) {
         ],
         WebhookKind::GitLab => vec![
             ("x-gitlab-token", credential.as_str()),
-            ("x-gitlab-event", if event == "push" { "Push Hook" } else { "Tag Push Hook" }),
+            (
+                "x-gitlab-event",
+                if event == "push" {
+                    "Push Hook"
+                } else {
+                    "Tag Push Hook"
+                },
+            ),
         ],
         WebhookKind::Generic => vec![("authorization", credential.as_str())],
     };

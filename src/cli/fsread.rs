@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use gitamp_core::Snapshot;
+use gitamp_core::{Diagnostics, Snapshot};
+
+use crate::source::skipped::skipped_diagnostics;
 
 use crate::source::DEFAULT_MAX_FILE_SIZE;
 use crate::source::dir::{DirError, read_dir};
@@ -19,6 +21,14 @@ pub fn read_dir_snapshot(root: &Path) -> Result<Snapshot, DirError> {
         eprintln!("warning: {}: left out: {}", skipped.path, skipped.reason);
     }
     Ok(read.snapshot)
+}
+
+/// The folder as a snapshot plus the diagnostics of what was left out, exactly as the server
+/// judges them (a configuration file left out is an error): for `validate`, which must reject
+/// what the server would reject.
+pub fn read_dir_checked(root: &Path) -> Result<(Snapshot, Diagnostics), DirError> {
+    let read = read_dir(root, DEFAULT_MAX_FILE_SIZE)?;
+    Ok((read.snapshot, skipped_diagnostics(&read.skipped)))
 }
 
 #[cfg(test)]

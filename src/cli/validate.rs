@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use gitamp_core::{Diagnostic, Diagnostics, Severity};
 
-use super::fsread::read_dir_snapshot;
+use super::fsread::read_dir_checked;
 
 /// Check a config repository and print every diagnostic.
 #[derive(Debug, clap::Args)]
@@ -32,9 +32,9 @@ pub enum Format {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let snapshot = read_dir_snapshot(&args.path)
+    let (snapshot, skipped) = read_dir_checked(&args.path)
         .with_context(|| format!("cannot read repository {}", args.path.display()))?;
-    let (revision, diagnostics, valid) = match gitamp_core::compile(&snapshot) {
+    let (revision, diagnostics, valid) = match gitamp_core::compile_with(&snapshot, skipped) {
         Ok(rev) => (rev.revision, rev.warnings, true),
         Err(rejected) => (rejected.revision, rejected.diagnostics, false),
     };

@@ -238,16 +238,21 @@ impl Reconciler {
                         format!("{}: {}", skipped.path, skipped.reason),
                     );
                 }
-                self.on_snapshot(snapshot).await
+                let skipped = crate::source::skipped::skipped_diagnostics(&info.skipped);
+                self.on_snapshot(snapshot, skipped).await
             }
         }
     }
 
-    /// Compile a snapshot (off the async threads) and serve it if it is valid.
-    async fn on_snapshot(&mut self, snapshot: Snapshot) -> bool {
+    /// Compile a snapshot (off the async threads) and serve it if it is valid. `skipped` holds
+    /// the source's diagnostics for files it left out: a configuration file left out rejects
+    /// the revision (serving without it would silently change what agents get).
+    async fn on_snapshot(&mut self, snapshot: Snapshot, skipped: gitamp_core::Diagnostics) -> bool {
         let revision_id = snapshot.revision.clone();
         let started = Instant::now();
-        let compiled = tokio::task::spawn_blocking(move || gitamp_core::compile(&snapshot)).await;
+        let compiled =
+            tokio::task::spawn_blocking(move || gitamp_core::compile_with(&snapshot, skipped))
+                .await;
         telemetry::compile(started.elapsed());
         let compiled = match compiled {
             Ok(c) => c,

@@ -40,7 +40,18 @@ pub struct Rejected {
 /// Every diagnostic of the repository is reported in one run. A revision with any error is
 /// rejected whole: nothing partial is ever rendered for agents.
 pub fn compile(snapshot: &Snapshot) -> Result<Revision, Rejected> {
+    compile_with(snapshot, Diagnostics::default())
+}
+
+/// [`compile`], with diagnostics the source found before the core saw the files (a
+/// configuration file it had to leave out, say): an error among them rejects the revision too,
+/// and all of them are reported with the rest.
+pub fn compile_with(
+    snapshot: &Snapshot,
+    source_diagnostics: Diagnostics,
+) -> Result<Revision, Rejected> {
     let (catalog, mut diagnostics) = catalog::load(snapshot);
+    diagnostics.extend(source_diagnostics);
     let (rendered, render_diagnostics) = render::render(&catalog);
     diagnostics.extend(render_diagnostics);
     diagnostics.sort();

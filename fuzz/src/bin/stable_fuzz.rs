@@ -23,7 +23,11 @@ impl Prng {
     }
 
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
@@ -118,7 +122,10 @@ fn run_target(root: &Path, target: &str, secs: f64, seed: u64) -> (u64, u64) {
             let _ = std::fs::create_dir_all(&dir);
             let name = format!("crash-{:016x}", fnv(&input));
             let _ = std::fs::write(dir.join(&name), &input);
-            eprintln!("{target}: panic, input saved to {}", dir.join(name).display());
+            eprintln!(
+                "{target}: panic, input saved to {}",
+                dir.join(name).display()
+            );
         }
     }
     (execs, crashes)
@@ -179,7 +186,12 @@ fn write_seeds(root: &Path) -> std::io::Result<()> {
         flags: proto::AgentToServerFlags::RequestInstanceUid as u64,
         ..Default::default()
     };
-    let msgs = [("full", full), ("heartbeat", heartbeat), ("disconnect", disconnect), ("request-uid", request_uid)];
+    let msgs = [
+        ("full", full),
+        ("heartbeat", heartbeat),
+        ("disconnect", disconnect),
+        ("request-uid", request_uid),
+    ];
     for (name, m) in &msgs {
         let raw = m.encode_to_vec();
         std::fs::write(root.join("corpus/opamp_decode").join(name), &raw)?;
@@ -209,7 +221,10 @@ fn main() {
     } else if gitamp_fuzz::TARGETS.contains(&which) {
         vec![which]
     } else {
-        eprintln!("unknown target {which}; one of {:?} or all", gitamp_fuzz::TARGETS);
+        eprintln!(
+            "unknown target {which}; one of {:?} or all",
+            gitamp_fuzz::TARGETS
+        );
         std::process::exit(2);
     };
     // Panics are expected to be caught and reported once, not printed per input.
