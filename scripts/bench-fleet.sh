@@ -20,7 +20,7 @@ SCENARIOS=${SCENARIOS:-"ws-1k ws-5k ws-15k http-10k http-50k http-100k"}
 mkdir -p "$RESULTS"
 
 # BIN=/path/to/gitamp skips the build (e.g. a copy kept apart from a tree others are editing).
-if [[ -z ${BIN:-} ]]; then
+if [[ -z ${BIN:-} && ${RUN:-1} != 0 ]]; then
   cargo build --release --quiet
   BIN=target/release/gitamp
 fi
@@ -35,7 +35,9 @@ declare -A SPEC=(
   [http-100k]="http 100000 2 8 2000"
 )
 
+# RUN=0: only rebuild the table from earlier results in $RESULTS.
 for name in $SCENARIOS; do
+  [[ ${RUN:-1} == 0 ]] && break
   read -r transport agents processes connections ramp <<<"${SPEC[$name]}"
   echo "== $name: $agents $transport agents, $processes process(es)" >&2
   extra=()
@@ -59,8 +61,9 @@ table=$(
     if [[ ! -s $f ]]; then echo "| $name | (did not run to the end) | | | | | | | | | |"; continue; fi
     jq -r --arg name "$name" '
       def r(x): if x == null then "–" else (x * 10 | round / 10 | tostring) end;
+      def s(x): if x == null then "–" else (x / 100 | round / 10 | tostring) end;
       def i(x): if x == null then "–" else (x | round | tostring) end;
-      "| \($name) (\(.transport), \(.heartbeat_s) s\(if .transport == "http" then ", \(.connections) conns" else "" end)) | \(.agents) | \(i(.connect_rate)) | \(r(.rss_kib / 1024)) | \(r(.kib_per_agent)) | \(r(100 * .steady_cpu_s / .window_s)) | \(i(.messages_per_s)) | \(if .transport == "http" then "\(r(.lat_p50_ms)) / \(r(.lat_p99_ms))" else "–" end) | \(i(.rollout.p50_ms)) / \(i(.rollout.p99_ms)) / \(i(.rollout.max_ms)) | \(r(.restart.resynced_ms / 1000)) (server: \(r(.restart.server_synced_ms / 1000))) | \(.redundant_pushes_total) |"
+      "| \($name) (\(.transport), \(.heartbeat_s) s\(if .transport == "http" then ", \(.connections) conns" else "" end)) | \(.agents) | \(i(.connect_rate)) | \(r(.rss_kib / 1024)) | \(r(.kib_per_agent)) | \(r(100 * .steady_cpu_s / .window_s)) | \(i(.messages_per_s)) | \(if .transport == "http" then "\(r(.lat_p50_ms)) / \(r(.lat_p99_ms))" else "–" end) | \(i(.rollout.p50_ms)) / \(i(.rollout.p99_ms)) / \(i(.rollout.max_ms)) | \(s(.restart.resynced_ms)) (server: \(s(.restart.server_synced_ms))) | \(.redundant_pushes_total) |"
     ' "$f"
   done
 )

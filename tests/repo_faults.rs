@@ -126,10 +126,16 @@ fn symlink_pointing_outside_is_never_followed() {
             .all(|f| !String::from_utf8_lossy(f).contains("outside:4317")),
         "the link target's content reached the snapshot"
     );
+    // Both are errors: a linked YAML file, and a linked folder (it may hold configuration).
     let diags = skipped_diagnostics(&read.skipped);
     let errors: Vec<String> = diags.errors().map(|d| d.to_string()).collect();
-    assert_eq!(errors.len(), 1, "{diags}");
+    assert_eq!(errors.len(), 2, "{diags}");
     assert!(errors[0].contains("destinations/stolen.yaml") && errors[0].contains("symbolic"));
+    assert!(
+        errors[1].starts_with("linked-dir:1:1: error[E040"),
+        "{}",
+        errors[1]
+    );
 }
 
 #[test]

@@ -525,6 +525,13 @@ async fn phases(
     tokio::time::sleep(Duration::from_secs(2)).await;
     broadcast(workers, "reset-latency").await?;
     let s0 = broadcast(workers, "stats").await?;
+    let plans_ramp = server.plan_stats(client).await;
+    println!(
+        "plans so far: {} taking {:.2} s in total ({:.1} ms each)",
+        plans_ramp.0,
+        plans_ramp.1,
+        1e3 * plans_ramp.1 / plans_ramp.0.max(1) as f64
+    );
     let (rss_a, cpu_a, t_a) = (server.rss_kib(), server.cpu_seconds(), Instant::now());
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let s1 = broadcast(workers, "stats").await?;
@@ -553,7 +560,19 @@ async fn phases(
             "HTTP request latency (exchange on a pooled connection): p50 {lat_p50:.2} ms, p99 {lat_p99:.2} ms"
         );
     }
+    let plans_steady = server.plan_stats(client).await;
+    let plan_delta = |a: (u64, f64), b: (u64, f64)| {
+        json!({"plans": b.0.saturating_sub(a.0), "plan_s": b.1 - a.1,
+               "plan_ms_each": 1e3 * (b.1 - a.1) / (b.0.saturating_sub(a.0)).max(1) as f64})
+    };
+    println!(
+        "steady plans: {}; redundant pushes so far {}; transport errors so far {}",
+        plan_delta(plans_ramp, plans_steady),
+        sum(&s1, "redundant"),
+        sum(&s1, "errors")
+    );
     let mut summary = json!({
+        "ramp_plans": plan_delta((0, 0.0), plans_ramp), "steady_plans": plan_delta(plans_ramp, plans_steady),
         "transport": args.transport, "agents": n, "processes": args.processes,
         "connections": if args.transport == "http" { json!(args.connections) } else { Value::Null },
         "heartbeat_s": args.heartbeat, "ramp_s": ramp_secs, "connect_rate": n as f64 / ramp_secs,
@@ -583,6 +602,13 @@ async fn phases(
             percentile(&lat, 1.0),
         );
         let cpu = server.cpu_seconds() - cpu_r;
+        let plans = plan_delta(plans_steady, server.plan_stats(client).await);
+        let after = broadcast(workers, "stats").await?;
+        println!(
+            "rollout plans: {plans}; redundant pushes so far {}; transport errors so far {}",
+            sum(&after, "redundant"),
+            sum(&after, "errors")
+        );
         println!(
             "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; server CPU {cpu:.2} s; RSS {} KiB",
             server.rss_kib()
@@ -610,7 +636,8 @@ async fn phases(
                 if start.elapsed() > Duration::from_secs(timeout) {
                     return None;
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                // /api/v1/status copies the fleet: poll gently.
+                tokio::time::sleep(Duration::from_millis(1000)).await;
             }
         };
         let resync_cmd = format!("wait-resync {timeout}");
@@ -627,6 +654,8 @@ async fn phases(
         let resynced = max_of("resynced_unix_ms");
         let redundant = sum(&answers, "redundant");
         let cpu = server.cpu_seconds();
+        let plans = plan_delta((0, 0.0), server.plan_stats(client).await);
+        println!("restart plans: {plans}");
         println!(
             "restart: server back in {up_ms:.0} ms; all {} reconnected {reconnected:.0} ms and re-sent full state {resynced:.0} ms after kill -9 \
              ({} of {n} resynced); server saw all synced after {} ms; redundant pushes {redundant}; CPU since restart {cpu:.2} s; RSS {} KiB",
@@ -638,7 +667,7 @@ async fn phases(
         summary["restart"] = json!({
             "server_up_ms": up_ms, "reconnected_ms": reconnected, "resynced_ms": resynced,
             "resynced": sum(&answers, "resynced"), "server_synced_ms": synced_ms,
-            "redundant_pushes": redundant, "cpu_s": cpu, "rss_kib": server.rss_kib(),
+            "redundant_pushes": redundant, "cpu_s": cpu, "rss_kib": server.rss_kib(), "plans": plans,
         });
     }
     let last = broadcast(workers, "stats").await?;

@@ -320,6 +320,30 @@ impl Server {
         Ok(())
     }
 
+    /// Reconciler plans so far and their total seconds, from `/metrics`
+    /// (`gitamp_reconcile_duration_seconds` count and sum).
+    pub async fn plan_stats(&self, client: &reqwest::Client) -> (u64, f64) {
+        let Ok(resp) = client
+            .get(format!("http://{}/metrics", self.api))
+            .send()
+            .await
+        else {
+            return (0, 0.0);
+        };
+        let text = resp.text().await.unwrap_or_default();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().last())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (
+            value("gitamp_reconcile_duration_seconds_count") as u64,
+            value("gitamp_reconcile_duration_seconds_sum"),
+        )
+    }
+
     /// `/api/v1/status` agent counts: (connected, synced).
     pub async fn agent_counts(&self, client: &reqwest::Client) -> anyhow::Result<(u64, u64)> {
         let v: serde_json::Value = client

@@ -200,6 +200,10 @@ impl Reconciler {
                 self.state
                     .event(Some(uid_text(uid)), "disconnected", "Agent disconnected.");
             }
+            // An agent reporting the config we sent keeps the served copy, not its own.
+            FleetEvent::Reported(uid, changes) if changes.effective_config => {
+                self.fleet.share_effective_config(uid);
+            }
             FleetEvent::Reported(..) => {}
         }
     }
@@ -424,7 +428,8 @@ impl Reconciler {
         };
         let started = Instant::now();
         let now = now_ms();
-        let snapshots = self.fleet.agents();
+        // The planner never reads effective configs: do not copy them.
+        let snapshots = self.fleet.agents_for_plan();
         let observed: Vec<ObservedAgent> = snapshots.iter().map(|s| self.observe(s)).collect();
         let fleet_plan = plan::plan(&desired, &observed, &mut self.rollouts, Timing::at(now));
 
@@ -459,13 +464,22 @@ impl Reconciler {
             agent_plan.record(&mut agent, now);
             self.note_transition(uid, &agent, agent_plan);
 
-            let memory = AgentMemory {
-                failed: agent.failed_hashes.clone(),
-                synced: agent.synced_hash,
-                sent: agent.sent_hash.zip(agent.sent_at),
-                labels: agent.labels.clone(),
-            };
-            if self.memory.get(&uid) != Some(&memory) {
+            // Compare in place and move (not clone) the agent's sets into memory only when
+            // something changed: most agents are unchanged in most plans.
+            let sent = agent.sent_hash.zip(agent.sent_at);
+            let unchanged = self.memory.get(&uid).is_some_and(|m| {
+                m.synced == agent.synced_hash
+                    && m.sent == sent
+                    && m.failed == agent.failed_hashes
+                    && m.labels == agent.labels
+            });
+            if !unchanged {
+                let memory = AgentMemory {
+                    failed: std::mem::take(&mut agent.failed_hashes),
+                    synced: agent.synced_hash,
+                    sent,
+                    labels: std::mem::take(&mut agent.labels),
+                };
                 changed_agents.push(agent_record(snap, &memory));
                 self.memory.insert(uid, memory);
             }

@@ -33,13 +33,25 @@ pub fn is_config_file(path: &str) -> bool {
     lower.ends_with(".yaml") || lower.ends_with(".yml")
 }
 
-/// One diagnostic per skipped file: an error for a configuration file (the revision must be
-/// rejected: it would otherwise be served without that file), a warning for anything else.
+/// True if leaving `s` out may drop configuration: a `*.yaml`/`*.yml` file, or a symbolic
+/// link without an extension, which may well be a linked folder of configuration files (it
+/// is not followed, so what it holds is unknown).
+pub fn may_hold_config(s: &SkippedFile) -> bool {
+    if is_config_file(&s.path) {
+        return true;
+    }
+    let name = s.path.rsplit('/').next().unwrap_or(&s.path);
+    s.reason == SkipReason::Symlink && !name.contains('.')
+}
+
+/// One diagnostic per skipped file: an error when it may hold configuration (the revision
+/// must be rejected: it would otherwise be served without it, see [`may_hold_config`]), a
+/// warning for anything else.
 /// Sorted like every other diagnostic list (file, line, column).
 pub fn skipped_diagnostics(skipped: &[SkippedFile]) -> Diagnostics {
     let mut out = Diagnostics::default();
     for s in skipped {
-        let config = is_config_file(&s.path);
+        let config = may_hold_config(s);
         let ((code, name), severity) = if config {
             (SKIPPED_CONFIG_FILE, Severity::Error)
         } else {
@@ -52,7 +64,12 @@ pub fn skipped_diagnostics(skipped: &[SkippedFile]) -> Diagnostics {
             SkipReason::NonUtf8Name => "rename it with a UTF-8 name",
             SkipReason::NotRegular => "replace it by a regular file",
         };
-        let message = if config {
+        let message = if config && !is_config_file(&s.path) {
+            format!(
+                "left out ({}); it may be a folder of configuration files, so the revision is rejected rather than served without them: {fix}",
+                s.reason
+            )
+        } else if config {
             format!(
                 "configuration file left out ({}); the revision is rejected rather than served without it: {fix}",
                 s.reason
@@ -108,6 +125,8 @@ mod tests {
                 },
             ),
             skipped("sources/evil.yml", SkipReason::Symlink),
+            skipped("linked-folder", SkipReason::Symlink),
+            skipped("README.md", SkipReason::Symlink),
         ]);
         let got: Vec<(&str, &str, Severity)> =
             d.0.iter()
@@ -116,18 +135,21 @@ mod tests {
         assert_eq!(
             got,
             [
+                ("W040", "README.md", Severity::Warning),
                 ("E040", "destinations/big.YAML", Severity::Error),
+                ("E040", "linked-folder", Severity::Error),
                 ("W040", "logo.png", Severity::Warning),
                 ("E040", "sources/evil.yml", Severity::Error),
             ]
         );
-        assert_eq!(d.errors().count(), 2);
+        assert_eq!(d.errors().count(), 3);
         assert!(
-            d.0[0].message.contains("over the 1048576-byte limit"),
+            d.0[1].message.contains("over the 1048576-byte limit"),
             "{}",
-            d.0[0]
+            d.0[1]
         );
-        assert!(d.0[2].message.contains("symbolic links"), "{}", d.0[2]);
+        assert!(d.0[2].message.contains("may be a folder"), "{}", d.0[2]);
+        assert!(d.0[4].message.contains("symbolic links"), "{}", d.0[4]);
     }
 
     #[test]

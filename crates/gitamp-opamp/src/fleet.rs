@@ -445,12 +445,20 @@ impl AgentEntry {
     }
 
     pub(crate) fn snapshot(&self) -> AgentSnapshot {
+        self.snapshot_with(true)
+    }
+
+    fn snapshot_with(&self, effective_config: bool) -> AgentSnapshot {
         AgentSnapshot {
             uid: self.uid,
             description: self.description.clone(),
             capabilities: self.capabilities,
             health: self.health.clone(),
-            effective_config: self.effective_config.clone(),
+            effective_config: if effective_config {
+                self.effective_config.clone()
+            } else {
+                None
+            },
             remote_config_status: self.remote_status.clone(),
             connection: ConnectionInfo {
                 connected: self.connected,
@@ -618,6 +626,48 @@ impl Fleet {
         let mut v: Vec<_> = self.entries().iter().map(|e| lock(e).snapshot()).collect();
         v.sort_by_key(|a| a.uid);
         v
+    }
+
+    /// Like [`Fleet::agents`] but without the effective config, which planning never reads:
+    /// the reconciler snapshots the whole fleet after every burst of events, and copying each
+    /// agent's effective config map was a large part of that (see docs/benchmarks.md).
+    pub fn agents_for_plan(&self) -> Vec<AgentSnapshot> {
+        let mut v: Vec<_> = self
+            .entries()
+            .iter()
+            .map(|e| lock(e).snapshot_with(false))
+            .collect();
+        v.sort_by_key(|a| a.uid);
+        v
+    }
+
+    /// Makes the bodies of an agent's reported effective config that equal its desired
+    /// config's bodies share the desired config's bytes. A decoded report's body is a slice of
+    /// the received message buffer, so without this every agent keeps its own copy of the
+    /// (identical) config it applied, and the whole buffer with it: several KiB per agent.
+    /// Returns how many bodies now share. Content is unchanged.
+    pub fn share_effective_config(&self, uid: &Uid) -> usize {
+        let Some(entry) = self.get(uid) else {
+            return 0;
+        };
+        let mut e = lock(&entry);
+        let Some(desired) = e.desired.clone() else {
+            return 0;
+        };
+        let Some(effective) = e.effective_config.as_mut() else {
+            return 0;
+        };
+        let mut shared = 0;
+        for (name, file) in effective.iter_mut() {
+            if let Some((body, _)) = desired.files.get(name)
+                && body.as_ptr() != file.body.as_ptr()
+                && body[..] == file.body[..]
+            {
+                file.body = body.clone();
+                shared += 1;
+            }
+        }
+        shared
     }
 
     /// Snapshot of one agent.

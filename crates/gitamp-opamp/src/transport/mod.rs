@@ -210,10 +210,11 @@ pub struct ServeOptions {
     /// A client must send complete request headers within this time, or the connection is
     /// closed. This is the slowloris guard: without it a peer trickling one header byte at a
     /// time holds a socket and a task forever (`axum::serve` configures no hyper timer, so
-    /// hyper's own 30 s default never fires). It also bounds how long an idle keep-alive
-    /// connection waits for its next request (clients reconnect transparently). Upgraded
-    /// WebSocket connections are not affected: their liveness is the heartbeat sweeper's job.
-    /// Default 30 s.
+    /// hyper's own 30 s default never fires). hyper also runs this timer while an idle
+    /// keep-alive connection waits for its next request, so the default (65 s) is longer
+    /// than OpAMP's default 30 s poll interval: polling HTTP agents keep their connection
+    /// between polls. Upgraded WebSocket connections are not affected (their liveness is the
+    /// heartbeat sweeper's job).
     pub header_read_timeout: Duration,
 }
 
@@ -226,7 +227,7 @@ impl Default for ServeOptions {
 }
 
 /// See [`ServeOptions::header_read_timeout`].
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(65);
 
 /// Serves `router` on `listener`, over TLS when `tls` is given, with the default
 /// [`ServeOptions`]. Runs until the task is dropped: accept errors (e.g. `EMFILE`) are
