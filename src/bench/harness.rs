@@ -121,11 +121,17 @@ impl BenchRepo {
     /// Commits a change to the staging processor (a new rendered hash for `staging`) and
     /// pushes it.
     pub fn commit_staging_change(&self, round: &str) -> anyhow::Result<()> {
+        // Edit the embedded original, not the current file: a second round must replace the
+        // first round's line, not add another (a duplicate key is rightly rejected).
         let file = self.work.join("processors/env-staging.yaml");
-        let text = std::fs::read_to_string(&file)?;
+        let original = crate::embedded::snapshot()
+            .files
+            .get("processors/env-staging.yaml")
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .context("the embedded example has processors/env-staging.yaml")?;
         std::fs::write(
             &file,
-            text.replacen(
+            original.replacen(
                 "deployment.environment: staging",
                 &format!("deployment.environment: staging\n      bench.round: \"{round}\""),
                 1,

@@ -5,12 +5,12 @@
 //! N simulated agents over WebSocket in this process, and the generic webhook. It prints the
 //! latency from the webhook POST to each agent's APPLIED (median, p99, max), and the server's RSS.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+
+use super::harness::{BenchRepo, Server, percentile};
 use gitamp_opamp::agent::{AgentOptions, ApplyPolicy, SimAgent, Transport, WsOptions, spawn_agent};
 
 /// Options of the rollout benchmark.
@@ -27,48 +27,6 @@ pub struct Args {
     pub timeout: u64,
 }
 
-fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=gitamp bench",
-            "-c",
-            "user.email=bench@gitamp.invalid",
-        ])
-        .args([
-            "-c",
-            "init.defaultBranch=main",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-/// Resident set size of a process in KiB, from /proc.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -77,70 +35,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
-    let dir = tempfile::tempdir().context("temporary directory")?;
-    let remote = dir.path().join("remote.git");
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&remote)?;
-    std::fs::create_dir_all(&work)?;
-    git(&remote, &["init", "-q", "--bare", "-b", "main"])?;
-    git(&work, &["init", "-q", "-b", "main"])?;
-    for (path, bytes) in crate::embedded::snapshot().files {
-        let target = work.join(&path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(target, &bytes[..])?;
-    }
-    git(&work, &["add", "-A"])?;
-    git(&work, &["commit", "-q", "-m", "bench: initial"])?;
-    git(
-        &work,
-        &[
-            "remote",
-            "add",
-            "origin",
-            remote.to_str().context("utf-8 path")?,
-        ],
-    )?;
-    git(&work, &["push", "-q", "origin", "main"])?;
-
-    let token = "bench-token";
-    std::fs::write(dir.path().join("token"), token)?;
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let mut child = Command::new(exe)
-        .arg("serve")
-        .args(["--repo", &format!("file://{}", remote.display())])
-        .args([
-            "--poll",
-            "3600",
-            "--opamp-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--webhook-token-file")
-        .arg(dir.path().join("token"))
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting gitamp serve")?;
-    let pid = child.id();
-    let stdout = child.stdout.take().context("server stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = |key: &str| -> anyhow::Result<String> {
-        line.split_whitespace()
-            .find_map(|p| p.strip_prefix(key))
-            .map(str::to_string)
-            .with_context(|| format!("server did not print {key}: {line:?}"))
-    };
-    let opamp = addr("opamp=")?;
-    let api = addr("api=")?;
-    let url = format!("ws://{opamp}/v1/opamp");
-    let idle_rss = rss_kib(pid).unwrap_or(0);
+    let repo = BenchRepo::new()?;
+    let server = Server::start(&repo, 30)?;
+    let url = format!("ws://{}/v1/opamp", server.opamp);
+    let idle_rss = server.rss_kib();
 
     // Staging Linux agents: the `staging` configuration rolls out all at once.
     let ramp = Instant::now();
@@ -168,44 +66,20 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         "{} agents connected and applied the first revision in {:.2} s; server RSS {} KiB ({} KiB idle before agents)",
         args.agents,
         ramp.elapsed().as_secs_f64(),
-        rss_kib(pid).unwrap_or(0),
+        server.rss_kib(),
         idle_rss
     );
 
     let client = reqwest::Client::new();
     let mut all = Vec::new();
-    let file = work.join("processors/env-staging.yaml");
-    let original = std::fs::read_to_string(&file)?;
     for round in 0..args.rounds {
-        let text = &original;
-        // A new value in a processor the staging configuration uses: a new rendered hash.
-        std::fs::write(
-            &file,
-            text.replace(
-                "deployment.environment: staging",
-                &format!("deployment.environment: staging\n      bench.round: \"{round}\""),
-            ),
-        )?;
-        git(
-            &work,
-            &["commit", "-q", "-am", &format!("bench round {round}")],
-        )?;
-        git(&work, &["push", "-q", "origin", "main"])?;
+        repo.commit_staging_change(&round.to_string())?;
         let before: Vec<_> = agents
             .iter()
             .map(|a| a.state().applied_hash().cloned())
             .collect();
         let start = Instant::now();
-        let resp = client
-            .post(format!("http://{api}/webhooks/generic"))
-            .bearer_auth(token)
-            .body("{}")
-            .send()
-            .await
-            .context("webhook")?;
-        if !resp.status().is_success() {
-            bail!("webhook answered {}", resp.status());
-        }
+        server.webhook(&client).await?;
         // One watcher per agent records the moment it reports APPLIED for the new hash.
         let mut waits = tokio::task::JoinSet::new();
         for (a, old) in agents.iter().zip(before) {
@@ -246,12 +120,11 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         percentile(&all, 0.5).as_secs_f64() * 1e3,
         percentile(&all, 0.99).as_secs_f64() * 1e3,
         percentile(&all, 1.0).as_secs_f64() * 1e3,
-        rss_kib(pid).unwrap_or(0),
+        server.rss_kib(),
     );
     for a in &agents {
         a.stop(Duration::from_millis(500)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     Ok(ExitCode::SUCCESS)
 }
