@@ -253,6 +253,22 @@ pub async fn serve_with(
     }
 }
 
+/// The next connection. An accept error (typically EMFILE) backs off briefly and retries
+/// instead of spinning or ending the server.
+pub(super) async fn accept(
+    listener: &TcpListener,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(c) => return c,
+            Err(err) => {
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Plain-TCP accept loop: HTTP/1.1 with upgrades (WebSocket) per connection, like
 /// `axum::serve`, plus the header-read timeout it lacks.
 async fn serve_plain(
@@ -261,15 +277,7 @@ async fn serve_plain(
     opts: ServeOptions,
 ) -> std::io::Result<()> {
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(err) => {
-                // Typically EMFILE: back off instead of spinning or exiting.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = accept(&listener).await;
         let router = router.clone();
         let opts = opts.clone();
         tokio::spawn(async move {

@@ -112,15 +112,7 @@ pub(super) async fn serve_tls(
 ) -> std::io::Result<()> {
     let acceptor = TlsAcceptor::from(tls.server);
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(err) => {
-                // Typically EMFILE: back off instead of spinning or exiting.
-                tracing::warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = super::accept(&listener).await;
         let acceptor = acceptor.clone();
         let router = router.clone();
         let opts = opts.clone();
