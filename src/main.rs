@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gitamp::cli;
 
+/// mimalloc instead of glibc's malloc: the server allocates and frees small objects per agent
+/// and message, where glibc's consolidation and per-thread arenas cost a third of the CPU of a
+/// plan and held freed memory after a rollout (docs/benchmarks.md has the before and after).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gitamp",

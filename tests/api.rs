@@ -2,14 +2,15 @@
 //! real compile of `tests/fixtures/api-repo` being served, a hand-made `FleetView`; then every
 //! route, the auth, the webhooks, and the `gitamp agents` / `gitamp status` commands.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use gitamp::server::state::{
-    AgentView, AppState, ConfigurationView, FleetView, RevisionRecord, Serving, SyncView,
+    AgentView, AgentViews, AppState, ConfigurationView, FleetView, RevisionRecord, Serving,
+    SyncView,
 };
 use gitamp_core::plan::ObservedAgent;
 use gitamp_core::{ConfigHash, Revision};
@@ -238,7 +239,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
         },
     );
 
-    let mut agents = HashMap::new();
+    let mut agents = AgentViews::default();
     agents.insert(
         uid(1),
         view("synced", Some("production"), Some(prod.hash), None),
@@ -260,11 +261,17 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
     }
     agents.insert(uid(7), view("unmanaged", None, None, None));
     let mut counts = BTreeMap::new();
-    for v in agents.values() {
+    for (_, v) in agents.iter() {
         *counts.entry(v.status.clone()).or_insert(0) += 1;
     }
+    let connected = fleet
+        .agents()
+        .iter()
+        .filter(|a| a.connection.connected)
+        .count();
     let fleet_view = FleetView {
         agents,
+        connected,
         configurations: BTreeMap::from([
             (
                 "production".to_string(),

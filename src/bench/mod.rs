@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod harness;
+pub mod reconcile;
 pub mod repo;
 pub mod rollout;
 
@@ -17,6 +18,9 @@ pub enum BenchCommand {
     /// A load generator: N simulated agents (WebSocket or HTTP, in P worker processes) against
     /// a `gitamp serve` child; connect rate, RSS per agent, CPU, latency, rollout, restart.
     Fleet(fleet::Args),
+    /// The server's own cost per agent, in process and without sockets: message handling,
+    /// plans and rollouts of N simulated agents through the real registry and reconciler.
+    Reconcile(reconcile::Args),
 }
 
 /// Run one benchmark.
@@ -25,5 +29,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Repo(args) => repo::run(args),
         BenchCommand::Rollout(args) => rollout::run(args),
         BenchCommand::Fleet(args) => fleet::run(args),
+        BenchCommand::Reconcile(args) => reconcile::run(args),
     }
 }

@@ -77,7 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("opening the store")?,
     );
-    let agent_records = store.load_agents().await.context("loading agents")?;
+    let agent_records = store.load_agent_resume().await.context("loading agents")?;
     let rollout_records = store.load_rollouts().await.context("loading rollouts")?;
     let last_accepted = store
         .last_accepted_revision()

@@ -15,12 +15,13 @@
 //! revision (selection data, encoded remote configs) is built once per revision, never per
 //! agent.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gitamp_core::plan::{
-    self, Action, Desired, ObservedAgent, ReportedStatus, Rollout, RolloutPhase, SyncStatus, Timing,
+    self, Action, Desired, ObservedAgent, Planner, ReportedStatus, Rollout, RolloutPhase,
+    SyncStatus, Timing,
 };
 use gitamp_core::{ConfigHash, Revision, Snapshot};
 use gitamp_opamp::fleet::{
@@ -31,9 +32,11 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::state::{AgentView, AppState, ConfigurationView, FleetView, RevisionRecord, Serving};
+use super::state::{
+    AgentView, AgentViews, AppState, ConfigurationView, FleetView, RevisionRecord, Serving,
+};
 use crate::source::SyncEvent;
-use crate::store::{self, AgentRecord, RolloutRecord, StoreOp, StoreWriter};
+use crate::store::{self, AgentRecord, AgentResume, RolloutRecord, StoreOp, StoreWriter};
 use crate::telemetry;
 
 /// How long fleet events are gathered before one plan runs: a reconnect storm of thousands of
@@ -41,6 +44,10 @@ use crate::telemetry;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Rollouts are stepped and resends considered at least this often, even with no events.
 const TICK: Duration = Duration::from_secs(1);
+/// The whole fleet is re-read and re-planned this often even if no event was missed: the clock
+/// moves (an unacknowledged push is resent after `Timing::resend_after_ms`) and a config can go
+/// out in a reply without a fleet event (kube-runtime's periodic resync).
+const RESYNC: Duration = Duration::from_secs(30);
 
 /// What the reconciler remembers of an agent beyond what the fleet registry holds, persisted so
 /// that a restarted server decides exactly as before (no redundant push, no re-push of a failed
@@ -53,27 +60,68 @@ pub struct AgentMemory {
     pub synced: Option<ConfigHash>,
     /// The hash last handed to it and when (ms since the epoch).
     pub sent: Option<(ConfigHash, u64)>,
-    /// Labels last seen, so the store can show agents that are gone.
+    /// Labels as the store last recorded them: used until the agent describes itself again
+    /// (after a restart), then left empty (the planner holds the live ones).
     pub labels: BTreeMap<String, String>,
+}
+
+/// What was last persisted of a rollout: everything but its member list, so a plan decides
+/// whether to write it in O(1) instead of comparing (and cloning) thousands of agent IDs.
+#[derive(Debug, Clone, PartialEq)]
+struct RolloutStamp {
+    target: ConfigHash,
+    policy: gitamp_core::catalog::model::RolloutPolicy,
+    members: usize,
+    admitted: usize,
+    batch: usize,
+    synced: usize,
+    failed: usize,
+    pending: usize,
+    phase: RolloutPhase,
+}
+
+impl RolloutStamp {
+    fn of(r: &Rollout) -> RolloutStamp {
+        RolloutStamp {
+            target: r.target,
+            policy: r.policy.clone(),
+            members: r.agents.len(),
+            admitted: r.admitted,
+            batch: r.batch,
+            synced: r.synced,
+            failed: r.failed,
+            pending: r.pending,
+            phase: r.phase.clone(),
+        }
+    }
 }
 
 pub struct Reconciler {
     state: Arc<AppState>,
     fleet: Arc<Fleet>,
     store: StoreWriter,
-    desired: Option<Arc<Desired>>,
-    rollouts: BTreeMap<String, Rollout>,
+    /// The plan, kept current incrementally; `None` until a revision is served.
+    planner: Option<Planner<Uid>>,
+    /// Rollouts loaded from the store, handed to the planner with the first revision.
+    resumed_rollouts: BTreeMap<String, Rollout>,
+    /// Agents named by fleet events since the last plan.
+    dirty: HashSet<Uid>,
+    /// Re-read every agent at the next plan (missed events, new revision, resync).
+    refresh_all: bool,
+    last_resync: Instant,
+    /// Connected agents as last read.
+    connected: usize,
+    /// The per-agent view; publishing it shares its shards.
+    view_agents: AgentViews,
     memory: HashMap<Uid, AgentMemory>,
     /// When each outstanding push was handed over, for the push-to-applied histogram.
     pushed_at: HashMap<Uid, (ConfigHash, Instant)>,
     /// Last status per agent, to log transitions as events.
     last_status: HashMap<Uid, SyncStatus>,
     /// Rollout state as last persisted, to write only what changed.
-    persisted_rollouts: BTreeMap<String, Rollout>,
+    persisted_rollouts: BTreeMap<String, RolloutStamp>,
     /// Duration of the last plan, to keep plans from running back to back under load.
     last_plan_cost: Duration,
-    /// Scratch buffer for store ops gathered while borrowing `self`.
-    store_ops: Vec<StoreOp>,
 }
 
 fn now_ms() -> u64 {
@@ -99,14 +147,21 @@ impl Reconciler {
             fleet: state.fleet.clone(),
             state,
             store,
-            desired: None,
-            persisted_rollouts: rollouts.clone(),
-            rollouts,
+            planner: None,
+            persisted_rollouts: rollouts
+                .iter()
+                .map(|(k, r)| (k.clone(), RolloutStamp::of(r)))
+                .collect(),
+            resumed_rollouts: rollouts,
+            dirty: HashSet::new(),
+            refresh_all: true,
+            last_resync: Instant::now(),
+            connected: 0,
+            view_agents: AgentViews::default(),
             memory,
             pushed_at: HashMap::new(),
             last_status: HashMap::new(),
             last_plan_cost: Duration::ZERO,
-            store_ops: Vec::new(),
         }
     }
 
@@ -119,7 +174,6 @@ impl Reconciler {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut dirty = false;
         let mut source_open = true;
         loop {
             tokio::select! {
@@ -127,8 +181,7 @@ impl Reconciler {
                 event = sync_rx.recv(), if source_open => match event {
                     Some(event) => {
                         if self.on_sync(event).await {
-                            self.reconcile();
-                            dirty = false;
+                            self.reconcile_off_worker();
                         }
                     }
                     None => source_open = false,
@@ -145,25 +198,24 @@ impl Reconciler {
                                 _ = &mut deadline => break,
                                 more = fleet_rx.recv() => match more {
                                     Ok(e) => self.on_fleet_event(&e),
-                                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                                    Err(broadcast::error::RecvError::Lagged(_)) => self.note_lagged(),
                                     Err(broadcast::error::RecvError::Closed) => break,
                                 },
                             }
                         }
-                        self.reconcile();
-                        dirty = false;
+                        self.reconcile_off_worker();
                     }
                     // Missed events only mean "something changed": the plan reads the registry.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         warn!(missed = n, "Reconciler lagged behind fleet events; planning the whole fleet.");
-                        dirty = true;
+                        self.note_lagged();
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
                 _ = tick.tick() => {
-                    if dirty || self.has_active_rollouts() {
-                        self.reconcile();
-                        dirty = false;
+                    let resync = self.last_resync.elapsed() >= RESYNC;
+                    if resync || self.has_work() || self.has_active_rollouts() {
+                        self.reconcile_off_worker();
                     }
                 }
             }
@@ -174,11 +226,25 @@ impl Reconciler {
         }
     }
 
+    /// Plan on this thread while the runtime moves its other tasks elsewhere: a large plan
+    /// (a new revision, a resync) must not hold up the connections queued behind it.
+    fn reconcile_off_worker(&mut self) {
+        tokio::task::block_in_place(|| self.reconcile());
+    }
+
+    /// Anything for the next plan to look at.
+    fn has_work(&self) -> bool {
+        self.refresh_all
+            || !self.dirty.is_empty()
+            || self.planner.as_ref().is_some_and(Planner::has_work)
+    }
+
     fn has_active_rollouts(&self) -> bool {
-        self.rollouts
-            .values()
-            .any(|r| r.phase == RolloutPhase::Progressing)
-            || self.fleet_has_applying()
+        self.planner.as_ref().is_some_and(|p| {
+            p.rollouts()
+                .values()
+                .any(|r| r.phase == RolloutPhase::Progressing)
+        }) || self.fleet_has_applying()
     }
 
     fn fleet_has_applying(&self) -> bool {
@@ -190,7 +256,21 @@ impl Reconciler {
             .is_some_and(|n| *n > 0)
     }
 
+    /// Take note of one fleet event (the run loop calls this for each; so does the bench).
+    pub fn note_event(&mut self, event: &FleetEvent) {
+        self.on_fleet_event(event);
+    }
+
+    /// Events were missed: the next plan must read the whole fleet.
+    pub fn note_lagged(&mut self) {
+        self.refresh_all = true;
+    }
+
     fn on_fleet_event(&mut self, event: &FleetEvent) {
+        let (FleetEvent::Connected(uid)
+        | FleetEvent::Reported(uid, _)
+        | FleetEvent::Disconnected(uid)) = event;
+        self.dirty.insert(*uid);
         match event {
             FleetEvent::Connected(uid) => {
                 self.state
@@ -366,136 +446,174 @@ impl Reconciler {
             accepted_at: SystemTime::now(),
             desired_configs,
         })));
-        self.desired = Some(desired);
-    }
-
-    /// What the plan needs of one agent: the registry's view merged with our memory.
-    fn observe(&self, snap: &AgentSnapshot) -> ObservedAgent {
-        let memory = self.memory.get(&snap.uid);
-        let caps = snap.capabilities;
-        let mut agent = ObservedAgent {
-            instance_uid: uid_text(&snap.uid),
-            labels: snap
-                .description
-                .as_ref()
-                .map(|d| d.labels())
-                .or_else(|| memory.map(|m| m.labels.clone()))
-                .unwrap_or_default(),
-            connected: snap.connection.connected,
-            accepts_remote_config: caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0,
-            reports_remote_config: caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0,
-            healthy: snap.health.as_ref().map(|h| h.healthy),
-            ..ObservedAgent::default()
-        };
-        if let Some(m) = memory {
-            agent.failed_hashes = m.failed.clone();
-            agent.synced_hash = m.synced;
-            if let Some((h, at)) = m.sent {
-                agent.sent_hash = Some(h);
-                agent.sent_at = Some(at);
+        match self.planner.as_mut() {
+            Some(planner) => planner.set_desired(desired),
+            None => {
+                let rollouts = std::mem::take(&mut self.resumed_rollouts);
+                self.planner = Some(Planner::new(desired, rollouts));
             }
         }
-        for h in &snap.failed_hashes {
-            if let Some(h) = ConfigHash::from_slice(h) {
-                agent.failed_hashes.insert(h);
-            }
-        }
-        if let Some(sent) = snap.sent_hash {
-            agent.sent_hash = Some(ConfigHash(sent));
-            agent.sent_at = snap.sent_at.map(system_time_ms);
-        }
-        if let Some(status) = &snap.remote_config_status {
-            let reported = match status.status {
-                RemoteState::Unset => ReportedStatus::Unset,
-                RemoteState::Applied => ReportedStatus::Applied,
-                RemoteState::Applying => ReportedStatus::Applying,
-                RemoteState::Failed => ReportedStatus::Failed {
-                    error: status.error.clone(),
-                },
-            };
-            agent.observe_remote_config_status(&status.hash, reported);
-        }
-        agent
+        // No re-read of the fleet: the planner already holds every agent as last reported
+        // (events keep it current) and selects them all again for the new revision.
     }
 
-    /// Plan the whole fleet against the served revision and act on the plan.
-    pub fn reconcile(&mut self) {
-        let Some(desired) = self.desired.clone() else {
+    /// Re-read the agents the events named (or the whole fleet) into the planner.
+    fn refresh(&mut self, labels_changed: &mut HashSet<Uid>) {
+        let Some(planner) = self.planner.as_mut() else {
             return;
         };
+        let snapshots: Vec<AgentSnapshot> = if std::mem::take(&mut self.refresh_all) {
+            self.dirty.clear();
+            self.fleet.agents_for_plan()
+        } else {
+            self.dirty
+                .drain()
+                .filter_map(|uid| self.fleet.agent_for_plan(&uid))
+                .collect()
+        };
+        for snap in &snapshots {
+            let was_connected = planner.agent(&snap.uid).map(|(a, _)| a.connected);
+            let memory = self.memory.get(&snap.uid);
+            let mut relabelled = false;
+            planner.update(snap.uid, |agent| {
+                relabelled = observe_into(snap, memory, agent);
+                relabelled
+            });
+            if relabelled || was_connected.is_none() {
+                labels_changed.insert(snap.uid);
+            }
+            let connected = snap.connection.connected;
+            if was_connected != Some(connected) {
+                if connected {
+                    self.connected += 1;
+                } else if was_connected.is_some() {
+                    self.connected = self.connected.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Bring the plan up to date with what changed and act on it: push what it says to push,
+    /// remember what was sent, publish the view, persist what changed. Costs what changed (the
+    /// agents named by events, and those whose rollout admission moved), not the fleet; the
+    /// whole fleet is re-read after missed events and every [`RESYNC`].
+    pub fn reconcile(&mut self) {
         let Some(serving) = self.state.serving.load_full() else {
             return;
         };
+        if self.planner.is_none() {
+            return;
+        }
         let started = Instant::now();
+        if self.last_resync.elapsed() >= RESYNC {
+            self.last_resync = Instant::now();
+            self.refresh_all = true;
+            if let Some(p) = self.planner.as_mut() {
+                p.replan_all();
+            }
+        }
+        let mut labels_changed = HashSet::new();
+        self.refresh(&mut labels_changed);
         let now = now_ms();
-        // The planner never reads effective configs: do not copy them.
-        let snapshots = self.fleet.agents_for_plan();
-        let observed: Vec<ObservedAgent> = snapshots.iter().map(|s| self.observe(s)).collect();
-        let fleet_plan = plan::plan(&desired, &observed, &mut self.rollouts, Timing::at(now));
+        let Some(planner) = self.planner.as_mut() else {
+            return;
+        };
+        let replanned = planner.plan(Timing::at(now));
 
-        let mut agents_view = HashMap::with_capacity(snapshots.len());
         let mut pushes = 0u64;
         let mut changed_agents = Vec::new();
-        for ((snap, mut agent), agent_plan) in
-            snapshots.iter().zip(observed).zip(fleet_plan.agents.iter())
-        {
-            let uid = snap.uid;
-            if let Action::Push(hash) = agent_plan.action {
-                let config = agent_plan
-                    .configuration
-                    .as_ref()
-                    .and_then(|name| serving.desired_configs.get(name));
-                if let Some(config) = config
-                    && self.fleet.set_desired(&uid, Some(config.clone()))
-                {
-                    pushes += 1;
-                    self.pushed_at.insert(uid, (hash, Instant::now()));
-                    self.state.event(
-                        Some(agent.instance_uid.clone()),
-                        "pushed",
-                        format!(
-                            "Configuration {} ({}) sent.",
-                            agent_plan.configuration.as_deref().unwrap_or("?"),
-                            hash.short()
-                        ),
-                    );
-                }
+        let plans: Vec<(Uid, plan::AgentPlan)> = replanned
+            .into_iter()
+            .filter_map(|uid| {
+                planner
+                    .agent(&uid)
+                    .and_then(|(_, p)| p.cloned())
+                    .map(|p| (uid, p))
+            })
+            .collect();
+        // Pushes first, bookkeeping after: the last agent of a rollout gets its config as soon
+        // as the plan is made, not after everyone's memory, view and store record.
+        let mut pushed = HashSet::new();
+        for (uid, agent_plan) in &plans {
+            let Action::Push(hash) = agent_plan.action else {
+                continue;
+            };
+            let config = agent_plan
+                .configuration
+                .as_ref()
+                .and_then(|name| serving.desired_configs.get(name));
+            if let Some(config) = config
+                && self.fleet.set_desired(uid, Some(config.clone()))
+            {
+                pushes += 1;
+                pushed.insert(*uid);
+                self.pushed_at.insert(*uid, (hash, Instant::now()));
             }
-            agent_plan.record(&mut agent, now);
-            self.note_transition(uid, &agent, agent_plan);
+        }
+        let view_agents = &mut self.view_agents;
+        for (uid, agent_plan) in plans {
+            if let Action::Push(hash) = agent_plan.action
+                && pushed.contains(&uid)
+            {
+                self.state.event(
+                    Some(agent_plan.instance_uid.clone()),
+                    "pushed",
+                    format!(
+                        "Configuration {} ({}) sent.",
+                        agent_plan.configuration.as_deref().unwrap_or("?"),
+                        hash.short()
+                    ),
+                );
+            }
+            planner.record(&uid, now);
+            let Some((agent, _)) = planner.agent(&uid) else {
+                continue;
+            };
+            note_transition(
+                &self.state,
+                &mut self.last_status,
+                &mut self.pushed_at,
+                uid,
+                agent,
+                &agent_plan,
+            );
 
-            // Compare in place and move (not clone) the agent's sets into memory only when
-            // something changed: most agents are unchanged in most plans.
+            // Most re-planned agents keep their memory: compare in place, copy only on change.
             let sent = agent.sent_hash.zip(agent.sent_at);
             let unchanged = self.memory.get(&uid).is_some_and(|m| {
-                m.synced == agent.synced_hash
-                    && m.sent == sent
-                    && m.failed == agent.failed_hashes
-                    && m.labels == agent.labels
+                m.synced == agent.synced_hash && m.sent == sent && m.failed == agent.failed_hashes
             });
-            if !unchanged {
+            if !unchanged || labels_changed.contains(&uid) {
                 let memory = AgentMemory {
-                    failed: std::mem::take(&mut agent.failed_hashes),
+                    failed: agent.failed_hashes.clone(),
                     synced: agent.synced_hash,
                     sent,
-                    labels: std::mem::take(&mut agent.labels),
+                    labels: BTreeMap::new(),
                 };
-                changed_agents.push(agent_record(snap, &memory));
+                changed_agents.push((uid, agent.labels.clone(), memory.clone()));
                 self.memory.insert(uid, memory);
             }
-            agents_view.insert(
-                uid,
-                AgentView {
-                    status: agent_plan.status.as_str().to_string(),
-                    configuration: agent_plan.configuration.clone(),
-                    desired_hash: agent_plan.desired_hash,
-                    reason: agent_plan.detail.clone(),
-                },
-            );
+            let same_view = view_agents.get(&uid).is_some_and(|v| {
+                v.status == agent_plan.status.as_str()
+                    && v.configuration == agent_plan.configuration
+                    && v.desired_hash == agent_plan.desired_hash
+                    && v.reason == agent_plan.detail
+            });
+            if !same_view {
+                view_agents.insert(
+                    uid,
+                    AgentView {
+                        status: agent_plan.status.as_str().to_string(),
+                        configuration: agent_plan.configuration,
+                        desired_hash: agent_plan.desired_hash,
+                        reason: agent_plan.detail,
+                    },
+                );
+            }
         }
         telemetry::pushes(pushes);
 
-        for old in &fleet_plan.superseded {
+        for old in planner.take_superseded() {
             if let RolloutPhase::Superseded { by: Some(by) } = &old.phase {
                 self.state.event(
                     None,
@@ -510,8 +628,8 @@ impl Reconciler {
             }
         }
 
-        let configurations = fleet_plan
-            .configurations
+        let configurations = planner
+            .configurations()
             .iter()
             .map(|(name, c)| {
                 let counts = SyncStatus::ALL
@@ -533,63 +651,28 @@ impl Reconciler {
                 )
             })
             .collect();
+        let summary = planner.summary();
         let counts: BTreeMap<String, usize> = SyncStatus::ALL
             .iter()
-            .map(|s| (s.as_str().to_string(), fleet_plan.summary.get(*s)))
+            .map(|s| (s.as_str().to_string(), summary.get(*s)))
             .collect();
         telemetry::agents_by_status(counts.iter().map(|(k, v)| (k.as_str(), *v)));
         self.state.view.store(Arc::new(FleetView {
-            agents: agents_view,
+            agents: self.view_agents.clone(),
             configurations,
             counts,
+            connected: self.connected,
             computed_at: Some(SystemTime::now()),
         }));
 
-        for record in changed_agents {
-            self.write(StoreOp::UpsertAgent(record));
+        for (uid, labels, memory) in changed_agents {
+            if let Some(snap) = self.fleet.agent_for_plan(&uid) {
+                self.write(StoreOp::UpsertAgent(agent_record(&snap, labels, &memory)));
+            }
         }
         self.persist_rollouts();
         self.last_plan_cost = started.elapsed();
         telemetry::reconcile(self.last_plan_cost);
-    }
-
-    /// Log status changes as events and feed the push-to-applied histogram.
-    fn note_transition(&mut self, uid: Uid, agent: &ObservedAgent, agent_plan: &plan::AgentPlan) {
-        let status = agent_plan.status;
-        let previous = self.last_status.insert(uid, status);
-        if previous == Some(status) {
-            return;
-        }
-        let who = Some(agent.instance_uid.clone());
-        match status {
-            SyncStatus::Synced => {
-                if let Some((hash, at)) = self.pushed_at.remove(&uid)
-                    && Some(hash) == agent_plan.desired_hash
-                {
-                    telemetry::push_to_applied(at.elapsed());
-                }
-                if previous.is_some() {
-                    self.state.event(who, "applied", "Agent is in sync.");
-                }
-            }
-            SyncStatus::Failed => {
-                let detail = agent_plan.detail.clone().unwrap_or_default();
-                self.state
-                    .event(who, "failed", format!("Agent failed to apply: {detail}"));
-            }
-            SyncStatus::Drifted => {
-                self.state.event(
-                    who,
-                    "drifted",
-                    "Agent reports another config than it applied.",
-                );
-            }
-            SyncStatus::Conflict => {
-                let detail = agent_plan.detail.clone().unwrap_or_default();
-                self.state.event(who, "conflict", detail);
-            }
-            _ => {}
-        }
     }
 
     /// Queue a store write without ever waiting on the disk: the plan must not stall behind a
@@ -602,30 +685,27 @@ impl Reconciler {
 
     /// Write rollouts that changed since the last write; log halts.
     fn persist_rollouts(&mut self) {
-        for (name, rollout) in &self.rollouts {
-            if self.persisted_rollouts.get(name) == Some(rollout) {
+        let Some(planner) = self.planner.as_ref() else {
+            return;
+        };
+        let mut ops = Vec::new();
+        for (name, rollout) in planner.rollouts() {
+            let stamp = RolloutStamp::of(rollout);
+            let before = self.persisted_rollouts.get(name);
+            if before == Some(&stamp) {
                 continue;
             }
-            if let RolloutPhase::Halted { reason } = &rollout.phase {
-                let was_halted = matches!(
-                    self.persisted_rollouts.get(name).map(|r| &r.phase),
-                    Some(RolloutPhase::Halted { .. })
-                );
-                if !was_halted {
-                    warn!(configuration = %name, reason = %reason, "Rollout halted.");
-                    self.state.event(
-                        None,
-                        "rollout-halted",
-                        format!("Rollout of {name} halted: {reason}"),
-                    );
-                }
-            }
-            let mut ops = Vec::with_capacity(2);
-            if let Some(old) = self
-                .persisted_rollouts
-                .get(name)
-                .filter(|o| o.target != rollout.target)
+            if let RolloutPhase::Halted { reason } = &rollout.phase
+                && !matches!(before.map(|b| &b.phase), Some(RolloutPhase::Halted { .. }))
             {
+                warn!(configuration = %name, reason = %reason, "Rollout halted.");
+                self.state.event(
+                    None,
+                    "rollout-halted",
+                    format!("Rollout of {name} halted: {reason}"),
+                );
+            }
+            if let Some(old) = before.filter(|o| o.target != rollout.target) {
                 ops.push(StoreOp::DeleteRollout {
                     configuration: name.clone(),
                     target_hash: Some(old.target.to_hex()),
@@ -637,31 +717,150 @@ impl Reconciler {
                 progress: serde_json::to_value(rollout).unwrap_or_default(),
                 updated_at: store::now_ms(),
             }));
-            for op in ops {
-                self.store_ops.push(op);
-            }
+            self.persisted_rollouts.insert(name.clone(), stamp);
         }
-        for name in self.persisted_rollouts.keys() {
-            if !self.rollouts.contains_key(name) {
-                self.store_ops.push(StoreOp::DeleteRollout {
-                    configuration: name.clone(),
-                    target_hash: None,
-                });
-            }
+        let gone: Vec<String> = self
+            .persisted_rollouts
+            .keys()
+            .filter(|name| !planner.rollouts().contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.persisted_rollouts.remove(&name);
+            ops.push(StoreOp::DeleteRollout {
+                configuration: name,
+                target_hash: None,
+            });
         }
-        for op in std::mem::take(&mut self.store_ops) {
+        for op in ops {
             self.write(op);
         }
-        self.persisted_rollouts = self.rollouts.clone();
+    }
+}
+
+/// What the plan needs of one agent: the registry's view merged with the reconciler's memory,
+/// written over the planner's copy of it (its allocations are reused). Labels come from the
+/// agent's description; until it sends one (a reconnect after a restart), they stay what the
+/// planner knew, else what the store remembered. Returns whether the labels changed.
+fn observe_into(
+    snap: &AgentSnapshot,
+    memory: Option<&AgentMemory>,
+    agent: &mut ObservedAgent,
+) -> bool {
+    if agent.instance_uid.is_empty() {
+        agent.instance_uid = uid_text(&snap.uid);
+    }
+    let relabelled = match &snap.description {
+        Some(d) if !d.labels_equal(&agent.labels) => {
+            agent.labels = d.labels();
+            true
+        }
+        Some(_) => false,
+        None => match memory.filter(|m| agent.labels.is_empty() && !m.labels.is_empty()) {
+            Some(m) => {
+                agent.labels = m.labels.clone();
+                true
+            }
+            None => false,
+        },
+    };
+    let caps = snap.capabilities;
+    agent.connected = snap.connection.connected;
+    agent.accepts_remote_config = caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0;
+    agent.reports_remote_config = caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0;
+    agent.healthy = snap.health.as_ref().map(|h| h.healthy);
+    agent.failed_hashes.clear();
+    agent.synced_hash = None;
+    agent.sent_hash = None;
+    agent.sent_at = None;
+    agent.reported_hash = None;
+    agent.reported_status = ReportedStatus::Unset;
+    if let Some(m) = memory {
+        agent.failed_hashes.extend(m.failed.iter().copied());
+        agent.synced_hash = m.synced;
+        if let Some((h, at)) = m.sent {
+            agent.sent_hash = Some(h);
+            agent.sent_at = Some(at);
+        }
+    }
+    for h in &snap.failed_hashes {
+        if let Some(h) = ConfigHash::from_slice(h) {
+            agent.failed_hashes.insert(h);
+        }
+    }
+    if let Some(sent) = snap.sent_hash {
+        agent.sent_hash = Some(ConfigHash(sent));
+        agent.sent_at = snap.sent_at.map(system_time_ms);
+    }
+    if let Some(status) = &snap.remote_config_status {
+        let reported = match status.status {
+            RemoteState::Unset => ReportedStatus::Unset,
+            RemoteState::Applied => ReportedStatus::Applied,
+            RemoteState::Applying => ReportedStatus::Applying,
+            RemoteState::Failed => ReportedStatus::Failed {
+                error: status.error.clone(),
+            },
+        };
+        agent.observe_remote_config_status(&status.hash, reported);
+    }
+    relabelled
+}
+
+/// Log status changes as events and feed the push-to-applied histogram.
+fn note_transition(
+    state: &AppState,
+    last_status: &mut HashMap<Uid, SyncStatus>,
+    pushed_at: &mut HashMap<Uid, (ConfigHash, Instant)>,
+    uid: Uid,
+    agent: &ObservedAgent,
+    agent_plan: &plan::AgentPlan,
+) {
+    let status = agent_plan.status;
+    let previous = last_status.insert(uid, status);
+    if previous == Some(status) {
+        return;
+    }
+    let who = Some(agent.instance_uid.clone());
+    match status {
+        SyncStatus::Synced => {
+            if let Some((hash, at)) = pushed_at.remove(&uid)
+                && Some(hash) == agent_plan.desired_hash
+            {
+                telemetry::push_to_applied(at.elapsed());
+            }
+            if previous.is_some() {
+                state.event(who, "applied", "Agent is in sync.");
+            }
+        }
+        SyncStatus::Failed => {
+            let detail = agent_plan.detail.clone().unwrap_or_default();
+            state.event(who, "failed", format!("Agent failed to apply: {detail}"));
+        }
+        SyncStatus::Drifted => {
+            state.event(
+                who,
+                "drifted",
+                "Agent reports another config than it applied.",
+            );
+        }
+        SyncStatus::Conflict => {
+            let detail = agent_plan.detail.clone().unwrap_or_default();
+            state.event(who, "conflict", detail);
+        }
+        _ => {}
     }
 }
 
 /// The durable image of one agent: the registry's view plus the reconciler's memory.
-fn agent_record(snap: &AgentSnapshot, memory: &AgentMemory) -> AgentRecord {
+fn agent_record(
+    snap: &AgentSnapshot,
+    labels: BTreeMap<String, String>,
+    memory: &AgentMemory,
+) -> AgentRecord {
     let status = snap.remote_config_status.as_ref();
     AgentRecord {
         instance_uid: hex::encode(snap.uid),
-        labels: memory.labels.clone(),
+        labels,
         description: serde_json::to_value(&snap.description).unwrap_or_default(),
         capabilities: snap.capabilities,
         health: serde_json::to_value(&snap.health).unwrap_or_default(),
@@ -682,7 +881,7 @@ fn agent_record(snap: &AgentSnapshot, memory: &AgentMemory) -> AgentRecord {
 }
 
 /// Rebuild the reconciler's memory of agents from the store (after a restart).
-pub fn memory_from_records(records: &[AgentRecord]) -> HashMap<Uid, AgentMemory> {
+pub fn memory_from_records(records: &[AgentResume]) -> HashMap<Uid, AgentMemory> {
     records
         .iter()
         .filter_map(|r| {

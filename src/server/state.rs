@@ -43,7 +43,7 @@ pub struct Serving {
 }
 
 /// What the reconciler decided for one agent.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentView {
     /// Sync status name (`synced`, `pending`, `applying`, `failed`, `drifted`, `unmanaged`,
     /// `conflict`, `incompatible`, `disconnected`).
@@ -53,6 +53,59 @@ pub struct AgentView {
     pub desired_hash: Option<ConfigHash>,
     /// Why, for statuses that need a reason (conflict: the configurations; failed: the error).
     pub reason: Option<String>,
+}
+
+/// Every agent's [`AgentView`], split into shards that are shared between publications: a
+/// plan that re-planned a few agents copies the few shards they live in, not the fleet.
+#[derive(Debug, Clone)]
+pub struct AgentViews {
+    shards: Vec<Arc<HashMap<Uid, AgentView>>>,
+    len: usize,
+}
+
+impl Default for AgentViews {
+    fn default() -> Self {
+        AgentViews {
+            shards: (0..AGENT_VIEW_SHARDS)
+                .map(|_| Arc::new(HashMap::new()))
+                .collect(),
+            len: 0,
+        }
+    }
+}
+
+/// Shards of [`AgentViews`]; at 100k agents one shard holds ~400.
+const AGENT_VIEW_SHARDS: usize = 256;
+
+impl AgentViews {
+    fn shard(uid: &Uid) -> usize {
+        // UUIDv4 and v7 both end in random bits.
+        usize::from(uid[15])
+    }
+
+    pub fn get(&self, uid: &Uid) -> Option<&AgentView> {
+        self.shards[Self::shard(uid)].get(uid)
+    }
+
+    /// Insert or replace; copies the shard only if a published view still shares it.
+    pub fn insert(&mut self, uid: Uid, view: AgentView) {
+        let shard = Arc::make_mut(&mut self.shards[Self::shard(&uid)]);
+        if shard.insert(uid, view).is_none() {
+            self.len += 1;
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Uid, &AgentView)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// One configuration's agents and rollout.
@@ -69,10 +122,12 @@ pub struct ConfigurationView {
 /// The whole fleet as the reconciler last planned it.
 #[derive(Debug, Clone, Default)]
 pub struct FleetView {
-    pub agents: HashMap<Uid, AgentView>,
+    pub agents: AgentViews,
     pub configurations: BTreeMap<String, ConfigurationView>,
     /// Agents per sync status, over the fleet.
     pub counts: BTreeMap<String, usize>,
+    /// Connected agents as last read by the reconciler.
+    pub connected: usize,
     pub computed_at: Option<SystemTime>,
 }
 

@@ -213,11 +213,41 @@ pub enum StoreError {
     Write(String),
 }
 
+/// The part of an [`AgentRecord`] a restarted reconciler resumes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentResume {
+    pub instance_uid: String,
+    pub labels: BTreeMap<String, String>,
+    pub sent_hash: Option<String>,
+    pub sent_at: Option<i64>,
+    pub failed_hashes: Vec<String>,
+}
+
 /// A storage backend. Writes go through [`Store::apply`] (one transaction per batch); reads
 /// are for start-up and the status API.
 pub trait Store: Send + Sync + 'static {
     fn apply(&self, batch: &Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn load_agents(&self) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
+    /// What a restarting reconciler needs of every agent, and nothing more: at 100k agents,
+    /// reading and parsing every description and health held the server's start for seconds.
+    fn load_agent_resume(
+        &self,
+    ) -> impl Future<Output = Result<Vec<AgentResume>, StoreError>> + Send {
+        async {
+            Ok(self
+                .load_agents()
+                .await?
+                .into_iter()
+                .map(|a| AgentResume {
+                    instance_uid: a.instance_uid,
+                    labels: a.labels,
+                    sent_hash: a.sent_hash,
+                    sent_at: a.sent_at,
+                    failed_hashes: a.failed_hashes,
+                })
+                .collect())
+        }
+    }
     fn load_rollouts(&self) -> impl Future<Output = Result<Vec<RolloutRecord>, StoreError>> + Send;
     /// The revision being served when the process stopped.
     fn last_accepted_revision(

@@ -15,7 +15,9 @@ use sqlx::sqlite::{
 };
 use tracing::info;
 
-use super::{AgentRecord, Batch, EventRecord, RevisionRecord, RolloutRecord, Store, StoreError};
+use super::{
+    AgentRecord, AgentResume, Batch, EventRecord, RevisionRecord, RolloutRecord, Store, StoreError,
+};
 
 /// Retention limits.
 #[derive(Debug, Clone)]
@@ -298,6 +300,29 @@ impl Store for SqliteStore {
             .await
             .map_err(q("loading agents"))?;
         rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn load_agent_resume(&self) -> Result<Vec<AgentResume>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT instance_uid, labels, sent_hash, sent_at, failed_hashes FROM agents \
+             ORDER BY instance_uid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading agents"))?;
+        rows.iter()
+            .map(|row| {
+                let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
+                let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
+                Ok(AgentResume {
+                    instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
+                    labels: from_json("agents.labels", &labels)?,
+                    sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
+                    sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
+                    failed_hashes: from_json("agents.failed_hashes", &failed)?,
+                })
+            })
+            .collect()
     }
 
     async fn load_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {

@@ -253,6 +253,27 @@ impl Description {
         all.extend(self.identifying.iter().map(|(k, v)| (k.clone(), v.clone())));
         all
     }
+
+    /// Whether [`Description::labels`] would equal `labels`, without building it.
+    pub fn labels_equal(&self, labels: &BTreeMap<String, String>) -> bool {
+        let mut seen = 0;
+        for (k, v) in &self.identifying {
+            if labels.get(k) != Some(v) {
+                return false;
+            }
+            seen += 1;
+        }
+        for (k, v) in &self.non_identifying {
+            if self.identifying.contains_key(k) {
+                continue;
+            }
+            if labels.get(k) != Some(v) {
+                return false;
+            }
+            seen += 1;
+        }
+        seen == labels.len()
+    }
 }
 
 /// Component health, recursively.
@@ -341,12 +362,12 @@ pub struct AgentSnapshot {
     /// Instance UID (canonical UUID text when serialized).
     #[serde(serialize_with = "ser_uid")]
     pub uid: Uid,
-    /// Description, once reported.
-    pub description: Option<Description>,
+    /// Description, once reported (shared with the registry, not copied).
+    pub description: Option<Arc<Description>>,
     /// Agent capabilities bit field.
     pub capabilities: u64,
-    /// Health, once reported.
-    pub health: Option<Health>,
+    /// Health, once reported (shared with the registry, not copied).
+    pub health: Option<Arc<Health>>,
     /// Effective config files by name, once reported.
     pub effective_config: Option<BTreeMap<String, ConfigFile>>,
     /// Remote config status, once reported.
@@ -388,9 +409,9 @@ impl ConnHandle {
 #[derive(Debug)]
 pub(crate) struct AgentEntry {
     pub(crate) uid: Uid,
-    pub(crate) description: Option<Description>,
+    pub(crate) description: Option<Arc<Description>>,
     pub(crate) capabilities: u64,
-    pub(crate) health: Option<Health>,
+    pub(crate) health: Option<Arc<Health>>,
     pub(crate) effective_config: Option<BTreeMap<String, ConfigFile>>,
     pub(crate) remote_status: Option<RemoteStatus>,
     pub(crate) connected: bool,
@@ -621,6 +642,16 @@ impl Fleet {
         map.values().cloned().collect()
     }
 
+    /// How many agents are known (connected or not).
+    pub fn len(&self) -> usize {
+        self.agents.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// True if no agent is known.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Snapshots of every known agent, sorted by UID.
     pub fn agents(&self) -> Vec<AgentSnapshot> {
         let mut v: Vec<_> = self.entries().iter().map(|e| lock(e).snapshot()).collect();
@@ -673,6 +704,11 @@ impl Fleet {
     /// Snapshot of one agent.
     pub fn agent(&self, uid: &Uid) -> Option<AgentSnapshot> {
         self.get(uid).map(|e| lock(&e).snapshot())
+    }
+
+    /// Snapshot of one agent without its effective config (what planning reads).
+    pub fn agent_for_plan(&self, uid: &Uid) -> Option<AgentSnapshot> {
+        self.get(uid).map(|e| lock(&e).snapshot_with(false))
     }
 
     /// Sets (or clears) the desired config of a known agent. Returns false if the

@@ -193,11 +193,24 @@ fn effective_of(e: &proto::EffectiveConfig) -> BTreeMap<String, ConfigFile> {
         .unwrap_or_default()
 }
 
-/// Replaces `slot` with `new` and reports whether the value changed.
+/// Replaces `slot` with `new` if the value changed, and says whether it did. An equal value
+/// keeps the old one: bodies shared with the desired config stay shared, and a repeated report
+/// does not pin its message buffer.
 fn replace<T: PartialEq>(slot: &mut Option<T>, new: T) -> bool {
-    let changed = slot.as_ref() != Some(&new);
+    if slot.as_ref() == Some(&new) {
+        return false;
+    }
     *slot = Some(new);
-    changed
+    true
+}
+
+/// [`replace`] for values the registry shares with snapshots.
+fn replace_shared<T: PartialEq>(slot: &mut Option<Arc<T>>, new: T) -> bool {
+    if slot.as_deref() == Some(&new) {
+        return false;
+    }
+    *slot = Some(Arc::new(new));
+    true
 }
 
 /// Applies the reported sub-messages; omitted ones keep their last value.
@@ -208,17 +221,18 @@ fn apply_reports(e: &mut AgentEntry, msg: &proto::AgentToServer) -> Changes {
     };
     e.capabilities = msg.capabilities;
     if let Some(d) = &msg.agent_description {
-        ch.description = replace(&mut e.description, description_of(d));
+        ch.description = replace_shared(&mut e.description, description_of(d));
     }
     if let Some(h) = &msg.health {
-        ch.health = replace(&mut e.health, health_of(h));
+        ch.health = replace_shared(&mut e.health, health_of(h));
     }
     if let Some(c) = &msg.effective_config {
         ch.effective_config = replace(&mut e.effective_config, effective_of(c));
     }
     if let Some(s) = &msg.remote_config_status {
         let status = RemoteStatus {
-            hash: s.last_remote_config_hash.clone(),
+            // A copy, not a slice: a slice would keep the whole received message alive.
+            hash: Bytes::copy_from_slice(&s.last_remote_config_hash),
             status: RemoteState::from(s.status),
             error: s.error_message.clone(),
         };
@@ -257,7 +271,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
                 other_live
                     && e.description
                         .as_ref()
-                        .is_some_and(|old| *old != description_of(d))
+                        .is_some_and(|old| **old != description_of(d))
             })
         });
     let new_uid: Option<Uid> = (requested || collides).then(|| uuid::Uuid::now_v7().into_bytes());

@@ -204,7 +204,7 @@ pub fn plan_one(
 /// Has the rollout of `config`'s desired hash reached `uid`? Without a rollout for that hash
 /// (the fleet plan has not run since the revision changed) an all-at-once policy reaches
 /// everyone and a batched one nobody, so a batch gate is never bypassed.
-fn reached(config: &DesiredConfig, rollout: Option<&Rollout>, uid: &str) -> bool {
+pub(crate) fn reached(config: &DesiredConfig, rollout: Option<&Rollout>, uid: &str) -> bool {
     match (config.hash, rollout) {
         (Some(h), Some(r)) if r.target == h => r.admits(uid),
         (Some(_), _) => config.rollout().strategy == RolloutStrategy::AllAtOnce,

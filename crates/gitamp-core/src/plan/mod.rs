@@ -6,10 +6,12 @@
 //! - [`status::sync_status`]: where the agent stands against it;
 //! - [`plan_agent`]: what to do now (push, wait for the rollout, or nothing);
 //! - [`rollout::Rollout`]: which agents the rollout of a new hash has reached;
-//! - [`fleet_plan::plan`] / [`fleet_plan::plan_one`]: all of it for the fleet or for one agent.
+//! - [`fleet_plan::plan`] / [`fleet_plan::plan_one`]: all of it for the fleet or for one agent;
+//! - [`planner::Planner`]: the fleet plan kept current at the cost of what changed (the server).
 pub mod desired;
 pub mod fleet_plan;
 pub mod observed;
+pub mod planner;
 pub mod rollout;
 pub mod select;
 pub mod selector;
@@ -21,6 +23,7 @@ use crate::config_map::ConfigHash;
 pub use desired::{Desired, DesiredConfig};
 pub use fleet_plan::{ConfigurationPlan, FleetPlan, plan, plan_one};
 pub use observed::{ObservedAgent, ReportedStatus};
+pub use planner::Planner;
 pub use rollout::{AgentProgress, Rollout, RolloutDecision, RolloutPhase, RolloutProgress};
 use select::Selection;
 pub use status::{StatusCounts, SyncStatus, sync_status};

@@ -150,6 +150,12 @@ impl StatusCounts {
         *self.slot(status) += 1;
     }
 
+    /// Count one agent less in `status` (never below zero).
+    pub fn remove(&mut self, status: SyncStatus) {
+        let slot = self.slot(status);
+        *slot = slot.saturating_sub(1);
+    }
+
     /// Agents in `status`.
     pub fn get(&self, status: SyncStatus) -> usize {
         let mut copy = *self;

@@ -1,6 +1,7 @@
 //! Tests of the plan, one per status rule and rollout transition, named after the rule.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::*;
 use crate::catalog::model::{Quantity, RolloutPolicy, RolloutStrategy, Selector};
@@ -1059,4 +1060,120 @@ fn desired_from_revision_takes_rendered_hashes_and_keeps_unrendered_configuratio
     let p = plan_one(&d, &agent("x"), &BTreeMap::new(), now());
     assert_eq!(p.configuration.as_deref(), Some("b"));
     assert_eq!((p.status, p.action), (SyncStatus::Pending, Action::Nothing));
+}
+
+// ---- the incremental planner agrees with the whole-fleet plan ------------------------------
+
+/// Random reports, label changes, disconnects and new revisions; after each batch the planner's
+/// plans, counts and rollouts must equal `plan` over the same fleet and rollouts.
+#[test]
+fn incremental_planner_matches_whole_fleet_plan() {
+    for seed in 1..=20u64 {
+        let mut rng = Rng(5000 + seed);
+        let envs = ["prod", "dev", "test", "stage"];
+        let mut desired = Arc::new(random_desired(&mut rng));
+        let mut agents: Vec<ObservedAgent> = (0..40).map(|i| random_agent(&mut rng, i)).collect();
+        let mut reference_rollouts = BTreeMap::new();
+        let mut planner: Planner<usize> = Planner::new(desired.clone(), BTreeMap::new());
+        for (i, a) in agents.iter().enumerate() {
+            planner.upsert(i, a.clone());
+        }
+        for step in 0..120u64 {
+            // A fixed clock: a moving one needs `replan_all` (the resend interval), tested below.
+            let timing = now();
+            let reference = plan(&desired, &agents, &mut reference_rollouts, timing);
+            planner.plan(timing);
+            for (i, expected) in reference.agents.iter().enumerate() {
+                let (_, got) = planner.agent(&i).expect("known agent");
+                assert_eq!(got, Some(expected), "seed {seed} step {step} agent {i}");
+            }
+            assert_eq!(
+                planner.summary(),
+                &reference.summary,
+                "seed {seed} step {step}"
+            );
+            for (name, c) in &reference.configurations {
+                let mine = &planner.configurations()[name];
+                assert_eq!(mine.counts, c.counts, "seed {seed} step {step} {name}");
+                assert_eq!(mine.rollout, c.rollout, "seed {seed} step {step} {name}");
+            }
+            assert_eq!(
+                planner.rollouts(),
+                &reference_rollouts,
+                "seed {seed} step {step}"
+            );
+
+            // Act on the plan as the server does, then change the world a little.
+            for (i, p) in reference.agents.iter().enumerate() {
+                p.record(&mut agents[i], timing.now_ms);
+                planner.record(&i, timing.now_ms);
+                assert_eq!(planner.agent(&i).map(|(a, _)| a), Some(&agents[i]));
+            }
+            for _ in 0..rng.below(4) {
+                let i = rng.below(agents.len() as u64) as usize;
+                let a = &mut agents[i];
+                match rng.below(7) {
+                    0 => a.connected = !a.connected,
+                    1 => a.labels = labels(&[("env", envs[rng.below(4) as usize])]),
+                    2 => a.healthy = [None, Some(true), Some(false)][rng.below(3) as usize],
+                    3 => a.accepts_remote_config = rng.below(5) != 0,
+                    4 => {
+                        if let Some(sent) = a.sent_hash {
+                            let status = if rng.below(6) == 0 {
+                                ReportedStatus::Failed {
+                                    error: "bad".into(),
+                                }
+                            } else {
+                                ReportedStatus::Applied
+                            };
+                            a.observe_remote_config_status(&sent.0, status);
+                        }
+                    }
+                    5 => a.observe_remote_config_status(&rng.hash().0, ReportedStatus::Applied),
+                    _ => {
+                        if let Some(sent) = a.sent_hash {
+                            a.observe_remote_config_status(&sent.0, ReportedStatus::Applying);
+                        }
+                    }
+                }
+                planner.upsert(i, a.clone());
+            }
+            if rng.below(25) == 0 {
+                desired = Arc::new(random_desired(&mut rng));
+                planner.set_desired(desired.clone());
+            }
+        }
+    }
+}
+
+/// The clock is the one input that moves by itself: after `replan_all`, an unacknowledged push
+/// older than the resend interval is offered again, as `plan` would.
+#[test]
+fn incremental_planner_resends_after_replan_all() {
+    let d = Arc::new(desired(vec![DesiredConfig::new(
+        "web",
+        selector(&[]),
+        0,
+        RolloutPolicy::default(),
+        Some(h(1)),
+    )]));
+    let mut planner: Planner<u8> = Planner::new(d, BTreeMap::new());
+    planner.upsert(0, agent("a"));
+    assert_eq!(planner.plan(now()), vec![0]);
+    assert_eq!(
+        planner.agent(&0).and_then(|(_, p)| p).map(|p| p.action),
+        Some(Action::Push(h(1)))
+    );
+    planner.record(&0, T0);
+    planner.plan(now());
+    let action = |p: &Planner<u8>| p.agent(&0).and_then(|(_, p)| p).map(|p| p.action);
+    assert_eq!(action(&planner), Some(Action::Nothing));
+    let later = Timing::at(T0 + Timing::DEFAULT_RESEND_AFTER_MS);
+    assert!(
+        planner.plan(later).is_empty(),
+        "nothing changed, nothing re-planned"
+    );
+    planner.replan_all();
+    assert_eq!(planner.plan(later), vec![0]);
+    assert_eq!(action(&planner), Some(Action::Push(h(1))));
 }

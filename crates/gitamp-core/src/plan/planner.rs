@@ -1,0 +1,414 @@
+//! The fleet plan kept up to date as agents report, at the cost of what changed.
+//!
+//! [`plan`](crate::plan::plan) is a function of the whole fleet: right for the dry run, too dear
+//! for a server that re-plans after every burst of reports (at 15,000 agents it cost ~30 µs per
+//! agent per plan, most of it selecting and re-planning agents that had not changed). The
+//! [`Planner`] holds the same inputs (desired state, every agent, the rollouts) and keeps what
+//! `plan` derives from them (each agent's selection, status and plan; the status counts; each
+//! rollout's scope) current: [`Planner::upsert`] re-derives one agent, [`Planner::plan`] steps
+//! the rollouts whose scope changed and re-plans the agents that changed or whose rollout
+//! admission changed. The result is the one `plan` would give for the same inputs (a test
+//! checks this on random fleets); everything stays pure: no I/O, time comes in as [`Timing`].
+//!
+//! An agent's plan depends only on itself, its selection, its configuration's hash and whether
+//! that configuration's rollout admits it (see [`plan_agent`]); its status only on the first
+//! three. Stepping a rollout twice on the same statuses changes nothing. Those two facts are
+//! what make re-planning only the changed agents exact. The one input that moves by itself is
+//! the clock (the resend of an unacknowledged push after `Timing::resend_after_ms`):
+//! [`Planner::replan_all`] covers it, and the server calls it periodically.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use crate::config_map::ConfigHash;
+use crate::plan::desired::Desired;
+use crate::plan::fleet_plan::{ConfigurationPlan, reached};
+use crate::plan::observed::ObservedAgent;
+use crate::plan::rollout::{AgentProgress, Rollout, RolloutPhase};
+use crate::plan::select::Selection;
+use crate::plan::status::{StatusCounts, SyncStatus, sync_status};
+use crate::plan::{Action, AgentPlan, Timing, plan_agent};
+
+/// What the planner knows of one agent.
+#[derive(Debug, Clone)]
+struct Entry {
+    agent: ObservedAgent,
+    selection: Selection,
+    desired_hash: Option<ConfigHash>,
+    status: SyncStatus,
+    plan: Option<AgentPlan>,
+}
+
+/// The incremental fleet planner. `K` is the caller's key for an agent (the server uses the
+/// 16-byte instance UID); the rollouts key agents by `ObservedAgent::instance_uid`.
+#[derive(Debug)]
+pub struct Planner<K> {
+    desired: Arc<Desired>,
+    rollouts: BTreeMap<String, Rollout>,
+    entries: HashMap<K, Entry>,
+    /// Per configuration, every agent it selects with a hash (not incompatible), by instance
+    /// UID: the scope its rollout is stepped over.
+    scopes: HashMap<String, BTreeMap<String, AgentProgress>>,
+    /// Every agent by status, and each configuration's share.
+    summary: StatusCounts,
+    configurations: BTreeMap<String, ConfigurationPlan>,
+    /// Agents whose inputs changed since the last plan.
+    dirty: HashSet<K>,
+    /// Configurations whose rollout scope changed since the last plan.
+    scope_changed: HashSet<String>,
+    /// Re-plan every agent and step every rollout at the next plan.
+    full: bool,
+    /// Rollouts superseded since the last [`Planner::take_superseded`].
+    superseded: Vec<Rollout>,
+}
+
+impl<K: Hash + Eq + Clone> Planner<K> {
+    /// A planner for `desired`, resuming `rollouts` (configuration name → rollout, as persisted).
+    pub fn new(desired: Arc<Desired>, rollouts: BTreeMap<String, Rollout>) -> Self {
+        let mut planner = Planner {
+            desired,
+            rollouts,
+            entries: HashMap::new(),
+            scopes: HashMap::new(),
+            summary: StatusCounts::default(),
+            configurations: BTreeMap::new(),
+            dirty: HashSet::new(),
+            scope_changed: HashSet::new(),
+            full: true,
+            superseded: Vec::new(),
+        };
+        planner.reset_configurations();
+        planner
+    }
+
+    /// Serve a new revision: every agent is selected again and re-planned at the next plan.
+    pub fn set_desired(&mut self, desired: Arc<Desired>) {
+        self.desired = desired;
+        self.reset_configurations();
+        self.summary = StatusCounts::default();
+        self.scopes.clear();
+        let keys: Vec<K> = self.entries.keys().cloned().collect();
+        for key in keys {
+            if let Some(mut entry) = self.entries.remove(&key) {
+                entry.selection = self.desired.select(&entry.agent.labels);
+                self.account(&key, entry);
+            }
+        }
+        self.full = true;
+    }
+
+    /// The desired state being planned against.
+    pub fn desired(&self) -> &Arc<Desired> {
+        &self.desired
+    }
+
+    /// Add or replace one agent's observed state; it is re-planned at the next plan.
+    pub fn upsert(&mut self, key: K, agent: ObservedAgent) {
+        self.update(key, |slot| {
+            let relabelled = slot.labels != agent.labels;
+            *slot = agent;
+            relabelled
+        });
+    }
+
+    /// Change one agent's observed state in place (a new agent starts from the default):
+    /// `change` returns whether the labels changed, so that only then is it selected again.
+    /// Reusing the stored state saves the server an allocation per label on every report.
+    pub fn update(&mut self, key: K, change: impl FnOnce(&mut ObservedAgent) -> bool) {
+        let (mut entry, known) = match self.unaccount(&key) {
+            Some(entry) => (entry, true),
+            None => (
+                Entry {
+                    agent: ObservedAgent::default(),
+                    selection: Selection::None,
+                    desired_hash: None,
+                    status: SyncStatus::Unmanaged,
+                    plan: None,
+                },
+                false,
+            ),
+        };
+        let relabelled = change(&mut entry.agent);
+        if relabelled || !known {
+            entry.selection = self.desired.select(&entry.agent.labels);
+        }
+        self.account(&key, entry);
+        self.dirty.insert(key);
+    }
+
+    /// Forget an agent.
+    pub fn remove(&mut self, key: &K) {
+        self.unaccount(key);
+        self.dirty.remove(key);
+    }
+
+    /// Re-plan every agent at the next plan (the clock moved; a periodic resync).
+    pub fn replan_all(&mut self) {
+        self.full = true;
+    }
+
+    /// True if the next plan has agents or rollouts to look at.
+    pub fn has_work(&self) -> bool {
+        self.full || !self.dirty.is_empty() || !self.scope_changed.is_empty()
+    }
+
+    /// Step the rollouts that need it and re-plan the agents that changed. Returns the keys of
+    /// the agents re-planned (read their plans with [`Planner::agent`]); every other agent's
+    /// plan is what it was.
+    pub fn plan(&mut self, timing: Timing) -> Vec<K> {
+        let full = std::mem::take(&mut self.full);
+        let admission_changed = self.step_rollouts(full);
+
+        let keys: Vec<K> = if full {
+            self.entries.keys().cloned().collect()
+        } else {
+            let mut keys: Vec<K> = self.dirty.iter().cloned().collect();
+            if !admission_changed.is_empty() {
+                keys.extend(
+                    self.entries
+                        .iter()
+                        .filter(|(k, e)| {
+                            !self.dirty.contains(*k)
+                                && matches!(&e.selection, Selection::One(n) if admission_changed.contains(n))
+                        })
+                        .map(|(k, _)| k.clone()),
+                );
+            }
+            keys
+        };
+        self.dirty.clear();
+        for key in &keys {
+            if let Some(entry) = self.entries.get_mut(key) {
+                let admitted = match &entry.selection {
+                    Selection::One(name) => match self.desired.configurations.get(name) {
+                        Some(c) => reached(c, self.rollouts.get(name), &entry.agent.instance_uid),
+                        None => false,
+                    },
+                    Selection::None | Selection::Conflict(_) => false,
+                };
+                entry.plan = Some(plan_agent(
+                    &entry.agent,
+                    &entry.selection,
+                    entry.desired_hash,
+                    admitted,
+                    timing,
+                ));
+            }
+        }
+        keys
+    }
+
+    /// One agent: its observed state (with what [`Planner::record`] folded in) and last plan.
+    pub fn agent(&self, key: &K) -> Option<(&ObservedAgent, Option<&AgentPlan>)> {
+        self.entries.get(key).map(|e| (&e.agent, e.plan.as_ref()))
+    }
+
+    /// Fold the agent's plan back into its state once the caller acted on it
+    /// ([`AgentPlan::record`]). A push changes its status: it is re-planned at the next plan.
+    pub fn record(&mut self, key: &K, now_ms: u64) {
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        let Some(plan) = entry.plan.as_ref() else {
+            return;
+        };
+        // Most plans change nothing: find out without copying the agent.
+        let changes = match plan.action {
+            Action::Push(_) => true,
+            Action::Nothing | Action::Wait => {
+                plan.status == SyncStatus::Synced
+                    && entry.agent.reports_remote_config
+                    && entry.agent.reported_hash == plan.desired_hash
+                    && entry.agent.synced_hash != plan.desired_hash
+            }
+        };
+        if !changes {
+            return;
+        }
+        let Some(mut entry) = self.unaccount(key) else {
+            return;
+        };
+        if let Some(plan) = entry.plan.as_ref() {
+            plan.record(&mut entry.agent, now_ms);
+        }
+        self.account(key, entry);
+        self.dirty.insert(key.clone());
+    }
+
+    /// Every agent by status.
+    pub fn summary(&self) -> &StatusCounts {
+        &self.summary
+    }
+
+    /// Each configuration's counts and rollout, as of the last plan.
+    pub fn configurations(&self) -> &BTreeMap<String, ConfigurationPlan> {
+        &self.configurations
+    }
+
+    /// The rollouts (configuration name → rollout).
+    pub fn rollouts(&self) -> &BTreeMap<String, Rollout> {
+        &self.rollouts
+    }
+
+    /// Mutable access to one rollout (resume after a halt); its scope is stepped next plan.
+    pub fn rollout_mut(&mut self, configuration: &str) -> Option<&mut Rollout> {
+        self.scope_changed.insert(configuration.to_string());
+        self.rollouts.get_mut(configuration)
+    }
+
+    /// Rollouts superseded (a new hash, or their configuration is gone) since the last call.
+    pub fn take_superseded(&mut self) -> Vec<Rollout> {
+        std::mem::take(&mut self.superseded)
+    }
+
+    /// How many agents are known.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if no agent is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn reset_configurations(&mut self) {
+        self.configurations = self
+            .desired
+            .configurations
+            .values()
+            .map(|c| {
+                (
+                    c.name().to_string(),
+                    ConfigurationPlan {
+                        name: c.name().to_string(),
+                        hash: c.hash,
+                        counts: StatusCounts::default(),
+                        rollout: None,
+                        decision: None,
+                    },
+                )
+            })
+            .collect();
+    }
+
+    /// Count an entry in (status, configuration counts, rollout scope) and store it.
+    fn account(&mut self, key: &K, mut entry: Entry) {
+        entry.desired_hash = match &entry.selection {
+            Selection::One(name) => self.desired.hash_of(name),
+            Selection::None | Selection::Conflict(_) => None,
+        };
+        entry.status = sync_status(&entry.agent, &entry.selection, entry.desired_hash);
+        self.summary.add(entry.status);
+        match &entry.selection {
+            Selection::One(name) => {
+                if let Some(c) = self.configurations.get_mut(name) {
+                    c.counts.add(entry.status);
+                }
+                if entry.desired_hash.is_some() && entry.status != SyncStatus::Incompatible {
+                    let progress = AgentProgress {
+                        status: entry.status,
+                        healthy: entry.agent.healthy,
+                    };
+                    let scope = self.scopes.entry(name.clone()).or_default();
+                    let old = scope.insert(entry.agent.instance_uid.clone(), progress);
+                    if old != Some(progress) {
+                        self.scope_changed.insert(name.clone());
+                    }
+                }
+            }
+            Selection::Conflict(names) => {
+                for n in names {
+                    if let Some(c) = self.configurations.get_mut(n) {
+                        c.counts.add(SyncStatus::Conflict);
+                    }
+                }
+            }
+            Selection::None => {}
+        }
+        self.entries.insert(key.clone(), entry);
+    }
+
+    /// Take an entry out of the counts and its rollout scope; returns it.
+    fn unaccount(&mut self, key: &K) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.summary.remove(entry.status);
+        match &entry.selection {
+            Selection::One(name) => {
+                if let Some(c) = self.configurations.get_mut(name) {
+                    c.counts.remove(entry.status);
+                }
+                if let Some(scope) = self.scopes.get_mut(name)
+                    && scope.remove(&entry.agent.instance_uid).is_some()
+                {
+                    self.scope_changed.insert(name.clone());
+                }
+            }
+            Selection::Conflict(names) => {
+                for n in names {
+                    if let Some(c) = self.configurations.get_mut(n) {
+                        c.counts.remove(SyncStatus::Conflict);
+                    }
+                }
+            }
+            Selection::None => {}
+        }
+        Some(entry)
+    }
+
+    /// Supersede stale rollouts, start new ones, and step every rollout whose scope changed
+    /// (all of them on a full plan). Returns the configurations whose admission changed.
+    fn step_rollouts(&mut self, full: bool) -> HashSet<String> {
+        let stale: Vec<String> = self
+            .rollouts
+            .keys()
+            .filter(|name| self.desired.hash_of(name).is_none())
+            .cloned()
+            .collect();
+        for name in stale {
+            if let Some(mut old) = self.rollouts.remove(&name) {
+                old.phase = RolloutPhase::Superseded { by: None };
+                self.superseded.push(old);
+            }
+        }
+        let mut admission_changed = HashSet::new();
+        let empty = BTreeMap::new();
+        let scope_changed = std::mem::take(&mut self.scope_changed);
+        for c in self.desired.configurations.values() {
+            let Some(hash) = c.hash else { continue };
+            let name = c.name();
+            let fresh = match self.rollouts.get_mut(name) {
+                Some(r) if r.target == hash => {
+                    r.policy = c.rollout();
+                    false
+                }
+                _ => {
+                    let new = Rollout::new(name, hash, c.rollout());
+                    if let Some(mut old) = self.rollouts.insert(name.to_string(), new) {
+                        old.phase = RolloutPhase::Superseded { by: Some(hash) };
+                        self.superseded.push(old);
+                    }
+                    true
+                }
+            };
+            let stepped = full || fresh || scope_changed.contains(name);
+            let Some(rollout) = self.rollouts.get_mut(name) else {
+                continue;
+            };
+            if stepped {
+                let before = (rollout.admitted, rollout.phase.clone());
+                let decision = rollout.step(self.scopes.get(name).unwrap_or(&empty));
+                if before != (rollout.admitted, rollout.phase.clone()) || fresh {
+                    admission_changed.insert(name.to_string());
+                }
+                if let Some(cp) = self.configurations.get_mut(name) {
+                    cp.decision = Some(decision);
+                }
+            }
+            if let Some(cp) = self.configurations.get_mut(name) {
+                cp.rollout = Some(rollout.progress());
+            }
+        }
+        admission_changed
+    }
+}
