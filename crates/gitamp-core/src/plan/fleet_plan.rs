@@ -65,22 +65,7 @@ pub fn plan(
         cache.get(&a.labels).unwrap_or(&Selection::None)
     };
 
-    let mut configurations: BTreeMap<String, ConfigurationPlan> = desired
-        .configurations
-        .values()
-        .map(|c| {
-            (
-                c.name().to_string(),
-                ConfigurationPlan {
-                    name: c.name().to_string(),
-                    hash: c.hash,
-                    counts: StatusCounts::default(),
-                    rollout: None,
-                    decision: None,
-                },
-            )
-        })
-        .collect();
+    let mut configurations = empty_configurations(desired);
     let mut summary = StatusCounts::default();
     let mut scopes: BTreeMap<&str, BTreeMap<&str, AgentProgress>> = BTreeMap::new();
     for a in agents {
@@ -179,6 +164,26 @@ pub fn plan(
         summary,
         superseded,
     }
+}
+
+/// Every configuration of `desired` with nothing counted yet.
+pub(crate) fn empty_configurations(desired: &Desired) -> BTreeMap<String, ConfigurationPlan> {
+    desired
+        .configurations
+        .values()
+        .map(|c| {
+            (
+                c.name().to_string(),
+                ConfigurationPlan {
+                    name: c.name().to_string(),
+                    hash: c.hash,
+                    counts: StatusCounts::default(),
+                    rollout: None,
+                    decision: None,
+                },
+            )
+        })
+        .collect()
 }
 
 /// Plan one agent, on each of its reports: one selection plus O(1) work (the rollout admission

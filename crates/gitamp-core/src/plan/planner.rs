@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::config_map::ConfigHash;
 use crate::plan::desired::Desired;
-use crate::plan::fleet_plan::{ConfigurationPlan, reached};
+use crate::plan::fleet_plan::{ConfigurationPlan, empty_configurations, reached};
 use crate::plan::observed::ObservedAgent;
 use crate::plan::rollout::{AgentProgress, Rollout, RolloutPhase};
 use crate::plan::select::Selection;
@@ -273,23 +273,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
     }
 
     fn reset_configurations(&mut self) {
-        self.configurations = self
-            .desired
-            .configurations
-            .values()
-            .map(|c| {
-                (
-                    c.name().to_string(),
-                    ConfigurationPlan {
-                        name: c.name().to_string(),
-                        hash: c.hash,
-                        counts: StatusCounts::default(),
-                        rollout: None,
-                        decision: None,
-                    },
-                )
-            })
-            .collect();
+        self.configurations = empty_configurations(&self.desired);
     }
 
     /// Count an entry in (status, configuration counts, rollout scope) and store it.
