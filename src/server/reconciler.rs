@@ -120,6 +120,9 @@ pub struct Reconciler {
     last_status: HashMap<Uid, SyncStatus>,
     /// Rollout state as last persisted, to write only what changed.
     persisted_rollouts: BTreeMap<String, RolloutStamp>,
+    /// Sensitive values of the served revision: an agent's error text may quote one, and it is
+    /// masked before it becomes an event (logged and served by the API).
+    secrets: Vec<String>,
     /// Duration of the last plan, to keep plans from running back to back under load.
     last_plan_cost: Duration,
 }
@@ -161,6 +164,7 @@ impl Reconciler {
             memory,
             pushed_at: HashMap::new(),
             last_status: HashMap::new(),
+            secrets: Vec::new(),
             last_plan_cost: Duration::ZERO,
         }
     }
@@ -416,6 +420,7 @@ impl Reconciler {
             warnings: revision.warnings.len(),
             diagnostics: revision.warnings.clone(),
         };
+        self.secrets = crate::api::mask::secrets_of(&revision);
         info!(revision = %revision.revision, configurations = desired_configs.len(), "Serving revision.");
         telemetry::revision(true);
         self.state.event(
@@ -571,6 +576,7 @@ impl Reconciler {
             };
             note_transition(
                 &self.state,
+                &self.secrets,
                 &mut self.last_status,
                 &mut self.pushed_at,
                 uid,
@@ -809,6 +815,7 @@ fn observe_into(
 /// Log status changes as events and feed the push-to-applied histogram.
 fn note_transition(
     state: &AppState,
+    secrets: &[String],
     last_status: &mut HashMap<Uid, SyncStatus>,
     pushed_at: &mut HashMap<Uid, (ConfigHash, Instant)>,
     uid: Uid,
@@ -833,7 +840,10 @@ fn note_transition(
             }
         }
         SyncStatus::Failed => {
-            let detail = agent_plan.detail.clone().unwrap_or_default();
+            let detail = crate::api::mask::mask_text(
+                agent_plan.detail.as_deref().unwrap_or_default(),
+                secrets,
+            );
             state.event(who, "failed", format!("Agent failed to apply: {detail}"));
         }
         SyncStatus::Drifted => {
@@ -844,7 +854,10 @@ fn note_transition(
             );
         }
         SyncStatus::Conflict => {
-            let detail = agent_plan.detail.clone().unwrap_or_default();
+            let detail = crate::api::mask::mask_text(
+                agent_plan.detail.as_deref().unwrap_or_default(),
+                secrets,
+            );
             state.event(who, "conflict", detail);
         }
         _ => {}

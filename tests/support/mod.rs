@@ -149,25 +149,46 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The lines of a child's output, invalid UTF-8 replaced: reading stops only at end of file, so
+/// the child never blocks on a full pipe because one line was not UTF-8.
+fn lossy_lines(r: impl std::io::Read) -> impl Iterator<Item = String> {
+    BufReader::new(r)
+        .split(b'\n')
+        .map_while(Result::ok)
+        .map(|l| {
+            String::from_utf8_lossy(&l)
+                .trim_end_matches('\r')
+                .to_string()
+        })
+}
+
 /// A running `gitamp serve`.
 pub struct Server {
     pub child: Child,
     pub opamp: SocketAddr,
     pub api: SocketAddr,
     pub data_dir: PathBuf,
-    /// Lines the server printed on stderr (its logs), collected in the background.
+    /// Every line the server printed, stdout (where its tracing logs go) and stderr, in the
+    /// order they were read; collected in the background.
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
     /// Start `gitamp serve` with `args` (plus `--data-dir`), wait for its listening line.
     pub fn start(data_dir: &Path, args: &[&str]) -> Server {
+        Server::start_with_env(data_dir, args, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (set after the default
+    /// `RUST_LOG=info,gitamp=debug`, so they may override it).
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gitamp"))
             .arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info,gitamp=debug")
+            .envs(env.iter().copied())
             .env_remove("GITAMP_REPO")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -178,17 +199,21 @@ impl Server {
         let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let logs2 = logs.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in lossy_lines(stderr) {
                 if let Ok(mut l) = logs2.lock() {
                     l.push(line);
                 }
             }
         });
         let (tx, rx) = mpsc::channel();
+        let logs3 = logs.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in lossy_lines(stdout) {
                 if let Some(rest) = line.strip_prefix("gitamp listening ") {
                     let _ = tx.send(rest.to_string());
+                }
+                if let Ok(mut l) = logs3.lock() {
+                    l.push(line);
                 }
             }
         });
