@@ -29,23 +29,36 @@ if have_libfuzzer; then
   (cd fuzz && cargo +nightly fuzz build -O)
   for t in "${targets[@]}"; do
     log="$(mktemp)"
-    if (cd fuzz && cargo +nightly fuzz run -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536) >"$log" 2>&1; then
+    if (cd fuzz && cargo +nightly fuzz run -O "$t" -- -max_total_time="$secs" -rss_limit_mb=2048 \
+      -max_len=65536 -print_final_stats=1) >"$log" 2>&1; then
       res=ok
     else
       res=CRASH
       status=1
     fi
-    # libFuzzer's final line: "Done N runs in S second(s)".
+    # libFuzzer's last lines: "#N DONE cov: C ft: F corp: K/Sb ...", "Done N runs in S
+    # second(s)", and with -print_final_stats the exact counters (stat::...).
     runs="$(grep -Eo 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1 || true)"
-    n="$(echo "$runs" | awk '{print $2}')"
+    n="$(awk '/^stat::number_of_executed_units:/ {print $2}' "$log" | tail -1)"
+    [ -n "$n" ] || n="$(echo "$runs" | awk '{print $2}')"
     s="$(echo "$runs" | awk '{print $5}')"
+    rate="$(awk '/^stat::average_exec_per_sec:/ {print $2}' "$log" | tail -1)"
+    cov="$(grep -Eo 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 || true)"
+    corpus="fuzz/corpus/$t"
+    files="$(find "$corpus" -type f 2>/dev/null | wc -l)"
+    size="$(du -sh "$corpus" 2>/dev/null | cut -f1)"
     if [ -n "$n" ] && [ -n "$s" ] && [ "$s" -gt 0 ]; then
-      echo "$t: $n executions in ${s} s ($((n / s))/s), $res"
+      [ -n "$rate" ] || rate=$((n / s))
+      echo "$t: $n executions in ${s} s (${rate}/s), ${cov:-cov: ?}, corpus $files files $size, $res"
     else
       echo "$t: $res (see $log)"
-      tail -20 "$log"
     fi
-    [ "$res" = ok ] && rm -f "$log"
+    if [ "$res" != ok ]; then
+      tail -30 "$log"
+      echo "  crash input(s): $(ls fuzz/artifacts/"$t"/ 2>/dev/null | tr '\n' ' ')"
+    else
+      rm -f "$log"
+    fi
   done
 else
   echo "stable runner (no cargo-fuzz + nightly, or GITAMP_FUZZ_STABLE=1), ${secs}s per target"

@@ -6,13 +6,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gitamp::source::webhook::{WebhookKind, verify_and_parse};
 use gitamp_opamp::fleet::Transport;
 use gitamp_opamp::proto::AgentToServer;
 use gitamp_opamp::session::{Connection, handle_message};
 use gitamp_opamp::{DesiredConfig, Fleet};
 use hmac::{KeyInit, Mac};
 use prost::Message as _;
+use webhook::{WebhookKind, verify_and_parse};
+
+/// gitamp's webhook verifier and parser (`gitamp::source::webhook`), compiled from its source
+/// file so that this crate does not depend on the root `gitamp` crate (libgit2, SQLite, the
+/// server: minutes of sanitizer builds for one pure function). The file depends only on
+/// axum's `HeaderMap`, hmac, sha2, subtle, serde and thiserror.
+#[path = "../../src/source/webhook.rs"]
+#[allow(dead_code)]
+pub mod webhook;
 
 /// Names of the targets, in the order the runner and the script use.
 pub const TARGETS: [&str; 4] = ["opamp_decode", "ws_frame", "repo_load", "webhook_parse"];
