@@ -347,11 +347,9 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
     state.event(Some(uid_text(&uid(2))), "failed", "config failed");
     state.event(None, "revision-rejected", "bad0000 rejected");
     if serve_revision {
-        state.serving.store(Some(Arc::new(Serving {
-            revision: Arc::new(rev),
-            accepted_at: SystemTime::now(),
-            desired_configs: BTreeMap::new(),
-        })));
+        state
+            .serving
+            .store(Some(Arc::new(Serving::new(Arc::new(rev), BTreeMap::new()))));
     }
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

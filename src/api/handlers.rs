@@ -272,7 +272,7 @@ fn secrets_now(api: &Api) -> (Option<Arc<Serving>>, Arc<Vec<String>>) {
     let serving = api.app.serving.load_full();
     let secrets = serving
         .as_ref()
-        .map(|s| api.secrets(&s.revision))
+        .map(|s| Arc::clone(&s.secrets))
         .unwrap_or_default();
     (serving, secrets)
 }

@@ -17,7 +17,7 @@ pub mod model;
 pub mod selector;
 mod webhooks;
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -26,7 +26,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gitamp_core::Revision;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -61,40 +60,14 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The hand-written OpenAPI 3.1 description of [`ROUTES`].
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
-/// A revision (by identity) and its sensitive values.
-type SecretsCache = (Weak<Revision>, Arc<Vec<String>>);
-
-/// The API's own state: the shared server state plus caches derived from it.
+/// The API's own state: the shared server state.
 pub(crate) struct Api {
     pub(crate) app: Arc<AppState>,
-    /// Sensitive values of the served revision, recomputed when the revision changes: finding
-    /// them means parsing every rendered configuration. The `Weak` identifies the revision
-    /// without keeping it alive, and keeps its allocation (so its address) from being reused
-    /// by a later revision, which a bare pointer would allow.
-    secrets: Mutex<Option<SecretsCache>>,
-}
-
-impl Api {
-    /// The sensitive values of `revision`, for masking text agents send back.
-    pub(crate) fn secrets(&self, revision: &Arc<Revision>) -> Arc<Vec<String>> {
-        let mut cache = self.secrets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((k, s)) = cache.as_ref()
-            && std::ptr::eq(k.as_ptr(), Arc::as_ptr(revision))
-        {
-            return Arc::clone(s);
-        }
-        let s = Arc::new(mask::secrets_of(revision));
-        *cache = Some((Arc::downgrade(revision), Arc::clone(&s)));
-        s
-    }
 }
 
 /// The status API router. Mount it on the API listener.
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Arc::new(Api {
-        app: state,
-        secrets: Mutex::new(None),
-    });
+    let api = Arc::new(Api { app: state });
     let protected = Router::new()
         .route("/metrics", get(handlers::metrics))
         .route("/api/v1/status", get(handlers::status))

@@ -109,8 +109,6 @@ pub struct Reconciler {
     /// Re-read every agent at the next plan (missed events, new revision, resync).
     refresh_all: bool,
     last_resync: Instant,
-    /// Connected agents as last read.
-    connected: usize,
     /// The per-agent view; publishing it shares its shards.
     view_agents: AgentViews,
     memory: HashMap<Uid, AgentMemory>,
@@ -120,9 +118,6 @@ pub struct Reconciler {
     last_status: HashMap<Uid, SyncStatus>,
     /// Rollout state as last persisted, to write only what changed.
     persisted_rollouts: BTreeMap<String, RolloutStamp>,
-    /// Sensitive values of the served revision: an agent's error text may quote one, and it is
-    /// masked before it becomes an event (logged and served by the API).
-    secrets: Vec<String>,
     /// Duration of the last plan, to keep plans from running back to back under load.
     last_plan_cost: Duration,
 }
@@ -159,12 +154,10 @@ impl Reconciler {
             dirty: HashSet::new(),
             refresh_all: true,
             last_resync: Instant::now(),
-            connected: 0,
             view_agents: AgentViews::default(),
             memory,
             pushed_at: HashMap::new(),
             last_status: HashMap::new(),
-            secrets: Vec::new(),
             last_plan_cost: Duration::ZERO,
         }
     }
@@ -192,7 +185,7 @@ impl Reconciler {
                 },
                 event = fleet_rx.recv() => match event {
                     Ok(event) => {
-                        self.on_fleet_event(&event);
+                        self.note_event(&event);
                         // Gather the rest of a burst, then plan once.
                         let pause = DEBOUNCE.max(self.last_plan_cost * 2);
                         let deadline = tokio::time::sleep(pause);
@@ -201,7 +194,7 @@ impl Reconciler {
                             tokio::select! {
                                 _ = &mut deadline => break,
                                 more = fleet_rx.recv() => match more {
-                                    Ok(e) => self.on_fleet_event(&e),
+                                    Ok(e) => self.note_event(&e),
                                     Err(broadcast::error::RecvError::Lagged(_)) => self.note_lagged(),
                                     Err(broadcast::error::RecvError::Closed) => break,
                                 },
@@ -260,17 +253,13 @@ impl Reconciler {
             .is_some_and(|n| *n > 0)
     }
 
-    /// Take note of one fleet event (the run loop calls this for each; so does the bench).
-    pub fn note_event(&mut self, event: &FleetEvent) {
-        self.on_fleet_event(event);
-    }
-
     /// Events were missed: the next plan must read the whole fleet.
     pub fn note_lagged(&mut self) {
         self.refresh_all = true;
     }
 
-    fn on_fleet_event(&mut self, event: &FleetEvent) {
+    /// Take note of one fleet event (the run loop calls this for each; so does the bench).
+    pub fn note_event(&mut self, event: &FleetEvent) {
         let (FleetEvent::Connected(uid)
         | FleetEvent::Reported(uid, _)
         | FleetEvent::Disconnected(uid)) = event;
@@ -420,7 +409,6 @@ impl Reconciler {
             warnings: revision.warnings.len(),
             diagnostics: revision.warnings.clone(),
         };
-        self.secrets = crate::api::mask::secrets_of(&revision);
         info!(revision = %revision.revision, configurations = desired_configs.len(), "Serving revision.");
         telemetry::revision(true);
         self.state.event(
@@ -446,11 +434,10 @@ impl Reconciler {
             let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
             sync.current_revision = Some(revision.revision.clone());
         }
-        self.state.serving.store(Some(Arc::new(Serving {
-            revision: Arc::new(revision),
-            accepted_at: SystemTime::now(),
+        self.state.serving.store(Some(Arc::new(Serving::new(
+            Arc::new(revision),
             desired_configs,
-        })));
+        ))));
         match self.planner.as_mut() {
             Some(planner) => planner.set_desired(desired),
             None => {
@@ -462,10 +449,12 @@ impl Reconciler {
         // (events keep it current) and selects them all again for the new revision.
     }
 
-    /// Re-read the agents the events named (or the whole fleet) into the planner.
-    fn refresh(&mut self, labels_changed: &mut HashSet<Uid>) {
+    /// Re-read the agents the events named (or the whole fleet) into the planner. Returns the
+    /// snapshots read and the agents whose labels changed (their store records are rewritten).
+    fn refresh(&mut self) -> (HashMap<Uid, AgentSnapshot>, HashSet<Uid>) {
+        let mut labels_changed = HashSet::new();
         let Some(planner) = self.planner.as_mut() else {
-            return;
+            return (HashMap::new(), labels_changed);
         };
         let snapshots: Vec<AgentSnapshot> = if std::mem::take(&mut self.refresh_all) {
             self.dirty.clear();
@@ -477,25 +466,19 @@ impl Reconciler {
                 .collect()
         };
         for snap in &snapshots {
-            let was_connected = planner.agent(&snap.uid).map(|(a, _)| a.connected);
+            let known = planner.agent(&snap.uid).is_some();
             let memory = self.memory.get(&snap.uid);
             let mut relabelled = false;
             planner.update(snap.uid, |agent| {
                 relabelled = observe_into(snap, memory, agent);
                 relabelled
             });
-            if relabelled || was_connected.is_none() {
+            if relabelled || !known {
                 labels_changed.insert(snap.uid);
             }
-            let connected = snap.connection.connected;
-            if was_connected != Some(connected) {
-                if connected {
-                    self.connected += 1;
-                } else if was_connected.is_some() {
-                    self.connected = self.connected.saturating_sub(1);
-                }
-            }
         }
+        let snapshots = snapshots.into_iter().map(|s| (s.uid, s)).collect();
+        (snapshots, labels_changed)
     }
 
     /// Bring the plan up to date with what changed and act on it: push what it says to push,
@@ -517,8 +500,7 @@ impl Reconciler {
                 p.replan_all();
             }
         }
-        let mut labels_changed = HashSet::new();
-        self.refresh(&mut labels_changed);
+        let (snapshots, labels_changed) = self.refresh();
         let now = now_ms();
         let Some(planner) = self.planner.as_mut() else {
             return;
@@ -576,7 +558,7 @@ impl Reconciler {
             };
             note_transition(
                 &self.state,
-                &self.secrets,
+                &serving.secrets,
                 &mut self.last_status,
                 &mut self.pushed_at,
                 uid,
@@ -667,13 +649,23 @@ impl Reconciler {
             agents: self.view_agents.clone(),
             configurations,
             counts,
-            connected: self.connected,
+            connected: planner.connected(),
             computed_at: Some(SystemTime::now()),
         }));
 
         for (uid, labels, memory) in changed_agents {
-            if let Some(snap) = self.fleet.agent_for_plan(&uid) {
-                self.write(StoreOp::UpsertAgent(agent_record(&snap, labels, &memory)));
+            // Agents re-read this plan are not read twice; the others (pushed to because
+            // their rollout batch opened) are read now.
+            let fetched;
+            let snap = match snapshots.get(&uid) {
+                Some(s) => Some(s),
+                None => {
+                    fetched = self.fleet.agent_for_plan(&uid);
+                    fetched.as_ref()
+                }
+            };
+            if let Some(snap) = snap {
+                self.write(StoreOp::UpsertAgent(agent_record(snap, labels, &memory)));
             }
         }
         self.persist_rollouts();

@@ -40,6 +40,25 @@ pub struct Serving {
     pub accepted_at: SystemTime,
     /// Per configuration, the remote config encoded once and shared by every agent.
     pub desired_configs: BTreeMap<String, Arc<DesiredConfig>>,
+    /// The revision's sensitive values, for masking what agents send back (their error texts,
+    /// effective configs) before it is logged or served: finding them means parsing every
+    /// rendered configuration, so it is done here, once.
+    pub secrets: Arc<Vec<String>>,
+}
+
+impl Serving {
+    /// Serve `revision` from now on, with its encoded remote configs.
+    pub fn new(
+        revision: Arc<Revision>,
+        desired_configs: BTreeMap<String, Arc<DesiredConfig>>,
+    ) -> Serving {
+        Serving {
+            secrets: Arc::new(crate::api::mask::secrets_of(&revision)),
+            revision,
+            accepted_at: SystemTime::now(),
+            desired_configs,
+        }
+    }
 }
 
 /// What the reconciler decided for one agent.

@@ -52,6 +52,8 @@ pub struct Planner<K> {
     scopes: HashMap<String, BTreeMap<String, AgentProgress>>,
     /// Every agent by status, and each configuration's share.
     summary: StatusCounts,
+    /// Agents connected (whatever their status: an unmanaged agent counts too).
+    connected: usize,
     configurations: BTreeMap<String, ConfigurationPlan>,
     /// Agents whose inputs changed since the last plan.
     dirty: HashSet<K>,
@@ -72,6 +74,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
             entries: HashMap::new(),
             scopes: HashMap::new(),
             summary: StatusCounts::default(),
+            connected: 0,
             configurations: BTreeMap::new(),
             dirty: HashSet::new(),
             scope_changed: HashSet::new(),
@@ -87,6 +90,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         self.desired = desired;
         self.reset_configurations();
         self.summary = StatusCounts::default();
+        self.connected = 0;
         self.scopes.clear();
         let keys: Vec<K> = self.entries.keys().cloned().collect();
         for key in keys {
@@ -96,11 +100,6 @@ impl<K: Hash + Eq + Clone> Planner<K> {
             }
         }
         self.full = true;
-    }
-
-    /// The desired state being planned against.
-    pub fn desired(&self) -> &Arc<Desired> {
-        &self.desired
     }
 
     /// Add or replace one agent's observed state; it is re-planned at the next plan.
@@ -135,12 +134,6 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         }
         self.account(&key, entry);
         self.dirty.insert(key);
-    }
-
-    /// Forget an agent.
-    pub fn remove(&mut self, key: &K) {
-        self.unaccount(key);
-        self.dirty.remove(key);
     }
 
     /// Re-plan every agent at the next plan (the clock moved; a periodic resync).
@@ -241,6 +234,11 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         &self.summary
     }
 
+    /// How many agents are connected.
+    pub fn connected(&self) -> usize {
+        self.connected
+    }
+
     /// Each configuration's counts and rollout, as of the last plan.
     pub fn configurations(&self) -> &BTreeMap<String, ConfigurationPlan> {
         &self.configurations
@@ -251,25 +249,9 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         &self.rollouts
     }
 
-    /// Mutable access to one rollout (resume after a halt); its scope is stepped next plan.
-    pub fn rollout_mut(&mut self, configuration: &str) -> Option<&mut Rollout> {
-        self.scope_changed.insert(configuration.to_string());
-        self.rollouts.get_mut(configuration)
-    }
-
     /// Rollouts superseded (a new hash, or their configuration is gone) since the last call.
     pub fn take_superseded(&mut self) -> Vec<Rollout> {
         std::mem::take(&mut self.superseded)
-    }
-
-    /// How many agents are known.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True if no agent is known.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     fn reset_configurations(&mut self) {
@@ -284,6 +266,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         };
         entry.status = sync_status(&entry.agent, &entry.selection, entry.desired_hash);
         self.summary.add(entry.status);
+        self.connected += usize::from(entry.agent.connected);
         match &entry.selection {
             Selection::One(name) => {
                 if let Some(c) = self.configurations.get_mut(name) {
@@ -317,6 +300,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
     fn unaccount(&mut self, key: &K) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
         self.summary.remove(entry.status);
+        self.connected -= usize::from(entry.agent.connected);
         match &entry.selection {
             Selection::One(name) => {
                 if let Some(c) = self.configurations.get_mut(name) {
