@@ -9,6 +9,7 @@ use bytes::Bytes;
 use gitamp_opamp::fleet::Transport;
 use gitamp_opamp::proto::AgentToServer;
 use gitamp_opamp::session::{Connection, handle_message};
+use gitamp_opamp::websocket::MessageReader;
 use gitamp_opamp::{DesiredConfig, Fleet};
 use hmac::{KeyInit, Mac};
 use prost::Message as _;
@@ -46,7 +47,7 @@ pub fn opamp_decode(data: &[u8]) {
         return;
     };
     let fleet = Fleet::new();
-    let (tx, _rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let (tx, _rx) = gitamp_opamp::outbox::outbox(16);
     let mut ws = Connection::new(1, Transport::Ws, Some(tx));
     let _ = handle_message(&fleet, &mut ws, msg.clone());
     if let Ok(uid) = <[u8; 16]>::try_from(&msg.instance_uid[..]) {
@@ -67,9 +68,21 @@ pub fn opamp_decode(data: &[u8]) {
     let _ = fleet.agents();
 }
 
-/// The WebSocket message path: header varint, then `AgentToServer`.
+/// The WebSocket message path: the RFC 6455 frame codec, then the OpAMP header varint and
+/// `AgentToServer`.
 pub fn ws_frame(data: &[u8]) {
     let _ = gitamp_opamp::frame::decode_frame::<AgentToServer>(Bytes::copy_from_slice(data));
+    // The same bytes as a client's byte stream through the server's WebSocket codec: every
+    // message it yields until it stops. A slice never pends, so one poll per message does.
+    let mut reader = MessageReader::new(data, 64 * 1024);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        let next = std::pin::pin!(reader.next());
+        match std::future::Future::poll(next, &mut cx) {
+            std::task::Poll::Ready(Ok(_)) => {}
+            _ => break,
+        }
+    }
 }
 
 /// The repository loader, validator and renderer on arbitrary bytes as one YAML file of an

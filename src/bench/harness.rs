@@ -188,7 +188,19 @@ impl Server {
         token: String,
     ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("locating this binary")?;
-        let mut child = Command::new(exe)
+        // GITAMP_BENCH_SERVER_WRAPPER="heaptrack -o /tmp/ht" (or "perf record -g -o ...") runs
+        // the server under a profiler. Its RSS and CPU are then the wrapper's, not the server's.
+        let wrapper = std::env::var("GITAMP_BENCH_SERVER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .arg("serve")
             .args(["--repo", &format!("file://{}", remote.display())])
             .args([

@@ -14,15 +14,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
 use gitamp_core::Snapshot;
 use gitamp_core::plan::SyncStatus;
 use gitamp_opamp::agent::{AgentOptions, ApplyPolicy, SimAgent};
 use gitamp_opamp::fleet::{Fleet, FleetEvent, Transport};
 use gitamp_opamp::frame::decode_frame;
+use gitamp_opamp::outbox::{OutboxReceiver, outbox};
 use gitamp_opamp::proto::{AgentToServer, ServerToAgent};
 use gitamp_opamp::session::{Connection, handle_message};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
 use super::harness::percentile;
 use crate::server::reconciler::Reconciler;
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 struct Peer {
     agent: SimAgent,
     conn: Connection,
-    outbound: mpsc::Receiver<Bytes>,
+    outbound: OutboxReceiver,
 }
 
 /// The bench's world: fleet, reconciler, agents, and the event stream between them.
@@ -103,9 +103,10 @@ impl World {
     fn deliver(&mut self) -> anyhow::Result<u64> {
         let mut delivered = 0;
         for i in 0..self.peers.len() {
-            while let Ok(frame) = self.peers[i].outbound.try_recv() {
+            while let Some(push) = self.peers[i].outbound.try_recv() {
                 delivered += 1;
-                let msg: ServerToAgent = decode_frame(frame).context("decoding a pushed frame")?;
+                let msg: ServerToAgent =
+                    decode_frame(push.to_bytes()).context("decoding a pushed frame")?;
                 let answers = self.peers[i].agent.handle(&msg);
                 for answer in answers {
                     self.exchange(i, answer)?;
@@ -202,7 +203,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         let mut opts = AgentOptions::collector("bench", &format!("bench-{i:06}"), "staging")
             .label("os.type", "linux");
         opts.policy = ApplyPolicy::Apply;
-        let (tx, outbound) = mpsc::channel(16);
+        let (tx, outbound) = outbox(16);
         world.peers.push(Peer {
             agent: SimAgent::new(opts),
             conn: Connection::new(i as u64 + 1, Transport::Ws, Some(tx)),

@@ -273,10 +273,6 @@ impl Reconciler {
                 self.state
                     .event(Some(uid_text(uid)), "disconnected", "Agent disconnected.");
             }
-            // An agent reporting the config we sent keeps the served copy, not its own.
-            FleetEvent::Reported(uid, changes) if changes.effective_config => {
-                self.fleet.share_effective_config(uid);
-            }
             FleetEvent::Reported(..) => {}
         }
     }

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
+use crate::outbox::{OutboxSender, Push};
 use crate::proto;
 
 /// A 16-byte agent instance UID.
@@ -51,6 +52,14 @@ pub struct DesiredConfig {
 }
 
 impl DesiredConfig {
+    /// The served bytes of file `name` if they equal `body`, to share instead of a copy.
+    pub(crate) fn same_body(&self, name: &str, body: &[u8]) -> Option<Bytes> {
+        self.files
+            .get(name)
+            .filter(|(served, _)| served[..] == *body)
+            .map(|(served, _)| served.clone())
+    }
+
     /// Builds the config and encodes its `AgentRemoteConfig` once.
     /// `config_map` maps config file names to `(body, content type)`; `hash` is the
     /// caller's deterministic hash of the whole map (it is never empty by type).
@@ -293,6 +302,19 @@ pub struct Health {
     pub components: BTreeMap<String, Health>,
 }
 
+/// Makes reported bodies equal to the desired config's files share its bytes: an agent that
+/// reported its config before it was assigned (after a server restart, every agent) would
+/// otherwise keep its own copy of the same few KiB.
+fn share_bodies(effective: &mut BTreeMap<String, ConfigFile>, desired: &DesiredConfig) {
+    for (name, file) in effective.iter_mut() {
+        if let Some(body) = desired.same_body(name, &file.body)
+            && body.as_ptr() != file.body.as_ptr()
+        {
+            file.body = body;
+        }
+    }
+}
+
 /// One config file as reported in the effective config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigFile {
@@ -394,8 +416,8 @@ pub struct AgentSnapshot {
 #[derive(Debug, Clone)]
 pub(crate) struct ConnHandle {
     pub(crate) id: u64,
-    /// Bounded outbound queue of ready-to-send WS frames.
-    pub(crate) tx: Option<mpsc::Sender<Bytes>>,
+    /// Bounded outbound queue of the WS connection's task.
+    pub(crate) tx: Option<OutboxSender>,
 }
 
 impl ConnHandle {
@@ -672,35 +694,6 @@ impl Fleet {
         v
     }
 
-    /// Makes the bodies of an agent's reported effective config that equal its desired
-    /// config's bodies share the desired config's bytes. A decoded report's body is a slice of
-    /// the received message buffer, so without this every agent keeps its own copy of the
-    /// (identical) config it applied, and the whole buffer with it: several KiB per agent.
-    /// Returns how many bodies now share. Content is unchanged.
-    pub fn share_effective_config(&self, uid: &Uid) -> usize {
-        let Some(entry) = self.get(uid) else {
-            return 0;
-        };
-        let mut e = lock(&entry);
-        let Some(desired) = e.desired.clone() else {
-            return 0;
-        };
-        let Some(effective) = e.effective_config.as_mut() else {
-            return 0;
-        };
-        let mut shared = 0;
-        for (name, file) in effective.iter_mut() {
-            if let Some((body, _)) = desired.files.get(name)
-                && body.as_ptr() != file.body.as_ptr()
-                && body[..] == file.body[..]
-            {
-                file.body = body.clone();
-                shared += 1;
-            }
-        }
-        shared
-    }
-
     /// Snapshot of one agent.
     pub fn agent(&self, uid: &Uid) -> Option<AgentSnapshot> {
         self.get(uid).map(|e| lock(&e).snapshot())
@@ -729,6 +722,9 @@ impl Fleet {
         if old != new {
             e.failed_hashes.clear();
         }
+        if let (Some(d), Some(effective)) = (&desired, e.effective_config.as_mut()) {
+            share_bodies(effective, d);
+        }
         e.desired = desired;
         if !e.connected {
             return true;
@@ -749,7 +745,7 @@ impl Fleet {
                 },
                 remote_config: Some(Arc::clone(&cfg)),
             };
-            match tx.try_send(out.encode_frame()) {
+            match tx.try_send(Push::frame(&out)) {
                 Ok(()) => e.mark_sent(cfg.hash, conn_id),
                 Err(err) => tracing::debug!(
                     agent = %uid_text(uid),

@@ -1,6 +1,7 @@
 //! gitamp's OpAMP server side: protocol messages ([`proto`]), WebSocket framing
 //! ([`frame`]), the fleet registry ([`fleet`]), per-message session rules
-//! ([`session`]) and the WebSocket + HTTP transports ([`server`]).
+//! ([`session`]), each WebSocket connection's outbound queue ([`outbox`]) and the
+//! WebSocket + HTTP transports ([`server`], on our own RFC 6455 codec: [`websocket`]).
 
 /// OpAMP messages generated at build time from `proto/opamp.proto` and
 /// `proto/anyvalue.proto` (package `opamp.proto`). `bytes` fields are `bytes::Bytes`
@@ -12,6 +13,7 @@ pub mod proto {
 
 pub mod fleet;
 pub mod frame;
+pub mod outbox;
 pub mod session;
 mod transport;
 
@@ -22,6 +24,9 @@ pub mod server {
         serve, serve_with, spawn_sweeper,
     };
 }
+
+/// The server's WebSocket codec (handshake and frames), public for the fuzz targets.
+pub use transport::websocket;
 
 pub use fleet::{AgentSnapshot, DesiredConfig, Fleet, FleetEvent, Uid};
 pub use server::OpampSettings;

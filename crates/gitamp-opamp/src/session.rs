@@ -26,12 +26,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::outbox::OutboxSender;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::fleet::{
-    AgentEntry, Changes, ConfigFile, ConnHandle, Description, Fleet, FleetEvent, Health, Outgoing,
-    RemoteState, RemoteStatus, SERVER_CAPABILITIES, Transport, Uid, lock, uid_text,
+    AgentEntry, Changes, ConfigFile, ConnHandle, Description, DesiredConfig, Fleet, FleetEvent,
+    Health, Outgoing, RemoteState, RemoteStatus, SERVER_CAPABILITIES, Transport, Uid, lock,
+    uid_text,
 };
 use crate::proto::{self, AgentCapabilities as Cap};
 
@@ -45,14 +46,14 @@ pub struct Connection {
     pub(crate) id: u64,
     pub(crate) transport: Transport,
     /// Outbound queue of a WebSocket connection (None for HTTP).
-    pub(crate) tx: Option<mpsc::Sender<Bytes>>,
+    pub(crate) tx: Option<OutboxSender>,
     /// UIDs seen on this stream, disconnected when the transport closes.
     pub(crate) uids: HashSet<Uid>,
 }
 
 impl Connection {
     /// A connection context. `tx` is the bounded outbound queue of a WebSocket.
-    pub fn new(id: u64, transport: Transport, tx: Option<mpsc::Sender<Bytes>>) -> Self {
+    pub fn new(id: u64, transport: Transport, tx: Option<OutboxSender>) -> Self {
         Self {
             id,
             transport,
@@ -173,24 +174,30 @@ fn health_of(h: &proto::ComponentHealth) -> Health {
     }
 }
 
-fn effective_of(e: &proto::EffectiveConfig) -> BTreeMap<String, ConfigFile> {
-    e.config_map
-        .as_ref()
-        .map(|m| {
-            m.config_map
-                .iter()
-                .map(|(k, f)| {
-                    (
-                        k.clone(),
-                        ConfigFile {
-                            body: f.body.clone(),
-                            content_type: f.content_type.clone(),
-                        },
-                    )
-                })
-                .collect()
+/// The reported effective config, holding nothing of the received message: a body equal to
+/// the desired config's file shares the desired bytes (every agent that applied a config
+/// reports the same few KiB), any other body is copied. A slice would keep the whole
+/// message buffer alive for as long as the agent is registered.
+fn effective_of(
+    e: &proto::EffectiveConfig,
+    desired: Option<&DesiredConfig>,
+) -> BTreeMap<String, ConfigFile> {
+    let Some(map) = &e.config_map else {
+        return BTreeMap::new();
+    };
+    map.config_map
+        .iter()
+        .map(|(k, f)| {
+            let body = desired
+                .and_then(|d| d.same_body(k, &f.body))
+                .unwrap_or_else(|| Bytes::copy_from_slice(&f.body));
+            let file = ConfigFile {
+                body,
+                content_type: f.content_type.clone(),
+            };
+            (k.clone(), file)
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// Replaces `slot` with `new` if the value changed, and says whether it did. An equal value
@@ -227,7 +234,8 @@ fn apply_reports(e: &mut AgentEntry, msg: &proto::AgentToServer) -> Changes {
         ch.health = replace_shared(&mut e.health, health_of(h));
     }
     if let Some(c) = &msg.effective_config {
-        ch.effective_config = replace(&mut e.effective_config, effective_of(c));
+        let effective = effective_of(c, e.desired.as_deref());
+        ch.effective_config = replace(&mut e.effective_config, effective);
     }
     if let Some(s) = &msg.remote_config_status {
         let status = RemoteStatus {
@@ -466,6 +474,49 @@ mod tests {
             error_message: String::new(),
         });
         assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+    }
+
+    #[test]
+    fn reported_bodies_share_the_served_bytes_or_are_copied_never_sliced() {
+        let fleet = Fleet::new();
+        let mut c = http();
+        let served = Bytes::from(b"receivers: {}\n".repeat(100));
+        let report = |seq: u64, body: &Bytes| {
+            let mut m = full(seq, b"");
+            let mut map = proto::AgentConfigMap::default();
+            map.config_map.insert(
+                String::new(),
+                proto::AgentConfigFile {
+                    body: body.clone(),
+                    content_type: "text/yaml".into(),
+                },
+            );
+            m.effective_config = Some(proto::EffectiveConfig {
+                config_map: Some(map),
+            });
+            m
+        };
+        let body_of = |fleet: &Fleet| {
+            let a = fleet.agent(&UID).expect("registered");
+            a.effective_config.expect("reported")[""].body.clone()
+        };
+        // Reported before any config is assigned: a copy, not a view of the message.
+        let own = Bytes::from(served.to_vec());
+        handle_message(&fleet, &mut c, report(0, &own));
+        assert_ne!(body_of(&fleet).as_ptr(), own.as_ptr());
+        // Assigning an equal config makes the stored body share the served bytes ...
+        let mut files = BTreeMap::new();
+        files.insert(String::new(), (served.clone(), "text/yaml".into()));
+        fleet.set_desired(&UID, Some(Arc::new(DesiredConfig::new(files, [7; 32]))));
+        assert_eq!(body_of(&fleet).as_ptr(), served.as_ptr());
+        // ... and so does a later report of the same bytes, read from a new message.
+        handle_message(&fleet, &mut c, report(1, &Bytes::from(served.to_vec())));
+        assert_eq!(body_of(&fleet).as_ptr(), served.as_ptr());
+        // A different body is copied out of its message.
+        let other = Bytes::from_static(b"exporters: {}\n");
+        handle_message(&fleet, &mut c, report(2, &other));
+        assert_eq!(&body_of(&fleet)[..], &other[..]);
+        assert_ne!(body_of(&fleet).as_ptr(), other.as_ptr());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod http;
 mod tls;
+pub mod websocket;
 mod ws;
 
 pub use tls::{TlsConfig, TlsError};

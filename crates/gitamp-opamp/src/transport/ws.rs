@@ -1,64 +1,72 @@
 //! WebSocket transport: one task per connection owns the socket, so replies and
-//! pushes are written one at a time and never interleave.
+//! pushes are written one at a time and never interleave. The framing is ours
+//! ([`super::websocket`]): an idle connection holds no read or write buffer.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use futures_util::StreamExt;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::AppState;
+use super::websocket::{self, CLOSE_NORMAL, Incoming, MessageReader};
 use crate::fleet::{Outgoing, Transport};
 use crate::frame::decode_frame;
+use crate::outbox::{Push, outbox};
 use crate::proto::AgentToServer;
 use crate::session::{Connection, bad_request, handle_message};
 
-/// Small per-connection buffers: tungstenite's 128 KiB defaults cost ~12 GiB at 100k
-/// agents; OpAMP messages are usually a few hundred bytes.
-const READ_BUFFER: usize = 4 * 1024;
-const WRITE_BUFFER: usize = 4 * 1024;
-
-/// Close code for "message too big" (RFC 6455).
-const CLOSE_TOO_BIG: u16 = 1009;
-
-pub(super) async fn upgrade(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    if !state.authorized(&headers) {
+/// `GET` on the OpAMP path: checks the secret and the opening handshake, answers 101 and
+/// serves the upgraded connection in its own task.
+pub(super) async fn upgrade(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
+    if !state.authorized(req.headers()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    let accept = match websocket::accept(req.headers()) {
+        Ok(accept) => accept,
+        Err(err) => {
+            return (
+                err.status(),
+                [(header::SEC_WEBSOCKET_VERSION, "13")],
+                err.to_string(),
+            )
+                .into_response();
+        }
+    };
     let Some(slot) = state.admit() else {
         return super::unavailable();
     };
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
-    };
-    let limit = state.settings.max_message_bytes;
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| async move {
-            run(socket, state).await;
-            drop(slot);
-        })
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => run(TokioIo::new(upgraded), state).await,
+            Err(err) => tracing::debug!(error = %err, "websocket upgrade failed"),
+        }
+        drop(slot);
+    });
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    resp
 }
 
-/// True if a read error is tungstenite's "message/frame too big".
-fn is_capacity(err: axum::Error) -> bool {
-    err.into_inner()
-        .downcast_ref::<tokio_tungstenite::tungstenite::Error>()
-        .is_some_and(|e| matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_)))
-}
-
-async fn send_frame(socket: &mut WebSocket, frame: Bytes, limit: usize) -> bool {
+/// Writes one outgoing OpAMP frame; false if the connection is gone. A frame over the
+/// limit is dropped (and counted), the connection kept.
+async fn send_frame<W: AsyncWrite + Unpin>(io: &mut W, frame: &Push, limit: usize) -> bool {
     if frame.len() > limit {
         tracing::warn!(
             len = frame.len(),
@@ -68,13 +76,34 @@ async fn send_frame(socket: &mut WebSocket, frame: Bytes, limit: usize) -> bool 
         metrics::counter!("gitamp_opamp_oversize_outgoing_total").increment(1);
         return true;
     }
-    socket.send(Message::Binary(frame)).await.is_ok()
+    websocket::write_binary(io, frame.parts()).await.is_ok()
 }
 
-async fn run(mut socket: WebSocket, state: Arc<AppState>) {
+/// The close code to answer a peer's close with: its own (RFC 6455 §5.5.1), unless it sent
+/// none or one that may not appear on the wire.
+fn echo_close(code: Option<u16>) -> u16 {
+    match code {
+        Some(c) if !matches!(c, 1005 | 1006 | 1015) && (1000..5000).contains(&c) => c,
+        _ => CLOSE_NORMAL,
+    }
+}
+
+/// Serves one upgraded connection until either side closes it.
+async fn run<S>(io: S, state: Arc<AppState>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let id = state.next_conn_id();
     let limit = state.settings.max_message_bytes;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(state.settings.outbound_queue.max(1));
+    let (read, mut write) = tokio::io::split(io);
+    // The stream keeps the read in progress between polls, so `select!` may drop its `next()`
+    // without losing half a frame.
+    let incoming = futures_util::stream::unfold(MessageReader::new(read, limit), |mut r| async {
+        let next = r.next().await;
+        Some((next, r))
+    });
+    let mut incoming = std::pin::pin!(incoming);
+    let (tx, rx) = outbox(state.settings.outbound_queue);
     let mut conn = Connection::new(id, Transport::Ws, Some(tx));
     // Pings let a half-open TCP connection fail on write; liveness never depends on pongs.
     let mut ping = tokio::time::interval(
@@ -87,49 +116,57 @@ async fn run(mut socket: WebSocket, state: Arc<AppState>) {
     tracing::debug!(conn = id, "websocket connected");
     loop {
         tokio::select! {
-            incoming = socket.recv() => {
+            Some(incoming) = incoming.next() => {
                 let reply: Outgoing = match incoming {
-                    None => break,
-                    Some(Err(err)) => {
-                        if is_capacity(err) {
-                            tracing::info!(conn = id, "websocket message over the size limit: closing");
-                            let _ = socket
-                                .send(Message::Close(Some(CloseFrame {
-                                    code: CLOSE_TOO_BIG,
-                                    reason: "message too big".into(),
-                                })))
-                                .await;
+                    Err(err) => {
+                        tracing::debug!(conn = id, error = %err, "websocket read ended");
+                        if let Some(code) = err.close_code() {
+                            let reason = if code == websocket::CLOSE_TOO_BIG {
+                                "message too big"
+                            } else {
+                                "protocol error"
+                            };
+                            let _ = websocket::write_close(&mut write, code, reason).await;
                         }
                         break;
                     }
-                    Some(Ok(Message::Binary(data))) => match decode_frame::<AgentToServer>(data) {
+                    Ok(Incoming::Binary(data)) => match decode_frame::<AgentToServer>(data) {
                         Ok(msg) => handle_message(&state.fleet, &mut conn, msg),
                         Err(err) => {
                             tracing::debug!(conn = id, error = %err, "malformed websocket frame");
                             bad_request(Bytes::new(), err.to_string())
                         }
                     },
-                    Some(Ok(Message::Text(_))) => {
+                    Ok(Incoming::Text) => {
                         bad_request(Bytes::new(), "text frames are not OpAMP; send binary frames")
                     }
-                    Some(Ok(Message::Close(_))) => break,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Ok(Incoming::Ping(payload)) => {
+                        if websocket::write_pong(&mut write, &payload).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(Incoming::Pong) => continue,
+                    Ok(Incoming::Close(code)) => {
+                        let _ = websocket::write_close(&mut write, echo_close(code), "").await;
+                        break;
+                    }
                 };
                 let mut reply = reply;
                 if !reply.fit(limit, 1) {
                     continue;
                 }
-                if !send_frame(&mut socket, reply.encode_frame(), limit).await {
+                if !send_frame(&mut write, &Push::frame(&reply), limit).await {
                     break;
                 }
             }
-            Some(frame) = rx.recv() => {
-                if !send_frame(&mut socket, frame, limit).await {
+            push = rx.recv() => {
+                if !send_frame(&mut write, &push, limit).await {
                     break;
                 }
             }
             _ = ping.tick() => {
-                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                if websocket::write_ping(&mut write).await.is_err() {
                     break;
                 }
             }

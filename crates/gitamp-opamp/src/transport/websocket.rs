@@ -1,0 +1,615 @@
+//! A lean RFC 6455 server side: the opening handshake and the frame codec the OpAMP
+//! WebSocket transport runs on.
+//!
+//! Why our own and not tungstenite: a general-purpose codec keeps a read buffer and a write
+//! buffer per connection that grow to the largest message seen and never shrink. An OpAMP
+//! agent's first report and every config push are several KiB, so each idle connection held
+//! ~20 KiB of buffers (heaptrack, 5,000 agents; docs/benchmarks.md). Here an idle connection
+//! holds nothing but a 14-byte header array: a payload is read into a buffer sized from the
+//! bytes that actually arrived and handed on, and a frame is written as header + payload with
+//! one vectored write, without copying the (shared) payload.
+//!
+//! What is implemented is what a server needs: masked client frames, fragmentation with
+//! control frames in between, ping → pong, the close handshake, size limits checked before a
+//! payload is read. No extensions (permessage-deflate is not negotiated; OpAMP payloads are
+//! protobuf) and no subprotocols.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use base64::Engine as _;
+use bytes::{Buf, Bytes, BytesMut};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The GUID RFC 6455 §1.3 appends to the client's key.
+const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Close codes (RFC 6455 §7.4.1).
+pub const CLOSE_NORMAL: u16 = 1000;
+/// The peer broke the protocol (unmasked frame, reserved bits, bad opcode, ...).
+pub const CLOSE_PROTOCOL: u16 = 1002;
+/// A message over the size limit.
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+/// Frame opcodes.
+mod opcode {
+    pub const CONTINUATION: u8 = 0x0;
+    pub const TEXT: u8 = 0x1;
+    pub const BINARY: u8 = 0x2;
+    pub const CLOSE: u8 = 0x8;
+    pub const PING: u8 = 0x9;
+    pub const PONG: u8 = 0xA;
+}
+
+/// Largest payload of a control frame (§5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// First read reservation for a payload: a declared length is a claim, not data, so memory
+/// grows with the bytes that arrive (a peer announcing 4 MiB and sending nothing holds 16 KiB).
+const FIRST_READ: usize = 16 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Handshake
+
+/// Why an upgrade request is not a WebSocket opening handshake we accept.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HandshakeError {
+    #[error("not a WebSocket upgrade: `Connection: upgrade` and `Upgrade: websocket` are required")]
+    NotUpgrade,
+    #[error("unsupported WebSocket version: only 13 is spoken")]
+    Version,
+    #[error("missing or malformed Sec-WebSocket-Key")]
+    Key,
+}
+
+impl HandshakeError {
+    /// The HTTP status for the refusal: 426 tells a client which version to speak.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HandshakeError::Version => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// True if the comma-separated header `name` has `token` (case-insensitive), in any of its
+/// occurrences.
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Checks the client's opening handshake (§4.2.1) and returns the `Sec-WebSocket-Accept`
+/// value for the 101 answer.
+pub fn accept(headers: &HeaderMap) -> Result<HeaderValue, HandshakeError> {
+    if !has_token(headers, header::CONNECTION, "upgrade")
+        || !has_token(headers, header::UPGRADE, "websocket")
+    {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return Err(HandshakeError::Version);
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or(HandshakeError::Key)?;
+    // The key is base64 of 16 random bytes (24 characters).
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .map_err(|_| HandshakeError::Key)?;
+    if decoded.len() != 16 {
+        return Err(HandshakeError::Key);
+    }
+    Ok(accept_value(key.as_bytes()))
+}
+
+/// `base64(SHA-1(key ‖ GUID))`.
+pub fn accept_value(key: &[u8]) -> HeaderValue {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(ACCEPT_GUID.as_bytes());
+    let encoded = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+    // Base64 is always a valid header value.
+    HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/// One thing read from the peer: a whole data message or a control frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A complete binary message (fragments joined).
+    Binary(Bytes),
+    /// A complete text message. OpAMP has no use for text; its content is not kept.
+    Text,
+    /// A ping, whose payload the pong must echo.
+    Ping(Bytes),
+    /// A pong (ignored by the server; liveness is the heartbeat's job).
+    Pong,
+    /// The peer closes, with its status code if it sent one.
+    Close(Option<u16>),
+}
+
+/// Why reading stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The connection failed or ended without a close frame.
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer broke RFC 6455; the connection is closed with 1002.
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// A message over the limit; closed with 1009.
+    #[error("message of {size} bytes over the {limit}-byte limit")]
+    TooBig { size: u64, limit: usize },
+}
+
+impl ReadError {
+    /// The close code to send the peer, if the connection is still writable.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            ReadError::Io(_) => None,
+            ReadError::Protocol(_) => Some(CLOSE_PROTOCOL),
+            ReadError::TooBig { .. } => Some(CLOSE_TOO_BIG),
+        }
+    }
+}
+
+/// Reads messages from a client. Holds only the fragments of a message in progress.
+#[derive(Debug)]
+pub struct MessageReader<R> {
+    io: R,
+    limit: usize,
+    /// Opcode and data of a fragmented message still waiting for its final frame.
+    partial: Option<(u8, BytesMut)>,
+}
+
+/// A parsed frame header.
+struct FrameHead {
+    fin: bool,
+    opcode: u8,
+    len: u64,
+    mask: [u8; 4],
+}
+
+impl<R: AsyncRead + Unpin> MessageReader<R> {
+    /// A reader refusing messages (and frames) over `limit` bytes.
+    pub fn new(io: R, limit: usize) -> Self {
+        Self {
+            io,
+            limit,
+            partial: None,
+        }
+    }
+
+    /// The next message or control frame. Not cancel-safe: drive it from a place that keeps
+    /// the future across polls (see `ws::run`).
+    pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        loop {
+            let head = self.read_head().await?;
+            match head.opcode {
+                opcode::CLOSE | opcode::PING | opcode::PONG => {
+                    if !head.fin {
+                        return Err(ReadError::Protocol("fragmented control frame"));
+                    }
+                    if head.len > MAX_CONTROL_PAYLOAD as u64 {
+                        return Err(ReadError::Protocol("control frame over 125 bytes"));
+                    }
+                    let payload = self.read_payload(&head, BytesMut::new()).await?;
+                    return Ok(match head.opcode {
+                        opcode::PING => Incoming::Ping(payload.freeze()),
+                        opcode::PONG => Incoming::Pong,
+                        _ => Incoming::Close(close_code(&payload)?),
+                    });
+                }
+                opcode::TEXT | opcode::BINARY => {
+                    if self.partial.is_some() {
+                        return Err(ReadError::Protocol(
+                            "new message before the last one's final fragment",
+                        ));
+                    }
+                    self.check_size(0, head.len)?;
+                    let data = self.read_payload(&head, BytesMut::new()).await?;
+                    if head.fin {
+                        return Ok(message(head.opcode, data));
+                    }
+                    self.partial = Some((head.opcode, data));
+                }
+                opcode::CONTINUATION => {
+                    let Some((kind, data)) = self.partial.take() else {
+                        return Err(ReadError::Protocol("continuation without a message"));
+                    };
+                    self.check_size(data.len(), head.len)?;
+                    let data = self.read_payload(&head, data).await?;
+                    if head.fin {
+                        return Ok(message(kind, data));
+                    }
+                    self.partial = Some((kind, data));
+                }
+                _ => return Err(ReadError::Protocol("reserved opcode")),
+            }
+        }
+    }
+
+    fn check_size(&self, have: usize, more: u64) -> Result<(), ReadError> {
+        let size = (have as u64).saturating_add(more);
+        if size > self.limit as u64 {
+            return Err(ReadError::TooBig {
+                size,
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+
+    async fn read_head(&mut self) -> Result<FrameHead, ReadError> {
+        let mut b = [0u8; 2];
+        self.io.read_exact(&mut b).await?;
+        if b[0] & 0x70 != 0 {
+            return Err(ReadError::Protocol(
+                "reserved bits set (no extension agreed)",
+            ));
+        }
+        if b[1] & 0x80 == 0 {
+            return Err(ReadError::Protocol("unmasked frame from a client"));
+        }
+        let len = match b[1] & 0x7F {
+            126 => u64::from(self.io.read_u16().await?),
+            127 => {
+                let len = self.io.read_u64().await?;
+                if len >> 63 != 0 {
+                    return Err(ReadError::Protocol("64-bit length with the top bit set"));
+                }
+                len
+            }
+            n => u64::from(n),
+        };
+        let mut mask = [0u8; 4];
+        self.io.read_exact(&mut mask).await?;
+        Ok(FrameHead {
+            fin: b[0] & 0x80 != 0,
+            opcode: b[0] & 0x0F,
+            len,
+            mask,
+        })
+    }
+
+    /// Appends the frame's payload (unmasked) to `data`. Memory grows with what arrives.
+    async fn read_payload(
+        &mut self,
+        head: &FrameHead,
+        mut data: BytesMut,
+    ) -> Result<BytesMut, ReadError> {
+        // `len` fits in usize: check_size bounded it by `limit` (or it is a control frame).
+        let len = head.len as usize;
+        let start = data.len();
+        data.reserve(len.min(FIRST_READ));
+        while data.len() - start < len {
+            let want = len - (data.len() - start);
+            if data.capacity() == data.len() {
+                data.reserve(want.min(data.capacity().max(FIRST_READ)));
+            }
+            let n = (&mut self.io).take(want as u64).read_buf(&mut data).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+        unmask(&mut data[start..], head.mask);
+        Ok(data)
+    }
+}
+
+fn message(kind: u8, data: BytesMut) -> Incoming {
+    if kind == opcode::TEXT {
+        Incoming::Text
+    } else {
+        Incoming::Binary(data.freeze())
+    }
+}
+
+/// The status code of a close frame's payload (§5.5.1): none, or two bytes and a reason.
+fn close_code(payload: &[u8]) -> Result<Option<u16>, ReadError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ReadError::Protocol("close frame with a 1-byte payload")),
+        [a, b, ..] => Ok(Some(u16::from_be_bytes([*a, *b]))),
+    }
+}
+
+/// XORs `data` with the 4-byte masking key (§5.3), a word at a time.
+pub fn unmask(data: &mut [u8], mask: [u8; 4]) {
+    let word = u32::from_ne_bytes(mask);
+    let mut chunks = data.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let v = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ word;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i];
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/// A server frame header (unmasked, final): at most 10 bytes.
+fn frame_head(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    h[0] = 0x80 | opcode;
+    let n = if len < 126 {
+        h[1] = len as u8;
+        2
+    } else if len <= usize::from(u16::MAX) {
+        h[1] = 126;
+        h[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        h[1] = 127;
+        h[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    (h, n)
+}
+
+/// Writes one frame whose payload is `parts` in a row: header and parts in one vectored write
+/// where the transport has one, without copying them, then flushes (TLS holds records until
+/// flushed).
+async fn write_frame<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    opcode: u8,
+    parts: [&[u8]; 2],
+) -> std::io::Result<()> {
+    let (head, n) = frame_head(opcode, parts[0].len() + parts[1].len());
+    let mut buf = Buf::chain(Buf::chain(&head[..n], parts[0]), parts[1]);
+    io.write_all_buf(&mut buf).await?;
+    io.flush().await
+}
+
+/// A binary message made of two pieces (a push: the agent's fields, then the shared config).
+pub async fn write_binary<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    parts: [&[u8]; 2],
+) -> std::io::Result<()> {
+    write_frame(io, opcode::BINARY, parts).await
+}
+
+/// A ping (the server sends them so a half-open connection fails on write).
+pub async fn write_ping<W: AsyncWrite + Unpin>(io: &mut W) -> std::io::Result<()> {
+    write_frame(io, opcode::PING, [&[], &[]]).await
+}
+
+/// The pong answering a ping.
+pub async fn write_pong<W: AsyncWrite + Unpin>(io: &mut W, payload: &[u8]) -> std::io::Result<()> {
+    write_frame(io, opcode::PONG, [payload, &[]]).await
+}
+
+/// A close frame with `code` and a short reason.
+pub async fn write_close<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    code: u16,
+    reason: &str,
+) -> std::io::Result<()> {
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(MAX_CONTROL_PAYLOAD - 2)]);
+    write_frame(io, opcode::CLOSE, [&payload, &[]]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame, as a client would write it.
+    fn client_frame(fin: bool, op: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | op];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 65535 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        let mut p = payload.to_vec();
+        unmask(&mut p, mask);
+        out.extend_from_slice(&p);
+        out
+    }
+
+    async fn read_all(bytes: Vec<u8>, limit: usize) -> Vec<Result<Incoming, String>> {
+        let mut r = MessageReader::new(&bytes[..], limit);
+        let mut out = Vec::new();
+        loop {
+            match r.next().await {
+                Ok(m) => out.push(Ok(m)),
+                Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return out;
+                }
+                Err(e) => {
+                    out.push(Err(e.to_string()));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn accept_value_matches_the_rfc_example() {
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accept_value(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn handshake_requires_upgrade_version_and_key() {
+        let mut h = HeaderMap::new();
+        assert_eq!(accept(&h), Err(HandshakeError::NotUpgrade));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert_eq!(accept(&h), Err(HandshakeError::Version));
+        h.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert_eq!(
+            accept(&h).unwrap_err().status(),
+            StatusCode::UPGRADE_REQUIRED
+        );
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        assert_eq!(accept(&h), Err(HandshakeError::Key));
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("c2hvcnQ="),
+        );
+        assert_eq!(accept(&h), Err(HandshakeError::Key));
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        assert_eq!(accept(&h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn unmask_is_its_own_inverse_at_every_length() {
+        for len in 0..20 {
+            let data: Vec<u8> = (0..len as u8).collect();
+            let mut d = data.clone();
+            unmask(&mut d, [1, 2, 3, 4]);
+            for (i, (a, b)) in data.iter().zip(&d).enumerate() {
+                assert_eq!(a ^ [1, 2, 3, 4][i % 4], *b);
+            }
+            unmask(&mut d, [1, 2, 3, 4]);
+            assert_eq!(d, data);
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_of_every_length_encoding_round_trip() {
+        for len in [0, 1, 125, 126, 65535, 65536, 200_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let got = read_all(client_frame(true, 2, &payload, [9, 8, 7, 6]), 1 << 20).await;
+            assert_eq!(
+                got,
+                vec![Ok(Incoming::Binary(Bytes::from(payload)))],
+                "{len}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn fragments_join_and_control_frames_pass_between_them() {
+        let mut bytes = client_frame(false, 2, b"ab", [1, 1, 1, 1]);
+        bytes.extend(client_frame(true, 9, b"hi", [2, 2, 2, 2]));
+        bytes.extend(client_frame(false, 0, b"cd", [3, 3, 3, 3]));
+        bytes.extend(client_frame(true, 0, b"ef", [4, 4, 4, 4]));
+        bytes.extend(client_frame(true, 10, b"", [5, 5, 5, 5]));
+        bytes.extend(client_frame(true, 1, b"text", [6, 6, 6, 6]));
+        bytes.extend(client_frame(true, 8, &1000u16.to_be_bytes(), [7, 7, 7, 7]));
+        assert_eq!(
+            read_all(bytes, 100).await,
+            vec![
+                Ok(Incoming::Ping(Bytes::from_static(b"hi"))),
+                Ok(Incoming::Binary(Bytes::from_static(b"abcdef"))),
+                Ok(Incoming::Pong),
+                Ok(Incoming::Text),
+                Ok(Incoming::Close(Some(1000))),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn protocol_violations_are_named() {
+        let unmasked = vec![0x82, 0x01, b'x'];
+        let mut rsv = client_frame(true, 2, b"x", [1, 2, 3, 4]);
+        rsv[0] |= 0x40;
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (unmasked, "unmasked"),
+            (rsv, "reserved bits"),
+            (client_frame(true, 3, b"", [0; 4]), "reserved opcode"),
+            (client_frame(true, 0, b"x", [0; 4]), "continuation without"),
+            (client_frame(false, 9, b"", [0; 4]), "fragmented control"),
+            (client_frame(true, 9, &[0; 126], [0; 4]), "over 125"),
+            (client_frame(true, 8, &[3], [0; 4]), "1-byte payload"),
+            (
+                [
+                    client_frame(false, 2, b"a", [0; 4]),
+                    client_frame(true, 2, b"b", [0; 4]),
+                ]
+                .concat(),
+                "new message before",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let got = read_all(bytes, 100).await;
+            let err = got.last().and_then(|r| r.as_ref().err()).cloned();
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains(want)),
+                "{want}: {got:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn size_limit_applies_to_the_declared_length_and_to_joined_fragments() {
+        // Declared 1 MiB, nothing sent: refused before any payload is read.
+        let mut declared = vec![0x82, 0x80 | 127];
+        declared.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        declared.extend_from_slice(&[0; 4]);
+        let got = read_all(declared, 1000).await;
+        assert!(matches!(&got[..], [Err(e)] if e.contains("over the 1000-byte limit")));
+        let mut err = MessageReader::new(&[][..], 1).check_size(0, 2).unwrap_err();
+        assert_eq!(err.close_code(), Some(CLOSE_TOO_BIG));
+        // Two fragments of 600 against a limit of 1000.
+        let frags = [
+            client_frame(false, 2, &[1; 600], [0; 4]),
+            client_frame(true, 0, &[1; 600], [0; 4]),
+        ]
+        .concat();
+        let got = read_all(frags, 1000).await;
+        assert!(matches!(&got[..], [Err(e)] if e.contains("1200 bytes")));
+        err = ReadError::Protocol("x");
+        assert_eq!(err.close_code(), Some(CLOSE_PROTOCOL));
+    }
+
+    #[tokio::test]
+    async fn a_truncated_frame_is_an_io_error_not_a_message() {
+        let mut bytes = client_frame(true, 2, &[7; 300], [1, 2, 3, 4]);
+        bytes.truncate(200);
+        let mut r = MessageReader::new(&bytes[..], 1000);
+        assert!(matches!(r.next().await, Err(ReadError::Io(_))));
+    }
+
+    #[tokio::test]
+    async fn written_frames_have_minimal_headers() {
+        for (len, head) in [(5usize, 2usize), (126, 4), (70_000, 10)] {
+            let mut out = Vec::new();
+            let payload = vec![3; len];
+            let (a, b) = payload.split_at(len / 3);
+            write_binary(&mut out, [a, b]).await.unwrap();
+            assert_eq!(out.len(), head + len);
+            assert_eq!(&out[head..], &payload[..]);
+            assert_eq!(out[0], 0x82);
+        }
+        let mut out = Vec::new();
+        write_close(&mut out, CLOSE_TOO_BIG, "message too big")
+            .await
+            .unwrap();
+        assert_eq!(&out[..4], &[0x88, 17, 0x03, 0xF1]);
+    }
+}
