@@ -18,9 +18,9 @@ fn agent(uid: &str, seen: i64) -> AgentRecord {
             ("service.name".to_string(), "checkout".to_string()),
             ("deployment.environment".to_string(), "prod".to_string()),
         ]),
-        description: json!({ "identifying": { "service.name": "checkout" } }),
+        description: Some(json!({ "identifying": { "service.name": "checkout" } })),
         capabilities: 0x1_0000_0003,
-        health: json!({ "healthy": true, "status": "ok" }),
+        health: Some(json!({ "healthy": true, "status": "ok" })),
         reported_hash: Some("aa".repeat(32)),
         remote_config_status: Some("APPLIED".into()),
         remote_config_error: None,
@@ -169,6 +169,43 @@ async fn every_table_round_trips_and_survives_reopen() {
         reopened.last_accepted_revision().await.unwrap().as_deref(),
         Some("3333")
     );
+}
+
+#[tokio::test]
+async fn an_upsert_without_description_or_health_keeps_the_stored_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let first = agent("0c0d", 1000);
+    store
+        .apply(&Batch::from_ops([StoreOp::UpsertAgent(first.clone())]))
+        .await
+        .unwrap();
+    // A later upsert (say, the applied hash) without the unchanged description and health.
+    let mut later = agent("0c0d", 2000);
+    later.description = None;
+    later.health = None;
+    later.sent_hash = Some("dd".repeat(32));
+    // A new agent whose first upsert has neither gets the column defaults.
+    let mut bare = agent("0e0f", 3000);
+    bare.description = None;
+    bare.health = None;
+    store
+        .apply(&Batch::from_ops([
+            StoreOp::UpsertAgent(later.clone()),
+            StoreOp::UpsertAgent(bare.clone()),
+        ]))
+        .await
+        .unwrap();
+    let loaded = store.load_agents().await.unwrap();
+    let expected = AgentRecord {
+        description: first.description.clone(),
+        health: first.health.clone(),
+        ..later
+    };
+    assert_eq!(loaded[0], expected);
+    assert_eq!(loaded[1].description, Some(serde_json::Value::Null));
+    assert_eq!(loaded[1].health, Some(serde_json::Value::Null));
+    assert_eq!(loaded[1].last_seen, 3000);
 }
 
 #[tokio::test]

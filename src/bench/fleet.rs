@@ -361,6 +361,15 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 // Parent: server, workers, phases, figures.
 
+/// CPU seconds of all worker processes (the simulated agents share the machine's cores with the
+/// server: the rollout's CPU budget is theirs and the server's together).
+fn workers_cpu(workers: &[Worker]) -> f64 {
+    workers
+        .iter()
+        .filter_map(|w| super::harness::cpu_seconds(w.child.id()))
+        .sum()
+}
+
 struct Worker {
     child: Child,
     stdin: ChildStdin,
@@ -585,6 +594,7 @@ async fn phases(
     if args.rollout {
         repo.commit_staging_change("rollout")?;
         let cpu_r = server.cpu_seconds();
+        let workers_cpu_r = workers_cpu(workers);
         let fired = unix_ns() as f64 / 1e6;
         server.webhook(client).await?;
         let answers = broadcast(workers, &format!("wait-gen 2 {timeout}")).await?;
@@ -596,12 +606,16 @@ async fn phases(
             .map(|at| at - fired)
             .collect();
         lat.sort_by(f64::total_cmp);
-        let (p50, p99, max) = (
+        let (first, p10, p50, p90, p99, max) = (
+            percentile(&lat, 0.0),
+            percentile(&lat, 0.1),
             percentile(&lat, 0.5),
+            percentile(&lat, 0.9),
             percentile(&lat, 0.99),
             percentile(&lat, 1.0),
         );
         let cpu = server.cpu_seconds() - cpu_r;
+        let workers_cpu = workers_cpu(workers) - workers_cpu_r;
         let plans = plan_delta(plans_steady, server.plan_stats(client).await);
         let after = broadcast(workers, "stats").await?;
         println!(
@@ -610,11 +624,13 @@ async fn phases(
             sum(&after, "errors")
         );
         println!(
-            "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms; server CPU {cpu:.2} s; RSS {} KiB",
+            "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms (first {first:.0}, p10 {p10:.0}, p90 {p90:.0}); server CPU {cpu:.2} s, agents' CPU {workers_cpu:.2} s; RSS {} KiB",
             server.rss_kib()
         );
-        summary["rollout"] =
-            json!({"done": done, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "cpu_s": cpu});
+        summary["rollout"] = json!({
+            "done": done, "first_ms": first, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+            "cpu_s": cpu, "agents_cpu_s": workers_cpu,
+        });
     }
 
     if args.restart {

@@ -106,6 +106,12 @@ pub struct Reconciler {
     resumed_rollouts: BTreeMap<String, Rollout>,
     /// Agents named by fleet events since the last plan.
     dirty: HashSet<Uid>,
+    /// Agents whose description or health the store has not seen yet: only their records
+    /// carry those columns (serializing them for every sent or applied hash was a fifth of a
+    /// rollout's plan).
+    described: HashSet<Uid>,
+    /// Events were missed: every agent re-read counts as described.
+    lagged: bool,
     /// Re-read every agent at the next plan (missed events, new revision, resync).
     refresh_all: bool,
     last_resync: Instant,
@@ -152,6 +158,8 @@ impl Reconciler {
                 .collect(),
             resumed_rollouts: rollouts,
             dirty: HashSet::new(),
+            described: HashSet::new(),
+            lagged: false,
             refresh_all: true,
             last_resync: Instant::now(),
             view_agents: AgentViews::default(),
@@ -256,6 +264,7 @@ impl Reconciler {
     /// Events were missed: the next plan must read the whole fleet.
     pub fn note_lagged(&mut self) {
         self.refresh_all = true;
+        self.lagged = true;
     }
 
     /// Take note of one fleet event (the run loop calls this for each; so does the bench).
@@ -266,6 +275,7 @@ impl Reconciler {
         self.dirty.insert(*uid);
         match event {
             FleetEvent::Connected(uid) => {
+                self.described.insert(*uid);
                 self.state
                     .event(Some(uid_text(uid)), "connected", "Agent connected.");
             }
@@ -273,7 +283,11 @@ impl Reconciler {
                 self.state
                     .event(Some(uid_text(uid)), "disconnected", "Agent disconnected.");
             }
-            FleetEvent::Reported(..) => {}
+            FleetEvent::Reported(uid, changes) => {
+                if changes.description || changes.health {
+                    self.described.insert(*uid);
+                }
+            }
         }
     }
 
@@ -452,6 +466,7 @@ impl Reconciler {
         let Some(planner) = self.planner.as_mut() else {
             return (HashMap::new(), labels_changed);
         };
+        let lagged = std::mem::take(&mut self.lagged);
         let snapshots: Vec<AgentSnapshot> = if std::mem::take(&mut self.refresh_all) {
             self.dirty.clear();
             self.fleet.agents_for_plan()
@@ -471,6 +486,9 @@ impl Reconciler {
             });
             if relabelled || !known {
                 labels_changed.insert(snap.uid);
+            }
+            if lagged || !known {
+                self.described.insert(snap.uid);
             }
         }
         let snapshots = snapshots.into_iter().map(|s| (s.uid, s)).collect();
@@ -661,7 +679,10 @@ impl Reconciler {
                 }
             };
             if let Some(snap) = snap {
-                self.write(StoreOp::UpsertAgent(agent_record(snap, labels, &memory)));
+                let described = self.described.remove(&uid);
+                self.write(StoreOp::UpsertAgent(agent_record(
+                    snap, labels, &memory, described,
+                )));
             }
         }
         self.persist_rollouts();
@@ -857,14 +878,15 @@ fn agent_record(
     snap: &AgentSnapshot,
     labels: BTreeMap<String, String>,
     memory: &AgentMemory,
+    described: bool,
 ) -> AgentRecord {
     let status = snap.remote_config_status.as_ref();
     AgentRecord {
         instance_uid: hex::encode(snap.uid),
         labels,
-        description: serde_json::to_value(&snap.description).unwrap_or_default(),
+        description: described.then(|| serde_json::to_value(&snap.description).unwrap_or_default()),
         capabilities: snap.capabilities,
-        health: serde_json::to_value(&snap.health).unwrap_or_default(),
+        health: described.then(|| serde_json::to_value(&snap.health).unwrap_or_default()),
         reported_hash: status
             .map(|s| hex::encode(&s.hash))
             .filter(|h| !h.is_empty()),

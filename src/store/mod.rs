@@ -43,11 +43,15 @@ pub struct AgentRecord {
     /// Instance UID, lower-case hex.
     pub instance_uid: String,
     pub labels: BTreeMap<String, String>,
-    /// The agent description as the fleet keeps it (opaque JSON here).
-    pub description: serde_json::Value,
+    /// The agent description as the fleet keeps it (opaque JSON here). Always read back as
+    /// `Some`; an upsert with `None` keeps the stored value: most upserts record a sent or
+    /// applied hash, and re-serializing an unchanged description for each cost a fifth of a
+    /// rollout's plan (docs/benchmarks.md).
+    pub description: Option<serde_json::Value>,
     /// OpAMP AgentCapabilities bit set.
     pub capabilities: u64,
-    pub health: serde_json::Value,
+    /// Component health (JSON); `None` in an upsert keeps the stored value, like `description`.
+    pub health: Option<serde_json::Value>,
     /// `last_remote_config_hash` from the agent's RemoteConfigStatus (hex).
     pub reported_hash: Option<String>,
     /// The RemoteConfigStatus status name (`APPLIED`, `FAILED`, ...).
@@ -144,7 +148,16 @@ impl Batch {
     pub fn push(&mut self, op: StoreOp) {
         self.ops += 1;
         match op {
-            StoreOp::UpsertAgent(a) => {
+            StoreOp::UpsertAgent(mut a) => {
+                // A pending upsert's description or health survives a later one that keeps it.
+                if let Some(Some(pending)) = self.agents.get_mut(&a.instance_uid) {
+                    if a.description.is_none() {
+                        a.description = pending.description.take();
+                    }
+                    if a.health.is_none() {
+                        a.health = pending.health.take();
+                    }
+                }
                 self.agents.insert(a.instance_uid.clone(), Some(a));
             }
             StoreOp::DeleteAgent(uid) => {
@@ -445,6 +458,17 @@ mod tests {
         assert_eq!(b.ops, 8);
         assert_eq!(b.agents.len(), 2);
         assert_eq!(b.agents["a"].as_ref().map(|a| a.last_seen), Some(2));
+        // A later upsert that keeps the description does not lose a pending one.
+        let described = AgentRecord {
+            description: Some(serde_json::json!({"identifying": {"service.name": "x"}})),
+            ..agent("c", 1)
+        };
+        let b2 = Batch::from_ops([
+            StoreOp::UpsertAgent(described.clone()),
+            StoreOp::UpsertAgent(agent("c", 2)),
+        ]);
+        let c = b2.agents["c"].as_ref().expect("kept");
+        assert_eq!((c.last_seen, &c.description), (2, &described.description));
         assert_eq!(b.agents["b"], None);
         assert_eq!(b.rollouts.len(), 1);
         assert_eq!(b.rollouts[&("web".into(), "h1".into())].updated_at, 2);

@@ -127,9 +127,9 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
     Ok(AgentRecord {
         instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
         labels: from_json("agents.labels", &labels)?,
-        description: from_json("agents.description", &description)?,
+        description: Some(from_json("agents.description", &description)?),
         capabilities: capabilities as u64,
-        health: from_json("agents.health", &health)?,
+        health: Some(from_json("agents.health", &health)?),
         reported_hash: row.try_get("reported_hash").map_err(q("reading agents"))?,
         remote_config_status: row
             .try_get("remote_config_status")
@@ -164,10 +164,11 @@ fn revision_from_row(row: &SqliteRow) -> Result<RevisionRecord, StoreError> {
 const UPSERT_AGENT: &str = "INSERT INTO agents (instance_uid, labels, description, capabilities, \
      health, reported_hash, remote_config_status, remote_config_error, effective_config_hash, \
      sent_hash, sent_at, failed_hashes, connected, last_seen) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     VALUES ($1, $2, COALESCE($3, 'null'), $4, COALESCE($5, 'null'), $6, $7, $8, $9, $10, $11, \
+     $12, $13, $14) \
      ON CONFLICT (instance_uid) DO UPDATE SET labels = excluded.labels, \
-     description = excluded.description, capabilities = excluded.capabilities, \
-     health = excluded.health, reported_hash = excluded.reported_hash, \
+     description = COALESCE($3, agents.description), capabilities = excluded.capabilities, \
+     health = COALESCE($5, agents.health), reported_hash = excluded.reported_hash, \
      remote_config_status = excluded.remote_config_status, \
      remote_config_error = excluded.remote_config_error, \
      effective_config_hash = excluded.effective_config_hash, sent_hash = excluded.sent_hash, \
@@ -183,9 +184,9 @@ impl Store for SqliteStore {
                     sqlx::query(UPSERT_AGENT)
                         .bind(&a.instance_uid)
                         .bind(to_json(&a.labels))
-                        .bind(to_json(&a.description))
+                        .bind(a.description.as_ref().map(to_json))
                         .bind(a.capabilities as i64)
-                        .bind(to_json(&a.health))
+                        .bind(a.health.as_ref().map(to_json))
                         .bind(&a.reported_hash)
                         .bind(&a.remote_config_status)
                         .bind(&a.remote_config_error)

@@ -162,13 +162,22 @@ impl ReadError {
     }
 }
 
-/// Reads messages from a client. Holds only the fragments of a message in progress.
+/// Bytes read ahead of the parser: a frame header (at most 14 bytes) and, for a small message
+/// such as a heartbeat, all of it, so a message costs one read, not one per header field.
+const READ_AHEAD: usize = 64;
+
+/// Reads messages from a client. Holds a 64-byte read-ahead and the fragments of a message in
+/// progress, nothing else.
 #[derive(Debug)]
 pub struct MessageReader<R> {
     io: R,
     limit: usize,
     /// Opcode and data of a fragmented message still waiting for its final frame.
     partial: Option<(u8, BytesMut)>,
+    ahead: [u8; READ_AHEAD],
+    /// `ahead[start..end]` is read and not yet parsed.
+    start: usize,
+    end: usize,
 }
 
 /// A parsed frame header.
@@ -186,6 +195,9 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             io,
             limit,
             partial: None,
+            ahead: [0; READ_AHEAD],
+            start: 0,
+            end: 0,
         }
     }
 
@@ -249,9 +261,34 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         Ok(())
     }
 
+    /// Makes at least `n` (≤ 14) unparsed bytes available in the read-ahead.
+    async fn fill(&mut self, n: usize) -> Result<(), ReadError> {
+        if self.start + n > READ_AHEAD {
+            self.ahead.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while self.end - self.start < n {
+            let read = self.io.read(&mut self.ahead[self.end..]).await?;
+            if read == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            self.end += read;
+        }
+        Ok(())
+    }
+
+    /// Takes `N` parsed bytes from the read-ahead (after [`Self::fill`]).
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        out.copy_from_slice(&self.ahead[self.start..self.start + N]);
+        self.start += N;
+        out
+    }
+
     async fn read_head(&mut self) -> Result<FrameHead, ReadError> {
-        let mut b = [0u8; 2];
-        self.io.read_exact(&mut b).await?;
+        self.fill(2).await?;
+        let b: [u8; 2] = self.take();
         if b[0] & 0x70 != 0 {
             return Err(ReadError::Protocol(
                 "reserved bits set (no extension agreed)",
@@ -261,9 +298,13 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             return Err(ReadError::Protocol("unmasked frame from a client"));
         }
         let len = match b[1] & 0x7F {
-            126 => u64::from(self.io.read_u16().await?),
+            126 => {
+                self.fill(2 + 4).await?;
+                u64::from(u16::from_be_bytes(self.take()))
+            }
             127 => {
-                let len = self.io.read_u64().await?;
+                self.fill(8 + 4).await?;
+                let len = u64::from_be_bytes(self.take());
                 if len >> 63 != 0 {
                     return Err(ReadError::Protocol("64-bit length with the top bit set"));
                 }
@@ -271,17 +312,17 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             }
             n => u64::from(n),
         };
-        let mut mask = [0u8; 4];
-        self.io.read_exact(&mut mask).await?;
+        self.fill(4).await?;
         Ok(FrameHead {
             fin: b[0] & 0x80 != 0,
             opcode: b[0] & 0x0F,
             len,
-            mask,
+            mask: self.take(),
         })
     }
 
-    /// Appends the frame's payload (unmasked) to `data`. Memory grows with what arrives.
+    /// Appends the frame's payload (unmasked) to `data`: first what was read ahead, then the
+    /// rest straight from the connection. Memory grows with what arrives.
     async fn read_payload(
         &mut self,
         head: &FrameHead,
@@ -290,7 +331,13 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         // `len` fits in usize: check_size bounded it by `limit` (or it is a control frame).
         let len = head.len as usize;
         let start = data.len();
-        data.reserve(len.min(FIRST_READ));
+        let from_ahead = len.min(self.end - self.start);
+        data.reserve(len.min(FIRST_READ).max(from_ahead));
+        data.extend_from_slice(&self.ahead[self.start..self.start + from_ahead]);
+        self.start += from_ahead;
+        if self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        }
         while data.len() - start < len {
             let want = len - (data.len() - start);
             if data.capacity() == data.len() {
@@ -531,6 +578,50 @@ mod tests {
                 Ok(Incoming::Close(Some(1000))),
             ]
         );
+    }
+
+    /// Hands out at most `step` bytes per read (varying), as a slow network would.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            self.step = self.step % 7 + 1;
+            let n = self.step.min(self.data.len()).min(buf.remaining());
+            buf.put_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_split_across_reads_anywhere_parse_the_same() {
+        let mut bytes = Vec::new();
+        let mut want = Vec::new();
+        for len in [0usize, 5, 40, 125, 126, 300, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            bytes.extend(client_frame(true, 2, &payload, [1, 2, 3, 4]));
+            want.push(Incoming::Binary(Bytes::from(payload)));
+            bytes.extend(client_frame(true, 9, b"p", [4, 3, 2, 1]));
+            want.push(Incoming::Ping(Bytes::from_static(b"p")));
+        }
+        let mut r = MessageReader::new(
+            Trickle {
+                data: &bytes,
+                step: 0,
+            },
+            1 << 20,
+        );
+        for w in want {
+            assert_eq!(r.next().await.unwrap(), w);
+        }
+        assert!(matches!(r.next().await, Err(ReadError::Io(_))));
     }
 
     #[tokio::test]
