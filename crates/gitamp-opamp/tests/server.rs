@@ -535,6 +535,57 @@ async fn ws_reply_rules_and_malformed_frames() {
 }
 
 #[tokio::test]
+async fn ws_messages_in_one_segment_each_get_one_reply_in_order_with_the_pong_between() {
+    // Five agents' messages, a ping and a text frame written with one flush (one segment):
+    // the server answers them together, one reply each, in the order they came.
+    let (_fleet, addr) = start(OpampSettings::default()).await;
+    let mut ws = ws_connect(addr, None).await.unwrap();
+    for n in 0..3u8 {
+        let m = full(uid(40 + n), 0, "a", b"", proto::RemoteConfigStatuses::Unset);
+        ws.feed(Message::Binary(encode_frame(&m))).await.unwrap();
+    }
+    ws.feed(Message::Ping(Bytes::from_static(b"between")))
+        .await
+        .unwrap();
+    ws.feed(Message::text("not opamp")).await.unwrap();
+    for n in 3..5u8 {
+        let m = full(uid(40 + n), 0, "a", b"", proto::RemoteConfigStatuses::Unset);
+        ws.feed(Message::Binary(encode_frame(&m))).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 7 {
+        let m = tokio::time::timeout(T, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match m {
+            Message::Binary(b) => {
+                let r: ServerToAgent = decode_frame(b).unwrap();
+                seen.push(match r.error_response {
+                    Some(_) => "error".to_string(),
+                    None => format!("{}", r.instance_uid[0]),
+                });
+            }
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"between");
+                seen.push("pong".into());
+            }
+            Message::Ping(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, ["40", "41", "42", "pong", "error", "43", "44"]);
+    // Nothing more: exactly one reply per message.
+    let extra = tokio::time::timeout(Duration::from_millis(300), ws.next()).await;
+    assert!(
+        !matches!(extra, Ok(Some(Ok(Message::Binary(_))))),
+        "an extra reply: {extra:?}"
+    );
+}
+
+#[tokio::test]
 async fn ws_oversize_closes_only_that_connection() {
     let (_fleet, addr) = start(OpampSettings {
         max_message_bytes: 1024,

@@ -660,7 +660,13 @@ impl SimAgent {
 
         let mut final_status_changed = false;
         if let Some(rc) = &msg.remote_config {
-            let config = rc.config.clone().unwrap_or_default();
+            // Copied out of the received message: a slice would keep the whole frame buffer
+            // alive for as long as the agent keeps its config, so every rollout would make the
+            // load generator allocate (and the kernel zero) fresh pages for its reads.
+            let mut config = rc.config.clone().unwrap_or_default();
+            for file in config.config_map.values_mut() {
+                file.body = Bytes::copy_from_slice(&file.body);
+            }
             let hash = rc.config_hash.clone();
             let known = self.status.as_ref().is_some_and(|s| {
                 s.last_remote_config_hash == hash

@@ -405,18 +405,112 @@ fn frame_head(opcode: u8, len: usize) -> ([u8; 10], usize) {
     (h, n)
 }
 
-/// Writes one frame whose payload is `parts` in a row: header and parts in one vectored write
-/// where the transport has one, without copying them, then flushes (TLS holds records until
-/// flushed).
+/// One frame to write: its opcode and its payload as two pieces in a row (a push is the
+/// agent's own fields, then the config bytes shared by every agent).
+#[derive(Debug, Clone, Copy)]
+pub struct OutFrame<'a> {
+    opcode: u8,
+    parts: [&'a [u8]; 2],
+}
+
+impl<'a> OutFrame<'a> {
+    /// A binary message.
+    pub fn binary(parts: [&'a [u8]; 2]) -> Self {
+        OutFrame {
+            opcode: opcode::BINARY,
+            parts,
+        }
+    }
+
+    /// The pong answering a ping with `payload`.
+    pub fn pong(payload: &'a [u8]) -> Self {
+        OutFrame {
+            opcode: opcode::PONG,
+            parts: [payload, &[]],
+        }
+    }
+}
+
+/// The pieces of several frames as one [`Buf`], so they go out in one vectored write.
+struct Pieces<'a> {
+    pieces: Vec<&'a [u8]>,
+    /// First piece not fully written, and how much of it was.
+    index: usize,
+    offset: usize,
+    remaining: usize,
+}
+
+impl Buf for Pieces<'_> {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.pieces
+            .get(self.index)
+            .map_or(&[], |p| &p[self.offset..])
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.remaining -= n.min(self.remaining);
+        while n > 0 && self.index < self.pieces.len() {
+            let left = self.pieces[self.index].len() - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.index += 1;
+            self.offset = 0;
+        }
+    }
+
+    fn chunks_vectored<'b>(&'b self, dst: &mut [std::io::IoSlice<'b>]) -> usize {
+        let mut n = 0;
+        for (i, piece) in self.pieces.iter().enumerate().skip(self.index) {
+            if n == dst.len() {
+                break;
+            }
+            let from = if i == self.index { self.offset } else { 0 };
+            dst[n] = std::io::IoSlice::new(&piece[from..]);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Writes `frames` with as few writes as the transport allows (one vectored write for up to
+/// ~20 frames), without copying payloads, then flushes (TLS holds records until flushed).
+pub async fn write_frames<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    frames: &[OutFrame<'_>],
+) -> std::io::Result<()> {
+    let heads: Vec<([u8; 10], usize)> = frames
+        .iter()
+        .map(|f| frame_head(f.opcode, f.parts[0].len() + f.parts[1].len()))
+        .collect();
+    let mut pieces = Vec::with_capacity(frames.len() * 3);
+    for (frame, (head, n)) in frames.iter().zip(&heads) {
+        pieces.push(&head[..*n]);
+        pieces.extend(frame.parts.iter().filter(|p| !p.is_empty()));
+    }
+    let remaining = pieces.iter().map(|p| p.len()).sum();
+    let mut buf = Pieces {
+        pieces,
+        index: 0,
+        offset: 0,
+        remaining,
+    };
+    io.write_all_buf(&mut buf).await?;
+    io.flush().await
+}
+
 async fn write_frame<W: AsyncWrite + Unpin>(
     io: &mut W,
     opcode: u8,
     parts: [&[u8]; 2],
 ) -> std::io::Result<()> {
-    let (head, n) = frame_head(opcode, parts[0].len() + parts[1].len());
-    let mut buf = Buf::chain(Buf::chain(&head[..n], parts[0]), parts[1]);
-    io.write_all_buf(&mut buf).await?;
-    io.flush().await
+    write_frames(io, &[OutFrame { opcode, parts }]).await
 }
 
 /// A binary message made of two pieces (a push: the agent's fields, then the shared config).
@@ -430,11 +524,6 @@ pub async fn write_binary<W: AsyncWrite + Unpin>(
 /// A ping (the server sends them so a half-open connection fails on write).
 pub async fn write_ping<W: AsyncWrite + Unpin>(io: &mut W) -> std::io::Result<()> {
     write_frame(io, opcode::PING, [&[], &[]]).await
-}
-
-/// The pong answering a ping.
-pub async fn write_pong<W: AsyncWrite + Unpin>(io: &mut W, payload: &[u8]) -> std::io::Result<()> {
-    write_frame(io, opcode::PONG, [payload, &[]]).await
 }
 
 /// A close frame with `code` and a short reason.
@@ -684,6 +773,89 @@ mod tests {
         bytes.truncate(200);
         let mut r = MessageReader::new(&bytes[..], 1000);
         assert!(matches!(r.next().await, Err(ReadError::Io(_))));
+    }
+
+    /// Accepts at most `step` bytes per write (varying), like a full socket buffer would.
+    struct Choke {
+        out: Vec<u8>,
+        step: usize,
+    }
+
+    impl AsyncWrite for Choke {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.step = self.step % 11 + 1;
+            let n = self.step.min(buf.len());
+            self.out.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            // Takes a few slices whole, then part of one: every split point of a `Pieces`.
+            self.step = self.step % 11 + 1;
+            let mut budget = self.step * 7;
+            let mut n = 0;
+            for b in bufs {
+                let take = budget.min(b.len());
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                budget -= take;
+                if budget == 0 {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn several_frames_written_in_pieces_arrive_whole_and_in_order() {
+        let big: Vec<u8> = (0..70_000).map(|i| (i % 249) as u8).collect();
+        let frames = [
+            OutFrame::binary([b"head", &big[..300]]),
+            OutFrame::pong(b"p"),
+            OutFrame::binary([&big[..], &[]]),
+            OutFrame::binary([b"", b"tail"]),
+        ];
+        let mut choke = Choke {
+            out: Vec::new(),
+            step: 0,
+        };
+        write_frames(&mut choke, &frames).await.unwrap();
+        let mut expected = Vec::new();
+        for f in &frames {
+            let (head, n) = frame_head(f.opcode, f.parts[0].len() + f.parts[1].len());
+            expected.extend_from_slice(&head[..n]);
+            expected.extend_from_slice(f.parts[0]);
+            expected.extend_from_slice(f.parts[1]);
+        }
+        assert_eq!(choke.out.len(), expected.len());
+        assert!(choke.out == expected);
     }
 
     #[tokio::test]

@@ -9,12 +9,12 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::AppState;
-use super::websocket::{self, CLOSE_NORMAL, Incoming, MessageReader};
+use super::websocket::{self, CLOSE_NORMAL, Incoming, MessageReader, OutFrame};
 use crate::fleet::{Outgoing, Transport};
 use crate::frame::decode_frame;
 use crate::outbox::{Push, outbox};
@@ -88,6 +88,48 @@ fn echo_close(code: Option<u16>) -> u16 {
     }
 }
 
+/// At most this many replies go out in one write.
+const REPLY_BATCH: usize = 16;
+
+/// Replies and pongs owed for messages read together, in the order they are owed.
+#[derive(Default)]
+struct Answers {
+    frames: Vec<Push>,
+    /// Pongs, each with the number of replies that precede it.
+    pongs: Vec<(usize, Bytes)>,
+}
+
+impl Answers {
+    fn len(&self) -> usize {
+        self.frames.len() + self.pongs.len()
+    }
+
+    fn reply(&mut self, mut reply: Outgoing, limit: usize) {
+        // A reply that cannot be made to fit is dropped (and counted by `fit`).
+        if reply.fit(limit, 1) {
+            self.frames.push(Push::frame(&reply));
+        }
+    }
+
+    /// Writes everything owed in one go; false if the connection is gone. (Replies were made
+    /// to fit the limit when they were added.)
+    async fn write<W: AsyncWrite + Unpin>(&self, io: &mut W) -> bool {
+        if self.len() == 0 {
+            return true;
+        }
+        let mut out = Vec::with_capacity(self.len());
+        let mut pongs = self.pongs.iter().peekable();
+        for (i, frame) in self.frames.iter().enumerate() {
+            while let Some((_, p)) = pongs.next_if(|(at, _)| *at == i) {
+                out.push(OutFrame::pong(p));
+            }
+            out.push(OutFrame::binary(frame.parts()));
+        }
+        out.extend(pongs.map(|(_, p)| OutFrame::pong(p)));
+        websocket::write_frames(io, &out).await.is_ok()
+    }
+}
+
 /// Serves one upgraded connection until either side closes it.
 async fn run<S>(io: S, state: Arc<AppState>)
 where
@@ -116,47 +158,58 @@ where
     tracing::debug!(conn = id, "websocket connected");
     loop {
         tokio::select! {
-            Some(incoming) = incoming.next() => {
-                let reply: Outgoing = match incoming {
-                    Err(err) => {
-                        tracing::debug!(conn = id, error = %err, "websocket read ended");
-                        if let Some(code) = err.close_code() {
-                            let reason = if code == websocket::CLOSE_TOO_BIG {
-                                "message too big"
-                            } else {
-                                "protocol error"
-                            };
-                            let _ = websocket::write_close(&mut write, code, reason).await;
-                        }
-                        break;
-                    }
-                    Ok(Incoming::Binary(data)) => match decode_frame::<AgentToServer>(data) {
-                        Ok(msg) => handle_message(&state.fleet, &mut conn, msg),
+            Some(first) = incoming.next() => {
+                // Answer every message that is already here, then write the answers together:
+                // an agent's APPLYING and APPLIED usually arrive in one segment, and a write
+                // (with the loopback peer's receive work it carries) is most of a rollout's
+                // server CPU. Each message still gets exactly one reply, in order.
+                let mut answers = Answers::default();
+                let mut next = Some(first);
+                let mut end = None;
+                while let Some(item) = next.take() {
+                    match item {
                         Err(err) => {
-                            tracing::debug!(conn = id, error = %err, "malformed websocket frame");
-                            bad_request(Bytes::new(), err.to_string())
+                            tracing::debug!(conn = id, error = %err, "websocket read ended");
+                            end = Some(err.close_code().map(|code| {
+                                let reason = if code == websocket::CLOSE_TOO_BIG {
+                                    "message too big"
+                                } else {
+                                    "protocol error"
+                                };
+                                (code, reason)
+                            }));
                         }
-                    },
-                    Ok(Incoming::Text) => {
-                        bad_request(Bytes::new(), "text frames are not OpAMP; send binary frames")
-                    }
-                    Ok(Incoming::Ping(payload)) => {
-                        if websocket::write_pong(&mut write, &payload).await.is_err() {
-                            break;
+                        Ok(Incoming::Binary(data)) => {
+                            let reply = match decode_frame::<AgentToServer>(data) {
+                                Ok(msg) => handle_message(&state.fleet, &mut conn, msg),
+                                Err(err) => {
+                                    tracing::debug!(conn = id, error = %err, "malformed websocket frame");
+                                    bad_request(Bytes::new(), err.to_string())
+                                }
+                            };
+                            answers.reply(reply, limit);
                         }
-                        continue;
+                        Ok(Incoming::Text) => answers.reply(
+                            bad_request(Bytes::new(), "text frames are not OpAMP; send binary frames"),
+                            limit,
+                        ),
+                        Ok(Incoming::Ping(payload)) => answers.pongs.push((answers.frames.len(), payload)),
+                        Ok(Incoming::Pong) => {}
+                        Ok(Incoming::Close(code)) => end = Some(Some((echo_close(code), ""))),
                     }
-                    Ok(Incoming::Pong) => continue,
-                    Ok(Incoming::Close(code)) => {
-                        let _ = websocket::write_close(&mut write, echo_close(code), "").await;
+                    if end.is_some() || answers.len() >= REPLY_BATCH {
                         break;
                     }
-                };
-                let mut reply = reply;
-                if !reply.fit(limit, 1) {
-                    continue;
+                    // Cancel-safe: the stream keeps a message that is only partly here.
+                    next = incoming.next().now_or_never().flatten();
                 }
-                if !send_frame(&mut write, &Push::frame(&reply), limit).await {
+                if !answers.write(&mut write).await {
+                    break;
+                }
+                if let Some(close) = end {
+                    if let Some((code, reason)) = close {
+                        let _ = websocket::write_close(&mut write, code, reason).await;
+                    }
                     break;
                 }
             }
