@@ -14,6 +14,7 @@ import sys
 from importlib.metadata import version
 import opentelemetry._opamp  # noqa: F401  (the module the package really provides)
 from opentelemetry._opamp import OpAMPAgent, OpAMPCallbacks, OpAMPClient  # noqa: F401
+import websockets.sync.client  # noqa: F401  (tests/interop/ws_client.py)
 want = sys.argv[1]
 sys.exit(0 if not want or version("opentelemetry-opamp-client") == want else 1)
 PY

@@ -16,6 +16,7 @@ use agent_support::{Server, collector_yaml, desired};
 use gitamp_opamp::agent::caps;
 use gitamp_opamp::fleet::{DesiredConfig, RemoteState, Transport, Uid};
 use serde_json::Value;
+use sha2::Digest as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const K: usize = 3;
@@ -219,4 +220,74 @@ fn tempfile_dir() -> PathBuf {
     ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// The server's own WebSocket codec against `websockets`, a strict RFC 6455 client we did not
+/// write (tests/interop/ws_client.py): plain and fragmented messages, a ping, a text frame, a
+/// config push read by the client and acknowledged, and the close handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_client_talks_to_our_websocket_codec() {
+    let py = python();
+    let server = Server::start().await;
+    let script = workspace_root().join("tests/interop/ws_client.py");
+    let mut child = tokio::process::Command::new(&py)
+        .arg(&script)
+        .args(["--url", &server.ws_url(), "--name", "py-ws"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(T, lines.next_line())
+            .await
+            .expect("ws_client.py went quiet")
+            .unwrap()
+            .expect("ws_client.py ended early");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+
+    let start = next().await;
+    let uid_hex = start["instance_uid"].as_str().unwrap().to_string();
+    let reply = next().await;
+    assert_eq!(reply["event"], "reply");
+    assert_eq!(reply["uid"], uid_hex);
+    assert_ne!(reply["capabilities"], 0);
+    assert_eq!(next().await["uid"], uid_hex, "fragmented message answered");
+    assert_eq!(next().await["ok"], true, "ping answered with pong");
+    assert_eq!(
+        next().await["error"],
+        true,
+        "text frame answered with an error"
+    );
+    assert_eq!(next().await["event"], "ready");
+
+    // Push a config through the registry: the client reads it as one message.
+    let uid: Uid = hex::decode(&uid_hex).unwrap().try_into().unwrap();
+    let body = collector_yaml("py-ws");
+    let config = desired(&body);
+    assert!(server.fleet.set_desired(&uid, Some(config.clone())));
+    let pushed = next().await;
+    assert_eq!(pushed["hash"], hex::encode(config.hash()));
+    assert_eq!(
+        pushed["files"][""],
+        hex::encode(sha2::Sha256::digest(body.as_bytes())),
+        "the pushed body arrived intact"
+    );
+    server
+        .wait_agent(&uid, T, "APPLIED with the pushed hash", |s| {
+            s.remote_config_status.as_ref().is_some_and(|r| {
+                r.status == RemoteState::Applied && r.hash.as_ref() == config.hash()
+            })
+        })
+        .await;
+
+    let closed = next().await;
+    assert_eq!(closed["received"], 1000, "the server echoed the close code");
+    let status = tokio::time::timeout(T, child.wait())
+        .await
+        .expect("ws_client.py did not exit")
+        .unwrap();
+    assert!(status.success(), "ws_client.py exited with {status}");
 }
