@@ -69,7 +69,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(opts.busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // 32 MiB of page cache (the default is 2 MiB): a rollout updates every agent's
+            // row, and with the agents table larger than the cache each upsert re-read its
+            // pages from the file.
+            .pragma("cache_size", "-32768");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(connect)

@@ -271,6 +271,10 @@ pub struct AgentState {
     pub transport_errors: u64,
     /// The last error of either kind, for test failure messages.
     pub last_error: Option<String>,
+    /// Distinct configs applied so far, and when (Unix ns) the latest was: recorded where the
+    /// agent applies, so a load generator reads them without a watcher task per agent.
+    pub applied_generations: u32,
+    pub last_applied_unix_ns: u64,
 }
 
 impl AgentState {
@@ -306,6 +310,8 @@ pub struct SimAgent {
     gap_pending: bool,
     requesting_uid: bool,
     status: Option<RemoteConfigStatus>,
+    /// The hash of the last config applied (for [`AgentState::applied_generations`]).
+    last_applied: Option<Bytes>,
     effective: Option<AgentConfigMap>,
     started_unix_nano: u64,
     heartbeat_interval: Duration,
@@ -358,6 +364,7 @@ impl SimAgent {
             gap_pending: false,
             requesting_uid: opts.request_instance_uid,
             status: None,
+            last_applied: None,
             started_unix_nano: now_unix_nano(),
             heartbeat_interval,
             state,
@@ -533,6 +540,11 @@ impl SimAgent {
     }
 
     fn set_status(&mut self, hash: &Bytes, status: RemoteConfigStatuses, error: String) {
+        let newly_applied =
+            status == RemoteConfigStatuses::Applied && self.last_applied.as_ref() != Some(hash);
+        if newly_applied {
+            self.last_applied = Some(hash.clone());
+        }
         let st = RemoteConfigStatus {
             last_remote_config_hash: hash.clone(),
             status: status as i32,
@@ -549,6 +561,10 @@ impl SimAgent {
                 error_message: error,
             });
             s.current_status = Some(st);
+            if newly_applied {
+                s.applied_generations += 1;
+                s.last_applied_unix_ns = now_unix_nano();
+            }
         });
     }
 
@@ -822,6 +838,19 @@ mod tests {
         assert_eq!(st.remote_configs_received, 2);
         assert_eq!(st.redundant_configs_received, 1);
         assert_eq!(st.applied_hash().unwrap().as_ref(), b"hash-1");
+        assert_eq!(
+            st.applied_generations, 1,
+            "a redundant push is not a new apply"
+        );
+        assert!(st.last_applied_unix_ns > 0);
+        // A different config is the next generation.
+        let mut next = config("receivers: {otlp: {}}\n");
+        next.config_hash = Bytes::from_static(b"hash-2");
+        a.handle(&ServerToAgent {
+            remote_config: Some(next),
+            ..Default::default()
+        });
+        assert_eq!(a.state().applied_generations, 2);
     }
 
     #[test]
