@@ -18,8 +18,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -105,10 +103,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 struct Tracked {
     fleet: SimFleet,
-    /// Per agent: distinct APPLIED hashes seen so far (1 after the first config).
-    generations: Arc<Vec<AtomicU32>>,
-    /// Per agent: unix ns of the latest new APPLIED.
-    applied_at: Arc<Vec<AtomicU64>>,
     /// Per agent: full reports sent at the last `mark`.
     marked_full: Vec<u64>,
     marked_connections: Vec<u32>,
@@ -204,30 +198,8 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
     // repository's `staging` configuration (all at once) selects them.
     let fleet = run_fleet(args.agents, transport, &url, opts).context("starting agents")?;
     let n = fleet.agents.len();
-    let generations: Arc<Vec<AtomicU32>> = Arc::new((0..n).map(|_| AtomicU32::new(0)).collect());
-    let applied_at: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    for (i, a) in fleet.agents.iter().enumerate() {
-        let mut rx = a.subscribe();
-        let (generations, applied_at) = (generations.clone(), applied_at.clone());
-        tokio::spawn(async move {
-            let mut last = None;
-            loop {
-                let cur = rx.borrow_and_update().applied_hash().cloned();
-                if cur.is_some() && cur != last {
-                    applied_at[i].store(unix_ns(), Ordering::Relaxed);
-                    generations[i].fetch_add(1, Ordering::Release);
-                    last = cur;
-                }
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
     let mut t = Tracked {
         fleet,
-        generations,
-        applied_at,
         marked_full: Vec::new(),
         marked_connections: Vec::new(),
         marked_redundant: 0,
@@ -262,22 +234,24 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
             Some("wait-gen") => {
                 let (g, timeout) = (num(1) as u32, Duration::from_secs(num(2)));
                 let deadline = Instant::now() + timeout;
-                let done = |t: &Tracked| {
-                    t.generations
+                // Each agent records its applied configs itself (no watcher task per agent).
+                let applied = |t: &Tracked| -> Vec<f64> {
+                    t.fleet
+                        .agents
                         .iter()
-                        .filter(|x| x.load(Ordering::Acquire) >= g)
-                        .count()
+                        .filter_map(|a| {
+                            let s = a.subscribe();
+                            let s = s.borrow();
+                            (s.applied_generations >= g)
+                                .then_some(s.last_applied_unix_ns as f64 / 1e6)
+                        })
+                        .collect()
                 };
+                let done = |t: &Tracked| applied(t).len();
                 while done(&t) < n && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                let ms: Vec<f64> = t
-                    .applied_at
-                    .iter()
-                    .zip(t.generations.iter())
-                    .filter(|(_, x)| x.load(Ordering::Acquire) >= g)
-                    .map(|(at, _)| at.load(Ordering::Relaxed) as f64 / 1e6)
-                    .collect();
+                let ms = applied(&t);
                 reply(json!({
                     "type": "applied", "done": done(&t), "agents": n,
                     "since_start_s": t0.elapsed().as_secs_f64(), "applied_unix_ms": ms,

@@ -274,6 +274,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         let revision = compile(&snapshot)?;
         let compile_time = started.elapsed();
         let (m0, t0) = (world.messages, world.message_time);
+        let cpu0 = super::harness::cpu_seconds(std::process::id()).unwrap_or(0.0);
         let mut plans = Vec::new();
         let mut pushes = 0;
         world.reconciler.accept(revision);
@@ -289,10 +290,16 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
         }
         let plan_time: Duration = plans.iter().sum();
         let msg_time = world.message_time - t0;
+        // The store's share: wait for its writes, then count the whole process's CPU (plans,
+        // messages, the simulated agents and the SQLite writer thread).
+        let flush_started = Instant::now();
+        writer.flush().await.ok();
+        let flush_wait = flush_started.elapsed();
+        let cpu = super::harness::cpu_seconds(std::process::id()).unwrap_or(0.0) - cpu0;
         let total = compile_time + plan_time + msg_time;
         rollout_totals.push(total);
         println!(
-            "rollout {round}: compile {:.1} ms; {} plans {:.1} ms ({}); messages {} in {:.1} ms; {pushes} pushes; server total {:.1} ms ({:.1} µs/agent){}",
+            "rollout {round}: compile {:.1} ms; {} plans {:.1} ms ({}); messages {} in {:.1} ms; {pushes} pushes; server total {:.1} ms ({:.1} µs/agent){}; store flush waited {:.1} ms; process CPU {:.2} s",
             ms(compile_time),
             plans.len(),
             ms(plan_time),
@@ -305,7 +312,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             ms(msg_time),
             ms(total),
             per_agent_us(total, n),
-            if converged { "" } else { "; NOT converged" }
+            if converged { "" } else { "; NOT converged" },
+            ms(flush_wait),
+            cpu
         );
     }
     rollout_totals.sort();
