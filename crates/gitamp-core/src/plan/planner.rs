@@ -277,9 +277,17 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                         status: entry.status,
                         healthy: entry.agent.healthy,
                     };
-                    let scope = self.scopes.entry(name.clone()).or_default();
-                    let old = scope.insert(entry.agent.instance_uid.clone(), progress);
-                    if old != Some(progress) {
+                    // Clone the names only when a map needs a new key: this runs for every
+                    // agent a plan records.
+                    if !self.scopes.contains_key(name) {
+                        self.scopes.insert(name.clone(), BTreeMap::new());
+                    }
+                    let scope = self.scopes.get_mut(name).expect("inserted above");
+                    let old = match scope.get_mut(&entry.agent.instance_uid) {
+                        Some(p) => Some(std::mem::replace(p, progress)),
+                        None => scope.insert(entry.agent.instance_uid.clone(), progress),
+                    };
+                    if old != Some(progress) && !self.scope_changed.contains(name) {
                         self.scope_changed.insert(name.clone());
                     }
                 }
@@ -308,6 +316,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                 }
                 if let Some(scope) = self.scopes.get_mut(name)
                     && scope.remove(&entry.agent.instance_uid).is_some()
+                    && !self.scope_changed.contains(name)
                 {
                     self.scope_changed.insert(name.clone());
                 }
