@@ -225,14 +225,18 @@ async fn ws_send(ws: &mut Ws, msg: &AgentToServer) {
     ws.send(Message::Binary(encode_frame(msg))).await.unwrap();
 }
 
+/// The next WebSocket message of any kind.
+async fn ws_message(ws: &mut Ws) -> Message {
+    tokio::time::timeout(T, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
 async fn ws_recv(ws: &mut Ws) -> ServerToAgent {
     loop {
-        let m = tokio::time::timeout(T, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        match m {
+        match ws_message(ws).await {
             Message::Binary(b) => {
                 assert_eq!(b[0], 0, "every server frame starts with header 0");
                 return decode_frame(b).unwrap();
@@ -555,12 +559,7 @@ async fn ws_messages_in_one_segment_each_get_one_reply_in_order_with_the_pong_be
     ws.flush().await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 7 {
-        let m = tokio::time::timeout(T, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        match m {
+        match ws_message(&mut ws).await {
             Message::Binary(b) => {
                 let r: ServerToAgent = decode_frame(b).unwrap();
                 seen.push(match r.error_response {
