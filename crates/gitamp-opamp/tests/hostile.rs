@@ -348,6 +348,34 @@ async fn oversize_messages_16_mib_body_and_gzip_bomb_are_refused_with_bounded_me
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_message_started_and_left_unfinished_is_closed_with_1008() {
+    let settings = OpampSettings {
+        body_read_timeout: Duration::from_millis(300),
+        ..OpampSettings::default()
+    };
+    let (fleet, addr) = start(settings, None).await;
+    let mut ws = ws_connect(addr).await;
+    // An idle connection outlives the timeout: waiting between messages is not timed.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ws_rpc(&mut ws, &hello([0x51; 16], 0, "slow")).await;
+    // A masked binary frame that declares 100 bytes and sends 10, then nothing.
+    let mut partial = vec![0x82, 0x80 | 100, 1, 2, 3, 4];
+    partial.extend_from_slice(&[0u8; 10]);
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+        panic!("plain TCP expected");
+    };
+    tcp.write_all(&partial).await.expect("raw write");
+    let closed = tokio::time::timeout(T, ws.next())
+        .await
+        .expect("closed in time");
+    match closed {
+        Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1008),
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+    well_behaved_agent_is_served(&fleet, addr, 0x52).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_headers_do_not_hold_the_server_and_are_cut_off() {
     let opts = ServeOptions {
         header_read_timeout: Duration::from_secs(1),

@@ -52,6 +52,9 @@ pub struct OpampSettings {
     /// An HTTP request body must arrive whole within this time, else `408`. Without it a
     /// client that declares a `Content-Length` and then trickles (or stops sending) holds
     /// an in-flight slot, which counts against `max_connections`, forever (default 30 s).
+    /// A WebSocket message (all its fragments) must likewise arrive whole within this time of
+    /// its first byte, else the connection is closed with 1008; waiting between messages is
+    /// not timed.
     pub body_read_timeout: Duration,
 }
 

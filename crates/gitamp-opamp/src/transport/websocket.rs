@@ -29,6 +29,8 @@ pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_PROTOCOL: u16 = 1002;
 /// A message over the size limit.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// A message that did not arrive whole in time (policy violation).
+pub const CLOSE_POLICY: u16 = 1008;
 
 /// Frame opcodes.
 mod opcode {
@@ -149,6 +151,9 @@ pub enum ReadError {
     /// A message over the limit; closed with 1009.
     #[error("message of {size} bytes over the {limit}-byte limit")]
     TooBig { size: u64, limit: usize },
+    /// A message was started and not finished in time; closed with 1008.
+    #[error("message not complete within {0:?} of its first byte")]
+    Slow(std::time::Duration),
 }
 
 impl ReadError {
@@ -158,6 +163,7 @@ impl ReadError {
             ReadError::Io(_) => None,
             ReadError::Protocol(_) => Some(CLOSE_PROTOCOL),
             ReadError::TooBig { .. } => Some(CLOSE_TOO_BIG),
+            ReadError::Slow(_) => Some(CLOSE_POLICY),
         }
     }
 }
@@ -174,6 +180,11 @@ pub struct MessageReader<R> {
     limit: usize,
     /// Opcode and data of a fragmented message still waiting for its final frame.
     partial: Option<(u8, BytesMut)>,
+    /// How long a message (all its fragments) may take from its first byte, and when the one
+    /// in progress must be done: a peer that starts a message and stalls would otherwise hold
+    /// its buffer for as long as the connection lives. Waiting between messages is not timed.
+    message_timeout: Option<std::time::Duration>,
+    deadline: Option<tokio::time::Instant>,
     ahead: [u8; READ_AHEAD],
     /// `ahead[start..end]` is read and not yet parsed.
     start: usize,
@@ -195,15 +206,47 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             io,
             limit,
             partial: None,
+            message_timeout: None,
+            deadline: None,
             ahead: [0; READ_AHEAD],
             start: 0,
             end: 0,
         }
     }
 
+    /// Each message must arrive whole within `timeout` of its first byte (else
+    /// [`ReadError::Slow`]).
+    pub fn with_message_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.message_timeout = Some(timeout);
+        self
+    }
+
     /// The next message or control frame. Not cancel-safe: drive it from a place that keeps
     /// the future across polls (see `ws::run`).
     pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        if self.deadline.is_none() {
+            // Idle until the next frame starts, for as long as it takes.
+            self.fill(1).await?;
+            self.deadline = self
+                .message_timeout
+                .map(|t| tokio::time::Instant::now() + t);
+        }
+        let next = match (self.deadline, self.message_timeout) {
+            (Some(deadline), Some(timeout)) => {
+                tokio::time::timeout_at(deadline, self.next_unbounded())
+                    .await
+                    .map_err(|_| ReadError::Slow(timeout))?
+            }
+            _ => self.next_unbounded().await,
+        };
+        // A fragmented message still in progress keeps its deadline across control frames.
+        if self.partial.is_none() {
+            self.deadline = None;
+        }
+        next
+    }
+
+    async fn next_unbounded(&mut self) -> Result<Incoming, ReadError> {
         loop {
             let head = self.read_head().await?;
             match head.opcode {
@@ -765,6 +808,38 @@ mod tests {
         assert!(matches!(&got[..], [Err(e)] if e.contains("1200 bytes")));
         err = ReadError::Protocol("x");
         assert_eq!(err.close_code(), Some(CLOSE_PROTOCOL));
+    }
+
+    #[tokio::test]
+    async fn a_started_message_must_finish_in_time_but_idle_is_not_timed() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut r = MessageReader::new(server, 1 << 20)
+            .with_message_timeout(std::time::Duration::from_millis(100));
+        // Idle: nothing sent, no error.
+        let idle = tokio::time::timeout(std::time::Duration::from_millis(300), r.next()).await;
+        assert!(idle.is_err(), "an idle connection is not a slow message");
+        // A whole message in time is read.
+        client
+            .write_all(&client_frame(true, 2, b"ok", [1, 2, 3, 4]))
+            .await
+            .unwrap();
+        assert_eq!(
+            r.next().await.unwrap(),
+            Incoming::Binary(Bytes::from_static(b"ok"))
+        );
+        // A first fragment, a ping, then silence: the ping comes through, the message times out.
+        client
+            .write_all(&client_frame(false, 2, b"part", [1, 2, 3, 4]))
+            .await
+            .unwrap();
+        client
+            .write_all(&client_frame(true, 9, b"", [1, 2, 3, 4]))
+            .await
+            .unwrap();
+        assert_eq!(r.next().await.unwrap(), Incoming::Ping(Bytes::new()));
+        let err = r.next().await.unwrap_err();
+        assert!(matches!(err, ReadError::Slow(_)), "{err}");
+        assert_eq!(err.close_code(), Some(CLOSE_POLICY));
     }
 
     #[tokio::test]

@@ -140,7 +140,9 @@ where
     let (read, mut write) = tokio::io::split(io);
     // The stream keeps the read in progress between polls, so `select!` may drop its `next()`
     // without losing half a frame.
-    let incoming = futures_util::stream::unfold(MessageReader::new(read, limit), |mut r| async {
+    let reader =
+        MessageReader::new(read, limit).with_message_timeout(state.settings.body_read_timeout);
+    let incoming = futures_util::stream::unfold(reader, |mut r| async {
         let next = r.next().await;
         Some((next, r))
     });
@@ -171,10 +173,10 @@ where
                         Err(err) => {
                             tracing::debug!(conn = id, error = %err, "websocket read ended");
                             end = Some(err.close_code().map(|code| {
-                                let reason = if code == websocket::CLOSE_TOO_BIG {
-                                    "message too big"
-                                } else {
-                                    "protocol error"
+                                let reason = match code {
+                                    websocket::CLOSE_TOO_BIG => "message too big",
+                                    websocket::CLOSE_POLICY => "message too slow",
+                                    _ => "protocol error",
                                 };
                                 (code, reason)
                             }));
