@@ -247,7 +247,13 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                         })
                         .collect()
                 };
-                let done = |t: &Tracked| applied(t).len();
+                let done = |t: &Tracked| {
+                    t.fleet
+                        .agents
+                        .iter()
+                        .filter(|a| a.subscribe().borrow().applied_generations >= g)
+                        .count()
+                };
                 while done(&t) < n && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

@@ -31,7 +31,7 @@ pub type Uid = [u8; 16];
 /// N WebSocket agents produces 2N reports within about a second while the reconciler is busy
 /// with the push plan: at 4,096 a 15,000-agent rollout always lagged, and the re-read of the
 /// whole fleet that follows cost up to half a second of CPU in the middle of the rollout. The
-/// slots are allocated up front: 65,536 cost ~4 MiB.
+/// slots (one per event, a few dozen bytes each) are allocated up front.
 pub const EVENT_CAPACITY: usize = 65_536;
 
 /// How many distinct FAILED hashes are remembered per agent (oldest forgotten first).
@@ -57,10 +57,14 @@ pub struct DesiredConfig {
 
 impl DesiredConfig {
     /// The served bytes of file `name` if they equal `body`, to share instead of a copy.
+    /// Bytes that already are the served ones are recognised without comparing them.
     pub(crate) fn same_body(&self, name: &str, body: &[u8]) -> Option<Bytes> {
         self.files
             .get(name)
-            .filter(|(served, _)| served[..] == *body)
+            .filter(|(served, _)| {
+                (served.as_ptr() == body.as_ptr() && served.len() == body.len())
+                    || served[..] == *body
+            })
             .map(|(served, _)| served.clone())
     }
 
@@ -311,9 +315,7 @@ pub struct Health {
 /// otherwise keep its own copy of the same few KiB.
 fn share_bodies(effective: &mut BTreeMap<String, ConfigFile>, desired: &DesiredConfig) {
     for (name, file) in effective.iter_mut() {
-        if let Some(body) = desired.same_body(name, &file.body)
-            && body.as_ptr() != file.body.as_ptr()
-        {
+        if let Some(body) = desired.same_body(name, &file.body) {
             file.body = body;
         }
     }
