@@ -18,5 +18,11 @@ fi
 scripts/python-env.sh
 
 export GITAMP_PYTHON="$PWD/.venv/bin/python"
+# A one-off build (CI, a fresh clone) gains nothing from incremental caches, which took more
+# disk than the binaries themselves; a developer's repeated runs keep them.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
+echo "disk free for the build: $(df -h --output=avail . | tail -1 | tr -d ' ')"
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast -- --test-threads="${GITAMP_TEST_THREADS:-2}"
