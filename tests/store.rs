@@ -208,6 +208,73 @@ async fn an_upsert_without_description_or_health_keeps_the_stored_ones() {
     assert_eq!(loaded[1].last_seen, 3000);
 }
 
+/// A batch is written in multi-row statements (chunks of 256, 64, 16, 4 and 1 rows, one
+/// statement shape per combination of description and health present): every row of every
+/// shape and chunk size must land with its own values, and an update must touch only its row.
+#[tokio::test]
+async fn a_large_mixed_batch_lands_row_for_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    // 700 agents, 175 of each shape: each shape goes through four chunk sizes
+    // (175 = 2x64 + 2x16 + 3x4 + 3x1); the update below goes through 256 too.
+    let shaped = |n: usize| {
+        let mut a = agent(&format!("{n:04x}"), 1000 + n as i64);
+        a.sent_hash = Some(format!("{n:064x}"));
+        a.description = (n % 4 >= 2).then(|| json!({ "n": n }));
+        a.health = (n % 2 == 1).then(|| json!({ "healthy": n % 3 == 0 }));
+        a
+    };
+    let first: Vec<AgentRecord> = (0..700).map(shaped).collect();
+    store
+        .apply(&Batch::from_ops(
+            first.iter().cloned().map(StoreOp::UpsertAgent),
+        ))
+        .await
+        .unwrap();
+    // Then every agent again (an update): 300 without description or health, which keep
+    // theirs; the rest with new ones; and agent 5 deleted.
+    let mut second: Vec<StoreOp> = (0..700)
+        .filter(|n| *n != 5)
+        .map(|n| {
+            let mut a = shaped(n);
+            a.last_seen = 5000 + n as i64;
+            if n < 300 {
+                a.description = None;
+                a.health = None;
+            } else {
+                a.description = Some(json!({ "n": n, "again": true }));
+                a.health = Some(json!({ "healthy": false }));
+            }
+            StoreOp::UpsertAgent(a)
+        })
+        .collect();
+    second.push(StoreOp::DeleteAgent(format!("{:04x}", 5)));
+    store.apply(&Batch::from_ops(second)).await.unwrap();
+
+    let loaded = store.load_agents().await.unwrap();
+    assert_eq!(loaded.len(), 699);
+    for got in &loaded {
+        let n = usize::from_str_radix(&got.instance_uid, 16).unwrap();
+        assert_ne!(n, 5, "agent 5 was deleted");
+        let original = &first[n];
+        assert_eq!(got.last_seen, 5000 + n as i64, "agent {n}");
+        assert_eq!(got.sent_hash, original.sent_hash, "agent {n}");
+        let (description, health) = if n < 300 {
+            (
+                original.description.clone().unwrap_or_default(),
+                original.health.clone().unwrap_or_default(),
+            )
+        } else {
+            (
+                json!({ "n": n, "again": true }),
+                json!({ "healthy": false }),
+            )
+        };
+        assert_eq!(got.description, Some(description), "agent {n}");
+        assert_eq!(got.health, Some(health), "agent {n}");
+    }
+}
+
 #[tokio::test]
 async fn writer_coalesces_and_flushes() {
     let dir = tempfile::tempdir().unwrap();
