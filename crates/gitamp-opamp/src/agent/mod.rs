@@ -318,6 +318,60 @@ pub struct SimAgent {
     state: watch::Sender<AgentState>,
 }
 
+/// How many configs [`ReceivedBodies`] remembers.
+const RECEIVED_BODIES: usize = 4;
+
+/// The config bodies this process's agents hold, shared between agents that received the
+/// same bytes.
+///
+/// A received config is never kept as a slice of its message: that would pin the whole frame
+/// buffer for as long as the agent keeps the config. Copying it instead cost every agent a
+/// fresh allocation per rollout, and in the load generator (thousands of agents per process)
+/// those copies were fresh pages the kernel had to fault in and zero: the largest single cost
+/// of the agents' side of a rollout, on the same cores as the server under test. So the first
+/// agent to receive a config copies it, and the others that receive the same bytes share that
+/// copy (compared byte for byte, not trusted by hash). Bounded: the last few configs only.
+#[derive(Default)]
+struct ReceivedBodies {
+    recent: std::collections::VecDeque<(Bytes, AgentConfigMap)>,
+}
+
+impl ReceivedBodies {
+    /// The config to keep for `received` (announced with `hash`): a shared copy of the same
+    /// bytes when one exists, else a fresh copy that later agents may share.
+    fn keep(&mut self, hash: &Bytes, received: Option<&AgentConfigMap>) -> AgentConfigMap {
+        let Some(received) = received else {
+            return AgentConfigMap::default();
+        };
+        if let Some((_, same)) = self
+            .recent
+            .iter()
+            .find(|(h, kept)| h == hash && kept == received)
+        {
+            return same.clone();
+        }
+        let mut copy = received.clone();
+        for file in copy.config_map.values_mut() {
+            file.body = Bytes::copy_from_slice(&file.body);
+        }
+        if self.recent.len() >= RECEIVED_BODIES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((hash.clone(), copy.clone()));
+        copy
+    }
+}
+
+/// The process's [`ReceivedBodies`], locked for one lookup.
+fn received_bodies() -> std::sync::MutexGuard<'static, ReceivedBodies> {
+    static BODIES: std::sync::OnceLock<std::sync::Mutex<ReceivedBodies>> =
+        std::sync::OnceLock::new();
+    BODIES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn now_unix_nano() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -676,14 +730,8 @@ impl SimAgent {
 
         let mut final_status_changed = false;
         if let Some(rc) = &msg.remote_config {
-            // Copied out of the received message: a slice would keep the whole frame buffer
-            // alive for as long as the agent keeps its config, so every rollout would make the
-            // load generator allocate (and the kernel zero) fresh pages for its reads.
-            let mut config = rc.config.clone().unwrap_or_default();
-            for file in config.config_map.values_mut() {
-                file.body = Bytes::copy_from_slice(&file.body);
-            }
             let hash = rc.config_hash.clone();
+            let config = received_bodies().keep(&hash, rc.config.as_ref());
             let known = self.status.as_ref().is_some_and(|s| {
                 s.last_remote_config_hash == hash
                     && s.status != RemoteConfigStatuses::Applying as i32
@@ -811,6 +859,36 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    /// Agents that receive the same bytes share one copy, never the message's buffer; other
+    /// bytes under the same hash are not taken for it; only the last few configs are kept.
+    #[test]
+    fn received_bodies_are_shared_by_content_and_bounded() {
+        let body = |map: &AgentConfigMap| map.config_map[""].body.clone();
+        let mut bodies = ReceivedBodies::default();
+        let first_frame = config("receivers: {}");
+        let second_frame = config("receivers: {}");
+        let first = bodies.keep(&first_frame.config_hash, first_frame.config.as_ref());
+        let second = bodies.keep(&second_frame.config_hash, second_frame.config.as_ref());
+        assert_eq!(first, second);
+        assert_eq!(body(&first).as_ptr(), body(&second).as_ptr(), "shared");
+        let received = body(second_frame.config.as_ref().unwrap());
+        assert_ne!(body(&second).as_ptr(), received.as_ptr(), "not the message");
+
+        let forged = config("exporters: {}"); // the same hash, other bytes
+        let kept = bodies.keep(&forged.config_hash, forged.config.as_ref());
+        assert_eq!(&body(&kept)[..], b"exporters: {}");
+        assert_ne!(body(&kept).as_ptr(), body(&first).as_ptr());
+
+        for n in 0..RECEIVED_BODIES {
+            let other = config(&format!("n: {n}"));
+            bodies.keep(&other.config_hash, other.config.as_ref());
+        }
+        assert_eq!(bodies.recent.len(), RECEIVED_BODIES);
+        let again = bodies.keep(&first_frame.config_hash, first_frame.config.as_ref());
+        assert_eq!(again, first);
+        assert_ne!(body(&again).as_ptr(), body(&first).as_ptr(), "evicted");
     }
 
     #[test]
