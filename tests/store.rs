@@ -14,10 +14,10 @@ use serde_json::json;
 fn agent(uid: &str, seen: i64) -> AgentRecord {
     AgentRecord {
         instance_uid: uid.to_string(),
-        labels: BTreeMap::from([
+        labels: Some(BTreeMap::from([
             ("service.name".to_string(), "checkout".to_string()),
             ("deployment.environment".to_string(), "prod".to_string()),
-        ]),
+        ])),
         description: Some(json!({ "identifying": { "service.name": "checkout" } })),
         capabilities: 0x1_0000_0003,
         health: Some(json!({ "healthy": true, "status": "ok" })),
@@ -172,7 +172,7 @@ async fn every_table_round_trips_and_survives_reopen() {
 }
 
 #[tokio::test]
-async fn an_upsert_without_description_or_health_keeps_the_stored_ones() {
+async fn an_upsert_without_labels_description_or_health_keeps_the_stored_ones() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
     let first = agent("0c0d", 1000);
@@ -182,6 +182,7 @@ async fn an_upsert_without_description_or_health_keeps_the_stored_ones() {
         .unwrap();
     // A later upsert (say, the applied hash) without the unchanged description and health.
     let mut later = agent("0c0d", 2000);
+    later.labels = None;
     later.description = None;
     later.health = None;
     later.sent_hash = Some("dd".repeat(32));
@@ -198,6 +199,7 @@ async fn an_upsert_without_description_or_health_keeps_the_stored_ones() {
         .unwrap();
     let loaded = store.load_agents().await.unwrap();
     let expected = AgentRecord {
+        labels: first.labels.clone(),
         description: first.description.clone(),
         health: first.health.clone(),
         ..later
@@ -209,17 +211,19 @@ async fn an_upsert_without_description_or_health_keeps_the_stored_ones() {
 }
 
 /// A batch is written in multi-row statements (chunks of 256, 64, 16, 4 and 1 rows, one
-/// statement shape per combination of description and health present): every row of every
+/// statement shape per combination of labels, description and health present): every row of every
 /// shape and chunk size must land with its own values, and an update must touch only its row.
 #[tokio::test]
 async fn a_large_mixed_batch_lands_row_for_row() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    // 700 agents, 175 of each shape: each shape goes through four chunk sizes
-    // (175 = 2x64 + 2x16 + 3x4 + 3x1); the update below goes through 256 too.
+    // 700 agents, 87 or 88 of each of the 8 shapes (which of labels, description and health
+    // they carry): each shape goes through several chunk sizes (88 = 64 + 16 + 2x4); the
+    // update below goes through 256 too.
     let shaped = |n: usize| {
         let mut a = agent(&format!("{n:04x}"), 1000 + n as i64);
         a.sent_hash = Some(format!("{n:064x}"));
+        a.labels = (n % 8 >= 4).then(|| BTreeMap::from([("n".to_string(), n.to_string())]));
         a.description = (n % 4 >= 2).then(|| json!({ "n": n }));
         a.health = (n % 2 == 1).then(|| json!({ "healthy": n % 3 == 0 }));
         a
@@ -239,9 +243,11 @@ async fn a_large_mixed_batch_lands_row_for_row() {
             let mut a = shaped(n);
             a.last_seen = 5000 + n as i64;
             if n < 300 {
+                a.labels = None;
                 a.description = None;
                 a.health = None;
             } else {
+                a.labels = Some(BTreeMap::from([("again".to_string(), n.to_string())]));
                 a.description = Some(json!({ "n": n, "again": true }));
                 a.health = Some(json!({ "healthy": false }));
             }
@@ -259,17 +265,20 @@ async fn a_large_mixed_batch_lands_row_for_row() {
         let original = &first[n];
         assert_eq!(got.last_seen, 5000 + n as i64, "agent {n}");
         assert_eq!(got.sent_hash, original.sent_hash, "agent {n}");
-        let (description, health) = if n < 300 {
+        let (labels, description, health) = if n < 300 {
             (
+                original.labels.clone().unwrap_or_default(),
                 original.description.clone().unwrap_or_default(),
                 original.health.clone().unwrap_or_default(),
             )
         } else {
             (
+                BTreeMap::from([("again".to_string(), n.to_string())]),
                 json!({ "n": n, "again": true }),
                 json!({ "healthy": false }),
             )
         };
+        assert_eq!(got.labels, Some(labels), "agent {n}");
         assert_eq!(got.description, Some(description), "agent {n}");
         assert_eq!(got.health, Some(health), "agent {n}");
     }

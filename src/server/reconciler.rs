@@ -592,7 +592,12 @@ impl Reconciler {
                     sent,
                     labels: BTreeMap::new(),
                 };
-                changed_agents.push((uid, agent.labels.clone(), memory.clone()));
+                // Labels go to the store only when they may be new to it: a rollout rewrites
+                // every agent's record, and cloning and serializing unchanged labels for each
+                // was a cost of its own.
+                let labels = (labels_changed.contains(&uid) || self.described.contains(&uid))
+                    .then(|| agent.labels.clone());
+                changed_agents.push((uid, labels, memory.clone()));
                 self.memory.insert(uid, memory);
             }
             let same_view = view_agents.get(&uid).is_some_and(|v| {
@@ -876,7 +881,7 @@ fn note_transition(
 /// The durable image of one agent: the registry's view plus the reconciler's memory.
 fn agent_record(
     snap: &AgentSnapshot,
-    labels: BTreeMap<String, String>,
+    labels: Option<BTreeMap<String, String>>,
     memory: &AgentMemory,
     described: bool,
 ) -> AgentRecord {

@@ -42,7 +42,9 @@ pub fn to_ms(t: SystemTime) -> UnixMillis {
 pub struct AgentRecord {
     /// Instance UID, lower-case hex.
     pub instance_uid: String,
-    pub labels: BTreeMap<String, String>,
+    /// Selection labels. Always read back as `Some`; an upsert with `None` keeps the stored
+    /// ones, like `description` (they change only when the agent describes itself anew).
+    pub labels: Option<BTreeMap<String, String>>,
     /// The agent description as the fleet keeps it (opaque JSON here). Always read back as
     /// `Some`; an upsert with `None` keeps the stored value: most upserts record a sent or
     /// applied hash, and re-serializing an unchanged description for each cost a fifth of a
@@ -149,8 +151,12 @@ impl Batch {
         self.ops += 1;
         match op {
             StoreOp::UpsertAgent(mut a) => {
-                // A pending upsert's description or health survives a later one that keeps it.
+                // A pending upsert's labels, description or health survive a later one that
+                // keeps them.
                 if let Some(Some(pending)) = self.agents.get_mut(&a.instance_uid) {
+                    if a.labels.is_none() {
+                        a.labels = pending.labels.take();
+                    }
                     if a.description.is_none() {
                         a.description = pending.description.take();
                     }
@@ -253,7 +259,7 @@ pub trait Store: Send + Sync + 'static {
                 .into_iter()
                 .map(|a| AgentResume {
                     instance_uid: a.instance_uid,
-                    labels: a.labels,
+                    labels: a.labels.unwrap_or_default(),
                     sent_hash: a.sent_hash,
                     sent_at: a.sent_at,
                     failed_hashes: a.failed_hashes,

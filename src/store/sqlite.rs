@@ -130,7 +130,7 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
     let capabilities: i64 = row.try_get("capabilities").map_err(q("reading agents"))?;
     Ok(AgentRecord {
         instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
-        labels: from_json("agents.labels", &labels)?,
+        labels: Some(from_json("agents.labels", &labels)?),
         description: Some(from_json("agents.description", &description)?),
         capabilities: capabilities as u64,
         health: Some(from_json("agents.health", &health)?),
@@ -165,11 +165,11 @@ fn revision_from_row(row: &SqliteRow) -> Result<RevisionRecord, StoreError> {
     })
 }
 
-/// The agents columns an upsert always writes; `description` and `health` are written only
-/// when the record carries them (`None` keeps the stored value, see [`AgentRecord`]).
-const AGENT_COLUMNS: [&str; 12] = [
+/// The agents columns an upsert always writes; `labels`, `description` and `health` are
+/// written only when the record carries them (`None` keeps the stored value, see
+/// [`AgentRecord`]).
+const AGENT_COLUMNS: [&str; 11] = [
     "instance_uid",
-    "labels",
     "capabilities",
     "reported_hash",
     "remote_config_status",
@@ -184,18 +184,52 @@ const AGENT_COLUMNS: [&str; 12] = [
 
 /// Rows per upsert statement, largest first: a batch is written in chunks of these sizes, so a
 /// 15,000-agent rollout is ~60 statements instead of 15,000 round trips to the SQLite thread,
-/// and at most 4 shapes x 5 sizes = 20 distinct statements are ever prepared (sqlx caches
+/// and at most 8 shapes x 5 sizes = 40 distinct statements are ever prepared (sqlx caches
 /// them). 256 rows x 14 columns stays far below SQLite's 32,766 bound parameters.
 const UPSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// The multi-row upsert for `rows` records that all do (or all do not) carry a description
-/// and health.
-fn upsert_agents_sql(with_description: bool, with_health: bool, rows: usize) -> String {
+/// Which of the optional columns the records of one upsert statement carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    labels: bool,
+    description: bool,
+    health: bool,
+}
+
+impl Shape {
+    const ALL: usize = 8;
+
+    fn of(a: &AgentRecord) -> Shape {
+        Shape {
+            labels: a.labels.is_some(),
+            description: a.description.is_some(),
+            health: a.health.is_some(),
+        }
+    }
+
+    fn index(self) -> usize {
+        usize::from(self.labels) * 4 + usize::from(self.description) * 2 + usize::from(self.health)
+    }
+
+    fn from_index(i: usize) -> Shape {
+        Shape {
+            labels: i & 4 != 0,
+            description: i & 2 != 0,
+            health: i & 1 != 0,
+        }
+    }
+}
+
+/// The multi-row upsert for `rows` records of one [`Shape`].
+fn upsert_agents_sql(shape: Shape, rows: usize) -> String {
     let mut columns: Vec<&str> = AGENT_COLUMNS.to_vec();
-    if with_description {
+    if shape.labels {
+        columns.push("labels");
+    }
+    if shape.description {
         columns.push("description");
     }
-    if with_health {
+    if shape.health {
         columns.push("health");
     }
     let row = format!("({})", vec!["?"; columns.len()].join(", "));
@@ -211,12 +245,10 @@ fn upsert_agents_sql(with_description: bool, with_health: bool, rows: usize) -> 
     )
 }
 
-/// Upsert `records` (all of one shape: description and health present or absent alike) in as
-/// few statements as [`UPSERT_CHUNKS`] allows.
+/// Upsert `records` (all of one [`Shape`]) in as few statements as [`UPSERT_CHUNKS`] allows.
 async fn upsert_agents(
     tx: &mut sqlx::SqliteConnection,
-    with_description: bool,
-    with_health: bool,
+    shape: Shape,
     mut records: &[&AgentRecord],
 ) -> Result<(), StoreError> {
     for size in UPSERT_CHUNKS {
@@ -224,8 +256,7 @@ async fn upsert_agents(
             continue;
         }
         // Built from the constant column names only: nothing from input reaches the SQL text.
-        let sql: std::sync::Arc<str> =
-            upsert_agents_sql(with_description, with_health, size).into();
+        let sql: std::sync::Arc<str> = upsert_agents_sql(shape, size).into();
         while records.len() >= size {
             let (chunk, rest) = records.split_at(size);
             records = rest;
@@ -233,7 +264,6 @@ async fn upsert_agents(
             for a in chunk {
                 query = query
                     .bind(&a.instance_uid)
-                    .bind(to_json(&a.labels))
                     .bind(a.capabilities as i64)
                     .bind(&a.reported_hash)
                     .bind(&a.remote_config_status)
@@ -244,10 +274,13 @@ async fn upsert_agents(
                     .bind(to_json(&a.failed_hashes))
                     .bind(a.connected)
                     .bind(a.last_seen);
-                if with_description {
+                if shape.labels {
+                    query = query.bind(a.labels.as_ref().map(to_json));
+                }
+                if shape.description {
                     query = query.bind(a.description.as_ref().map(to_json));
                 }
-                if with_health {
+                if shape.health {
                     query = query.bind(a.health.as_ref().map(to_json));
                 }
             }
@@ -263,15 +296,13 @@ async fn upsert_agents(
 impl Store for SqliteStore {
     async fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(q("begin"))?;
-        // Records grouped by shape (which of description and health they carry), each group
-        // written in multi-row statements.
-        let mut shapes: [Vec<&AgentRecord>; 4] = Default::default();
+        // Records grouped by shape (which of labels, description and health they carry),
+        // each group written in multi-row statements.
+        let mut shapes: [Vec<&AgentRecord>; Shape::ALL] = Default::default();
         for (uid, agent) in &batch.agents {
             match agent {
                 Some(a) => {
-                    let shape =
-                        usize::from(a.description.is_some()) * 2 + usize::from(a.health.is_some());
-                    shapes[shape].push(a);
+                    shapes[Shape::of(a).index()].push(a);
                 }
                 None => {
                     sqlx::query("DELETE FROM agents WHERE instance_uid = $1")
@@ -283,7 +314,7 @@ impl Store for SqliteStore {
             }
         }
         for (shape, records) in shapes.iter().enumerate() {
-            upsert_agents(&mut *tx, shape & 2 != 0, shape & 1 != 0, records).await?;
+            upsert_agents(&mut *tx, Shape::from_index(shape), records).await?;
         }
         for r in &batch.revisions {
             sqlx::query(
