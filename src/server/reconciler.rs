@@ -444,6 +444,7 @@ impl Reconciler {
             let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
             sync.current_revision = Some(revision.revision.clone());
         }
+        self.fleet.set_served(desired_configs.values().cloned());
         self.state.serving.store(Some(Arc::new(Serving::new(
             Arc::new(revision),
             desired_configs,

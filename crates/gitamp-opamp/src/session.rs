@@ -176,20 +176,29 @@ fn health_of(h: &proto::ComponentHealth) -> Health {
 
 /// The reported effective config, holding nothing of the received message: a body equal to
 /// the desired config's file shares the desired bytes (every agent that applied a config
-/// reports the same few KiB), any other body is copied. A slice would keep the whole
-/// message buffer alive for as long as the agent is registered.
+/// reports the same few KiB), else one equal to a file of any served config (an agent not
+/// yet assigned one, as after a server restart), any other body is copied. A slice would
+/// keep the whole message buffer alive for as long as the agent is registered.
 fn effective_of(
     e: &proto::EffectiveConfig,
     desired: Option<&DesiredConfig>,
+    fleet: &Fleet,
 ) -> BTreeMap<String, ConfigFile> {
     let Some(map) = &e.config_map else {
         return BTreeMap::new();
     };
+    let mut served = None;
     map.config_map
         .iter()
         .map(|(k, f)| {
             let body = desired
                 .and_then(|d| d.same_body(k, &f.body))
+                .or_else(|| {
+                    served
+                        .get_or_insert_with(|| fleet.served())
+                        .iter()
+                        .find_map(|d| d.same_body(k, &f.body))
+                })
                 .unwrap_or_else(|| Bytes::copy_from_slice(&f.body));
             let file = ConfigFile {
                 body,
@@ -221,7 +230,7 @@ fn replace_shared<T: PartialEq>(slot: &mut Option<Arc<T>>, new: T) -> bool {
 }
 
 /// Applies the reported sub-messages; omitted ones keep their last value.
-fn apply_reports(e: &mut AgentEntry, msg: &proto::AgentToServer) -> Changes {
+fn apply_reports(e: &mut AgentEntry, msg: &proto::AgentToServer, fleet: &Fleet) -> Changes {
     let mut ch = Changes {
         capabilities: e.capabilities != msg.capabilities,
         ..Changes::default()
@@ -234,7 +243,7 @@ fn apply_reports(e: &mut AgentEntry, msg: &proto::AgentToServer) -> Changes {
         ch.health = replace_shared(&mut e.health, health_of(h));
     }
     if let Some(c) = &msg.effective_config {
-        let effective = effective_of(c, e.desired.as_deref());
+        let effective = effective_of(c, e.desired.as_deref(), fleet);
         ch.effective_config = replace(&mut e.effective_config, effective);
     }
     if let Some(s) = &msg.remote_config_status {
@@ -342,7 +351,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
         }
         e.sequence_num = Some(msg.sequence_num);
 
-        let changes = apply_reports(&mut e, &msg);
+        let changes = apply_reports(&mut e, &msg, fleet);
         if changes.any() {
             events.push(FleetEvent::Reported(target, changes));
         }
@@ -515,6 +524,19 @@ mod tests {
         // A different body is copied out of its message.
         let other = Bytes::from_static(b"exporters: {}\n");
         handle_message(&fleet, &mut c, report(2, &other));
+        assert_eq!(&body_of(&fleet)[..], &other[..]);
+        assert_ne!(body_of(&fleet).as_ptr(), other.as_ptr());
+
+        // An agent with no config assigned (a server restart) whose report equals a file of a
+        // served config shares that config's bytes; other bytes are still copied.
+        let fleet = Fleet::new();
+        let mut c = http();
+        let mut files = BTreeMap::new();
+        files.insert(String::new(), (served.clone(), "text/yaml".into()));
+        fleet.set_served([Arc::new(DesiredConfig::new(files, [7; 32]))]);
+        handle_message(&fleet, &mut c, report(0, &Bytes::from(served.to_vec())));
+        assert_eq!(body_of(&fleet).as_ptr(), served.as_ptr());
+        handle_message(&fleet, &mut c, report(1, &other));
         assert_eq!(&body_of(&fleet)[..], &other[..]);
         assert_ne!(body_of(&fleet).as_ptr(), other.as_ptr());
     }
