@@ -314,7 +314,7 @@ impl Store for SqliteStore {
             }
         }
         for (shape, records) in shapes.iter().enumerate() {
-            upsert_agents(&mut *tx, Shape::from_index(shape), records).await?;
+            upsert_agents(&mut tx, Shape::from_index(shape), records).await?;
         }
         for r in &batch.revisions {
             sqlx::query(
