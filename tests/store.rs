@@ -225,7 +225,7 @@ async fn a_large_mixed_batch_lands_row_for_row() {
         a.sent_hash = Some(format!("{n:064x}"));
         a.labels = (n % 8 >= 4).then(|| BTreeMap::from([("n".to_string(), n.to_string())]));
         a.description = (n % 4 >= 2).then(|| json!({ "n": n }));
-        a.health = (n % 2 == 1).then(|| json!({ "healthy": n % 3 == 0 }));
+        a.health = (n % 2 == 1).then(|| json!({ "healthy": n.is_multiple_of(3) }));
         a
     };
     let first: Vec<AgentRecord> = (0..700).map(shaped).collect();
