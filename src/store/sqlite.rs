@@ -220,7 +220,9 @@ impl Shape {
     }
 }
 
-/// The multi-row upsert for `rows` records of one [`Shape`].
+/// The multi-row upsert for `rows` records of one [`Shape`]. Positional `?` placeholders:
+/// SQLite numbers them in order, so the builder needs no counter (a PostgreSQL backend would
+/// number them `$n`).
 fn upsert_agents_sql(shape: Shape, rows: usize) -> String {
     let mut columns: Vec<&str> = AGENT_COLUMNS.to_vec();
     if shape.labels {
