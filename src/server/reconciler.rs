@@ -686,9 +686,14 @@ impl Reconciler {
             };
             if let Some(snap) = snap {
                 let described = self.described.remove(&uid);
-                self.write(StoreOp::UpsertAgent(agent_record(
+                let written = self.write(StoreOp::UpsertAgent(agent_record(
                     snap, labels, &memory, described,
                 )));
+                if !written {
+                    // The record that carried the labels, description or health was dropped:
+                    // the agent's next record carries them all again.
+                    self.described.insert(uid);
+                }
             }
         }
         self.persist_rollouts();
@@ -698,9 +703,13 @@ impl Reconciler {
 
     /// Queue a store write without ever waiting on the disk: the plan must not stall behind a
     /// slow write. A full queue drops the op with a warning; the next change writes it again.
-    fn write(&self, op: StoreOp) {
-        if let Err(err) = self.store.try_send(op) {
-            warn!(error = %err, "Store write dropped.");
+    fn write(&self, op: StoreOp) -> bool {
+        match self.store.try_send(op) {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(error = %err, "Store write dropped.");
+                false
+            }
         }
     }
 

@@ -1,0 +1,94 @@
+//! What the reconciler writes to the store when a write is dropped.
+//!
+//! Agent records carry the labels, description and health only when they may be new to the
+//! store (a rollout rewrites every agent's record; re-serializing unchanged ones was a cost of
+//! its own). So a dropped record must not lose them: the agent's next record carries them
+//! again. The writer here runs on the test's own single thread, so its queue (one slot) fills
+//! and stays full until the test awaits a flush: a real SQLite store, no mocks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use gitamp::server::reconciler::Reconciler;
+use gitamp::server::state::AppState;
+use gitamp::store::{SqliteStore, Store, StoreWriter, WriterOptions};
+use gitamp_opamp::agent::{AgentOptions, ApplyPolicy, SimAgent};
+use gitamp_opamp::fleet::{Fleet, FleetEvent, Transport};
+use gitamp_opamp::frame::decode_frame;
+use gitamp_opamp::outbox::outbox;
+use gitamp_opamp::proto::{AgentToServer, ServerToAgent};
+use gitamp_opamp::session::{Connection, handle_message};
+use tokio::sync::broadcast;
+
+fn drain(events: &mut broadcast::Receiver<FleetEvent>, reconciler: &mut Reconciler) {
+    while let Ok(event) = events.try_recv() {
+        reconciler.note_event(&event);
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_dropped_record_does_not_lose_the_agents_labels_and_description() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let options = WriterOptions {
+        queue: 1,
+        ..WriterOptions::default()
+    };
+    let (writer, _task) = StoreWriter::spawn(store.clone(), options);
+    let fleet = Arc::new(Fleet::new());
+    let mut events = fleet.subscribe();
+    let app = Arc::new(AppState::new(fleet.clone(), gitamp::telemetry::install()));
+    let mut reconciler = Reconciler::new(app, writer.clone(), HashMap::new(), BTreeMap::new());
+    // The accepted revision's record takes the queue's one slot.
+    let revision = gitamp_core::compile(&gitamp::embedded::snapshot()).unwrap();
+    reconciler.accept(revision);
+
+    let mut opts =
+        AgentOptions::collector("checkout", "host-1", "staging").label("os.type", "linux");
+    opts.policy = ApplyPolicy::Apply;
+    let mut agent = SimAgent::new(opts);
+    let (tx, pushes) = outbox(4);
+    let mut conn = Connection::new(1, Transport::Ws, Some(tx));
+    let exchange = |agent: &mut SimAgent, conn: &mut Connection, msg: AgentToServer| {
+        let mut pending = vec![msg];
+        while let Some(msg) = pending.pop() {
+            let reply = handle_message(&fleet, conn, msg).encode();
+            let reply = <ServerToAgent as prost::Message>::decode(reply).unwrap();
+            pending.extend(agent.handle(&reply));
+        }
+    };
+
+    // The agent connects; the plan pushes it a config and writes its first record, the one
+    // with labels and description. The queue is full: that record is dropped.
+    let report = agent.full_report();
+    exchange(&mut agent, &mut conn, report);
+    drain(&mut events, &mut reconciler);
+    reconciler.reconcile();
+    writer.flush().await.unwrap();
+    assert!(
+        store.load_agents().await.unwrap().is_empty(),
+        "the record was dropped"
+    );
+
+    // It applies the push; the next plan writes its record (the applied hash) ...
+    let push = pushes.try_recv().expect("a config was pushed");
+    let push: ServerToAgent = decode_frame(push.to_bytes()).unwrap();
+    for answer in agent.handle(&push) {
+        exchange(&mut agent, &mut conn, answer);
+    }
+    drain(&mut events, &mut reconciler);
+    reconciler.reconcile();
+    writer.flush().await.unwrap();
+
+    // ... and that record carries what the dropped one did.
+    let stored = store.load_agents().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let labels = stored[0].labels.as_ref().unwrap();
+    assert_eq!(
+        labels.get("deployment.environment").map(String::as_str),
+        Some("staging")
+    );
+    assert_eq!(labels.get("os.type").map(String::as_str), Some("linux"));
+    assert_ne!(stored[0].description, Some(serde_json::Value::Null));
+    assert!(stored[0].sent_hash.is_some());
+}
