@@ -56,6 +56,13 @@ pub struct DesiredConfig {
 }
 
 impl DesiredConfig {
+    /// A config of one YAML file under the empty name, for tests.
+    #[cfg(test)]
+    pub(crate) fn one_yaml_file(body: Bytes, hash: [u8; 32]) -> Arc<DesiredConfig> {
+        let files = BTreeMap::from([(String::new(), (body, "text/yaml".to_owned()))]);
+        Arc::new(DesiredConfig::new(files, hash))
+    }
+
     /// The served bytes of file `name` if they equal `body`, to share instead of a copy.
     /// Bytes that already are the served ones are recognised without comparing them.
     pub(crate) fn same_body(&self, name: &str, body: &[u8]) -> Option<Bytes> {
@@ -927,12 +934,7 @@ mod tests {
 
     #[test]
     fn cached_field_concatenates() {
-        let mut files = BTreeMap::new();
-        files.insert(
-            String::new(),
-            (Bytes::from_static(b"receivers: {}"), "text/yaml".to_owned()),
-        );
-        let d = Arc::new(DesiredConfig::new(files, [9; 32]));
+        let d = DesiredConfig::one_yaml_file(Bytes::from_static(b"receivers: {}"), [9; 32]);
         let out = Outgoing {
             msg: proto::ServerToAgent {
                 instance_uid: Bytes::from_static(&[1; 16]),

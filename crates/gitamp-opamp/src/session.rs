@@ -467,12 +467,8 @@ mod tests {
         let fleet = Fleet::new();
         let mut c = http();
         assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(7))));
-        let mut files = BTreeMap::new();
-        files.insert(
-            String::new(),
-            (Bytes::from_static(b"a: 1"), "text/yaml".into()),
-        );
-        assert!(fleet.set_desired(&UID, Some(Arc::new(DesiredConfig::new(files, [7; 32])))));
+        let d = DesiredConfig::one_yaml_file(Bytes::from_static(b"a: 1"), [7; 32]);
+        assert!(fleet.set_desired(&UID, Some(d)));
         let entry = fleet.get(&UID).expect("registered");
         assert!(crate::fleet::lock(&entry).config_to_send(c.id).is_none());
         // The full report: it already runs the desired hash, so nothing is sent.
@@ -514,9 +510,10 @@ mod tests {
         handle_message(&fleet, &mut c, report(0, &own));
         assert_ne!(body_of(&fleet).as_ptr(), own.as_ptr());
         // Assigning an equal config makes the stored body share the served bytes ...
-        let mut files = BTreeMap::new();
-        files.insert(String::new(), (served.clone(), "text/yaml".into()));
-        fleet.set_desired(&UID, Some(Arc::new(DesiredConfig::new(files, [7; 32]))));
+        fleet.set_desired(
+            &UID,
+            Some(DesiredConfig::one_yaml_file(served.clone(), [7; 32])),
+        );
         assert_eq!(body_of(&fleet).as_ptr(), served.as_ptr());
         // ... and so does a later report of the same bytes, read from a new message.
         handle_message(&fleet, &mut c, report(1, &Bytes::from(served.to_vec())));
@@ -531,9 +528,7 @@ mod tests {
         // served config shares that config's bytes; other bytes are still copied.
         let fleet = Fleet::new();
         let mut c = http();
-        let mut files = BTreeMap::new();
-        files.insert(String::new(), (served.clone(), "text/yaml".into()));
-        fleet.set_served([Arc::new(DesiredConfig::new(files, [7; 32]))]);
+        fleet.set_served([DesiredConfig::one_yaml_file(served.clone(), [7; 32])]);
         handle_message(&fleet, &mut c, report(0, &Bytes::from(served.to_vec())));
         assert_eq!(body_of(&fleet).as_ptr(), served.as_ptr());
         handle_message(&fleet, &mut c, report(1, &other));
@@ -616,12 +611,7 @@ mod tests {
         let fleet = Fleet::new();
         let mut c = http();
         handle_message(&fleet, &mut c, full(0, b""));
-        let mut files = BTreeMap::new();
-        files.insert(
-            String::new(),
-            (Bytes::from_static(b"a: 1"), "text/yaml".into()),
-        );
-        let d = Arc::new(DesiredConfig::new(files, [7; 32]));
+        let d = DesiredConfig::one_yaml_file(Bytes::from_static(b"a: 1"), [7; 32]);
         assert!(fleet.set_desired(&UID, Some(d)));
         // Reported hash differs: sent.
         assert!(
