@@ -33,7 +33,7 @@ use support::{GitFixture, Server, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Every log target at its most verbose (ours and the libraries': hyper, tungstenite, sqlx,
+/// Every log target at its most verbose (ours and the libraries': hyper, sqlx,
 /// git2 all get their chance to print a header or a body).
 const LOG_ENV: &[(&str, &str)] = &[("RUST_LOG", "trace"), ("RUST_BACKTRACE", "0")];
 

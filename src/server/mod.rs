@@ -54,14 +54,9 @@ fn read_secret(path: &Path) -> anyhow::Result<String> {
 
 fn init_tracing(format: &str) {
     use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Wire-level traces print request headers (Authorization) and frame payloads (configs with
-    // sensitive values): never above debug, whatever RUST_LOG says.
-    for directive in ["tungstenite=debug", "tokio_tungstenite=debug"] {
-        if let Ok(d) = directive.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
+    // (No wire-level library traces to cap: tungstenite's printed `Authorization` headers and
+    // config payloads at trace; the WebSocket codec is now ours and logs neither.)
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // A second init (tests running several servers in one process) is harmless.
     let _ = if format == "json" {

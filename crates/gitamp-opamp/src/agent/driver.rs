@@ -36,9 +36,6 @@ pub struct WsOptions {
     pub reconnect_delay: Duration,
     /// Extra upgrade request headers (e.g. `Authorization`).
     pub headers: Vec<(String, String)>,
-    /// tungstenite read buffer per connection. Small by default (the library's 128 KiB would
-    /// make 10,000 agents cost 1.2 GiB in the load generator for nothing).
-    pub read_buffer_size: usize,
 }
 
 impl Default for WsOptions {
@@ -48,7 +45,6 @@ impl Default for WsOptions {
             connect_timeout: Duration::from_secs(10),
             reconnect_delay: Duration::from_millis(200),
             headers: Vec::new(),
-            read_buffer_size: 4096,
         }
     }
 }

@@ -1,31 +1,45 @@
 //! WebSocket driver: one connection per agent, binary frames with the varint header 0.
 //!
-//! The socket is created and bound by us (`TcpSocket`) and handed to
-//! `tokio_tungstenite::client_async_with_config`, because the load generator must choose the
-//! source address (127.0.0.x) and tungstenite's own connect cannot.
+//! The client speaks RFC 6455 with the same lean codec as the server
+//! ([`crate::transport::websocket`], client role): nothing is buffered between messages. A
+//! general-purpose client (tungstenite) keeps a read and a write buffer per connection that
+//! grow to the largest message and never shrink, so every rollout made each of 15,000 agents
+//! grow two buffers to the new config's size: a quarter of the load generator's CPU in a
+//! rollout was the kernel zeroing those fresh pages, CPU the server under test did not get.
+//! The server is still tested against tungstenite and the Python OpAMP client (the
+//! `server`, `hostile`, `tls` and interop tests); this client is the load generator's.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use base64::Engine as _;
+use futures_util::StreamExt;
 use http::Uri;
-use tokio::net::{TcpSocket, TcpStream};
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::SimAgent;
 use super::driver::{Control, WsOptions};
-use crate::frame::{decode_frame, encode_frame};
+use crate::frame::{HEADER, decode_frame};
 use crate::proto::{AgentToServer, ServerToAgent};
+use crate::transport::websocket::{
+    self, CLOSE_NORMAL, Incoming, MessageReader, client_frame_len, opcode, put_client_frame,
+};
 
-type Ws = WebSocketStream<TcpStream>;
+/// Largest message the agent accepts from the server.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest opening-handshake answer read.
+const MAX_HANDSHAKE_ANSWER: usize = 16 * 1024;
 
-async fn connect(url: &str, opts: &WsOptions) -> Result<Ws, String> {
+type Reader = MessageReader<OwnedReadHalf>;
+
+/// Connects, binds to the chosen source address (127.0.0.x: tungstenite's connect could not)
+/// and performs the opening handshake.
+async fn connect(url: &str, opts: &WsOptions) -> Result<(Reader, Writer), String> {
     let uri: Uri = url.parse().map_err(|e| format!("bad url {url:?}: {e}"))?;
     let default_port = match uri.scheme_str() {
         Some("ws") => 80,
@@ -48,45 +62,168 @@ async fn connect(url: &str, opts: &WsOptions) -> Result<Ws, String> {
         sock.bind(SocketAddr::new(ip, 0))
             .map_err(|e| format!("bind {ip}: {e}"))?;
     }
-    let stream = sock
+    let mut stream = sock
         .connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let mut req = url
-        .into_client_request()
-        .map_err(|e| format!("request: {e}"))?;
-    for (k, v) in &opts.headers {
-        let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes())
-            .map_err(|e| format!("header {k}: {e}"))?;
-        let value = HeaderValue::from_str(v).map_err(|e| format!("header {k}: {e}"))?;
-        req.headers_mut().insert(name, value);
-    }
-    // Frames are buffered until a flush (`send` flushes each; `send_all` flushes a step once).
-    let config = WebSocketConfig::default()
-        .read_buffer_size(opts.read_buffer_size)
-        .write_buffer_size(64 * 1024);
-    let (ws, _resp) = tokio_tungstenite::client_async_with_config(req, stream, Some(config))
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    // The key is 16 random bytes, base64 (§4.1).
+    let key = base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes());
+    let request = upgrade_request(path, &authority, &key, &opts.headers)?;
+    stream
+        .write_all(request.as_bytes())
         .await
         .map_err(|e| format!("upgrade: {e}"))?;
-    Ok(ws)
+    let already = read_upgrade_answer(&mut stream, &key).await?;
+    let (read, write) = stream.into_split();
+    let reader = MessageReader::client(read, MAX_MESSAGE, &already)
+        .ok_or("upgrade: the server sent frames before the agent's first message")?;
+    Ok((
+        reader,
+        Writer {
+            io: write,
+            // Any non-zero state; a fresh one per connection.
+            masks: uuid::Uuid::new_v4().as_u64_pair().0 | 1,
+        },
+    ))
 }
 
-async fn send(ws: &mut Ws, msg: &AgentToServer) -> Result<(), String> {
-    ws.send(Message::Binary(encode_frame(msg)))
-        .await
-        .map_err(|e| format!("send: {e}"))
-}
-
-/// Sends the messages of one step (APPLYING then APPLIED) with one flush: one write instead
-/// of one per message, for the load generator's CPU. The server still reads two messages.
-async fn send_all(ws: &mut Ws, msgs: &[AgentToServer]) -> Result<(), String> {
-    for msg in msgs {
-        ws.feed(Message::Binary(encode_frame(msg)))
-            .await
-            .map_err(|e| format!("send: {e}"))?;
+/// The opening handshake's request (RFC 6455 §4.1). Extra headers are checked to be valid
+/// header names and values, so none can smuggle a line of its own.
+fn upgrade_request(
+    path: &str,
+    authority: &str,
+    key: &str,
+    headers: &[(String, String)],
+) -> Result<String, String> {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (k, v) in headers {
+        http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header {k}: {e}"))?;
+        http::HeaderValue::from_str(v).map_err(|e| format!("header {k}: {e}"))?;
+        req.push_str(&format!("{k}: {v}\r\n"));
     }
-    ws.flush().await.map_err(|e| format!("send: {e}"))
+    req.push_str("\r\n");
+    Ok(req)
+}
+
+/// Reads the answer to the upgrade request and checks it (§4.1: 101, `Upgrade: websocket`,
+/// `Connection: upgrade`, the accept value of our key). Returns the bytes read past it.
+async fn read_upgrade_answer<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
+    key: &str,
+) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::with_capacity(512);
+    let end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if buf.len() >= MAX_HANDSHAKE_ANSWER {
+            return Err("upgrade: answer headers over 16 KiB".to_owned());
+        }
+        let mut chunk = [0u8; 1024];
+        let n = io
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("upgrade: {e}"))?;
+        if n == 0 {
+            return Err("upgrade: connection closed during the handshake".to_owned());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..end]).map_err(|_| "upgrade: answer is not text")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let code = status.split(' ').nth(1).unwrap_or_default();
+    if code != "101" {
+        return Err(format!("upgrade: HTTP {code} ({status})"));
+    }
+    let mut upgrade = false;
+    let mut connection = false;
+    let mut accepted = false;
+    let expected = websocket::accept_value(key.as_bytes());
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "upgrade" => upgrade |= value.eq_ignore_ascii_case("websocket"),
+            "connection" => {
+                connection |= value
+                    .split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+            }
+            "sec-websocket-accept" => accepted |= value.as_bytes() == expected.as_bytes(),
+            _ => {}
+        }
+    }
+    if !(upgrade && connection && accepted) {
+        return Err(format!(
+            "upgrade: not a WebSocket answer (upgrade {upgrade}, connection {connection}, accept {accepted})"
+        ));
+    }
+    Ok(buf[end..].to_vec())
+}
+
+/// The writing half: masks and writes frames, each batch in one write, with no buffer kept
+/// between writes.
+struct Writer {
+    io: OwnedWriteHalf,
+    /// xorshift64 state for the masking keys (seeded from a v4 UUID per connection).
+    masks: u64,
+}
+
+impl Writer {
+    fn mask(&mut self) -> [u8; 4] {
+        let mut x = self.masks;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.masks = x;
+        (x as u32).to_ne_bytes()
+    }
+
+    /// Sends the messages of one step (APPLYING then APPLIED) in one write: the server still
+    /// reads (and answers) two messages.
+    async fn send(&mut self, msgs: &[AgentToServer]) -> Result<(), String> {
+        let sizes: Vec<usize> = msgs.iter().map(|m| 1 + m.encoded_len()).collect();
+        let mut out = Vec::with_capacity(sizes.iter().map(|n| client_frame_len(*n)).sum());
+        let mut payload = Vec::new();
+        for (msg, size) in msgs.iter().zip(sizes) {
+            payload.clear();
+            payload.reserve(size);
+            payload.push(HEADER);
+            msg.encode_raw(&mut payload);
+            let mask = self.mask();
+            put_client_frame(&mut out, opcode::BINARY, &payload, mask);
+        }
+        self.io
+            .write_all(&out)
+            .await
+            .map_err(|e| format!("send: {e}"))
+    }
+
+    async fn control(&mut self, op: u8, payload: &[u8]) -> Result<(), String> {
+        let mut out = Vec::with_capacity(client_frame_len(payload.len()));
+        let mask = self.mask();
+        put_client_frame(&mut out, op, payload, mask);
+        self.io
+            .write_all(&out)
+            .await
+            .map_err(|e| format!("send: {e}"))
+    }
+
+    async fn pong(&mut self, payload: &[u8]) -> Result<(), String> {
+        self.control(opcode::PONG, payload).await
+    }
+
+    async fn close(&mut self, code: u16) -> Result<(), String> {
+        self.control(opcode::CLOSE, &code.to_be_bytes()).await
+    }
 }
 
 enum After {
@@ -114,8 +251,8 @@ pub(crate) async fn run(
                 Some(_) => continue,
             }
         };
-        let mut ws = match connected {
-            Ok(ws) => ws,
+        let (reader, writer) = match connected {
+            Ok(halves) => halves,
             Err(e) => {
                 agent.note_transport_error(e);
                 if wait_or_stop(&mut ctl, &mut agent, opts.reconnect_delay).await {
@@ -131,7 +268,7 @@ pub(crate) async fn run(
             agent.hello_after_reconnect()
         };
         first = false;
-        let after = session(&mut agent, &mut ws, hello, &mut ctl).await;
+        let after = session(&mut agent, reader, writer, hello, &mut ctl).await;
         agent.note_connected(false);
         match after {
             After::Stop => break,
@@ -167,46 +304,66 @@ async fn wait_or_stop(
 /// One connection's life: hello, then replies, heartbeats and control requests.
 async fn session(
     agent: &mut SimAgent,
-    ws: &mut Ws,
+    reader: Reader,
+    mut writer: Writer,
     hello: AgentToServer,
     ctl: &mut mpsc::UnboundedReceiver<Control>,
 ) -> After {
-    if let Err(e) = send(ws, &hello).await {
+    if let Err(e) = writer.send(std::slice::from_ref(&hello)).await {
         agent.note_transport_error(e);
         return After::Reconnect;
     }
+    // The stream keeps a read in progress between polls (`MessageReader::next` is not
+    // cancel-safe), so `select!` may drop its `next()` without losing half a frame.
+    let incoming = futures_util::stream::unfold(reader, |mut r| async {
+        let next = r.next().await;
+        Some((next, r))
+    });
+    let mut incoming = std::pin::pin!(incoming);
     // Heartbeats count from the last message sent (spec).
     let mut next_hb = Instant::now() + agent.heartbeat_interval();
     loop {
         let beats = agent.sends_heartbeats();
         tokio::select! {
-            frame = ws.next() => match frame {
-                Some(Ok(Message::Binary(b))) => {
-                    match decode_frame::<ServerToAgent>(b) {
-                        Ok(msg) => {
-                            let answers = agent.handle(&msg);
-                            if !answers.is_empty() {
-                                if let Err(e) = send_all(ws, &answers).await {
-                                    agent.note_transport_error(e);
-                                    return After::Reconnect;
-                                }
-                                next_hb = Instant::now() + agent.heartbeat_interval();
+            Some(item) = incoming.next() => match item {
+                Ok(Incoming::Binary(b)) => match decode_frame::<ServerToAgent>(b) {
+                    Ok(msg) => {
+                        let answers = agent.handle(&msg);
+                        if !answers.is_empty() {
+                            if let Err(e) = writer.send(&answers).await {
+                                agent.note_transport_error(e);
+                                return After::Reconnect;
                             }
+                            next_hb = Instant::now() + agent.heartbeat_interval();
                         }
-                        Err(e) => agent.note_transport_error(format!("bad frame from server: {e}")),
+                    }
+                    Err(e) => agent.note_transport_error(format!("bad frame from server: {e}")),
+                },
+                Ok(Incoming::Ping(payload)) => {
+                    if let Err(e) = writer.pong(&payload).await {
+                        agent.note_transport_error(e);
+                        return After::Reconnect;
                     }
                 }
-                Some(Ok(Message::Close(_))) | None => return After::Reconnect,
-                // Pings are answered by tungstenite on the next write/flush; text is not OpAMP.
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    agent.note_transport_error(format!("read: {e}"));
+                // Text is not OpAMP; pongs need no answer.
+                Ok(Incoming::Text | Incoming::Pong) => {}
+                Ok(Incoming::Close(_)) => {
+                    // Answer the close (§5.5.1); the server closes the connection.
+                    let _ = writer.close(CLOSE_NORMAL).await;
+                    return After::Reconnect;
+                }
+                Err(e) => {
+                    // A connection that simply ended (a killed server's look) is not counted as
+                    // a transport error; anything else is.
+                    if !matches!(&e, websocket::ReadError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof) {
+                        agent.note_transport_error(format!("read: {e}"));
+                    }
                     return After::Reconnect;
                 }
             },
             _ = tokio::time::sleep_until(next_hb), if beats => {
                 let hb = agent.heartbeat();
-                if let Err(e) = send(ws, &hb).await {
+                if let Err(e) = writer.send(std::slice::from_ref(&hb)).await {
                     agent.note_transport_error(e);
                     return After::Reconnect;
                 }
@@ -216,7 +373,7 @@ async fn session(
                 Some(Control::InjectGap) => agent.inject_sequence_gap(),
                 Some(Control::HeartbeatNow) => {
                     let hb = agent.heartbeat();
-                    if let Err(e) = send(ws, &hb).await {
+                    if let Err(e) = writer.send(std::slice::from_ref(&hb)).await {
                         agent.note_transport_error(e);
                         return After::Reconnect;
                     }
@@ -228,16 +385,82 @@ async fn session(
                 }
                 Some(Control::Stop) | None => {
                     let bye = agent.disconnect_message();
-                    let _ = send(ws, &bye).await;
+                    let _ = writer.send(std::slice::from_ref(&bye)).await;
                     // Complete the close handshake briefly; the server may already be gone.
                     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                        let _ = ws.close(None).await;
-                        while let Some(Ok(_)) = ws.next().await {}
+                        let _ = writer.close(CLOSE_NORMAL).await;
+                        while let Some(Ok(item)) = incoming.next().await {
+                            if matches!(item, Incoming::Close(_)) {
+                                break;
+                            }
+                        }
                     })
                     .await;
                     return After::Stop;
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    async fn answer(text: &str) -> Result<Vec<u8>, String> {
+        read_upgrade_answer(&mut text.as_bytes(), KEY).await
+    }
+
+    async fn answer_then(text: &str, frames: &[u8]) -> Result<Vec<u8>, String> {
+        let bytes = [text.as_bytes(), frames].concat();
+        read_upgrade_answer(&mut &bytes[..], KEY).await
+    }
+
+    #[tokio::test]
+    async fn the_upgrade_answer_must_be_101_with_our_accept_value() {
+        // RFC 6455 §1.3's example key and accept value; header names in any case.
+        let ok = "HTTP/1.1 101 Switching Protocols\r\nupgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
+                  Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        assert_eq!(answer(ok).await.unwrap(), b"");
+        // Bytes after the answer (a first frame) are handed to the reader, not lost.
+        assert_eq!(answer_then(ok, b"\x82\x01x").await.unwrap(), b"\x82\x01x");
+
+        let wrong = ok.replace("s3pP", "AAAA");
+        let err = answer(&wrong).await.unwrap_err();
+        assert!(err.contains("accept false"), "{err}");
+
+        let refused = "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(
+            answer(refused).await.unwrap_err(),
+            "upgrade: HTTP 401 (HTTP/1.1 401 Unauthorized)"
+        );
+
+        let cut = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n";
+        assert!(
+            answer(cut)
+                .await
+                .unwrap_err()
+                .contains("closed during the handshake")
+        );
+
+        let endless = format!("HTTP/1.1 101 OK\r\nX: {}", "a".repeat(20_000));
+        assert!(answer(&endless).await.unwrap_err().contains("over 16 KiB"));
+    }
+
+    #[test]
+    fn extra_headers_cannot_add_lines_to_the_request() {
+        let req = upgrade_request(
+            "/v1/opamp",
+            "127.0.0.1:4320",
+            KEY,
+            &[("Authorization".into(), "Bearer t".into())],
+        )
+        .unwrap();
+        assert!(req.starts_with("GET /v1/opamp HTTP/1.1\r\nHost: 127.0.0.1:4320\r\n"));
+        assert!(req.ends_with("Authorization: Bearer t\r\n\r\n"));
+        let smuggled = [("X".to_owned(), "a\r\nEvil: 1".to_owned())];
+        assert!(upgrade_request("/", "h:1", KEY, &smuggled).is_err());
     }
 }

@@ -13,6 +13,11 @@
 //! control frames in between, ping → pong, the close handshake, size limits checked before a
 //! payload is read. No extensions (permessage-deflate is not negotiated; OpAMP payloads are
 //! protobuf) and no subprotocols.
+//!
+//! The load generator's simulated agents use the same reader in the client role
+//! ([`MessageReader::client`]: unmasked server frames) and [`put_client_frame`] to write, so a
+//! rollout to thousands of agents does not grow (and fault in) a pair of buffers per agent on
+//! the machine it is measured on.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use base64::Engine as _;
@@ -33,7 +38,7 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_POLICY: u16 = 1008;
 
 /// Frame opcodes.
-mod opcode {
+pub(crate) mod opcode {
     pub const CONTINUATION: u8 = 0x0;
     pub const TEXT: u8 = 0x1;
     pub const BINARY: u8 = 0x2;
@@ -172,12 +177,14 @@ impl ReadError {
 /// such as a heartbeat, all of it, so a message costs one read, not one per header field.
 const READ_AHEAD: usize = 64;
 
-/// Reads messages from a client. Holds a 64-byte read-ahead and the fragments of a message in
-/// progress, nothing else.
+/// Reads messages from a client (or, in the client role, from a server). Holds a 64-byte
+/// read-ahead and the fragments of a message in progress, nothing else.
 #[derive(Debug)]
 pub struct MessageReader<R> {
     io: R,
     limit: usize,
+    /// Server role: every frame must be masked (§5.1). Client role: none may be.
+    expect_masked: bool,
     /// Opcode and data of a fragmented message still waiting for its final frame.
     partial: Option<(u8, BytesMut)>,
     /// How long a message (all its fragments) may take from its first byte, and when the one
@@ -196,7 +203,7 @@ struct FrameHead {
     fin: bool,
     opcode: u8,
     len: u64,
-    mask: [u8; 4],
+    mask: Option<[u8; 4]>,
 }
 
 impl<R: AsyncRead + Unpin> MessageReader<R> {
@@ -205,6 +212,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
         Self {
             io,
             limit,
+            expect_masked: true,
             partial: None,
             message_timeout: None,
             deadline: None,
@@ -212,6 +220,20 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             start: 0,
             end: 0,
         }
+    }
+
+    /// A reader in the client role: frames from a server, which are never masked. `already`
+    /// is what was read past the end of the opening handshake's answer (at most 64 bytes,
+    /// else `None`).
+    pub fn client(io: R, limit: usize, already: &[u8]) -> Option<Self> {
+        if already.len() > READ_AHEAD {
+            return None;
+        }
+        let mut reader = Self::new(io, limit);
+        reader.expect_masked = false;
+        reader.ahead[..already.len()].copy_from_slice(already);
+        reader.end = already.len();
+        Some(reader)
     }
 
     /// Each message must arrive whole within `timeout` of its first byte (else
@@ -337,16 +359,22 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 "reserved bits set (no extension agreed)",
             ));
         }
-        if b[1] & 0x80 == 0 {
-            return Err(ReadError::Protocol("unmasked frame from a client"));
+        let masked = b[1] & 0x80 != 0;
+        if masked != self.expect_masked {
+            return Err(ReadError::Protocol(if masked {
+                "masked frame from a server"
+            } else {
+                "unmasked frame from a client"
+            }));
         }
+        let mask_len = if masked { 4 } else { 0 };
         let len = match b[1] & 0x7F {
             126 => {
-                self.fill(2 + 4).await?;
+                self.fill(2 + mask_len).await?;
                 u64::from(u16::from_be_bytes(self.take()))
             }
             127 => {
-                self.fill(8 + 4).await?;
+                self.fill(8 + mask_len).await?;
                 let len = u64::from_be_bytes(self.take());
                 if len >> 63 != 0 {
                     return Err(ReadError::Protocol("64-bit length with the top bit set"));
@@ -355,12 +383,17 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
             }
             n => u64::from(n),
         };
-        self.fill(4).await?;
+        let mask = if masked {
+            self.fill(4).await?;
+            Some(self.take())
+        } else {
+            None
+        };
         Ok(FrameHead {
             fin: b[0] & 0x80 != 0,
             opcode: b[0] & 0x0F,
             len,
-            mask: self.take(),
+            mask,
         })
     }
 
@@ -391,7 +424,9 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
             }
         }
-        unmask(&mut data[start..], head.mask);
+        if let Some(mask) = head.mask {
+            unmask(&mut data[start..], mask);
+        }
         Ok(data)
     }
 }
@@ -429,7 +464,7 @@ pub fn unmask(data: &mut [u8], mask: [u8; 4]) {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-/// A server frame header (unmasked, final): at most 10 bytes.
+/// A final frame header without the mask bit (a client frame sets it): at most 10 bytes.
 fn frame_head(opcode: u8, len: usize) -> ([u8; 10], usize) {
     let mut h = [0u8; 10];
     h[0] = 0x80 | opcode;
@@ -567,6 +602,24 @@ pub async fn write_binary<W: AsyncWrite + Unpin>(
 /// A ping (the server sends them so a half-open connection fails on write).
 pub async fn write_ping<W: AsyncWrite + Unpin>(io: &mut W) -> std::io::Result<()> {
     write_frame(io, opcode::PING, [&[], &[]]).await
+}
+
+/// Appends one final client frame (§5.2, §5.3): the header with the mask bit, the masking key,
+/// and `payload` masked with it. A client must mask, so a client frame is always a copy; the
+/// caller sizes `out` once for everything it sends together.
+pub(crate) fn put_client_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8], mask: [u8; 4]) {
+    let (mut head, n) = frame_head(opcode, payload.len());
+    head[1] |= 0x80;
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(&mask);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    unmask(&mut out[start..], mask);
+}
+
+/// The size of a client frame carrying `payload_len` bytes.
+pub(crate) fn client_frame_len(payload_len: usize) -> usize {
+    frame_head(0, payload_len).1 + 4 + payload_len
 }
 
 /// A close frame with `code` and a short reason.
@@ -949,5 +1002,64 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(&out[..4], &[0x88, 17, 0x03, 0xF1]);
+    }
+
+    #[tokio::test]
+    async fn client_frames_read_back_through_the_server_reader_at_every_length_encoding() {
+        for len in [0, 1, 125, 126, 65535, 65536] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut out = Vec::new();
+            put_client_frame(&mut out, opcode::BINARY, &payload, [0xA5, 0x5A, 1, 2]);
+            assert_eq!(out.len(), client_frame_len(len), "{len}");
+            // Masked on the wire: a non-trivial payload is not sent in the clear.
+            if len > 4 {
+                assert_ne!(&out[out.len() - len..], &payload[..], "{len}");
+            }
+            // The reference encoder of these tests writes the same bytes.
+            assert_eq!(
+                out,
+                client_frame(true, 2, &payload, [0xA5, 0x5A, 1, 2]),
+                "{len}"
+            );
+            let got = read_all(out, 1 << 20).await;
+            assert_eq!(
+                got,
+                vec![Ok(Incoming::Binary(Bytes::from(payload)))],
+                "{len}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_role_reads_server_frames_and_refuses_masked_ones() {
+        let mut wire = Vec::new();
+        let big = vec![7u8; 70_000];
+        write_binary(&mut wire, [b"hello", &[]]).await.unwrap();
+        write_frames(
+            &mut wire,
+            &[OutFrame::pong(b"p"), OutFrame::binary([&big, &[]])],
+        )
+        .await
+        .unwrap();
+        write_close(&mut wire, CLOSE_NORMAL, "bye").await.unwrap();
+        // The first bytes arrive with the handshake's answer (read ahead of the reader).
+        let (already, rest) = wire.split_at(9);
+        let mut r = MessageReader::client(rest, 1 << 20, already).unwrap();
+        assert_eq!(
+            r.next().await.unwrap(),
+            Incoming::Binary(Bytes::from_static(b"hello"))
+        );
+        assert_eq!(r.next().await.unwrap(), Incoming::Pong);
+        assert_eq!(r.next().await.unwrap(), Incoming::Binary(Bytes::from(big)));
+        assert_eq!(r.next().await.unwrap(), Incoming::Close(Some(CLOSE_NORMAL)));
+
+        let masked = client_frame(true, 2, b"x", [1, 2, 3, 4]);
+        let mut r = MessageReader::client(&masked[..], 1 << 20, &[]).unwrap();
+        let err = r.next().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "protocol violation: masked frame from a server"
+        );
+        assert!(MessageReader::client(&masked[..], 1 << 20, &[0; READ_AHEAD + 1]).is_none());
     }
 }
