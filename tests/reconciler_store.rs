@@ -1,5 +1,6 @@
-//! What the reconciler writes to the store when a write is dropped.
+//! The reconciler over a real store, driven step by step or by its own run loop.
 //!
+//! What it writes to the store when a write is dropped:
 //! Agent records carry the labels, description and health only when they may be new to the
 //! store (a rollout rewrites every agent's record; re-serializing unchanged ones was a cost of
 //! its own). So a dropped record must not lose them: the agent's next record carries them
@@ -91,4 +92,57 @@ async fn a_dropped_record_does_not_lose_the_agents_labels_and_description() {
     assert_eq!(labels.get("os.type").map(String::as_str), Some("linux"));
     assert_ne!(stored[0].description, Some(serde_json::Value::Null));
     assert!(stored[0].sent_hash.is_some());
+}
+
+/// A new revision does not wait out the pause that gathers fleet events: at 100,000 agents that
+/// pause is two plans long (seconds), and the rollout would wait behind routine reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_revision_ends_the_wait_for_more_fleet_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let (writer, _task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
+    let fleet = Arc::new(Fleet::new());
+    let events = fleet.subscribe();
+    let app = Arc::new(AppState::new(fleet.clone(), gitamp::telemetry::install()));
+    let mut reconciler =
+        Reconciler::new(app.clone(), writer.clone(), HashMap::new(), BTreeMap::new());
+    reconciler.accept(gitamp_core::compile(&gitamp::embedded::snapshot()).unwrap());
+    // The pause after a fleet event would be 20 minutes.
+    reconciler.assume_last_plan_cost(std::time::Duration::from_secs(600));
+    let (sync_tx, sync_rx) = tokio::sync::mpsc::channel(4);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(reconciler.run(sync_rx, events, cancel.clone()));
+
+    // An agent connects: the loop starts gathering fleet events.
+    let mut agent = SimAgent::new(AgentOptions::collector("checkout", "host-1", "staging"));
+    let mut conn = Connection::new(1, Transport::Ws, None);
+    handle_message(&fleet, &mut conn, agent.full_report());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    // A new revision arrives meanwhile; it is served without waiting for the pause to end.
+    let mut snapshot = gitamp::embedded::snapshot();
+    snapshot.revision = "second-revision".to_owned();
+    sync_tx
+        .send(gitamp::source::SyncEvent::Snapshot(
+            snapshot,
+            Default::default(),
+        ))
+        .await
+        .unwrap();
+    let served = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let serving = app.serving.load_full();
+            if serving.is_some_and(|s| s.revision.revision == "second-revision") {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    cancel.cancel();
+    let _ = run.await;
+    assert!(
+        served.is_ok(),
+        "the new revision waited for the fleet-event pause"
+    );
 }

@@ -30,7 +30,7 @@ use gitamp_opamp::fleet::{
 use gitamp_opamp::proto::AgentCapabilities;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::state::{
     AgentView, AgentViews, AppState, ConfigurationView, FleetView, RevisionRecord, Serving,
@@ -194,13 +194,24 @@ impl Reconciler {
                 event = fleet_rx.recv() => match event {
                     Ok(event) => {
                         self.note_event(&event);
-                        // Gather the rest of a burst, then plan once.
+                        // Gather the rest of a burst, then plan once. A new revision ends the
+                        // wait: at 100,000 agents the pause is two plans long (~2 s), and a
+                        // rollout must not wait behind agents' routine reports.
                         let pause = DEBOUNCE.max(self.last_plan_cost * 2);
                         let deadline = tokio::time::sleep(pause);
                         tokio::pin!(deadline);
                         loop {
                             tokio::select! {
                                 _ = &mut deadline => break,
+                                _ = cancel.cancelled() => break,
+                                event = sync_rx.recv(), if source_open => match event {
+                                    Some(event) => {
+                                        if self.on_sync(event).await {
+                                            break;
+                                        }
+                                    }
+                                    None => source_open = false,
+                                },
                                 more = fleet_rx.recv() => match more {
                                     Ok(e) => self.note_event(&e),
                                     Err(broadcast::error::RecvError::Lagged(_)) => self.note_lagged(),
@@ -235,6 +246,13 @@ impl Reconciler {
     /// (a new revision, a resync) must not hold up the connections queued behind it.
     fn reconcile_off_worker(&mut self) {
         tokio::task::block_in_place(|| self.reconcile());
+    }
+
+    /// Pretend the last plan took `cost`: the pause that gathers a burst of fleet events is
+    /// twice that. For tests of the run loop, which cannot wait for a plan that slow.
+    #[doc(hidden)]
+    pub fn assume_last_plan_cost(&mut self, cost: Duration) {
+        self.last_plan_cost = cost;
     }
 
     /// Anything for the next plan to look at.
@@ -520,23 +538,19 @@ impl Reconciler {
         let Some(planner) = self.planner.as_mut() else {
             return;
         };
+        let t_refresh = started.elapsed();
         let replanned = planner.plan(Timing::at(now));
+        let t_plan = started.elapsed();
 
-        let mut pushes = 0u64;
-        let mut changed_agents = Vec::new();
-        let plans: Vec<(Uid, plan::AgentPlan)> = replanned
-            .into_iter()
-            .filter_map(|uid| {
-                planner
-                    .agent(&uid)
-                    .and_then(|(_, p)| p.cloned())
-                    .map(|p| (uid, p))
-            })
-            .collect();
         // Pushes first, bookkeeping after: the last agent of a rollout gets its config as soon
-        // as the plan is made, not after everyone's memory, view and store record.
-        let mut pushed = HashSet::new();
-        for (uid, agent_plan) in &plans {
+        // as the plan is made, not after everyone's memory, view and store record. The loop
+        // reads the plans in place and remembers only who was pushed: copying 100,000 plans, or
+        // hashing them into sets, before the last push would delay it.
+        let mut pushed_now: Vec<(Uid, ConfigHash, Instant)> = Vec::new();
+        for uid in &replanned {
+            let Some((_, Some(agent_plan))) = planner.agent(uid) else {
+                continue;
+            };
             let Action::Push(hash) = agent_plan.action else {
                 continue;
             };
@@ -547,11 +561,34 @@ impl Reconciler {
             if let Some(config) = config
                 && self.fleet.set_desired(uid, Some(config.clone()))
             {
-                pushes += 1;
-                pushed.insert(*uid);
-                self.pushed_at.insert(*uid, (hash, Instant::now()));
+                pushed_now.push((*uid, hash, Instant::now()));
             }
         }
+        if !pushed_now.is_empty() {
+            debug!(
+                pushes = pushed_now.len(),
+                refreshed_ms = t_refresh.as_secs_f64() * 1e3,
+                planned_ms = t_plan.as_secs_f64() * 1e3,
+                pushed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "Pushes handed to the registry."
+            );
+        }
+        let pushes = pushed_now.len() as u64;
+        let mut pushed = HashSet::with_capacity(pushed_now.len());
+        for (uid, hash, at) in pushed_now {
+            pushed.insert(uid);
+            self.pushed_at.insert(uid, (hash, at));
+        }
+        let mut changed_agents = Vec::new();
+        let plans: Vec<(Uid, plan::AgentPlan)> = replanned
+            .into_iter()
+            .filter_map(|uid| {
+                planner
+                    .agent(&uid)
+                    .and_then(|(_, p)| p.cloned())
+                    .map(|p| (uid, p))
+            })
+            .collect();
         let view_agents = &mut self.view_agents;
         for (uid, agent_plan) in plans {
             if let Action::Push(hash) = agent_plan.action
