@@ -54,7 +54,7 @@ machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
 $(free -g | awk '/^Mem:/{print $2}') GiB RAM, Linux $(uname -r), open files $(ulimit -Hn) (hard), $(date -u '+%Y-%m-%d %H:%M UTC')"
 
 table=$(
-  echo "| Scenario | Agents | Connect rate (agents/s) | Server RSS (MiB) | KiB/agent | Server CPU (% of 1 core, steady) | Messages/s | HTTP p50 / p99 (ms) | Rollout webhook→APPLIED p50 / p99 / max (ms) | Restart: all re-synced (s) | Redundant pushes |"
+  echo "| Scenario | Agents | Connect rate (agents/s) | Server RSS (MiB) | KiB/agent | Server CPU (% of 1 core, steady) | Messages/s | HTTP p50 / p99 (ms) | Rollout webhook→APPLIED p50 / p99 / max (ms) (server: all synced, s) | Restart: all re-synced (s) | Redundant pushes |"
   echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for name in $SCENARIOS; do
     f="$RESULTS/$name.json"
@@ -63,7 +63,7 @@ table=$(
       def r(x): if x == null then "–" else (x * 10 | round / 10 | tostring) end;
       def s(x): if x == null then "–" else (x / 100 | round / 10 | tostring) end;
       def i(x): if x == null then "–" else (x | round | tostring) end;
-      "| \($name) (\(.transport), \(.heartbeat_s) s\(if .transport == "http" then ", \(.connections) conns" else "" end)) | \(.agents) | \(i(.connect_rate)) | \(r(.rss_kib / 1024)) | \(r(.kib_per_agent)) | \(r(100 * .steady_cpu_s / .window_s)) | \(i(.messages_per_s)) | \(if .transport == "http" then "\(r(.lat_p50_ms)) / \(r(.lat_p99_ms))" else "–" end) | \(i(.rollout.p50_ms)) / \(i(.rollout.p99_ms)) / \(i(.rollout.max_ms)) | \(s(.restart.resynced_ms)) (server: \(s(.restart.server_synced_ms))) | \(.redundant_pushes_total) |"
+      "| \($name) (\(.transport), \(.heartbeat_s) s\(if .transport == "http" then ", \(.connections) conns" else "" end)) | \(.agents) | \(i(.connect_rate)) | \(r(.rss_kib / 1024)) | \(r(.kib_per_agent)) | \(r(100 * .steady_cpu_s / .window_s)) | \(i(.messages_per_s)) | \(if .transport == "http" then "\(r(.lat_p50_ms)) / \(r(.lat_p99_ms))" else "–" end) | \(i(.rollout.p50_ms)) / \(i(.rollout.p99_ms)) / \(i(.rollout.max_ms)) (server: \(s(.rollout.server_synced_ms))) | \(s(.restart.resynced_ms)) (server: \(s(.restart.server_synced_ms))) | \(.redundant_pushes_total) |"
     ' "$f"
   done
 )

@@ -373,6 +373,30 @@ impl Worker {
 
 /// Sends `cmd` to every worker, then reads one answer from each (in a blocking thread so the
 /// runtime keeps running).
+/// Polls the server's status API every `every` until it shows `n` agents connected and
+/// synced: when that was seen, or `None` after `timeout_s`.
+async fn server_synced(
+    server: &Server,
+    client: &reqwest::Client,
+    n: u64,
+    timeout_s: u64,
+    every: Duration,
+) -> Option<Instant> {
+    let start = Instant::now();
+    loop {
+        if let Ok((c, s)) = server.agent_counts(client).await
+            && c >= n
+            && s >= n
+        {
+            return Some(Instant::now());
+        }
+        if start.elapsed() > Duration::from_secs(timeout_s) {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 async fn broadcast(workers: &mut Vec<Worker>, cmd: &str) -> anyhow::Result<Vec<Value>> {
     for w in workers.iter_mut() {
         w.send(cmd)?;
@@ -596,6 +620,12 @@ async fn phases(
         );
         let cpu = server.cpu_seconds() - cpu_r;
         let workers_cpu = workers_cpu(workers) - workers_cpu_r;
+        // The server's side: its acknowledgements answered and planned, every agent synced in
+        // its status, and the CPU that took (the figure above stops at the last APPLIED).
+        let synced_ms = server_synced(server, client, n, timeout, Duration::from_millis(50))
+            .await
+            .map(|_| unix_ns() as f64 / 1e6 - fired);
+        let cpu_synced = server.cpu_seconds() - cpu_r;
         let plans = plan_delta(plans_steady, server.plan_stats(client).await);
         let after = broadcast(workers, "stats").await?;
         println!(
@@ -607,9 +637,14 @@ async fn phases(
             "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms (first {first:.0}, p10 {p10:.0}, p90 {p90:.0}); server CPU {cpu:.2} s, agents' CPU {workers_cpu:.2} s; RSS {} KiB",
             server.rss_kib()
         );
+        println!(
+            "rollout: server saw all {n} synced {} ms after the webhook; server CPU until then {cpu_synced:.2} s",
+            synced_ms.map_or("-".to_string(), |m| format!("{m:.0}")),
+        );
         summary["rollout"] = json!({
             "done": done, "first_ms": first, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
             "cpu_s": cpu, "agents_cpu_s": workers_cpu,
+            "server_synced_ms": synced_ms, "cpu_to_synced_s": cpu_synced,
         });
     }
 
@@ -620,21 +655,11 @@ async fn phases(
         let up_ms = killed.elapsed().as_secs_f64() * 1e3;
         let killed_ms = unix_ns() as f64 / 1e6 - up_ms;
         // The server side: poll the status API until every agent is connected and synced.
+        let start = Instant::now();
         let server_side = async {
-            let start = Instant::now();
-            loop {
-                if let Ok((c, s)) = server.agent_counts(client).await
-                    && c >= n
-                    && s >= n
-                {
-                    return Some(start.elapsed().as_secs_f64() * 1e3 + up_ms);
-                }
-                if start.elapsed() > Duration::from_secs(timeout) {
-                    return None;
-                }
-                // /api/v1/status copies the fleet: poll gently.
-                tokio::time::sleep(Duration::from_millis(1000)).await;
-            }
+            server_synced(server, client, n, timeout, Duration::from_millis(1000))
+                .await
+                .map(|at| (at - start).as_secs_f64() * 1e3 + up_ms)
         };
         let resync_cmd = format!("wait-resync {timeout}");
         let (answers, synced_ms) = tokio::join!(broadcast(workers, &resync_cmd), server_side);
