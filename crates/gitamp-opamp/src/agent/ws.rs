@@ -6,8 +6,9 @@
 //! grow to the largest message and never shrink, so every rollout made each of 15,000 agents
 //! grow two buffers to the new config's size: a quarter of the load generator's CPU in a
 //! rollout was the kernel zeroing those fresh pages, CPU the server under test did not get.
-//! The server is still tested against tungstenite and the Python OpAMP client (the
-//! `server`, `hostile`, `tls` and interop tests); this client is the load generator's.
+//! The server's WebSocket side is still tested against clients we did not write: tungstenite
+//! (the `server`, `hostile` and `tls` tests) and Python's `websockets` (the interop test);
+//! this client is the load generator's.
 
 use std::net::SocketAddr;
 use std::time::Duration;
