@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use super::SimAgent;
 use super::driver::{Control, WsOptions};
-use crate::frame::{HEADER, decode_frame};
+use crate::frame::{decode_frame, encode_frame};
 use crate::proto::{AgentToServer, ServerToAgent};
 use crate::transport::websocket::{
     self, CLOSE_NORMAL, Incoming, MessageReader, client_frame_len, opcode, put_client_frame,
@@ -191,29 +191,28 @@ impl Writer {
     /// Sends the messages of one step (APPLYING then APPLIED) in one write: the server still
     /// reads (and answers) two messages.
     async fn send(&mut self, msgs: &[AgentToServer]) -> Result<(), String> {
-        let sizes: Vec<usize> = msgs.iter().map(|m| 1 + m.encoded_len()).collect();
-        let mut out = Vec::with_capacity(sizes.iter().map(|n| client_frame_len(*n)).sum());
-        let mut payload = Vec::new();
-        for (msg, size) in msgs.iter().zip(sizes) {
-            payload.clear();
-            payload.reserve(size);
-            payload.push(HEADER);
-            msg.encode_raw(&mut payload);
+        let len = msgs
+            .iter()
+            .map(|m| client_frame_len(1 + m.encoded_len()))
+            .sum();
+        let mut out = Vec::with_capacity(len);
+        for msg in msgs {
             let mask = self.mask();
-            put_client_frame(&mut out, opcode::BINARY, &payload, mask);
+            put_client_frame(&mut out, opcode::BINARY, &encode_frame(msg), mask);
         }
-        self.io
-            .write_all(&out)
-            .await
-            .map_err(|e| format!("send: {e}"))
+        self.write(&out).await
     }
 
     async fn control(&mut self, op: u8, payload: &[u8]) -> Result<(), String> {
         let mut out = Vec::with_capacity(client_frame_len(payload.len()));
         let mask = self.mask();
         put_client_frame(&mut out, op, payload, mask);
+        self.write(&out).await
+    }
+
+    async fn write(&mut self, out: &[u8]) -> Result<(), String> {
         self.io
-            .write_all(&out)
+            .write_all(out)
             .await
             .map_err(|e| format!("send: {e}"))
     }
