@@ -159,6 +159,8 @@ fn view(
         configuration: configuration.map(Into::into),
         desired_hash: hash,
         reason: reason.map(Into::into),
+        last_applied: None,
+        failed_hashes: Vec::new(),
     }
 }
 

@@ -208,23 +208,39 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
         2,
         "only the first batch received the failing config: {halted}"
     );
-    // Give a wrongly continuing rollout time to show itself, then check nobody else got it.
+    // The failed pair is rolled back (the default `onFailure`) to the second revision: the
+    // status API says so, with the agents' error.
+    let rolled_back = eventually(WAIT, "the failed agents are rolled back", async || {
+        let list = get_json(&server.api_url("/api/v1/agents?status=rolled-back")).await;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    for item in &rolled_back {
+        let reason = item["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.starts_with("rolled back to ") && reason.contains(&failing.short()),
+            "{item}"
+        );
+        assert_eq!(
+            item["last_applied"].as_str(),
+            Some(second.to_hex().as_str())
+        );
+    }
+    // Give a wrongly continuing rollout time to show itself, then check nobody else got it:
+    // all 8 run the second revision (6 never left it, 2 came back to it).
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let untouched = agents
+    let on_second = agents
         .iter()
         .filter(|a| applied(a).as_deref() == Some(second.as_bytes()))
         .count();
-    assert_eq!(untouched, 6, "the rest keep their previous config");
-    let received_failing = agents
-        .iter()
-        .filter(|a| {
-            a.state()
-                .last_config
-                .as_ref()
-                .is_some_and(|c| c.hash.as_ref() == failing.as_bytes())
-        })
-        .count();
-    assert_eq!(received_failing, 2);
+    assert_eq!(on_second, 8, "the rest keep their previous config");
+    // Every agent that received the failing config reported FAILED for it (the marker fails
+    // it), so the two above are the only ones that received it; both got `second` back since.
+    for a in &failed {
+        let last = a.state().last_config.as_ref().map(|c| c.hash.clone());
+        assert_eq!(last.as_deref(), Some(second.as_bytes()), "rolled back last");
+    }
     assert_eq!(
         redundant(&agents),
         0,

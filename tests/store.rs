@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gitamp::store::{
-    AgentRecord, Batch, EventRecord, RevisionRecord, RolloutRecord, SqliteStore, Store, StoreOp,
-    StoreOptions, StoreWriter, WriterOptions,
+    AgentRecord, Batch, ConfigEntry, ConfigRecord, EventRecord, RevisionRecord, RolloutRecord,
+    SqliteStore, Store, StoreOp, StoreOptions, StoreWriter, WriterOptions,
 };
 use serde_json::json;
 
@@ -28,6 +28,8 @@ fn agent(uid: &str, seen: i64) -> AgentRecord {
         sent_hash: Some("aa".repeat(32)),
         sent_at: Some(seen - 10),
         failed_hashes: vec!["cc".repeat(32)],
+        applied_hash: Some("dd".repeat(32)),
+        last_error: Some("invalid keys: batch/x".into()),
         connected: true,
         last_seen: seen,
     }
@@ -223,6 +225,8 @@ async fn a_large_mixed_batch_lands_row_for_row() {
     let shaped = |n: usize| {
         let mut a = agent(&format!("{n:04x}"), 1000 + n as i64);
         a.sent_hash = Some(format!("{n:064x}"));
+        a.applied_hash = n.is_multiple_of(3).then(|| format!("{:064x}", n + 1));
+        a.last_error = n.is_multiple_of(5).then(|| format!("error {n}"));
         a.labels = (n % 8 >= 4).then(|| BTreeMap::from([("n".to_string(), n.to_string())]));
         a.description = (n % 4 >= 2).then(|| json!({ "n": n }));
         a.health = (n % 2 == 1).then(|| json!({ "healthy": n.is_multiple_of(3) }));
@@ -419,4 +423,70 @@ async fn event_cap_keeps_the_newest() {
         store.last_accepted_revision().await.unwrap().as_deref(),
         Some("r1")
     );
+}
+
+fn config(hash: &str, revision: &str) -> ConfigRecord {
+    ConfigRecord {
+        hash: hash.to_string(),
+        config_map: BTreeMap::from([(
+            String::new(),
+            ConfigEntry {
+                content_type: "text/yaml".into(),
+                body: format!("receivers: {{}} # {hash}\n"),
+            },
+        )]),
+        revision: revision.into(),
+        time: 7,
+    }
+}
+
+/// Rollback targets: a config is stored once per hash, survives a reopen, and a prune keeps
+/// exactly the listed (served) ones and those some agent last applied.
+#[tokio::test]
+async fn configs_are_kept_once_and_pruned_to_served_and_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let (h1, h2, h3) = ("11".repeat(32), "22".repeat(32), "33".repeat(32));
+    let mut applied = agent("01", 1);
+    applied.applied_hash = Some(h2.clone());
+    store
+        .apply(&Batch::from_ops([
+            StoreOp::SaveConfig(config(&h1, "rev1")),
+            StoreOp::SaveConfig(config(&h2, "rev1")),
+            StoreOp::SaveConfig(config(&h3, "rev2")),
+            StoreOp::UpsertAgent(applied),
+        ]))
+        .await
+        .unwrap();
+    // Saving a known hash again changes nothing (the first revision that served it stays).
+    store
+        .apply(&Batch::from_ops([StoreOp::SaveConfig(config(&h1, "rev9"))]))
+        .await
+        .unwrap();
+    let all = store.load_configs().await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            config(&h1, "rev1"),
+            config(&h2, "rev1"),
+            config(&h3, "rev2")
+        ]
+    );
+
+    store
+        .apply(&Batch::from_ops([StoreOp::PruneConfigs {
+            keep: vec![h3.clone()],
+        }]))
+        .await
+        .unwrap();
+    store.close().await;
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    let kept: Vec<String> = store
+        .load_configs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.hash)
+        .collect();
+    assert_eq!(kept, vec![h2, h3], "h1 is neither served nor applied");
 }

@@ -262,9 +262,13 @@ fn agent_item(a: &AgentSnapshot, view: Option<&AgentView>, secrets: &[String]) -
             .failed_hashes
             .iter()
             .filter_map(|h| ConfigHash::from_slice(h))
-            .map(|h| h.to_hex())
+            .chain(view.iter().flat_map(|v| v.failed_hashes.iter().copied()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .iter()
+            .map(ConfigHash::to_hex)
             .collect(),
         synced_hash: synced_hash.map(|h| h.to_hex()),
+        last_applied: view.and_then(|v| v.last_applied).map(|h| h.to_hex()),
     }
 }
 

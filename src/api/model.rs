@@ -122,6 +122,8 @@ pub struct AgentItem {
     pub failed_hashes: Vec<String>,
     /// The desired hash while the agent is synced or drifted from it (dry-run shape).
     pub synced_hash: Option<String>,
+    /// The last hash it reported APPLIED: what a rollback sends it back to.
+    pub last_applied: Option<String>,
 }
 
 /// `GET /api/v1/agents/{id}`.

@@ -102,6 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let agent_records = store.load_agent_resume().await.context("loading agents")?;
     let rollout_records = store.load_rollouts().await.context("loading rollouts")?;
+    let config_records = store.load_configs().await.context("loading kept configs")?;
     let last_accepted = store
         .last_accepted_revision()
         .await
@@ -209,7 +210,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rollouts = rollouts.len(),
         "Loaded state from the store."
     );
-    let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), memory, rollouts);
+    let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), memory, rollouts)
+        .with_retained_configs(&config_records);
     if let Some(snapshot) = initial_revision {
         match tokio::task::spawn_blocking(move || gitamp_core::compile(&snapshot)).await {
             Ok(Ok(revision)) => reconciler.accept(revision),

@@ -36,7 +36,9 @@ use super::state::{
     AgentView, AgentViews, AppState, ConfigurationView, FleetView, RevisionRecord, Serving,
 };
 use crate::source::SyncEvent;
-use crate::store::{self, AgentRecord, AgentResume, RolloutRecord, StoreOp, StoreWriter};
+use crate::store::{
+    self, AgentRecord, AgentResume, ConfigEntry, ConfigRecord, RolloutRecord, StoreOp, StoreWriter,
+};
 use crate::telemetry;
 
 /// How long fleet events are gathered before one plan runs: a reconnect storm of thousands of
@@ -63,6 +65,10 @@ pub struct AgentMemory {
     /// Labels as the store last recorded them: used until the agent describes itself again
     /// (after a restart), then left empty (the planner holds the live ones).
     pub labels: BTreeMap<String, String>,
+    /// The last hash it reported APPLIED: where a rollback takes it.
+    pub applied: Option<ConfigHash>,
+    /// The error of its last FAILED report.
+    pub last_error: Option<String>,
 }
 
 /// What was last persisted of a rollout: everything but its member list, so a plan decides
@@ -126,6 +132,9 @@ pub struct Reconciler {
     persisted_rollouts: BTreeMap<String, RolloutStamp>,
     /// Duration of the last plan, to keep plans from running back to back under load.
     last_plan_cost: Duration,
+    /// Rendered configs by hash: the served ones and earlier ones some agent last applied,
+    /// which a rollback sends (mirrored in the store's `configs` table).
+    retained: HashMap<ConfigHash, Arc<DesiredConfig>>,
 }
 
 fn now_ms() -> u64 {
@@ -167,7 +176,22 @@ impl Reconciler {
             pushed_at: HashMap::new(),
             last_status: HashMap::new(),
             last_plan_cost: Duration::ZERO,
+            retained: HashMap::new(),
         }
+    }
+
+    /// Resume the rollback targets the store kept. A record whose bytes do not hash to its
+    /// name (a damaged row) is left out: sending it would report a hash it does not have.
+    pub fn with_retained_configs(mut self, records: &[ConfigRecord]) -> Reconciler {
+        for r in records {
+            match config_from_record(r) {
+                Some(config) => {
+                    self.retained.insert(ConfigHash(*config.hash()), config);
+                }
+                None => warn!(hash = %r.hash, "Stored config does not match its hash; not kept."),
+            }
+        }
+        self
     }
 
     /// Run until `cancel` fires or the source's channel closes.
@@ -462,6 +486,7 @@ impl Reconciler {
             let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
             sync.current_revision = Some(revision.revision.clone());
         }
+        self.retain_served(&revision.revision, &desired_configs);
         self.fleet.set_served(desired_configs.values().cloned());
         self.state.serving.store(Some(Arc::new(Serving::new(
             Arc::new(revision),
@@ -476,6 +501,26 @@ impl Reconciler {
         }
         // No re-read of the fleet: the planner already holds every agent as last reported
         // (events keep it current) and selects them all again for the new revision.
+    }
+
+    /// Keep the configs of an accepted revision as rollback targets (stored once per hash) and
+    /// forget those neither served nor last applied by any agent, so the set stays as small as
+    /// the fleet's history makes it.
+    fn retain_served(&mut self, revision: &str, served: &BTreeMap<String, Arc<DesiredConfig>>) {
+        for config in served.values() {
+            let hash = ConfigHash(*config.hash());
+            if self.retained.insert(hash, config.clone()).is_none() {
+                self.write(StoreOp::SaveConfig(config_record(revision, config)));
+            }
+        }
+        let mut keep: HashSet<ConfigHash> =
+            served.values().map(|c| ConfigHash(*c.hash())).collect();
+        // The memory holds every agent's last applied hash as of the last plan.
+        keep.extend(self.memory.values().filter_map(|m| m.applied));
+        self.retained.retain(|h, _| keep.contains(h));
+        let mut keep: Vec<String> = keep.iter().map(ConfigHash::to_hex).collect();
+        keep.sort();
+        self.write(StoreOp::PruneConfigs { keep });
     }
 
     /// Re-read the agents the events named (or the whole fleet) into the planner. Returns the
@@ -554,13 +599,18 @@ impl Reconciler {
             let Action::Push(hash) = agent_plan.action else {
                 continue;
             };
+            // The configuration's served config, or (a rollback) an earlier one by hash.
             let config = agent_plan
                 .configuration
                 .as_ref()
-                .and_then(|name| serving.desired_configs.get(name));
-            if let Some(config) = config
-                && self.fleet.set_desired(uid, Some(config.clone()))
-            {
+                .and_then(|name| serving.desired_configs.get(name))
+                .filter(|c| c.hash() == &hash.0)
+                .or_else(|| self.retained.get(&hash));
+            let Some(config) = config else {
+                warn!(agent = %uid_text(uid), hash = %hash.short(), "No config with this hash is kept; nothing sent.");
+                continue;
+            };
+            if self.fleet.set_desired(uid, Some(config.clone())) {
                 pushed_now.push((*uid, hash, Instant::now()));
             }
         }
@@ -621,7 +671,11 @@ impl Reconciler {
             // Most re-planned agents keep their memory: compare in place, copy only on change.
             let sent = agent.sent_hash.zip(agent.sent_at);
             let unchanged = self.memory.get(&uid).is_some_and(|m| {
-                m.synced == agent.synced_hash && m.sent == sent && m.failed == agent.failed_hashes
+                m.synced == agent.synced_hash
+                    && m.sent == sent
+                    && m.failed == agent.failed_hashes
+                    && m.applied == agent.last_applied
+                    && m.last_error == agent.last_error
             });
             if !unchanged || labels_changed.contains(&uid) {
                 let memory = AgentMemory {
@@ -629,6 +683,8 @@ impl Reconciler {
                     synced: agent.synced_hash,
                     sent,
                     labels: BTreeMap::new(),
+                    applied: agent.last_applied,
+                    last_error: agent.last_error.clone(),
                 };
                 // Labels go to the store only when they may be new to it: a rollout rewrites
                 // every agent's record, and cloning and serializing unchanged labels for each
@@ -643,6 +699,8 @@ impl Reconciler {
                     && v.configuration == agent_plan.configuration
                     && v.desired_hash == agent_plan.desired_hash
                     && v.reason == agent_plan.detail
+                    && v.last_applied == agent.last_applied
+                    && v.failed_hashes.iter().eq(agent.failed_hashes.iter())
             });
             if !same_view {
                 view_agents.insert(
@@ -652,6 +710,8 @@ impl Reconciler {
                         configuration: agent_plan.configuration,
                         desired_hash: agent_plan.desired_hash,
                         reason: agent_plan.detail,
+                        last_applied: agent.last_applied,
+                        failed_hashes: agent.failed_hashes.iter().copied().collect(),
                     },
                 );
             }
@@ -842,9 +902,13 @@ fn observe_into(
     agent.sent_at = None;
     agent.reported_hash = None;
     agent.reported_status = ReportedStatus::Unset;
+    agent.last_applied = None;
+    agent.last_error = None;
     if let Some(m) = memory {
         agent.failed_hashes.extend(m.failed.iter().copied());
         agent.synced_hash = m.synced;
+        agent.last_applied = m.applied;
+        agent.last_error.clone_from(&m.last_error);
         if let Some((h, at)) = m.sent {
             agent.sent_hash = Some(h);
             agent.sent_at = Some(at);
@@ -907,6 +971,13 @@ fn note_transition(
             );
             state.event(who, "failed", format!("Agent failed to apply: {detail}"));
         }
+        SyncStatus::RolledBack => {
+            let detail = crate::api::mask::mask_text(
+                agent_plan.detail.as_deref().unwrap_or_default(),
+                secrets,
+            );
+            state.event(who, "rolled-back", format!("Agent {detail}"));
+        }
         SyncStatus::Drifted => {
             state.event(
                 who,
@@ -950,6 +1021,8 @@ fn agent_record(
         sent_hash: memory.sent.map(|(h, _)| h.to_hex()),
         sent_at: memory.sent.map(|(_, at)| at as i64),
         failed_hashes: memory.failed.iter().map(ConfigHash::to_hex).collect(),
+        applied_hash: memory.applied.map(|h| h.to_hex()),
+        last_error: memory.last_error.clone(),
         connected: snap.connection.connected,
         last_seen: store::to_ms(snap.connection.last_seen),
     }
@@ -977,10 +1050,56 @@ pub fn memory_from_records(records: &[AgentResume]) -> HashMap<Uid, AgentMemory>
                     synced: None,
                     sent,
                     labels: r.labels.clone(),
+                    applied: r.applied_hash.as_deref().and_then(ConfigHash::from_hex),
+                    last_error: r.last_error.clone(),
                 },
             ))
         })
         .collect()
+}
+
+/// The durable image of a served config.
+fn config_record(revision: &str, config: &DesiredConfig) -> ConfigRecord {
+    ConfigRecord {
+        hash: hex::encode(config.hash()),
+        config_map: config
+            .files()
+            .iter()
+            .map(|(key, (body, content_type))| {
+                let entry = ConfigEntry {
+                    content_type: content_type.clone(),
+                    body: String::from_utf8_lossy(body).into_owned(),
+                };
+                (key.clone(), entry)
+            })
+            .collect(),
+        revision: revision.to_string(),
+        time: store::now_ms(),
+    }
+}
+
+/// A stored config, if its bytes still hash to its name (the core's config-map hash).
+fn config_from_record(r: &ConfigRecord) -> Option<Arc<DesiredConfig>> {
+    let hash = ConfigHash::from_hex(&r.hash)?;
+    let map: gitamp_core::config_map::ConfigMap = r
+        .config_map
+        .iter()
+        .map(|(k, e)| {
+            let file = gitamp_core::config_map::ConfigFile {
+                body: bytes::Bytes::from(e.body.clone().into_bytes()),
+                content_type: e.content_type.clone(),
+            };
+            (k.clone(), file)
+        })
+        .collect();
+    if ConfigHash::of(&map) != hash {
+        return None;
+    }
+    let files = map
+        .into_iter()
+        .map(|(k, f)| (k, (f.body, f.content_type)))
+        .collect();
+    Some(Arc::new(DesiredConfig::new(files, hash.0)))
 }
 
 /// Rebuild rollouts from the store; unreadable ones are dropped (a new rollout starts).

@@ -72,6 +72,11 @@ pub struct AgentView {
     pub desired_hash: Option<ConfigHash>,
     /// Why, for statuses that need a reason (conflict: the configurations; failed: the error).
     pub reason: Option<String>,
+    /// The last hash it reported APPLIED (a rollback target).
+    pub last_applied: Option<ConfigHash>,
+    /// Hashes it reported FAILED, as the reconciler remembers them (the registry forgets them
+    /// when a rollback changes what it is sent).
+    pub failed_hashes: Vec<ConfigHash>,
 }
 
 /// Every agent's [`AgentView`], split into shards that are shared between publications: a

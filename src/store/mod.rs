@@ -65,8 +65,32 @@ pub struct AgentRecord {
     pub sent_at: Option<UnixMillis>,
     /// Hashes the agent reported FAILED for: not re-pushed until the desired config changes.
     pub failed_hashes: Vec<String>,
+    /// The last hash it reported APPLIED (what a rollback sends it back to).
+    pub applied_hash: Option<String>,
+    /// The error of its last FAILED report.
+    pub last_error: Option<String>,
     pub connected: bool,
     pub last_seen: UnixMillis,
+}
+
+/// One rendered config map, content-addressed, kept so that a rollback can send it after the
+/// revision that rendered it stopped being served (even across a restart).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigRecord {
+    /// Hex of the config-map hash.
+    pub hash: String,
+    /// Entry name → content type and body (UTF-8: rendered YAML).
+    pub config_map: BTreeMap<String, ConfigEntry>,
+    /// The revision that first served it.
+    pub revision: String,
+    pub time: UnixMillis,
+}
+
+/// One entry of a stored config map.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigEntry {
+    pub content_type: String,
+    pub body: String,
 }
 
 /// One revision the reconciler looked at.
@@ -118,6 +142,12 @@ pub enum StoreOp {
         target_hash: Option<String>,
     },
     AppendEvent(EventRecord),
+    /// Keep a rendered config (a no-op if that hash is stored already).
+    SaveConfig(ConfigRecord),
+    /// Forget stored configs that no agent last applied, except those listed (the served ones).
+    PruneConfigs {
+        keep: Vec<String>,
+    },
 }
 
 /// Coalesced ops, applied by a backend in one transaction.
@@ -134,6 +164,10 @@ pub struct Batch {
     pub rollout_deletes: Vec<(String, Option<String>)>,
     pub rollouts: BTreeMap<(String, String), RolloutRecord>,
     pub events: Vec<EventRecord>,
+    /// Configs to keep, by hash.
+    pub configs: BTreeMap<String, ConfigRecord>,
+    /// The last prune asked for (applied after `configs` and `agents`).
+    pub prune_configs: Option<Vec<String>>,
     /// Ops pushed, before coalescing (for logs and the size trigger).
     pub ops: usize,
 }
@@ -184,6 +218,10 @@ impl Batch {
                 self.rollout_deletes.push((configuration, target_hash));
             }
             StoreOp::AppendEvent(e) => self.events.push(e),
+            StoreOp::SaveConfig(c) => {
+                self.configs.insert(c.hash.clone(), c);
+            }
+            StoreOp::PruneConfigs { keep } => self.prune_configs = Some(keep),
         }
     }
 
@@ -193,6 +231,8 @@ impl Batch {
             && self.rollout_deletes.is_empty()
             && self.rollouts.is_empty()
             && self.events.is_empty()
+            && self.configs.is_empty()
+            && self.prune_configs.is_none()
     }
 }
 
@@ -240,6 +280,8 @@ pub struct AgentResume {
     pub sent_hash: Option<String>,
     pub sent_at: Option<i64>,
     pub failed_hashes: Vec<String>,
+    pub applied_hash: Option<String>,
+    pub last_error: Option<String>,
 }
 
 /// A storage backend. Writes go through [`Store::apply`] (one transaction per batch); reads
@@ -263,11 +305,15 @@ pub trait Store: Send + Sync + 'static {
                     sent_hash: a.sent_hash,
                     sent_at: a.sent_at,
                     failed_hashes: a.failed_hashes,
+                    applied_hash: a.applied_hash,
+                    last_error: a.last_error,
                 })
                 .collect())
         }
     }
     fn load_rollouts(&self) -> impl Future<Output = Result<Vec<RolloutRecord>, StoreError>> + Send;
+    /// Every stored config (rollback targets), for a restarting reconciler.
+    fn load_configs(&self) -> impl Future<Output = Result<Vec<ConfigRecord>, StoreError>> + Send;
     /// The revision being served when the process stopped.
     fn last_accepted_revision(
         &self,

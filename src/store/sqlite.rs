@@ -147,6 +147,8 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
         sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
         sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
         failed_hashes: from_json("agents.failed_hashes", &failed)?,
+        applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+        last_error: row.try_get("last_error").map_err(q("reading agents"))?,
         connected: row.try_get("connected").map_err(q("reading agents"))?,
         last_seen: row.try_get("last_seen").map_err(q("reading agents"))?,
     })
@@ -168,7 +170,7 @@ fn revision_from_row(row: &SqliteRow) -> Result<RevisionRecord, StoreError> {
 /// The agents columns an upsert always writes; `labels`, `description` and `health` are
 /// written only when the record carries them (`None` keeps the stored value, see
 /// [`AgentRecord`]).
-const AGENT_COLUMNS: [&str; 11] = [
+const AGENT_COLUMNS: [&str; 13] = [
     "instance_uid",
     "capabilities",
     "reported_hash",
@@ -178,6 +180,8 @@ const AGENT_COLUMNS: [&str; 11] = [
     "sent_hash",
     "sent_at",
     "failed_hashes",
+    "applied_hash",
+    "last_error",
     "connected",
     "last_seen",
 ];
@@ -185,7 +189,7 @@ const AGENT_COLUMNS: [&str; 11] = [
 /// Rows per upsert statement, largest first: a batch is written in chunks of these sizes, so a
 /// 15,000-agent rollout is ~60 statements instead of 15,000 round trips to the SQLite thread,
 /// and at most 8 shapes x 5 sizes = 40 distinct statements are ever prepared (sqlx caches
-/// them). 256 rows x 14 columns stays far below SQLite's 32,766 bound parameters.
+/// them). 256 rows x 16 columns stays far below SQLite's 32,766 bound parameters.
 const UPSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// Which of the optional columns the records of one upsert statement carry.
@@ -274,6 +278,8 @@ async fn upsert_agents(
                     .bind(&a.sent_hash)
                     .bind(a.sent_at)
                     .bind(to_json(&a.failed_hashes))
+                    .bind(&a.applied_hash)
+                    .bind(&a.last_error)
                     .bind(a.connected)
                     .bind(a.last_seen);
                 if shape.labels {
@@ -401,7 +407,50 @@ impl Store for SqliteStore {
             .await
             .map_err(q("pruning events"))?;
         }
+        for c in batch.configs.values() {
+            sqlx::query(
+                "INSERT INTO configs (hash, config_map, revision, time) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(&c.hash)
+            .bind(to_json(&c.config_map))
+            .bind(&c.revision)
+            .bind(c.time)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("saving a config"))?;
+        }
+        if let Some(keep) = &batch.prune_configs {
+            sqlx::query(
+                "DELETE FROM configs WHERE hash NOT IN \
+                 (SELECT applied_hash FROM agents WHERE applied_hash IS NOT NULL) \
+                 AND hash NOT IN (SELECT value FROM json_each($1))",
+            )
+            .bind(to_json(keep))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("pruning configs"))?;
+        }
         tx.commit().await.map_err(q("commit"))
+    }
+
+    async fn load_configs(&self) -> Result<Vec<super::ConfigRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT hash, config_map, revision, time FROM configs ORDER BY hash")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("loading configs"))?;
+        rows.iter()
+            .map(|row| {
+                let map: String = row.try_get("config_map").map_err(q("reading configs"))?;
+                Ok(super::ConfigRecord {
+                    hash: row.try_get("hash").map_err(q("reading configs"))?,
+                    config_map: from_json("configs.config_map", &map)?,
+                    revision: row.try_get("revision").map_err(q("reading configs"))?,
+                    time: row.try_get("time").map_err(q("reading configs"))?,
+                })
+            })
+            .collect()
     }
 
     async fn load_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
@@ -414,7 +463,8 @@ impl Store for SqliteStore {
 
     async fn load_agent_resume(&self) -> Result<Vec<AgentResume>, StoreError> {
         let rows = sqlx::query(
-            "SELECT instance_uid, labels, sent_hash, sent_at, failed_hashes FROM agents \
+            "SELECT instance_uid, labels, sent_hash, sent_at, failed_hashes, applied_hash, \
+             last_error FROM agents \
              ORDER BY instance_uid",
         )
         .fetch_all(&self.pool)
@@ -430,6 +480,8 @@ impl Store for SqliteStore {
                     sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
                     sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
                     failed_hashes: from_json("agents.failed_hashes", &failed)?,
+                    applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+                    last_error: row.try_get("last_error").map_err(q("reading agents"))?,
                 })
             })
             .collect()

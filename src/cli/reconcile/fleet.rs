@@ -45,6 +45,11 @@ pub struct AgentRecord {
     pub failed_hashes: Vec<String>,
     pub synced_hash: Option<String>,
     pub healthy: Option<bool>,
+    /// The last hash it reported APPLIED (what a rollback sends it back to).
+    #[serde(alias = "applied_hash")]
+    pub last_applied: Option<String>,
+    /// The error of its last FAILED report.
+    pub last_error: Option<String>,
 }
 
 /// OpAMP AgentCapabilities bits the plan reads.
@@ -105,6 +110,8 @@ impl AgentRecord {
             failed_hashes,
             synced_hash: hash("synced_hash", self.synced_hash)?,
             healthy: self.healthy,
+            last_applied: hash("last_applied", self.last_applied)?,
+            last_error: self.last_error,
             instance_uid: uid,
         })
     }

@@ -165,26 +165,11 @@ fn counts_line(c: &StatusCounts) -> String {
     gitamp_core::plan::SyncStatus::ALL
         .iter()
         .filter_map(|s| {
-            let n = count_of(c, *s);
+            let n = c.get(*s);
             (n > 0).then(|| format!("{n} {}", s.as_str()))
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn count_of(c: &StatusCounts, s: gitamp_core::plan::SyncStatus) -> usize {
-    use gitamp_core::plan::SyncStatus as S;
-    match s {
-        S::Synced => c.synced,
-        S::Pending => c.pending,
-        S::Applying => c.applying,
-        S::Failed => c.failed,
-        S::Drifted => c.drifted,
-        S::Unmanaged => c.unmanaged,
-        S::Conflict => c.conflict,
-        S::Incompatible => c.incompatible,
-        S::Disconnected => c.disconnected,
-    }
 }
 
 fn summary_sentence(report: &Report) -> String {

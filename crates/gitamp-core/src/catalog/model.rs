@@ -343,6 +343,18 @@ pub enum RolloutStrategy {
     Batched,
 }
 
+/// What happens to an agent that reports FAILED for a configuration's new hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum OnFailure {
+    /// Send it back the last config it applied (default): a collector whose supervisor could
+    /// not apply a config may not run at all, so keeping it on the failed config loses its
+    /// telemetry. The failed hash is never re-sent.
+    #[default]
+    Rollback,
+    /// Leave it as it is (on whatever the agent itself falls back to).
+    Keep,
+}
+
 /// How a new revision of a configuration reaches its agents.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -355,6 +367,13 @@ pub struct RolloutPolicy {
     /// Failed agents tolerated before the rollout halts. Default 0: the first failure halts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_failures: Option<Quantity>,
+    /// What a failed agent gets (default: its last applied config back).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub on_failure: OnFailure,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl Default for RolloutPolicy {
@@ -363,6 +382,7 @@ impl Default for RolloutPolicy {
             strategy: RolloutStrategy::AllAtOnce,
             batch_size: None,
             max_failures: None,
+            on_failure: OnFailure::Rollback,
         }
     }
 }

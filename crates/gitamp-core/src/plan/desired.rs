@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::Revision;
-use crate::catalog::model::{Configuration, ConfigurationSpec, Metadata, RolloutPolicy, Selector};
+use crate::catalog::model::{
+    Configuration, ConfigurationSpec, Metadata, OnFailure, RolloutPolicy, Selector,
+};
 use crate::config_map::ConfigHash;
 use crate::plan::select::{Selection, select};
 use crate::plan::selector::Labels;
@@ -58,6 +60,14 @@ impl DesiredConfig {
     }
     pub fn rollout(&self) -> RolloutPolicy {
         self.config.rollout()
+    }
+    /// What its failed agents get (read per agent plan, so no policy clone).
+    pub fn on_failure(&self) -> OnFailure {
+        self.config
+            .spec
+            .rollout
+            .as_ref()
+            .map_or_else(OnFailure::default, |r| r.on_failure)
     }
 }
 

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::catalog::model::OnFailure;
 use crate::catalog::model::RolloutStrategy;
 use crate::config_map::ConfigHash;
 use crate::plan::desired::{Desired, DesiredConfig};
@@ -146,14 +147,18 @@ pub fn plan(
         .iter()
         .map(|a| {
             let selection = selection_of(a);
-            let (hash, reached) = match selection {
+            let (hash, reached, on_failure) = match selection {
                 Selection::One(name) => match desired.configurations.get(name) {
-                    Some(c) => (c.hash, reached(c, rollouts.get(name), &a.instance_uid)),
-                    None => (None, false),
+                    Some(c) => (
+                        c.hash,
+                        reached(c, rollouts.get(name), &a.instance_uid),
+                        c.on_failure(),
+                    ),
+                    None => (None, false, OnFailure::default()),
                 },
-                Selection::None | Selection::Conflict(_) => (None, false),
+                Selection::None | Selection::Conflict(_) => (None, false, OnFailure::default()),
             };
-            plan_agent(a, selection, hash, reached, timing)
+            plan_agent(a, selection, hash, reached, on_failure, timing)
         })
         .collect();
 
@@ -196,14 +201,18 @@ pub fn plan_one(
     timing: Timing,
 ) -> AgentPlan {
     let selection = desired.select(&agent.labels);
-    let (hash, reached) = match &selection {
+    let (hash, reached, on_failure) = match &selection {
         Selection::One(name) => match desired.configurations.get(name) {
-            Some(c) => (c.hash, reached(c, rollouts.get(name), &agent.instance_uid)),
-            None => (None, false),
+            Some(c) => (
+                c.hash,
+                reached(c, rollouts.get(name), &agent.instance_uid),
+                c.on_failure(),
+            ),
+            None => (None, false, OnFailure::default()),
         },
-        Selection::None | Selection::Conflict(_) => (None, false),
+        Selection::None | Selection::Conflict(_) => (None, false, OnFailure::default()),
     };
-    plan_agent(agent, &selection, hash, reached, timing)
+    plan_agent(agent, &selection, hash, reached, on_failure, timing)
 }
 
 /// Has the rollout of `config`'s desired hash reached `uid`? Without a rollout for that hash

@@ -19,6 +19,7 @@ pub mod status;
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::model::OnFailure;
 use crate::config_map::ConfigHash;
 pub use desired::{Desired, DesiredConfig};
 pub use fleet_plan::{ConfigurationPlan, FleetPlan, plan, plan_one};
@@ -106,7 +107,10 @@ impl AgentPlan {
 /// - Drifted → `Push` again if reached (the push clears `synced_hash`, so once), else `Wait`.
 /// - Applying → `Nothing`, unless the agent acknowledges, has not echoed the hash, and the send
 ///   is older than `timing.resend_after_ms`: then `Push` once more (if still reached).
-/// - Synced, Failed, Conflict, Incompatible, Disconnected → `Nothing`.
+/// - Failed → with `OnFailure::Rollback`, `Push` of the last hash the agent applied
+///   (`last_applied`), once, whether or not the rollout reached it; `Nothing` with `Keep` or
+///   when it never applied anything. The failed hash itself is never pushed again.
+/// - Synced, RolledBack, Conflict, Incompatible, Disconnected → `Nothing`.
 /// - Unmanaged → `Nothing`: the agent keeps whatever it runs. Sending an empty config map would
 ///   stop its collector, and dropping a configuration from Git must not take a fleet down.
 ///
@@ -116,6 +120,7 @@ pub fn plan_agent(
     selection: &Selection,
     desired_hash: Option<ConfigHash>,
     reached: bool,
+    on_failure: OnFailure,
     timing: Timing,
 ) -> AgentPlan {
     let status = sync_status(agent, selection, desired_hash);
@@ -134,9 +139,15 @@ pub fn plan_agent(
             {
                 Some(error.clone())
             }
-            // After a rollback the agent reports APPLIED for its old hash: say what failed.
-            _ => desired_hash.map(|h| format!("agent reported FAILED for {}", h.short())),
+            _ => desired_hash.map(|h| failure_detail(agent, h)),
         },
+        (SyncStatus::RolledBack, _) => desired_hash.map(|h| {
+            format!(
+                "rolled back to {}: {}",
+                agent.reported_hash.map_or_else(String::new, |r| r.short()),
+                failure_detail(agent, h)
+            )
+        }),
         (SyncStatus::Pending, Selection::One(_)) if desired_hash.is_none() => {
             Some("configuration not rendered".into())
         }
@@ -161,6 +172,10 @@ pub fn plan_agent(
                 Action::Nothing
             }
         }
+        (SyncStatus::Failed, Some(h)) => match (on_failure, agent.last_applied) {
+            (OnFailure::Rollback, Some(good)) if good != h => Action::Push(good),
+            _ => Action::Nothing,
+        },
         _ => Action::Nothing,
     };
     let action = match candidate {
@@ -174,6 +189,14 @@ pub fn plan_agent(
         status,
         action,
         detail,
+    }
+}
+
+/// What failed, for people: the agent's own error when it gave one.
+fn failure_detail(agent: &ObservedAgent, failed: ConfigHash) -> String {
+    match agent.last_error.as_deref().filter(|e| !e.is_empty()) {
+        Some(error) => format!("agent reported FAILED for {}: {error}", failed.short()),
+        None => format!("agent reported FAILED for {}", failed.short()),
     }
 }
 

@@ -64,6 +64,11 @@ pub struct ObservedAgent {
     pub synced_hash: Option<ConfigHash>,
     /// Last reported health (`ComponentHealth.healthy`); `None` if it does not report health.
     pub healthy: Option<bool>,
+    /// The last hash it reported APPLIED: a config known to run on it, what a rollback sends.
+    pub last_applied: Option<ConfigHash>,
+    /// The error of its last FAILED report, kept after it moves on (a rolled-back agent still
+    /// says why).
+    pub last_error: Option<String>,
 }
 
 impl ObservedAgent {
@@ -80,17 +85,22 @@ impl ObservedAgent {
 
     /// Fold in a `RemoteConfigStatus`. `hash` is the raw `last_remote_config_hash`.
     ///
-    /// FAILED adds the hash to `failed_hashes`; APPLIED removes it (the agent has since applied
-    /// those exact bytes, e.g. after a fix on the host), so the memory never outlives evidence.
+    /// FAILED adds the hash to `failed_hashes` (and keeps its error); APPLIED removes it (the
+    /// agent has since applied those exact bytes, e.g. after a fix on the host), so the memory
+    /// never outlives evidence, and makes it `last_applied`.
     pub fn observe_remote_config_status(&mut self, hash: &[u8], status: ReportedStatus) {
         let hash = ConfigHash::from_slice(hash);
         if let Some(h) = hash {
-            match status {
-                ReportedStatus::Failed { .. } => {
+            match &status {
+                ReportedStatus::Failed { error } => {
                     self.failed_hashes.insert(h);
+                    if !error.is_empty() {
+                        self.last_error = Some(error.clone());
+                    }
                 }
                 ReportedStatus::Applied => {
                     self.failed_hashes.remove(&h);
+                    self.last_applied = Some(h);
                 }
                 ReportedStatus::Unset | ReportedStatus::Applying => {}
             }

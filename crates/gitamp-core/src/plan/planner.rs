@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
+use crate::catalog::model::OnFailure;
 use crate::config_map::ConfigHash;
 use crate::plan::desired::Desired;
 use crate::plan::fleet_plan::{ConfigurationPlan, empty_configurations, reached};
@@ -173,18 +174,22 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         self.dirty.clear();
         for key in &keys {
             if let Some(entry) = self.entries.get_mut(key) {
-                let admitted = match &entry.selection {
+                let (admitted, on_failure) = match &entry.selection {
                     Selection::One(name) => match self.desired.configurations.get(name) {
-                        Some(c) => reached(c, self.rollouts.get(name), &entry.agent.instance_uid),
-                        None => false,
+                        Some(c) => (
+                            reached(c, self.rollouts.get(name), &entry.agent.instance_uid),
+                            c.on_failure(),
+                        ),
+                        None => (false, OnFailure::default()),
                     },
-                    Selection::None | Selection::Conflict(_) => false,
+                    Selection::None | Selection::Conflict(_) => (false, OnFailure::default()),
                 };
                 entry.plan = Some(plan_agent(
                     &entry.agent,
                     &entry.selection,
                     entry.desired_hash,
                     admitted,
+                    on_failure,
                     timing,
                 ));
             }

@@ -103,7 +103,7 @@ fn classify(p: AgentProgress) -> Class {
     match p.status {
         SyncStatus::Synced if p.healthy == Some(false) => Class::Unhealthy,
         SyncStatus::Synced => Class::Done,
-        SyncStatus::Failed => Class::Failed,
+        SyncStatus::Failed | SyncStatus::RolledBack => Class::Failed,
         SyncStatus::Pending | SyncStatus::Applying => Class::InFlight,
         SyncStatus::Drifted
         | SyncStatus::Disconnected

@@ -20,6 +20,10 @@ pub enum SyncStatus {
     /// The agent reported FAILED for the desired hash; not re-pushed until the desired hash
     /// changes (or an operator retries).
     Failed,
+    /// It reported FAILED for the desired hash and has since applied an earlier config again
+    /// (gitamp's rollback, or the agent's own): running, but not on what Git wants.
+    #[serde(rename = "rolled-back")]
+    RolledBack,
     /// It was Synced on the desired hash, then reported another one; pushed again.
     Drifted,
     /// No configuration selects it.
@@ -34,11 +38,12 @@ pub enum SyncStatus {
 
 impl SyncStatus {
     /// Every status, in declaration order (for tables and metrics).
-    pub const ALL: [SyncStatus; 9] = [
+    pub const ALL: [SyncStatus; 10] = [
         SyncStatus::Synced,
         SyncStatus::Pending,
         SyncStatus::Applying,
         SyncStatus::Failed,
+        SyncStatus::RolledBack,
         SyncStatus::Drifted,
         SyncStatus::Unmanaged,
         SyncStatus::Conflict,
@@ -53,6 +58,7 @@ impl SyncStatus {
             SyncStatus::Pending => "pending",
             SyncStatus::Applying => "applying",
             SyncStatus::Failed => "failed",
+            SyncStatus::RolledBack => "rolled-back",
             SyncStatus::Drifted => "drifted",
             SyncStatus::Unmanaged => "unmanaged",
             SyncStatus::Conflict => "conflict",
@@ -73,8 +79,9 @@ impl SyncStatus {
 ///    revision that compiled, kept total rather than panicking).
 /// 6. Reported hash == desired → decided on the hash: `Failed` if the same report says FAILED,
 ///    `Applying` if it says APPLYING, otherwise `Synced` (whatever older hashes failed).
-/// 7. Desired hash in `failed_hashes` → `Failed`, whatever the agent now runs (after a rollback
-///    it reports APPLIED for the old hash); it stays Failed until the desired hash changes.
+/// 7. Desired hash in `failed_hashes` → `RolledBack` if the agent now reports APPLIED for
+///    another hash (a rollback, gitamp's or its own), else `Failed`; either way it is not
+///    pushed the desired hash again until that hash changes.
 /// 8. No ReportsRemoteConfig: such an agent never acknowledges, so **by choice** it counts as
 ///    `Synced` once the desired hash was sent to it (`sent_hash`), `Pending` before. Drift cannot
 ///    be seen for it.
@@ -112,7 +119,13 @@ pub fn sync_status(
         };
     }
     if agent.failed_hashes.contains(&desired) {
-        return SyncStatus::Failed;
+        let runs_another =
+            agent.reported_hash.is_some() && agent.reported_status == ReportedStatus::Applied;
+        return if runs_another {
+            SyncStatus::RolledBack
+        } else {
+            SyncStatus::Failed
+        };
     }
     if !agent.reports_remote_config {
         return if agent.sent_hash == Some(desired) {
@@ -137,6 +150,8 @@ pub struct StatusCounts {
     pub pending: usize,
     pub applying: usize,
     pub failed: usize,
+    #[serde(rename = "rolled-back")]
+    pub rolled_back: usize,
     pub drifted: usize,
     pub unmanaged: usize,
     pub conflict: usize,
@@ -173,6 +188,7 @@ impl StatusCounts {
             SyncStatus::Pending => &mut self.pending,
             SyncStatus::Applying => &mut self.applying,
             SyncStatus::Failed => &mut self.failed,
+            SyncStatus::RolledBack => &mut self.rolled_back,
             SyncStatus::Drifted => &mut self.drifted,
             SyncStatus::Unmanaged => &mut self.unmanaged,
             SyncStatus::Conflict => &mut self.conflict,

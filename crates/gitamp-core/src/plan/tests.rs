@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
-use crate::catalog::model::{Quantity, RolloutPolicy, RolloutStrategy, Selector};
+use crate::catalog::model::{OnFailure, Quantity, RolloutPolicy, RolloutStrategy, Selector};
 
 const T0: u64 = 1_000_000;
 
@@ -25,7 +25,7 @@ fn now() -> Timing {
 }
 
 fn plan_reached(a: &ObservedAgent, desired: ConfigHash) -> AgentPlan {
-    plan_agent(a, &one(), Some(desired), true, now())
+    plan_agent(a, &one(), Some(desired), true, OnFailure::Keep, now())
 }
 
 fn batched(size: u64, max_failures: Option<u64>) -> RolloutPolicy {
@@ -33,6 +33,7 @@ fn batched(size: u64, max_failures: Option<u64>) -> RolloutPolicy {
         strategy: RolloutStrategy::Batched,
         batch_size: Some(Quantity::Count(size)),
         max_failures: max_failures.map(Quantity::Count),
+        ..Default::default()
     }
 }
 
@@ -47,7 +48,14 @@ fn progress(pairs: &[(&str, SyncStatus)]) -> BTreeMap<String, AgentProgress> {
 
 #[test]
 fn unmanaged_agent_is_left_alone() {
-    let p = plan_agent(&agent("a"), &Selection::None, None, true, now());
+    let p = plan_agent(
+        &agent("a"),
+        &Selection::None,
+        None,
+        true,
+        OnFailure::Keep,
+        now(),
+    );
     assert_eq!(
         (p.status, p.action),
         (SyncStatus::Unmanaged, Action::Nothing)
@@ -57,7 +65,7 @@ fn unmanaged_agent_is_left_alone() {
 #[test]
 fn conflict_gets_nothing() {
     let sel = Selection::Conflict(vec!["a".into(), "b".into()]);
-    let p = plan_agent(&agent("a"), &sel, Some(h(1)), true, now());
+    let p = plan_agent(&agent("a"), &sel, Some(h(1)), true, OnFailure::Keep, now());
     assert_eq!(
         (p.status, p.action),
         (SyncStatus::Conflict, Action::Nothing)
@@ -101,7 +109,14 @@ fn pending_agent_is_pushed_when_reached() {
 
 #[test]
 fn pending_agent_waits_until_rollout_reaches_it() {
-    let p = plan_agent(&agent("a"), &one(), Some(h(1)), false, now());
+    let p = plan_agent(
+        &agent("a"),
+        &one(),
+        Some(h(1)),
+        false,
+        OnFailure::Keep,
+        now(),
+    );
     assert_eq!((p.status, p.action), (SyncStatus::Pending, Action::Wait));
 }
 
@@ -155,7 +170,7 @@ fn failed_for_desired_hash_is_failed_and_not_repushed() {
     // Long after the resend interval: still nothing.
     let later = Timing::at(T0 + 10 * Timing::DEFAULT_RESEND_AFTER_MS);
     assert_eq!(
-        plan_agent(&a, &one(), Some(h(1)), true, later).action,
+        plan_agent(&a, &one(), Some(h(1)), true, OnFailure::Keep, later).action,
         Action::Nothing
     );
 }
@@ -170,7 +185,88 @@ fn failed_hash_is_not_repushed_after_rollback_to_older_hash() {
     a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Failed { error: "x".into() });
     a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied);
     let p = plan_reached(&a, h(0xB));
+    assert_eq!(
+        (p.status, p.action),
+        (SyncStatus::RolledBack, Action::Nothing)
+    );
+    assert_eq!(
+        p.detail.as_deref(),
+        Some("rolled back to 0a0a0a0a0a0a: agent reported FAILED for 0b0b0b0b0b0b: x")
+    );
+}
+
+fn failed_after_applying(good: u8, bad: u8) -> ObservedAgent {
+    let mut a = agent("a");
+    a.observe_remote_config_status(&[good; 32], ReportedStatus::Applied);
+    a.note_push(h(bad), T0);
+    a.observe_remote_config_status(
+        &[bad; 32],
+        ReportedStatus::Failed {
+            error: "invalid keys: batch/x".into(),
+        },
+    );
+    a
+}
+
+#[test]
+fn rollback_sends_the_last_applied_config_once_then_reports_rolled_back() {
+    let mut a = failed_after_applying(0xA, 0xB);
+    let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
+    assert_eq!(
+        (p.status, p.action),
+        (SyncStatus::Failed, Action::Push(h(0xA)))
+    );
+    // The rollout need not reach it: it is already failed.
+    let p = plan_agent(&a, &one(), Some(h(0xB)), false, OnFailure::Rollback, now());
+    assert_eq!(p.action, Action::Push(h(0xA)));
+    p.record(&mut a, T0);
+    // Sent, not acknowledged yet: not sent again within the resend interval.
+    let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
     assert_eq!((p.status, p.action), (SyncStatus::Failed, Action::Nothing));
+    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applying);
+    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied);
+    let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
+    assert_eq!(
+        (p.status, p.action),
+        (SyncStatus::RolledBack, Action::Nothing)
+    );
+    assert!(p.detail.unwrap().contains("invalid keys: batch/x"));
+    // A new commit (another desired hash) goes out to it as to anyone.
+    let p = plan_agent(&a, &one(), Some(h(0xC)), true, OnFailure::Rollback, now());
+    assert_eq!(
+        (p.status, p.action),
+        (SyncStatus::Pending, Action::Push(h(0xC)))
+    );
+}
+
+#[test]
+fn rollback_never_pushes_the_failed_hash_and_needs_an_applied_config() {
+    // Never applied anything: nothing to roll back to.
+    let mut a = agent("a");
+    a.note_push(h(0xB), T0);
+    a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Failed { error: "x".into() });
+    let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
+    assert_eq!((p.status, p.action), (SyncStatus::Failed, Action::Nothing));
+    // Keep: a failed agent is left alone.
+    let a = failed_after_applying(0xA, 0xB);
+    let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Keep, now());
+    assert_eq!((p.status, p.action), (SyncStatus::Failed, Action::Nothing));
+    // A disconnected agent gets nothing.
+    let mut a = failed_after_applying(0xA, 0xB);
+    a.connected = false;
+    let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
+    assert_eq!(p.action, Action::Nothing);
+}
+
+#[test]
+fn rolled_back_agents_count_as_failures_of_the_rollout() {
+    let mut r = Rollout::new("web", h(1), batched(1, Some(0)));
+    let d = r.step(&progress(&[
+        ("a", SyncStatus::RolledBack),
+        ("b", SyncStatus::Pending),
+    ]));
+    assert!(matches!(d, RolloutDecision::Halted { .. }), "{d:?}");
+    assert_eq!(r.failed, 1);
 }
 
 #[test]
@@ -222,7 +318,7 @@ fn agent_without_reports_remote_config_is_pushed_once() {
     p.record(&mut a, T0);
     // Counted Synced once sent (it never acknowledges), and never sent again, even much later.
     let later = Timing::at(T0 + 100 * Timing::DEFAULT_RESEND_AFTER_MS);
-    let p = plan_agent(&a, &one(), Some(h(1)), true, later);
+    let p = plan_agent(&a, &one(), Some(h(1)), true, OnFailure::Keep, later);
     assert_eq!((p.status, p.action), (SyncStatus::Synced, Action::Nothing));
     // A new desired hash is sent, once.
     assert_eq!(plan_reached(&a, h(2)).action, Action::Push(h(2)));
@@ -245,11 +341,11 @@ fn applying_is_resent_only_after_resend_interval() {
     a.note_push(h(1), T0);
     let just_before = Timing::at(T0 + Timing::DEFAULT_RESEND_AFTER_MS - 1);
     assert_eq!(
-        plan_agent(&a, &one(), Some(h(1)), true, just_before).action,
+        plan_agent(&a, &one(), Some(h(1)), true, OnFailure::Keep, just_before).action,
         Action::Nothing
     );
     let after = Timing::at(T0 + Timing::DEFAULT_RESEND_AFTER_MS);
-    let p = plan_agent(&a, &one(), Some(h(1)), true, after);
+    let p = plan_agent(&a, &one(), Some(h(1)), true, OnFailure::Keep, after);
     assert_eq!(
         (p.status, p.action),
         (SyncStatus::Applying, Action::Push(h(1)))
@@ -257,7 +353,7 @@ fn applying_is_resent_only_after_resend_interval() {
     // Recorded: the interval starts again.
     p.record(&mut a, after.now_ms);
     assert_eq!(
-        plan_agent(&a, &one(), Some(h(1)), true, after).action,
+        plan_agent(&a, &one(), Some(h(1)), true, OnFailure::Keep, after).action,
         Action::Nothing
     );
 }
@@ -297,7 +393,7 @@ fn synced_on_another_hash_is_not_drifted() {
 
 #[test]
 fn unrendered_configuration_is_pending_and_never_pushed() {
-    let p = plan_agent(&agent("a"), &one(), None, true, now());
+    let p = plan_agent(&agent("a"), &one(), None, true, OnFailure::Keep, now());
     assert_eq!((p.status, p.action), (SyncStatus::Pending, Action::Nothing));
 }
 
@@ -498,6 +594,7 @@ fn percent_thresholds_resolve_against_scope() {
         strategy: RolloutStrategy::Batched,
         batch_size: Some(Quantity::Percent(25.0)),
         max_failures: Some(Quantity::Percent(10.0)),
+        ..Default::default()
     };
     let mut r = Rollout::new("web", h(1), policy);
     let st: BTreeMap<String, AgentProgress> = (0..10)
@@ -860,9 +957,15 @@ fn check_invariants(d: &Desired, agents: &[ObservedAgent], p: &FleetPlan) {
             assert!(a.connected && a.accepts_remote_config);
             assert_ne!(a.reported_hash, Some(hash));
             assert!(a.reports_remote_config || a.sent_hash != Some(hash));
-            assert_eq!(ap.desired_hash, Some(hash));
             let name = ap.configuration.as_deref().unwrap_or_default();
-            assert_eq!(d.hash_of(name), Some(hash));
+            if ap.status == SyncStatus::Failed {
+                // A rollback: the last config it applied, never the desired (failed) one.
+                assert_eq!(a.last_applied, Some(hash));
+                assert_ne!(ap.desired_hash, Some(hash));
+            } else {
+                assert_eq!(ap.desired_hash, Some(hash));
+                assert_eq!(d.hash_of(name), Some(hash));
+            }
         }
         if matches!(
             ap.status,
