@@ -425,6 +425,19 @@ pub(crate) async fn agent(
         ),
         _ => None,
     };
+    let differences = match (&desired_config, &effective_config) {
+        (Some(d), Some(e)) => match (
+            serde_saphyr::from_str::<serde_json::Value>(d),
+            serde_saphyr::from_str::<serde_json::Value>(e),
+        ) {
+            (Ok(d), Ok(e)) => Some(gitamp_core::render::effective::compare(&d, &e)),
+            _ => None,
+        },
+        _ => None,
+    };
+    let config_same_meaning = differences
+        .as_ref()
+        .map(|d| !d.iter().any(|d| d.changes_meaning()));
     let events = {
         let h = api.app.history.lock().unwrap_or_else(|p| p.into_inner());
         h.events
@@ -454,6 +467,8 @@ pub(crate) async fn agent(
         desired_config,
         effective_config,
         config_diff,
+        config_same_meaning,
+        config_differences: differences,
         events,
         agent: item,
     }))

@@ -142,6 +142,11 @@ pub struct AgentDetail {
     pub effective_config: Option<String>,
     /// `desired_config` against `effective_config`, as a unified diff (empty when equal).
     pub config_diff: Option<String>,
+    /// The same comparison by meaning: true when the agent runs everything it was sent, whatever
+    /// its own additions (a supervisor's `opamp` extension, defaults) and formatting.
+    pub config_same_meaning: Option<bool>,
+    /// Where they differ by meaning, plus (`added`) what only the agent has.
+    pub config_differences: Option<Vec<gitamp_core::render::effective::ConfigDifference>>,
     /// Newest first.
     pub events: Vec<EventItem>,
 }

@@ -4,6 +4,7 @@
 //! - [`components`]: each resource's templates rendered once into components with stable IDs.
 //! - [`pipelines`]: each configuration assembled into pipelines (source x destination per signal).
 //! - [`check`]: the rendered YAML parsed back and checked the way a collector would.
+//! - [`effective`]: the rendered YAML against what an agent reports it runs, by meaning.
 //! - [`codes`]: the diagnostics of this stage (E100-E199).
 //!
 //! Same repository, same bytes: IDs come from names, maps keep a defined order (pipelines
@@ -12,6 +13,7 @@
 pub mod check;
 pub mod codes;
 pub mod components;
+pub mod effective;
 pub mod env;
 pub mod pipelines;
 
