@@ -644,15 +644,17 @@ impl Reconciler {
             if let Action::Push(hash) = agent_plan.action
                 && pushed.contains(&uid)
             {
-                self.state.event(
-                    Some(agent_plan.instance_uid.clone()),
-                    "pushed",
-                    format!(
-                        "Configuration {} ({}) sent.",
-                        agent_plan.configuration.as_deref().unwrap_or("?"),
-                        hash.short()
+                let name = agent_plan.configuration.as_deref().unwrap_or("?");
+                let message = match agent_plan.desired_hash {
+                    Some(desired) if desired != hash => format!(
+                        "Rolled back to {} (the last config it applied): {name} ({}) failed.",
+                        hash.short(),
+                        desired.short()
                     ),
-                );
+                    _ => format!("Configuration {name} ({}) sent.", hash.short()),
+                };
+                self.state
+                    .event(Some(agent_plan.instance_uid.clone()), "pushed", message);
             }
             planner.record(&uid, now);
             let Some((agent, _)) = planner.agent(&uid) else {

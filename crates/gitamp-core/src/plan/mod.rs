@@ -133,12 +133,20 @@ pub fn plan_agent(
             "selected by {} at the same priority",
             names.join(", ")
         )),
-        (SyncStatus::Failed, _) => match &agent.reported_status {
-            ReportedStatus::Failed { error }
-                if !error.is_empty() && agent.reported_hash == desired_hash =>
+        (SyncStatus::Failed, _) => match (&agent.reported_status, agent.reported_hash) {
+            (ReportedStatus::Failed { error }, reported)
+                if !error.is_empty() && reported == desired_hash =>
             {
                 Some(error.clone())
             }
+            // The config it was sent back to failed too: say which is which.
+            (ReportedStatus::Failed { error }, Some(reported)) => desired_hash.map(|h| {
+                format!(
+                    "agent reported FAILED for {}; rolling back to {} failed too: {error}",
+                    h.short(),
+                    reported.short()
+                )
+            }),
             _ => desired_hash.map(|h| failure_detail(agent, h)),
         },
         (SyncStatus::RolledBack, _) => desired_hash.map(|h| {

@@ -1280,3 +1280,26 @@ fn incremental_planner_resends_after_replan_all() {
     assert_eq!(planner.plan(later), vec![0]);
     assert_eq!(action(&planner), Some(Action::Push(h(1))));
 }
+
+#[test]
+fn a_rollback_that_fails_too_is_not_retried_and_says_which_failed() {
+    let mut a = failed_after_applying(0xA, 0xB);
+    let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
+    p.record(&mut a, T0);
+    a.observe_remote_config_status(
+        &[0xA; 32],
+        ReportedStatus::Failed {
+            error: "port in use".into(),
+        },
+    );
+    let later = Timing::at(T0 + 10 * Timing::DEFAULT_RESEND_AFTER_MS);
+    let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, later);
+    assert_eq!((p.status, p.action), (SyncStatus::Failed, Action::Nothing));
+    assert_eq!(
+        p.detail.as_deref(),
+        Some(
+            "agent reported FAILED for 0b0b0b0b0b0b; rolling back to 0a0a0a0a0a0a failed too: \
+             port in use"
+        )
+    );
+}
