@@ -135,6 +135,11 @@ pub struct Reconciler {
     /// Rendered configs by hash: the served ones and earlier ones some agent last applied,
     /// which a rollback sends (mirrored in the store's `configs` table).
     retained: HashMap<ConfigHash, Arc<DesiredConfig>>,
+    /// The last plan made a decision a restart must not forget (a revision accepted, a rollout
+    /// started, halted or finished, an agent's failure): the run loop commits
+    /// the store at once instead of within the writer's delay, so a `kill -9` right after it
+    /// does not resume from before it (re-sending a failed hash, re-opening a halted rollout).
+    durable_now: bool,
 }
 
 fn now_ms() -> u64 {
@@ -177,6 +182,7 @@ impl Reconciler {
             last_status: HashMap::new(),
             last_plan_cost: Duration::ZERO,
             retained: HashMap::new(),
+            durable_now: false,
         }
     }
 
@@ -210,7 +216,7 @@ impl Reconciler {
                 event = sync_rx.recv(), if source_open => match event {
                     Some(event) => {
                         if self.on_sync(event).await {
-                            self.reconcile_off_worker();
+                            self.reconcile_and_commit().await;
                         }
                     }
                     None => source_open = false,
@@ -243,7 +249,7 @@ impl Reconciler {
                                 },
                             }
                         }
-                        self.reconcile_off_worker();
+                        self.reconcile_and_commit().await;
                     }
                     // Missed events only mean "something changed": the plan reads the registry.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -255,7 +261,7 @@ impl Reconciler {
                 _ = tick.tick() => {
                     let resync = self.last_resync.elapsed() >= RESYNC;
                     if resync || self.has_work() || self.has_active_rollouts() {
-                        self.reconcile_off_worker();
+                        self.reconcile_and_commit().await;
                     }
                 }
             }
@@ -263,6 +269,16 @@ impl Reconciler {
         self.persist_rollouts();
         if let Err(err) = self.store.flush().await {
             warn!(error = %err, "Final store flush failed.");
+        }
+    }
+
+    /// Plan, then commit the store at once if the plan decided something a restart must know.
+    async fn reconcile_and_commit(&mut self) {
+        self.reconcile_off_worker();
+        if std::mem::take(&mut self.durable_now)
+            && let Err(err) = self.store.flush().await
+        {
+            warn!(error = %err, "Store commit failed.");
         }
     }
 
@@ -462,6 +478,7 @@ impl Reconciler {
             diagnostics: revision.warnings.clone(),
         };
         info!(revision = %revision.revision, configurations = desired_configs.len(), "Serving revision.");
+        self.durable_now = true;
         telemetry::revision(true);
         self.state.event(
             None,
@@ -680,6 +697,14 @@ impl Reconciler {
                     && m.last_error == agent.last_error
             });
             if !unchanged || labels_changed.contains(&uid) {
+                // A failure must survive a crash (it stops re-sends and holds rollouts); an
+                // applied hash is reported again by the agent itself when it reconnects.
+                self.durable_now |= self
+                    .memory
+                    .get(&uid)
+                    .map_or(!agent.failed_hashes.is_empty(), |m| {
+                        m.failed != agent.failed_hashes
+                    });
                 let memory = AgentMemory {
                     failed: agent.failed_hashes.clone(),
                     synced: agent.synced_hash,
@@ -823,6 +848,9 @@ impl Reconciler {
             let before = self.persisted_rollouts.get(name);
             if before == Some(&stamp) {
                 continue;
+            }
+            if before.is_none_or(|b| b.phase != stamp.phase || b.target != stamp.target) {
+                self.durable_now = true;
             }
             if let RolloutPhase::Halted { reason } = &rollout.phase
                 && !matches!(before.map(|b| &b.phase), Some(RolloutPhase::Halted { .. }))

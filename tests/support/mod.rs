@@ -2,6 +2,9 @@
 //! `gitamp` binary as a child process, and small HTTP calls to its status API.
 #![allow(dead_code)]
 
+pub mod collector;
+pub mod opamp_go;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -66,6 +69,11 @@ pub struct GitFixture {
 impl GitFixture {
     /// A remote whose `main` holds a copy of `example-repo/`.
     pub fn with_example_repo() -> GitFixture {
+        GitFixture::with_tree(&workspace().join("example-repo"))
+    }
+
+    /// A bare remote and a work clone holding a copy of `tree`, committed and pushed.
+    pub fn with_tree(tree: &Path) -> GitFixture {
         let dir = tempfile::tempdir().expect("tempdir");
         let remote = dir.path().join("remote.git");
         let work = dir.path().join("work");
@@ -75,9 +83,9 @@ impl GitFixture {
             dir.path(),
             &["clone", "-q", remote.to_str().expect("utf8"), "work"],
         );
-        copy_tree(&workspace().join("example-repo"), &work);
+        copy_tree(tree, &work);
         let f = GitFixture { dir };
-        f.commit_all("initial import of example-repo");
+        f.commit_all("initial import");
         f.push(false);
         f
     }
@@ -151,7 +159,7 @@ pub fn free_port() -> u16 {
 
 /// The lines of a child's output, invalid UTF-8 replaced: reading stops only at end of file, so
 /// the child never blocks on a full pipe because one line was not UTF-8.
-fn lossy_lines(r: impl std::io::Read) -> impl Iterator<Item = String> {
+pub fn lossy_lines(r: impl std::io::Read) -> impl Iterator<Item = String> {
     BufReader::new(r)
         .split(b'\n')
         .map_while(Result::ok)
@@ -316,9 +324,9 @@ pub async fn eventually<T>(
 
 /// A test peer built from registries by `scripts/build-peers.sh`: the Collector Builder's
 /// collector (`otelcol-gitamp`), the collector's `opampsupervisor`, the opamp-go driver
-/// (`opamp-driver`). Found through its environment variable (`GITAMP_OTELCOL`,
-/// `GITAMP_SUPERVISOR`, `GITAMP_OPAMP_GO`, which the test command sets), else in the build
-/// script's default cache. A missing peer fails the test with the command that builds it:
+/// (`opamp-driver`). Found through its environment variable (`GITAMP_TEST_OTELCOL`,
+/// `GITAMP_TEST_SUPERVISOR`, `GITAMP_TEST_OPAMP_GO`; not `GITAMP_OTELCOL`, which is gitamp's
+/// own setting), else in the build script's default cache (`GITAMP_PEERS_DIR`). A missing peer fails the test with the command that builds it:
 /// nothing is skipped silently.
 pub fn peer(env_var: &str, file: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
@@ -343,15 +351,43 @@ pub fn peer(env_var: &str, file: &str) -> PathBuf {
 
 /// The collector built by the Collector Builder from `tests/collector/manifest.yaml`.
 pub fn otelcol() -> PathBuf {
-    peer("GITAMP_OTELCOL", "otelcol-gitamp")
+    peer("GITAMP_TEST_OTELCOL", "otelcol-gitamp")
 }
 
 /// The collector's OpAMP supervisor, built from `tests/collector/supervisor`.
 pub fn supervisor() -> PathBuf {
-    peer("GITAMP_SUPERVISOR", "opampsupervisor")
+    peer("GITAMP_TEST_SUPERVISOR", "opampsupervisor")
 }
 
 /// The opamp-go client driver, built from `tests/opamp-go`.
 pub fn opamp_go_driver() -> PathBuf {
-    peer("GITAMP_OPAMP_GO", "opamp-driver")
+    peer("GITAMP_TEST_OPAMP_GO", "opamp-driver")
+}
+
+/// One sample of the server's `/metrics` (the sum over label sets), 0 when absent.
+pub async fn metric(server: &Server, name: &str) -> f64 {
+    let text = reqwest::get(server.api_url("/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every agent of the status API (one page of up to 1,000).
+pub async fn agents(server: &Server) -> Vec<serde_json::Value> {
+    let list = get_json(&server.api_url("/api/v1/agents?limit=1000")).await;
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// Write a webhook token file into `dir`; returns its path.
+pub fn write_token(dir: &Path, token: &str) -> PathBuf {
+    let path = dir.join("webhook-token");
+    std::fs::write(&path, token).expect("write token");
+    path
 }

@@ -83,13 +83,10 @@ pub fn plan(
                     c.counts.add(status);
                 }
                 if hash.is_some() && status != SyncStatus::Incompatible {
-                    scopes.entry(name.as_str()).or_default().insert(
-                        a.instance_uid.as_str(),
-                        AgentProgress {
-                            status,
-                            healthy: a.healthy,
-                        },
-                    );
+                    scopes
+                        .entry(name.as_str())
+                        .or_default()
+                        .insert(a.instance_uid.as_str(), AgentProgress::of(a, status, hash));
                 }
             }
             Selection::Conflict(names) => {

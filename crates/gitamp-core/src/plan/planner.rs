@@ -278,10 +278,8 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                     c.counts.add(entry.status);
                 }
                 if entry.desired_hash.is_some() && entry.status != SyncStatus::Incompatible {
-                    let progress = AgentProgress {
-                        status: entry.status,
-                        healthy: entry.agent.healthy,
-                    };
+                    let progress =
+                        AgentProgress::of(&entry.agent, entry.status, entry.desired_hash);
                     // Clone the names only when a map needs a new key: this runs for every
                     // agent a plan records.
                     if !self.scopes.contains_key(name) {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::model::{RolloutPolicy, RolloutStrategy};
 use crate::config_map::ConfigHash;
+use crate::plan::observed::ObservedAgent;
 use crate::plan::status::SyncStatus;
 
 /// What the rollout needs to know of one agent in its scope.
@@ -22,6 +23,21 @@ pub struct AgentProgress {
     pub status: SyncStatus,
     /// Last reported health; `Some(false)` on a Synced agent holds the next batch back.
     pub healthy: Option<bool>,
+    /// It reported FAILED for the rollout's target at some point. A failure even while it is
+    /// disconnected: after a restart the agents reconnect one by one, and a rollout that saw
+    /// the failed agent as merely absent would admit the next batch.
+    pub failed_target: bool,
+}
+
+impl AgentProgress {
+    /// What the rollout needs of `agent`, whose status against `target` is `status`.
+    pub fn of(agent: &ObservedAgent, status: SyncStatus, target: Option<ConfigHash>) -> Self {
+        AgentProgress {
+            status,
+            healthy: agent.healthy,
+            failed_target: target.is_some_and(|h| agent.failed_hashes.contains(&h)),
+        }
+    }
 }
 
 impl From<SyncStatus> for AgentProgress {
@@ -29,6 +45,7 @@ impl From<SyncStatus> for AgentProgress {
         AgentProgress {
             status,
             healthy: None,
+            failed_target: false,
         }
     }
 }
@@ -100,6 +117,9 @@ enum Class {
 }
 
 fn classify(p: AgentProgress) -> Class {
+    if p.failed_target {
+        return Class::Failed;
+    }
     match p.status {
         SyncStatus::Synced if p.healthy == Some(false) => Class::Unhealthy,
         SyncStatus::Synced => Class::Done,

@@ -524,6 +524,7 @@ fn unhealthy_synced_agent_holds_next_batch() {
         AgentProgress {
             status: SyncStatus::Synced,
             healthy: Some(false),
+            failed_target: false,
         },
     );
     assert_eq!(
@@ -539,6 +540,7 @@ fn unhealthy_synced_agent_holds_next_batch() {
         AgentProgress {
             status: SyncStatus::Synced,
             healthy: Some(true),
+            failed_target: false,
         },
     );
     assert_eq!(
@@ -1302,4 +1304,19 @@ fn a_rollback_that_fails_too_is_not_retried_and_says_which_failed() {
              port in use"
         )
     );
+}
+
+#[test]
+fn an_agent_that_failed_the_target_counts_as_failed_while_disconnected() {
+    // After a restart the failed agent is still disconnected when the rollout steps: it must
+    // hold the halt, not let the next batch in.
+    let mut r = Rollout::new("web", h(1), batched(1, Some(0)));
+    let mut failed = AgentProgress::from(SyncStatus::Disconnected);
+    failed.failed_target = true;
+    let st = BTreeMap::from([
+        ("a".to_string(), failed),
+        ("b".to_string(), AgentProgress::from(SyncStatus::Pending)),
+    ]);
+    assert!(matches!(r.step(&st), RolloutDecision::Halted { .. }));
+    assert!(!r.admits("b"));
 }

@@ -1,0 +1,222 @@
+//! The opamp-go client library (a third client family beside Python's and our simulated
+//! agent) through the whole loop: `gitamp serve` as a process on a real Git remote, agents over
+//! WebSocket and HTTP (plain and gzip), a commit that one agent refuses (rolled back to the
+//! config it last applied, the failed hash never re-sent), health, and `kill -9` of the server
+//! with a restart that pushes nothing to agents already in step.
+
+mod support;
+
+use std::time::Duration;
+
+use support::opamp_go::GoAgent;
+use support::{GitFixture, Server, agents, eventually, metric, post_webhook, workspace};
+
+const TOKEN: &str = "opamp-go-webhook-token";
+const WAIT: Duration = Duration::from_secs(90);
+
+fn status_of(list: &[serde_json::Value], uid: &str) -> String {
+    list.iter()
+        .find(|a| a["uid"].as_str() == Some(uid))
+        .and_then(|a| a["status"].as_str())
+        .unwrap_or("absent")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
+    let fixture = GitFixture::with_tree(&workspace().join("tests/fixtures/collector-fleet"));
+    let data = tempfile::tempdir().expect("tempdir");
+    let token = support::write_token(data.path(), TOKEN);
+    let args = [
+        "--repo".to_string(),
+        fixture.remote_url(),
+        "--poll".into(),
+        "3600".into(),
+        "--opamp-listen".into(),
+        format!("127.0.0.1:{}", support::free_port()),
+        "--api-listen".into(),
+        "127.0.0.1:0".into(),
+        "--webhook-token-file".into(),
+        token.display().to_string(),
+        "--heartbeat".into(),
+        "5".into(),
+    ];
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data_dir = data.path().join("data");
+    let mut server = Server::start(&data_dir, &argv);
+    let hashes = fixture.expected_hashes();
+    let (edge1, core) = (hashes["edge"], hashes["core"]);
+
+    let ws = server.ws_url();
+    let http = server.http_url();
+    let mut fleet = vec![
+        GoAgent::start(
+            &ws,
+            &[("fleet.role", "core"), ("host.name", "go-core-ws")],
+            &[],
+        ),
+        GoAgent::start(
+            &http,
+            &[("fleet.role", "core"), ("host.name", "go-core-http")],
+            &["--gzip"],
+        ),
+        GoAgent::start(
+            &ws,
+            &[("fleet.role", "edge"), ("host.name", "go-edge-ws")],
+            &[],
+        ),
+        GoAgent::start(
+            &http,
+            &[("fleet.role", "edge"), ("host.name", "go-edge-http")],
+            &[],
+        ),
+    ];
+
+    // 1. Every agent reaches Synced on gitamp's exact hash, whatever its transport.
+    let want = [core, core, edge1, edge1];
+    eventually(WAIT, "every opamp-go agent synced", async || {
+        let list = agents(&server).await;
+        fleet
+            .iter()
+            .zip(&want)
+            .all(|(a, h)| {
+                status_of(&list, &a.uid) == "synced"
+                    && list.iter().any(|x| {
+                        x["uid"].as_str() == Some(a.uid.as_str())
+                            && x["reported_hash"].as_str() == Some(h.to_hex().as_str())
+                    })
+            })
+            .then_some(())
+    })
+    .await;
+    for (a, h) in fleet.iter().zip(&want) {
+        assert!(a.reported("APPLIED", &h.to_hex()), "{}", a.stderr());
+        assert_eq!(a.received(&h.to_hex()), 1, "one push each");
+    }
+
+    // 2. Health reported by the client shows in the agent's view.
+    fleet[0].command("unhealthy exporter queue is full");
+    eventually(WAIT, "unhealthy shows", async || {
+        let list = agents(&server).await;
+        list.iter()
+            .any(|x| x["uid"].as_str() == Some(fleet[0].uid.as_str()) && x["healthy"] == false)
+            .then_some(())
+    })
+    .await;
+    fleet[0].command("healthy");
+
+    // 3. A commit one edge agent refuses: the batched rollout (1 at a time, no failure
+    //    tolerated) halts, the agent is sent back what it last applied and ends rolled-back.
+    fixture.edit("processors/tag.yaml", "value: one", "value: two");
+    let edge2 = fixture.expected_hashes()["edge"];
+    assert_ne!(edge1, edge2);
+    fleet[2].command(&format!("fail {}", edge2.to_hex()));
+    std::thread::sleep(Duration::from_millis(300));
+    fixture.commit_all("tag two");
+    fixture.push(false);
+    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    let list = eventually(WAIT, "the refusing agent is rolled back", async || {
+        let list = agents(&server).await;
+        (status_of(&list, &fleet[2].uid) == "rolled-back").then_some(list)
+    })
+    .await;
+    let refused = list
+        .iter()
+        .find(|x| x["uid"].as_str() == Some(fleet[2].uid.as_str()))
+        .expect("listed");
+    assert!(
+        refused["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("driver told to fail hash")),
+        "{refused}"
+    );
+    assert_eq!(
+        refused["last_applied"].as_str(),
+        Some(edge1.to_hex().as_str())
+    );
+    assert!(fleet[2].reported("FAILED", &edge2.to_hex()));
+    assert_eq!(
+        fleet[2].received(&edge2.to_hex()),
+        1,
+        "the failed hash is sent once"
+    );
+    assert_eq!(
+        fleet[2].received(&edge1.to_hex()),
+        2,
+        "first push, then the rollback"
+    );
+    // The other edge agent either went first (and applied) or waits behind the halt.
+    let other = status_of(&list, &fleet[3].uid);
+    assert!(other == "synced" || other == "pending", "{other}");
+
+    // 4. kill -9 and restart on the same data and port: every agent comes back, the statuses
+    //    are as before, and nothing is pushed to anyone.
+    let before: Vec<String> = fleet.iter().map(|a| status_of(&list, &a.uid)).collect();
+    let connected_before: Vec<usize> = fleet
+        .iter()
+        .map(|a| a.events_of("connected").len())
+        .collect();
+    let received_before: Vec<usize> = fleet
+        .iter()
+        .map(|a| a.events_of("remote_config").len())
+        .collect();
+    // The store holds the failure and the halt (decisions are committed at once, not within
+    // the writer's delay): kill the server only then, since what a crash loses is what was
+    // never committed.
+    let store = gitamp::store::SqliteStore::open(&data_dir)
+        .await
+        .expect("store");
+    let refuser = fleet[2].uid.replace('-', "");
+    eventually(WAIT, "the failure and the halt are committed", async || {
+        use gitamp::store::Store;
+        let agents = store.load_agents().await.ok()?;
+        let failed = agents
+            .iter()
+            .any(|a| a.instance_uid == refuser && a.failed_hashes.contains(&edge2.to_hex()));
+        let rollouts = store.load_rollouts().await.ok()?;
+        let halted = rollouts
+            .iter()
+            .any(|r| r.target_hash == edge2.to_hex() && r.progress["phase"]["phase"] == "halted");
+        (failed && halted).then_some(())
+    })
+    .await;
+    store.close().await;
+    server.kill9();
+    server = Server::start(&data_dir, &argv);
+    let started = std::time::Instant::now();
+    loop {
+        let list = agents(&server).await;
+        let now: Vec<String> = fleet.iter().map(|a| status_of(&list, &a.uid)).collect();
+        if now == before {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "statuses after the restart: {now:?}, before: {before:?}\n{list:#?}\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (a, n) in fleet.iter().zip(&connected_before) {
+        let ws = a.events_of("started")[0]["transport"] == "ws";
+        if ws {
+            assert!(a.events_of("connected").len() > *n, "{} reconnected", a.uid);
+        }
+    }
+    // Routine reports and heartbeats go on for a while (heartbeats every 500 ms); nothing is
+    // pushed meanwhile. A negative check, so it needs time to fail in: 3 s is six heartbeats.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(metric(&server, "gitamp_config_pushes_total").await, 0.0);
+    let received_after: Vec<usize> = fleet
+        .iter()
+        .map(|a| a.events_of("remote_config").len())
+        .collect();
+    assert_eq!(
+        received_before, received_after,
+        "no config received after the restart"
+    );
+
+    for a in &mut fleet {
+        a.stop();
+    }
+}

@@ -1,0 +1,197 @@
+//! Real OpenTelemetry Collectors under the collector's own OpAMP supervisor, as test peers.
+//!
+//! Each [`Supervised`] is one `opampsupervisor` process (in a process group of its own, so the
+//! collector it starts is stopped with it) with its own storage folder, labels, and an OTLP/HTTP
+//! port handed to the collector through its environment (`GITAMP_TEST_OTLP_PORT`, which the
+//! `collector-fleet` fixture's source reads), so several collectors run side by side.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{free_port, lossy_lines};
+
+/// How long a supervisor waits for its collector to report healthy after a new config before it
+/// reports FAILED. A collector starts in well under a second on an idle machine; two busy cores
+/// running cargo, Go builds and several collectors can take many times that.
+pub const CONFIG_APPLY_TIMEOUT: &str = "20s";
+
+/// One supervised collector.
+pub struct Supervised {
+    pub name: String,
+    pub otlp_port: u16,
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    /// Every line the supervisor (and, through it, the collector) printed.
+    pub logs: Arc<Mutex<Vec<String>>>,
+    endpoint: String,
+    labels: Vec<(String, String)>,
+}
+
+impl Supervised {
+    /// Start a supervisor that connects to `endpoint` (`ws://…/v1/opamp` or `http://…`) and
+    /// describes its collector with `labels` (non-identifying attributes, plus `host.name`).
+    pub fn start(endpoint: &str, name: &str, labels: &[(&str, &str)]) -> Supervised {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("gitamp-sup-{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        let mut s = Supervised {
+            name: name.to_string(),
+            otlp_port: free_port(),
+            dir,
+            child: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+            endpoint: endpoint.to_string(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("supervisor.yaml")
+    }
+
+    /// The supervisor's config: everything gitamp needs it to do, from the test's values.
+    pub fn config_yaml(&self) -> String {
+        let storage = self.dir.path().join("storage");
+        let mut attrs = format!("        host.name: {}\n", yaml_str(&self.name));
+        for (k, v) in &self.labels {
+            attrs.push_str(&format!("        {}: {}\n", yaml_str(k), yaml_str(v)));
+        }
+        format!(
+            "server:\n  endpoint: {endpoint}\n\
+             capabilities:\n  accepts_remote_config: true\n  reports_remote_config: true\n  \
+             reports_effective_config: true\n  reports_health: true\n  reports_own_metrics: false\n  \
+             reports_heartbeat: true\n\
+             agent:\n  executable: {exe}\n  config_apply_timeout: {timeout}\n  \
+             description:\n    identifying_attributes:\n      service.name: otelcol-gitamp-test\n    \
+             non_identifying_attributes:\n{attrs}  \
+             env:\n    GITAMP_TEST_OTLP_PORT: \"{port}\"\n\
+             storage:\n  directory: {storage}\n",
+            endpoint = yaml_str(&self.endpoint),
+            exe = yaml_str(&super::otelcol().display().to_string()),
+            timeout = CONFIG_APPLY_TIMEOUT,
+            port = self.otlp_port,
+            storage = yaml_str(&storage.display().to_string()),
+        )
+    }
+
+    fn spawn(&mut self) {
+        std::fs::write(self.config_path(), self.config_yaml()).expect("write supervisor config");
+        use std::os::unix::process::CommandExt;
+        let mut child = Command::new(super::supervisor())
+            .arg("--config")
+            .arg(self.config_path())
+            .current_dir(self.dir.path())
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("opampsupervisor starts");
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = self.logs.clone();
+            std::thread::spawn(move || {
+                for line in lossy_lines(pipe) {
+                    if let Ok(mut l) = logs.lock()
+                        && l.len() < 20_000
+                    {
+                        l.push(line);
+                    }
+                }
+            });
+        }
+        self.child = Some(child);
+    }
+
+    /// Stop the supervisor and its collector (SIGTERM to the group, then SIGKILL).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        for _ in 0..50 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = child.wait();
+    }
+
+    /// Start it again on the same storage (same instance UID, last config kept).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Does the collector's OTLP/HTTP receiver (the port its config names) accept a request?
+    /// Proves the collector runs the config gitamp sent, not only that the supervisor said so.
+    pub async fn otlp_accepts(&self) -> bool {
+        let url = format!("http://127.0.0.1:{}/v1/logs", self.otlp_port);
+        let sent = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(r#"{"resourceLogs":[]}"#)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        sent.is_ok_and(|r| r.status().is_success())
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// The collector's own config file as the supervisor last wrote it.
+    pub fn effective_file(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.path().join("storage/effective.yaml")).ok()
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A YAML double-quoted scalar.
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The agent in a status API agent list whose `host.name` label is `name`.
+pub fn find_agent<'a>(items: &'a [serde_json::Value], name: &str) -> Option<&'a serde_json::Value> {
+    items
+        .iter()
+        .find(|a| a["labels"]["host.name"].as_str() == Some(name))
+}
+
+/// Remove a whole folder tree, ignoring errors (test clean-up).
+pub fn remove(path: &Path) {
+    let _ = std::fs::remove_dir_all(path);
+}
