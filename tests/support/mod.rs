@@ -188,6 +188,9 @@ impl Server {
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info,gitamp=debug")
+            // The test command sets GITAMP_OTELCOL for the test kit (`otelcol()`); a server
+            // checks revisions with the collector only when its test passes `--otelcol`.
+            .env_remove("GITAMP_OTELCOL")
             .envs(env.iter().copied())
             .env_remove("GITAMP_REPO")
             .stdout(Stdio::piped())
