@@ -175,7 +175,7 @@ impl Otelcol {
         if configs.is_empty() {
             return report;
         }
-        let dir = match tempfile::Builder::new().prefix("gitamp-otelcol-").tempdir() {
+        let dir = match private_dir() {
             Ok(d) => d,
             Err(e) => {
                 report.failures = configs
@@ -445,6 +445,18 @@ fn is_executable(_meta: &std::fs::Metadata) -> bool {
     true
 }
 
+/// A new temporary folder only the owner can enter (tempfile's default follows the umask).
+fn private_dir() -> std::io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("gitamp-otelcol-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    builder.tempdir()
+}
+
 /// Write `text` to a new file only the owner can read (the config may hold literal secrets).
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
@@ -506,6 +518,27 @@ mod tests {
         );
         let text = "address user:key@host.example: missing port";
         assert_eq!(mask_text(text, &forms), "address ***: missing port");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_checked_file_is_private_and_removed() -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = private_dir()?;
+        let path = dir.path().to_path_buf();
+        let file = path.join("c.yaml");
+        write_private(&file, "a: b\n")?;
+        assert_eq!(
+            std::fs::metadata(&path)?.permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            std::fs::metadata(&file)?.permissions().mode() & 0o777,
+            0o600
+        );
+        drop(dir);
+        assert!(!path.exists());
+        Ok(())
     }
 
     #[test]
