@@ -125,7 +125,14 @@ pub(super) fn diagnose(
                 .get(config)
                 .and_then(|c| service_pointer(refusal).map(|p| c.origin.locate(&p)))
                 .unwrap_or(config_location),
-            format!("configuration `{config}`: the collector refused it: {text}"),
+            if platform {
+                format!(
+                    "configuration `{config}`: the collector cannot judge it on this platform \
+                     ({text}); it is unchecked, not known to be valid"
+                )
+            } else {
+                format!("configuration `{config}`: the collector refused it: {text}")
+            },
         ),
         Some((id, resource, ty)) => {
             let (location, part) = locate(resource, ty, refusal, ids);
@@ -576,6 +583,43 @@ mod tests {
         assert_eq!(key_path(&v, "c/d").as_deref(), Some("/a/b/0/c~1d"));
         assert_eq!(key_path(&v, "a").as_deref(), Some("/a"));
         assert_eq!(key_path(&v, "x"), None);
+    }
+
+    /// A Windows-only receiver in a configuration without an `os.type` selector, as contrib's
+    /// Linux build refuses it: a warning on the resource, not an error.
+    #[test]
+    fn a_platform_limit_is_a_warning_on_the_resource() {
+        let snapshot = gitamp_core::Snapshot::new("r")
+            .with_file(
+                "types.yaml",
+                "apiVersion: gitamp.dev/v1\nkind: SourceType\nmetadata: {name: winlog}\n\
+                 spec:\n  templates:\n    logs:\n      receivers: |\n        \
+                 windowseventlog:\n          channel: Application\n---\n\
+                 apiVersion: gitamp.dev/v1\nkind: DestinationType\nmetadata: {name: debug}\n\
+                 spec:\n  templates:\n    logs:\n      exporters: |\n        debug: {}\n",
+            )
+            .with_file(
+                "config.yaml",
+                "apiVersion: gitamp.dev/v1\nkind: Configuration\nmetadata: {name: c}\nspec:\n  \
+                 sources:\n    - {name: events, type: winlog}\n  destinations:\n    \
+                 - {name: out, type: debug}\n",
+            );
+        let revision = match gitamp_core::compile(&snapshot) {
+            Ok(r) => r,
+            Err(rejected) => panic!("{}", rejected.diagnostics),
+        };
+        let yaml = &revision.rendered.configurations["c"].yaml;
+        let refusal = Refusal {
+            context: vec![],
+            error: "failed to build pipelines: failed to create \"windowseventlog/src-events\" \
+                    receiver: windows eventlog receiver is only supported on Windows"
+                .into(),
+        };
+        let d = diagnose(&revision.catalog, "c", &component_ids(yaml), &refusal, &[]);
+        assert_eq!(d.code, "W113", "{d}");
+        assert_eq!(&*d.location.file, "config.yaml", "{d}");
+        assert_eq!(d.location.line, 6, "{d}");
+        assert!(d.message.contains("unchecked"), "{d}");
     }
 
     #[test]
