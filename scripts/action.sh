@@ -12,7 +12,8 @@
 #   INPUT_PATH (default .), INPUT_FORMAT (plan format for the job log: text|json|markdown,
 #   default text), INPUT_BASE_REF (branch to compare with, e.g. main; empty skips --base),
 #   INPUT_SERVER (status API URL, optional), INPUT_FAIL_ON_WARNINGS (true|false),
-#   GITAMP_API_TOKEN (token for INPUT_SERVER, optional).
+#   GITAMP_API_TOKEN (token for INPUT_SERVER, optional), GITAMP_OTELCOL (a collector binary that
+#   every rendered configuration must also pass; `gitamp validate` reads it; empty skips it).
 # Outputs (to $GITHUB_OUTPUT): valid, warnings, changes-pending, changed-configurations
 # (comma-separated names), affected-agents (agents that would be pushed or wait for a rollout).
 # Exit status of `run`: 1 when the repository is invalid (or has warnings with

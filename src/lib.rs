@@ -8,6 +8,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod embedded;
+pub mod otelcol;
 pub mod server;
 pub mod source;
 pub mod store;

@@ -70,6 +70,8 @@ fn run_action(workspace: &Path, inputs: &[(&str, &str)]) -> Run {
         "INPUT_BASE_REF",
         "INPUT_SERVER",
         "INPUT_FAIL_ON_WARNINGS",
+        // The action's `otelcol` input; a test that wants the collector passes it.
+        "GITAMP_OTELCOL",
     ] {
         cmd.env_remove(key);
     }
@@ -177,6 +179,38 @@ fn invalid_change_annotates_and_fails() {
     assert_eq!(run.outputs["valid"], "false");
     assert_eq!(run.outputs["changed-configurations"], "");
     assert_eq!(run.outputs["affected-agents"], "0");
+}
+
+/// The `otelcol` input: a field the collector does not know (gitamp's own checks accept it) is
+/// annotated on the template line that wrote it, and the step fails.
+#[test]
+fn collector_refusal_annotates_the_template_line() {
+    let fixture = pr_checkout();
+    fixture.edit(
+        "types/batch.yaml",
+        "          timeout: {{ timeout }}\n",
+        "          timeout: {{ timeout }}\n          send_batch_max: 100\n",
+    );
+    fixture.commit_all("a batch field the collector does not know");
+    let collector = support::otelcol();
+    let inputs = [
+        ("INPUT_BASE_REF", "main"),
+        ("GITAMP_OTELCOL", collector.to_str().expect("utf8 path")),
+    ];
+    let run = run_action(&fixture.work(), &inputs);
+    assert_eq!(run.out.status.code(), Some(1), "{}", run.explain());
+    let annotation = run
+        .stdout()
+        .lines()
+        .find(|l| l.starts_with("::error file=types/batch.yaml,line=25,"))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no annotation on types/batch.yaml:25: {}", run.explain()));
+    assert!(
+        annotation.contains("title=E112 collector-refused-config::")
+            && annotation.contains("send_batch_max"),
+        "{annotation}"
+    );
+    assert_eq!(run.outputs["valid"], "false");
 }
 
 #[test]

@@ -73,6 +73,14 @@ pub struct Args {
     /// repository's configurations select: a live demo with no collector installed.
     #[arg(long, env = "GITAMP_DEMO_AGENTS", default_value_t = 0)]
     pub demo_agents: usize,
+    /// An OpenTelemetry Collector binary (the distribution agents run): a new revision is
+    /// accepted only if every configuration also passes its `validate --config=FILE`.
+    /// An empty value (an unset CI input) means none.
+    #[arg(long, env = "GITAMP_OTELCOL", value_parser = crate::otelcol::path_or_empty())]
+    pub otelcol: Option<PathBuf>,
+    /// Seconds one collector run may take before it is killed (the revision is then rejected).
+    #[arg(long, env = "GITAMP_OTELCOL_TIMEOUT", default_value_t = 60)]
+    pub otelcol_timeout: u64,
     /// Log format.
     #[arg(long, env = "GITAMP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -1,15 +1,18 @@
-//! `gitamp validate [PATH] [--format text|json|github|sarif]`.
+//! `gitamp validate [PATH] [--format text|json|github|sarif] [--otelcol PATH]`.
 //!
-//! Exit codes: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.
+//! Exit codes: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error (including a
+//! collector that is missing or could not finish its check).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use gitamp_core::{Diagnostic, Diagnostics, Severity};
 
 use super::fsread::read_dir_checked;
+use crate::otelcol::Otelcol;
 
 /// Check a config repository and print every diagnostic.
 #[derive(Debug, clap::Args)]
@@ -21,6 +24,14 @@ pub struct Args {
     /// (2.1.0) for code-scanning upload.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// An OpenTelemetry Collector binary (the distribution agents run): each rendered
+    /// configuration must also pass its `validate --config=FILE`.
+    /// An empty value (an unset CI input) means none.
+    #[arg(long, env = "GITAMP_OTELCOL", value_parser = crate::otelcol::path_or_empty())]
+    pub otelcol: Option<PathBuf>,
+    /// Seconds one collector run may take before it is killed.
+    #[arg(long, env = "GITAMP_OTELCOL_TIMEOUT", default_value_t = 60)]
+    pub otelcol_timeout: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,10 +43,21 @@ pub enum Format {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // An empty GITAMP_OTELCOL (an unset Action input) means no collector.
+    let otelcol = args
+        .otelcol
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| Otelcol::new(p).map(|o| o.with_timeout(Duration::from_secs(args.otelcol_timeout))))
+        .transpose()
+        .context("--otelcol")?;
     let (snapshot, skipped) = read_dir_checked(&args.path)
         .with_context(|| format!("cannot read repository {}", args.path.display()))?;
     let (revision, diagnostics, valid) = match gitamp_core::compile_with(&snapshot, skipped) {
-        Ok(rev) => (rev.revision, rev.warnings, true),
+        Ok(rev) => match &otelcol {
+            None => (rev.revision, rev.warnings, true),
+            Some(otelcol) => collector_check(otelcol, rev)?,
+        },
         Err(rejected) => (rejected.revision, rejected.diagnostics, false),
     };
     let out = match args.format {
@@ -54,6 +76,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         super::exit::INVALID
     }))
+}
+
+/// The collector's verdict added to a revision that passed gitamp's own checks. A
+/// configuration the collector could not check is an error of the run (exit 2), not a verdict.
+fn collector_check(
+    otelcol: &Otelcol,
+    rev: gitamp_core::Revision,
+) -> anyhow::Result<(String, Diagnostics, bool)> {
+    let report = otelcol.check(&rev);
+    if !report.failures.is_empty() {
+        let reasons: Vec<String> = report
+            .failures
+            .iter()
+            .map(|f| format!("configuration `{}`: {}", f.configuration, f.error))
+            .collect();
+        anyhow::bail!(
+            "the collector {} could not check the repository:\n  {}",
+            otelcol.path().display(),
+            reasons.join("\n  ")
+        );
+    }
+    let mut diagnostics = rev.warnings;
+    diagnostics.extend(report.diagnostics);
+    diagnostics.sort();
+    let valid = !diagnostics.has_errors();
+    Ok((rev.revision, diagnostics, valid))
 }
 
 /// The path of a repository file as seen from the current directory, so that editors,

@@ -90,6 +90,17 @@ fn init_tracing(format: &str) {
 /// Run the server until Ctrl-C or SIGTERM.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(&args.log_format);
+    // A wrong collector path is a usage error now, not a rejected revision later.
+    let otelcol = args
+        .otelcol
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| {
+            crate::otelcol::Otelcol::new(p)
+                .map(|o| o.with_timeout(Duration::from_secs(args.otelcol_timeout)))
+        })
+        .transpose()
+        .context("--otelcol")?;
     let metrics = telemetry::install();
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
@@ -212,6 +223,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), memory, rollouts)
         .with_retained_configs(&config_records);
+    if let Some(otelcol) = otelcol {
+        info!(otelcol = %otelcol.path().display(), "Every new revision must pass the collector's validate.");
+        reconciler.set_otelcol(otelcol);
+    }
     if let Some(snapshot) = initial_revision {
         match tokio::task::spawn_blocking(move || gitamp_core::compile(&snapshot)).await {
             Ok(Ok(revision)) => reconciler.accept(revision),

@@ -140,6 +140,8 @@ pub struct Reconciler {
     /// the store at once instead of within the writer's delay, so a `kill -9` right after it
     /// does not resume from before it (re-sending a failed hash, re-opening a halted rollout).
     durable_now: bool,
+    /// `--otelcol`: the collector that must accept a revision before it is served.
+    otelcol: Option<Arc<crate::otelcol::Otelcol>>,
 }
 
 fn now_ms() -> u64 {
@@ -183,7 +185,13 @@ impl Reconciler {
             last_plan_cost: Duration::ZERO,
             retained: HashMap::new(),
             durable_now: false,
+            otelcol: None,
         }
+    }
+
+    /// Have `otelcol` check every new revision after it compiles; one it refuses is rejected.
+    pub fn set_otelcol(&mut self, otelcol: crate::otelcol::Otelcol) {
+        self.otelcol = Some(Arc::new(otelcol));
     }
 
     /// Resume the rollback targets the store kept. A record whose bytes do not hash to its
@@ -391,13 +399,16 @@ impl Reconciler {
 
     /// Compile a snapshot (off the async threads) and serve it if it is valid. `skipped` holds
     /// the source's diagnostics for files it left out: a configuration file left out rejects
-    /// the revision (serving without it would silently change what agents get).
+    /// the revision (serving without it would silently change what agents get). With
+    /// `--otelcol`, the collector must accept every configuration too.
     async fn on_snapshot(&mut self, snapshot: Snapshot, skipped: gitamp_core::Diagnostics) -> bool {
         let revision_id = snapshot.revision.clone();
         let started = Instant::now();
-        let compiled =
-            tokio::task::spawn_blocking(move || gitamp_core::compile_with(&snapshot, skipped))
-                .await;
+        let otelcol = self.otelcol.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            crate::otelcol::compile_checked(&snapshot, skipped, otelcol.as_deref())
+        })
+        .await;
         telemetry::compile(started.elapsed());
         let compiled = match compiled {
             Ok(c) => c,

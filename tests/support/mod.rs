@@ -196,6 +196,9 @@ impl Server {
             .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "info,gitamp=debug")
+            // A developer's shell may set gitamp's own GITAMP_OTELCOL: a server checks revisions
+            // with the collector only when its test passes `--otelcol`.
+            .env_remove("GITAMP_OTELCOL")
             .envs(env.iter().copied())
             .env_remove("GITAMP_REPO")
             .stdout(Stdio::piped())

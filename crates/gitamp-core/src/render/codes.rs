@@ -74,9 +74,20 @@ pub const DUPLICATE_PROCESSOR: Code = warning("W110", "duplicate-processor");
 /// The rendered collector YAML failed the consistency check (undefined or unused component,
 /// a pipeline without receivers or exporters).
 pub const INVALID_COLLECTOR_CONFIG: Code = error("E111", "invalid-collector-config");
+/// The collector given with `--otelcol` refused a rendered configuration
+/// (`otelcol validate`): a field its component does not have, a bad duration, an option a
+/// component rejects. Reported on the resource or template that produced the component.
+pub const COLLECTOR_REFUSED_CONFIG: Code = error("E112", "collector-refused-config");
+/// The collector could not judge a configuration on the machine running the check: a
+/// component it can only build on another platform (a Windows-only receiver checked on
+/// Linux). What it could check passed; the rest is unchecked, not assumed valid.
+pub const COLLECTOR_CHECK_INCOMPLETE: Code = warning("W113", "collector-check-incomplete");
+/// `gitamp serve --otelcol`: the collector's check did not finish (timed out, crashed, could
+/// not start), so the revision is not served unchecked.
+pub const COLLECTOR_CHECK_FAILED: Code = error("E114", "collector-check-failed");
 
 /// Every render code, for documentation and for tests that check the table.
-pub const ALL: [Code; 12] = [
+pub const ALL: [Code; 15] = [
     TEMPLATE_SYNTAX,
     TEMPLATE_RENDER,
     TEMPLATE_NOT_YAML,
@@ -89,6 +100,9 @@ pub const ALL: [Code; 12] = [
     SERVICE_CONFLICT,
     DUPLICATE_PROCESSOR,
     INVALID_COLLECTOR_CONFIG,
+    COLLECTOR_REFUSED_CONFIG,
+    COLLECTOR_CHECK_INCOMPLETE,
+    COLLECTOR_CHECK_FAILED,
 ];
 
 #[cfg(test)]
