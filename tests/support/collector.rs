@@ -15,9 +15,16 @@ use super::{free_port, lossy_lines};
 /// How long a supervisor waits for its collector to report healthy after a new config before it
 /// reports FAILED. A collector starts in well under a second on an idle machine; two busy cores
 /// running cargo, Go builds and several collectors can take many times that.
-pub const CONFIG_APPLY_TIMEOUT: &str = "20s";
+///
+/// This supervisor (v0.158) reports APPLIED only when this timer fires with the collector
+/// healthy, so it is also how long every apply takes; a collector that exits on a config it
+/// refuses is reported FAILED at once.
+pub const CONFIG_APPLY_TIMEOUT: &str = "10s";
 
-/// One supervised collector.
+/// One supervised collector. The supervisor's `agent.args` switch the collector's own metrics
+/// endpoint off (it listens on port 8888 by default, so a second collector on the host, even
+/// while it bootstraps, would fail to start); its logs are at debug level so a test can see
+/// every remote config it received.
 pub struct Supervised {
     pub name: String,
     pub otlp_port: u16,
@@ -58,28 +65,37 @@ impl Supervised {
     }
 
     /// The supervisor's config: everything gitamp needs it to do, from the test's values.
+    /// Written as JSON, which is YAML too.
     pub fn config_yaml(&self) -> String {
-        let storage = self.dir.path().join("storage");
-        let mut attrs = format!("        host.name: {}\n", yaml_str(&self.name));
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("host.name".into(), self.name.clone().into());
         for (k, v) in &self.labels {
-            attrs.push_str(&format!("        {}: {}\n", yaml_str(k), yaml_str(v)));
+            attributes.insert(k.clone(), v.clone().into());
         }
-        format!(
-            "server:\n  endpoint: {endpoint}\n\
-             capabilities:\n  accepts_remote_config: true\n  reports_remote_config: true\n  \
-             reports_effective_config: true\n  reports_health: true\n  reports_own_metrics: false\n  \
-             reports_heartbeat: true\n\
-             agent:\n  executable: {exe}\n  config_apply_timeout: {timeout}\n  \
-             description:\n    identifying_attributes:\n      service.name: otelcol-gitamp-test\n    \
-             non_identifying_attributes:\n{attrs}  \
-             env:\n    GITAMP_TEST_OTLP_PORT: \"{port}\"\n\
-             storage:\n  directory: {storage}\n",
-            endpoint = yaml_str(&self.endpoint),
-            exe = yaml_str(&super::otelcol().display().to_string()),
-            timeout = CONFIG_APPLY_TIMEOUT,
-            port = self.otlp_port,
-            storage = yaml_str(&storage.display().to_string()),
-        )
+        let config = serde_json::json!({
+            "server": { "endpoint": self.endpoint },
+            "capabilities": {
+                "accepts_remote_config": true,
+                "reports_remote_config": true,
+                "reports_effective_config": true,
+                "reports_health": true,
+                "reports_heartbeat": true,
+                "reports_own_metrics": false,
+            },
+            "agent": {
+                "executable": super::otelcol(),
+                "config_apply_timeout": CONFIG_APPLY_TIMEOUT,
+                "args": ["--set=service.telemetry.metrics.level=none"],
+                "env": { "GITAMP_TEST_OTLP_PORT": self.otlp_port.to_string() },
+                "description": {
+                    "identifying_attributes": { "service.name": "otelcol-gitamp-test" },
+                    "non_identifying_attributes": attributes,
+                },
+            },
+            "storage": { "directory": self.dir.path().join("storage") },
+            "telemetry": { "logs": { "level": "debug" } },
+        });
+        serde_json::to_string_pretty(&config).unwrap_or_default()
     }
 
     fn spawn(&mut self) {
@@ -179,11 +195,6 @@ impl Drop for Supervised {
     }
 }
 
-/// A YAML double-quoted scalar.
-fn yaml_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
-}
-
 /// The agent in a status API agent list whose `host.name` label is `name`.
 pub fn find_agent<'a>(items: &'a [serde_json::Value], name: &str) -> Option<&'a serde_json::Value> {
     items
@@ -194,4 +205,31 @@ pub fn find_agent<'a>(items: &'a [serde_json::Value], name: &str) -> Option<&'a 
 /// Remove a whole folder tree, ignoring errors (test clean-up).
 pub fn remove(path: &Path) {
     let _ = std::fs::remove_dir_all(path);
+}
+
+impl Supervised {
+    /// The hashes of the remote configs the supervisor received, in order (from its debug log).
+    pub fn received_hashes(&self) -> Vec<String> {
+        let logs = self.logs.lock().map(|l| l.clone()).unwrap_or_default();
+        logs.iter()
+            .filter(|l| l.contains("Received remote config from server"))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["hash"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// The collector process the supervisor runs, if any (its child).
+    pub fn collector_pid(&self) -> Option<u32> {
+        let child = self.child.as_ref()?;
+        let out = Command::new("pgrep")
+            .args(["-P", &child.id().to_string()])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
 }

@@ -7,8 +7,13 @@
 //! desired tree must be contained in the effective one:
 //!
 //! - every desired key is present, with an equal value (scalars compared by their text, so
-//!   `512` equals `"512"`); a desired string with `${…}` references matches any text in their
-//!   place; a masked or redacted effective value matches anything;
+//!   `512` equals `"512"`, and without regard to case, since collectors print their enums
+//!   their own way: `none` is `None`); a desired string with `${…}` references matches any
+//!   text in their place; a masked or redacted effective value matches anything;
+//! - a desired scalar the agent does not echo back, inside a component it does report, is
+//!   `Unreported`, not missing: a collector prints its config from its own structs, and some
+//!   fields (the debug exporter's `verbosity`) do not round-trip. A missing map or list (a
+//!   component, a pipeline) is `Missing`;
 //! - a desired list is matched by an effective list holding its items in the same order, with
 //!   others in between allowed (the supervisor appends `opamp` to `service.extensions`);
 //! - keys and items only the agent has are listed as `Added` and do not change the meaning.
@@ -36,6 +41,9 @@ pub struct ConfigDifference {
 pub enum DifferenceKind {
     /// In the desired config, not in the effective one.
     Missing,
+    /// A desired scalar the agent's report leaves out, inside a map it does report (not a
+    /// difference in meaning: agents do not echo every field).
+    Unreported,
     /// In both, with other values (shown as YAML-ish text).
     Changed { desired: String, effective: String },
     /// Only in the effective config: the agent's own addition (not a difference in meaning).
@@ -45,7 +53,10 @@ pub enum DifferenceKind {
 impl ConfigDifference {
     /// True for differences that mean the agent does not run what it was sent.
     pub fn changes_meaning(&self) -> bool {
-        !matches!(self.kind, DifferenceKind::Added)
+        !matches!(
+            self.kind,
+            DifferenceKind::Added | DifferenceKind::Unreported
+        )
     }
 }
 
@@ -68,7 +79,11 @@ fn walk(desired: &Value, effective: &Value, path: &mut String, out: &mut Vec<Con
                     None if is_empty(dv) => {}
                     None => out.push(ConfigDifference {
                         path: path.clone(),
-                        kind: DifferenceKind::Missing,
+                        kind: if matches!(dv, Value::Object(_) | Value::Array(_)) {
+                            DifferenceKind::Missing
+                        } else {
+                            DifferenceKind::Unreported
+                        },
                     }),
                 }
                 path.truncate(len);
@@ -166,7 +181,9 @@ fn text(v: &Value) -> String {
 
 fn scalar_matches(desired: &Value, effective: &Value) -> bool {
     let (d, e) = (text(desired), text(effective));
-    d == e || REDACTED.contains(&e.as_str()) || (d.contains("${") && template_matches(&d, &e))
+    d.eq_ignore_ascii_case(&e)
+        || REDACTED.contains(&e.as_str())
+        || (d.contains("${") && template_matches(&d, &e))
 }
 
 /// `d` with each `${…}` reference standing for any text (none included) matches `e`.
@@ -235,7 +252,7 @@ mod tests {
     #[test]
     fn a_changed_value_a_missing_key_and_a_reordered_list_are_differences() {
         let desired = json!({
-            "processors": {"batch": {"timeout": "200ms", "send_batch_size": 512}},
+            "processors": {"batch": {"timeout": "200ms"}, "filter": {"error_mode": "ignore"}},
             "service": {"pipelines": {"logs": {"processors": ["a", "b"]}}}
         });
         let effective = json!({
@@ -248,7 +265,7 @@ mod tests {
             paths,
             [
                 "processors.batch.timeout",
-                "processors.batch.send_batch_size",
+                "processors.filter",
                 "service.pipelines.logs.processors"
             ]
         );
@@ -275,6 +292,14 @@ mod tests {
             meaningful(json!({"token": "${env:T}"}), json!({"token": "[REDACTED]"})).is_empty()
         );
         assert!(meaningful(json!({"token": "s3cret"}), json!({"token": "***"})).is_empty());
+        assert!(meaningful(json!({"level": "none"}), json!({"level": "None"})).is_empty());
+        // A field the agent does not echo: unreported, not a difference in meaning.
+        let d = compare(
+            &json!({"debug": {"verbosity": "basic"}}),
+            &json!({"debug": {}}),
+        );
+        assert_eq!(d[0].kind, DifferenceKind::Unreported);
+        assert!(!d[0].changes_meaning());
         assert_eq!(meaningful(json!({"n": 1}), json!({"n": 2})).len(), 1);
     }
 
