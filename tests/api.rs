@@ -207,14 +207,15 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
             healthy: false,
         },
     );
-    // 3..=6: staging, pending; 7: unmanaged; 8: not planned yet.
+    // 3..=6: staging, pending (6 reports an effective config that is not YAML); 7: unmanaged;
+    // 8: not planned yet.
     for n in 3..=6 {
         report(
             &fleet,
             Report {
                 n,
                 env: "staging",
-                effective: None,
+                effective: (n == 6).then_some("receivers: [unclosed\n"),
                 remote: None,
                 healthy: true,
             },
@@ -582,6 +583,8 @@ async fn agent_detail_masks_and_diffs() {
         a["config_diff"], "",
         "agent 1 runs exactly the desired config"
     );
+    assert_eq!(a["config_same_meaning"], true);
+    assert_eq!(a["config_compare_error"], Value::Null);
     let kinds: Vec<&str> = a["events"]
         .as_array()
         .unwrap()
@@ -599,9 +602,31 @@ async fn agent_detail_masks_and_diffs() {
         "{diff}"
     );
     assert!(diff.contains("-exporters:"), "{diff}");
+    // By meaning: its components and pipelines are missing.
+    assert_eq!(a["config_same_meaning"], false);
+    let missing: Vec<&str> = a["config_differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"] == "missing")
+        .filter_map(|d| d["path"].as_str())
+        .collect();
+    assert!(missing.contains(&"exporters"), "{missing:?}");
+
     assert_eq!(
         a["reported_status"]["failed"]["error"],
         "exporter: invalid api key ***"
+    );
+
+    // Agent 6 reports an effective config that is not YAML: shown as sent, not compared, and
+    // the view says why.
+    let (_, a) = get(&s.base, &format!("/api/v1/agents/{}", uid_text(&uid(6)))).await;
+    assert_eq!(a["config_same_meaning"], Value::Null);
+    assert!(
+        a["config_compare_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("the effective config is not YAML")),
+        "{a}"
     );
 
     // Simple-form UUIDs work too; unknown and malformed ids are JSON 404s.

@@ -425,15 +425,19 @@ pub(crate) async fn agent(
         ),
         _ => None,
     };
-    let differences = match (&desired_config, &effective_config) {
+    let (differences, config_compare_error) = match (&desired_config, &effective_config) {
         (Some(d), Some(e)) => match (
             serde_saphyr::from_str::<serde_json::Value>(d),
             serde_saphyr::from_str::<serde_json::Value>(e),
         ) {
-            (Ok(d), Ok(e)) => Some(gitamp_core::render::effective::compare(&d, &e)),
-            _ => None,
+            (Ok(d), Ok(e)) => (Some(gitamp_core::render::effective::compare(&d, &e)), None),
+            (_, Err(err)) => (
+                None,
+                Some(format!("the effective config is not YAML: {err}")),
+            ),
+            (Err(err), _) => (None, Some(format!("the desired config is not YAML: {err}"))),
         },
-        _ => None,
+        _ => (None, None),
     };
     let config_same_meaning = differences
         .as_ref()
@@ -469,6 +473,7 @@ pub(crate) async fn agent(
         config_diff,
         config_same_meaning,
         config_differences: differences,
+        config_compare_error: config_compare_error.map(|e| mask::mask_text(&e, &secrets)),
         events,
         agent: item,
     }))

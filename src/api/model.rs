@@ -147,6 +147,8 @@ pub struct AgentDetail {
     pub config_same_meaning: Option<bool>,
     /// Where they differ by meaning, plus (`added`) what only the agent has.
     pub config_differences: Option<Vec<gitamp_core::render::effective::ConfigDifference>>,
+    /// Why the two could not be compared (an effective config that is not YAML).
+    pub config_compare_error: Option<String>,
     /// Newest first.
     pub events: Vec<EventItem>,
 }

@@ -198,8 +198,10 @@ fn table(items: &[serde_json::Value]) -> anyhow::Result<String> {
             "STATUS",
             "CONFIGURATION",
             "CONNECTED",
+            "HEALTH",
             "LABELS",
             "LAST SEEN",
+            "REASON",
         ]);
     for v in items {
         let a: AgentItem = serde_json::from_value(v.clone()).context("unexpected agent item")?;
@@ -208,6 +210,12 @@ fn table(items: &[serde_json::Value]) -> anyhow::Result<String> {
             a.status,
             a.configuration.unwrap_or_else(|| "-".into()),
             if a.connected { "yes" } else { "no" }.to_string(),
+            match a.healthy {
+                Some(true) => "ok",
+                Some(false) => "unhealthy",
+                None => "-",
+            }
+            .to_string(),
             labels_summary(&a.labels),
             a.last_seen
                 .split('.')
@@ -215,9 +223,25 @@ fn table(items: &[serde_json::Value]) -> anyhow::Result<String> {
                 .unwrap_or_default()
                 .trim_end_matches('Z')
                 .replace('T', " "),
+            a.reason
+                .as_deref()
+                .map_or_else(|| "-".into(), |r| shorten(r, REASON_CHARS)),
         ]);
     }
     Ok(format!("{table}\n{} agent(s)\n", items.len()))
+}
+
+/// A reason longer than this is cut in the table (`-o json` and the API have it whole): a
+/// collector's error can carry its whole log tail.
+const REASON_CHARS: usize = 80;
+
+/// `text` on one line, at most `max` characters, `…` where it was cut.
+fn shorten(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
 }
 
 /// The last group of the UUID: UUIDv7 instance UIDs begin with a timestamp, so agents started

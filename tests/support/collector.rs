@@ -144,14 +144,21 @@ impl Supervised {
             return;
         };
         let group = format!("-{}", child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let signal = |sig: &str| {
+            // The group may be gone already: nothing to report then.
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("-TERM");
         for _ in 0..50 {
             if matches!(child.try_wait(), Ok(Some(_))) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        signal("-KILL");
         let _ = child.wait();
     }
 

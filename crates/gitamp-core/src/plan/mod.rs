@@ -159,6 +159,14 @@ pub fn plan_agent(
         (SyncStatus::Pending, Selection::One(_)) if desired_hash.is_none() => {
             Some("configuration not rendered".into())
         }
+        // Say what it waits for: an agent that never answers stays here.
+        (SyncStatus::Applying, _) => desired_hash.map(|h| {
+            if agent.reported_hash == Some(h) {
+                format!("the agent is applying {}", h.short())
+            } else {
+                format!("sent {}; no status from the agent yet", h.short())
+            }
+        }),
         _ => None,
     };
     let candidate = match (status, desired_hash) {

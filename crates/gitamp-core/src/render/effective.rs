@@ -32,6 +32,8 @@ pub struct ConfigDifference {
     /// Dotted path (`service.pipelines.logs/a__b.processors`); keys that contain dots are kept
     /// whole between the dots of the path.
     pub path: String,
+    /// Flattened: `{"path": …, "kind": "changed", "desired": …, "effective": …}`.
+    #[serde(flatten)]
     pub kind: DifferenceKind,
 }
 
