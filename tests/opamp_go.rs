@@ -220,3 +220,101 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
         a.stop();
     }
 }
+
+/// The rollback target survives a crash: gitamp pushes a new config, is killed before the agent
+/// reports FAILED for it, and the restarted server (which serves the new revision straight from
+/// its cache and never rendered the old one) sends the agent back the old config, kept in the
+/// store by hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_after_a_restart_sends_a_config_only_the_store_still_has() {
+    let fixture = GitFixture::with_tree(&workspace().join("tests/fixtures/collector-fleet"));
+    let data = tempfile::tempdir().expect("tempdir");
+    let token = support::write_token(data.path(), TOKEN);
+    let args = [
+        "--repo".to_string(),
+        fixture.remote_url(),
+        "--poll".into(),
+        "3600".into(),
+        "--opamp-listen".into(),
+        format!("127.0.0.1:{}", support::free_port()),
+        "--api-listen".into(),
+        "127.0.0.1:0".into(),
+        "--webhook-token-file".into(),
+        token.display().to_string(),
+    ];
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let data_dir = data.path().join("data");
+    let mut server = Server::start(&data_dir, &argv);
+    let edge1 = fixture.expected_hashes()["edge"];
+    // Its answers take 3 s, so the server can be killed between a push and the answer.
+    let mut agent = GoAgent::start(
+        &server.ws_url(),
+        &[("fleet.role", "edge"), ("host.name", "go-slow")],
+        &["--apply-delay", "3s"],
+    );
+    eventually(WAIT, "synced on the first config", async || {
+        (status_of(&agents(&server).await, &agent.uid) == "synced").then_some(())
+    })
+    .await;
+
+    fixture.edit("processors/tag.yaml", "value: one", "value: two");
+    let edge2 = fixture.expected_hashes()["edge"];
+    agent.command(&format!("fail {}", edge2.to_hex()));
+    std::thread::sleep(Duration::from_millis(300));
+    let sha = fixture.commit_all("tag two");
+    fixture.push(false);
+    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    eventually(WAIT, "the new config reaches the agent", async || {
+        (agent.received(&edge2.to_hex()) == 1).then_some(())
+    })
+    .await;
+    // Kill only once the new revision is the store's current one (committed at once), so the
+    // restarted server serves it from its cache and renders nothing older.
+    let store = gitamp::store::SqliteStore::open(&data_dir)
+        .await
+        .expect("store");
+    eventually(WAIT, "the new revision is committed", async || {
+        use gitamp::store::Store;
+        let current = store.last_accepted_revision().await.ok()??;
+        (current == sha).then_some(())
+    })
+    .await;
+    store.close().await;
+    server.kill9();
+    assert!(
+        !agent.reported("FAILED", &edge2.to_hex()),
+        "the server must be gone before the agent answers"
+    );
+    server = Server::start(&data_dir, &argv);
+
+    let list = eventually(WAIT, "rolled back by the restarted server", async || {
+        let list = agents(&server).await;
+        (status_of(&list, &agent.uid) == "rolled-back").then_some(list)
+    })
+    .await;
+    assert!(agent.reported("FAILED", &edge2.to_hex()));
+    assert_eq!(
+        agent.received(&edge1.to_hex()),
+        2,
+        "first push, then the rollback"
+    );
+    assert_eq!(
+        agent.received(&edge2.to_hex()),
+        1,
+        "the failed config is sent once"
+    );
+    let item = list
+        .iter()
+        .find(|a| a["uid"].as_str() == Some(agent.uid.as_str()))
+        .expect("listed");
+    assert_eq!(
+        item["reported_hash"].as_str(),
+        Some(edge1.to_hex().as_str())
+    );
+    assert!(
+        !server.logs().contains("No config with this hash is kept"),
+        "{}",
+        server.logs()
+    );
+    agent.stop();
+}
