@@ -20,31 +20,15 @@ use std::time::Duration;
 
 use gitamp_core::ConfigHash;
 use support::collector::{Supervised, find_agent};
-use support::{GitFixture, Server, agents, eventually, get_json, post_webhook, workspace};
+use support::{GitOpsServer, Server, agents, eventually, get_json};
 
-const TOKEN: &str = "collector-webhook-token";
 const WAIT: Duration = Duration::from_secs(120);
 
-fn fleet_fixture() -> GitFixture {
-    GitFixture::with_tree(&workspace().join("tests/fixtures/collector-fleet"))
-}
+/// The repository every test here serves.
+const FIXTURE: &str = "tests/fixtures/collector-fleet";
 
-fn server_args(fixture: &GitFixture, token: &std::path::Path, opamp: &str) -> Vec<String> {
-    vec![
-        "--repo".into(),
-        fixture.remote_url(),
-        "--poll".into(),
-        "3600".into(),
-        "--opamp-listen".into(),
-        opamp.into(),
-        "--api-listen".into(),
-        "127.0.0.1:0".into(),
-        "--webhook-token-file".into(),
-        token.display().to_string(),
-        "--heartbeat".into(),
-        "10".into(),
-    ]
-}
+/// Supervisors expect a heartbeat reply within their own interval; 10 s keeps liveness quick.
+const SERVER_FLAGS: [&str; 2] = ["--heartbeat", "10"];
 
 /// The agent entry of collector `name`, once listed.
 async fn agent_of(server: &Server, name: &str) -> Option<serde_json::Value> {
@@ -78,16 +62,10 @@ fn describe(collectors: &[&Supervised]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
-    let fixture = fleet_fixture();
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = support::write_token(data.path(), TOKEN);
-    let opamp = format!("127.0.0.1:{}", support::free_port());
-    let args = server_args(&fixture, &token, &opamp);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start(&data.path().join("data"), &argv);
-    let first = fixture.expected_hashes();
+    let gitops = GitOpsServer::start(FIXTURE, &SERVER_FLAGS);
+    let first = gitops.fixture.expected_hashes();
 
-    let ws = server.ws_url();
+    let ws = gitops.server.ws_url();
     let edge_a = Supervised::start(&ws, "edge-a", &[("fleet.role", "edge")]);
     let edge_b = Supervised::start(&ws, "edge-b", &[("fleet.role", "edge")]);
     let core = Supervised::start(&ws, "core-a", &[("fleet.role", "core")]);
@@ -95,13 +73,19 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
 
     // 1. Three collectors, two configurations by label, each APPLIED with gitamp's exact hash.
     wait_synced(
-        &server,
+        &gitops.server,
         &["edge-a", "edge-b"],
         first["edge"],
         "edge collectors synced",
     )
     .await;
-    wait_synced(&server, &["core-a"], first["core"], "core collector synced").await;
+    wait_synced(
+        &gitops.server,
+        &["core-a"],
+        first["core"],
+        "core collector synced",
+    )
+    .await;
 
     // 2. The collector runs what it was sent: its OTLP receiver answers on the configured port.
     for c in all {
@@ -115,9 +99,9 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
 
     // 3. Health from the opamp extension, and an effective config equal in meaning.
     for c in all {
-        let a = agent_of(&server, &c.name).await.expect("listed");
+        let a = agent_of(&gitops.server, &c.name).await.expect("listed");
         let uid = a["uid"].as_str().expect("uid");
-        let detail = get_json(&server.api_url(&format!("/api/v1/agents/{uid}"))).await;
+        let detail = get_json(&gitops.server.api_url(&format!("/api/v1/agents/{uid}"))).await;
         assert_eq!(detail["health"]["healthy"], true, "{detail}");
         assert!(
             detail["health"]["components"]
@@ -131,15 +115,15 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
 
     // 4. A new commit reaches the edge collectors (the supervisor restarts each with it), one
     //    batch at a time; the core collector, whose config did not change, gets nothing.
-    fixture.edit("processors/tag.yaml", "value: one", "value: two");
-    fixture.commit_all("tag two");
-    fixture.push(false);
-    let second = fixture.expected_hashes();
+    gitops
+        .fixture
+        .edit("processors/tag.yaml", "value: one", "value: two");
+    gitops.commit_and_announce("tag two").await;
+    let second = gitops.fixture.expected_hashes();
     assert_ne!(second["edge"], first["edge"]);
     assert_eq!(second["core"], first["core"]);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
     wait_synced(
-        &server,
+        &gitops.server,
         &["edge-a", "edge-b"],
         second["edge"],
         "edge collectors on commit 2",
@@ -166,17 +150,17 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
     // 5. A commit gitamp accepts but the collector refuses (the batch processor's own check:
     //    send_batch_max_size below send_batch_size). Both configurations change; each halts at
     //    its first failure, and the failed collectors are rolled back to what they applied.
-    fixture.edit(
+    gitops.fixture.edit(
         "processors/batch.yaml",
         "send_batch_max_size: 1024",
         "send_batch_max_size: 16",
     );
-    fixture.commit_all("a batch size the collector refuses");
-    fixture.push(false);
-    let bad = fixture.expected_hashes();
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    gitops
+        .commit_and_announce("a batch size the collector refuses")
+        .await;
+    let bad = gitops.fixture.expected_hashes();
     let halted = eventually(WAIT, "both rollouts halt", async || {
-        let cfgs = get_json(&server.api_url("/api/v1/configurations")).await;
+        let cfgs = get_json(&gitops.server.api_url("/api/v1/configurations")).await;
         let items = cfgs["items"].as_array().cloned().unwrap_or_default();
         let phases: Vec<String> = items
             .iter()
@@ -192,7 +176,7 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
     .await;
     // Core (one collector) and the first edge collector failed and came back.
     let rolled_back = eventually(WAIT, "the failed collectors are rolled back", async || {
-        let list = agents(&server).await;
+        let list = agents(&gitops.server).await;
         let rolled: Vec<serde_json::Value> = list
             .iter()
             .filter(|a| a["status"] == "rolled-back")
@@ -244,13 +228,15 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
         &edge_a
     };
     assert!(!untouched.received_hashes().contains(&bad["edge"].to_hex()));
-    let listed = agent_of(&server, &untouched.name).await.expect("listed");
+    let listed = agent_of(&gitops.server, &untouched.name)
+        .await
+        .expect("listed");
     assert_eq!(listed["status"], "pending", "{listed}");
     // Every collector ends healthy, running its last good config.
     for c in all {
         let name = c.name.clone();
         eventually(WAIT, "healthy after the rollback", async || {
-            let a = agent_of(&server, &name).await?;
+            let a = agent_of(&gitops.server, &name).await?;
             (a["healthy"] == true).then_some(())
         })
         .await;
@@ -268,9 +254,9 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
         .args(["-9", &pid.to_string()])
         .status();
     let crashed = eventually(WAIT, "the crash shows as unhealthy", async || {
-        let a = agent_of(&server, "core-a").await?;
+        let a = agent_of(&gitops.server, "core-a").await?;
         let uid = a["uid"].as_str()?.to_string();
-        let detail = get_json(&server.api_url(&format!("/api/v1/agents/{uid}"))).await;
+        let detail = get_json(&gitops.server.api_url(&format!("/api/v1/agents/{uid}"))).await;
         (detail["health"]["healthy"] == false).then_some(detail)
     })
     .await;
@@ -284,7 +270,7 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
         WAIT,
         "healthy again after the supervisor's restart",
         async || {
-            let a = agent_of(&server, "core-a").await?;
+            let a = agent_of(&gitops.server, "core-a").await?;
             (a["healthy"] == true).then_some(())
         },
     )
@@ -295,28 +281,27 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
 /// same data directory and port: every collector converges and none receives a config twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_rollout_real_collectors_converge_without_redundant_pushes() {
-    let fixture = fleet_fixture();
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = support::write_token(data.path(), TOKEN);
-    let opamp = format!("127.0.0.1:{}", support::free_port());
-    let args = server_args(&fixture, &token, &opamp);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let data_dir = data.path().join("data");
-    let mut server = Server::start(&data_dir, &argv);
-    let first = fixture.expected_hashes()["edge"];
-    let ws = server.ws_url();
+    let mut gitops = GitOpsServer::start(FIXTURE, &SERVER_FLAGS);
+    let first = gitops.fixture.expected_hashes()["edge"];
+    let ws = gitops.server.ws_url();
     let names = ["edge-1", "edge-2", "edge-3"];
     let collectors: Vec<Supervised> = names
         .iter()
         .map(|n| Supervised::start(&ws, n, &[("fleet.role", "edge")]))
         .collect();
-    wait_synced(&server, &names, first, "three edge collectors synced").await;
+    wait_synced(
+        &gitops.server,
+        &names,
+        first,
+        "three edge collectors synced",
+    )
+    .await;
 
-    fixture.edit("processors/tag.yaml", "value: one", "value: two");
-    fixture.commit_all("tag two");
-    fixture.push(false);
-    let second = fixture.expected_hashes()["edge"];
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    gitops
+        .fixture
+        .edit("processors/tag.yaml", "value: one", "value: two");
+    gitops.commit_and_announce("tag two").await;
+    let second = gitops.fixture.expected_hashes()["edge"];
     // Mid-rollout: the first batch has the new config (applying or applied), others wait.
     eventually(
         WAIT,
@@ -329,10 +314,9 @@ async fn kill_9_mid_rollout_real_collectors_converge_without_redundant_pushes() 
         },
     )
     .await;
-    server.kill9();
-    server = Server::start(&data_dir, &argv);
+    gitops.crash_and_restart();
     wait_synced(
-        &server,
+        &gitops.server,
         &names,
         second,
         "every collector converges after the restart",
@@ -352,22 +336,20 @@ async fn kill_9_mid_rollout_real_collectors_converge_without_redundant_pushes() 
 /// with the exact hash, and the collector runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_over_http_gets_and_runs_its_config() {
-    let fixture = fleet_fixture();
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = support::write_token(data.path(), TOKEN);
-    let opamp = format!("127.0.0.1:{}", support::free_port());
-    let args = server_args(&fixture, &token, &opamp);
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let server = Server::start(&data.path().join("data"), &argv);
-    let core = Supervised::start(&server.http_url(), "core-http", &[("fleet.role", "core")]);
+    let gitops = GitOpsServer::start(FIXTURE, &SERVER_FLAGS);
+    let core = Supervised::start(
+        &gitops.server.http_url(),
+        "core-http",
+        &[("fleet.role", "core")],
+    );
     wait_synced(
-        &server,
+        &gitops.server,
         &["core-http"],
-        fixture.expected_hashes()["core"],
+        gitops.fixture.expected_hashes()["core"],
         "HTTP collector synced",
     )
     .await;
-    let a = agent_of(&server, "core-http").await.expect("listed");
+    let a = agent_of(&gitops.server, "core-http").await.expect("listed");
     assert_eq!(a["transport"], "http", "{a}");
     assert_eq!(a["healthy"], true, "{a}");
     assert!(core.otlp_accepts().await, "serves OTLP\n{}", core.logs());

@@ -9,9 +9,10 @@ mod support;
 use std::time::Duration;
 
 use support::opamp_go::GoAgent;
-use support::{GitFixture, Server, agents, eventually, metric, post_webhook, workspace};
+use support::{GitOpsServer, agents, eventually, metric};
 
-const TOKEN: &str = "opamp-go-webhook-token";
+/// The repository every test here serves.
+const FIXTURE: &str = "tests/fixtures/collector-fleet";
 const WAIT: Duration = Duration::from_secs(90);
 
 fn status_of(list: &[serde_json::Value], uid: &str) -> String {
@@ -24,31 +25,12 @@ fn status_of(list: &[serde_json::Value], uid: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
-    let fixture = GitFixture::with_tree(&workspace().join("tests/fixtures/collector-fleet"));
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = support::write_token(data.path(), TOKEN);
-    let args = [
-        "--repo".to_string(),
-        fixture.remote_url(),
-        "--poll".into(),
-        "3600".into(),
-        "--opamp-listen".into(),
-        format!("127.0.0.1:{}", support::free_port()),
-        "--api-listen".into(),
-        "127.0.0.1:0".into(),
-        "--webhook-token-file".into(),
-        token.display().to_string(),
-        "--heartbeat".into(),
-        "5".into(),
-    ];
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let data_dir = data.path().join("data");
-    let mut server = Server::start(&data_dir, &argv);
-    let hashes = fixture.expected_hashes();
+    let mut gitops = GitOpsServer::start(FIXTURE, &["--heartbeat", "5"]);
+    let hashes = gitops.fixture.expected_hashes();
     let (edge1, core) = (hashes["edge"], hashes["core"]);
 
-    let ws = server.ws_url();
-    let http = server.http_url();
+    let ws = gitops.server.ws_url();
+    let http = gitops.server.http_url();
     let mut fleet = vec![
         GoAgent::start(
             &ws,
@@ -75,7 +57,7 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
     // 1. Every agent reaches Synced on gitamp's exact hash, whatever its transport.
     let want = [core, core, edge1, edge1];
     eventually(WAIT, "every opamp-go agent synced", async || {
-        let list = agents(&server).await;
+        let list = agents(&gitops.server).await;
         fleet
             .iter()
             .zip(&want)
@@ -97,7 +79,7 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
     // 2. Health reported by the client shows in the agent's view.
     fleet[0].command("unhealthy exporter queue is full");
     eventually(WAIT, "unhealthy shows", async || {
-        let list = agents(&server).await;
+        let list = agents(&gitops.server).await;
         list.iter()
             .any(|x| x["uid"].as_str() == Some(fleet[0].uid.as_str()) && x["healthy"] == false)
             .then_some(())
@@ -107,16 +89,16 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
 
     // 3. A commit one edge agent refuses: the batched rollout (1 at a time, no failure
     //    tolerated) halts, the agent is sent back what it last applied and ends rolled-back.
-    fixture.edit("processors/tag.yaml", "value: one", "value: two");
-    let edge2 = fixture.expected_hashes()["edge"];
+    gitops
+        .fixture
+        .edit("processors/tag.yaml", "value: one", "value: two");
+    let edge2 = gitops.fixture.expected_hashes()["edge"];
     assert_ne!(edge1, edge2);
     fleet[2].command(&format!("fail {}", edge2.to_hex()));
     std::thread::sleep(Duration::from_millis(300));
-    fixture.commit_all("tag two");
-    fixture.push(false);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    gitops.commit_and_announce("tag two").await;
     let list = eventually(WAIT, "the refusing agent is rolled back", async || {
-        let list = agents(&server).await;
+        let list = agents(&gitops.server).await;
         (status_of(&list, &fleet[2].uid) == "rolled-back").then_some(list)
     })
     .await;
@@ -163,7 +145,7 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
     // The store holds the failure and the halt (decisions are committed at once, not within
     // the writer's delay): kill the server only then, since what a crash loses is what was
     // never committed.
-    let store = gitamp::store::SqliteStore::open(&data_dir)
+    let store = gitamp::store::SqliteStore::open(&gitops.data_dir())
         .await
         .expect("store");
     let refuser = fleet[2].uid.replace('-', "");
@@ -181,11 +163,10 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
     })
     .await;
     store.close().await;
-    server.kill9();
-    server = Server::start(&data_dir, &argv);
+    gitops.crash_and_restart();
     let started = std::time::Instant::now();
     loop {
-        let list = agents(&server).await;
+        let list = agents(&gitops.server).await;
         let now: Vec<String> = fleet.iter().map(|a| status_of(&list, &a.uid)).collect();
         if now == before {
             break;
@@ -193,7 +174,7 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
         assert!(
             started.elapsed() < WAIT,
             "statuses after the restart: {now:?}, before: {before:?}\n{list:#?}\n{}",
-            server.logs()
+            gitops.server.logs()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -206,7 +187,10 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
     // Routine reports and heartbeats go on for a while (heartbeats every 500 ms); nothing is
     // pushed meanwhile. A negative check, so it needs time to fail in: 3 s is six heartbeats.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(metric(&server, "gitamp_config_pushes_total").await, 0.0);
+    assert_eq!(
+        metric(&gitops.server, "gitamp_config_pushes_total").await,
+        0.0
+    );
     let received_after: Vec<usize> = fleet
         .iter()
         .map(|a| a.events_of("remote_config").len())
@@ -227,50 +211,33 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
 /// store by hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_after_a_restart_sends_a_config_only_the_store_still_has() {
-    let fixture = GitFixture::with_tree(&workspace().join("tests/fixtures/collector-fleet"));
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = support::write_token(data.path(), TOKEN);
-    let args = [
-        "--repo".to_string(),
-        fixture.remote_url(),
-        "--poll".into(),
-        "3600".into(),
-        "--opamp-listen".into(),
-        format!("127.0.0.1:{}", support::free_port()),
-        "--api-listen".into(),
-        "127.0.0.1:0".into(),
-        "--webhook-token-file".into(),
-        token.display().to_string(),
-    ];
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let data_dir = data.path().join("data");
-    let mut server = Server::start(&data_dir, &argv);
-    let edge1 = fixture.expected_hashes()["edge"];
+    let mut gitops = GitOpsServer::start(FIXTURE, &[]);
+    let edge1 = gitops.fixture.expected_hashes()["edge"];
     // Its answers take 3 s, so the server can be killed between a push and the answer.
     let mut agent = GoAgent::start(
-        &server.ws_url(),
+        &gitops.server.ws_url(),
         &[("fleet.role", "edge"), ("host.name", "go-slow")],
         &["--apply-delay", "3s"],
     );
     eventually(WAIT, "synced on the first config", async || {
-        (status_of(&agents(&server).await, &agent.uid) == "synced").then_some(())
+        (status_of(&agents(&gitops.server).await, &agent.uid) == "synced").then_some(())
     })
     .await;
 
-    fixture.edit("processors/tag.yaml", "value: one", "value: two");
-    let edge2 = fixture.expected_hashes()["edge"];
+    gitops
+        .fixture
+        .edit("processors/tag.yaml", "value: one", "value: two");
+    let edge2 = gitops.fixture.expected_hashes()["edge"];
     agent.command(&format!("fail {}", edge2.to_hex()));
     std::thread::sleep(Duration::from_millis(300));
-    let sha = fixture.commit_all("tag two");
-    fixture.push(false);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    let sha = gitops.commit_and_announce("tag two").await;
     eventually(WAIT, "the new config reaches the agent", async || {
         (agent.received(&edge2.to_hex()) == 1).then_some(())
     })
     .await;
     // Kill only once the new revision is the store's current one (committed at once), so the
     // restarted server serves it from its cache and renders nothing older.
-    let store = gitamp::store::SqliteStore::open(&data_dir)
+    let store = gitamp::store::SqliteStore::open(&gitops.data_dir())
         .await
         .expect("store");
     eventually(WAIT, "the new revision is committed", async || {
@@ -280,15 +247,15 @@ async fn a_rollback_after_a_restart_sends_a_config_only_the_store_still_has() {
     })
     .await;
     store.close().await;
-    server.kill9();
+    gitops.server.kill9();
     assert!(
         !agent.reported("FAILED", &edge2.to_hex()),
         "the server must be gone before the agent answers"
     );
-    server = Server::start(&data_dir, &argv);
+    gitops.restart();
 
     let list = eventually(WAIT, "rolled back by the restarted server", async || {
-        let list = agents(&server).await;
+        let list = agents(&gitops.server).await;
         (status_of(&list, &agent.uid) == "rolled-back").then_some(list)
     })
     .await;
@@ -312,9 +279,12 @@ async fn a_rollback_after_a_restart_sends_a_config_only_the_store_still_has() {
         Some(edge1.to_hex().as_str())
     );
     assert!(
-        !server.logs().contains("No config with this hash is kept"),
+        !gitops
+            .server
+            .logs()
+            .contains("No config with this hash is kept"),
         "{}",
-        server.logs()
+        gitops.server.logs()
     );
     agent.stop();
 }

@@ -394,3 +394,70 @@ pub fn write_token(dir: &Path, token: &str) -> PathBuf {
     std::fs::write(&path, token).expect("write token");
     path
 }
+
+/// `gitamp serve` on a Git remote made from a fixture tree, woken by its generic webhook (it
+/// polls once an hour), on a fixed OpAMP port so that a restart keeps the agents' endpoint.
+pub struct GitOpsServer {
+    pub fixture: GitFixture,
+    pub server: Server,
+    pub token: String,
+    args: Vec<String>,
+    data: tempfile::TempDir,
+}
+
+impl GitOpsServer {
+    /// Serve `tree` (relative to the workspace) with `extra` flags.
+    pub fn start(tree: &str, extra: &[&str]) -> GitOpsServer {
+        let fixture = GitFixture::with_tree(&workspace().join(tree));
+        let data = tempfile::tempdir().expect("tempdir");
+        let token = "gitops-webhook-token".to_string();
+        let token_file = write_token(data.path(), &token);
+        let mut args: Vec<String> = vec![
+            "--repo".into(),
+            fixture.remote_url(),
+            "--poll".into(),
+            "3600".into(),
+            "--opamp-listen".into(),
+            format!("127.0.0.1:{}", free_port()),
+            "--api-listen".into(),
+            "127.0.0.1:0".into(),
+            "--webhook-token-file".into(),
+            token_file.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = Server::start(&data.path().join("data"), &argv);
+        GitOpsServer {
+            fixture,
+            server,
+            token,
+            args,
+            data,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data.path().join("data")
+    }
+
+    /// `kill -9` the server, then start it again on the same data and ports.
+    pub fn crash_and_restart(&mut self) {
+        self.server.kill9();
+        self.restart();
+    }
+
+    /// Start the server again (after `server.kill9()`) on the same data and ports.
+    pub fn restart(&mut self) {
+        let argv: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.server = Server::start(&self.data_dir(), &argv);
+    }
+
+    /// Commit everything in the work tree, push it, and ring the webhook; returns the commit.
+    pub async fn commit_and_announce(&self, message: &str) -> String {
+        let sha = self.fixture.commit_all(message);
+        self.fixture.push(false);
+        let status = post_webhook(&self.server, &self.token).await;
+        assert_eq!(status / 100, 2, "webhook answered {status}");
+        sha
+    }
+}
