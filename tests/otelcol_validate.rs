@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{GitFixture, Server, eventually, get_json, post_webhook};
+use support::{GitOpsServer, Server, eventually, get_json};
 
 fn gitamp(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_gitamp"))
@@ -46,27 +46,6 @@ fn explain(o: &Output) -> String {
 fn json_of(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("output is not JSON ({e}):\n{}", explain(o)))
-}
-
-/// `(code, file, line)` of every diagnostic of a `--format json` report.
-fn reported(v: &serde_json::Value) -> Vec<(String, String, u64)> {
-    v["diagnostics"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|d| {
-                    (
-                        d["code"].as_str().unwrap_or_default().to_string(),
-                        d["location"]["file"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                        d["location"]["line"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// `gitamp validate --format json --otelcol <collector> <repo>`.
@@ -164,7 +143,7 @@ fn collector_only_mistakes_are_reported_where_they_were_written() {
             failures.push(format!("{name}: want exit 1\n{}", explain(&out)));
             continue;
         }
-        let got = reported(&json_of(&out));
+        let got = support::reported(&json_of(&out));
         for line in expected {
             match parse_expected(line) {
                 None => failures.push(format!("{name}: cannot parse expected line {line:?}")),
@@ -349,36 +328,14 @@ async fn serve_does_not_serve_a_revision_the_collector_could_not_check() {
     );
 }
 
-const TOKEN: &str = "otelcol-webhook-token";
 const WAIT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_rejects_a_revision_the_collector_refuses() {
-    let fixture = GitFixture::with_example_repo();
-    let first_sha = support::git(&fixture.work(), &["rev-parse", "HEAD"]);
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = data.path().join("webhook-token");
-    std::fs::write(&token, TOKEN).expect("write token");
     let collector = otelcol();
-    let server = Server::start(
-        &data.path().join("data"),
-        &[
-            "--repo",
-            &fixture.remote_url(),
-            "--ref",
-            "main",
-            "--poll",
-            "3600",
-            "--opamp-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--webhook-token-file",
-            &token.to_string_lossy(),
-            "--otelcol",
-            &collector,
-        ],
-    );
+    let gitops = GitOpsServer::start("example-repo", &["--otelcol", &collector]);
+    let first_sha = support::git(&gitops.fixture.work(), &["rev-parse", "HEAD"]);
+    let (fixture, server) = (&gitops.fixture, &gitops.server);
 
     // The example repository passes (its Windows configuration with a warning).
     eventually(WAIT, "the first revision is served", async || {
@@ -399,11 +356,11 @@ async fn serve_rejects_a_revision_the_collector_refuses() {
         "          timeout: {{ timeout }}\n",
         "          timeout: {{ timeout }}\n          send_batch_max: 100\n",
     );
-    let bad_sha = fixture.commit_all("a batch field the collector does not know");
-    fixture.push(false);
     let own = gitamp(&["validate", &fixture.work().to_string_lossy()], &[]);
     assert_eq!(own.status.code(), Some(0), "{}", explain(&own));
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    let bad_sha = gitops
+        .commit_and_announce("a batch field the collector does not know")
+        .await;
     let st = eventually(WAIT, "the refused revision is rejected", async || {
         let st = get_json(&server.api_url("/api/v1/status")).await;
         (st["last_rejected"]["revision"] == bad_sha.as_str()).then_some(st)
@@ -436,13 +393,10 @@ async fn serve_rejects_a_revision_the_collector_refuses() {
 
     // The fix is served.
     fixture.edit("types/batch.yaml", "          send_batch_max: 100\n", "");
-    let fixed_sha = fixture.commit_all("drop the unknown field");
-    fixture.push(false);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    let fixed_sha = gitops.commit_and_announce("drop the unknown field").await;
     eventually(WAIT, "the fixed revision is served", async || {
         let st = get_json(&server.api_url("/api/v1/status")).await;
         (st["current_revision"] == fixed_sha.as_str()).then_some(())
     })
     .await;
-    drop(server);
 }

@@ -3,6 +3,8 @@
 //! `#` comments and blank lines ignored); valid repositories exit 0; each output format has its
 //! shape. New corpus folders are picked up automatically.
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -36,27 +38,6 @@ fn json_of(o: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&o.stderr)
         ),
     }
-}
-
-/// `(code, file, line)` of every diagnostic in a `--format json` report.
-fn reported(v: &serde_json::Value) -> Vec<(String, String, u64)> {
-    v["diagnostics"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|d| {
-                    (
-                        d["code"].as_str().unwrap_or_default().to_string(),
-                        d["location"]["file"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_string(),
-                        d["location"]["line"].as_u64().unwrap_or(0),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Parse `E012 configurations/prod.yaml:14`.
@@ -105,7 +86,7 @@ fn corpus_cases_report_their_diagnostics() {
             ));
             continue;
         }
-        let got = reported(&json_of(&out));
+        let got = support::reported(&json_of(&out));
         for (line, parsed) in expected {
             match parsed {
                 None => failures.push(format!("{name}: cannot parse expected line {line:?}")),
@@ -158,7 +139,7 @@ fn warnings_do_not_fail() {
     let v = json_of(&out);
     assert_eq!(v["valid"], true);
     assert_eq!(v["warnings"], 2);
-    let got = reported(&v);
+    let got = support::reported(&v);
     assert!(
         got.contains(&("W001".into(), "configurations/prod.yaml".into(), 7)),
         "{got:?}"

@@ -461,3 +461,21 @@ impl GitOpsServer {
         sha
     }
 }
+
+/// `(code, file, line)` of every diagnostic of a `gitamp validate --format json` report.
+pub fn reported(v: &serde_json::Value) -> Vec<(String, String, u64)> {
+    let Some(items) = v["diagnostics"].as_array() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|d| {
+            let file = d["location"]["file"].as_str().unwrap_or_default();
+            (
+                d["code"].as_str().unwrap_or_default().to_string(),
+                file.to_string(),
+                d["location"]["line"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
