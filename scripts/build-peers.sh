@@ -16,7 +16,7 @@
 #                all build chatter goes to stderr (it always does)
 #   --force      rebuild even when the stamps match
 # Needs Go 1.26 or newer on PATH (or at /usr/local/go/bin/go). A cold collector build downloads several
-# hundred modules and takes 10-25 minutes on 2 cores; a cached run takes about a second.
+# hundred modules (2.1 GB) and took 494 s on 2 cores with empty Go caches; a cached run takes under 0.1 s.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -116,7 +116,7 @@ build_otelcol() {
   # The builder writes its generated module to dist.output_path: point it into the cache.
   sed "s|^\(  *output_path:\).*|\1 $work/src|" "$manifest" > "$work/manifest.yaml"
   grep -q "output_path: $work/src" "$work/manifest.yaml" || die "could not set output_path in the manifest copy"
-  say "building otelcol-gitamp with the Collector Builder $builder_version (a cold build takes 10-25 min on 2 cores)"
+  say "building otelcol-gitamp with the Collector Builder $builder_version (cold, with empty Go caches: about 8 min on 2 cores)"
   if ! "$tooldir/builder" --config="$work/manifest.yaml" >"$work/builder.log" 2>&1; then
     tail -n 60 "$work/builder.log" >&2
     die "the Collector Builder failed (full log: $work/builder.log)"

@@ -21,7 +21,7 @@ export GITAMP_PYTHON="$PWD/.venv/bin/python"
 
 # Go-built test peers, from the Go module proxy: a real collector (Collector Builder), the
 # collector's opampsupervisor, and the opamp-go driver. Cached outside the clone and rebuilt only
-# when their inputs change (a cold build takes ~11 min on 2 cores; see the README).
+# when their inputs change (a cold build takes ~9 min on 2 cores; see the README).
 command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 peers_started=$SECONDS
 peers_env="$(scripts/build-peers.sh --env)" # an assignment, so a failed build stops the script
