@@ -490,3 +490,36 @@ async fn configs_are_kept_once_and_pruned_to_served_and_applied() {
         .collect();
     assert_eq!(kept, vec![h2, h3], "h1 is neither served nor applied");
 }
+
+/// `commit_now` commits at once what the delay would hold for an hour, without the caller
+/// waiting (the reconciler asks for it after a decision a restart must know).
+#[tokio::test]
+async fn commit_now_commits_without_waiting_for_the_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let (writer, _task) = StoreWriter::spawn(
+        store.clone(),
+        WriterOptions {
+            max_delay: Duration::from_secs(3600),
+            max_ops: 1000,
+            queue: 16,
+        },
+    );
+    writer
+        .send(StoreOp::AppendEvent(event(1, None)))
+        .await
+        .unwrap();
+    // Without the request, nothing is committed for an hour.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(store.recent_events(None, 10).await.unwrap().is_empty());
+    writer.commit_now();
+    let mut seen = 0;
+    for _ in 0..200 {
+        seen = store.recent_events(None, 10).await.unwrap().len();
+        if seen == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 1);
+}

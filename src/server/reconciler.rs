@@ -136,9 +136,9 @@ pub struct Reconciler {
     /// which a rollback sends (mirrored in the store's `configs` table).
     retained: HashMap<ConfigHash, Arc<DesiredConfig>>,
     /// The last plan made a decision a restart must not forget (a revision accepted, a rollout
-    /// started, halted or finished, an agent's failure): the run loop commits
-    /// the store at once instead of within the writer's delay, so a `kill -9` right after it
-    /// does not resume from before it (re-sending a failed hash, re-opening a halted rollout).
+    /// started, halted or finished, an agent's failure): the writer is asked to commit at once
+    /// instead of within its delay, so a `kill -9` soon after does not resume from before it
+    /// (re-sending a failed hash, re-opening a halted rollout).
     durable_now: bool,
     /// `--otelcol`: the collector that must accept a revision before it is served.
     otelcol: Option<Arc<crate::otelcol::Otelcol>>,
@@ -224,7 +224,7 @@ impl Reconciler {
                 event = sync_rx.recv(), if source_open => match event {
                     Some(event) => {
                         if self.on_sync(event).await {
-                            self.reconcile_and_commit().await;
+                            self.reconcile_off_worker();
                         }
                     }
                     None => source_open = false,
@@ -257,7 +257,7 @@ impl Reconciler {
                                 },
                             }
                         }
-                        self.reconcile_and_commit().await;
+                        self.reconcile_off_worker();
                     }
                     // Missed events only mean "something changed": the plan reads the registry.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -269,7 +269,7 @@ impl Reconciler {
                 _ = tick.tick() => {
                     let resync = self.last_resync.elapsed() >= RESYNC;
                     if resync || self.has_work() || self.has_active_rollouts() {
-                        self.reconcile_and_commit().await;
+                        self.reconcile_off_worker();
                     }
                 }
             }
@@ -277,16 +277,6 @@ impl Reconciler {
         self.persist_rollouts();
         if let Err(err) = self.store.flush().await {
             warn!(error = %err, "Final store flush failed.");
-        }
-    }
-
-    /// Plan, then commit the store at once if the plan decided something a restart must know.
-    async fn reconcile_and_commit(&mut self) {
-        self.reconcile_off_worker();
-        if std::mem::take(&mut self.durable_now)
-            && let Err(err) = self.store.flush().await
-        {
-            warn!(error = %err, "Store commit failed.");
         }
     }
 
@@ -832,6 +822,10 @@ impl Reconciler {
             }
         }
         self.persist_rollouts();
+        if std::mem::take(&mut self.durable_now) {
+            // Committed by the writer's task at once; the plan does not wait for the disk.
+            self.store.commit_now();
+        }
         self.last_plan_cost = started.elapsed();
         telemetry::reconcile(self.last_plan_cost);
     }

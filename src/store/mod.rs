@@ -392,6 +392,14 @@ impl StoreWriter {
         })
     }
 
+    /// Ask the writer to commit everything queued before this call now rather than after its
+    /// delay, without waiting for it: the caller goes on while the disk works. A full queue
+    /// drops the request (the batch is then committed within the delay, as any other).
+    pub fn commit_now(&self) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.tx.try_send(Msg::Flush(reply));
+    }
+
     /// Commit everything queued before this call and wait until it is durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
