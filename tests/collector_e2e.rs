@@ -27,7 +27,9 @@ const WAIT: Duration = Duration::from_secs(120);
 /// The repository every test here serves.
 const FIXTURE: &str = "tests/fixtures/collector-fleet";
 
-/// Supervisors expect a heartbeat reply within their own interval; 10 s keeps liveness quick.
+/// WebSocket supervisors heartbeat on their own; 10 s keeps gitamp's liveness check quick
+/// (silent for 3 intervals = disconnected). An HTTP supervisor polls every 30 s, so its test
+/// keeps the default 30 s.
 const SERVER_FLAGS: [&str; 2] = ["--heartbeat", "10"];
 
 /// The agent entry of collector `name`, once listed.
@@ -336,7 +338,7 @@ async fn kill_9_mid_rollout_real_collectors_converge_without_redundant_pushes() 
 /// with the exact hash, and the collector runs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_over_http_gets_and_runs_its_config() {
-    let gitops = GitOpsServer::start(FIXTURE, &SERVER_FLAGS);
+    let gitops = GitOpsServer::start(FIXTURE, &[]);
     let core = Supervised::start(
         &gitops.server.http_url(),
         "core-http",
