@@ -20,7 +20,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-peers="${GITAMP_PEERS_DIR:-$HOME/.cache/gitamp-peers}"
+peers="${GITAMP_PEERS_DIR:-${HOME:-/tmp}/.cache/gitamp-peers}"
 bin="$peers/bin"
 
 env_mode=0
