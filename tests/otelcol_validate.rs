@@ -14,7 +14,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -92,36 +92,15 @@ fn every_example_configuration_passes_the_collector() {
     );
 }
 
-fn corpus_cases() -> Vec<PathBuf> {
-    let corpus = support::workspace().join("tests/corpus-otelcol");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&corpus)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    cases.retain(|p| p.join("repo").is_dir());
-    cases.sort();
-    cases
-}
-
-/// Parse `E112 types/debug.yaml:14`.
-fn parse_expected(line: &str) -> Option<(String, String, u64)> {
-    let (code, at) = line.trim().split_once(char::is_whitespace)?;
-    let (file, line) = at.trim().rsplit_once(':')?;
-    Some((code.to_string(), file.to_string(), line.parse().ok()?))
-}
-
 #[test]
 fn collector_only_mistakes_are_reported_where_they_were_written() {
-    let cases = corpus_cases();
+    let cases = support::corpus_cases("tests/corpus-otelcol");
     assert!(cases.len() >= 5, "found {} corpus cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
-        let name = case
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let repo = case.join("repo");
+        let name = &case.name;
         // gitamp's own checks accept it: only the collector knows better.
-        let own = gitamp(&["validate", &repo.to_string_lossy()], &[]);
+        let own = gitamp(&["validate", &case.repo.to_string_lossy()], &[]);
         if own.status.code() != Some(0) {
             failures.push(format!(
                 "{name}: gitamp alone rejects it\n{}",
@@ -129,31 +108,12 @@ fn collector_only_mistakes_are_reported_where_they_were_written() {
             ));
             continue;
         }
-        let expected_text = std::fs::read_to_string(case.join("expected.txt")).unwrap_or_default();
-        let expected: Vec<&str> = expected_text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .collect();
-        if expected.is_empty() {
-            failures.push(format!("{name}: expected.txt is missing or empty"));
-            continue;
-        }
-        let out = validate_with_collector(&repo, &[]);
+        let out = validate_with_collector(&case.repo, &[]);
         if out.status.code() != Some(1) {
             failures.push(format!("{name}: want exit 1\n{}", explain(&out)));
             continue;
         }
-        let got = support::reported(&json_of(&out));
-        for line in expected {
-            match parse_expected(line) {
-                None => failures.push(format!("{name}: cannot parse expected line {line:?}")),
-                Some(want) if !got.contains(&want) => failures.push(format!(
-                    "{name}: missing {line}\n{}",
-                    String::from_utf8_lossy(&out.stdout)
-                )),
-                Some(_) => {}
-            }
-        }
+        failures.extend(case.missing_from(&support::reported(&json_of(&out))));
     }
     assert!(
         failures.is_empty(),

@@ -40,21 +40,9 @@ fn json_of(o: &Output) -> serde_json::Value {
     }
 }
 
-/// Parse `E012 configurations/prod.yaml:14`.
-fn parse_expected(line: &str) -> Option<(String, String, u64)> {
-    let (code, at) = line.trim().split_once(char::is_whitespace)?;
-    let (file, line) = at.trim().rsplit_once(':')?;
-    Some((code.to_string(), file.to_string(), line.parse().ok()?))
-}
-
 #[test]
 fn corpus_cases_report_their_diagnostics() {
-    let corpus = root().join("tests/corpus");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&corpus)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    cases.retain(|p| p.join("repo").is_dir());
-    cases.sort();
+    let cases = support::corpus_cases("tests/corpus");
     assert!(
         cases.len() >= 20,
         "expected at least 20 corpus cases, found {}",
@@ -62,44 +50,17 @@ fn corpus_cases_report_their_diagnostics() {
     );
     let mut failures = Vec::new();
     for case in &cases {
-        let name = case
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let expected_text = std::fs::read_to_string(case.join("expected.txt")).unwrap_or_default();
-        let expected: Vec<_> = expected_text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-            .map(|l| (l, parse_expected(l)))
-            .collect();
-        if expected.is_empty() {
-            failures.push(format!("{name}: expected.txt is missing or empty"));
-            continue;
-        }
-        let repo = case.join("repo");
-        let out = gitamp(&["validate", "--format", "json", &repo.to_string_lossy()]);
+        let out = gitamp(&["validate", "--format", "json", &case.repo.to_string_lossy()]);
         if out.status.code() != Some(1) {
             failures.push(format!(
-                "{name}: exit code {:?}, want 1\n{}",
+                "{}: exit code {:?}, want 1\n{}",
+                case.name,
                 out.status.code(),
                 stdout(&out)
             ));
             continue;
         }
-        let got = support::reported(&json_of(&out));
-        for (line, parsed) in expected {
-            match parsed {
-                None => failures.push(format!("{name}: cannot parse expected line {line:?}")),
-                Some(want) if !got.contains(&want) => failures.push(format!(
-                    "{name}: missing {line}\n  got: {}",
-                    got.iter()
-                        .map(|(c, f, l)| format!("{c} {f}:{l}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-                Some(_) => {}
-            }
-        }
+        failures.extend(case.missing_from(&support::reported(&json_of(&out))));
     }
     assert!(
         failures.is_empty(),
