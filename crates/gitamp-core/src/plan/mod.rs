@@ -5,6 +5,7 @@
 //! - [`select`]: which configuration an agent gets;
 //! - [`status::sync_status`]: where the agent stands against it;
 //! - [`plan_agent`]: what to do now (push, wait for the rollout, or nothing);
+//! - [`push::push_decision`]: whether a push goes out now, later (a requeue time) or not;
 //! - [`rollout::Rollout`]: which agents the rollout of a new hash has reached;
 //! - [`fleet_plan::plan`] / [`fleet_plan::plan_one`]: all of it for the fleet or for one agent;
 //! - [`planner::Planner`]: the fleet plan kept current at the cost of what changed (the server).
@@ -12,6 +13,7 @@ pub mod desired;
 pub mod fleet_plan;
 pub mod observed;
 pub mod planner;
+pub mod push;
 pub mod rollout;
 pub mod select;
 pub mod selector;
@@ -25,6 +27,7 @@ pub use desired::{Desired, DesiredConfig};
 pub use fleet_plan::{ConfigurationPlan, FleetPlan, plan, plan_one};
 pub use observed::{ObservedAgent, ReportedStatus};
 pub use planner::Planner;
+pub use push::{PushDecision, push_decision};
 pub use rollout::{AgentProgress, Rollout, RolloutDecision, RolloutPhase, RolloutProgress};
 use select::Selection;
 pub use status::{StatusCounts, SyncStatus, sync_status};
@@ -47,21 +50,27 @@ pub enum Action {
 pub struct Timing {
     /// Now, in ms since the Unix epoch.
     pub now_ms: u64,
-    /// An acknowledging agent sent the desired hash that has not reported it back after this
-    /// long is sent it once more (a push can be lost with a dropped connection). Bounded by this
-    /// interval, so it never becomes a resend loop.
+    /// An acknowledging agent pushed to on its connection that has not reported the hash back
+    /// after this long is sent it once more. Bounded by this interval, so it never becomes a
+    /// resend loop (see [`push_decision`]).
     pub resend_after_ms: u64,
+    /// The same for a polling (HTTP) agent: shorter than the usual 30 s poll, so a lost reply
+    /// is offered again on the next poll, and longer than the crossing of one poll.
+    pub poll_resend_after_ms: u64,
 }
 
 impl Timing {
-    /// Default resend interval: 5 minutes, ten HTTP poll intervals.
+    /// Default resend interval on a connection: 5 minutes.
     pub const DEFAULT_RESEND_AFTER_MS: u64 = 5 * 60 * 1000;
+    /// Default resend interval for a polling agent: 10 seconds.
+    pub const DEFAULT_POLL_RESEND_AFTER_MS: u64 = 10 * 1000;
 
-    /// `now_ms` with the default resend interval.
+    /// `now_ms` with the default resend intervals.
     pub fn at(now_ms: u64) -> Self {
         Timing {
             now_ms,
             resend_after_ms: Self::DEFAULT_RESEND_AFTER_MS,
+            poll_resend_after_ms: Self::DEFAULT_POLL_RESEND_AFTER_MS,
         }
     }
 }
@@ -79,22 +88,36 @@ pub struct AgentPlan {
     /// Why, for people: the conflicting configurations, the agent's error message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Plan this agent again at this time (ms since the Unix epoch) even if nothing about it
+    /// changes: a push held back by [`push_decision`] may go out then.
+    #[serde(skip)]
+    pub requeue_at: Option<u64>,
 }
 
 impl AgentPlan {
-    /// Fold this plan back into the agent record once the shell has acted on it: a push is
-    /// recorded (`note_push`), and Synced on an acknowledged hash is remembered (for Drifted).
-    pub fn record(&self, agent: &mut ObservedAgent, now_ms: u64) {
+    /// Fold this plan back into the agent record: Synced on an acknowledged hash is remembered
+    /// (for Drifted). A push is recorded when it is sent ([`ObservedAgent::note_push`]), not
+    /// when it is planned.
+    pub fn record(&self, agent: &mut ObservedAgent) {
+        if self.records_sync(agent) {
+            agent.synced_hash = self.desired_hash;
+        }
+    }
+
+    /// Whether [`AgentPlan::record`] would change `agent`.
+    pub fn records_sync(&self, agent: &ObservedAgent) -> bool {
+        self.status == SyncStatus::Synced
+            && agent.reports_remote_config
+            && agent.reported_hash == self.desired_hash
+            && agent.synced_hash != self.desired_hash
+    }
+
+    /// For a dry run or a test that acts as the transport: record the planned push as sent
+    /// at `now_ms`, then what [`AgentPlan::record`] records.
+    pub fn record_sent(&self, agent: &mut ObservedAgent, now_ms: u64) {
         match self.action {
-            Action::Push(h) => agent.note_push(h, now_ms),
-            Action::Nothing | Action::Wait => {
-                if self.status == SyncStatus::Synced
-                    && agent.reports_remote_config
-                    && agent.reported_hash == self.desired_hash
-                {
-                    agent.synced_hash = self.desired_hash;
-                }
-            }
+            Action::Push(h) => agent.note_push(h, now_ms, agent.connection),
+            Action::Nothing | Action::Wait => self.record(agent),
         }
     }
 }
@@ -105,8 +128,8 @@ impl AgentPlan {
 /// Actions by status:
 /// - Pending → `Push` if reached, `Wait` if not (`Nothing` if there is no hash to send).
 /// - Drifted → `Push` again if reached (the push clears `synced_hash`, so once), else `Wait`.
-/// - Applying → `Nothing`, unless the agent acknowledges, has not echoed the hash, and the send
-///   is older than `timing.resend_after_ms`: then `Push` once more (if still reached).
+/// - Applying → `Nothing`, unless [`push_decision`] says a push that may have been lost goes
+///   out again (if still reached).
 /// - Failed → with `OnFailure::Rollback`, `Push` of the last hash the agent applied
 ///   (`last_applied`), once, whether or not the rollout reached it; `Nothing` with `Keep` or
 ///   when it never applied anything. The failed hash itself is never pushed again.
@@ -114,7 +137,7 @@ impl AgentPlan {
 /// - Unmanaged → `Nothing`: the agent keeps whatever it runs. Sending an empty config map would
 ///   stop its collector, and dropping a configuration from Git must not take a fleet down.
 ///
-/// Every `Push` also passes [`may_push`], the guard the brief sets out in one place.
+/// Every `Push` passes [`push_decision`]; one it holds back until a time sets `requeue_at`.
 pub fn plan_agent(
     agent: &ObservedAgent,
     selection: &Selection,
@@ -178,11 +201,7 @@ pub fn plan_agent(
             }
         }
         (SyncStatus::Applying, Some(h)) => {
-            let expired = agent.reported_hash != Some(h)
-                && agent
-                    .sent_at
-                    .is_some_and(|at| timing.now_ms.saturating_sub(at) >= timing.resend_after_ms);
-            if expired && reached {
+            if reached {
                 Action::Push(h)
             } else {
                 Action::Nothing
@@ -194,9 +213,13 @@ pub fn plan_agent(
         },
         _ => Action::Nothing,
     };
-    let action = match candidate {
-        Action::Push(h) if !may_push(agent, h, timing) => Action::Nothing,
-        other => other,
+    let (action, requeue_at) = match candidate {
+        Action::Push(h) => match push_decision(agent, h, timing) {
+            PushDecision::Now => (Action::Push(h), None),
+            PushDecision::At(t) => (Action::Nothing, Some(t)),
+            PushDecision::Not => (Action::Nothing, None),
+        },
+        other => (other, None),
     };
     AgentPlan {
         instance_uid: agent.instance_uid.clone(),
@@ -205,6 +228,7 @@ pub fn plan_agent(
         status,
         action,
         detail,
+        requeue_at,
     }
 }
 
@@ -214,27 +238,6 @@ fn failure_detail(agent: &ObservedAgent, failed: ConfigHash) -> String {
         Some(error) => format!("agent reported FAILED for {}: {error}", failed.short()),
         None => format!("agent reported FAILED for {}", failed.short()),
     }
-}
-
-/// The push guard: connected, accepts remote config, does not already report `hash`, has not
-/// failed it, and, for an agent that never acknowledges, was not already sent it. An
-/// acknowledging agent already sent `hash` passes only once the resend interval has elapsed.
-pub fn may_push(agent: &ObservedAgent, hash: ConfigHash, timing: Timing) -> bool {
-    let already_sent = agent.sent_hash == Some(hash);
-    // Never-acknowledging agents get each hash once.
-    let once_only = already_sent && !agent.reports_remote_config;
-    // Acknowledging agents get it again only after the resend interval, or after drifting.
-    let too_soon = already_sent
-        && agent.synced_hash != Some(hash)
-        && agent
-            .sent_at
-            .is_some_and(|at| timing.now_ms.saturating_sub(at) < timing.resend_after_ms);
-    agent.connected
-        && agent.accepts_remote_config
-        && agent.reported_hash != Some(hash)
-        && !agent.failed_hashes.contains(&hash)
-        && !once_only
-        && !too_soon
 }
 
 #[cfg(test)]

@@ -51,10 +51,23 @@ pub struct ObservedAgent {
     pub reported_hash: Option<ConfigHash>,
     /// The status that came with `reported_hash`.
     pub reported_status: ReportedStatus,
-    /// The hash last sent to this agent.
+    /// The hash last sent to this agent: a frame carrying it was queued on its connection, or
+    /// a reply to its poll carried it (handing a push to the transport is not sending it).
     pub sent_hash: Option<ConfigHash>,
     /// When `sent_hash` was sent, in ms since the Unix epoch (the caller's clock).
     pub sent_at: Option<u64>,
+    /// The connection `sent_hash` went out on (the caller's connection id), if known. A
+    /// connection delivers in order, so a push is not repeated on the one it went out on; a
+    /// reconnect may have lost it.
+    pub sent_on: Option<u64>,
+    /// The agent's current connection (the caller's id), if known.
+    pub connection: Option<u64>,
+    /// It is reached only in the replies to its polls (OpAMP over plain HTTP), not pushed to.
+    pub polls: bool,
+    /// The server asked for its full state and does not know its config yet (a reconnect after
+    /// a server restart): its report, one round trip away, says what it runs, so nothing is
+    /// sent before it (it may already run the desired config).
+    pub awaiting_report: bool,
     /// Every hash this agent reported FAILED for. Kept per (agent, hash) because a supervisor
     /// that rolls back reports FAILED(new) then APPLIED(old): comparing hashes alone would push
     /// the failing config forever.
@@ -109,12 +122,13 @@ impl ObservedAgent {
         self.reported_status = status;
     }
 
-    /// Record that `hash` was sent at `now_ms`. Clears `synced_hash`: after a (re-)push the agent
-    /// has to acknowledge again, which is what stops a Drifted agent from being pushed on every
-    /// message.
-    pub fn note_push(&mut self, hash: ConfigHash, now_ms: u64) {
+    /// Record that `hash` was sent at `now_ms` on connection `on` (if known). Clears
+    /// `synced_hash`: after a (re-)push the agent has to acknowledge again, which is what stops
+    /// a Drifted agent from being pushed on every message.
+    pub fn note_push(&mut self, hash: ConfigHash, now_ms: u64, on: Option<u64>) {
         self.sent_hash = Some(hash);
         self.sent_at = Some(now_ms);
+        self.sent_on = on;
         self.synced_hash = None;
     }
 
@@ -134,6 +148,7 @@ impl ObservedAgent {
         if self.sent_hash == Some(*hash) {
             self.sent_hash = None;
             self.sent_at = None;
+            self.sent_on = None;
         }
         forgot
     }

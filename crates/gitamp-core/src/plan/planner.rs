@@ -14,8 +14,9 @@
 //! that configuration's rollout admits it (see [`plan_agent`]); its status only on the first
 //! three. Stepping a rollout twice on the same statuses changes nothing. Those two facts are
 //! what make re-planning only the changed agents exact. The one input that moves by itself is
-//! the clock (the resend of an unacknowledged push after `Timing::resend_after_ms`):
-//! [`Planner::replan_all`] covers it, and the server calls it periodically.
+//! the clock: a push [`push_decision`](crate::plan::push_decision) held back until a time
+//! sets the plan's `requeue_at`, and the planner re-plans that agent once the time comes
+//! ([`Planner::next_wake`] says when the caller should plan next).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
@@ -29,7 +30,7 @@ use crate::plan::observed::ObservedAgent;
 use crate::plan::rollout::{AgentProgress, Rollout, RolloutPhase};
 use crate::plan::select::Selection;
 use crate::plan::status::{StatusCounts, SyncStatus, sync_status};
-use crate::plan::{Action, AgentPlan, Timing, plan_agent};
+use crate::plan::{AgentPlan, Timing, plan_agent};
 
 /// What the planner knows of one agent.
 #[derive(Debug, Clone)]
@@ -64,6 +65,10 @@ pub struct Planner<K> {
     full: bool,
     /// Rollouts superseded since the last [`Planner::take_superseded`].
     superseded: Vec<Rollout>,
+    /// Agents to re-plan at a time (ms since the Unix epoch), from their plans' `requeue_at`.
+    /// An agent re-planned earlier for another reason may leave a stale entry: re-planning it
+    /// once more at that time changes nothing.
+    wakeups: BTreeMap<u64, Vec<K>>,
 }
 
 impl<K: Hash + Eq + Clone> Planner<K> {
@@ -81,6 +86,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
             scope_changed: HashSet::new(),
             full: true,
             superseded: Vec::new(),
+            wakeups: BTreeMap::new(),
         };
         planner.reset_configurations();
         planner
@@ -142,15 +148,31 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         self.full = true;
     }
 
-    /// True if the next plan has agents or rollouts to look at.
+    /// True if the next plan has agents or rollouts to look at (not counting wakeups).
     pub fn has_work(&self) -> bool {
         self.full || !self.dirty.is_empty() || !self.scope_changed.is_empty()
+    }
+
+    /// The earliest time (ms since the Unix epoch) some agent's plan asked to be looked at
+    /// again: the caller plans then, if nothing else made it plan before.
+    pub fn next_wake(&self) -> Option<u64> {
+        self.wakeups.keys().next().copied()
     }
 
     /// Step the rollouts that need it and re-plan the agents that changed. Returns the keys of
     /// the agents re-planned (read their plans with [`Planner::agent`]); every other agent's
     /// plan is what it was.
     pub fn plan(&mut self, timing: Timing) -> Vec<K> {
+        while let Some(entry) = self.wakeups.first_entry() {
+            if *entry.key() > timing.now_ms {
+                break;
+            }
+            for key in entry.remove() {
+                if self.entries.contains_key(&key) {
+                    self.dirty.insert(key);
+                }
+            }
+        }
         let full = std::mem::take(&mut self.full);
         let admission_changed = self.step_rollouts(full);
 
@@ -184,14 +206,19 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                     },
                     Selection::None | Selection::Conflict(_) => (false, OnFailure::default()),
                 };
-                entry.plan = Some(plan_agent(
+                let plan = plan_agent(
                     &entry.agent,
                     &entry.selection,
                     entry.desired_hash,
                     admitted,
                     on_failure,
                     timing,
-                ));
+                );
+                let before = entry.plan.as_ref().and_then(|p| p.requeue_at);
+                if let Some(at) = plan.requeue_at.filter(|at| before != Some(*at)) {
+                    self.wakeups.entry(at).or_default().push(key.clone());
+                }
+                entry.plan = Some(plan);
             }
         }
         keys
@@ -202,25 +229,16 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         self.entries.get(key).map(|e| (&e.agent, e.plan.as_ref()))
     }
 
-    /// Fold the agent's plan back into its state once the caller acted on it
-    /// ([`AgentPlan::record`]). A push changes its status: it is re-planned at the next plan.
-    pub fn record(&mut self, key: &K, now_ms: u64) {
-        let Some(entry) = self.entries.get(key) else {
-            return;
-        };
-        let Some(plan) = entry.plan.as_ref() else {
-            return;
-        };
+    /// Fold the agent's last plan back into its state ([`AgentPlan::record`]: Synced on an
+    /// acknowledged hash is remembered). If that changes its status it is re-planned at the
+    /// next plan.
+    pub fn record(&mut self, key: &K) {
         // Most plans change nothing: find out without copying the agent.
-        let changes = match plan.action {
-            Action::Push(_) => true,
-            Action::Nothing | Action::Wait => {
-                plan.status == SyncStatus::Synced
-                    && entry.agent.reports_remote_config
-                    && entry.agent.reported_hash == plan.desired_hash
-                    && entry.agent.synced_hash != plan.desired_hash
-            }
-        };
+        let changes = self
+            .entries
+            .get(key)
+            .and_then(|e| e.plan.as_ref().map(|p| p.records_sync(&e.agent)))
+            .unwrap_or(false);
         if !changes {
             return;
         }
@@ -228,8 +246,20 @@ impl<K: Hash + Eq + Clone> Planner<K> {
             return;
         };
         if let Some(plan) = entry.plan.as_ref() {
-            plan.record(&mut entry.agent, now_ms);
+            plan.record(&mut entry.agent);
         }
+        self.account(key, entry);
+        self.dirty.insert(key.clone());
+    }
+
+    /// A config went out to the agent: `hash` at `at_ms` on connection `on`
+    /// ([`ObservedAgent::note_push`]). Its status moves (Pending to Applying): it is re-planned
+    /// at the next plan.
+    pub fn note_sent(&mut self, key: &K, hash: ConfigHash, at_ms: u64, on: Option<u64>) {
+        let Some(mut entry) = self.unaccount(key) else {
+            return;
+        };
+        entry.agent.note_push(hash, at_ms, on);
         self.account(key, entry);
         self.dirty.insert(key.clone());
     }

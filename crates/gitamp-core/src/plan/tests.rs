@@ -157,7 +157,7 @@ fn reported_applying_for_desired_hash_is_applying_and_not_pushed() {
 #[test]
 fn failed_for_desired_hash_is_failed_and_not_repushed() {
     let mut a = agent("a");
-    a.note_push(h(1), T0);
+    a.note_push(h(1), T0, None);
     a.observe_remote_config_status(
         &[1; 32],
         ReportedStatus::Failed {
@@ -180,7 +180,7 @@ fn failed_hash_is_not_repushed_after_rollback_to_older_hash() {
     // Supervisor with rollback: APPLIED(A) -> APPLYING(B) -> FAILED(B) -> APPLIED(A).
     let mut a = agent("a");
     a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied);
-    a.note_push(h(0xB), T0);
+    a.note_push(h(0xB), T0, None);
     a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Applying);
     a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Failed { error: "x".into() });
     a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied);
@@ -198,7 +198,7 @@ fn failed_hash_is_not_repushed_after_rollback_to_older_hash() {
 fn failed_after_applying(good: u8, bad: u8) -> ObservedAgent {
     let mut a = agent("a");
     a.observe_remote_config_status(&[good; 32], ReportedStatus::Applied);
-    a.note_push(h(bad), T0);
+    a.note_push(h(bad), T0, None);
     a.observe_remote_config_status(
         &[bad; 32],
         ReportedStatus::Failed {
@@ -219,7 +219,7 @@ fn rollback_sends_the_last_applied_config_once_then_reports_rolled_back() {
     // The rollout need not reach it: it is already failed.
     let p = plan_agent(&a, &one(), Some(h(0xB)), false, OnFailure::Rollback, now());
     assert_eq!(p.action, Action::Push(h(0xA)));
-    p.record(&mut a, T0);
+    p.record_sent(&mut a, T0);
     // Sent, not acknowledged yet: not sent again within the resend interval.
     let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
     assert_eq!((p.status, p.action), (SyncStatus::Failed, Action::Nothing));
@@ -243,7 +243,7 @@ fn rollback_sends_the_last_applied_config_once_then_reports_rolled_back() {
 fn rollback_never_pushes_the_failed_hash_and_needs_an_applied_config() {
     // Never applied anything: nothing to roll back to.
     let mut a = agent("a");
-    a.note_push(h(0xB), T0);
+    a.note_push(h(0xB), T0, None);
     a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Failed { error: "x".into() });
     let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
     assert_eq!((p.status, p.action), (SyncStatus::Failed, Action::Nothing));
@@ -293,7 +293,7 @@ fn operator_retry_allows_repush_of_failed_hash() {
 #[test]
 fn operator_retry_repushes_to_agent_still_reporting_failed() {
     let mut a = agent("a");
-    a.note_push(h(2), T0);
+    a.note_push(h(2), T0, None);
     a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() });
     assert_eq!(plan_reached(&a, h(2)).action, Action::Nothing);
     assert!(a.retry(&h(2)));
@@ -302,7 +302,7 @@ fn operator_retry_repushes_to_agent_still_reporting_failed() {
         (p.status, p.action),
         (SyncStatus::Pending, Action::Push(h(2)))
     );
-    p.record(&mut a, T0 + 1);
+    p.record_sent(&mut a, T0 + 1);
     // Fails again: remembered again, not pushed again.
     a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() });
     assert_eq!(plan_reached(&a, h(2)).status, SyncStatus::Failed);
@@ -315,7 +315,7 @@ fn agent_without_reports_remote_config_is_pushed_once() {
     a.reports_remote_config = false;
     let p = plan_reached(&a, h(1));
     assert_eq!(p.action, Action::Push(h(1)));
-    p.record(&mut a, T0);
+    p.record_sent(&mut a, T0);
     // Counted Synced once sent (it never acknowledges), and never sent again, even much later.
     let later = Timing::at(T0 + 100 * Timing::DEFAULT_RESEND_AFTER_MS);
     let p = plan_agent(&a, &one(), Some(h(1)), true, OnFailure::Keep, later);
@@ -327,7 +327,7 @@ fn agent_without_reports_remote_config_is_pushed_once() {
 #[test]
 fn sent_but_unacknowledged_is_applying() {
     let mut a = agent("a");
-    plan_reached(&a, h(1)).record(&mut a, T0);
+    plan_reached(&a, h(1)).record_sent(&mut a, T0);
     let p = plan_reached(&a, h(1));
     assert_eq!(
         (p.status, p.action),
@@ -338,7 +338,7 @@ fn sent_but_unacknowledged_is_applying() {
 #[test]
 fn applying_is_resent_only_after_resend_interval() {
     let mut a = agent("a");
-    a.note_push(h(1), T0);
+    a.note_push(h(1), T0, None);
     let just_before = Timing::at(T0 + Timing::DEFAULT_RESEND_AFTER_MS - 1);
     assert_eq!(
         plan_agent(&a, &one(), Some(h(1)), true, OnFailure::Keep, just_before).action,
@@ -351,7 +351,7 @@ fn applying_is_resent_only_after_resend_interval() {
         (SyncStatus::Applying, Action::Push(h(1)))
     );
     // Recorded: the interval starts again.
-    p.record(&mut a, after.now_ms);
+    p.record_sent(&mut a, after.now_ms);
     assert_eq!(
         plan_agent(&a, &one(), Some(h(1)), true, OnFailure::Keep, after).action,
         Action::Nothing
@@ -361,11 +361,11 @@ fn applying_is_resent_only_after_resend_interval() {
 #[test]
 fn drifted_agent_is_repushed_once() {
     let mut a = agent("a");
-    plan_reached(&a, h(1)).record(&mut a, T0);
+    plan_reached(&a, h(1)).record_sent(&mut a, T0);
     a.observe_remote_config_status(&[1; 32], ReportedStatus::Applied);
     let p = plan_reached(&a, h(1));
     assert_eq!(p.status, SyncStatus::Synced);
-    p.record(&mut a, T0);
+    p.record_sent(&mut a, T0);
     assert_eq!(a.synced_hash, Some(h(1)));
     // A local restore: it now reports another hash.
     a.observe_remote_config_status(&[7; 32], ReportedStatus::Applied);
@@ -374,7 +374,7 @@ fn drifted_agent_is_repushed_once() {
         (p.status, p.action),
         (SyncStatus::Drifted, Action::Push(h(1)))
     );
-    p.record(&mut a, T0 + 1);
+    p.record_sent(&mut a, T0 + 1);
     let p = plan_reached(&a, h(1));
     assert_eq!(
         (p.status, p.action),
@@ -828,7 +828,7 @@ fn new_revision_supersedes_halted_rollout() {
     let mut agents = fleet(3, "prod");
     let mut rollouts = BTreeMap::new();
     let p = plan(&desired(vec![cfg(h(1))]), &agents, &mut rollouts, now());
-    p.agents[0].record(&mut agents[0], T0);
+    p.agents[0].record_sent(&mut agents[0], T0);
     agents[0].observe_remote_config_status(&[1; 32], ReportedStatus::Failed { error: "x".into() });
     let p = plan(&desired(vec![cfg(h(1))]), &agents, &mut rollouts, now());
     assert!(matches!(
@@ -1025,7 +1025,7 @@ fn simulated_rollouts_keep_invariants_and_converge() {
                 }
             }
             for (a, ap) in agents.iter_mut().zip(&p.agents) {
-                ap.record(a, t);
+                ap.record_sent(a, t);
                 if let Action::Push(hash) = ap.action
                     && a.reports_remote_config
                 {
@@ -1184,7 +1184,7 @@ fn incremental_planner_matches_whole_fleet_plan() {
             planner.upsert(i, a.clone());
         }
         for step in 0..120u64 {
-            // A fixed clock: a moving one needs `replan_all` (the resend interval), tested below.
+            // A fixed clock: a moving one wakes agents whose plans asked for it, tested below.
             let timing = now();
             let reference = plan(&desired, &agents, &mut reference_rollouts, timing);
             planner.plan(timing);
@@ -1210,8 +1210,13 @@ fn incremental_planner_matches_whole_fleet_plan() {
 
             // Act on the plan as the server does, then change the world a little.
             for (i, p) in reference.agents.iter().enumerate() {
-                p.record(&mut agents[i], timing.now_ms);
-                planner.record(&i, timing.now_ms);
+                p.record_sent(&mut agents[i], timing.now_ms);
+                match p.action {
+                    Action::Push(h) => {
+                        planner.note_sent(&i, h, timing.now_ms, agents[i].connection)
+                    }
+                    Action::Nothing | Action::Wait => planner.record(&i),
+                }
                 assert_eq!(planner.agent(&i).map(|(a, _)| a), Some(&agents[i]));
             }
             for _ in 0..rng.below(4) {
@@ -1251,10 +1256,10 @@ fn incremental_planner_matches_whole_fleet_plan() {
     }
 }
 
-/// The clock is the one input that moves by itself: after `replan_all`, an unacknowledged push
+/// The clock is the one input that moves by itself: at the plan's `requeue_at`, an unacknowledged push
 /// older than the resend interval is offered again, as `plan` would.
 #[test]
-fn incremental_planner_resends_after_replan_all() {
+fn incremental_planner_wakes_an_agent_at_its_requeue_time() {
     let d = Arc::new(desired(vec![DesiredConfig::new(
         "web",
         selector(&[]),
@@ -1269,25 +1274,26 @@ fn incremental_planner_resends_after_replan_all() {
         planner.agent(&0).and_then(|(_, p)| p).map(|p| p.action),
         Some(Action::Push(h(1)))
     );
-    planner.record(&0, T0);
+    planner.note_sent(&0, h(1), T0, None);
     planner.plan(now());
     let action = |p: &Planner<u8>| p.agent(&0).and_then(|(_, p)| p).map(|p| p.action);
     assert_eq!(action(&planner), Some(Action::Nothing));
-    let later = Timing::at(T0 + Timing::DEFAULT_RESEND_AFTER_MS);
+    let due = T0 + Timing::DEFAULT_RESEND_AFTER_MS;
+    assert_eq!(planner.next_wake(), Some(due), "the plan asks to look again");
     assert!(
-        planner.plan(later).is_empty(),
-        "nothing changed, nothing re-planned"
+        planner.plan(Timing::at(due - 1)).is_empty(),
+        "nothing changed and not yet due: nothing re-planned"
     );
-    planner.replan_all();
-    assert_eq!(planner.plan(later), vec![0]);
+    assert_eq!(planner.plan(Timing::at(due)), vec![0]);
     assert_eq!(action(&planner), Some(Action::Push(h(1))));
+    assert_eq!(planner.next_wake(), None);
 }
 
 #[test]
 fn a_rollback_that_fails_too_is_not_retried_and_says_which_failed() {
     let mut a = failed_after_applying(0xA, 0xB);
     let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
-    p.record(&mut a, T0);
+    p.record_sent(&mut a, T0);
     a.observe_remote_config_status(
         &[0xA; 32],
         ReportedStatus::Failed {
