@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gitamp_opamp::fleet::Transport;
+use gitamp_opamp::report::Transport;
 use gitamp_opamp::proto::AgentToServer;
 use gitamp_opamp::session::{Connection, handle_message};
 use gitamp_opamp::websocket::MessageReader;
-use gitamp_opamp::{DesiredConfig, Fleet};
+use gitamp_opamp::{Fleet, RemoteConfig};
 use hmac::{KeyInit, Mac};
 use prost::Message as _;
 use webhook::{WebhookKind, verify_and_parse};
@@ -59,7 +59,7 @@ pub fn opamp_decode(data: &[u8]) {
                 "text/yaml".to_owned(),
             ),
         );
-        fleet.set_desired(&uid, Some(Arc::new(DesiredConfig::from_files(files))));
+        fleet.deliver(&uid, Some(Arc::new(RemoteConfig::from_files(files))));
     }
     let reply = handle_message(&fleet, &mut ws, msg.clone());
     let _ = reply.encode();

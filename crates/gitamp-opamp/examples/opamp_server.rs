@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gitamp_opamp::fleet::{DesiredConfig, Fleet, FleetEvent};
+use gitamp_opamp::{Fleet, FleetEvent, RemoteConfig};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -59,7 +59,7 @@ fn parse_args() -> Args {
     a
 }
 
-fn demo_config(size: usize) -> Arc<DesiredConfig> {
+fn demo_config(size: usize) -> Arc<RemoteConfig> {
     let mut body = String::from("receivers:\n  otlp:\n    protocols:\n      grpc: {}\n");
     while body.len() < size {
         body.push_str("# padding padding padding padding padding padding padding\n");
@@ -75,7 +75,7 @@ fn demo_config(size: usize) -> Arc<DesiredConfig> {
     }
     let mut hash = [0u8; 32];
     hash.copy_from_slice(&h.finalize());
-    Arc::new(DesiredConfig::new(map, hash))
+    Arc::new(RemoteConfig::new(map, hash))
 }
 
 #[tokio::main]
@@ -109,15 +109,13 @@ async fn main() {
             loop {
                 match events.recv().await {
                     Ok(FleetEvent::Connected(uid)) => {
-                        f.set_desired(&uid, Some(cfg.clone()));
+                        f.deliver(&uid, Some(cfg.clone()));
                     }
                     Ok(_) => {}
                     // Missed events: assign to everyone known instead.
                     Err(RecvError::Lagged(_)) => {
                         for a in f.agents() {
-                            if a.desired_hash.is_none() {
-                                f.set_desired(&a.uid, Some(cfg.clone()));
-                            }
+                            f.deliver(&a.uid, Some(cfg.clone()));
                         }
                     }
                     Err(RecvError::Closed) => break,

@@ -1,4 +1,12 @@
-//! The fleet registry: the one home for per-agent state.
+//! The fleet registry: what each agent reported and how to reach it.
+//!
+//! It keeps observation and delivery facts only: each agent's last reports (description,
+//! capabilities, health, effective config, remote config status), its connection, and the
+//! config the reconciler handed it that has not gone out yet. Whether a config should go out is
+//! not decided here: the plan decides (`gitamp_core::plan::push_decision`) and hands it over
+//! with [`Fleet::deliver`]; the registry puts it on the agent's WebSocket at once, or in the
+//! reply to its next message, and says when a frame carrying it was queued
+//! ([`Delivery::Queued`], [`FleetEvent::ConfigSent`]).
 //!
 //! Layout: `RwLock<HashMap<Uid, Arc<Mutex<AgentEntry>>>>`. The outer lock is held only
 //! for a lookup or an insert (never across `.await`, never while an entry lock is
@@ -11,21 +19,24 @@
 //! next `recv`. A consumer that sees `Lagged` must resynchronise from
 //! [`Fleet::agents`]. An `mpsc` would have forced a choice between blocking the
 //! message path and silently dropping newest events; broadcast drops oldest and says so.
+//! Nothing is lost with them: remote config statuses not yet read by the planner wait in
+//! the entry ([`AgentSnapshot::unread_statuses`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use prost::Message;
+use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::outbox::{OutboxSender, Push};
 use crate::proto;
-
-/// A 16-byte agent instance UID.
-pub type Uid = [u8; 16];
+use crate::report::{
+    Changes, ConfigFile, ConnectionInfo, Description, Health, RemoteState, RemoteStatus, Transport,
+};
+use crate::ser::ser_uid;
+use crate::wire::{Outgoing, RemoteConfig, SERVER_CAPABILITIES, Uid, uid_text};
 
 /// Capacity of the event channel; see the module docs for what happens on lag. A rollout to
 /// N WebSocket agents produces 2N reports within about a second while the reconciler is busy
@@ -34,221 +45,9 @@ pub type Uid = [u8; 16];
 /// slots (one per event, a few dozen bytes each) are allocated up front.
 pub const EVENT_CAPACITY: usize = 65_536;
 
-/// How many distinct FAILED hashes are remembered per agent (oldest forgotten first).
-const MAX_FAILED_HASHES: usize = 16;
-
-/// Capabilities this server announces on every reply.
-pub const SERVER_CAPABILITIES: u64 = proto::ServerCapabilities::AcceptsStatus as u64
-    | proto::ServerCapabilities::OffersRemoteConfig as u64
-    | proto::ServerCapabilities::AcceptsEffectiveConfig as u64;
-
-/// The desired remote configuration for one or more agents.
-///
-/// The `AgentRemoteConfig` message is encoded once, as a complete `ServerToAgent`
-/// field 3 (tag, length and body), and shared by every agent that gets it: protobuf
-/// messages concatenate, so a reply is the per-agent fields followed by these bytes.
-#[derive(Debug)]
-pub struct DesiredConfig {
-    hash: [u8; 32],
-    files: BTreeMap<String, (Bytes, String)>,
-    /// `ServerToAgent.remote_config` as encoded field bytes (tag 3 + length + body).
-    encoded_field: Bytes,
-}
-
-impl DesiredConfig {
-    /// A config of one YAML file under the empty name, for tests.
-    #[cfg(test)]
-    pub(crate) fn one_yaml_file(body: Bytes, hash: [u8; 32]) -> Arc<DesiredConfig> {
-        let files = BTreeMap::from([(String::new(), (body, "text/yaml".to_owned()))]);
-        Arc::new(DesiredConfig::new(files, hash))
-    }
-
-    /// The served bytes of file `name` if they equal `body`, to share instead of a copy.
-    /// Bytes that already are the served ones are recognised without comparing them.
-    pub(crate) fn same_body(&self, name: &str, body: &[u8]) -> Option<Bytes> {
-        self.files
-            .get(name)
-            .filter(|(served, _)| {
-                (served.as_ptr() == body.as_ptr() && served.len() == body.len())
-                    || served[..] == *body
-            })
-            .map(|(served, _)| served.clone())
-    }
-
-    /// Builds the config and encodes its `AgentRemoteConfig` once.
-    /// `config_map` maps config file names to `(body, content type)`; `hash` is the
-    /// caller's deterministic hash of the whole map (it is never empty by type).
-    pub fn new(config_map: BTreeMap<String, (Bytes, String)>, hash: [u8; 32]) -> Self {
-        let remote = proto::AgentRemoteConfig {
-            config: Some(proto::AgentConfigMap {
-                config_map: config_map
-                    .iter()
-                    .map(|(k, (body, ct))| {
-                        (
-                            k.clone(),
-                            proto::AgentConfigFile {
-                                body: body.clone(),
-                                content_type: ct.clone(),
-                            },
-                        )
-                    })
-                    .collect(),
-            }),
-            config_hash: Bytes::copy_from_slice(&hash),
-        };
-        let holder = proto::ServerToAgent {
-            remote_config: Some(remote),
-            ..Default::default()
-        };
-        let encoded_field = Bytes::from(holder.encode_to_vec());
-        Self {
-            hash,
-            files: config_map,
-            encoded_field,
-        }
-    }
-
-    /// Builds the config with its canonical hash ([`DesiredConfig::canonical_hash`]).
-    pub fn from_files(config_map: BTreeMap<String, (Bytes, String)>) -> Self {
-        let hash = Self::canonical_hash(&config_map);
-        Self::new(config_map, hash)
-    }
-
-    /// SHA-256 over a canonical encoding of the whole map: entries in key order, each
-    /// key, body and content type prefixed by its length (u64, big endian). Same
-    /// content, same hash, across restarts and replicas; never empty.
-    pub fn canonical_hash(config_map: &BTreeMap<String, (Bytes, String)>) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        h.update(b"gitamp-config-v1");
-        h.update((config_map.len() as u64).to_be_bytes());
-        for (k, (body, ct)) in config_map {
-            for part in [k.as_bytes(), &body[..], ct.as_bytes()] {
-                h.update((part.len() as u64).to_be_bytes());
-                h.update(part);
-            }
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(h.finalize().as_slice());
-        out
-    }
-
-    /// The config hash sent as `config_hash`.
-    pub fn hash(&self) -> &[u8; 32] {
-        &self.hash
-    }
-
-    /// The config files `(body, content type)` by name.
-    pub fn files(&self) -> &BTreeMap<String, (Bytes, String)> {
-        &self.files
-    }
-
-    /// The cached encoding of `ServerToAgent.remote_config` (tag + length + body).
-    pub fn encoded_field(&self) -> &Bytes {
-        &self.encoded_field
-    }
-}
-
-/// A `ServerToAgent` to send: per-agent fields plus, optionally, the shared
-/// remote config bytes appended without re-encoding.
-#[derive(Debug, Clone, Default)]
-pub struct Outgoing {
-    /// Per-agent fields (its `remote_config` is always `None`).
-    pub msg: proto::ServerToAgent,
-    /// Shared config, appended as encoded bytes.
-    pub remote_config: Option<Arc<DesiredConfig>>,
-}
-
-impl Outgoing {
-    /// Encoded length of the full message.
-    pub fn encoded_len(&self) -> usize {
-        self.msg.encoded_len()
-            + self
-                .remote_config
-                .as_ref()
-                .map_or(0, |d| d.encoded_field.len())
-    }
-
-    /// Encodes the message, prefixed with `prefix` (the WS header, or nothing).
-    pub fn encode_with_prefix(&self, prefix: &[u8]) -> Bytes {
-        let mut buf = BytesMut::with_capacity(prefix.len() + self.encoded_len());
-        buf.extend_from_slice(prefix);
-        self.msg.encode_raw(&mut buf);
-        if let Some(d) = &self.remote_config {
-            buf.extend_from_slice(&d.encoded_field);
-        }
-        buf.freeze()
-    }
-
-    /// Encodes the message (HTTP body).
-    pub fn encode(&self) -> Bytes {
-        self.encode_with_prefix(&[])
-    }
-
-    /// Encodes one WebSocket frame (header 0 then the message).
-    pub fn encode_frame(&self) -> Bytes {
-        self.encode_with_prefix(&[crate::frame::HEADER])
-    }
-
-    /// Makes the message fit `limit` bytes (plus `prefix_len`): a reply must still go
-    /// out when the config does not fit, so the remote config is dropped first (and the
-    /// drop is logged and counted). Returns false if even the rest does not fit.
-    pub fn fit(&mut self, limit: usize, prefix_len: usize) -> bool {
-        if self.encoded_len() + prefix_len <= limit {
-            return true;
-        }
-        metrics::counter!("gitamp_opamp_oversize_outgoing_total").increment(1);
-        tracing::warn!(
-            len = self.encoded_len() + prefix_len,
-            limit,
-            "ServerToAgent over the size limit: remote config dropped"
-        );
-        self.remote_config = None;
-        self.encoded_len() + prefix_len <= limit
-    }
-}
-
-/// How long an HTTP agent that was sent a config but still reports another hash waits before
-/// it is offered the config again. Clients build their next poll before handling the previous
-/// response (the Python client does), so without this every such poll would carry a duplicate.
-/// Shorter than the usual 30 s poll, so a lost response is offered again on the next poll.
-pub const HTTP_RESEND_AFTER: Duration = Duration::from_secs(10);
-
-/// Which transport an agent uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// WebSocket (push capable).
-    Ws,
-    /// Plain HTTP polling.
-    Http,
-}
-
-/// What changed in a report, for [`FleetEvent::Reported`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Changes {
-    /// Agent description (labels) changed.
-    pub description: bool,
-    /// Capabilities changed.
-    pub capabilities: bool,
-    /// Health changed.
-    pub health: bool,
-    /// Effective config changed.
-    pub effective_config: bool,
-    /// Remote config status changed.
-    pub remote_config_status: bool,
-}
-
-impl Changes {
-    /// True if anything changed.
-    pub fn any(&self) -> bool {
-        self.description
-            || self.capabilities
-            || self.health
-            || self.effective_config
-            || self.remote_config_status
-    }
-}
+/// How many remote config statuses wait for the planner per agent (oldest dropped first; a
+/// FAILED one is kept over the others, since it is what stops a re-push loop).
+const MAX_UNREAD_STATUSES: usize = 16;
 
 /// Fleet events for the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,136 +58,25 @@ pub enum FleetEvent {
     Reported(Uid, Changes),
     /// The agent disconnected (agent_disconnect, transport close or liveness timeout).
     Disconnected(Uid),
+    /// A config handed over with [`Fleet::deliver`] went out in a reply: hash and connection.
+    ConfigSent(Uid, [u8; 32], u64),
 }
 
-/// Agent description flattened to string attributes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Description {
-    /// Identifying attributes (service.name, service.instance.id, ...).
-    pub identifying: BTreeMap<String, String>,
-    /// Non-identifying attributes (host.*, os.*, ...).
-    pub non_identifying: BTreeMap<String, String>,
-}
-
-impl Description {
-    /// All attributes, identifying ones winning on key clashes: the agent's labels.
-    pub fn labels(&self) -> BTreeMap<String, String> {
-        let mut all = self.non_identifying.clone();
-        all.extend(self.identifying.iter().map(|(k, v)| (k.clone(), v.clone())));
-        all
-    }
-
-    /// Whether [`Description::labels`] would equal `labels`, without building it.
-    pub fn labels_equal(&self, labels: &BTreeMap<String, String>) -> bool {
-        let mut seen = 0;
-        for (k, v) in &self.identifying {
-            if labels.get(k) != Some(v) {
-                return false;
-            }
-            seen += 1;
-        }
-        for (k, v) in &self.non_identifying {
-            if self.identifying.contains_key(k) {
-                continue;
-            }
-            if labels.get(k) != Some(v) {
-                return false;
-            }
-            seen += 1;
-        }
-        seen == labels.len()
-    }
-}
-
-/// Component health, recursively.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Health {
-    /// Component is up and healthy.
-    pub healthy: bool,
-    /// Start time (0 if not running).
-    pub start_time_unix_nano: u64,
-    /// Last error text.
-    pub last_error: String,
-    /// Agent-defined status text.
-    pub status: String,
-    /// When the status was observed.
-    pub status_time_unix_nano: u64,
-    /// Sub-component health by component id.
-    pub components: BTreeMap<String, Health>,
-}
-
-/// Makes reported bodies equal to the desired config's files share its bytes: an agent that
-/// reported its config before it was assigned (after a server restart, every agent) would
-/// otherwise keep its own copy of the same few KiB.
-fn share_bodies(effective: &mut BTreeMap<String, ConfigFile>, desired: &DesiredConfig) {
-    for (name, file) in effective.iter_mut() {
-        if let Some(body) = desired.same_body(name, &file.body) {
-            file.body = body;
-        }
-    }
-}
-
-/// One config file as reported in the effective config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConfigFile {
-    /// Body (shown as UTF-8, lossily, when serialized).
-    #[serde(serialize_with = "ser_lossy")]
-    pub body: Bytes,
-    /// MIME type, possibly empty.
-    pub content_type: String,
-}
-
-/// Remote config status as reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RemoteStatus {
-    /// Hash the agent last received (hex when serialized).
-    #[serde(serialize_with = "ser_hex")]
-    pub hash: Bytes,
-    /// UNSET, APPLIED, APPLYING or FAILED.
-    pub status: RemoteState,
-    /// Error text when FAILED.
-    pub error: String,
-}
-
-/// `RemoteConfigStatuses`, unknown values mapped to `Unset`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RemoteState {
-    /// Not set.
-    #[default]
-    Unset,
-    /// Applied.
-    Applied,
-    /// Being applied.
-    Applying,
-    /// Failed (see error).
-    Failed,
-}
-
-impl From<i32> for RemoteState {
-    fn from(v: i32) -> Self {
-        match proto::RemoteConfigStatuses::try_from(v) {
-            Ok(proto::RemoteConfigStatuses::Applied) => Self::Applied,
-            Ok(proto::RemoteConfigStatuses::Applying) => Self::Applying,
-            Ok(proto::RemoteConfigStatuses::Failed) => Self::Failed,
-            _ => Self::Unset,
-        }
-    }
-}
-
-/// Connection state of an agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ConnectionInfo {
-    /// Whether the agent is considered connected.
-    pub connected: bool,
-    /// Transport of the last message.
-    pub transport: Transport,
-    /// When the current connection started (None while disconnected).
-    #[serde(serialize_with = "ser_opt_time")]
-    pub connected_since: Option<SystemTime>,
-    /// When the last message arrived.
-    #[serde(serialize_with = "ser_time")]
-    pub last_seen: SystemTime,
+/// What [`Fleet::deliver`] did with a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A frame carrying it was queued on this connection (a WebSocket).
+    Queued {
+        /// The connection id.
+        conn: u64,
+    },
+    /// It waits for the agent's next message and goes out in the reply (an HTTP agent, or a
+    /// full WebSocket queue); [`FleetEvent::ConfigSent`] says when.
+    Pending,
+    /// Not sent: the agent already reports this hash, or no longer accepts remote config.
+    Dropped,
+    /// The agent is unknown.
+    Unknown,
 }
 
 /// A cloneable, serializable view of one agent.
@@ -411,18 +99,17 @@ pub struct AgentSnapshot {
     pub connection: ConnectionInfo,
     /// Last sequence number received.
     pub sequence_num: u64,
-    /// Hash of the desired config assigned by the reconciler, if any.
-    #[serde(serialize_with = "ser_opt_hash")]
-    pub desired_hash: Option<[u8; 32]>,
-    /// Hash of the config last sent to the agent.
-    #[serde(serialize_with = "ser_opt_hash")]
-    pub sent_hash: Option<[u8; 32]>,
-    /// When that config was sent.
-    #[serde(serialize_with = "ser_opt_time")]
-    pub sent_at: Option<SystemTime>,
-    /// Hashes the agent reported FAILED (not re-sent until the desired config changes).
-    #[serde(serialize_with = "ser_hex_list")]
-    pub failed_hashes: Vec<Bytes>,
+    /// The server asked for the agent's full state and has no remote config status from it
+    /// yet (a reconnect after a server restart): what it runs is one round trip away.
+    pub awaiting_report: bool,
+    /// Hash of a config handed over with [`Fleet::deliver`] that has not gone out yet.
+    #[serde(skip)]
+    pub pending_hash: Option<[u8; 32]>,
+    /// Remote config statuses reported since the planner last read them, oldest first
+    /// (only in [`Fleet::observe`]'s snapshots): two reports between two plans (FAILED then
+    /// the rollback's APPLIED) must both reach it.
+    #[serde(skip)]
+    pub unread_statuses: Vec<RemoteStatus>,
 }
 
 /// Handle used to push frames to a WebSocket connection.
@@ -440,42 +127,38 @@ impl ConnHandle {
     }
 }
 
-/// Per-agent state. Only reachable through its mutex.
+/// Per-agent state. Only reachable through its mutex; `session` changes it through the methods
+/// below, each keeping one rule.
 #[derive(Debug)]
 pub(crate) struct AgentEntry {
-    pub(crate) uid: Uid,
-    pub(crate) description: Option<Arc<Description>>,
-    pub(crate) capabilities: u64,
-    pub(crate) health: Option<Arc<Health>>,
-    pub(crate) effective_config: Option<BTreeMap<String, ConfigFile>>,
-    pub(crate) remote_status: Option<RemoteStatus>,
-    pub(crate) connected: bool,
-    pub(crate) transport: Transport,
-    pub(crate) connected_since: Option<SystemTime>,
-    pub(crate) last_seen: SystemTime,
-    pub(crate) last_seen_mono: Instant,
+    uid: Uid,
+    description: Option<Arc<Description>>,
+    capabilities: u64,
+    health: Option<Arc<Health>>,
+    effective_config: Option<BTreeMap<String, ConfigFile>>,
+    remote_status: Option<RemoteStatus>,
+    unread_statuses: Vec<RemoteStatus>,
+    connected: bool,
+    transport: Transport,
+    connected_since: Option<SystemTime>,
+    last_seen: SystemTime,
+    last_seen_mono: Instant,
     /// Last sequence number; `None` until the first message is processed.
-    pub(crate) sequence_num: Option<u64>,
+    sequence_num: Option<u64>,
     /// Set when the last reply asked for full state; the next message is then
     /// accepted as the full report whatever its sequence number (convergence with
     /// clients whose numbering repeats or skips).
-    pub(crate) full_state_requested: bool,
-    pub(crate) desired: Option<Arc<DesiredConfig>>,
-    pub(crate) sent_hash: Option<[u8; 32]>,
-    pub(crate) sent_at: Option<SystemTime>,
-    /// The connection `sent_hash` went out on. A WebSocket delivers in order, so the same
-    /// hash is never offered twice on one connection: an agent message that crossed the push
-    /// on the wire (still reporting the old hash) must not trigger a second copy.
-    pub(crate) sent_conn: Option<u64>,
-    pub(crate) failed_hashes: Vec<Bytes>,
-    pub(crate) conn: Option<ConnHandle>,
+    full_state_requested: bool,
+    /// Handed over by the plan, not yet gone out.
+    pending: Option<Arc<RemoteConfig>>,
+    conn: Option<ConnHandle>,
     /// Sequence number and time of the agent_disconnect that ended the last session,
     /// to recognise late messages of that session (see `session`).
-    pub(crate) left: Option<(u64, Instant)>,
+    left: Option<(u64, Instant)>,
 }
 
 impl AgentEntry {
-    pub(crate) fn new(uid: Uid, transport: Transport) -> Self {
+    fn new(uid: Uid, transport: Transport) -> Self {
         Self {
             uid,
             description: None,
@@ -483,6 +166,7 @@ impl AgentEntry {
             health: None,
             effective_config: None,
             remote_status: None,
+            unread_statuses: Vec::new(),
             connected: false,
             transport,
             connected_since: None,
@@ -490,18 +174,10 @@ impl AgentEntry {
             last_seen_mono: Instant::now(),
             sequence_num: None,
             full_state_requested: false,
-            desired: None,
-            sent_hash: None,
-            sent_at: None,
-            sent_conn: None,
-            failed_hashes: Vec::new(),
+            pending: None,
             conn: None,
             left: None,
         }
-    }
-
-    pub(crate) fn snapshot(&self) -> AgentSnapshot {
-        self.snapshot_with(true)
     }
 
     fn snapshot_with(&self, effective_config: bool) -> AgentSnapshot {
@@ -521,90 +197,190 @@ impl AgentEntry {
                 transport: self.transport,
                 connected_since: self.connected_since,
                 last_seen: self.last_seen,
+                id: self.conn.as_ref().map(|c| c.id),
             },
             sequence_num: self.sequence_num.unwrap_or(0),
-            desired_hash: self.desired.as_ref().map(|d| d.hash),
-            sent_hash: self.sent_hash,
-            sent_at: self.sent_at,
-            failed_hashes: self.failed_hashes.clone(),
+            awaiting_report: self.awaiting_report(),
+            pending_hash: self.pending.as_ref().map(|p| *p.hash()),
+            unread_statuses: Vec::new(),
         }
     }
 
-    /// Records a FAILED report for `hash` (bounded, deduplicated).
-    pub(crate) fn remember_failed(&mut self, hash: &Bytes) {
-        if hash.is_empty() || self.failed_hashes.iter().any(|h| h == hash) {
-            return;
-        }
-        if self.failed_hashes.len() >= MAX_FAILED_HASHES {
-            self.failed_hashes.remove(0);
-        }
-        self.failed_hashes.push(hash.clone());
+    fn awaiting_report(&self) -> bool {
+        self.full_state_requested && self.remote_status.is_none()
     }
 
-    /// The remote config to send now, if any. The decision uses hashes only, never
-    /// the status or the effective config:
-    /// - the agent must currently accept remote config;
-    /// - its reported hash must differ from the desired one;
-    /// - the desired hash must not be one it reported FAILED (no re-push loops,
-    ///   including after a rollback to an older config);
-    /// - agents that do not report remote config status get each hash once;
-    /// - an acknowledging agent whose full state was requested and whose config is unknown
-    ///   waits for its full report;
-    /// - a hash just sent is not sent again: an agent message that crossed the push (built
-    ///   before the agent handled it, so still reporting the old hash) would otherwise get a
-    ///   duplicate. Over WebSocket "just" means on this connection (it delivers in order; a
-    ///   reconnect gets it again); over HTTP, within [`HTTP_RESEND_AFTER`] (a lost response is
-    ///   offered again after that).
-    pub(crate) fn config_to_send(&self, conn_id: u64) -> Option<Arc<DesiredConfig>> {
-        let desired = self.desired.as_ref()?;
-        if self.capabilities & proto::AgentCapabilities::AcceptsRemoteConfig as u64 == 0 {
-            return None;
+    pub(crate) fn uid(&self) -> Uid {
+        self.uid
+    }
+
+    pub(crate) fn description(&self) -> Option<&Description> {
+        self.description.as_deref()
+    }
+
+    /// A message of this agent arrived on `conn`: it is seen now, and connected if it was
+    /// not (returns true then).
+    pub(crate) fn seen_on(
+        &mut self,
+        conn: u64,
+        transport: Transport,
+        tx: Option<OutboxSender>,
+    ) -> bool {
+        let now = SystemTime::now();
+        self.left = None;
+        self.last_seen = now;
+        self.last_seen_mono = Instant::now();
+        self.transport = transport;
+        self.conn = Some(ConnHandle { id: conn, tx });
+        if self.connected {
+            return false;
         }
+        self.connected = true;
+        self.connected_since = Some(now);
+        true
+    }
+
+    /// Whether a message numbered `seq` without a description is a straggler of the session
+    /// its `agent_disconnect` ended (see `session`).
+    pub(crate) fn is_straggler(&self, seq: u64, described: bool, window: Duration) -> bool {
+        !self.connected
+            && !described
+            && self
+                .left
+                .is_some_and(|(left_seq, at)| seq <= left_seq && at.elapsed() < window)
+    }
+
+    /// Whether another live WebSocket than `conn` holds this agent.
+    pub(crate) fn live_elsewhere(&self, conn: u64) -> bool {
+        self.connected
+            && self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.id != conn && c.is_live_ws())
+    }
+
+    /// Takes the sequence number of a message; returns whether to ask for the full state
+    /// (`incomplete`: the message lacks state the agent's capabilities say it reports). After
+    /// asking once, the next message is the full report whatever its number.
+    pub(crate) fn take_sequence(
+        &mut self,
+        seq: u64,
+        created: bool,
+        incomplete: bool,
+        disconnecting: bool,
+    ) -> bool {
+        let in_sequence = !created
+            && self
+                .sequence_num
+                .is_some_and(|prev| prev.wrapping_add(1) == seq);
+        self.sequence_num = Some(seq);
+        if self.full_state_requested {
+            self.full_state_requested = false;
+            return false;
+        }
+        let ask = !in_sequence && !disconnecting && incomplete;
+        self.full_state_requested = ask;
+        ask
+    }
+
+    pub(crate) fn set_capabilities(&mut self, caps: u64) -> bool {
+        std::mem::replace(&mut self.capabilities, caps) != caps
+    }
+
+    pub(crate) fn set_description(&mut self, d: Description) -> bool {
+        replace_shared(&mut self.description, d)
+    }
+
+    pub(crate) fn set_health(&mut self, h: Health) -> bool {
+        replace_shared(&mut self.health, h)
+    }
+
+    pub(crate) fn set_effective_config(&mut self, files: BTreeMap<String, ConfigFile>) -> bool {
+        replace(&mut self.effective_config, files)
+    }
+
+    /// Body of the config handed over for this agent, to share reported bytes with.
+    pub(crate) fn pending(&self) -> Option<&RemoteConfig> {
+        self.pending.as_deref()
+    }
+
+    /// Records a remote config status; it also waits for the planner (bounded).
+    pub(crate) fn set_remote_status(&mut self, status: RemoteStatus) -> bool {
+        if self.remote_status.as_ref() == Some(&status) {
+            return false;
+        }
+        if self.unread_statuses.len() >= MAX_UNREAD_STATUSES {
+            let drop = self
+                .unread_statuses
+                .iter()
+                .position(|s| s.status != RemoteState::Failed)
+                .unwrap_or(0);
+            self.unread_statuses.remove(drop);
+        }
+        self.unread_statuses.push(status.clone());
+        self.remote_status = Some(status);
+        true
+    }
+
+    /// The agent said goodbye with message `seq`.
+    pub(crate) fn said_goodbye(&mut self, seq: u64) {
+        self.disconnect();
+        self.left = Some((seq, Instant::now()));
+    }
+
+    /// The config handed over for this agent, if it may go out in the reply now.
+    pub(crate) fn take_pending(&mut self) -> Option<Arc<RemoteConfig>> {
+        let pending = self.pending.take()?;
+        self.still_wanted(&pending).then_some(pending)
+    }
+
+    /// A staleness guard, not a policy (the plan decided to send): a config the agent reports
+    /// already (it changed since the plan), or that it no longer accepts, does not go out.
+    fn still_wanted(&self, config: &RemoteConfig) -> bool {
+        let accepts = self.capabilities & proto::AgentCapabilities::AcceptsRemoteConfig as u64 != 0;
         let reported = self.remote_status.as_ref().map(|s| &s.hash[..]);
-        if reported == Some(&desired.hash[..]) {
-            return None;
-        }
-        if self.failed_hashes.iter().any(|h| h[..] == desired.hash[..]) {
-            return None;
-        }
-        let reports_status =
-            self.capabilities & proto::AgentCapabilities::ReportsRemoteConfig as u64 != 0;
-        // We asked for its full state and know nothing of its config (a reconnect after a
-        // server restart): its full report, one round trip away, says what it runs. Offering
-        // the config now would re-send what it may already have.
-        if reports_status && self.full_state_requested && self.remote_status.is_none() {
-            return None;
-        }
-        if !reports_status && self.sent_hash == Some(desired.hash) {
-            return None;
-        }
-        if self.sent_hash == Some(desired.hash) {
-            let just_sent = match self.transport {
-                Transport::Ws => self.sent_conn == Some(conn_id),
-                Transport::Http => self
-                    .sent_at
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age < HTTP_RESEND_AFTER),
-            };
-            if just_sent {
-                return None;
-            }
-        }
-        Some(Arc::clone(desired))
+        accepts && reported != Some(&config.hash()[..])
     }
 
-    pub(crate) fn mark_sent(&mut self, hash: [u8; 32], conn_id: u64) {
-        self.sent_hash = Some(hash);
-        self.sent_at = Some(SystemTime::now());
-        self.sent_conn = Some(conn_id);
-    }
-
-    /// Marks the agent disconnected; returns true if it was connected.
-    pub(crate) fn disconnect(&mut self) -> bool {
+    /// Marks the agent disconnected; returns true if it was connected. A config handed over
+    /// and not yet sent is dropped: the plan decides again when it is back.
+    fn disconnect(&mut self) -> bool {
         self.conn = None;
         self.connected_since = None;
+        self.pending = None;
         std::mem::replace(&mut self.connected, false)
     }
+}
+
+/// Makes reported bodies equal to a served config's files share its bytes: an agent that
+/// reported its config before it was assigned (after a server restart, every agent) would
+/// otherwise keep its own copy of the same few KiB.
+fn share_bodies(effective: &mut BTreeMap<String, ConfigFile>, config: &RemoteConfig) {
+    for (name, file) in effective.iter_mut() {
+        if let Some(body) = config.same_body(name, &file.body) {
+            file.body = body;
+        }
+    }
+}
+
+/// Replaces `slot` with `new` if the value changed, and says whether it did. An equal value
+/// keeps the old one: bodies shared with a served config stay shared, and a repeated report
+/// does not pin its message buffer.
+fn replace<T: PartialEq>(slot: &mut Option<T>, new: T) -> bool {
+    if slot.as_ref() == Some(&new) {
+        return false;
+    }
+    *slot = Some(new);
+    true
+}
+
+/// [`replace`] for values the registry shares with snapshots.
+fn replace_shared<T: PartialEq>(slot: &mut Option<Arc<T>>, new: T) -> bool {
+    if slot.as_deref() == Some(&new) {
+        return false;
+    }
+    *slot = Some(Arc::new(new));
+    true
 }
 
 /// The fleet registry. Share it as `Arc<Fleet>`.
@@ -613,7 +389,7 @@ pub struct Fleet {
     agents: RwLock<HashMap<Uid, Arc<Mutex<AgentEntry>>>>,
     events: broadcast::Sender<FleetEvent>,
     /// Every config of the served revision (see [`Fleet::set_served`]).
-    served: RwLock<Arc<[Arc<DesiredConfig>]>>,
+    served: RwLock<Arc<[Arc<RemoteConfig>]>>,
 }
 
 impl Default for Fleet {
@@ -639,17 +415,17 @@ impl Fleet {
         }
     }
 
-    /// Names the configs of the revision being served. A reported effective config equal to
-    /// one of them shares its bytes even before the agent is assigned a config: after a server
-    /// restart every agent reports first, and each report's copy (some KiB per agent, 100,000
-    /// agents at once) took the server past 1 GiB until the plan assigned the configs.
-    pub fn set_served(&self, configs: impl IntoIterator<Item = Arc<DesiredConfig>>) {
-        let configs: Arc<[Arc<DesiredConfig>]> = configs.into_iter().collect();
+    /// Names the configs of the revision being served (and those kept for rollbacks). A
+    /// reported effective config equal to one of them shares its bytes: after a server restart
+    /// every agent reports first, and each report's copy (some KiB per agent, 100,000 agents at
+    /// once) took the server past 1 GiB.
+    pub fn set_served(&self, configs: impl IntoIterator<Item = Arc<RemoteConfig>>) {
+        let configs: Arc<[Arc<RemoteConfig>]> = configs.into_iter().collect();
         *self.served.write().unwrap_or_else(|p| p.into_inner()) = configs;
     }
 
     /// The configs of the served revision.
-    pub(crate) fn served(&self) -> Arc<[Arc<DesiredConfig>]> {
+    pub(crate) fn served(&self) -> Arc<[Arc<RemoteConfig>]> {
         self.served
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -709,19 +485,10 @@ impl Fleet {
 
     /// Snapshots of every known agent, sorted by UID.
     pub fn agents(&self) -> Vec<AgentSnapshot> {
-        let mut v: Vec<_> = self.entries().iter().map(|e| lock(e).snapshot()).collect();
-        v.sort_by_key(|a| a.uid);
-        v
-    }
-
-    /// Like [`Fleet::agents`] but without the effective config, which planning never reads:
-    /// the reconciler snapshots the whole fleet after every burst of events, and copying each
-    /// agent's effective config map was a large part of that (see docs/benchmarks.md).
-    pub fn agents_for_plan(&self) -> Vec<AgentSnapshot> {
         let mut v: Vec<_> = self
             .entries()
             .iter()
-            .map(|e| lock(e).snapshot_with(false))
+            .map(|e| lock(e).snapshot_with(true))
             .collect();
         v.sort_by_key(|a| a.uid);
         v
@@ -729,57 +496,79 @@ impl Fleet {
 
     /// Snapshot of one agent.
     pub fn agent(&self, uid: &Uid) -> Option<AgentSnapshot> {
-        self.get(uid).map(|e| lock(&e).snapshot())
+        self.get(uid).map(|e| lock(&e).snapshot_with(true))
     }
 
-    /// Snapshot of one agent without its effective config (what planning reads).
-    pub fn agent_for_plan(&self, uid: &Uid) -> Option<AgentSnapshot> {
-        self.get(uid).map(|e| lock(&e).snapshot_with(false))
+    /// What the planner reads of one agent: its snapshot without the effective config (which
+    /// planning never reads; copying it was a large part of a plan), with the remote config
+    /// statuses reported since the last `observe` of it, which this read consumes.
+    pub fn observe(&self, uid: &Uid) -> Option<AgentSnapshot> {
+        let entry = self.get(uid)?;
+        let mut e = lock(&entry);
+        let mut snap = e.snapshot_with(false);
+        snap.unread_statuses = std::mem::take(&mut e.unread_statuses);
+        Some(snap)
     }
 
-    /// Sets (or clears) the desired config of a known agent. Returns false if the
-    /// agent is unknown (assign on [`FleetEvent::Connected`]).
+    /// [`Fleet::observe`] for every known agent, sorted by UID (after missed events).
+    pub fn observe_all(&self) -> Vec<AgentSnapshot> {
+        let mut v: Vec<_> = self
+            .entries()
+            .iter()
+            .map(|entry| {
+                let mut e = lock(entry);
+                let mut snap = e.snapshot_with(false);
+                snap.unread_statuses = std::mem::take(&mut e.unread_statuses);
+                snap
+            })
+            .collect();
+        v.sort_by_key(|a| a.uid);
+        v
+    }
+
+    /// Hands `config` over for delivery to a known agent: the plan decided it goes out now.
     ///
-    /// A connected WebSocket agent that should get the config gets it at once through
-    /// its bounded outbound queue (never blocking: if the queue is full the config is
-    /// not marked sent and goes out with the next reply instead); HTTP agents get it in
-    /// the response to their next poll. A change of desired hash forgets the FAILED
-    /// hashes, since the operator changed the desired state.
-    pub fn set_desired(&self, uid: &Uid, desired: Option<Arc<DesiredConfig>>) -> bool {
+    /// A connected WebSocket agent gets it at once through its bounded outbound queue (never
+    /// blocking); if the queue is full, or the agent polls over HTTP, it waits and goes out in
+    /// the reply to the agent's next message ([`FleetEvent::ConfigSent`] then). `None`
+    /// withdraws a config handed over earlier that has not gone out. The registry does not
+    /// decide whether a config should go out (the plan does); it only refuses one that went
+    /// stale since ([`Delivery::Dropped`]).
+    pub fn deliver(&self, uid: &Uid, config: Option<Arc<RemoteConfig>>) -> Delivery {
         let Some(entry) = self.get(uid) else {
-            return false;
+            return Delivery::Unknown;
         };
         let mut e = lock(&entry);
-        let old = e.desired.as_ref().map(|d| d.hash);
-        let new = desired.as_ref().map(|d| d.hash);
-        if old != new {
-            e.failed_hashes.clear();
+        let Some(config) = config else {
+            e.pending = None;
+            return Delivery::Pending;
+        };
+        if !e.still_wanted(&config) {
+            e.pending = None;
+            return Delivery::Dropped;
         }
-        if let (Some(d), Some(effective)) = (&desired, e.effective_config.as_mut()) {
-            share_bodies(effective, d);
+        if let Some(effective) = e.effective_config.as_mut() {
+            share_bodies(effective, &config);
         }
-        e.desired = desired;
-        if !e.connected {
-            return true;
-        }
-        let Some((conn_id, tx)) = e
+        let queue = e
             .conn
             .as_ref()
-            .and_then(|c| c.tx.clone().map(|tx| (c.id, tx)))
-        else {
-            return true;
-        };
-        if let Some(cfg) = e.config_to_send(conn_id) {
+            .filter(|_| e.connected)
+            .and_then(|c| c.tx.clone().map(|tx| (c.id, tx)));
+        if let Some((conn, tx)) = queue {
             let out = Outgoing {
                 msg: proto::ServerToAgent {
                     instance_uid: Bytes::copy_from_slice(uid),
                     capabilities: SERVER_CAPABILITIES,
                     ..Default::default()
                 },
-                remote_config: Some(Arc::clone(&cfg)),
+                remote_config: Some(Arc::clone(&config)),
             };
             match tx.try_send(Push::frame(&out)) {
-                Ok(()) => e.mark_sent(cfg.hash, conn_id),
+                Ok(()) => {
+                    e.pending = None;
+                    return Delivery::Queued { conn };
+                }
                 Err(err) => tracing::debug!(
                     agent = %uid_text(uid),
                     error = %err,
@@ -787,19 +576,8 @@ impl Fleet {
                 ),
             }
         }
-        true
-    }
-
-    /// Forgets FAILED hashes and the sent hash of an agent so its desired config is
-    /// offered again (operator retry). Returns false if the agent is unknown.
-    pub fn retry(&self, uid: &Uid) -> bool {
-        let Some(entry) = self.get(uid) else {
-            return false;
-        };
-        let mut e = lock(&entry);
-        e.failed_hashes.clear();
-        e.sent_hash = None;
-        true
+        e.pending = Some(config);
+        Delivery::Pending
     }
 
     /// Marks agents disconnected whose last message is older than `timeout`.
@@ -849,108 +627,5 @@ impl Fleet {
                 self.emit(FleetEvent::Disconnected(uid));
             }
         }
-    }
-}
-
-/// Canonical UUID text of a UID, for logs and serialization.
-pub fn uid_text(uid: &Uid) -> String {
-    uuid::Uuid::from_bytes(*uid).hyphenated().to_string()
-}
-
-fn ser_uid<S: serde::Serializer>(uid: &Uid, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&uid_text(uid))
-}
-
-fn ser_lossy<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(b))
-}
-
-fn ser_hex<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&hex::encode(b))
-}
-
-fn ser_hex_list<S: serde::Serializer>(v: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(hex::encode))
-}
-
-fn ser_opt_hash<S: serde::Serializer>(h: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
-    match h {
-        Some(h) => s.serialize_some(&hex::encode(h)),
-        None => s.serialize_none(),
-    }
-}
-
-fn unix_ms(t: &SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(unix_ms(t))
-}
-
-fn ser_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_some(&unix_ms(t)),
-        None => s.serialize_none(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_hash_is_deterministic_and_unambiguous() {
-        let mut a = BTreeMap::new();
-        a.insert("b".to_owned(), (Bytes::from_static(b"2"), String::new()));
-        a.insert(
-            "a".to_owned(),
-            (Bytes::from_static(b"1"), "text/yaml".to_owned()),
-        );
-        let mut b = BTreeMap::new();
-        b.insert(
-            "a".to_owned(),
-            (Bytes::from_static(b"1"), "text/yaml".to_owned()),
-        );
-        b.insert("b".to_owned(), (Bytes::from_static(b"2"), String::new()));
-        assert_eq!(
-            DesiredConfig::canonical_hash(&a),
-            DesiredConfig::canonical_hash(&b)
-        );
-        let mut c = BTreeMap::new();
-        c.insert(
-            "a".to_owned(),
-            (Bytes::from_static(b"1t"), "ext/yaml".to_owned()),
-        );
-        c.insert("b".to_owned(), (Bytes::from_static(b"2"), String::new()));
-        assert_ne!(
-            DesiredConfig::canonical_hash(&a),
-            DesiredConfig::canonical_hash(&c)
-        );
-        let d = DesiredConfig::from_files(a);
-        assert_eq!(d.hash(), &DesiredConfig::canonical_hash(d.files()));
-    }
-
-    #[test]
-    fn cached_field_concatenates() {
-        let d = DesiredConfig::one_yaml_file(Bytes::from_static(b"receivers: {}"), [9; 32]);
-        let out = Outgoing {
-            msg: proto::ServerToAgent {
-                instance_uid: Bytes::from_static(&[1; 16]),
-                capabilities: SERVER_CAPABILITIES,
-                ..Default::default()
-            },
-            remote_config: Some(d),
-        };
-        let back = proto::ServerToAgent::decode(out.encode()).unwrap();
-        let rc = back.remote_config.unwrap();
-        assert_eq!(&rc.config_hash[..], &[9; 32]);
-        assert_eq!(
-            &rc.config.unwrap().config_map[""].body[..],
-            b"receivers: {}"
-        );
-        assert_eq!(&back.instance_uid[..], &[1; 16]);
-        assert_eq!(out.encode_frame().len(), out.encoded_len() + 1);
     }
 }

@@ -1,7 +1,11 @@
-//! gitamp's OpAMP server side: protocol messages ([`proto`]), WebSocket framing
-//! ([`frame`]), the fleet registry ([`fleet`]), per-message session rules
-//! ([`session`]), each WebSocket connection's outbound queue ([`outbox`]) and the
-//! WebSocket + HTTP transports ([`server`], on our own RFC 6455 codec: [`websocket`]).
+//! gitamp's OpAMP server side, in layers that depend only downwards:
+//!
+//! 1. protocol messages ([`proto`]), WebSocket framing ([`frame`]), what goes out encoded once
+//!    ([`wire`]) and what agents report as plain data ([`report`]);
+//! 2. each WebSocket connection's outbound queue ([`outbox`]);
+//! 3. the fleet registry ([`fleet`]): reports and delivery facts per agent;
+//! 4. per-message session rules ([`session`]);
+//! 5. the WebSocket + HTTP transports ([`server`], on our own RFC 6455 codec: [`websocket`]).
 
 /// OpAMP messages generated at build time from `proto/opamp.proto` and
 /// `proto/anyvalue.proto` (package `opamp.proto`). `bytes` fields are `bytes::Bytes`
@@ -14,8 +18,12 @@ pub mod proto {
 pub mod fleet;
 pub mod frame;
 pub mod outbox;
+pub mod report;
+mod ser;
 pub mod session;
+pub mod telemetry;
 mod transport;
+pub mod wire;
 
 /// The server entry points: [`server::router`] and [`server::serve`].
 pub mod server {
@@ -28,8 +36,9 @@ pub mod server {
 /// The server's WebSocket codec (handshake and frames), public for the fuzz targets.
 pub use transport::websocket;
 
-pub use fleet::{AgentSnapshot, DesiredConfig, Fleet, FleetEvent, Uid};
+pub use fleet::{AgentSnapshot, Delivery, Fleet, FleetEvent};
 pub use server::OpampSettings;
+pub use wire::{RemoteConfig, Uid};
 
 // The simulated agent/client lives in `src/agent/` (owned by another engineer):
 pub mod agent;

@@ -2,7 +2,7 @@
 //! task, bounded, and nothing allocated while it is empty.
 //!
 //! Two reasons it is not a `tokio::sync::mpsc` channel. A push is two pieces, the agent's own
-//! fields and the config encoded once per revision ([`DesiredConfig::encoded_field`]), which
+//! fields and the config encoded once per revision ([`RemoteConfig::encoded_field`]), which
 //! the connection writes with one vectored write: queueing the pieces means a rollout copies
 //! nothing per agent (it used to encode a ~6 KiB frame for each). And an mpsc channel
 //! allocates a block of 32 slots up front (~1.5 KiB per connection, idle or not); this queue
@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tokio::sync::Notify;
 
-use crate::fleet::{DesiredConfig, Outgoing};
+use crate::wire::{Outgoing, RemoteConfig};
 
 /// One `ServerToAgent` ready to write as a WebSocket message: the frame header and the
 /// per-agent fields, then the shared config bytes (if any). Protobuf messages concatenate,
@@ -23,7 +23,7 @@ use crate::fleet::{DesiredConfig, Outgoing};
 #[derive(Debug, Clone)]
 pub struct Push {
     head: Bytes,
-    config: Option<Arc<DesiredConfig>>,
+    config: Option<Arc<RemoteConfig>>,
 }
 
 impl Push {
@@ -199,7 +199,7 @@ mod tests {
             String::new(),
             (Bytes::from_static(b"receivers: {}\n"), "text/yaml".into()),
         );
-        let config = Arc::new(DesiredConfig::from_files(files));
+        let config = Arc::new(RemoteConfig::new(files, [5; 32]));
         let out = Outgoing {
             msg: proto::ServerToAgent {
                 instance_uid: Bytes::copy_from_slice(&[3; 16]),

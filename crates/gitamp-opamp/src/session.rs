@@ -3,7 +3,7 @@
 //! [`handle_message`] applies one `AgentToServer` to the [`Fleet`] and builds the one
 //! reply it deserves. It never awaits and takes each lock only briefly.
 //!
-//! Rules (see `shared/opamp-reference.md` §3):
+//! Rules (the OpAMP specification's "Status Reporting" and "Agent Identification"):
 //! - omitted sub-messages keep their last value; a present one replaces it whole;
 //! - ReportFullState is asked when the sequence broke (gap, repeat, or an agent this
 //!   server has no state for) **and** the message lacks a sub-message the agent's
@@ -24,17 +24,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use crate::outbox::OutboxSender;
 use bytes::Bytes;
 
-use crate::fleet::{
-    AgentEntry, Changes, ConfigFile, ConnHandle, Description, DesiredConfig, Fleet, FleetEvent,
-    Health, Outgoing, RemoteState, RemoteStatus, SERVER_CAPABILITIES, Transport, Uid, lock,
-    uid_text,
-};
+use crate::fleet::{AgentEntry, Fleet, FleetEvent, lock};
+use crate::outbox::OutboxSender;
 use crate::proto::{self, AgentCapabilities as Cap};
+use crate::report::{
+    Changes, ConfigFile, Description, Health, RemoteState, RemoteStatus, Transport,
+};
+use crate::wire::{Outgoing, RemoteConfig, SERVER_CAPABILITIES, Uid, uid_text};
 
 /// How long after an `agent_disconnect` a late message of the same session is
 /// recognised as such (see the module docs).
@@ -175,13 +175,12 @@ fn health_of(h: &proto::ComponentHealth) -> Health {
 }
 
 /// The reported effective config, holding nothing of the received message: a body equal to
-/// the desired config's file shares the desired bytes (every agent that applied a config
-/// reports the same few KiB), else one equal to a file of any served config (an agent not
-/// yet assigned one, as after a server restart), any other body is copied. A slice would
-/// keep the whole message buffer alive for as long as the agent is registered.
+/// a file of the config handed over for it or of any served config shares those bytes (every
+/// agent that applied a config reports the same few KiB), any other body is copied. A slice
+/// would keep the whole message buffer alive for as long as the agent is registered.
 fn effective_of(
     e: &proto::EffectiveConfig,
-    desired: Option<&DesiredConfig>,
+    desired: Option<&RemoteConfig>,
     fleet: &Fleet,
 ) -> BTreeMap<String, ConfigFile> {
     let Some(map) = &e.config_map else {
@@ -209,54 +208,29 @@ fn effective_of(
         .collect()
 }
 
-/// Replaces `slot` with `new` if the value changed, and says whether it did. An equal value
-/// keeps the old one: bodies shared with the desired config stay shared, and a repeated report
-/// does not pin its message buffer.
-fn replace<T: PartialEq>(slot: &mut Option<T>, new: T) -> bool {
-    if slot.as_ref() == Some(&new) {
-        return false;
-    }
-    *slot = Some(new);
-    true
-}
-
-/// [`replace`] for values the registry shares with snapshots.
-fn replace_shared<T: PartialEq>(slot: &mut Option<Arc<T>>, new: T) -> bool {
-    if slot.as_deref() == Some(&new) {
-        return false;
-    }
-    *slot = Some(Arc::new(new));
-    true
-}
-
 /// Applies the reported sub-messages; omitted ones keep their last value.
 fn apply_reports(e: &mut AgentEntry, msg: &proto::AgentToServer, fleet: &Fleet) -> Changes {
     let mut ch = Changes {
-        capabilities: e.capabilities != msg.capabilities,
+        capabilities: e.set_capabilities(msg.capabilities),
         ..Changes::default()
     };
-    e.capabilities = msg.capabilities;
     if let Some(d) = &msg.agent_description {
-        ch.description = replace_shared(&mut e.description, description_of(d));
+        ch.description = e.set_description(description_of(d));
     }
     if let Some(h) = &msg.health {
-        ch.health = replace_shared(&mut e.health, health_of(h));
+        ch.health = e.set_health(health_of(h));
     }
     if let Some(c) = &msg.effective_config {
-        let effective = effective_of(c, e.desired.as_deref(), fleet);
-        ch.effective_config = replace(&mut e.effective_config, effective);
+        let effective = effective_of(c, e.pending(), fleet);
+        ch.effective_config = e.set_effective_config(effective);
     }
     if let Some(s) = &msg.remote_config_status {
-        let status = RemoteStatus {
+        ch.remote_config_status = e.set_remote_status(RemoteStatus {
             // A copy, not a slice: a slice would keep the whole received message alive.
             hash: Bytes::copy_from_slice(&s.last_remote_config_hash),
             status: RemoteState::from(s.status),
             error: s.error_message.clone(),
-        };
-        if status.status == RemoteState::Failed {
-            e.remember_failed(&status.hash);
-        }
-        ch.remote_config_status = replace(&mut e.remote_status, status);
+        });
     }
     ch
 }
@@ -281,14 +255,8 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
         && msg.agent_description.as_ref().is_some_and(|d| {
             fleet.get(&uid).is_some_and(|entry| {
                 let e = lock(&entry);
-                let other_live = e.connected
-                    && e.conn
-                        .as_ref()
-                        .is_some_and(|c| c.id != conn.id && c.is_live_ws());
-                other_live
-                    && e.description
-                        .as_ref()
-                        .is_some_and(|old| **old != description_of(d))
+                e.live_elsewhere(conn.id)
+                    && e.description().is_some_and(|old| *old != description_of(d))
             })
         });
     let new_uid: Option<Uid> = (requested || collides).then(|| uuid::Uuid::now_v7().into_bytes());
@@ -304,16 +272,14 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
     let (entry, created) = fleet.get_or_insert(target, conn.transport);
     let mut events = Vec::with_capacity(3);
     let mut flags = 0u64;
-    let remote_config: Option<Arc<crate::fleet::DesiredConfig>>;
+    let remote_config: Option<Arc<RemoteConfig>>;
     {
         let mut e = lock(&entry);
-        let now = SystemTime::now();
-        let straggler = !e.connected
-            && msg.agent_description.is_none()
-            && e.left.is_some_and(|(seq, at)| {
-                msg.sequence_num <= seq && at.elapsed() < STRAGGLER_WINDOW
-            });
-        if straggler {
+        if e.is_straggler(
+            msg.sequence_num,
+            msg.agent_description.is_some(),
+            STRAGGLER_WINDOW,
+        ) {
             tracing::debug!(agent = %uid_text(&target), "late message after agent_disconnect");
             return Outgoing {
                 msg: proto::ServerToAgent {
@@ -324,32 +290,14 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
                 remote_config: None,
             };
         }
-        e.left = None;
-        e.last_seen = now;
-        e.last_seen_mono = Instant::now();
-        e.transport = conn.transport;
-        if !e.connected {
-            e.connected = true;
-            e.connected_since = Some(now);
+        if e.seen_on(conn.id, conn.transport, conn.tx.clone()) {
             events.push(FleetEvent::Connected(target));
         }
-        e.conn = Some(ConnHandle {
-            id: conn.id,
-            tx: conn.tx.clone(),
-        });
-
         let disconnecting = msg.agent_disconnect.is_some();
-        let in_sequence = !created
-            && e.sequence_num
-                .is_some_and(|prev| prev.wrapping_add(1) == msg.sequence_num);
-        if e.full_state_requested {
-            // Accept this one as the full report (see module docs).
-            e.full_state_requested = false;
-        } else if !in_sequence && !disconnecting && lacks_reported_state(msg.capabilities, &msg) {
+        let incomplete = lacks_reported_state(msg.capabilities, &msg);
+        if e.take_sequence(msg.sequence_num, created, incomplete, disconnecting) {
             flags |= proto::ServerToAgentFlags::ReportFullState as u64;
-            e.full_state_requested = true;
         }
-        e.sequence_num = Some(msg.sequence_num);
 
         let changes = apply_reports(&mut e, &msg, fleet);
         if changes.any() {
@@ -357,8 +305,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
         }
 
         if disconnecting {
-            e.disconnect();
-            e.left = Some((msg.sequence_num, Instant::now()));
+            e.said_goodbye(msg.sequence_num);
             conn.uids.remove(&target);
             events.push(FleetEvent::Disconnected(target));
             remote_config = None;
@@ -366,10 +313,9 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
             if conn.transport == Transport::Ws {
                 conn.uids.insert(target);
             }
-            remote_config = e.config_to_send(conn.id);
+            remote_config = e.take_pending();
             if let Some(c) = &remote_config {
-                let h = *c.hash();
-                e.mark_sent(h, conn.id);
+                events.push(FleetEvent::ConfigSent(e.uid(), *c.hash(), conn.id));
             }
         }
     }
@@ -394,7 +340,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::DesiredConfig;
+    use crate::fleet::Delivery;
     use proto::{AgentToServer, KeyValue};
 
     const UID: Uid = [0x11; 16];
@@ -460,25 +406,15 @@ mod tests {
     }
 
     #[test]
-    fn reconnect_after_restart_waits_for_the_full_report_before_offering_config() {
-        // Regression (found by the kill -9 loop): after a server restart an agent reconnects
-        // with a near-empty hello; a config offered before its full report arrives may be the
-        // one it already runs (a redundant push).
+    fn reconnect_after_restart_is_awaiting_its_report_until_the_full_report() {
+        // After a server restart an agent reconnects with a near-empty hello: the plan must
+        // know its config is unknown (a config offered now may be the one it already runs).
         let fleet = Fleet::new();
         let mut c = http();
         assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(7))));
-        let d = DesiredConfig::one_yaml_file(Bytes::from_static(b"a: 1"), [7; 32]);
-        assert!(fleet.set_desired(&UID, Some(d)));
-        let entry = fleet.get(&UID).expect("registered");
-        assert!(crate::fleet::lock(&entry).config_to_send(c.id).is_none());
-        // The full report: it already runs the desired hash, so nothing is sent.
-        let mut m = full(8, &[7; 32]);
-        m.remote_config_status = Some(proto::RemoteConfigStatus {
-            last_remote_config_hash: Bytes::copy_from_slice(&[7; 32]),
-            status: proto::RemoteConfigStatuses::Applied as i32,
-            error_message: String::new(),
-        });
-        assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+        assert!(fleet.agent(&UID).expect("registered").awaiting_report);
+        handle_message(&fleet, &mut c, full(8, &[7; 32]));
+        assert!(!fleet.agent(&UID).expect("registered").awaiting_report);
     }
 
     #[test]
@@ -510,9 +446,9 @@ mod tests {
         handle_message(&fleet, &mut c, report(0, &own));
         assert_ne!(body_of(&fleet).as_ptr(), own.as_ptr());
         // Assigning an equal config makes the stored body share the served bytes ...
-        fleet.set_desired(
+        fleet.deliver(
             &UID,
-            Some(DesiredConfig::one_yaml_file(served.clone(), [7; 32])),
+            Some(RemoteConfig::one_yaml_file(served.clone(), [7; 32])),
         );
         assert_eq!(body_of(&fleet).as_ptr(), served.as_ptr());
         // ... and so does a later report of the same bytes, read from a new message.
@@ -528,7 +464,7 @@ mod tests {
         // served config shares that config's bytes; other bytes are still copied.
         let fleet = Fleet::new();
         let mut c = http();
-        fleet.set_served([DesiredConfig::one_yaml_file(served.clone(), [7; 32])]);
+        fleet.set_served([RemoteConfig::one_yaml_file(served.clone(), [7; 32])]);
         handle_message(&fleet, &mut c, report(0, &Bytes::from(served.to_vec())));
         assert_eq!(body_of(&fleet).as_ptr(), served.as_ptr());
         handle_message(&fleet, &mut c, report(1, &other));
@@ -607,73 +543,80 @@ mod tests {
     }
 
     #[test]
-    fn remote_config_rules() {
+    fn a_delivered_config_goes_out_once_in_the_next_reply() {
         let fleet = Fleet::new();
+        let mut events = fleet.subscribe();
         let mut c = http();
         handle_message(&fleet, &mut c, full(0, b""));
-        let d = DesiredConfig::one_yaml_file(Bytes::from_static(b"a: 1"), [7; 32]);
-        assert!(fleet.set_desired(&UID, Some(d)));
-        // Reported hash differs: sent.
-        assert!(
-            handle_message(&fleet, &mut c, heartbeat(1))
-                .remote_config
-                .is_some()
-        );
-        // Still the old hash right after the send: a poll built before the agent handled the
-        // config (a crossing). Not sent twice within HTTP_RESEND_AFTER.
+        let d = RemoteConfig::one_yaml_file(Bytes::from_static(b"a: 1"), [7; 32]);
+        assert_eq!(fleet.deliver(&UID, Some(d.clone())), Delivery::Pending);
+        assert_eq!(fleet.agent(&UID).unwrap().pending_hash, Some([7; 32]));
+        let reply = handle_message(&fleet, &mut c, heartbeat(1));
+        assert_eq!(reply.remote_config.map(|r| *r.hash()), Some([7; 32]));
+        let sent = std::iter::from_fn(|| events.try_recv().ok())
+            .find(|e| matches!(e, FleetEvent::ConfigSent(..)));
+        assert_eq!(sent, Some(FleetEvent::ConfigSent(UID, [7; 32], c.id)));
+        // Once: the plan decides whether it goes again.
         assert!(
             handle_message(&fleet, &mut c, heartbeat(2))
                 .remote_config
                 .is_none()
         );
-        // Still the old hash long after: the response was lost, so it is offered again.
-        if let Some(entry) = fleet.get(&UID) {
-            crate::fleet::lock(&entry).sent_at =
-                Some(std::time::SystemTime::now() - crate::fleet::HTTP_RESEND_AFTER * 2);
-        }
-        assert!(
-            handle_message(&fleet, &mut c, heartbeat(3))
-                .remote_config
-                .is_some()
-        );
-        // Reported FAILED for the desired hash: not re-sent, also after rollback.
-        let mut m = heartbeat(4);
+
+        // One the agent reports already is dropped, as is one it no longer accepts.
+        fleet.deliver(&UID, Some(d.clone()));
+        let mut m = heartbeat(3);
         m.remote_config_status = Some(proto::RemoteConfigStatus {
             last_remote_config_hash: Bytes::copy_from_slice(&[7; 32]),
-            status: proto::RemoteConfigStatuses::Failed as i32,
-            error_message: "bad".into(),
+            status: proto::RemoteConfigStatuses::Applied as i32,
+            error_message: String::new(),
         });
         assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
-        let m = full(5, b"old");
-        assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
-        assert_eq!(fleet.agent(&UID).unwrap().failed_hashes.len(), 1);
-        // Without AcceptsRemoteConfig: never sent.
-        fleet.retry(&UID);
-        let mut m = heartbeat(6);
+        let other = RemoteConfig::one_yaml_file(Bytes::from_static(b"a: 2"), [8; 32]);
+        fleet.deliver(&UID, Some(other.clone()));
+        let mut m = heartbeat(4);
         m.capabilities = Cap::ReportsStatus as u64;
         assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+
+        // Withdrawn, or dropped on disconnect: nothing goes out.
+        fleet.deliver(&UID, Some(other.clone()));
+        fleet.deliver(&UID, None);
+        assert!(
+            handle_message(&fleet, &mut c, heartbeat(5))
+                .remote_config
+                .is_none()
+        );
+        fleet.deliver(&UID, Some(other));
+        let mut m = heartbeat(6);
+        m.agent_disconnect = Some(proto::AgentDisconnect {});
+        assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+        assert_eq!(fleet.agent(&UID).unwrap().pending_hash, None);
     }
 
     #[test]
-    fn no_reports_remote_config_sends_once() {
+    fn statuses_wait_for_the_planner_until_it_observes_them() {
         let fleet = Fleet::new();
         let mut c = http();
-        let caps = Cap::ReportsStatus as u64 | Cap::AcceptsRemoteConfig as u64;
-        let mut m = heartbeat(0);
-        m.capabilities = caps;
-        m.agent_description = Some(desc("x"));
-        handle_message(&fleet, &mut c, m);
-        let d = Arc::new(DesiredConfig::new(BTreeMap::new(), [3; 32]));
-        fleet.set_desired(&UID, Some(d));
+        handle_message(&fleet, &mut c, full(0, &[1; 32]));
         let mut m = heartbeat(1);
-        m.capabilities = caps;
-        assert!(
-            handle_message(&fleet, &mut c, m.clone())
-                .remote_config
-                .is_some()
+        m.remote_config_status = Some(proto::RemoteConfigStatus {
+            last_remote_config_hash: Bytes::copy_from_slice(&[2; 32]),
+            status: proto::RemoteConfigStatuses::Failed as i32,
+            error_message: "bad".into(),
+        });
+        handle_message(&fleet, &mut c, m);
+        handle_message(&fleet, &mut c, full(2, &[1; 32]));
+        let seen = fleet.observe(&UID).expect("registered").unread_statuses;
+        let states: Vec<_> = seen.iter().map(|s| (s.hash[0], s.status)).collect();
+        assert_eq!(
+            states,
+            vec![
+                (1, RemoteState::Applied),
+                (2, RemoteState::Failed),
+                (1, RemoteState::Applied)
+            ]
         );
-        m.sequence_num = 2;
-        assert!(handle_message(&fleet, &mut c, m).remote_config.is_none());
+        assert!(fleet.observe(&UID).unwrap().unread_statuses.is_empty());
     }
 
     #[test]

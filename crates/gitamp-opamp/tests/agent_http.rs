@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use agent_support::{Server, collector_yaml, desired, uid};
 use gitamp_opamp::agent::{FleetTransport, SimFleetOptions, caps, run_fleet};
-use gitamp_opamp::fleet::{RemoteState, Transport};
+use gitamp_opamp::report::{RemoteState, Transport};
 
 const N: usize = 24;
 const T: Duration = Duration::from_secs(20);
@@ -58,10 +58,11 @@ async fn many_agents_one_gzip_keepalive_connection() {
     let b = desired(&collector_yaml("B"));
     for (i, h) in fleet.agents.iter().enumerate() {
         let cfg = if i.is_multiple_of(2) { &a } else { &b };
-        assert!(
+        assert_ne!(
             server
                 .fleet
-                .set_desired(&uid(&h.instance_uid()), Some(cfg.clone()))
+                .deliver(&uid(&h.instance_uid()), Some(cfg.clone())),
+            gitamp_opamp::Delivery::Unknown
         );
     }
     fleet

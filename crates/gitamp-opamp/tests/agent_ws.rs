@@ -14,8 +14,9 @@ use gitamp_opamp::OpampSettings;
 use gitamp_opamp::agent::{
     AgentOptions, ApplyPolicy, SimAgent, Transport, WsOptions, caps, spawn_agent,
 };
-use gitamp_opamp::fleet::{FleetEvent, RemoteState};
 use gitamp_opamp::proto::RemoteConfigStatuses;
+use gitamp_opamp::report::RemoteState;
+use gitamp_opamp::{Delivery, FleetEvent};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -51,7 +52,10 @@ async fn pushed_at_once_and_reconnect_brings_nothing_new() {
     quiesce(&server, &agent).await;
     let cfg = desired(&collector_yaml("v1"));
     let t_set = std::time::Instant::now();
-    assert!(server.fleet.set_desired(&id, Some(cfg.clone())));
+    assert_ne!(
+        Delivery::Unknown,
+        server.fleet.deliver(&id, Some(cfg.clone()))
+    );
     let st = agent
         .wait_for(Duration::from_secs(3), |s| s.applied_hash().is_some())
         .await
@@ -126,7 +130,7 @@ async fn sequence_gap_asks_full_state_once_and_converges() {
         .await;
     quiesce(&server, &agent).await;
     let cfg = desired(&collector_yaml("gap"));
-    server.fleet.set_desired(&id, Some(cfg.clone()));
+    server.fleet.deliver(&id, Some(cfg.clone()));
     agent
         .wait_for(T, |s| s.applied_hash().is_some())
         .await
@@ -241,7 +245,7 @@ async fn failed_config_is_not_pushed_again() {
         .await;
     quiesce(&server, &agent).await;
     let bad = desired("receivers: {}\n# gitamp-test-fail\n");
-    server.fleet.set_desired(&id, Some(bad.clone()));
+    server.fleet.deliver(&id, Some(bad.clone()));
     let st = agent
         .wait_for(T, |s| {
             s.saw_status(bad.hash(), RemoteConfigStatuses::Failed)
@@ -279,7 +283,7 @@ async fn failed_config_is_not_pushed_again() {
 
     // A new desired config goes out and applies.
     let good = desired(&collector_yaml("fixed"));
-    server.fleet.set_desired(&id, Some(good.clone()));
+    server.fleet.deliver(&id, Some(good.clone()));
     let st = agent
         .wait_for(T, |s| {
             s.applied_hash().is_some_and(|h| h.as_ref() == good.hash())
@@ -398,7 +402,7 @@ async fn fleet_from_several_source_addresses_gets_one_push_each() {
     for h in &fleet.agents {
         server
             .fleet
-            .set_desired(&uid(&h.instance_uid()), Some(cfg.clone()));
+            .deliver(&uid(&h.instance_uid()), Some(cfg.clone()));
     }
     fleet
         .wait_all(T, |s| {

@@ -18,7 +18,7 @@ use gitamp_opamp::agent::{AgentOptions, ApplyPolicy, SimAgent, Transport, WsOpti
 use gitamp_opamp::frame::{decode_frame, encode_frame};
 use gitamp_opamp::proto::{self, AgentToServer, ServerToAgent};
 use gitamp_opamp::server::{OpampSettings, ServeOptions, router, serve, serve_with};
-use gitamp_opamp::{DesiredConfig, Fleet, Uid};
+use gitamp_opamp::{Delivery, Fleet, RemoteConfig, Uid};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -199,7 +199,10 @@ async fn well_behaved_agent_is_served(fleet: &Fleet, addr: SocketAddr, n: u8) {
         (Bytes::from(format!("good: {n}\n")), "text/yaml".to_owned()),
     );
     let hash = [n; 32];
-    assert!(fleet.set_desired(&u, Some(Arc::new(DesiredConfig::new(files, hash)))));
+    assert_ne!(
+        Delivery::Unknown,
+        fleet.deliver(&u, Some(Arc::new(RemoteConfig::new(files, hash))))
+    );
     eventually("the good agent applies its config", || {
         agent.state().applied_hash().map(|h| &h[..]) == Some(&hash[..])
     })
@@ -512,10 +515,13 @@ async fn an_agent_claiming_another_agents_uid_does_not_take_over_its_config() {
         String::new(),
         (Bytes::from_static(b"victim: 1\n"), "text/yaml".to_owned()),
     );
-    assert!(fleet.set_desired(
-        &victim,
-        Some(Arc::new(DesiredConfig::new(files, [0x81; 32])))
-    ));
+    assert_ne!(
+        Delivery::Unknown,
+        fleet.deliver(
+            &victim,
+            Some(Arc::new(RemoteConfig::new(files, [0x81; 32])))
+        )
+    );
     eventually("the victim applies", || {
         agent.state().applied_hash().map(|h| &h[..]) == Some(&[0x81; 32][..])
     })
@@ -550,10 +556,13 @@ async fn an_agent_claiming_another_agents_uid_does_not_take_over_its_config() {
         String::new(),
         (Bytes::from_static(b"victim: 2\n"), "text/yaml".to_owned()),
     );
-    assert!(fleet.set_desired(
-        &victim,
-        Some(Arc::new(DesiredConfig::new(files, [0x82; 32])))
-    ));
+    assert_ne!(
+        Delivery::Unknown,
+        fleet.deliver(
+            &victim,
+            Some(Arc::new(RemoteConfig::new(files, [0x82; 32])))
+        )
+    );
     eventually("the victim applies the next config", || {
         agent.state().applied_hash().map(|h| &h[..]) == Some(&[0x82; 32][..])
     })

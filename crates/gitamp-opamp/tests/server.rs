@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use gitamp_opamp::fleet::{Transport, Uid};
+use gitamp_opamp::Uid;
 use gitamp_opamp::frame::{decode_frame, encode_frame};
 use gitamp_opamp::proto::{
     self, AgentCapabilities as Cap, AgentToServer, ServerErrorResponseType, ServerToAgent,
 };
+use gitamp_opamp::report::Transport;
 use gitamp_opamp::server::{OpampSettings, router, serve};
-use gitamp_opamp::{DesiredConfig, Fleet, FleetEvent};
+use gitamp_opamp::{Delivery, Fleet, FleetEvent, RemoteConfig};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -116,13 +117,13 @@ fn status(u: Uid, seq: u64, hash: &[u8], st: proto::RemoteConfigStatuses) -> Age
     m
 }
 
-fn desired(body: &'static [u8], h: u8) -> Arc<DesiredConfig> {
+fn desired(body: &'static [u8], h: u8) -> Arc<RemoteConfig> {
     let mut m = BTreeMap::new();
     m.insert(
         String::new(),
         (Bytes::from_static(body), "text/yaml".to_owned()),
     );
-    Arc::new(DesiredConfig::new(m, [h; 32]))
+    Arc::new(RemoteConfig::new(m, [h; 32]))
 }
 
 // ---------------------------------------------------------------- HTTP client
@@ -420,7 +421,10 @@ async fn http_desired_config_next_poll_no_resend() {
         &full(u, 0, "a", b"old", proto::RemoteConfigStatuses::Applied),
     )
     .await;
-    assert!(fleet.set_desired(&u, Some(desired(b"x: 1", 1))));
+    assert_ne!(
+        Delivery::Unknown,
+        fleet.deliver(&u, Some(desired(b"x: 1", 1)))
+    );
     let r = post(addr, &hb(u, 1)).await.decode();
     let rc = r.remote_config.unwrap();
     assert_eq!(&rc.config_hash[..], &[1; 32]);
@@ -440,7 +444,7 @@ async fn http_desired_config_next_poll_no_resend() {
     m.agent_description =
         full(v, 0, "b", b"", proto::RemoteConfigStatuses::Unset).agent_description;
     post(addr, &m).await;
-    fleet.set_desired(&v, Some(desired(b"y: 1", 2)));
+    fleet.deliver(&v, Some(desired(b"y: 1", 2)));
     m.sequence_num = 1;
     assert!(post(addr, &m).await.decode().remote_config.is_some());
     m.sequence_num = 2;
@@ -450,7 +454,7 @@ async fn http_desired_config_next_poll_no_resend() {
     let mut m = hb(w, 0);
     m.capabilities = Cap::ReportsStatus as u64;
     post(addr, &m).await;
-    fleet.set_desired(&w, Some(desired(b"z: 1", 3)));
+    fleet.deliver(&w, Some(desired(b"z: 1", 3)));
     m.sequence_num = 1;
     assert!(post(addr, &m).await.decode().remote_config.is_none());
 }
@@ -677,7 +681,7 @@ async fn ws_uid_reassignment() {
 }
 
 #[tokio::test]
-async fn ws_push_on_set_desired_and_failed_not_resent() {
+async fn ws_push_on_deliver_and_every_status_reaches_the_planner() {
     let (fleet, addr) = start(OpampSettings::default()).await;
     let u = uid(26);
     let mut ws = ws_connect(addr, None).await.unwrap();
@@ -689,42 +693,52 @@ async fn ws_push_on_set_desired_and_failed_not_resent() {
     assert!(r.remote_config.is_none());
     // Pushed at once, without a message from the agent.
     let d = desired(b"a: 1", 1);
-    assert!(fleet.set_desired(&u, Some(d.clone())));
+    assert!(matches!(
+        fleet.deliver(&u, Some(d.clone())),
+        Delivery::Queued { .. }
+    ));
     let push = ws_recv(&mut ws).await;
     assert_eq!(&push.instance_uid[..], &u);
     assert_eq!(&push.remote_config.unwrap().config_hash[..], &[1; 32]);
-    // Agent applied it: nothing more, also when the same desired is set again.
+    // Agent applied it: handing the same config over again sends nothing (it went stale).
     let r = ws_rpc(
         &mut ws,
         &status(u, 1, &[1; 32], proto::RemoteConfigStatuses::Applied),
     )
     .await;
     assert!(r.remote_config.is_none());
-    fleet.set_desired(&u, Some(d));
+    assert_eq!(fleet.deliver(&u, Some(d)), Delivery::Dropped);
     let r = ws_rpc(&mut ws, &hb(u, 2)).await;
-    assert!(
-        r.remote_config.is_none(),
-        "no resend when the reported hash matches"
-    );
-    // A new config fails, the agent rolls back: the failed hash is not re-pushed.
-    fleet.set_desired(&u, Some(desired(b"bad", 2)));
+    assert!(r.remote_config.is_none());
+    // A new config fails and the agent rolls back: both reports wait for the planner, so the
+    // failure is not lost behind the rollback's APPLIED.
+    fleet.observe(&u);
+    fleet.deliver(&u, Some(desired(b"bad", 2)));
     assert!(ws_recv(&mut ws).await.remote_config.is_some());
-    let r = ws_rpc(
+    ws_rpc(
         &mut ws,
         &status(u, 3, &[2; 32], proto::RemoteConfigStatuses::Failed),
     )
     .await;
-    assert!(r.remote_config.is_none());
-    let r = ws_rpc(
+    ws_rpc(
         &mut ws,
         &status(u, 4, &[1; 32], proto::RemoteConfigStatuses::Applied),
     )
     .await;
-    assert!(r.remote_config.is_none());
-    let r = ws_rpc(&mut ws, &hb(u, 5)).await;
-    assert!(r.remote_config.is_none());
-    let a = fleet.agent(&u).unwrap();
-    assert_eq!(a.failed_hashes.len(), 1);
+    let seen: Vec<_> = fleet
+        .observe(&u)
+        .unwrap()
+        .unread_statuses
+        .iter()
+        .map(|s| (s.hash[0], s.status))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (2, gitamp_opamp::report::RemoteState::Failed),
+            (1, gitamp_opamp::report::RemoteState::Applied)
+        ]
+    );
     // agent_disconnect: replied to and marked disconnected at once.
     let mut m = hb(u, 6);
     m.agent_disconnect = Some(proto::AgentDisconnect {});
@@ -744,7 +758,7 @@ async fn outgoing_over_limit_is_not_sent_but_reply_is() {
     // HTTP: the reply still comes, without the config that does not fit.
     let u = uid(30);
     post(addr, &hb(u, 0)).await;
-    fleet.set_desired(&u, Some(desired(&BIG, 4)));
+    fleet.deliver(&u, Some(desired(&BIG, 4)));
     let r = post(addr, &hb(u, 1)).await;
     assert_eq!(r.status, 200);
     let s = r.decode();
@@ -754,7 +768,7 @@ async fn outgoing_over_limit_is_not_sent_but_reply_is() {
     let v = uid(31);
     let mut ws = ws_connect(addr, None).await.unwrap();
     ws_rpc(&mut ws, &hb(v, 0)).await;
-    fleet.set_desired(&v, Some(desired(&BIG, 5)));
+    fleet.deliver(&v, Some(desired(&BIG, 5)));
     let r = ws_rpc(&mut ws, &hb(v, 1)).await;
     assert!(r.remote_config.is_none());
     assert_eq!(&r.instance_uid[..], &v);

@@ -11,12 +11,14 @@
 //! ([`Transport::WebSocket`]) or plain HTTP through a shared keep-alive [`HttpPool`]
 //! ([`Transport::Http`]). [`run_fleet`] starts many agents with a ramp.
 
+mod control;
 mod driver;
 pub mod http;
 mod swarm;
 mod ws;
 
-pub use driver::{AgentHandle, Transport, WsOptions, prepare_agent, spawn_agent};
+pub use control::WsOptions;
+pub use driver::{AgentHandle, Transport, prepare_agent, spawn_agent};
 pub use http::{HttpError, HttpPool, HttpPoolOptions};
 pub use swarm::{FleetTransport, SimFleet, SimFleetOptions, run_fleet};
 

@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::driver::{AgentHandle, Transport, WsOptions, prepare_agent};
+use super::control::WsOptions;
+use super::driver::{AgentHandle, Transport, prepare_agent};
 use super::http::{HttpError, HttpPool, HttpPoolOptions};
 use super::{AgentOptions, AgentState, ApplyPolicy, SimAgent, caps};
 

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::SimAgent;
-use super::driver::{Control, WsOptions};
+use super::control::{Control, WsOptions};
 use crate::frame::{decode_frame, encode_frame};
 use crate::proto::{AgentToServer, ServerToAgent};
 use crate::transport::websocket::{

@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use prost::Message;
 
 use super::AppState;
-use crate::fleet::Transport;
 use crate::proto::AgentToServer;
+use crate::report::Transport;
 use crate::session::{Connection, handle_message};
 
 const PROTOBUF: &str = "application/x-protobuf";

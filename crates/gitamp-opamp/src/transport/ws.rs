@@ -15,11 +15,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::AppState;
 use super::websocket::{self, CLOSE_NORMAL, Incoming, MessageReader, OutFrame};
-use crate::fleet::{Outgoing, Transport};
 use crate::frame::decode_frame;
 use crate::outbox::{Push, outbox};
 use crate::proto::AgentToServer;
+use crate::report::Transport;
 use crate::session::{Connection, bad_request, handle_message};
+use crate::wire::Outgoing;
 
 /// `GET` on the OpAMP path: checks the secret and the opening handshake, answers 101 and
 /// serves the upgraded connection in its own task.
@@ -73,7 +74,7 @@ async fn send_frame<W: AsyncWrite + Unpin>(io: &mut W, frame: &Push, limit: usiz
             limit,
             "outgoing ServerToAgent over the size limit dropped"
         );
-        metrics::counter!("gitamp_opamp_oversize_outgoing_total").increment(1);
+        crate::telemetry::oversize_outgoing();
         return true;
     }
     websocket::write_binary(io, frame.parts()).await.is_ok()

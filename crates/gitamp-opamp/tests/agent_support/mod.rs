@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gitamp_opamp::OpampSettings;
-use gitamp_opamp::fleet::{AgentSnapshot, DesiredConfig, Fleet, Uid};
+use gitamp_opamp::{AgentSnapshot, Fleet, RemoteConfig, Uid};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
@@ -104,7 +104,7 @@ impl Server {
 
 /// A one-entry config map (key "" and text/yaml, what the Collector supervisor expects) with
 /// a deterministic hash: SHA-256 over each key, content type and body, length-prefixed.
-pub fn desired(body: &str) -> Arc<DesiredConfig> {
+pub fn desired(body: &str) -> Arc<RemoteConfig> {
     let mut map = BTreeMap::new();
     map.insert(
         String::new(),
@@ -122,7 +122,7 @@ pub fn desired(body: &str) -> Arc<DesiredConfig> {
     }
     let mut hash = [0u8; 32];
     hash.copy_from_slice(&h.finalize());
-    Arc::new(DesiredConfig::new(map, hash))
+    Arc::new(RemoteConfig::new(map, hash))
 }
 
 /// The 16-byte uid of a `Bytes` (tests only).
