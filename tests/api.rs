@@ -14,9 +14,11 @@ use gitamp::server::state::{
 };
 use gitamp_core::plan::ObservedAgent;
 use gitamp_core::{ConfigHash, Revision};
-use gitamp_opamp::fleet::{Fleet, Transport, Uid, uid_text};
 use gitamp_opamp::proto::{self, AgentCapabilities as Cap};
+use gitamp_opamp::report::Transport;
 use gitamp_opamp::session::{Connection, handle_message};
+use gitamp_opamp::wire::uid_text;
+use gitamp_opamp::{Fleet, Uid};
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
@@ -160,6 +162,7 @@ fn view(
         desired_hash: hash,
         reason: reason.map(Into::into),
         last_applied: None,
+        sent: None,
         failed_hashes: Vec::new(),
     }
 }

@@ -14,11 +14,12 @@ use gitamp::server::reconciler::Reconciler;
 use gitamp::server::state::AppState;
 use gitamp::store::{SqliteStore, Store, StoreWriter, WriterOptions};
 use gitamp_opamp::agent::{AgentOptions, ApplyPolicy, SimAgent};
-use gitamp_opamp::fleet::{Fleet, FleetEvent, Transport};
 use gitamp_opamp::frame::decode_frame;
 use gitamp_opamp::outbox::outbox;
 use gitamp_opamp::proto::{AgentToServer, ServerToAgent};
+use gitamp_opamp::report::Transport;
 use gitamp_opamp::session::{Connection, handle_message};
+use gitamp_opamp::{Fleet, FleetEvent};
 use tokio::sync::broadcast;
 
 fn drain(events: &mut broadcast::Receiver<FleetEvent>, reconciler: &mut Reconciler) {

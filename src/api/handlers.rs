@@ -13,8 +13,10 @@ use axum::response::{IntoResponse, Response};
 use gitamp_core::plan::selector::matches;
 use gitamp_core::plan::{ReportedStatus, SyncStatus};
 use gitamp_core::{ConfigHash, Diagnostics};
-use gitamp_opamp::fleet::{AgentSnapshot, Health, RemoteState, Uid, uid_text};
 use gitamp_opamp::proto::AgentCapabilities;
+use gitamp_opamp::report::{Health, RemoteState, Transport};
+use gitamp_opamp::wire::uid_text;
+use gitamp_opamp::{AgentSnapshot, Uid};
 use serde::Deserialize;
 
 use super::model::{
@@ -41,11 +43,6 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
@@ -222,9 +219,7 @@ fn agent_item(a: &AgentSnapshot, view: Option<&AgentView>, secrets: &[String]) -
     let status = view
         .map_or(UNKNOWN_STATUS, |v| v.status.as_str())
         .to_string();
-    let desired_hash = view
-        .and_then(|v| v.desired_hash)
-        .or_else(|| a.desired_hash.map(ConfigHash));
+    let desired_hash = view.and_then(|v| v.desired_hash);
     let synced_hash = desired_hash.filter(|_| status == "synced" || status == "drifted");
     let caps = a.capabilities;
     AgentItem {
@@ -247,8 +242,8 @@ fn agent_item(a: &AgentSnapshot, view: Option<&AgentView>, secrets: &[String]) -
         reported_status,
         connected: a.connection.connected,
         transport: match a.connection.transport {
-            gitamp_opamp::fleet::Transport::Ws => "ws",
-            gitamp_opamp::fleet::Transport::Http => "http",
+            Transport::Ws => "ws",
+            Transport::Http => "http",
         }
         .to_string(),
         connected_since: a.connection.connected_since.map(rfc3339),
@@ -256,16 +251,11 @@ fn agent_item(a: &AgentSnapshot, view: Option<&AgentView>, secrets: &[String]) -
         healthy: a.health.as_ref().map(|h| h.healthy),
         accepts_remote_config: caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0,
         reports_remote_config: caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0,
-        sent_hash: a.sent_hash.map(hex::encode),
-        sent_at: a.sent_at.map(unix_ms),
-        failed_hashes: a
-            .failed_hashes
+        sent_hash: view.and_then(|v| v.sent).map(|(h, _)| h.to_hex()),
+        sent_at: view.and_then(|v| v.sent).map(|(_, at)| at),
+        failed_hashes: view
             .iter()
-            .filter_map(|h| ConfigHash::from_slice(h))
-            .chain(view.iter().flat_map(|v| v.failed_hashes.iter().copied()))
-            .collect::<std::collections::BTreeSet<_>>()
-            .iter()
-            .map(ConfigHash::to_hex)
+            .flat_map(|v| v.failed_hashes.iter().map(ConfigHash::to_hex))
             .collect(),
         synced_hash: synced_hash.map(|h| h.to_hex()),
         last_applied: view.and_then(|v| v.last_applied).map(|h| h.to_hex()),
@@ -480,7 +470,7 @@ pub(crate) async fn agent(
 }
 
 /// Component errors may quote the config they failed on.
-fn mask_health(h: &mut gitamp_opamp::fleet::Health, secrets: &[String]) {
+fn mask_health(h: &mut Health, secrets: &[String]) {
     h.last_error = mask::mask_text(&h.last_error, secrets);
     h.status = mask::mask_text(&h.status, secrets);
     for c in h.components.values_mut() {

@@ -17,11 +17,12 @@ use anyhow::Context;
 use gitamp_core::Snapshot;
 use gitamp_core::plan::SyncStatus;
 use gitamp_opamp::agent::{AgentOptions, ApplyPolicy, SimAgent};
-use gitamp_opamp::fleet::{Fleet, FleetEvent, Transport};
 use gitamp_opamp::frame::decode_frame;
 use gitamp_opamp::outbox::{OutboxReceiver, outbox};
 use gitamp_opamp::proto::{AgentToServer, ServerToAgent};
+use gitamp_opamp::report::Transport;
 use gitamp_opamp::session::{Connection, handle_message};
+use gitamp_opamp::{Fleet, FleetEvent};
 use tokio::sync::broadcast;
 
 use super::harness::percentile;

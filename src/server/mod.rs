@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gitamp_opamp::fleet::Fleet;
+use gitamp_opamp::Fleet;
 use gitamp_opamp::server::{self as opamp, OpampSettings};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -214,14 +214,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let app = Arc::new(app);
 
     // The reconciler, resumed from the store.
-    let memory = reconciler::memory_from_records(&agent_records);
+    let agents = reconciler::agents_from_records(&agent_records);
     let rollouts: BTreeMap<_, _> = reconciler::rollouts_from_records(&rollout_records);
     info!(
-        agents = memory.len(),
+        agents = agents.len(),
         rollouts = rollouts.len(),
         "Loaded state from the store."
     );
-    let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), memory, rollouts)
+    let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), agents, rollouts)
         .with_retained_configs(&config_records);
     if let Some(otelcol) = otelcol {
         info!(otelcol = %otelcol.path().display(), "Every new revision must pass the collector's validate.");

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use gitamp_core::{ConfigHash, Diagnostics, Revision};
-use gitamp_opamp::fleet::{DesiredConfig, Fleet, Uid};
+use gitamp_opamp::{Fleet, RemoteConfig, Uid};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::sync::Notify;
@@ -39,7 +39,7 @@ pub struct Serving {
     pub revision: Arc<Revision>,
     pub accepted_at: SystemTime,
     /// Per configuration, the remote config encoded once and shared by every agent.
-    pub desired_configs: BTreeMap<String, Arc<DesiredConfig>>,
+    pub desired_configs: BTreeMap<String, Arc<RemoteConfig>>,
     /// The revision's sensitive values, for masking what agents send back (their error texts,
     /// effective configs) before it is logged or served: finding them means parsing every
     /// rendered configuration, so it is done here, once.
@@ -50,7 +50,7 @@ impl Serving {
     /// Serve `revision` from now on, with its encoded remote configs.
     pub fn new(
         revision: Arc<Revision>,
-        desired_configs: BTreeMap<String, Arc<DesiredConfig>>,
+        desired_configs: BTreeMap<String, Arc<RemoteConfig>>,
     ) -> Serving {
         Serving {
             secrets: Arc::new(crate::api::mask::secrets_of(&revision)),
@@ -74,8 +74,9 @@ pub struct AgentView {
     pub reason: Option<String>,
     /// The last hash it reported APPLIED (a rollback target).
     pub last_applied: Option<ConfigHash>,
-    /// Hashes it reported FAILED, as the reconciler remembers them (the registry forgets them
-    /// when a rollback changes what it is sent).
+    /// The hash last sent to it and when (ms since the Unix epoch).
+    pub sent: Option<(ConfigHash, u64)>,
+    /// Hashes it reported FAILED.
     pub failed_hashes: Vec<ConfigHash>,
 }
 

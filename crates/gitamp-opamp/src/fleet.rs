@@ -62,14 +62,23 @@ pub enum FleetEvent {
     ConfigSent(Uid, [u8; 32], u64),
 }
 
+/// The last config that went out to an agent: a frame carrying it was queued on its
+/// WebSocket, or the reply to its poll carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The config hash.
+    pub hash: [u8; 32],
+    /// The connection it went out on.
+    pub conn: u64,
+    /// When.
+    pub at: SystemTime,
+}
+
 /// What [`Fleet::deliver`] did with a config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// A frame carrying it was queued on this connection (a WebSocket).
-    Queued {
-        /// The connection id.
-        conn: u64,
-    },
+    /// A frame carrying it was queued on the agent's WebSocket.
+    Queued(Sent),
     /// It waits for the agent's next message and goes out in the reply (an HTTP agent, or a
     /// full WebSocket queue); [`FleetEvent::ConfigSent`] says when.
     Pending,
@@ -105,6 +114,9 @@ pub struct AgentSnapshot {
     /// Hash of a config handed over with [`Fleet::deliver`] that has not gone out yet.
     #[serde(skip)]
     pub pending_hash: Option<[u8; 32]>,
+    /// The last config that went out to it (this process's record; none after a restart).
+    #[serde(skip)]
+    pub last_sent: Option<Sent>,
     /// Remote config statuses reported since the planner last read them, oldest first
     /// (only in [`Fleet::observe`]'s snapshots): two reports between two plans (FAILED then
     /// the rollback's APPLIED) must both reach it.
@@ -151,6 +163,8 @@ pub(crate) struct AgentEntry {
     full_state_requested: bool,
     /// Handed over by the plan, not yet gone out.
     pending: Option<Arc<RemoteConfig>>,
+    /// What went out last.
+    last_sent: Option<Sent>,
     conn: Option<ConnHandle>,
     /// Sequence number and time of the agent_disconnect that ended the last session,
     /// to recognise late messages of that session (see `session`).
@@ -175,6 +189,7 @@ impl AgentEntry {
             sequence_num: None,
             full_state_requested: false,
             pending: None,
+            last_sent: None,
             conn: None,
             left: None,
         }
@@ -202,6 +217,7 @@ impl AgentEntry {
             sequence_num: self.sequence_num.unwrap_or(0),
             awaiting_report: self.awaiting_report(),
             pending_hash: self.pending.as_ref().map(|p| *p.hash()),
+            last_sent: self.last_sent,
             unread_statuses: Vec::new(),
         }
     }
@@ -328,10 +344,19 @@ impl AgentEntry {
         self.left = Some((seq, Instant::now()));
     }
 
-    /// The config handed over for this agent, if it may go out in the reply now.
-    pub(crate) fn take_pending(&mut self) -> Option<Arc<RemoteConfig>> {
+    /// The config handed over for this agent, if it may go out now in a reply on `conn`
+    /// (recorded as sent).
+    pub(crate) fn take_pending(&mut self, conn: u64) -> Option<Arc<RemoteConfig>> {
         let pending = self.pending.take()?;
-        self.still_wanted(&pending).then_some(pending)
+        if !self.still_wanted(&pending) {
+            return None;
+        }
+        self.last_sent = Some(Sent {
+            hash: *pending.hash(),
+            conn,
+            at: SystemTime::now(),
+        });
+        Some(pending)
     }
 
     /// A staleness guard, not a policy (the plan decided to send): a config the agent reports
@@ -499,6 +524,11 @@ impl Fleet {
         self.get(uid).map(|e| lock(&e).snapshot_with(true))
     }
 
+    /// One agent without its effective config, consuming nothing (what the store records).
+    pub fn brief(&self, uid: &Uid) -> Option<AgentSnapshot> {
+        self.get(uid).map(|e| lock(&e).snapshot_with(false))
+    }
+
     /// What the planner reads of one agent: its snapshot without the effective config (which
     /// planning never reads; copying it was a large part of a plan), with the remote config
     /// statuses reported since the last `observe` of it, which this read consumes.
@@ -566,8 +596,14 @@ impl Fleet {
             };
             match tx.try_send(Push::frame(&out)) {
                 Ok(()) => {
+                    let sent = Sent {
+                        hash: *config.hash(),
+                        conn,
+                        at: SystemTime::now(),
+                    };
                     e.pending = None;
-                    return Delivery::Queued { conn };
+                    e.last_sent = Some(sent);
+                    return Delivery::Queued(sent);
                 }
                 Err(err) => tracing::debug!(
                     agent = %uid_text(uid),

@@ -695,7 +695,7 @@ async fn ws_push_on_deliver_and_every_status_reaches_the_planner() {
     let d = desired(b"a: 1", 1);
     assert!(matches!(
         fleet.deliver(&u, Some(d.clone())),
-        Delivery::Queued { .. }
+        Delivery::Queued(_)
     ));
     let push = ws_recv(&mut ws).await;
     assert_eq!(&push.instance_uid[..], &u);

@@ -50,6 +50,9 @@ pub struct AgentRecord {
     pub last_applied: Option<String>,
     /// The error of its last FAILED report.
     pub last_error: Option<String>,
+    /// `ws` or `http` (the status API's field): an HTTP agent is offered a lost config again
+    /// sooner, in the reply to its poll.
+    pub transport: Option<String>,
 }
 
 /// OpAMP AgentCapabilities bits the plan reads.
@@ -112,7 +115,9 @@ impl AgentRecord {
             healthy: self.healthy,
             last_applied: hash("last_applied", self.last_applied)?,
             last_error: self.last_error,
+            polls: self.transport.as_deref() == Some("http"),
             instance_uid: uid,
+            ..ObservedAgent::default()
         })
     }
 }

@@ -229,6 +229,11 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         self.entries.get(key).map(|e| (&e.agent, e.plan.as_ref()))
     }
 
+    /// Every agent's observed state.
+    pub fn agents(&self) -> impl Iterator<Item = (&K, &ObservedAgent)> {
+        self.entries.iter().map(|(k, e)| (k, &e.agent))
+    }
+
     /// Fold the agent's last plan back into its state ([`AgentPlan::record`]: Synced on an
     /// acknowledged hash is remembered). If that changes its status it is re-planned at the
     /// next plan.

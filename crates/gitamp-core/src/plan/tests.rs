@@ -1279,7 +1279,11 @@ fn incremental_planner_wakes_an_agent_at_its_requeue_time() {
     let action = |p: &Planner<u8>| p.agent(&0).and_then(|(_, p)| p).map(|p| p.action);
     assert_eq!(action(&planner), Some(Action::Nothing));
     let due = T0 + Timing::DEFAULT_RESEND_AFTER_MS;
-    assert_eq!(planner.next_wake(), Some(due), "the plan asks to look again");
+    assert_eq!(
+        planner.next_wake(),
+        Some(due),
+        "the plan asks to look again"
+    );
     assert!(
         planner.plan(Timing::at(due - 1)).is_empty(),
         "nothing changed and not yet due: nothing re-planned"

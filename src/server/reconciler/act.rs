@@ -1,0 +1,138 @@
+//! From the plan to the agents: the configs the plan sends now are handed to the registry,
+//! which queues them on the agent's WebSocket at once or puts them in the reply to its next
+//! poll. A push is recorded (and counted, and logged as a `pushed` event) when a frame carrying
+//! it was queued, not when it was handed over.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use gitamp_core::ConfigHash;
+use gitamp_core::plan::{Action, AgentPlan};
+use gitamp_opamp::{Delivery, RemoteConfig, Uid, wire::uid_text};
+use tracing::{debug, warn};
+
+use super::{Reconciler, system_time_ms};
+use crate::server::state::Serving;
+use crate::telemetry;
+
+/// How many times one reconcile plans again for agents its own sends moved (Pending to
+/// Applying, a rollout batch that opened): enough for the usual one extra round, bounded so a
+/// reconcile always ends.
+const MAX_ROUNDS: usize = 3;
+
+impl Reconciler {
+    /// Plan, hand over what the plan sends, record what went out, and plan again for the agents
+    /// that moved. `sent_in_replies` are configs that went out in poll replies since the last
+    /// reconcile (already in the planner's records): they are counted here, like the pushes.
+    /// Returns every agent re-planned.
+    pub(super) fn plan_and_act(
+        &mut self,
+        serving: &Serving,
+        sent_in_replies: &[(Uid, ConfigHash, u64, u64)],
+    ) -> Vec<Uid> {
+        let started = std::time::Instant::now();
+        let mut replanned_all: Vec<Uid> = Vec::new();
+        let mut seen: HashSet<Uid> = HashSet::new();
+        let mut sent: Vec<(Uid, ConfigHash)> = sent_in_replies
+            .iter()
+            .map(|(uid, hash, ..)| (*uid, *hash))
+            .collect();
+        for _ in 0..MAX_ROUNDS {
+            let Some(planner) = self.planner.as_mut() else {
+                break;
+            };
+            let replanned = planner.plan(Self::timing());
+            // Pushes first, bookkeeping after: the last agent of a rollout gets its config as
+            // soon as the plan is made. Plans are read in place; only who was sent is kept.
+            let mut queued = Vec::new();
+            for uid in &replanned {
+                let Some((_, Some(plan))) = planner.agent(uid) else {
+                    continue;
+                };
+                let Action::Push(hash) = plan.action else {
+                    if self.handed_over.remove(uid).is_some() {
+                        self.fleet.deliver(uid, None);
+                    }
+                    continue;
+                };
+                let Some(config) = config_for(serving, &self.retained, plan, hash) else {
+                    warn!(agent = %uid_text(uid), hash = %hash.short(), "No config with this hash is kept; nothing sent.");
+                    continue;
+                };
+                match self.fleet.deliver(uid, Some(config)) {
+                    Delivery::Queued(s) => {
+                        self.handed_over.remove(uid);
+                        queued.push((*uid, hash, system_time_ms(s.at), s.conn));
+                    }
+                    Delivery::Pending => {
+                        self.handed_over.insert(*uid, hash);
+                    }
+                    Delivery::Dropped | Delivery::Unknown => {
+                        self.handed_over.remove(uid);
+                    }
+                }
+            }
+            for (uid, hash, at, conn) in &queued {
+                planner.note_sent(uid, *hash, *at, Some(*conn));
+                sent.push((*uid, *hash));
+            }
+            for uid in &replanned {
+                planner.record(uid);
+            }
+            for uid in replanned {
+                if seen.insert(uid) {
+                    replanned_all.push(uid);
+                }
+            }
+            if queued.is_empty() && !planner.has_work() {
+                break;
+            }
+        }
+        if !sent.is_empty() {
+            debug!(
+                sent = sent.len(),
+                ms = started.elapsed().as_secs_f64() * 1e3,
+                "Configs sent."
+            );
+        }
+        self.count_sent(&sent);
+        replanned_all
+    }
+
+    /// Count configs that went out and log each as a `pushed` event.
+    fn count_sent(&self, sent: &[(Uid, ConfigHash)]) {
+        telemetry::pushes(sent.len() as u64);
+        let Some(planner) = self.planner.as_ref() else {
+            return;
+        };
+        for (uid, hash) in sent {
+            let plan = planner.agent(uid).and_then(|(_, p)| p);
+            let name = plan.and_then(|p| p.configuration.as_deref()).unwrap_or("?");
+            let message = match plan.and_then(|p| p.desired_hash) {
+                Some(desired) if desired != *hash => format!(
+                    "Rolled back to {} (the last config it applied): {name} ({}) failed.",
+                    hash.short(),
+                    desired.short()
+                ),
+                _ => format!("Configuration {name} ({}) sent.", hash.short()),
+            };
+            self.state.event(Some(uid_text(uid)), "pushed", message);
+        }
+    }
+}
+
+/// The config a push sends: the configuration's served config, or (a rollback) an earlier one
+/// kept by hash.
+fn config_for(
+    serving: &Serving,
+    retained: &std::collections::HashMap<ConfigHash, Arc<RemoteConfig>>,
+    plan: &AgentPlan,
+    hash: ConfigHash,
+) -> Option<Arc<RemoteConfig>> {
+    plan.configuration
+        .as_ref()
+        .and_then(|name| serving.desired_configs.get(name))
+        .filter(|c| c.hash() == &hash.0)
+        .or_else(|| retained.get(&hash))
+        .cloned()
+}

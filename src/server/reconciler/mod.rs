@@ -1,0 +1,189 @@
+//! The reconciler: the one writer of the server's state (kube-runtime's shape).
+//!
+//! One task turns two kinds of input into one action. Each step has its own module, in the
+//! order data flows through them:
+//!
+//! - [`scheduler`]: the run loop. It gathers bursts of fleet events, takes revisions from the
+//!   source, and sleeps until the earliest time a plan asked to be looked at again (or the
+//!   periodic resync), never on a fixed tick;
+//! - [`revision`]: a new snapshot goes through the pure core (`gitamp_core::compile`) off the
+//!   async threads; an accepted revision replaces what is served, a rejected one is recorded
+//!   with its diagnostics and changes nothing for agents;
+//! - [`observe`]: what the registry saw of the agents named by events (or of every agent) is
+//!   folded into the planner, whose `ObservedAgent` is the one record of each agent's
+//!   desired, sent, failed and synced state;
+//! - [`act`]: the plan (`gitamp_core::plan`, pure) says which configs go out now; they are
+//!   handed to the registry, and a push counts once a frame carrying it was queued;
+//! - [`publish`]: the [`FleetView`](super::state::FleetView) for readers, the status
+//!   transitions as events, the metrics;
+//! - [`persist`]: what changed goes to the store (write-behind), and what the store kept is
+//!   read back after a restart.
+//!
+//! Everything derived from a revision (selection data, encoded remote configs) is built once
+//! per revision, never per agent.
+
+mod act;
+mod observe;
+mod persist;
+mod publish;
+mod revision;
+mod scheduler;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use gitamp_core::ConfigHash;
+use gitamp_core::plan::{ObservedAgent, Planner, Rollout, Timing};
+use gitamp_opamp::{Fleet, RemoteConfig, Uid};
+use tracing::warn;
+
+use super::state::{AgentViews, AppState};
+use crate::store::{ConfigRecord, StoreWriter};
+use crate::telemetry;
+
+use persist::{RolloutStamp, config_from_record};
+pub use persist::{agents_from_records, rollouts_from_records};
+
+/// The reconciler's state. Per agent it keeps only what serves one of its steps: the planner
+/// holds the agent's record; the rest are caches keyed by agent (what was last published and
+/// persisted, which hand-over still waits for a reply).
+pub struct Reconciler {
+    state: Arc<AppState>,
+    fleet: Arc<Fleet>,
+    store: StoreWriter,
+    /// The plan, kept current incrementally; `None` until a revision is served.
+    planner: Option<Planner<Uid>>,
+    /// Rollouts loaded from the store, handed to the planner with the first revision.
+    resumed_rollouts: BTreeMap<String, Rollout>,
+    /// Agents as the store remembered them, each folded into the planner when first seen.
+    resumed_agents: HashMap<Uid, ObservedAgent>,
+    /// Agents named by fleet events since the last plan.
+    dirty: HashSet<Uid>,
+    /// Agents whose description or health the store has not seen yet: only their records
+    /// carry those columns (serializing them for every sent or applied hash was a fifth of a
+    /// rollout's plan).
+    described: HashSet<Uid>,
+    /// Events were missed: every agent re-read counts as described.
+    lagged: bool,
+    /// Re-read every agent at the next plan (missed events, new revision, resync).
+    refresh_all: bool,
+    last_resync: Instant,
+    /// Configs handed to the registry that wait for the agent's next message; withdrawn if a
+    /// later plan no longer sends them.
+    handed_over: HashMap<Uid, ConfigHash>,
+    /// The per-agent view; publishing it shares its shards.
+    view_agents: AgentViews,
+    /// A digest of each agent's last stored record, to write only what changed.
+    persisted: HashMap<Uid, persist::Digest>,
+    /// Rollout state as last persisted, to write only what changed.
+    persisted_rollouts: BTreeMap<String, RolloutStamp>,
+    /// Duration of the last plan, to keep plans from running back to back under load.
+    last_plan_cost: std::time::Duration,
+    /// Rendered configs by hash: the served ones and earlier ones some agent last applied,
+    /// which a rollback sends (mirrored in the store's `configs` table).
+    retained: HashMap<ConfigHash, Arc<RemoteConfig>>,
+    /// The last plan made a decision a restart must not forget (a revision accepted, a rollout
+    /// started, halted or finished, an agent's failure): the writer is asked to commit at once
+    /// instead of within its delay (see ARCHITECTURE.md, "Durability").
+    durable_now: bool,
+    /// `--otelcol`: the collector that must accept a revision before it is served.
+    otelcol: Option<Arc<crate::otelcol::Otelcol>>,
+    /// When this process started, in ms: sends recorded before it (read back from the store)
+    /// do not feed the push-to-applied histogram.
+    started_ms: u64,
+}
+
+pub(super) fn now_ms() -> u64 {
+    system_time_ms(SystemTime::now())
+}
+
+pub(super) fn system_time_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Reconciler {
+    /// A reconciler that resumes from what the store remembered (agents, rollouts).
+    pub fn new(
+        state: Arc<AppState>,
+        store: StoreWriter,
+        agents: HashMap<Uid, ObservedAgent>,
+        rollouts: BTreeMap<String, Rollout>,
+    ) -> Reconciler {
+        Reconciler {
+            fleet: state.fleet.clone(),
+            state,
+            store,
+            planner: None,
+            persisted_rollouts: rollouts
+                .iter()
+                .map(|(k, r)| (k.clone(), RolloutStamp::of(r)))
+                .collect(),
+            resumed_rollouts: rollouts,
+            persisted: agents
+                .iter()
+                .map(|(uid, a)| (*uid, persist::Digest::of(a)))
+                .collect(),
+            resumed_agents: agents,
+            dirty: HashSet::new(),
+            described: HashSet::new(),
+            lagged: false,
+            refresh_all: true,
+            last_resync: Instant::now(),
+            handed_over: HashMap::new(),
+            view_agents: AgentViews::default(),
+            last_plan_cost: std::time::Duration::ZERO,
+            retained: HashMap::new(),
+            durable_now: false,
+            otelcol: None,
+            started_ms: now_ms(),
+        }
+    }
+
+    /// Have `otelcol` check every new revision after it compiles; one it refuses is rejected.
+    pub fn set_otelcol(&mut self, otelcol: crate::otelcol::Otelcol) {
+        self.otelcol = Some(Arc::new(otelcol));
+    }
+
+    /// Resume the rollback targets the store kept. A record whose bytes do not hash to its
+    /// name (a damaged row) is left out: sending it would report a hash it does not have.
+    pub fn with_retained_configs(mut self, records: &[ConfigRecord]) -> Reconciler {
+        for r in records {
+            match config_from_record(r) {
+                Some(config) => {
+                    self.retained.insert(ConfigHash(*config.hash()), config);
+                }
+                None => warn!(hash = %r.hash, "Stored config does not match its hash; not kept."),
+            }
+        }
+        self
+    }
+
+    /// Bring the plan up to date with what changed and act on it: read what the registry saw,
+    /// plan, hand over what the plan sends, publish the view, persist what changed. Costs what
+    /// changed (the agents named by events, those whose rollout admission moved, those whose
+    /// plan asked to be looked at again), not the fleet; the whole fleet is re-read after
+    /// missed events and every resync.
+    pub fn reconcile(&mut self) {
+        let Some(serving) = self.state.serving.load_full() else {
+            return;
+        };
+        if self.planner.is_none() {
+            return;
+        }
+        let started = Instant::now();
+        self.start_resync_if_due();
+        let observed = self.observe();
+        let replanned = self.plan_and_act(&serving, &observed.sent);
+        self.publish(&serving, &replanned);
+        self.persist(&replanned, &observed);
+        self.last_plan_cost = started.elapsed();
+        telemetry::reconcile(self.last_plan_cost);
+    }
+
+    /// The clock for a plan made now.
+    fn timing() -> Timing {
+        Timing::at(now_ms())
+    }
+}

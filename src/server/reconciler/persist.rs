@@ -1,0 +1,331 @@
+//! Between the reconciler and the store: what changed is queued for the write-behind writer
+//! (never waiting on the disk), and what the store kept is read back after a restart, so a
+//! restarted server decides exactly as before (no redundant push, no re-push of a failed hash,
+//! no re-opened halted rollout).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use gitamp_core::ConfigHash;
+use gitamp_core::plan::{ObservedAgent, Rollout, RolloutPhase};
+use gitamp_opamp::{AgentSnapshot, RemoteConfig, Uid};
+use tracing::warn;
+
+use super::Reconciler;
+use super::observe::Observed;
+use crate::store::{
+    self, AgentRecord, AgentResume, ConfigEntry, ConfigRecord, RolloutRecord, StoreOp,
+};
+
+/// What of an agent's record the store holds, in two numbers: everything persisted of the
+/// planner's record, and its failed hashes alone (a change there must be durable at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Digest {
+    all: u64,
+    failed: u64,
+}
+
+impl Digest {
+    pub(super) fn of(a: &ObservedAgent) -> Digest {
+        let mut failed = DefaultHasher::new();
+        a.failed_hashes.hash(&mut failed);
+        let failed = failed.finish();
+        let mut all = DefaultHasher::new();
+        (
+            failed,
+            a.sent_hash,
+            a.sent_at,
+            a.last_applied,
+            &a.last_error,
+        )
+            .hash(&mut all);
+        Digest {
+            all: all.finish(),
+            failed,
+        }
+    }
+}
+
+/// What was last persisted of a rollout: everything but its member list, so a plan decides
+/// whether to write it in O(1) instead of comparing (and cloning) thousands of agent IDs.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct RolloutStamp {
+    target: ConfigHash,
+    policy: gitamp_core::catalog::model::RolloutPolicy,
+    members: usize,
+    admitted: usize,
+    batch: usize,
+    synced: usize,
+    failed: usize,
+    pending: usize,
+    phase: RolloutPhase,
+}
+
+impl RolloutStamp {
+    pub(super) fn of(r: &Rollout) -> RolloutStamp {
+        RolloutStamp {
+            target: r.target,
+            policy: r.policy.clone(),
+            members: r.agents.len(),
+            admitted: r.admitted,
+            batch: r.batch,
+            synced: r.synced,
+            failed: r.failed,
+            pending: r.pending,
+            phase: r.phase.clone(),
+        }
+    }
+}
+
+impl Reconciler {
+    /// Write the records of the re-planned agents whose persisted state changed, and the
+    /// rollouts that moved; ask for an immediate commit after a decision a restart must know.
+    pub(super) fn persist(&mut self, replanned: &[Uid], observed: &Observed) {
+        let Some(planner) = self.planner.as_ref() else {
+            return;
+        };
+        let mut records = Vec::new();
+        for uid in replanned {
+            let Some((agent, _)) = planner.agent(uid) else {
+                continue;
+            };
+            let digest = Digest::of(agent);
+            let before = self.persisted.get(uid).copied();
+            let relabelled = observed.labels_changed.contains(uid);
+            if before == Some(digest) && !relabelled {
+                continue;
+            }
+            // A failure must survive a crash (it stops re-sends and holds rollouts); an
+            // applied hash is reported again by the agent itself when it reconnects.
+            let failed_before =
+                before.map_or(Digest::of(&ObservedAgent::default()).failed, |d| d.failed);
+            self.durable_now |= digest.failed != failed_before;
+            self.persisted.insert(*uid, digest);
+            // Labels go to the store only when they may be new to it: a rollout rewrites
+            // every agent's record, and serializing unchanged labels for each was a cost.
+            let labels = (relabelled || self.described.contains(uid)).then(|| agent.labels.clone());
+            // Agents re-read this plan are not read twice; the others (whose rollout batch
+            // opened) are read now.
+            let fetched;
+            let snap = match observed.snapshots.get(uid) {
+                Some(s) => Some(s),
+                None => {
+                    fetched = self.fleet.brief(uid);
+                    fetched.as_ref()
+                }
+            };
+            if let Some(snap) = snap {
+                let described = self.described.remove(uid);
+                records.push((
+                    *uid,
+                    agent_record(snap, labels, agent, described),
+                    described,
+                ));
+            }
+        }
+        for (uid, record, described) in records {
+            if !self.write(StoreOp::UpsertAgent(record)) {
+                // The record that carried the labels, description or health was dropped: the
+                // agent's next record carries them all again, and it is written again.
+                self.persisted.remove(&uid);
+                if described {
+                    self.described.insert(uid);
+                }
+            }
+        }
+        self.persist_rollouts();
+        if std::mem::take(&mut self.durable_now) {
+            // Committed by the writer's task at once; the plan does not wait for the disk.
+            self.store.commit_now();
+        }
+    }
+
+    /// Queue a store write without ever waiting on the disk: the plan must not stall behind a
+    /// slow write. A full queue drops the op with a warning; the next change writes it again.
+    pub(super) fn write(&self, op: StoreOp) -> bool {
+        match self.store.try_send(op) {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(error = %err, "Store write dropped.");
+                false
+            }
+        }
+    }
+
+    /// Write rollouts that changed since the last write; log halts.
+    pub(super) fn persist_rollouts(&mut self) {
+        let Some(planner) = self.planner.as_ref() else {
+            return;
+        };
+        let mut ops = Vec::new();
+        for (name, rollout) in planner.rollouts() {
+            let stamp = RolloutStamp::of(rollout);
+            let before = self.persisted_rollouts.get(name);
+            if before == Some(&stamp) {
+                continue;
+            }
+            if before.is_none_or(|b| b.phase != stamp.phase || b.target != stamp.target) {
+                self.durable_now = true;
+            }
+            if let RolloutPhase::Halted { reason } = &rollout.phase
+                && !matches!(before.map(|b| &b.phase), Some(RolloutPhase::Halted { .. }))
+            {
+                warn!(configuration = %name, reason = %reason, "Rollout halted.");
+                self.state.event(
+                    None,
+                    "rollout-halted",
+                    format!("Rollout of {name} halted: {reason}"),
+                );
+            }
+            if let Some(old) = before.filter(|o| o.target != rollout.target) {
+                ops.push(StoreOp::DeleteRollout {
+                    configuration: name.clone(),
+                    target_hash: Some(old.target.to_hex()),
+                });
+            }
+            ops.push(StoreOp::SaveRollout(RolloutRecord {
+                configuration: name.clone(),
+                target_hash: rollout.target.to_hex(),
+                progress: serde_json::to_value(rollout).unwrap_or_default(),
+                updated_at: store::now_ms(),
+            }));
+            self.persisted_rollouts.insert(name.clone(), stamp);
+        }
+        let gone: Vec<String> = self
+            .persisted_rollouts
+            .keys()
+            .filter(|name| !planner.rollouts().contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.persisted_rollouts.remove(&name);
+            ops.push(StoreOp::DeleteRollout {
+                configuration: name,
+                target_hash: None,
+            });
+        }
+        for op in ops {
+            self.write(op);
+        }
+    }
+}
+
+/// The durable image of one agent: what the registry saw plus the planner's record.
+fn agent_record(
+    snap: &AgentSnapshot,
+    labels: Option<BTreeMap<String, String>>,
+    agent: &ObservedAgent,
+    described: bool,
+) -> AgentRecord {
+    let status = snap.remote_config_status.as_ref();
+    AgentRecord {
+        instance_uid: hex::encode(snap.uid),
+        labels,
+        description: described.then(|| serde_json::to_value(&snap.description).unwrap_or_default()),
+        capabilities: snap.capabilities,
+        health: described.then(|| serde_json::to_value(&snap.health).unwrap_or_default()),
+        reported_hash: status
+            .map(|s| hex::encode(&s.hash))
+            .filter(|h| !h.is_empty()),
+        remote_config_status: status
+            .and_then(|s| serde_json::to_value(s.status).ok())
+            .and_then(|v| v.as_str().map(str::to_string)),
+        remote_config_error: status.map(|s| s.error.clone()).filter(|e| !e.is_empty()),
+        effective_config_hash: None,
+        sent_hash: agent.sent_hash.map(|h| h.to_hex()),
+        sent_at: agent
+            .sent_at
+            .map(|at| i64::try_from(at).unwrap_or(i64::MAX)),
+        failed_hashes: agent.failed_hashes.iter().map(ConfigHash::to_hex).collect(),
+        applied_hash: agent.last_applied.map(|h| h.to_hex()),
+        last_error: agent.last_error.clone(),
+        connected: snap.connection.connected,
+        last_seen: store::to_ms(snap.connection.last_seen),
+    }
+}
+
+/// The agents' records as the store kept them (after a restart): each becomes the planner's
+/// record of that agent when it is first seen again. Not connected until it says so.
+pub fn agents_from_records(records: &[AgentResume]) -> HashMap<Uid, ObservedAgent> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let uid: Uid = hex::decode(&r.instance_uid).ok()?.try_into().ok()?;
+            let sent = r
+                .sent_hash
+                .as_deref()
+                .and_then(ConfigHash::from_hex)
+                .zip(r.sent_at.map(|t| u64::try_from(t.max(0)).unwrap_or(0)));
+            let agent = ObservedAgent {
+                instance_uid: gitamp_opamp::wire::uid_text(&uid),
+                labels: r.labels.clone(),
+                sent_hash: sent.map(|(h, _)| h),
+                sent_at: sent.map(|(_, at)| at),
+                failed_hashes: r
+                    .failed_hashes
+                    .iter()
+                    .filter_map(|h| ConfigHash::from_hex(h))
+                    .collect(),
+                last_applied: r.applied_hash.as_deref().and_then(ConfigHash::from_hex),
+                last_error: r.last_error.clone(),
+                ..ObservedAgent::default()
+            };
+            Some((uid, agent))
+        })
+        .collect()
+}
+
+/// The durable image of a served config.
+pub(super) fn config_record(revision: &str, config: &RemoteConfig) -> ConfigRecord {
+    ConfigRecord {
+        hash: hex::encode(config.hash()),
+        config_map: config
+            .files()
+            .iter()
+            .map(|(key, (body, content_type))| {
+                let entry = ConfigEntry {
+                    content_type: content_type.clone(),
+                    body: String::from_utf8_lossy(body).into_owned(),
+                };
+                (key.clone(), entry)
+            })
+            .collect(),
+        revision: revision.to_string(),
+        time: store::now_ms(),
+    }
+}
+
+/// A stored config, if its bytes still hash to its name (the core's config-map hash).
+pub(super) fn config_from_record(r: &ConfigRecord) -> Option<Arc<RemoteConfig>> {
+    let hash = ConfigHash::from_hex(&r.hash)?;
+    let map: gitamp_core::config_map::ConfigMap = r
+        .config_map
+        .iter()
+        .map(|(k, e)| {
+            let file = gitamp_core::config_map::ConfigFile {
+                body: bytes::Bytes::from(e.body.clone().into_bytes()),
+                content_type: e.content_type.clone(),
+            };
+            (k.clone(), file)
+        })
+        .collect();
+    if ConfigHash::of(&map) != hash {
+        return None;
+    }
+    let files = map
+        .into_iter()
+        .map(|(k, f)| (k, (f.body, f.content_type)))
+        .collect();
+    Some(Arc::new(RemoteConfig::new(files, hash.0)))
+}
+
+/// Rebuild rollouts from the store; unreadable ones are dropped (a new rollout starts).
+pub fn rollouts_from_records(records: &[RolloutRecord]) -> BTreeMap<String, Rollout> {
+    records
+        .iter()
+        .filter_map(|r| serde_json::from_value::<Rollout>(r.progress.clone()).ok())
+        .map(|r| (r.configuration.clone(), r))
+        .collect()
+}

@@ -1,0 +1,163 @@
+//! From the plan to the readers: the [`FleetView`] the status API serves (swapped whole, so
+//! readers never block the writer), each agent's status transitions as events, and the metrics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::api::mask::mask_text;
+use gitamp_core::plan::{AgentPlan, ObservedAgent, RolloutPhase, SyncStatus};
+use gitamp_opamp::Uid;
+
+use super::{Reconciler, now_ms};
+use crate::server::state::{AgentView, ConfigurationView, FleetView, Serving};
+use crate::telemetry;
+
+impl Reconciler {
+    /// Publish what the agents in `replanned` now are, and the fleet's totals.
+    pub(super) fn publish(&mut self, serving: &Serving, replanned: &[Uid]) {
+        let Some(planner) = self.planner.as_mut() else {
+            return;
+        };
+        for old in planner.take_superseded() {
+            if let RolloutPhase::Superseded { by: Some(by) } = &old.phase {
+                self.state.event(
+                    None,
+                    "rollout-superseded",
+                    format!(
+                        "Rollout of {} ({}) superseded by {}.",
+                        old.configuration,
+                        old.target.short(),
+                        by.short()
+                    ),
+                );
+            }
+        }
+        let now = now_ms();
+        for uid in replanned {
+            let Some((agent, Some(plan))) = planner.agent(uid) else {
+                continue;
+            };
+            let previous = self.view_agents.get(uid);
+            let status = plan.status.as_str();
+            if previous.is_none_or(|v| v.status != status) {
+                note_transition(
+                    &self.state,
+                    &serving.secrets,
+                    previous.is_some(),
+                    agent,
+                    plan,
+                    (now, self.started_ms),
+                );
+            }
+            let sent = agent.sent_hash.zip(agent.sent_at);
+            let same = previous.is_some_and(|v| {
+                v.status == status
+                    && v.configuration == plan.configuration
+                    && v.desired_hash == plan.desired_hash
+                    && v.reason == plan.detail
+                    && v.last_applied == agent.last_applied
+                    && v.sent == sent
+                    && v.failed_hashes.iter().eq(agent.failed_hashes.iter())
+            });
+            if !same {
+                self.view_agents.insert(
+                    *uid,
+                    AgentView {
+                        status: status.to_string(),
+                        configuration: plan.configuration.clone(),
+                        desired_hash: plan.desired_hash,
+                        reason: plan.detail.clone(),
+                        last_applied: agent.last_applied,
+                        sent,
+                        failed_hashes: agent.failed_hashes.iter().copied().collect(),
+                    },
+                );
+            }
+        }
+
+        let configurations = planner
+            .configurations()
+            .iter()
+            .map(|(name, c)| {
+                let counts = SyncStatus::ALL
+                    .iter()
+                    .map(|s| (s.as_str().to_string(), c.counts.get(*s)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                (
+                    name.clone(),
+                    ConfigurationView {
+                        hash: c.hash,
+                        matched_agents: c.counts.total(),
+                        counts,
+                        rollout: c
+                            .rollout
+                            .as_ref()
+                            .and_then(|r| serde_json::to_value(r).ok()),
+                    },
+                )
+            })
+            .collect();
+        let summary = planner.summary();
+        let counts: BTreeMap<String, usize> = SyncStatus::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), summary.get(*s)))
+            .collect();
+        telemetry::agents_by_status(counts.iter().map(|(k, v)| (k.as_str(), *v)));
+        self.state.view.store(Arc::new(FleetView {
+            agents: self.view_agents.clone(),
+            configurations,
+            counts,
+            connected: planner.connected(),
+            computed_at: Some(SystemTime::now()),
+        }));
+    }
+}
+
+/// Log a status change as an event and feed the push-to-applied histogram. `(now, started)`
+/// in ms: a send recorded before this process started (read back from the store) is not
+/// timed.
+fn note_transition(
+    state: &crate::server::state::AppState,
+    secrets: &[String],
+    had_status: bool,
+    agent: &ObservedAgent,
+    plan: &AgentPlan,
+    (now, started): (u64, u64),
+) {
+    let who = Some(agent.instance_uid.clone());
+    let detail = || mask_text(plan.detail.as_deref().unwrap_or_default(), secrets);
+    match plan.status {
+        SyncStatus::Synced => {
+            if let (Some(hash), Some(at)) = (agent.sent_hash, agent.sent_at)
+                && Some(hash) == plan.desired_hash
+                && at >= started
+            {
+                telemetry::push_to_applied(Duration::from_millis(now.saturating_sub(at)));
+            }
+            if had_status {
+                state.event(who, "applied", "Agent is in sync.");
+            }
+        }
+        SyncStatus::Failed => {
+            state.event(
+                who,
+                "failed",
+                format!("Agent failed to apply: {}", detail()),
+            );
+        }
+        SyncStatus::RolledBack => {
+            state.event(who, "rolled-back", format!("Agent {}", detail()));
+        }
+        SyncStatus::Drifted => {
+            state.event(
+                who,
+                "drifted",
+                "Agent reports another config than it applied.",
+            );
+        }
+        SyncStatus::Conflict => state.event(who, "conflict", detail()),
+        _ => {}
+    }
+}

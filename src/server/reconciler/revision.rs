@@ -1,0 +1,223 @@
+//! A revision from the source: compiled by the pure core off the async threads (and, with
+//! `--otelcol`, checked by the collector itself), then served if valid. A rejected revision is
+//! recorded with its diagnostics and changes nothing for agents: the last good one keeps serving.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use gitamp_core::plan::{Desired, Planner};
+use gitamp_core::{ConfigHash, Revision, Snapshot};
+use gitamp_opamp::RemoteConfig;
+use tracing::{info, warn};
+
+use super::Reconciler;
+use super::persist::config_record;
+use crate::server::state::{RevisionRecord, Serving};
+use crate::source::SyncEvent;
+use crate::store::{self, StoreOp};
+use crate::telemetry;
+
+impl Reconciler {
+    /// Handle one source event. Returns true when a new revision is now served.
+    pub(super) async fn on_sync(&mut self, event: SyncEvent) -> bool {
+        let info = event.info().clone();
+        {
+            let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+            sync.last_fetch = info.last_fetch;
+            sync.last_fetch_duration_ms = Some(info.last_duration.as_millis() as u64);
+            sync.consecutive_failures = info.consecutive_failures;
+            sync.next_retry = info.next_retry;
+            if !matches!(event, SyncEvent::Error(..)) {
+                sync.last_error = None;
+            }
+        }
+        match event {
+            SyncEvent::Unchanged(..) => {
+                telemetry::fetch(info.last_duration, true);
+                false
+            }
+            SyncEvent::Error(message, _) => {
+                telemetry::fetch(info.last_duration, false);
+                self.state.event(None, "fetch-error", message.clone());
+                let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+                sync.last_error = Some(message);
+                false
+            }
+            SyncEvent::Snapshot(snapshot, _) => {
+                telemetry::fetch(info.last_duration, true);
+                for skipped in &info.skipped {
+                    self.state.event(
+                        None,
+                        "file-skipped",
+                        format!("{}: {}", skipped.path, skipped.reason),
+                    );
+                }
+                let skipped = crate::source::skipped::skipped_diagnostics(&info.skipped);
+                self.on_snapshot(snapshot, skipped).await
+            }
+        }
+    }
+
+    /// Compile a snapshot (off the async threads) and serve it if it is valid. `skipped` holds
+    /// the source's diagnostics for files it left out: a configuration file left out rejects
+    /// the revision (serving without it would silently change what agents get). With
+    /// `--otelcol`, the collector must accept every configuration too.
+    pub(super) async fn on_snapshot(
+        &mut self,
+        snapshot: Snapshot,
+        skipped: gitamp_core::Diagnostics,
+    ) -> bool {
+        let revision_id = snapshot.revision.clone();
+        let started = Instant::now();
+        let otelcol = self.otelcol.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            crate::otelcol::compile_checked(&snapshot, skipped, otelcol.as_deref())
+        })
+        .await;
+        telemetry::compile(started.elapsed());
+        let compiled = match compiled {
+            Ok(c) => c,
+            Err(err) => {
+                warn!(revision = %revision_id, error = %err, "Compiling a revision panicked; it is rejected.");
+                self.state.event(
+                    None,
+                    "revision-rejected",
+                    format!("{revision_id}: internal error"),
+                );
+                return false;
+            }
+        };
+        match compiled {
+            Ok(revision) => {
+                self.accept(revision);
+                true
+            }
+            Err(rejected) => {
+                let errors = rejected.diagnostics.errors().count();
+                let record = RevisionRecord {
+                    revision: rejected.revision.clone(),
+                    at: SystemTime::now(),
+                    accepted: false,
+                    errors,
+                    warnings: rejected.diagnostics.warnings().count(),
+                    diagnostics: rejected.diagnostics.clone(),
+                };
+                warn!(revision = %rejected.revision, errors, "Revision rejected; the last good revision keeps serving.");
+                telemetry::revision(false);
+                self.state.event(
+                    None,
+                    "revision-rejected",
+                    format!("{} rejected with {errors} error(s)", rejected.revision),
+                );
+                self.write(StoreOp::RecordRevision(store::RevisionRecord {
+                    revision: record.revision.clone(),
+                    time: store::to_ms(record.at),
+                    accepted: false,
+                    diagnostics: serde_json::to_value(&record.diagnostics).unwrap_or_default(),
+                    source_error: None,
+                }));
+                if let Ok(mut h) = self.state.history.lock() {
+                    h.record_revision(record.clone());
+                }
+                let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+                sync.last_rejected = Some(record);
+                false
+            }
+        }
+    }
+
+    /// Serve an accepted revision: build everything derived from it once.
+    pub fn accept(&mut self, revision: Revision) {
+        let desired = Arc::new(Desired::from_revision(&revision));
+        let desired_configs: BTreeMap<String, Arc<RemoteConfig>> = revision
+            .rendered
+            .configurations
+            .iter()
+            .map(|(name, rendered)| {
+                let files = rendered
+                    .config_map
+                    .iter()
+                    .map(|(k, f)| (k.clone(), (f.body.clone(), f.content_type.clone())))
+                    .collect();
+                (
+                    name.clone(),
+                    Arc::new(RemoteConfig::new(files, rendered.hash.0)),
+                )
+            })
+            .collect();
+        let record = RevisionRecord {
+            revision: revision.revision.clone(),
+            at: SystemTime::now(),
+            accepted: true,
+            errors: 0,
+            warnings: revision.warnings.len(),
+            diagnostics: revision.warnings.clone(),
+        };
+        info!(revision = %revision.revision, configurations = desired_configs.len(), "Serving revision.");
+        self.durable_now = true;
+        telemetry::revision(true);
+        self.state.event(
+            None,
+            "revision-accepted",
+            format!(
+                "{} accepted: {} configuration(s)",
+                revision.revision,
+                desired_configs.len()
+            ),
+        );
+        self.write(StoreOp::RecordRevision(store::RevisionRecord {
+            revision: record.revision.clone(),
+            time: store::to_ms(record.at),
+            accepted: true,
+            diagnostics: serde_json::to_value(&record.diagnostics).unwrap_or_default(),
+            source_error: None,
+        }));
+        if let Ok(mut h) = self.state.history.lock() {
+            h.record_revision(record);
+        }
+        {
+            let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+            sync.current_revision = Some(revision.revision.clone());
+        }
+        self.retain_served(&revision.revision, &desired_configs);
+        self.fleet.set_served(self.retained.values().cloned());
+        self.state.serving.store(Some(Arc::new(Serving::new(
+            Arc::new(revision),
+            desired_configs,
+        ))));
+        match self.planner.as_mut() {
+            Some(planner) => planner.set_desired(desired),
+            None => {
+                let rollouts = std::mem::take(&mut self.resumed_rollouts);
+                self.planner = Some(Planner::new(desired, rollouts));
+            }
+        }
+        // No re-read of the fleet: the planner already holds every agent as last reported
+        // (events keep it current) and selects them all again for the new revision.
+    }
+
+    /// Keep the configs of an accepted revision as rollback targets (stored once per hash) and
+    /// forget those neither served nor last applied by any agent, so the set stays as small as
+    /// the fleet's history makes it.
+    fn retain_served(&mut self, revision: &str, served: &BTreeMap<String, Arc<RemoteConfig>>) {
+        for config in served.values() {
+            let hash = ConfigHash(*config.hash());
+            if self.retained.insert(hash, config.clone()).is_none() {
+                self.write(StoreOp::SaveConfig(config_record(revision, config)));
+            }
+        }
+        let mut keep: HashSet<ConfigHash> =
+            served.values().map(|c| ConfigHash(*c.hash())).collect();
+        // Every agent's last applied hash: those the planner holds, and those the store
+        // remembered of agents not back yet.
+        if let Some(planner) = &self.planner {
+            keep.extend(planner.agents().filter_map(|(_, a)| a.last_applied));
+        }
+        keep.extend(self.resumed_agents.values().filter_map(|a| a.last_applied));
+        self.retained.retain(|h, _| keep.contains(h));
+        let mut keep: Vec<String> = keep.iter().map(ConfigHash::to_hex).collect();
+        keep.sort();
+        self.write(StoreOp::PruneConfigs { keep });
+    }
+}
