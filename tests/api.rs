@@ -250,15 +250,15 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
         uid(1),
         view("synced", Some("production"), Some(prod.hash), None),
     );
-    agents.insert(
-        uid(2),
-        view(
-            "failed",
-            Some("production"),
-            Some(prod.hash),
-            Some(&failed_error),
-        ),
+    // The planner's record of a failed agent carries the hash it failed (the view shows it).
+    let mut failed = view(
+        "failed",
+        Some("production"),
+        Some(prod.hash),
+        Some(&failed_error),
     );
+    failed.failed_hashes = vec![prod.hash];
+    agents.insert(uid(2), failed);
     for n in 3..=6 {
         agents.insert(
             uid(n),
