@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Serve OpAMP and the status API, keeping every agent in step with the repository.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,9 +18,11 @@ pub struct Args {
     /// Sub-path of the repository holding the resources.
     #[arg(long, env = "GITAMP_PATH")]
     pub path: Option<String>,
-    /// Seconds between polls of the Git remote (webhooks wake it earlier).
-    #[arg(long, env = "GITAMP_POLL", default_value_t = 30)]
-    pub poll: u64,
+    /// Time between polls of the Git remote (webhooks wake it earlier): 30s, 1m, 1h30m; a bare
+    /// number is seconds. At least 1s.
+    #[arg(long, env = "GITAMP_POLL", value_name = "DURATION", default_value = "30s",
+          value_parser = super::duration::at_least_a_second)]
+    pub poll: Duration,
     /// File holding an HTTPS token for the Git remote.
     #[arg(long, env = "GITAMP_GIT_TOKEN_FILE")]
     pub git_token_file: Option<PathBuf>,
@@ -62,10 +65,11 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "GITAMP_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Seconds between agent heartbeats expected; an agent silent for 3 intervals is
-    /// disconnected.
-    #[arg(long, env = "GITAMP_HEARTBEAT", default_value_t = 30)]
-    pub heartbeat: u64,
+    /// Agent heartbeat interval expected (30s, 1m; a bare number is seconds; at least 1s): an
+    /// agent silent for 3 intervals is disconnected.
+    #[arg(long, env = "GITAMP_HEARTBEAT", value_name = "DURATION", default_value = "30s",
+          value_parser = super::duration::at_least_a_second)]
+    pub heartbeat: Duration,
     /// Largest OpAMP message accepted, in bytes.
     #[arg(long, env = "GITAMP_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -78,9 +82,11 @@ pub struct Args {
     /// An empty value (an unset CI input) means none.
     #[arg(long, env = "GITAMP_OTELCOL", value_parser = crate::otelcol::path_or_empty())]
     pub otelcol: Option<PathBuf>,
-    /// Seconds one collector run may take before it is killed (the revision is then rejected).
-    #[arg(long, env = "GITAMP_OTELCOL_TIMEOUT", default_value_t = 60)]
-    pub otelcol_timeout: u64,
+    /// How long one collector run may take before it is killed (the revision is then
+    /// rejected): 60s, 2m, 500ms; a bare number is seconds.
+    #[arg(long, env = "GITAMP_OTELCOL_TIMEOUT", value_name = "DURATION", default_value = "60s",
+          value_parser = super::duration::positive)]
+    pub otelcol_timeout: Duration,
     /// Log format.
     #[arg(long, env = "GITAMP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

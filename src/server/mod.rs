@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use gitamp_opamp::fleet::Fleet;
@@ -95,10 +94,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .otelcol
         .as_ref()
         .filter(|p| !p.as_os_str().is_empty())
-        .map(|p| {
-            crate::otelcol::Otelcol::new(p)
-                .map(|o| o.with_timeout(Duration::from_secs(args.otelcol_timeout)))
-        })
+        .map(|p| crate::otelcol::Otelcol::new(p).map(|o| o.with_timeout(args.otelcol_timeout)))
         .transpose()
         .context("--otelcol")?;
     let metrics = telemetry::install();
@@ -191,7 +187,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         sync.sub_path = git.sub_path.clone();
                     }
                     let mut opts = GitOptions::new(&args.data_dir);
-                    opts.interval = Duration::from_secs(args.poll.max(1));
+                    opts.interval = args.poll;
                     let git_source = GitSource::new(git, opts).context("setting up Git")?;
                     // Serve the last accepted revision from the cache at once, so a restart
                     // keeps serving (and never serves a rejected tip) before the first fetch.
@@ -244,7 +240,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let settings = OpampSettings {
         path: args.opamp_path.clone(),
         max_message_bytes: args.max_message_bytes,
-        heartbeat_interval: Duration::from_secs(args.heartbeat.max(1)),
+        heartbeat_interval: args.heartbeat,
         secret: args
             .agent_secret_file
             .as_deref()

@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod config_map;
+pub mod duration;
 pub mod plan;
 pub mod render;
 pub mod snapshot;
