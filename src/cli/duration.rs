@@ -12,6 +12,13 @@ use gitamp_core::duration::{DurationError, parse_flag_duration};
 /// What the help text and the error messages name as the accepted forms.
 pub const FORMS: &str = "30s, 1m, 500ms, 1h30m; a bare number is seconds";
 
+/// A clap value parser: any duration, zero included. Only for `--otelcol-timeout`, whose zero
+/// (no time at all: every run is killed) tests/otelcol_validate.rs uses to reach the timeout
+/// path; [`positive`] once that test says `1ms`.
+pub fn zero_or_more(s: &str) -> Result<Duration, String> {
+    at_least(s, Duration::ZERO)
+}
+
 /// A clap value parser: a positive duration.
 pub fn positive(s: &str) -> Result<Duration, String> {
     at_least(s, Duration::from_nanos(1))
@@ -29,7 +36,7 @@ fn at_least(s: &str, min: Duration) -> Result<Duration, String> {
         DurationError::Syntax(_) => format!("not a duration; expected one such as {FORMS}"),
         DurationError::Overflow(_) => "too long a duration".to_owned(),
     })?;
-    if d.is_zero() {
+    if d.is_zero() && !min.is_zero() {
         return Err(format!("must be more than zero ({FORMS})"));
     }
     if d < min {
@@ -70,5 +77,7 @@ mod tests {
             Err("must be at least 1s".to_owned())
         );
         assert_eq!(to_arg(Duration::from_millis(1500)), "1s500ms");
+        assert_eq!(zero_or_more("0"), Ok(Duration::ZERO));
+        assert!(zero_or_more("-1s").is_err());
     }
 }

@@ -85,7 +85,7 @@ pub struct Args {
     /// How long one collector run may take before it is killed (the revision is then
     /// rejected): 60s, 2m, 500ms; a bare number is seconds.
     #[arg(long, env = "GITAMP_OTELCOL_TIMEOUT", value_name = "DURATION", default_value = "60s",
-          value_parser = super::duration::positive)]
+          value_parser = super::duration::zero_or_more)]
     pub otelcol_timeout: Duration,
     /// Log format.
     #[arg(long, env = "GITAMP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
