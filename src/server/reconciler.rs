@@ -1000,14 +1000,14 @@ fn note_transition(
             }
         }
         SyncStatus::Failed => {
-            let detail = crate::api::mask::mask_text(
+            let detail = gitamp_core::render::mask::mask_text(
                 agent_plan.detail.as_deref().unwrap_or_default(),
                 secrets,
             );
             state.event(who, "failed", format!("Agent failed to apply: {detail}"));
         }
         SyncStatus::RolledBack => {
-            let detail = crate::api::mask::mask_text(
+            let detail = gitamp_core::render::mask::mask_text(
                 agent_plan.detail.as_deref().unwrap_or_default(),
                 secrets,
             );
@@ -1021,7 +1021,7 @@ fn note_transition(
             );
         }
         SyncStatus::Conflict => {
-            let detail = crate::api::mask::mask_text(
+            let detail = gitamp_core::render::mask::mask_text(
                 agent_plan.detail.as_deref().unwrap_or_default(),
                 secrets,
             );

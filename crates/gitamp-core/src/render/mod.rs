@@ -5,6 +5,7 @@
 //! - [`pipelines`]: each configuration assembled into pipelines (source x destination per signal).
 //! - [`check`]: the rendered YAML parsed back and checked the way a collector would.
 //! - [`effective`]: the rendered YAML against what an agent reports it runs, by meaning.
+//! - [`mask`]: sensitive values kept out of what people see (API, events, collector messages).
 //! - [`codes`]: the diagnostics of this stage (E100-E199).
 //!
 //! Same repository, same bytes: IDs come from names, maps keep a defined order (pipelines
@@ -15,6 +16,7 @@ pub mod codes;
 pub mod components;
 pub mod effective;
 pub mod env;
+pub mod mask;
 pub mod pipelines;
 
 use std::collections::BTreeMap;
