@@ -34,6 +34,7 @@ pub const MASK: &str = "***";
 /// One configuration, rendered once per revision and shared by every agent it selects.
 #[derive(Debug, Clone)]
 pub struct RenderedConfiguration {
+    /// The configuration's name.
     pub name: String,
     /// The collector YAML agents receive (sensitive values intact).
     pub yaml: String,
@@ -41,12 +42,14 @@ pub struct RenderedConfiguration {
     pub masked_yaml: String,
     /// What goes on the wire: one entry (key from the configuration, `""` by default).
     pub config_map: ConfigMap,
+    /// Hash of `config_map`: what agents report back when they run it.
     pub hash: ConfigHash,
 }
 
 /// Every configuration of a revision, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
+    /// By configuration name.
     pub configurations: BTreeMap<String, Arc<RenderedConfiguration>>,
 }
 
