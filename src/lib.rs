@@ -4,6 +4,9 @@
 //! protocol side is `gitamp-opamp`; this crate is the shell that moves bytes and owns tasks:
 //! sources (Git, folder, webhooks), the store, the status API, the reconciler loop and the CLI.
 
+// Non-test code must not panic on input; tests may (clippy.toml: allow-unwrap-in-tests).
+#![warn(clippy::unwrap_used)]
+
 pub mod api;
 pub mod bench;
 pub mod cli;

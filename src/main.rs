@@ -1,5 +1,8 @@
 //! The `gitamp` command line. Each subcommand lives in `gitamp::cli::<name>`.
 
+// Non-test code must not panic on input; tests may (clippy.toml: allow-unwrap-in-tests).
+#![warn(clippy::unwrap_used)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

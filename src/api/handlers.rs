@@ -12,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gitamp_core::plan::selector::matches;
 use gitamp_core::plan::{ReportedStatus, SyncStatus};
+use gitamp_core::render::mask;
 use gitamp_core::{ConfigHash, Diagnostics};
 use gitamp_opamp::proto::AgentCapabilities;
 use gitamp_opamp::report::{Health, RemoteState, Transport};
@@ -24,7 +25,7 @@ use super::model::{
     ConfigurationItem, DescriptionItem, DiagnosticItem, EventItem, Items, Page, RevisionItem,
     RevisionList, StatusResponse,
 };
-use super::{Api, ApiError, mask, selector};
+use super::{Api, ApiError, selector};
 use crate::server::state::{AgentView, EventRecord, FleetView, RevisionRecord, Serving};
 
 /// Default and largest page of `GET /api/v1/agents`.

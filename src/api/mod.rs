@@ -12,7 +12,6 @@
 //! handler answers 500 instead of taking the listener down.
 
 mod handlers;
-pub mod mask;
 pub mod model;
 pub mod selector;
 mod webhooks;

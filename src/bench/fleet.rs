@@ -41,12 +41,15 @@ pub struct Args {
     /// Agents started per second, in total (0: all at once).
     #[arg(long, default_value_t = 1000.0)]
     pub ramp: f64,
-    /// Heartbeat (WebSocket) / poll (HTTP) interval in seconds; the server offers the same.
-    #[arg(long, default_value_t = 30)]
-    pub heartbeat: u64,
-    /// Seconds of steady state measured after the ramp.
-    #[arg(long, default_value_t = 30)]
-    pub duration: u64,
+    /// Heartbeat (WebSocket) / poll (HTTP) interval (30s, 1m; a bare number is seconds; at
+    /// least 1s); the server offers the same.
+    #[arg(long, value_name = "DURATION", default_value = "30s",
+          value_parser = crate::cli::duration::at_least_a_second)]
+    pub heartbeat: Duration,
+    /// Steady state measured after the ramp (30s, 2m; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s",
+          value_parser = crate::cli::duration::positive)]
+    pub duration: Duration,
     /// Worker processes for the agents (each holds N/P agents and its own source addresses).
     #[arg(long, default_value_t = 1)]
     pub processes: usize,
@@ -59,9 +62,10 @@ pub struct Args {
     /// Then kill -9 the server, restart it, measure the reconnect storm.
     #[arg(long)]
     pub restart: bool,
-    /// Give up on a phase after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    pub timeout: u64,
+    /// Give up on a phase after this long (5m, 90s; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "5m",
+          value_parser = crate::cli::duration::positive)]
+    pub timeout: Duration,
     /// Internal: run as a worker against this OpAMP URL.
     #[arg(long, hide = true)]
     pub worker_url: Option<String>,
@@ -180,7 +184,7 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
     };
     let mut opts = SimFleetOptions {
         ramp_per_sec: args.ramp,
-        heartbeat_interval: Duration::from_secs(args.heartbeat),
+        heartbeat_interval: args.heartbeat,
         policy: ApplyPolicy::Apply,
         service_name: "otelcol-bench".to_owned(),
         environment: "staging".to_owned(),
@@ -230,9 +234,9 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                 }
                 reply(json!({"type": "ok"}));
             }
-            // wait-gen G TIMEOUT_S: until every agent applied G distinct hashes.
+            // wait-gen G TIMEOUT_MS: until every agent applied G distinct hashes.
             Some("wait-gen") => {
-                let (g, timeout) = (num(1) as u32, Duration::from_secs(num(2)));
+                let (g, timeout) = (num(1) as u32, Duration::from_millis(num(2)));
                 let deadline = Instant::now() + timeout;
                 // Each agent records its applied configs itself (no watcher task per agent).
                 let applied = |t: &Tracked| -> Vec<f64> {
@@ -284,10 +288,10 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                     .sum();
                 reply(json!({"type": "ok"}));
             }
-            // wait-resync TIMEOUT_S: until every agent sent a full report since `mark`
+            // wait-resync TIMEOUT_MS: until every agent sent a full report since `mark`
             // (the restarted server asked for its state) and, on WebSocket, reconnected.
             Some("wait-resync") => {
-                let deadline = Instant::now() + Duration::from_secs(num(1));
+                let deadline = Instant::now() + Duration::from_millis(num(1));
                 let ws = args.transport == "ws";
                 let mut reconnected_ms = None;
                 let started = unix_ns();
@@ -374,12 +378,12 @@ impl Worker {
 /// Sends `cmd` to every worker, then reads one answer from each (in a blocking thread so the
 /// runtime keeps running).
 /// Polls the server's status API every `every` until it shows `n` agents connected and
-/// synced: when that was seen, or `None` after `timeout_s`.
+/// synced: when that was seen, or `None` after `timeout`.
 async fn server_synced(
     server: &Server,
     client: &reqwest::Client,
     n: u64,
-    timeout_s: u64,
+    timeout: Duration,
     every: Duration,
 ) -> Option<Instant> {
     let start = Instant::now();
@@ -390,7 +394,7 @@ async fn server_synced(
         {
             return Some(Instant::now());
         }
-        if start.elapsed() > Duration::from_secs(timeout_s) {
+        if start.elapsed() > timeout {
             return None;
         }
         tokio::time::sleep(every).await;
@@ -471,7 +475,7 @@ async fn parent(args: Args) -> anyhow::Result<ExitCode> {
             .args(["bench", "fleet", "--transport", &args.transport])
             .args(["--agents", &agents.to_string()])
             .args(["--ramp", &(args.ramp / p as f64).to_string()])
-            .args(["--heartbeat", &args.heartbeat.to_string()])
+            .args(["--heartbeat", &crate::cli::duration::to_arg(args.heartbeat)])
             .args(["--connections", &(args.connections / p).max(1).to_string()])
             .args(["--worker-url", &url, "--worker-index", &i.to_string()])
             .stdin(Stdio::piped())
@@ -522,12 +526,17 @@ async fn phases(
 ) -> anyhow::Result<Value> {
     let n = args.agents as u64;
     let timeout = args.timeout;
+    // The workers' commands take milliseconds.
+    let timeout_ms = timeout.as_millis();
     // Ramp: everyone connected and APPLIED the first configuration.
-    let answers = broadcast(workers, &format!("wait-gen 1 {timeout}")).await?;
+    let answers = broadcast(workers, &format!("wait-gen 1 {timeout_ms}")).await?;
     let ramp_secs = ramp_start.elapsed().as_secs_f64();
     let applied = sum(&answers, "done");
     if applied < n {
-        bail!("only {applied} of {n} agents applied their first config within {timeout} s");
+        bail!(
+            "only {applied} of {n} agents applied their first config within {}",
+            crate::cli::duration::to_arg(timeout)
+        );
     }
     let cpu_ramp = server.cpu_seconds() - cpu0;
     println!(
@@ -546,7 +555,7 @@ async fn phases(
         1e3 * plans_ramp.1 / plans_ramp.0.max(1) as f64
     );
     let (rss_a, cpu_a, t_a) = (server.rss_kib(), server.cpu_seconds(), Instant::now());
-    tokio::time::sleep(Duration::from_secs(args.duration)).await;
+    tokio::time::sleep(args.duration).await;
     let s1 = broadcast(workers, "stats").await?;
     let (rss_b, cpu_b, window) = (
         server.rss_kib(),
@@ -588,7 +597,7 @@ async fn phases(
         "ramp_plans": plan_delta((0, 0.0), plans_ramp), "steady_plans": plan_delta(plans_ramp, plans_steady),
         "transport": args.transport, "agents": n, "processes": args.processes,
         "connections": if args.transport == "http" { json!(args.connections) } else { Value::Null },
-        "heartbeat_s": args.heartbeat, "ramp_s": ramp_secs, "connect_rate": n as f64 / ramp_secs,
+        "heartbeat_s": args.heartbeat.as_secs_f64(), "ramp_s": ramp_secs, "connect_rate": n as f64 / ramp_secs,
         "idle_rss_kib": idle_rss, "rss_kib": rss, "kib_per_agent": kib_per_agent,
         "ramp_cpu_s": cpu_ramp, "steady_cpu_s": steady_cpu, "window_s": window,
         "messages_per_s": msgs as f64 / window, "requests_per_s": requests as f64 / window,
@@ -601,7 +610,7 @@ async fn phases(
         let workers_cpu_r = workers_cpu(workers);
         let fired = unix_ns() as f64 / 1e6;
         server.webhook(client).await?;
-        let answers = broadcast(workers, &format!("wait-gen 2 {timeout}")).await?;
+        let answers = broadcast(workers, &format!("wait-gen 2 {timeout_ms}")).await?;
         let done = sum(&answers, "done");
         let mut lat: Vec<f64> = answers
             .iter()
@@ -661,7 +670,7 @@ async fn phases(
                 .await
                 .map(|at| (at - start).as_secs_f64() * 1e3 + up_ms)
         };
-        let resync_cmd = format!("wait-resync {timeout}");
+        let resync_cmd = format!("wait-resync {timeout_ms}");
         let (answers, synced_ms) = tokio::join!(broadcast(workers, &resync_cmd), server_side);
         let answers = answers?;
         let max_of = |key: &str| {

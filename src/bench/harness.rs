@@ -158,12 +158,12 @@ pub struct Server {
     data_dir: PathBuf,
     remote: PathBuf,
     token_file: PathBuf,
-    heartbeat: u64,
+    heartbeat: Duration,
 }
 
 impl Server {
     /// Starts the server on free ports.
-    pub fn start(repo: &BenchRepo, heartbeat: u64) -> anyhow::Result<Server> {
+    pub fn start(repo: &BenchRepo, heartbeat: Duration) -> anyhow::Result<Server> {
         let token = "bench-token".to_string();
         let token_file = repo.dir.path().join("token");
         std::fs::write(&token_file, &token)?;
@@ -184,7 +184,7 @@ impl Server {
         data_dir: &Path,
         opamp: &str,
         api: &str,
-        heartbeat: u64,
+        heartbeat: Duration,
         token: String,
     ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("locating this binary")?;
@@ -211,7 +211,7 @@ impl Server {
                 "--api-listen",
                 api,
             ])
-            .args(["--heartbeat", &heartbeat.to_string()])
+            .args(["--heartbeat", &crate::cli::duration::to_arg(heartbeat)])
             .arg("--webhook-token-file")
             .arg(token_file)
             .arg("--data-dir")

@@ -22,9 +22,10 @@ pub struct Args {
     /// Commits rolled out (each one measured).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// Give up on a round after this many seconds.
-    #[arg(long, default_value_t = 120)]
-    pub timeout: u64,
+    /// Give up on a round after this long (2m, 90s; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "2m",
+          value_parser = crate::cli::duration::positive)]
+    pub timeout: Duration,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -36,7 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let repo = BenchRepo::new()?;
-    let server = Server::start(&repo, 30)?;
+    let server = Server::start(&repo, Duration::from_secs(30))?;
     let url = format!("ws://{}/v1/opamp", server.opamp);
     let idle_rss = server.rss_kib();
 
@@ -54,7 +55,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             )
         })
         .collect();
-    let deadline = Duration::from_secs(args.timeout);
+    let deadline = args.timeout;
     for a in &agents {
         a.wait_for(deadline, |s| s.applied_hash().is_some())
             .await

@@ -4,6 +4,7 @@
 //! errors), 2 usage or I/O error; `reconcile --dry-run` adds 3 (changes pending).
 
 pub mod agents;
+pub mod duration;
 pub mod fsread;
 pub mod reconcile;
 pub mod render;

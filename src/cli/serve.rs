@@ -1,8 +1,14 @@
 //! `gitamp serve`: the GitOps loop. Every flag can also come from a `GITAMP_*` variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::server::{LogFormat, Secrets, ServerConfig};
+use crate::source::{SourceArgs, SourceSpec};
 
 /// Serve OpAMP and the status API, keeping every agent in step with the repository.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,9 +23,11 @@ pub struct Args {
     /// Sub-path of the repository holding the resources.
     #[arg(long, env = "GITAMP_PATH")]
     pub path: Option<String>,
-    /// Seconds between polls of the Git remote (webhooks wake it earlier).
-    #[arg(long, env = "GITAMP_POLL", default_value_t = 30)]
-    pub poll: u64,
+    /// Time between polls of the Git remote (webhooks wake it earlier): 30s, 1m, 1h30m; a bare
+    /// number is seconds. At least 1s.
+    #[arg(long, env = "GITAMP_POLL", value_name = "DURATION", default_value = "30s",
+          value_parser = super::duration::at_least_a_second)]
+    pub poll: Duration,
     /// File holding an HTTPS token for the Git remote.
     #[arg(long, env = "GITAMP_GIT_TOKEN_FILE")]
     pub git_token_file: Option<PathBuf>,
@@ -62,10 +70,11 @@ pub struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "GITAMP_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Seconds between agent heartbeats expected; an agent silent for 3 intervals is
-    /// disconnected.
-    #[arg(long, env = "GITAMP_HEARTBEAT", default_value_t = 30)]
-    pub heartbeat: u64,
+    /// Agent heartbeat interval expected (30s, 1m; a bare number is seconds; at least 1s): an
+    /// agent silent for 3 intervals is disconnected.
+    #[arg(long, env = "GITAMP_HEARTBEAT", value_name = "DURATION", default_value = "30s",
+          value_parser = super::duration::at_least_a_second)]
+    pub heartbeat: Duration,
     /// Largest OpAMP message accepted, in bytes.
     #[arg(long, env = "GITAMP_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -78,15 +87,98 @@ pub struct Args {
     /// An empty value (an unset CI input) means none.
     #[arg(long, env = "GITAMP_OTELCOL", value_parser = crate::otelcol::path_or_empty())]
     pub otelcol: Option<PathBuf>,
-    /// Seconds one collector run may take before it is killed (the revision is then rejected).
-    #[arg(long, env = "GITAMP_OTELCOL_TIMEOUT", default_value_t = 60)]
-    pub otelcol_timeout: u64,
+    /// How long one collector run may take before it is killed (the revision is then
+    /// rejected): 60s, 2m, 500ms; a bare number is seconds.
+    #[arg(long, env = "GITAMP_OTELCOL_TIMEOUT", value_name = "DURATION", default_value = "60s",
+          value_parser = super::duration::zero_or_more)]
+    pub otelcol_timeout: Duration,
     /// Log format.
     #[arg(long, env = "GITAMP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 }
 
+impl Args {
+    /// Checks the flags and reads what they point to: every mistake in them is reported here,
+    /// before the server opens its store or binds a port.
+    pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        // A wrong collector path is a usage error now, not a rejected revision later.
+        let otelcol = self
+            .otelcol
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| crate::otelcol::Otelcol::new(p).map(|o| o.with_timeout(self.otelcol_timeout)))
+            .transpose()
+            .context("--otelcol")?;
+        let secret = |path: &Option<PathBuf>| path.as_deref().map(read_secret).transpose();
+        let secrets = Secrets {
+            api_token: secret(&self.api_token_file)?,
+            github_webhook_secret: secret(&self.webhook_secret_file)?,
+            gitlab_webhook_token: secret(&self.gitlab_token_file)?,
+            webhook_token: secret(&self.webhook_token_file)?,
+            agent_secret: secret(&self.agent_secret_file)?,
+        };
+        let source = self
+            .repo
+            .as_ref()
+            .map(|repo| {
+                SourceSpec::parse(&SourceArgs {
+                    repo: repo.clone(),
+                    git_ref: self.git_ref.clone(),
+                    sub_path: self.path.clone(),
+                    token_file: self.git_token_file.clone(),
+                    ssh_key: self.ssh_key.clone(),
+                    known_hosts: self.known_hosts.clone(),
+                    ..SourceArgs::default()
+                })
+            })
+            .transpose()
+            .context("--repo")?;
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                gitamp_opamp::server::TlsConfig::from_pem_files(cert, key)
+                    .context("loading the TLS certificate")?,
+            ),
+            _ => None,
+        };
+        let log_format = match self.log_format.as_str() {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Text,
+        };
+        Ok(ServerConfig {
+            source,
+            tracked_ref: self.git_ref,
+            poll: self.poll,
+            opamp_listen: self.opamp_listen,
+            opamp_path: self.opamp_path,
+            api_listen: self.api_listen,
+            data_dir: self.data_dir,
+            secrets,
+            tls,
+            heartbeat: self.heartbeat,
+            max_message_bytes: self.max_message_bytes,
+            demo_agents: self.demo_agents,
+            otelcol,
+            log_format,
+        })
+    }
+}
+
+/// Read a secret from a file: the first line, trimmed. Secrets never come from the command line,
+/// where `ps` would show them.
+fn read_secret(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the secret file {}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "the secret file {} is empty",
+        path.display()
+    );
+    Ok(secret)
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Pushes first. The reconciler wakes the connections it pushes to from outside the
@@ -99,6 +191,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // (docs/benchmarks.md, fifth round). The check is an atomic load when the queue is empty.
         .global_queue_interval(1)
         .build()?;
-    runtime.block_on(crate::server::run(args))?;
+    runtime.block_on(crate::server::run(config))?;
     Ok(ExitCode::from(super::exit::OK))
 }

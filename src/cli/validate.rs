@@ -29,9 +29,11 @@ pub struct Args {
     /// An empty value (an unset CI input) means none.
     #[arg(long, env = "GITAMP_OTELCOL", value_parser = crate::otelcol::path_or_empty())]
     pub otelcol: Option<PathBuf>,
-    /// Seconds one collector run may take before it is killed.
-    #[arg(long, env = "GITAMP_OTELCOL_TIMEOUT", default_value_t = 60)]
-    pub otelcol_timeout: u64,
+    /// How long one collector run may take before it is killed: 60s, 2m, 500ms; a bare number
+    /// is seconds.
+    #[arg(long, env = "GITAMP_OTELCOL_TIMEOUT", value_name = "DURATION", default_value = "60s",
+          value_parser = super::duration::zero_or_more)]
+    pub otelcol_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,7 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .otelcol
         .as_ref()
         .filter(|p| !p.as_os_str().is_empty())
-        .map(|p| Otelcol::new(p).map(|o| o.with_timeout(Duration::from_secs(args.otelcol_timeout))))
+        .map(|p| Otelcol::new(p).map(|o| o.with_timeout(args.otelcol_timeout)))
         .transpose()
         .context("--otelcol")?;
     let (snapshot, skipped) = read_dir_checked(&args.path)

@@ -14,11 +14,11 @@ use gitamp_core::catalog::load::escape_token;
 use gitamp_core::catalog::model::{Resource, ResourceType, Role, Signal};
 use gitamp_core::render::codes;
 use gitamp_core::render::components::{Section, template_pointer};
+use gitamp_core::render::mask::mask_text;
 use gitamp_core::{Diagnostic, Location};
 use serde_json::Value as Json;
 
 use super::parse::Refusal;
-use crate::api::mask::mask_text;
 
 /// Every component ID of a rendered configuration, longest first (so that `otlp/src-a__b` is
 /// found before `otlp/src-a`).

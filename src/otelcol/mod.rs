@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 
 use gitamp_core::catalog::model::{Selector, SelectorOperator};
 use gitamp_core::render::codes;
+use gitamp_core::render::mask::{mask_text, secrets_of};
 use gitamp_core::{Diagnostics, Location, Rejected, Revision, Snapshot};
 
-use crate::api::mask::{mask_text, secrets_of};
 use parse::Refusal;
 
 mod env;

@@ -11,15 +11,14 @@
 //! One writer (the reconciler) and many readers (API handlers read `AppState`); the OpAMP
 //! message path touches only the fleet registry, never the reconciler.
 
+pub mod config;
 pub mod demo;
 pub mod reconciler;
 pub mod state;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use gitamp_opamp::Fleet;
@@ -29,29 +28,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::serve::Args;
 use crate::source::{
-    self, DirOptions, DirWatcher, GitOptions, GitPoller, GitSource, SourceArgs, SourceSpec,
-    SyncEvent, SyncInfo,
+    self, DirOptions, DirWatcher, GitOptions, GitPoller, GitSource, SourceSpec, SyncEvent, SyncInfo,
 };
 use crate::store::{SqliteStore, Store, StoreWriter, WriterOptions};
 use crate::telemetry;
 use reconciler::Reconciler;
 use state::AppState;
 
-/// Read a secret from a file: the first line, trimmed. Secrets never come from the command line,
-/// where `ps` would show them.
-fn read_secret(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the secret file {}", path.display()))?;
-    let secret = text.lines().next().unwrap_or("").trim().to_string();
-    anyhow::ensure!(
-        !secret.is_empty(),
-        "the secret file {} is empty",
-        path.display()
-    );
-    Ok(secret)
-}
+pub use config::{LogFormat, Secrets, ServerConfig};
 
 /// Connections waiting to be accepted on the OpAMP listener. After a restart every agent
 /// reconnects within a second or so; with tokio's default of 1,024 the kernel drops the SYNs
@@ -73,14 +58,14 @@ fn bind_for_storms(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(OPAMP_LISTEN_BACKLOG)
 }
 
-fn init_tracing(format: &str) {
+fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     // (No wire-level library traces to cap: tungstenite's printed `Authorization` headers and
     // config payloads at trace; the WebSocket codec is now ours and logs neither.)
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // A second init (tests running several servers in one process) is harmless.
-    let _ = if format == "json" {
+    let _ = if format == LogFormat::Json {
         builder.json().try_init()
     } else {
         builder.try_init()
@@ -88,26 +73,15 @@ fn init_tracing(format: &str) {
 }
 
 /// Run the server until Ctrl-C or SIGTERM.
-pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_tracing(&args.log_format);
-    // A wrong collector path is a usage error now, not a rejected revision later.
-    let otelcol = args
-        .otelcol
-        .as_ref()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(|p| {
-            crate::otelcol::Otelcol::new(p)
-                .map(|o| o.with_timeout(Duration::from_secs(args.otelcol_timeout)))
-        })
-        .transpose()
-        .context("--otelcol")?;
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    init_tracing(config.log_format);
     let metrics = telemetry::install();
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
 
     // The store, and what it remembers from the last run.
     let store = Arc::new(
-        SqliteStore::open(&args.data_dir)
+        SqliteStore::open(&config.data_dir)
             .await
             .context("opening the store")?,
     );
@@ -122,35 +96,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let fleet = Arc::new(Fleet::new());
     let mut app = AppState::new(fleet.clone(), metrics);
-    if let Some(path) = &args.api_token_file {
-        app.api_token = Some(read_secret(path)?);
-    }
-    app.webhooks.github_secret = args
-        .webhook_secret_file
-        .as_deref()
-        .map(read_secret)
-        .transpose()?
+    let secrets = &config.secrets;
+    app.api_token = secrets.api_token.clone();
+    app.webhooks.github_secret = secrets
+        .github_webhook_secret
+        .clone()
         .map(String::into_bytes);
-    app.webhooks.gitlab_token = args
-        .gitlab_token_file
-        .as_deref()
-        .map(read_secret)
-        .transpose()?
-        .map(String::into_bytes);
-    app.webhooks.generic_token = args
-        .webhook_token_file
-        .as_deref()
-        .map(read_secret)
-        .transpose()?
-        .map(String::into_bytes);
-    app.webhooks.tracked_ref = args.git_ref.clone().unwrap_or_default();
+    app.webhooks.gitlab_token = secrets.gitlab_webhook_token.clone().map(String::into_bytes);
+    app.webhooks.generic_token = secrets.webhook_token.clone().map(String::into_bytes);
+    app.webhooks.tracked_ref = config.tracked_ref.clone().unwrap_or_default();
 
     let cancel = CancellationToken::new();
     let (sync_tx, sync_rx) = mpsc::channel::<SyncEvent>(16);
 
     // The source: embedded example, a watched folder, or a polled Git remote.
     let mut initial_revision = None;
-    match &args.repo {
+    match &config.source {
         None => {
             let snapshot = crate::embedded::snapshot();
             app.sync.lock().unwrap_or_else(|p| p.into_inner()).source =
@@ -161,18 +122,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .context("starting the embedded source")?;
         }
-        Some(repo) => {
-            let spec = SourceSpec::parse(&SourceArgs {
-                repo: repo.clone(),
-                git_ref: args.git_ref.clone(),
-                sub_path: args.path.clone(),
-                token_file: args.git_token_file.clone(),
-                ssh_key: args.ssh_key.clone(),
-                known_hosts: args.known_hosts.clone(),
-                ..SourceArgs::default()
-            })
-            .context("--repo")?;
-            match spec {
+        Some(spec) => {
+            match spec.clone() {
                 SourceSpec::Dir(dir) => {
                     {
                         let mut sync = app.sync.lock().unwrap_or_else(|p| p.into_inner());
@@ -190,8 +141,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         sync.reference = git.git_ref.clone();
                         sync.sub_path = git.sub_path.clone();
                     }
-                    let mut opts = GitOptions::new(&args.data_dir);
-                    opts.interval = Duration::from_secs(args.poll.max(1));
+                    let mut opts = GitOptions::new(&config.data_dir);
+                    opts.interval = config.poll;
                     let git_source = GitSource::new(git, opts).context("setting up Git")?;
                     // Serve the last accepted revision from the cache at once, so a restart
                     // keeps serving (and never serves a rejected tip) before the first fetch.
@@ -223,7 +174,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), agents, rollouts)
         .with_retained_configs(&config_records);
-    if let Some(otelcol) = otelcol {
+    if let Some(otelcol) = config.otelcol.clone() {
         info!(otelcol = %otelcol.path().display(), "Every new revision must pass the collector's validate.");
         reconciler.set_otelcol(otelcol);
     }
@@ -242,27 +193,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // The OpAMP listener.
     let settings = OpampSettings {
-        path: args.opamp_path.clone(),
-        max_message_bytes: args.max_message_bytes,
-        heartbeat_interval: Duration::from_secs(args.heartbeat.max(1)),
-        secret: args
-            .agent_secret_file
-            .as_deref()
-            .map(read_secret)
-            .transpose()?,
+        path: config.opamp_path.clone(),
+        max_message_bytes: config.max_message_bytes,
+        heartbeat_interval: config.heartbeat,
+        secret: config.secrets.agent_secret.clone(),
         ..OpampSettings::default()
     };
-    let opamp_listener = bind_for_storms(args.opamp_listen)
-        .with_context(|| format!("binding the OpAMP listener {}", args.opamp_listen))?;
+    let opamp_listener = bind_for_storms(config.opamp_listen)
+        .with_context(|| format!("binding the OpAMP listener {}", config.opamp_listen))?;
     let opamp_addr = opamp_listener.local_addr()?;
     let opamp_router = opamp::router(fleet.clone(), settings.clone());
-    let tls = tls_config(&args)?;
+    let tls = config.tls.clone();
     let opamp_task = tokio::spawn(opamp::serve(opamp_listener, opamp_router, tls.clone()));
 
     // The status API listener.
-    let api_listener = TcpListener::bind(args.api_listen)
+    let api_listener = TcpListener::bind(config.api_listen)
         .await
-        .with_context(|| format!("binding the API listener {}", args.api_listen))?;
+        .with_context(|| format!("binding the API listener {}", config.api_listen))?;
     let api_addr = api_listener.local_addr()?;
     let api_task = tokio::spawn(opamp::serve(
         api_listener,
@@ -274,15 +221,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     info!(
         opamp = %format!("{ws_scheme}://{opamp_addr}{}", settings.path),
         api = %format!("{scheme}://{api_addr}"),
-        data_dir = %args.data_dir.display(),
+        data_dir = %config.data_dir.display(),
         "gitamp is serving."
     );
     // A machine-readable line for scripts and tests that bind port 0.
     println!("gitamp listening opamp={opamp_addr} api={api_addr}");
 
-    let demo = if args.demo_agents > 0 {
+    let demo = if config.demo_agents > 0 {
         let url = format!("ws://{}{}", loopback(opamp_addr), settings.path);
-        Some(demo::start(args.demo_agents, &url, settings.secret.clone()))
+        Some(demo::start(
+            config.demo_agents,
+            &url,
+            settings.secret.clone(),
+        ))
     } else {
         None
     };
@@ -316,15 +267,6 @@ fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     addr
-}
-
-fn tls_config(args: &Args) -> anyhow::Result<Option<opamp::TlsConfig>> {
-    match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Ok(Some(
-            opamp::TlsConfig::from_pem_files(cert, key).context("loading the TLS certificate")?,
-        )),
-        _ => Ok(None),
-    }
 }
 
 async fn shutdown_signal() {

@@ -53,7 +53,7 @@ impl Serving {
         desired_configs: BTreeMap<String, Arc<RemoteConfig>>,
     ) -> Serving {
         Serving {
-            secrets: Arc::new(crate::api::mask::secrets_of(&revision)),
+            secrets: Arc::new(gitamp_core::render::mask::secrets_of(&revision)),
             revision,
             accepted_at: SystemTime::now(),
             desired_configs,

@@ -217,7 +217,14 @@ static LIBGIT2_INIT: Once = Once::new();
 /// Network timeouts so a hung server cannot park a blocking thread forever.
 fn init_libgit2() {
     LIBGIT2_INIT.call_once(|| {
-        // SAFETY: global libgit2 options, set once before any network operation of this process.
+        // The one `unsafe` of the workspace (`unsafe_code` is denied elsewhere): libgit2 has no
+        // safe way to set its network timeouts.
+        // SAFETY: git2 asks that these C globals not be written while another thread may use
+        // them (they are not synchronized). They are written here once (`Once`), before the
+        // process's first Git network operation: every remote is reached through a
+        // `GitSource`, and `GitSource::new` calls this first, so no fetch can read them
+        // concurrently; nothing else in gitamp sets libgit2 options.
+        #[allow(unsafe_code)]
         unsafe {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(15_000);
             let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);

@@ -14,6 +14,7 @@ pub const YAML_CONTENT_TYPE: &str = "text/yaml";
 pub struct ConfigFile {
     /// Shared across every agent that receives it: cloning is a reference count.
     pub body: Bytes,
+    /// MIME type the agent sees (`text/yaml`).
     pub content_type: String,
 }
 
@@ -41,10 +42,12 @@ impl ConfigHash {
         ConfigHash(h.finalize().into())
     }
 
+    /// The 32 raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
+    /// Lower-case hex, as the API shows it.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }

@@ -7,8 +7,15 @@
 //! Git, so `gitamp serve`, `validate`, `render` and `reconcile --dry-run` all call the same code
 //! and the dry run shows exactly what the server would do.
 
+#![warn(missing_docs)]
+// Non-test code must not panic on input; tests may (clippy.toml: allow-unwrap-in-tests).
+#![warn(clippy::unwrap_used)]
+
 pub mod catalog;
 pub mod config_map;
+pub mod duration;
+// plan/ is being refactored; its public items get their docs with that work.
+#[allow(missing_docs)]
 pub mod plan;
 pub mod render;
 pub mod snapshot;
@@ -20,8 +27,11 @@ pub use snapshot::Snapshot;
 /// A revision that passed validation and rendered cleanly: what the server may serve.
 #[derive(Debug)]
 pub struct Revision {
+    /// Commit SHA (Git) or content hash (folder).
     pub revision: String,
+    /// Every resource, typed.
     pub catalog: catalog::Catalog,
+    /// Every configuration's collector YAML.
     pub rendered: render::Rendered,
     /// Warnings do not reject a revision; they are shown with it.
     pub warnings: Diagnostics,
@@ -30,6 +40,7 @@ pub struct Revision {
 /// A revision that must not be served, and why.
 #[derive(Debug, Clone)]
 pub struct Rejected {
+    /// Commit SHA (Git) or content hash (folder).
     pub revision: String,
     /// Every error and warning, sorted by location.
     pub diagnostics: Diagnostics,

@@ -11,10 +11,12 @@ use std::sync::Arc;
 pub struct Snapshot {
     /// A commit SHA for Git, a content hash for a folder.
     pub revision: String,
+    /// File contents by path.
     pub files: BTreeMap<String, Arc<[u8]>>,
 }
 
 impl Snapshot {
+    /// An empty snapshot of `revision`.
     pub fn new(revision: impl Into<String>) -> Self {
         Snapshot {
             revision: revision.into(),
@@ -28,6 +30,7 @@ impl Snapshot {
         self
     }
 
+    /// Add or replace a file.
     pub fn insert(&mut self, path: impl Into<String>, contents: impl AsRef<[u8]>) {
         self.files.insert(path.into(), Arc::from(contents.as_ref()));
     }

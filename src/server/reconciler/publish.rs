@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::api::mask::mask_text;
 use gitamp_core::plan::{AgentPlan, ObservedAgent, RolloutPhase, SyncStatus};
+use gitamp_core::render::mask::mask_text;
 use gitamp_opamp::Uid;
 
 use super::{Reconciler, now_ms};

@@ -9,8 +9,11 @@ use super::diagnostics::{Diagnostic, Location, Severity};
 /// A diagnostic code: id (`E012`), readable slug (`unknown-destination`) and severity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Code {
+    /// The stable code, `E012`.
     pub id: &'static str,
+    /// The readable slug, `unknown-destination`.
     pub name: &'static str,
+    /// Whether it rejects the revision.
     pub severity: Severity,
 }
 

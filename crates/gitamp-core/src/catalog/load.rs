@@ -26,7 +26,9 @@ const MAX_NODES: usize = 200_000;
 /// One non-empty YAML document: its JSON value and where each part of it was written.
 #[derive(Debug, Clone)]
 pub struct Document {
+    /// The document as JSON.
     pub value: Value,
+    /// Where each part of it was written.
     pub origin: Origin,
 }
 

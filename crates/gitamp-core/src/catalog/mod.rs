@@ -19,12 +19,14 @@ use model::{Configuration, Resource, ResourceType, Role};
 /// its diagnostics reported, the rest still loads (so all diagnostics come out in one run).
 #[derive(Debug, Default)]
 pub struct Catalog {
+    /// The revision the documents came from.
     pub revision: String,
     /// SourceType, ProcessorType, DestinationType by (role, name).
     pub types: BTreeMap<(Role, String), ResourceType>,
     /// Source, Processor, Destination by (role, name), including those declared inline in a
     /// configuration (their names are unique per role too).
     pub resources: BTreeMap<(Role, String), Resource>,
+    /// Configurations by name.
     pub configurations: BTreeMap<String, Configuration>,
 }
 

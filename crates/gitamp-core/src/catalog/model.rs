@@ -20,8 +20,11 @@ pub const API_VERSION: &str = "gitamp.dev/v1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Signal {
+    /// Log records.
     Logs,
+    /// Metrics.
     Metrics,
+    /// Traces.
     Traces,
 }
 
@@ -29,6 +32,7 @@ impl Signal {
     /// Every signal, in the stable order used for rendering.
     pub const ALL: [Signal; 3] = [Signal::Logs, Signal::Metrics, Signal::Traces];
 
+    /// The name in YAML and in pipeline IDs: `logs`, `metrics`, `traces`.
     pub fn as_str(self) -> &'static str {
         match self {
             Signal::Logs => "logs",
@@ -41,16 +45,24 @@ impl Signal {
 /// Every `kind` of format v1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
+    /// `kind: SourceType`.
     SourceType,
+    /// `kind: ProcessorType`.
     ProcessorType,
+    /// `kind: DestinationType`.
     DestinationType,
+    /// `kind: Source`.
     Source,
+    /// `kind: Processor`.
     Processor,
+    /// `kind: Destination`.
     Destination,
+    /// `kind: Configuration`.
     Configuration,
 }
 
 impl Kind {
+    /// Every kind: the types, then the resources, then configurations.
     pub const ALL: [Kind; 7] = [
         Kind::SourceType,
         Kind::ProcessorType,
@@ -61,6 +73,7 @@ impl Kind {
         Kind::Configuration,
     ];
 
+    /// The `kind:` value.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::SourceType => "SourceType",
@@ -73,6 +86,7 @@ impl Kind {
         }
     }
 
+    /// The kind of a `kind:` value, if format v1 has it.
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -92,12 +106,16 @@ impl Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Receives telemetry (collector receivers).
     Source,
+    /// Transforms it (collector processors).
     Processor,
+    /// Sends it on (collector exporters).
     Destination,
 }
 
 impl Role {
+    /// The kind declaring types of this role (`SourceType` for a source).
     pub fn type_kind(self) -> Kind {
         match self {
             Role::Source => Kind::SourceType,
@@ -105,6 +123,7 @@ impl Role {
             Role::Destination => Kind::DestinationType,
         }
     }
+    /// The kind instantiating types of this role (`Source` for a source).
     pub fn resource_kind(self) -> Kind {
         match self {
             Role::Source => Kind::Source,
@@ -160,9 +179,12 @@ impl Origin {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
+    /// Unique per kind; what references use.
     pub name: String,
+    /// Free-form labels (not used for selection).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// For people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -193,18 +215,24 @@ pub enum ParameterType {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ParameterSpec {
+    /// The name templates and resources use.
     pub name: String,
+    /// Its type; values are checked against it.
     #[serde(rename = "type")]
     pub kind: ParameterType,
+    /// Used when a resource gives no value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<serde_json::Value>,
+    /// A resource must give a value (a default does not count).
     #[serde(default)]
     pub required: bool,
+    /// For `enum`: the allowed values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub valid_values: Vec<String>,
     /// Masked (`***`) in everything shown to a person; intact in what agents receive.
     #[serde(default)]
     pub sensitive: bool,
+    /// For people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -215,12 +243,16 @@ pub struct ParameterSpec {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SignalTemplates {
+    /// Template of the `receivers:` components.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receivers: Option<String>,
+    /// Template of the `processors:` components, in pipeline order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processors: Option<String>,
+    /// Template of the `exporters:` components.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exporters: Option<String>,
+    /// Template of the `extensions:` components.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extensions: Option<String>,
 }
@@ -229,6 +261,7 @@ pub struct SignalTemplates {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TypeSpec {
+    /// The parameters resources of this type may or must give.
     #[serde(default)]
     pub parameters: Vec<ParameterSpec>,
     /// Templates per signal; the signals present are the signals this type handles.
@@ -238,9 +271,13 @@ pub struct TypeSpec {
 /// A resource type: SourceType, ProcessorType or DestinationType.
 #[derive(Debug, Clone)]
 pub struct ResourceType {
+    /// Source, processor or destination.
     pub role: Role,
+    /// `metadata` of the document.
     pub metadata: Metadata,
+    /// `spec` of the document.
     pub spec: TypeSpec,
+    /// Where it was written.
     pub origin: Origin,
 }
 
@@ -248,8 +285,10 @@ pub struct ResourceType {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSpec {
+    /// The resource type's name.
     #[serde(rename = "type")]
     pub type_name: String,
+    /// Values for the type's parameters, in document order.
     #[serde(default)]
     pub parameters: IndexMap<String, serde_json::Value>,
 }
@@ -257,9 +296,13 @@ pub struct ResourceSpec {
 /// A Source, Processor or Destination, declared at top level or inline in a configuration.
 #[derive(Debug, Clone)]
 pub struct Resource {
+    /// Source, processor or destination.
     pub role: Role,
+    /// `metadata` of the document (or of the inline entry).
     pub metadata: Metadata,
+    /// Its type and parameter values.
     pub spec: ResourceSpec,
+    /// Where it was written.
     pub origin: Origin,
     /// JSON pointer of this resource's own `spec` within `origin` (`/spec` at top level,
     /// `/spec/sources/1` for an inline one), so diagnostics point at the right lines.
@@ -271,17 +314,25 @@ pub struct Resource {
 /// `selector.matchExpressions[]` operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SelectorOperator {
+    /// The label's value is one of `values`.
     In,
+    /// The label is missing or its value is none of `values`.
     NotIn,
+    /// The label is present.
     Exists,
+    /// The label is missing.
     DoesNotExist,
 }
 
+/// One `selector.matchExpressions[]` entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SelectorRequirement {
+    /// The label.
     pub key: String,
+    /// How it is tested.
     pub operator: SelectorOperator,
+    /// For `In` and `NotIn`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
 }
@@ -291,8 +342,10 @@ pub struct SelectorRequirement {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Selector {
+    /// Labels an agent must have with exactly these values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
+    /// Further requirements, all of which must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_expressions: Vec<SelectorRequirement>,
 }
@@ -301,7 +354,9 @@ pub struct Selector {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Quantity {
+    /// That many agents.
     Count(u64),
+    /// That percentage of the configuration's agents (0-100).
     #[serde(with = "percent")]
     Percent(f64),
 }
@@ -334,6 +389,7 @@ mod percent {
     }
 }
 
+/// How agents are taken through a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum RolloutStrategy {
     /// Every selected agent gets the new config at once.
@@ -359,6 +415,7 @@ pub enum OnFailure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RolloutPolicy {
+    /// At once or in batches.
     #[serde(default)]
     pub strategy: RolloutStrategy,
     /// Agents per batch (Batched only). Default 1.
@@ -399,13 +456,16 @@ pub enum ComponentRef {
     Entry(ComponentEntry),
 }
 
+/// The mapping form of a [`ComponentRef`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentEntry {
+    /// The referenced (or inline) resource's name.
     pub name: String,
     /// Present: an inline resource of this type. Absent: a reference to `name`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_name: Option<String>,
+    /// Parameter values of an inline resource.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub parameters: IndexMap<String, serde_json::Value>,
     /// Processors applied to this source or destination only, in order.
@@ -414,18 +474,21 @@ pub struct ComponentEntry {
 }
 
 impl ComponentRef {
+    /// The name it references or declares.
     pub fn name(&self) -> &str {
         match self {
             ComponentRef::Name(n) => n,
             ComponentRef::Entry(e) => &e.name,
         }
     }
+    /// The processors for this entry only.
     pub fn processors(&self) -> &[ComponentRef] {
         match self {
             ComponentRef::Name(_) => &[],
             ComponentRef::Entry(e) => &e.processors,
         }
     }
+    /// True for an inline resource (it has a `type`).
     pub fn is_inline(&self) -> bool {
         matches!(self, ComponentRef::Entry(e) if e.type_name.is_some())
     }
@@ -435,22 +498,26 @@ impl ComponentRef {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConfigurationSpec {
+    /// Which agents it applies to.
     #[serde(default)]
     pub selector: Selector,
     /// Higher wins when several configurations select one agent; a tie is a conflict.
     #[serde(default)]
     pub priority: i64,
+    /// Where telemetry comes from, each with its own processors.
     #[serde(default)]
     pub sources: Vec<ComponentRef>,
     /// Processors applied to every pipeline, after each source's own and before each
     /// destination's own.
     #[serde(default)]
     pub processors: Vec<ComponentRef>,
+    /// Where it goes, each with its own processors.
     #[serde(default)]
     pub destinations: Vec<ComponentRef>,
     /// Extra service-level settings merged into `service:` (e.g. `telemetry`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<serde_json::Value>,
+    /// How a change reaches the agents (default: all at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutPolicy>,
     /// Key of the single OpAMP config-map entry (default `""`, what the collector's supervisor
@@ -462,15 +529,20 @@ pub struct ConfigurationSpec {
 /// A Configuration: which agents, and which sources, processors and destinations they run.
 #[derive(Debug, Clone)]
 pub struct Configuration {
+    /// `metadata` of the document.
     pub metadata: Metadata,
+    /// `spec` of the document.
     pub spec: ConfigurationSpec,
+    /// Where it was written.
     pub origin: Origin,
 }
 
 impl Configuration {
+    /// The rollout policy, defaults filled in.
     pub fn rollout(&self) -> RolloutPolicy {
         self.spec.rollout.clone().unwrap_or_default()
     }
+    /// The key of the config-map entry agents receive (`""` by default).
     pub fn config_map_key(&self) -> &str {
         self.spec.config_map_key.as_deref().unwrap_or("")
     }

@@ -30,38 +30,7 @@ pub fn mentions_env_ref(v: &Value) -> bool {
     }
 }
 
-/// A Go duration (`time.ParseDuration`): `0`, or a signed sequence of decimal numbers each with
-/// a unit among ns, us, µs, ms, s, m, h (`300ms`, `1.5h`, `2h45m`).
-pub fn is_go_duration(s: &str) -> bool {
-    let s = s.strip_prefix(['-', '+']).unwrap_or(s);
-    if s == "0" {
-        return true;
-    }
-    if s.is_empty() {
-        return false;
-    }
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num = &rest[..num_len];
-        let digits = num.chars().filter(char::is_ascii_digit).count();
-        if digits == 0 || num.matches('.').count() > 1 {
-            return false;
-        }
-        rest = &rest[num_len..];
-        let unit = ["ns", "us", "µs", "μs", "ms", "s", "m", "h"]
-            .into_iter()
-            .filter(|u| rest.starts_with(u))
-            .max_by_key(|u| u.len());
-        match unit {
-            Some(u) => rest = &rest[u.len()..],
-            None => return false,
-        }
-    }
-    true
-}
+pub use crate::duration::is_go_duration;
 
 /// What is wrong with `value` for `spec`, if anything.
 pub enum Problem {

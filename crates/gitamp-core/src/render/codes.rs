@@ -10,8 +10,11 @@ use crate::catalog::diagnostics::{Diagnostic, Location, Severity};
 /// One entry of the table: what [`Diagnostic`] gets as `code`, `name` and `severity`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Code {
+    /// The stable code, `E101`.
     pub code: &'static str,
+    /// The readable slug.
     pub name: &'static str,
+    /// Whether it rejects the revision.
     pub severity: Severity,
 }
 

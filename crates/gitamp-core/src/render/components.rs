@@ -24,13 +24,18 @@ use crate::catalog::model::{ParameterSpec, Resource, ResourceType, Role, Signal,
 /// The four component sections a template may fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Section {
+    /// `receivers:`.
     Receivers,
+    /// `processors:`.
     Processors,
+    /// `exporters:`.
     Exporters,
+    /// `extensions:`.
     Extensions,
 }
 
 impl Section {
+    /// Every section, in the order the YAML lists them.
     pub const ALL: [Section; 4] = [
         Section::Receivers,
         Section::Processors,
@@ -38,6 +43,7 @@ impl Section {
         Section::Extensions,
     ];
 
+    /// The key in collector YAML.
     pub fn as_str(self) -> &'static str {
         match self {
             Section::Receivers => "receivers",
@@ -95,6 +101,7 @@ pub struct SignalComponents {
 }
 
 impl SignalComponents {
+    /// The components of one section.
     pub fn get(&self, section: Section) -> &[Component] {
         &self.sections[section.index()]
     }
@@ -103,13 +110,16 @@ impl SignalComponents {
 /// Everything one resource renders to, per signal its type handles.
 #[derive(Debug, Clone, Default)]
 pub struct Fragments {
+    /// Components per signal the resource's type handles.
     pub signals: BTreeMap<Signal, SignalComponents>,
 }
 
 impl Fragments {
+    /// Whether the resource's type has templates for `signal`.
     pub fn handles(&self, signal: Signal) -> bool {
         self.signals.contains_key(&signal)
     }
+    /// The components of one signal and section; empty when the type does not handle the signal.
     pub fn components(&self, signal: Signal, section: Section) -> &[Component] {
         self.signals
             .get(&signal)

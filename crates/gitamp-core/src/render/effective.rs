@@ -47,7 +47,12 @@ pub enum DifferenceKind {
     /// difference in meaning: agents do not echo every field).
     Unreported,
     /// In both, with other values (shown as YAML-ish text).
-    Changed { desired: String, effective: String },
+    Changed {
+        /// The repository's value.
+        desired: String,
+        /// The agent's value.
+        effective: String,
+    },
     /// Only in the effective config: the agent's own addition (not a difference in meaning).
     Added,
 }

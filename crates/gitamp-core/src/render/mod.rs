@@ -5,6 +5,7 @@
 //! - [`pipelines`]: each configuration assembled into pipelines (source x destination per signal).
 //! - [`check`]: the rendered YAML parsed back and checked the way a collector would.
 //! - [`effective`]: the rendered YAML against what an agent reports it runs, by meaning.
+//! - [`mask`]: sensitive values kept out of what people see (API, events, collector messages).
 //! - [`codes`]: the diagnostics of this stage (E100-E199).
 //!
 //! Same repository, same bytes: IDs come from names, maps keep a defined order (pipelines
@@ -15,6 +16,7 @@ pub mod codes;
 pub mod components;
 pub mod effective;
 pub mod env;
+pub mod mask;
 pub mod pipelines;
 
 use std::collections::BTreeMap;
@@ -32,6 +34,7 @@ pub const MASK: &str = "***";
 /// One configuration, rendered once per revision and shared by every agent it selects.
 #[derive(Debug, Clone)]
 pub struct RenderedConfiguration {
+    /// The configuration's name.
     pub name: String,
     /// The collector YAML agents receive (sensitive values intact).
     pub yaml: String,
@@ -39,12 +42,14 @@ pub struct RenderedConfiguration {
     pub masked_yaml: String,
     /// What goes on the wire: one entry (key from the configuration, `""` by default).
     pub config_map: ConfigMap,
+    /// Hash of `config_map`: what agents report back when they run it.
     pub hash: ConfigHash,
 }
 
 /// Every configuration of a revision, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
+    /// By configuration name.
     pub configurations: BTreeMap<String, Arc<RenderedConfiguration>>,
 }
 

@@ -1,8 +1,14 @@
-//! Keeping sensitive values out of the API.
+//! Keeping sensitive values out of everything people see: the status API, events and logs, the
+//! collector's own messages.
+//!
+//! It lives next to the rendering because only the renderer knows what is sensitive: the masked
+//! YAML ([`super::RenderedConfiguration::masked_yaml`]) is the source of truth, and what this
+//! module recovers from it (the sensitive values of a revision) is used wherever text that may
+//! quote them leaves the server.
 //!
 //! The desired config is always the core's masked YAML. The *effective* config comes from the
 //! agent, which may echo back the unmasked config it received (the sensitive values intact), so
-//! it is masked here before it is shown, two ways:
+//! it is masked before it is shown, two ways:
 //! - by position: wherever the masked desired YAML has `***`, the same path in the effective
 //!   tree is masked too (this also hides a secret that was rotated since the agent got it);
 //! - by value: every sensitive value of the served revision (recovered by comparing each
@@ -12,8 +18,8 @@
 //! against the desired config shows meaning, not formatting. Text that is not YAML is masked
 //! by value only.
 
-use gitamp_core::Revision;
-use gitamp_core::render::{MASK, to_yaml};
+use super::{MASK, to_yaml};
+use crate::Revision;
 use serde_json::Value;
 
 /// Shorter values are replaced only where a string equals them whole: replacing a two-letter
