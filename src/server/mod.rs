@@ -12,6 +12,7 @@
 //! message path touches only the fleet registry, never the reconciler.
 
 pub mod demo;
+pub mod events;
 pub mod reconciler;
 pub mod state;
 
@@ -118,10 +119,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .last_accepted_revision()
         .await
         .context("loading the last accepted revision")?;
+    let event_records = store
+        .recent_events(None, state::EVENT_HISTORY as u32)
+        .await
+        .context("loading recent events")?;
     let (store_writer, store_task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
 
     let fleet = Arc::new(Fleet::new());
     let mut app = AppState::new(fleet.clone(), metrics);
+    // The last run's events first, so those of this run (the cached revision accepted below)
+    // come after them.
+    app.restore_events(events::from_store(event_records));
+    app.event_store = Some(store_writer.clone());
     if let Some(path) = &args.api_token_file {
         app.api_token = Some(read_secret(path)?);
     }
@@ -219,6 +228,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     info!(
         agents = memory.len(),
         rollouts = rollouts.len(),
+        events = app.history.lock().map_or(0, |h| h.events.len()),
         "Loaded state from the store."
     );
     let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), memory, rollouts)

@@ -30,8 +30,9 @@ use gitamp_opamp::fleet::{
 use gitamp_opamp::proto::AgentCapabilities;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
+use super::events::{Event, Masked};
 use super::state::{
     AgentView, AgentViews, AppState, ConfigurationView, FleetView, RevisionRecord, Serving,
 };
@@ -332,12 +333,10 @@ impl Reconciler {
         match event {
             FleetEvent::Connected(uid) => {
                 self.described.insert(*uid);
-                self.state
-                    .event(Some(uid_text(uid)), "connected", "Agent connected.");
+                self.state.emit(Event::Connected { agent: *uid });
             }
             FleetEvent::Disconnected(uid) => {
-                self.state
-                    .event(Some(uid_text(uid)), "disconnected", "Agent disconnected.");
+                self.state.emit(Event::Disconnected { agent: *uid });
             }
             FleetEvent::Reported(uid, changes) => {
                 if changes.description || changes.health {
@@ -367,7 +366,9 @@ impl Reconciler {
             }
             SyncEvent::Error(message, _) => {
                 telemetry::fetch(info.last_duration, false);
-                self.state.event(None, "fetch-error", message.clone());
+                self.state.emit(Event::FetchError {
+                    error: message.clone(),
+                });
                 let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
                 sync.last_error = Some(message);
                 false
@@ -375,11 +376,10 @@ impl Reconciler {
             SyncEvent::Snapshot(snapshot, _) => {
                 telemetry::fetch(info.last_duration, true);
                 for skipped in &info.skipped {
-                    self.state.event(
-                        None,
-                        "file-skipped",
-                        format!("{}: {}", skipped.path, skipped.reason),
-                    );
+                    self.state.emit(Event::FileSkipped {
+                        path: skipped.path.clone(),
+                        reason: skipped.reason.to_string(),
+                    });
                 }
                 let skipped = crate::source::skipped::skipped_diagnostics(&info.skipped);
                 self.on_snapshot(snapshot, skipped).await
@@ -403,12 +403,10 @@ impl Reconciler {
         let compiled = match compiled {
             Ok(c) => c,
             Err(err) => {
-                warn!(revision = %revision_id, error = %err, "Compiling a revision panicked; it is rejected.");
-                self.state.event(
-                    None,
-                    "revision-rejected",
-                    format!("{revision_id}: internal error"),
-                );
+                self.state.emit(Event::RevisionCrashed {
+                    revision: revision_id,
+                    error: err.to_string(),
+                });
                 return false;
             }
         };
@@ -427,13 +425,11 @@ impl Reconciler {
                     warnings: rejected.diagnostics.warnings().count(),
                     diagnostics: rejected.diagnostics.clone(),
                 };
-                warn!(revision = %rejected.revision, errors, "Revision rejected; the last good revision keeps serving.");
                 telemetry::revision(false);
-                self.state.event(
-                    None,
-                    "revision-rejected",
-                    format!("{} rejected with {errors} error(s)", rejected.revision),
-                );
+                self.state.emit(Event::RevisionRejected {
+                    revision: rejected.revision.clone(),
+                    errors,
+                });
                 self.write(StoreOp::RecordRevision(store::RevisionRecord {
                     revision: record.revision.clone(),
                     time: store::to_ms(record.at),
@@ -478,18 +474,12 @@ impl Reconciler {
             warnings: revision.warnings.len(),
             diagnostics: revision.warnings.clone(),
         };
-        info!(revision = %revision.revision, configurations = desired_configs.len(), "Serving revision.");
         self.durable_now = true;
         telemetry::revision(true);
-        self.state.event(
-            None,
-            "revision-accepted",
-            format!(
-                "{} accepted: {} configuration(s)",
-                revision.revision,
-                desired_configs.len()
-            ),
-        );
+        self.state.emit(Event::RevisionAccepted {
+            revision: revision.revision.clone(),
+            configurations: desired_configs.len(),
+        });
         self.write(StoreOp::RecordRevision(store::RevisionRecord {
             revision: record.revision.clone(),
             time: store::to_ms(record.at),
@@ -662,17 +652,20 @@ impl Reconciler {
             if let Action::Push(hash) = agent_plan.action
                 && pushed.contains(&uid)
             {
-                let name = agent_plan.configuration.as_deref().unwrap_or("?");
-                let message = match agent_plan.desired_hash {
-                    Some(desired) if desired != hash => format!(
-                        "Rolled back to {} (the last config it applied): {name} ({}) failed.",
-                        hash.short(),
-                        desired.short()
-                    ),
-                    _ => format!("Configuration {name} ({}) sent.", hash.short()),
-                };
-                self.state
-                    .event(Some(agent_plan.instance_uid.clone()), "pushed", message);
+                let configuration = agent_plan.configuration.clone();
+                self.state.emit(match agent_plan.desired_hash {
+                    Some(failed) if failed != hash => Event::PushedRollback {
+                        agent: uid,
+                        configuration,
+                        hash,
+                        failed,
+                    },
+                    _ => Event::Pushed {
+                        agent: uid,
+                        configuration,
+                        hash,
+                    },
+                });
             }
             planner.record(&uid, now);
             let Some((agent, _)) = planner.agent(&uid) else {
@@ -684,7 +677,6 @@ impl Reconciler {
                 &mut self.last_status,
                 &mut self.pushed_at,
                 uid,
-                agent,
                 &agent_plan,
             );
 
@@ -748,16 +740,11 @@ impl Reconciler {
 
         for old in planner.take_superseded() {
             if let RolloutPhase::Superseded { by: Some(by) } = &old.phase {
-                self.state.event(
-                    None,
-                    "rollout-superseded",
-                    format!(
-                        "Rollout of {} ({}) superseded by {}.",
-                        old.configuration,
-                        old.target.short(),
-                        by.short()
-                    ),
-                );
+                self.state.emit(Event::RolloutSuperseded {
+                    configuration: old.configuration.clone(),
+                    target: old.target,
+                    by: *by,
+                });
             }
         }
 
@@ -860,12 +847,10 @@ impl Reconciler {
             if let RolloutPhase::Halted { reason } = &rollout.phase
                 && !matches!(before.map(|b| &b.phase), Some(RolloutPhase::Halted { .. }))
             {
-                warn!(configuration = %name, reason = %reason, "Rollout halted.");
-                self.state.event(
-                    None,
-                    "rollout-halted",
-                    format!("Rollout of {name} halted: {reason}"),
-                );
+                self.state.emit(Event::RolloutHalted {
+                    configuration: name.clone(),
+                    reason: reason.to_string(),
+                });
             }
             if let Some(old) = before.filter(|o| o.target != rollout.target) {
                 ops.push(StoreOp::DeleteRollout {
@@ -979,7 +964,6 @@ fn note_transition(
     last_status: &mut HashMap<Uid, SyncStatus>,
     pushed_at: &mut HashMap<Uid, (ConfigHash, Instant)>,
     uid: Uid,
-    agent: &ObservedAgent,
     agent_plan: &plan::AgentPlan,
 ) {
     let status = agent_plan.status;
@@ -987,47 +971,33 @@ fn note_transition(
     if previous == Some(status) {
         return;
     }
-    let who = Some(agent.instance_uid.clone());
-    match status {
+    let masked = || Masked::new(agent_plan.detail.as_deref().unwrap_or_default(), secrets);
+    let event = match status {
         SyncStatus::Synced => {
             if let Some((hash, at)) = pushed_at.remove(&uid)
                 && Some(hash) == agent_plan.desired_hash
             {
                 telemetry::push_to_applied(at.elapsed());
             }
-            if previous.is_some() {
-                state.event(who, "applied", "Agent is in sync.");
-            }
+            previous.map(|_| Event::Applied { agent: uid })
         }
-        SyncStatus::Failed => {
-            let detail = crate::api::mask::mask_text(
-                agent_plan.detail.as_deref().unwrap_or_default(),
-                secrets,
-            );
-            state.event(who, "failed", format!("Agent failed to apply: {detail}"));
-        }
-        SyncStatus::RolledBack => {
-            let detail = crate::api::mask::mask_text(
-                agent_plan.detail.as_deref().unwrap_or_default(),
-                secrets,
-            );
-            state.event(who, "rolled-back", format!("Agent {detail}"));
-        }
-        SyncStatus::Drifted => {
-            state.event(
-                who,
-                "drifted",
-                "Agent reports another config than it applied.",
-            );
-        }
-        SyncStatus::Conflict => {
-            let detail = crate::api::mask::mask_text(
-                agent_plan.detail.as_deref().unwrap_or_default(),
-                secrets,
-            );
-            state.event(who, "conflict", detail);
-        }
-        _ => {}
+        SyncStatus::Failed => Some(Event::Failed {
+            agent: uid,
+            error: masked(),
+        }),
+        SyncStatus::RolledBack => Some(Event::RolledBack {
+            agent: uid,
+            detail: masked(),
+        }),
+        SyncStatus::Drifted => Some(Event::Drifted { agent: uid }),
+        SyncStatus::Conflict => Some(Event::Conflict {
+            agent: uid,
+            detail: masked(),
+        }),
+        _ => None,
+    };
+    if let Some(event) = event {
+        state.emit(event);
     }
 }
 

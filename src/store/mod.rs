@@ -392,6 +392,12 @@ impl StoreWriter {
         })
     }
 
+    /// Whether at least a quarter of the queue is free: producers of ops that may be dropped
+    /// (events) leave the rest to those that must not (agent records).
+    pub fn has_headroom(&self) -> bool {
+        self.tx.capacity() >= self.tx.max_capacity() / 4
+    }
+
     /// Ask the writer to commit everything queued before this call now rather than after its
     /// delay, without waiting for it: the caller goes on while the disk works. A full queue
     /// drops the request (the batch is then committed within the delay, as any other).
