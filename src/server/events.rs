@@ -428,8 +428,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
         let (writer, task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
-        let mut app = AppState::new(Arc::new(Fleet::new()), crate::telemetry::install());
-        app.event_store = Some(writer.clone());
+        let app = AppState::new(Arc::new(Fleet::new()), crate::telemetry::install());
+        app.store_events_in(Some(writer.clone()));
         let before = counted(&app, "rollout-superseded");
 
         app.emit(Event::RolloutSuperseded {
@@ -470,7 +470,7 @@ mod tests {
             kept.iter().map(to_store).collect::<Vec<_>>(),
             "read back oldest first"
         );
-        drop(app);
+        app.store_events_in(None);
         drop(writer);
         task.await.expect("writer stops");
     }

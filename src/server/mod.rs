@@ -130,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // The last run's events first, so those of this run (the cached revision accepted below)
     // come after them.
     app.restore_events(events::from_store(event_records));
-    app.event_store = Some(store_writer.clone());
+    app.store_events_in(Some(store_writer.clone()));
     if let Some(path) = &args.api_token_file {
         app.api_token = Some(read_secret(path)?);
     }
@@ -309,6 +309,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         demo.stop().await;
     }
     let _ = reconciler_task.await;
+    // The writer stops once every handle is gone; the API's state outlives this function.
+    app.store_events_in(None);
     if let Err(err) = store_writer.flush().await {
         warn!(error = %err, "Store flush at shutdown failed.");
     }

@@ -36,8 +36,10 @@ pub struct AppState {
     pub api_token: Option<String>,
     pub metrics: PrometheusHandle,
     pub started_at: SystemTime,
-    /// Where [`AppState::emit`] queues events for the store; `None` keeps them in memory only.
-    pub event_store: Option<StoreWriter>,
+    /// Where [`AppState::emit`] queues events for the store; empty keeps them in memory only.
+    /// Swappable so that shutdown can let go of it: the writer task ends only once every
+    /// handle is dropped, and API handlers keep this state alive past that point.
+    event_store: ArcSwapOption<StoreWriter>,
 }
 
 /// An accepted revision with everything derived from it once (never per agent).
@@ -251,7 +253,7 @@ impl AppState {
             api_token: None,
             metrics,
             started_at: SystemTime::now(),
-            event_store: None,
+            event_store: ArcSwapOption::empty(),
         }
     }
 
@@ -262,7 +264,7 @@ impl AppState {
         let record = event.record();
         event.log(&record);
         telemetry::event(event.kind().as_str());
-        if let Some(store) = &self.event_store {
+        if let Some(store) = &*self.event_store.load() {
             let queued = store.has_headroom()
                 && store
                     .try_send(StoreOp::AppendEvent(events::to_store(&record)))
@@ -275,6 +277,11 @@ impl AppState {
         if let Ok(mut h) = self.history.lock() {
             h.record_event(record);
         }
+    }
+
+    /// Queue events for `store` from now on (`None`: memory only, as at shutdown).
+    pub fn store_events_in(&self, store: Option<StoreWriter>) {
+        self.event_store.store(store.map(Arc::new));
     }
 
     /// Put events a previous run stored back into the history (oldest first), before any new
