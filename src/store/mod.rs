@@ -392,10 +392,11 @@ impl StoreWriter {
         })
     }
 
-    /// Whether at least a quarter of the queue is free: producers of ops that may be dropped
-    /// (events) leave the rest to those that must not (agent records).
+    /// Whether at most a quarter of the queue is taken: producers of ops that may be dropped
+    /// (events) stop there, so those that must not be (agent records, which a reconnect
+    /// storm's plan writes by the thousand right after as many events) keep the rest.
     pub fn has_headroom(&self) -> bool {
-        self.tx.capacity() >= self.tx.max_capacity() / 4
+        self.tx.capacity() >= self.tx.max_capacity() - self.tx.max_capacity() / 4
     }
 
     /// Ask the writer to commit everything queued before this call now rather than after its
