@@ -28,6 +28,11 @@ pub const PUSH_TO_APPLIED: &str = "gitamp_push_to_applied_seconds";
 pub const WEBHOOKS: &str = "gitamp_webhooks_total";
 /// Seconds to load, validate and render one revision.
 pub const COMPILE_DURATION: &str = "gitamp_compile_duration_seconds";
+/// Events emitted, label `kind` (the bounded set of `server::events::EventKind` names).
+pub const EVENTS: &str = "gitamp_events_total";
+/// Messages to agents over the size limit. Written by the `gitamp-opamp` crate under
+/// this same name (a literal there); described here so `/metrics` says what it is.
+pub const OPAMP_OVERSIZE_OUTGOING: &str = "gitamp_opamp_oversize_outgoing_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -74,6 +79,11 @@ fn describe() {
         COMPILE_DURATION,
         "Seconds to load, validate and render a revision."
     );
+    describe_counter!(EVENTS, "Events (as in /api/v1/events), by kind.");
+    describe_counter!(
+        OPAMP_OVERSIZE_OUTGOING,
+        "Messages to agents over the size limit (a remote config left out, or the message dropped)."
+    );
 }
 
 /// A revision was accepted or rejected.
@@ -103,6 +113,11 @@ pub fn pushes(n: u64) {
 
 pub fn push_to_applied(d: Duration) {
     histogram!(PUSH_TO_APPLIED).record(d.as_secs_f64());
+}
+
+/// One event of `kind` (an `EventKind` name: a bounded label set).
+pub fn event(kind: &'static str) {
+    counter!(EVENTS, "kind" => kind).increment(1);
 }
 
 pub fn webhook(provider: &'static str, outcome: &'static str) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use gitamp::server::events::{Event, Masked};
 use gitamp::server::state::{
     AgentView, AgentViews, AppState, ConfigurationView, FleetView, RevisionRecord, Serving,
     SyncView,
@@ -348,10 +349,20 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
         });
         h.record_revision(rejected_record);
     }
-    state.event(Some(uid_text(&uid(1))), "pushed", "config pushed");
-    state.event(Some(uid_text(&uid(1))), "applied", "config applied");
-    state.event(Some(uid_text(&uid(2))), "failed", "config failed");
-    state.event(None, "revision-rejected", "bad0000 rejected");
+    state.emit(Event::Pushed {
+        agent: uid(1),
+        configuration: Some("linux".into()),
+        hash: ConfigHash([7; 32]),
+    });
+    state.emit(Event::Applied { agent: uid(1) });
+    state.emit(Event::Failed {
+        agent: uid(2),
+        error: Masked::new("config failed", &[]),
+    });
+    state.emit(Event::RevisionRejected {
+        revision: "bad0000".into(),
+        errors: 1,
+    });
     if serve_revision {
         state
             .serving

@@ -370,3 +370,116 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
         a.stop(Duration::from_secs(2)).await;
     }
 }
+
+/// Events survive a `kill -9`: those a run stored (its revision accepted, an agent connecting
+/// and leaving) are in `/api/v1/events` of the next run before any agent connects to it, and
+/// in the agent's own events once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_survive_a_restart() {
+    use gitamp::store::EventRecord;
+
+    let fixture = GitFixture::with_example_repo();
+    let data = tempfile::tempdir().expect("tempdir");
+    let data_dir = data.path().join("data");
+    let remote = fixture.remote_url();
+    let opamp = format!("127.0.0.1:{}", support::free_port());
+    let argv = [
+        "--repo",
+        remote.as_str(),
+        "--poll",
+        "3600",
+        "--opamp-listen",
+        opamp.as_str(),
+        "--api-listen",
+        "127.0.0.1:0",
+    ];
+    let uid = [0x5e; 16];
+    let uid_text = uuid::Uuid::from_bytes(uid).hyphenated().to_string();
+    let start_agent = |url: &str| {
+        let mut opts = AgentOptions::collector("checkout", "events-linux-00", "production")
+            .label("os.type", "linux");
+        opts.instance_uid = Some(uid);
+        spawn_agent(
+            SimAgent::new(opts),
+            Transport::WebSocket(WsOptions::default()),
+            url,
+        )
+    };
+
+    let mut server = Server::start(&data_dir, &argv);
+    let agent = start_agent(&server.ws_url());
+    agent
+        .wait_for(WAIT, |s| s.last_config.is_some())
+        .await
+        .expect("the agent gets its config");
+    assert!(agent.stop(WAIT).await, "the agent stops");
+
+    // Kill only once the store has committed them: a crash loses what was never committed.
+    let store = SqliteStore::open(&data_dir).await.expect("store opens");
+    let has = |events: &[EventRecord], kind: &str, agent: Option<&str>| {
+        events
+            .iter()
+            .any(|e| e.kind == kind && (agent.is_none() || e.agent_uid.as_deref() == agent))
+    };
+    let stored = eventually(WAIT, "the run's events are committed", async || {
+        let events = store.recent_events(None, 100).await.ok()?;
+        (has(&events, "revision-accepted", None)
+            && has(&events, "connected", Some(&uid_text))
+            && has(&events, "disconnected", Some(&uid_text)))
+        .then_some(events)
+    })
+    .await;
+    store.close().await;
+    server.kill9();
+
+    let server = Server::start(&data_dir, &argv);
+    let items = get_json(&server.api_url("/api/v1/events?limit=2000")).await["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let count = |kind: &str, agent: Option<&str>| {
+        items
+            .iter()
+            .filter(|e| e["kind"] == kind && agent.is_none_or(|a| e["agent"] == a))
+            .count()
+    };
+    assert!(
+        count("connected", Some(&uid_text)) >= 1 && count("disconnected", Some(&uid_text)) >= 1,
+        "the agent's events of the last run: {items:#?}"
+    );
+    assert!(
+        count("revision-accepted", None) >= 2,
+        "the last run's accepted revision, then this run's (from the cache): {items:#?}"
+    );
+    let last_run_accepted = stored
+        .iter()
+        .find(|e| e.kind == "revision-accepted")
+        .map(|e| e.message.clone());
+    assert!(
+        items.iter().any(|e| e["kind"] == "revision-accepted"
+            && e["message"].as_str() == last_run_accepted.as_deref()),
+        "same message as stored: {items:#?}"
+    );
+
+    // Back on the restarted server, the agent's own events include the last run's.
+    let agent = start_agent(&server.ws_url());
+    let detail = eventually(WAIT, "the agent is back", async || {
+        let resp = reqwest::get(server.api_url(&format!("/api/v1/agents/{uid_text}")))
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json::<serde_json::Value>().await.ok()
+    })
+    .await;
+    let kinds: Vec<&str> = detail["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["kind"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        kinds.contains(&"disconnected"),
+        "the last run's disconnect is among its events: {kinds:?}"
+    );
+    agent.stop(WAIT).await;
+}

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{Api, ApiError};
+use crate::server::events::Event;
 use crate::source::webhook::{
     MAX_BODY_BYTES, WebhookError, WebhookKind, WebhookOutcome, verify_and_parse,
 };
@@ -87,13 +88,11 @@ fn handle(
         Ok(WebhookOutcome::Wake { git_ref, after }) => {
             telemetry::webhook(provider, "wake");
             hooks.wake.notify_one();
-            let message = format!(
-                "{provider} push to {} ({}): polling now",
-                git_ref.as_deref().unwrap_or("the tracked ref"),
-                after.as_deref().unwrap_or("tip unknown"),
-            );
-            tracing::info!(provider, git_ref = ?git_ref, after = ?after, "webhook: waking the poller");
-            api.app.event(None, "webhook", message);
+            api.app.emit(Event::WebhookWake {
+                provider,
+                git_ref: git_ref.clone(),
+                after: after.clone(),
+            });
             (
                 StatusCode::ACCEPTED,
                 Json(json!({"outcome": "wake", "ref": git_ref, "after": after})),
@@ -102,17 +101,15 @@ fn handle(
         }
         Ok(WebhookOutcome::Pong) => {
             telemetry::webhook(provider, "pong");
-            api.app.event(None, "webhook", format!("{provider} ping"));
+            api.app.emit(Event::WebhookPong { provider });
             (StatusCode::OK, Json(json!({"outcome": "pong"}))).into_response()
         }
         Ok(WebhookOutcome::Ignored { reason }) => {
             telemetry::webhook(provider, "ignored");
-            tracing::debug!(provider, %reason, "webhook ignored");
-            api.app.event(
-                None,
-                "webhook",
-                format!("{provider} webhook ignored: {reason}"),
-            );
+            api.app.emit(Event::WebhookIgnored {
+                provider,
+                reason: reason.to_string(),
+            });
             (
                 StatusCode::ACCEPTED,
                 Json(json!({"outcome": "ignored", "reason": reason})),

@@ -356,9 +356,10 @@ impl Server {
                 .and_then(|v| v.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
+        let duration = crate::telemetry::RECONCILE_DURATION;
         (
-            value("gitamp_reconcile_duration_seconds_count") as u64,
-            value("gitamp_reconcile_duration_seconds_sum"),
+            value(&format!("{duration}_count")) as u64,
+            value(&format!("{duration}_sum")),
         )
     }
 

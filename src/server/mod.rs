@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod events;
 pub mod reconciler;
 pub mod state;
 
@@ -92,10 +93,18 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .last_accepted_revision()
         .await
         .context("loading the last accepted revision")?;
+    let event_records = store
+        .recent_events(None, state::EVENT_HISTORY as u32)
+        .await
+        .context("loading recent events")?;
     let (store_writer, store_task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
 
     let fleet = Arc::new(Fleet::new());
     let mut app = AppState::new(fleet.clone(), metrics);
+    // The last run's events first, so those of this run (the cached revision accepted below)
+    // come after them.
+    app.restore_events(events::from_store(event_records));
+    app.store_events_in(Some(store_writer.clone()));
     let secrets = &config.secrets;
     app.api_token = secrets.api_token.clone();
     app.webhooks.github_secret = secrets
@@ -170,6 +179,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     info!(
         agents = agents.len(),
         rollouts = rollouts.len(),
+        events = app.history.lock().map_or(0, |h| h.events.len()),
         "Loaded state from the store."
     );
     let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), agents, rollouts)
@@ -250,6 +260,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         demo.stop().await;
     }
     let _ = reconciler_task.await;
+    // The writer stops once every handle is gone; the API's state outlives this function.
+    app.store_events_in(None);
     if let Err(err) = store_writer.flush().await {
         warn!(error = %err, "Store flush at shutdown failed.");
     }

@@ -14,6 +14,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::events::{self, Event};
+use crate::store::{StoreOp, StoreWriter};
+use crate::telemetry;
+
 /// How many revisions and events the API keeps in memory (the store keeps its own history).
 pub const REVISION_HISTORY: usize = 200;
 pub const EVENT_HISTORY: usize = 2000;
@@ -32,6 +36,10 @@ pub struct AppState {
     pub api_token: Option<String>,
     pub metrics: PrometheusHandle,
     pub started_at: SystemTime,
+    /// Where [`AppState::emit`] queues events for the store; empty keeps them in memory only.
+    /// Swappable so that shutdown can let go of it: the writer task ends only once every
+    /// handle is dropped, and API handlers keep this state alive past that point.
+    event_store: ArcSwapOption<StoreWriter>,
 }
 
 /// An accepted revision with everything derived from it once (never per agent).
@@ -190,8 +198,9 @@ pub struct EventRecord {
     pub at: SystemTime,
     /// Agent instance UID as UUID text, for agent events.
     pub agent: Option<String>,
-    /// Short machine-readable kind: `revision-accepted`, `revision-rejected`, `pushed`,
-    /// `applied`, `failed`, `connected`, `disconnected`, `rollout-halted`, `fetch-error`, ...
+    /// Short machine-readable kind: one of [`EventKind`](super::events::EventKind)'s names
+    /// (`revision-accepted`, `pushed`, `connected`, ...). A string, not the enum: records read
+    /// back from the store may carry a kind a later version no longer emits.
     pub kind: String,
     pub message: String,
 }
@@ -245,20 +254,43 @@ impl AppState {
             api_token: None,
             metrics,
             started_at: SystemTime::now(),
+            event_store: ArcSwapOption::empty(),
         }
     }
 
-    /// Record an event (short lock; poisoning is ignored: history is best effort).
-    pub fn event(&self, agent: Option<String>, kind: &str, message: impl Into<String>) {
-        let e = EventRecord {
-            at: SystemTime::now(),
-            agent,
-            kind: kind.to_string(),
-            message: message.into(),
-        };
-        tracing::debug!(kind = %e.kind, agent = ?e.agent, "{}", e.message);
+    /// Record an event: log it, count it, keep it in the bounded history and queue it for the
+    /// store. Never waits: the store write is dropped (the event stays in memory) when the
+    /// writer's queue is short of room, since agents' records matter more than their events.
+    pub fn emit(&self, event: Event) {
+        let record = event.record();
+        event.log(&record);
+        telemetry::event(event.kind().as_str());
+        if let Some(store) = &*self.event_store.load() {
+            let queued = store.has_headroom()
+                && store
+                    .try_send(StoreOp::AppendEvent(events::to_store(&record)))
+                    .is_ok();
+            if !queued {
+                tracing::debug!(kind = %record.kind, "Event not stored: the store queue is full.");
+            }
+        }
+        // Poisoning is ignored: the history is best effort.
         if let Ok(mut h) = self.history.lock() {
-            h.record_event(e);
+            h.record_event(record);
+        }
+    }
+
+    /// Queue events for `store` from now on (`None`: memory only, as at shutdown).
+    pub fn store_events_in(&self, store: Option<StoreWriter>) {
+        self.event_store.store(store.map(Arc::new));
+    }
+
+    /// Put events a previous run stored back into the history (oldest first), before any new
+    /// one: `/api/v1/events` and an agent's events then survive a restart.
+    pub fn restore_events(&self, records: Vec<EventRecord>) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        for r in records {
+            h.record_event(r);
         }
     }
 }

@@ -392,6 +392,13 @@ impl StoreWriter {
         })
     }
 
+    /// Whether at most a quarter of the queue is taken: producers of ops that may be dropped
+    /// (events) stop there, so those that must not be (agent records, which a reconnect
+    /// storm's plan writes by the thousand right after as many events) keep the rest.
+    pub fn has_headroom(&self) -> bool {
+        self.tx.capacity() >= self.tx.max_capacity() - self.tx.max_capacity() / 4
+    }
+
     /// Ask the writer to commit everything queued before this call now rather than after its
     /// delay, without waiting for it: the caller goes on while the disk works. A full queue
     /// drops the request (the batch is then committed within the delay, as any other).

@@ -12,6 +12,7 @@ use gitamp_opamp::{Delivery, RemoteConfig, Uid, wire::uid_text};
 use tracing::{debug, warn};
 
 use super::{Reconciler, system_time_ms};
+use crate::server::events::Event;
 use crate::server::state::Serving;
 use crate::telemetry;
 
@@ -107,16 +108,20 @@ impl Reconciler {
         };
         for (uid, hash) in sent {
             let plan = planner.agent(uid).and_then(|(_, p)| p);
-            let name = plan.and_then(|p| p.configuration.as_deref()).unwrap_or("?");
-            let message = match plan.and_then(|p| p.desired_hash) {
-                Some(desired) if desired != *hash => format!(
-                    "Rolled back to {} (the last config it applied): {name} ({}) failed.",
-                    hash.short(),
-                    desired.short()
-                ),
-                _ => format!("Configuration {name} ({}) sent.", hash.short()),
-            };
-            self.state.event(Some(uid_text(uid)), "pushed", message);
+            let configuration = plan.and_then(|p| p.configuration.clone());
+            self.state.emit(match plan.and_then(|p| p.desired_hash) {
+                Some(failed) if failed != *hash => Event::PushedRollback {
+                    agent: *uid,
+                    configuration,
+                    hash: *hash,
+                    failed,
+                },
+                _ => Event::Pushed {
+                    agent: *uid,
+                    configuration,
+                    hash: *hash,
+                },
+            });
         }
     }
 }

@@ -11,6 +11,7 @@ use gitamp_opamp::report::{RemoteState, RemoteStatus, Transport};
 use gitamp_opamp::{AgentSnapshot, FleetEvent, Uid, wire::uid_text};
 
 use super::{Reconciler, system_time_ms};
+use crate::server::events::Event;
 
 /// What one [`Reconciler::observe`] read.
 #[derive(Default)]
@@ -42,13 +43,11 @@ impl Reconciler {
         match event {
             FleetEvent::Connected(uid) => {
                 self.described.insert(*uid);
-                self.state
-                    .event(Some(uid_text(uid)), "connected", "Agent connected.");
+                self.state.emit(Event::Connected { agent: *uid });
             }
             FleetEvent::Disconnected(uid) => {
                 self.handed_over.remove(uid);
-                self.state
-                    .event(Some(uid_text(uid)), "disconnected", "Agent disconnected.");
+                self.state.emit(Event::Disconnected { agent: *uid });
             }
             FleetEvent::Reported(uid, changes) => {
                 if changes.description || changes.health {

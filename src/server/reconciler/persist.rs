@@ -15,6 +15,7 @@ use tracing::warn;
 
 use super::Reconciler;
 use super::observe::Observed;
+use crate::server::events::Event;
 use crate::store::{
     self, AgentRecord, AgentResume, ConfigEntry, ConfigRecord, RolloutRecord, StoreOp,
 };
@@ -172,12 +173,10 @@ impl Reconciler {
             if let RolloutPhase::Halted { reason } = &rollout.phase
                 && !matches!(before.map(|b| &b.phase), Some(RolloutPhase::Halted { .. }))
             {
-                warn!(configuration = %name, reason = %reason, "Rollout halted.");
-                self.state.event(
-                    None,
-                    "rollout-halted",
-                    format!("Rollout of {name} halted: {reason}"),
-                );
+                self.state.emit(Event::RolloutHalted {
+                    configuration: name.clone(),
+                    reason: reason.to_string(),
+                });
             }
             if let Some(old) = before.filter(|o| o.target != rollout.target) {
                 ops.push(StoreOp::DeleteRollout {

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use gitamp_core::plan::{AgentPlan, ObservedAgent, RolloutPhase, SyncStatus};
-use gitamp_core::render::mask::mask_text;
 use gitamp_opamp::Uid;
 
 use super::{Reconciler, now_ms};
+use crate::server::events::{Event, Masked};
 use crate::server::state::{AgentView, ConfigurationView, FleetView, Serving};
 use crate::telemetry;
 
@@ -21,16 +21,11 @@ impl Reconciler {
         };
         for old in planner.take_superseded() {
             if let RolloutPhase::Superseded { by: Some(by) } = &old.phase {
-                self.state.event(
-                    None,
-                    "rollout-superseded",
-                    format!(
-                        "Rollout of {} ({}) superseded by {}.",
-                        old.configuration,
-                        old.target.short(),
-                        by.short()
-                    ),
-                );
+                self.state.emit(Event::RolloutSuperseded {
+                    configuration: old.configuration.clone(),
+                    target: old.target,
+                    by: *by,
+                });
             }
         }
         let now = now_ms();
@@ -44,7 +39,7 @@ impl Reconciler {
                 note_transition(
                     &self.state,
                     &serving.secrets,
-                    previous.is_some(),
+                    (*uid, previous.is_some()),
                     agent,
                     plan,
                     (now, self.started_ms),
@@ -121,14 +116,13 @@ impl Reconciler {
 fn note_transition(
     state: &crate::server::state::AppState,
     secrets: &[String],
-    had_status: bool,
+    (uid, had_status): (Uid, bool),
     agent: &ObservedAgent,
     plan: &AgentPlan,
     (now, started): (u64, u64),
 ) {
-    let who = Some(agent.instance_uid.clone());
-    let detail = || mask_text(plan.detail.as_deref().unwrap_or_default(), secrets);
-    match plan.status {
+    let masked = || Masked::new(plan.detail.as_deref().unwrap_or_default(), secrets);
+    let event = match plan.status {
         SyncStatus::Synced => {
             if let (Some(hash), Some(at)) = (agent.sent_hash, agent.sent_at)
                 && Some(hash) == plan.desired_hash
@@ -136,28 +130,24 @@ fn note_transition(
             {
                 telemetry::push_to_applied(Duration::from_millis(now.saturating_sub(at)));
             }
-            if had_status {
-                state.event(who, "applied", "Agent is in sync.");
-            }
+            had_status.then_some(Event::Applied { agent: uid })
         }
-        SyncStatus::Failed => {
-            state.event(
-                who,
-                "failed",
-                format!("Agent failed to apply: {}", detail()),
-            );
-        }
-        SyncStatus::RolledBack => {
-            state.event(who, "rolled-back", format!("Agent {}", detail()));
-        }
-        SyncStatus::Drifted => {
-            state.event(
-                who,
-                "drifted",
-                "Agent reports another config than it applied.",
-            );
-        }
-        SyncStatus::Conflict => state.event(who, "conflict", detail()),
-        _ => {}
+        SyncStatus::Failed => Some(Event::Failed {
+            agent: uid,
+            error: masked(),
+        }),
+        SyncStatus::RolledBack => Some(Event::RolledBack {
+            agent: uid,
+            detail: masked(),
+        }),
+        SyncStatus::Drifted => Some(Event::Drifted { agent: uid }),
+        SyncStatus::Conflict => Some(Event::Conflict {
+            agent: uid,
+            detail: masked(),
+        }),
+        _ => None,
+    };
+    if let Some(event) = event {
+        state.emit(event);
     }
 }

@@ -9,10 +9,10 @@ use std::time::{Instant, SystemTime};
 use gitamp_core::plan::{Desired, Planner};
 use gitamp_core::{ConfigHash, Revision, Snapshot};
 use gitamp_opamp::RemoteConfig;
-use tracing::{info, warn};
 
 use super::Reconciler;
 use super::persist::config_record;
+use crate::server::events::Event;
 use crate::server::state::{RevisionRecord, Serving};
 use crate::source::SyncEvent;
 use crate::store::{self, StoreOp};
@@ -39,7 +39,9 @@ impl Reconciler {
             }
             SyncEvent::Error(message, _) => {
                 telemetry::fetch(info.last_duration, false);
-                self.state.event(None, "fetch-error", message.clone());
+                self.state.emit(Event::FetchError {
+                    error: message.clone(),
+                });
                 let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
                 sync.last_error = Some(message);
                 false
@@ -47,11 +49,10 @@ impl Reconciler {
             SyncEvent::Snapshot(snapshot, _) => {
                 telemetry::fetch(info.last_duration, true);
                 for skipped in &info.skipped {
-                    self.state.event(
-                        None,
-                        "file-skipped",
-                        format!("{}: {}", skipped.path, skipped.reason),
-                    );
+                    self.state.emit(Event::FileSkipped {
+                        path: skipped.path.clone(),
+                        reason: skipped.reason.to_string(),
+                    });
                 }
                 let skipped = crate::source::skipped::skipped_diagnostics(&info.skipped);
                 self.on_snapshot(snapshot, skipped).await
@@ -79,12 +80,10 @@ impl Reconciler {
         let compiled = match compiled {
             Ok(c) => c,
             Err(err) => {
-                warn!(revision = %revision_id, error = %err, "Compiling a revision panicked; it is rejected.");
-                self.state.event(
-                    None,
-                    "revision-rejected",
-                    format!("{revision_id}: internal error"),
-                );
+                self.state.emit(Event::RevisionCrashed {
+                    revision: revision_id,
+                    error: err.to_string(),
+                });
                 return false;
             }
         };
@@ -103,13 +102,11 @@ impl Reconciler {
                     warnings: rejected.diagnostics.warnings().count(),
                     diagnostics: rejected.diagnostics.clone(),
                 };
-                warn!(revision = %rejected.revision, errors, "Revision rejected; the last good revision keeps serving.");
                 telemetry::revision(false);
-                self.state.event(
-                    None,
-                    "revision-rejected",
-                    format!("{} rejected with {errors} error(s)", rejected.revision),
-                );
+                self.state.emit(Event::RevisionRejected {
+                    revision: rejected.revision.clone(),
+                    errors,
+                });
                 self.write(StoreOp::RecordRevision(store::RevisionRecord {
                     revision: record.revision.clone(),
                     time: store::to_ms(record.at),
@@ -154,18 +151,12 @@ impl Reconciler {
             warnings: revision.warnings.len(),
             diagnostics: revision.warnings.clone(),
         };
-        info!(revision = %revision.revision, configurations = desired_configs.len(), "Serving revision.");
         self.durable_now = true;
         telemetry::revision(true);
-        self.state.event(
-            None,
-            "revision-accepted",
-            format!(
-                "{} accepted: {} configuration(s)",
-                revision.revision,
-                desired_configs.len()
-            ),
-        );
+        self.state.emit(Event::RevisionAccepted {
+            revision: revision.revision.clone(),
+            configurations: desired_configs.len(),
+        });
         self.write(StoreOp::RecordRevision(store::RevisionRecord {
             revision: record.revision.clone(),
             time: store::to_ms(record.at),

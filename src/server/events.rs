@@ -1,0 +1,478 @@
+//! Events: what happened, for people. One type ([`Event`]) so that every kind has one stable
+//! name (the API's `kind`, the `gitamp_events_total{kind}` label), one message and one log
+//! level, and one path ([`AppState::emit`](super::state::AppState::emit)) that logs, counts,
+//! keeps it in the bounded in-memory history and queues it for the store (so the history
+//! survives a restart).
+//!
+//! Adding a kind: a variant here, its [`EventKind`] (name and place in [`EventKind::ALL`]), its
+//! message and log level in [`Event::message`] and [`Event::log`]; then `emit` it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gitamp_core::ConfigHash;
+use gitamp_opamp::Uid;
+use gitamp_opamp::wire::uid_text;
+use tracing::{debug, info, warn};
+
+use super::state::EventRecord;
+use crate::store;
+
+/// The kinds of [`Event`]: a bounded set, so it can label a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    RevisionAccepted,
+    RevisionRejected,
+    FetchError,
+    FileSkipped,
+    Connected,
+    Disconnected,
+    Pushed,
+    Applied,
+    Failed,
+    RolledBack,
+    Drifted,
+    Conflict,
+    RolloutHalted,
+    RolloutSuperseded,
+    Webhook,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 15] = [
+        EventKind::RevisionAccepted,
+        EventKind::RevisionRejected,
+        EventKind::FetchError,
+        EventKind::FileSkipped,
+        EventKind::Connected,
+        EventKind::Disconnected,
+        EventKind::Pushed,
+        EventKind::Applied,
+        EventKind::Failed,
+        EventKind::RolledBack,
+        EventKind::Drifted,
+        EventKind::Conflict,
+        EventKind::RolloutHalted,
+        EventKind::RolloutSuperseded,
+        EventKind::Webhook,
+    ];
+
+    /// The stable name: the API's `kind` and `?kind=` filter and the metric label depend on it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RevisionAccepted => "revision-accepted",
+            EventKind::RevisionRejected => "revision-rejected",
+            EventKind::FetchError => "fetch-error",
+            EventKind::FileSkipped => "file-skipped",
+            EventKind::Connected => "connected",
+            EventKind::Disconnected => "disconnected",
+            EventKind::Pushed => "pushed",
+            EventKind::Applied => "applied",
+            EventKind::Failed => "failed",
+            EventKind::RolledBack => "rolled-back",
+            EventKind::Drifted => "drifted",
+            EventKind::Conflict => "conflict",
+            EventKind::RolloutHalted => "rollout-halted",
+            EventKind::RolloutSuperseded => "rollout-superseded",
+            EventKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// Text an agent sent (an error, a conflict's detail) with the served revision's sensitive
+/// values masked: the only way such text gets into an event, so no event can carry a secret
+/// to the logs, the API or the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Masked(String);
+
+impl Masked {
+    pub fn new(text: &str, secrets: &[String]) -> Masked {
+        Masked(gitamp_core::render::mask::mask_text(text, secrets))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A revision is served from now on.
+    RevisionAccepted {
+        revision: String,
+        configurations: usize,
+    },
+    /// A revision failed validation; the last good one keeps serving.
+    RevisionRejected {
+        revision: String,
+        errors: usize,
+    },
+    /// Compiling a revision panicked; it is rejected (kind `revision-rejected`).
+    RevisionCrashed {
+        revision: String,
+        error: String,
+    },
+    /// The source could not fetch (the text is the source's, credentials already removed).
+    FetchError {
+        error: String,
+    },
+    /// The source left a file out of the snapshot.
+    FileSkipped {
+        path: String,
+        reason: String,
+    },
+    Connected {
+        agent: Uid,
+    },
+    Disconnected {
+        agent: Uid,
+    },
+    /// A configuration's config was handed to an agent.
+    Pushed {
+        agent: Uid,
+        configuration: Option<String>,
+        hash: ConfigHash,
+    },
+    /// The config an agent last applied was handed back to it because `failed` failed
+    /// (kind `pushed`).
+    PushedRollback {
+        agent: Uid,
+        configuration: Option<String>,
+        hash: ConfigHash,
+        failed: ConfigHash,
+    },
+    /// An agent is in sync again.
+    Applied {
+        agent: Uid,
+    },
+    Failed {
+        agent: Uid,
+        error: Masked,
+    },
+    /// `detail` says what it runs instead and why.
+    RolledBack {
+        agent: Uid,
+        detail: Masked,
+    },
+    Drifted {
+        agent: Uid,
+    },
+    /// `detail` names the configurations that select it.
+    Conflict {
+        agent: Uid,
+        detail: Masked,
+    },
+    RolloutHalted {
+        configuration: String,
+        reason: String,
+    },
+    RolloutSuperseded {
+        configuration: String,
+        target: ConfigHash,
+        by: ConfigHash,
+    },
+    /// An authenticated push webhook woke the poller.
+    WebhookWake {
+        provider: &'static str,
+        git_ref: Option<String>,
+        after: Option<String>,
+    },
+    WebhookPong {
+        provider: &'static str,
+    },
+    WebhookIgnored {
+        provider: &'static str,
+        reason: String,
+    },
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::RevisionAccepted { .. } => EventKind::RevisionAccepted,
+            Event::RevisionRejected { .. } | Event::RevisionCrashed { .. } => {
+                EventKind::RevisionRejected
+            }
+            Event::FetchError { .. } => EventKind::FetchError,
+            Event::FileSkipped { .. } => EventKind::FileSkipped,
+            Event::Connected { .. } => EventKind::Connected,
+            Event::Disconnected { .. } => EventKind::Disconnected,
+            Event::Pushed { .. } | Event::PushedRollback { .. } => EventKind::Pushed,
+            Event::Applied { .. } => EventKind::Applied,
+            Event::Failed { .. } => EventKind::Failed,
+            Event::RolledBack { .. } => EventKind::RolledBack,
+            Event::Drifted { .. } => EventKind::Drifted,
+            Event::Conflict { .. } => EventKind::Conflict,
+            Event::RolloutHalted { .. } => EventKind::RolloutHalted,
+            Event::RolloutSuperseded { .. } => EventKind::RolloutSuperseded,
+            Event::WebhookWake { .. }
+            | Event::WebhookPong { .. }
+            | Event::WebhookIgnored { .. } => EventKind::Webhook,
+        }
+    }
+
+    /// The agent it is about, if any.
+    pub fn agent(&self) -> Option<&Uid> {
+        match self {
+            Event::Connected { agent }
+            | Event::Disconnected { agent }
+            | Event::Pushed { agent, .. }
+            | Event::PushedRollback { agent, .. }
+            | Event::Applied { agent }
+            | Event::Failed { agent, .. }
+            | Event::RolledBack { agent, .. }
+            | Event::Drifted { agent }
+            | Event::Conflict { agent, .. } => Some(agent),
+            _ => None,
+        }
+    }
+
+    /// The message people read in the API.
+    pub fn message(&self) -> String {
+        match self {
+            Event::RevisionAccepted {
+                revision,
+                configurations,
+            } => format!("{revision} accepted: {configurations} configuration(s)"),
+            Event::RevisionRejected { revision, errors } => {
+                format!("{revision} rejected with {errors} error(s)")
+            }
+            Event::RevisionCrashed { revision, .. } => format!("{revision}: internal error"),
+            Event::FetchError { error } => error.clone(),
+            Event::FileSkipped { path, reason } => format!("{path}: {reason}"),
+            Event::Connected { .. } => "Agent connected.".into(),
+            Event::Disconnected { .. } => "Agent disconnected.".into(),
+            Event::Pushed {
+                configuration,
+                hash,
+                ..
+            } => format!(
+                "Configuration {} ({}) sent.",
+                configuration.as_deref().unwrap_or("?"),
+                hash.short()
+            ),
+            Event::PushedRollback {
+                configuration,
+                hash,
+                failed,
+                ..
+            } => format!(
+                "Rolled back to {} (the last config it applied): {} ({}) failed.",
+                hash.short(),
+                configuration.as_deref().unwrap_or("?"),
+                failed.short()
+            ),
+            Event::Applied { .. } => "Agent is in sync.".into(),
+            Event::Failed { error, .. } => format!("Agent failed to apply: {}", error.as_str()),
+            Event::RolledBack { detail, .. } => format!("Agent {}", detail.as_str()),
+            Event::Drifted { .. } => "Agent reports another config than it applied.".into(),
+            Event::Conflict { detail, .. } => detail.as_str().to_string(),
+            Event::RolloutHalted {
+                configuration,
+                reason,
+            } => format!("Rollout of {configuration} halted: {reason}"),
+            Event::RolloutSuperseded {
+                configuration,
+                target,
+                by,
+            } => format!(
+                "Rollout of {configuration} ({}) superseded by {}.",
+                target.short(),
+                by.short()
+            ),
+            Event::WebhookWake {
+                provider,
+                git_ref,
+                after,
+            } => format!(
+                "{provider} push to {} ({}): polling now",
+                git_ref.as_deref().unwrap_or("the tracked ref"),
+                after.as_deref().unwrap_or("tip unknown"),
+            ),
+            Event::WebhookPong { provider } => format!("{provider} ping"),
+            Event::WebhookIgnored { provider, reason } => {
+                format!("{provider} webhook ignored: {reason}")
+            }
+        }
+    }
+
+    /// Log it. Revision, rollout and webhook-wake events keep the lines (and levels) they had
+    /// before events were typed; per-agent events are routine (thousands in a reconnect storm)
+    /// and fetch errors and skipped files are already warned about by the source, so those
+    /// go out at debug.
+    pub fn log(&self, record: &EventRecord) {
+        match self {
+            Event::RevisionAccepted {
+                revision,
+                configurations,
+            } => info!(revision = %revision, configurations, "Serving revision."),
+            Event::RevisionRejected { revision, errors } => warn!(
+                revision = %revision,
+                errors,
+                "Revision rejected; the last good revision keeps serving."
+            ),
+            Event::RevisionCrashed { revision, error } => warn!(
+                revision = %revision,
+                error = %error,
+                "Compiling a revision panicked; it is rejected."
+            ),
+            Event::RolloutHalted {
+                configuration,
+                reason,
+            } => warn!(configuration = %configuration, reason = %reason, "Rollout halted."),
+            Event::RolloutSuperseded { .. } => {
+                info!(kind = %record.kind, "{}", record.message)
+            }
+            Event::WebhookWake {
+                provider,
+                git_ref,
+                after,
+            } => info!(provider, git_ref = ?git_ref, after = ?after, "webhook: waking the poller"),
+            Event::WebhookIgnored { provider, reason } => {
+                debug!(provider, %reason, "webhook ignored")
+            }
+            _ => debug!(kind = %record.kind, agent = ?record.agent, "{}", record.message),
+        }
+    }
+
+    /// The record the API serves and the store keeps, stamped now.
+    pub fn record(&self) -> EventRecord {
+        EventRecord {
+            at: SystemTime::now(),
+            agent: self.agent().map(uid_text),
+            kind: self.kind().as_str().to_string(),
+            message: self.message(),
+        }
+    }
+}
+
+/// The store's image of a record (the agent as UUID text, as the API filters it).
+pub fn to_store(e: &EventRecord) -> store::EventRecord {
+    store::EventRecord {
+        time: store::to_ms(e.at),
+        agent_uid: e.agent.clone(),
+        kind: e.kind.clone(),
+        message: e.message.clone(),
+    }
+}
+
+/// Records read back from the store (newest first, as `Store::recent_events` returns them),
+/// oldest first as the in-memory history keeps them.
+pub fn from_store(records: Vec<store::EventRecord>) -> Vec<EventRecord> {
+    records
+        .into_iter()
+        .rev()
+        .map(|r| EventRecord {
+            at: if r.time >= 0 {
+                UNIX_EPOCH + Duration::from_millis(r.time.unsigned_abs())
+            } else {
+                UNIX_EPOCH - Duration::from_millis(r.time.unsigned_abs())
+            },
+            agent: r.agent_uid,
+            kind: r.kind,
+            message: r.message,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gitamp_opamp::fleet::Fleet;
+
+    use super::*;
+    use crate::server::state::AppState;
+    use crate::store::{SqliteStore, Store, StoreWriter, WriterOptions};
+
+    /// `gitamp_events_total{kind}` as the recorder renders it now.
+    fn counted(app: &AppState, kind: &str) -> f64 {
+        let prefix = format!("{}{{kind=\"{kind}\"}} ", crate::telemetry::EVENTS);
+        app.metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).and_then(|v| v.parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn kinds_are_distinct_and_stable() {
+        let names: std::collections::BTreeSet<_> =
+            EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), EventKind::ALL.len());
+        let rollback = Event::PushedRollback {
+            agent: [1; 16],
+            configuration: Some("linux".into()),
+            hash: ConfigHash([0xaa; 32]),
+            failed: ConfigHash([0xbb; 32]),
+        };
+        assert_eq!(rollback.kind().as_str(), "pushed");
+        assert_eq!(
+            rollback.message(),
+            "Rolled back to aaaaaaaaaaaa (the last config it applied): linux (bbbbbbbbbbbb) failed."
+        );
+        let failed = Event::Failed {
+            agent: [1; 16],
+            error: Masked::new("token hunter2 refused", &["hunter2".to_string()]),
+        };
+        assert!(
+            !failed.message().contains("hunter2"),
+            "{}",
+            failed.message()
+        );
+    }
+
+    /// One emit counts, keeps and stores the event; what the store keeps reads back as the
+    /// same record (the restart path).
+    #[tokio::test]
+    async fn emit_counts_keeps_and_stores() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
+        let (writer, task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
+        let app = AppState::new(Arc::new(Fleet::new()), crate::telemetry::install());
+        app.store_events_in(Some(writer.clone()));
+        let before = counted(&app, "rollout-superseded");
+
+        app.emit(Event::RolloutSuperseded {
+            configuration: "linux".into(),
+            target: ConfigHash([1; 32]),
+            by: ConfigHash([2; 32]),
+        });
+        app.emit(Event::Connected { agent: [3; 16] });
+
+        // Other tests in this process may emit too: at least ours was counted.
+        assert!(counted(&app, "rollout-superseded") >= before + 1.0);
+        let kept: Vec<EventRecord> = app
+            .history
+            .lock()
+            .expect("history")
+            .events
+            .iter()
+            .cloned()
+            .collect();
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0].kind, "rollout-superseded");
+        assert_eq!(
+            kept[0].message,
+            "Rollout of linux (010101010101) superseded by 020202020202."
+        );
+        assert_eq!(kept[1].agent.as_deref(), Some(uid_text(&[3; 16]).as_str()));
+
+        writer.flush().await.expect("flush");
+        let stored = store.recent_events(None, 10).await.expect("events");
+        assert_eq!(
+            stored,
+            kept.iter().rev().map(to_store).collect::<Vec<_>>(),
+            "newest first, as recorded"
+        );
+        let restored = from_store(stored);
+        assert_eq!(
+            restored.iter().map(to_store).collect::<Vec<_>>(),
+            kept.iter().map(to_store).collect::<Vec<_>>(),
+            "read back oldest first"
+        );
+        app.store_events_in(None);
+        drop(writer);
+        task.await.expect("writer stops");
+    }
+}
