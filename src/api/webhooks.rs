@@ -108,7 +108,7 @@ fn handle(
             telemetry::webhook(provider, "ignored");
             api.app.emit(Event::WebhookIgnored {
                 provider,
-                reason: reason.to_string(),
+                reason: reason.clone(),
             });
             (
                 StatusCode::ACCEPTED,

@@ -6,6 +6,7 @@
 //! 3. the fleet registry ([`fleet`]): reports and delivery facts per agent;
 //! 4. per-message session rules ([`session`]);
 //! 5. the WebSocket + HTTP transports ([`server`], on our own RFC 6455 codec: [`websocket`]).
+#![warn(missing_docs)]
 
 /// OpAMP messages generated at build time from `proto/opamp.proto` and
 /// `proto/anyvalue.proto` (package `opamp.proto`). `bytes` fields are `bytes::Bytes`

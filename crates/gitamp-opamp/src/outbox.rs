@@ -67,8 +67,10 @@ impl Push {
 /// Why [`OutboxSender::try_send`] did not queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    /// The queue holds its capacity: the push goes with the next reply instead.
     #[error("outbound queue full")]
     Full,
+    /// The connection's task is gone.
     #[error("connection closed")]
     Closed,
 }

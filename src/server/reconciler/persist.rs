@@ -175,7 +175,7 @@ impl Reconciler {
             {
                 self.state.emit(Event::RolloutHalted {
                     configuration: name.clone(),
-                    reason: reason.to_string(),
+                    reason: reason.clone(),
                 });
             }
             if let Some(old) = before.filter(|o| o.target != rollout.target) {

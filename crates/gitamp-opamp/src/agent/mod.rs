@@ -276,6 +276,7 @@ pub struct AgentState {
     /// Distinct configs applied so far, and when (Unix ns) the latest was: recorded where the
     /// agent applies, so a load generator reads them without a watcher task per agent.
     pub applied_generations: u32,
+    /// When (Unix ns) the latest distinct config was applied.
     pub last_applied_unix_ns: u64,
 }
 

@@ -60,10 +60,13 @@ const FIRST_READ: usize = 16 * 1024;
 /// Why an upgrade request is not a WebSocket opening handshake we accept.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HandshakeError {
+    /// Not an upgrade request at all.
     #[error("not a WebSocket upgrade: `Connection: upgrade` and `Upgrade: websocket` are required")]
     NotUpgrade,
+    /// A `Sec-WebSocket-Version` other than 13.
     #[error("unsupported WebSocket version: only 13 is spoken")]
     Version,
+    /// No usable `Sec-WebSocket-Key`.
     #[error("missing or malformed Sec-WebSocket-Key")]
     Key,
 }
@@ -155,7 +158,12 @@ pub enum ReadError {
     Protocol(&'static str),
     /// A message over the limit; closed with 1009.
     #[error("message of {size} bytes over the {limit}-byte limit")]
-    TooBig { size: u64, limit: usize },
+    TooBig {
+        /// The announced size.
+        size: u64,
+        /// The configured limit.
+        limit: usize,
+    },
     /// A message was started and not finished in time; closed with 1008.
     #[error("message not complete within {0:?} of its first byte")]
     Slow(std::time::Duration),
