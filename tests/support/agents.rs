@@ -108,3 +108,37 @@ pub async fn stop_all(agents: &[AgentHandle]) {
         a.stop(Duration::from_secs(2)).await;
     }
 }
+
+/// Make the server plan once more, now, and wait until it has: an agent that cannot accept a
+/// remote config (so it is sent nothing) connects after the call, and the status API lists it
+/// as `incompatible`, a status only a plan gives (before its first plan an agent is `unknown`). A
+/// negative assertion ("nothing more was pushed") calls this after observing its trigger, so
+/// the plan in which the unwanted push would happen has certainly run.
+pub async fn nudge_plan(server: &super::Server, what: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PROBES: AtomicUsize = AtomicUsize::new(0);
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let mut opts = AgentOptions::collector("plan-probe", &format!("plan-probe-{n}"), "probe");
+    opts.capabilities = gitamp_opamp::proto::AgentCapabilities::ReportsStatus as u64;
+    let probe = spawn_agent(SimAgent::new(opts), ws(Vec::new()), &server.ws_url());
+    let uid = <[u8; 16]>::try_from(&probe.state().instance_uid[..]).expect("16-byte uid");
+    let url = server.api_url(&format!(
+        "/api/v1/agents/{}",
+        gitamp_opamp::fleet::uid_text(&uid)
+    ));
+    eventually(
+        super::server::KIT_WAIT,
+        &format!("a plan after {what} (a probe agent planned as incompatible)"),
+        async || {
+            let resp = reqwest::get(&url).await.map_err(|e| e.to_string())?;
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            if body["status"] == "incompatible" {
+                Ok(())
+            } else {
+                Err(format!("probe: {body}"))
+            }
+        },
+    )
+    .await;
+    probe.stop(Duration::from_secs(2)).await;
+}
