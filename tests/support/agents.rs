@@ -43,6 +43,12 @@ pub fn start_agents(n: usize, prefix: &str, url: &str) -> Vec<AgentHandle> {
     start_agents_with(n, url, |i| linux_production(&format!("{prefix}-{i:02}")))
 }
 
+/// The agent's instance UID as the status API shows it (`/api/v1/agents/{id}`).
+pub fn uid_of(agent: &AgentHandle) -> String {
+    let uid = <[u8; 16]>::try_from(&agent.state().instance_uid[..]).expect("16-byte uid");
+    gitamp_opamp::fleet::uid_text(&uid)
+}
+
 /// Does the agent report `hash` as applied?
 pub fn has_applied(agent: &AgentHandle, hash: ConfigHash) -> bool {
     agent.state().applied_hash().map(|h| &h[..]) == Some(hash.as_bytes())
@@ -121,11 +127,7 @@ pub async fn nudge_plan(server: &super::Server, what: &str) {
     let mut opts = AgentOptions::collector("plan-probe", &format!("plan-probe-{n}"), "probe");
     opts.capabilities = gitamp_opamp::proto::AgentCapabilities::ReportsStatus as u64;
     let probe = spawn_agent(SimAgent::new(opts), ws(Vec::new()), &server.ws_url());
-    let uid = <[u8; 16]>::try_from(&probe.state().instance_uid[..]).expect("16-byte uid");
-    let url = server.api_url(&format!(
-        "/api/v1/agents/{}",
-        gitamp_opamp::fleet::uid_text(&uid)
-    ));
+    let url = server.api_url(&format!("/api/v1/agents/{}", uid_of(&probe)));
     eventually(
         super::server::KIT_WAIT,
         &format!("a plan after {what} (a probe agent planned as incompatible)"),

@@ -32,6 +32,8 @@ pub struct Server {
     /// Every line the server printed, stdout (where its tracing logs go) and stderr, in the
     /// order they were read; collected in the background.
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// How many of its two output streams reached their end (both: every line is in `logs`).
+    pub outputs_closed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Server {
@@ -61,16 +63,20 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let outputs_closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let logs2 = logs.clone();
+        let closed2 = outputs_closed.clone();
         std::thread::spawn(move || {
             for line in lossy_lines(stderr) {
                 if let Ok(mut l) = logs2.lock() {
                     l.push(line);
                 }
             }
+            closed2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });
         let (tx, rx) = mpsc::channel();
         let logs3 = logs.clone();
+        let closed3 = outputs_closed.clone();
         std::thread::spawn(move || {
             for line in lossy_lines(stdout) {
                 if let Some(rest) = line.strip_prefix("gitamp listening ") {
@@ -80,6 +86,7 @@ impl Server {
                     l.push(line);
                 }
             }
+            closed3.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         });
         let line = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(l) => l,
@@ -105,6 +112,7 @@ impl Server {
             api: api.expect("api address"),
             data_dir: data_dir.to_path_buf(),
             logs,
+            outputs_closed,
         }
     }
 
@@ -258,7 +266,9 @@ impl GitOpsServer {
 }
 
 impl Server {
-    /// SIGTERM and wait for the exit: a graceful stop (the store flushes its last batch).
+    /// SIGTERM and wait for the exit: a graceful stop (the store flushes its last batch). Then
+    /// wait until both output streams are read to their end: [`Server::logs`] is complete, so a
+    /// check that something is *not* in the logs sees every line.
     pub fn stop_gracefully(&mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -273,6 +283,19 @@ impl Server {
                     "still running; its log ends:\n{}",
                     tail(&logs.lock().map(|l| l.join("\n")).unwrap_or_default(), 20)
                 )),
+            },
+        );
+        let closed = self.outputs_closed.clone();
+        eventually_blocking(
+            Duration::from_secs(20),
+            "gitamp serve's output is read to its end",
+            || {
+                let n = closed.load(std::sync::atomic::Ordering::SeqCst);
+                if n == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} of 2 streams closed"))
+                }
             },
         );
     }
@@ -316,4 +339,43 @@ pub fn github_signature(secret: impl AsRef<[u8]>, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_ref()).expect("hmac");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// GET with an optional bearer token: (status, body).
+pub async fn api_get(client: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let code = resp.status().as_u16();
+    (code, resp.text().await.unwrap_or_default())
+}
+
+/// GET a JSON document with a bearer token (200 expected).
+pub async fn api_get_json(client: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    let (code, body) = api_get(client, url, Some(token)).await;
+    assert_eq!(code, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+}
+
+/// POST a JSON body to `/webhooks/<provider>` with extra headers: the status code.
+pub async fn post_webhook_as(
+    client: &reqwest::Client,
+    server: &Server,
+    provider: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> u16 {
+    let mut req = client
+        .post(server.api_url(&format!("/webhooks/{provider}")))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("webhook POST").status().as_u16()
 }
