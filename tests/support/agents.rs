@@ -117,7 +117,7 @@ pub async fn stop_all(agents: &[AgentHandle]) {
 
 /// Make the server plan once more, now, and wait until it has: an agent that cannot accept a
 /// remote config (so it is sent nothing) connects after the call, and the status API lists it
-/// as `incompatible`, a status only a plan gives (before its first plan an agent is `unknown`). A
+/// with a status only a plan gives (before its first plan an agent is `unknown`). A
 /// negative assertion ("nothing more was pushed") calls this after observing its trigger, so
 /// the plan in which the unwanted push would happen has certainly run.
 pub async fn nudge_plan(server: &super::Server, what: &str) {
@@ -130,11 +130,13 @@ pub async fn nudge_plan(server: &super::Server, what: &str) {
     let url = server.api_url(&format!("/api/v1/agents/{}", uid_of(&probe)));
     eventually(
         super::server::KIT_WAIT,
-        &format!("a plan after {what} (a probe agent planned as incompatible)"),
+        &format!("a plan after {what} (a probe agent planned)"),
         async || {
             let resp = reqwest::get(&url).await.map_err(|e| e.to_string())?;
             let body: serde_json::Value = resp.json().await.unwrap_or_default();
-            if body["status"] == "incompatible" {
+            // `unknown` until planned; then `incompatible`, or `unmanaged` where no
+            // configuration selects it (either way it is sent nothing).
+            if body["status"].as_str().is_some_and(|st| st != "unknown") {
                 Ok(())
             } else {
                 Err(format!("probe: {body}"))
