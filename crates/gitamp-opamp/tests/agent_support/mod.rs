@@ -1,10 +1,16 @@
-//! Shared helpers for the `agent_*` integration tests: a real gitamp-opamp server on
-//! 127.0.0.1:0, desired configs, and polling helpers with useful failure messages.
+//! The test kit of this crate, used by every test binary here that needs helpers
+//! (`mod agent_support;`): a real gitamp-opamp server on 127.0.0.1:0 ([`Server`],
+//! [`wire::serve_fleet`]), desired configs, raw WebSocket/HTTP clients and message builders
+//! ([`wire`]), one seeded PRNG ([`rand`]), and [`eventually`], the one way to wait: for an
+//! observed state, never for wall-clock time.
 //!
 //! Kept in a directory (not `tests/agent_support.rs`) so cargo does not build it as a test
-//! binary of its own.
+//! binary of its own. Not every binary uses every helper, hence the `allow` below.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+pub mod rand;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -166,5 +172,42 @@ pub async fn quiesce(server: &Server, agent: &gitamp_opamp::agent::AgentHandle) 
             panic!("agent never quiesced: {st:#?}\nregistry: {reg:#?}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What one check observed: the awaited value, or a description of what was seen instead.
+pub trait Observed<T> {
+    fn observed(self) -> Result<T, String>;
+}
+
+impl<T> Observed<T> for Option<T> {
+    fn observed(self) -> Result<T, String> {
+        self.ok_or_else(|| "not yet (the check returned None)".to_string())
+    }
+}
+
+impl<T, E: std::fmt::Debug> Observed<T> for Result<T, E> {
+    fn observed(self) -> Result<T, String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Run `check` every 20 ms until it observes the awaited state; panic after `timeout` naming
+/// `what` and the last observation.
+pub async fn eventually<T, C: Observed<T>>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> C,
+) -> T {
+    let t0 = Instant::now();
+    loop {
+        let last = match check().await.observed() {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        if t0.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}; last observed: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
