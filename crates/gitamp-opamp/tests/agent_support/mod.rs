@@ -72,19 +72,11 @@ impl Server {
         what: &str,
         pred: impl Fn(&AgentSnapshot) -> bool,
     ) -> AgentSnapshot {
-        let t0 = Instant::now();
-        loop {
-            let snap = self.fleet.agent(uid);
-            if let Some(s) = &snap
-                && pred(s)
-            {
-                return s.clone();
-            }
-            if t0.elapsed() > timeout {
-                panic!("timed out after {timeout:?} waiting for {what}; registry has {snap:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(timeout, what, async || match self.fleet.agent(uid) {
+            Some(s) if pred(&s) => Ok(s),
+            snap => Err(format!("registry has {snap:#?}")),
+        })
+        .await
     }
 
     /// Polls until `pred` holds for the whole registry.
@@ -94,17 +86,15 @@ impl Server {
         what: &str,
         pred: impl Fn(&[AgentSnapshot]) -> bool,
     ) -> Vec<AgentSnapshot> {
-        let t0 = Instant::now();
-        loop {
+        eventually(timeout, what, async || {
             let all = self.fleet.agents();
             if pred(&all) {
-                return all;
+                Ok(all)
+            } else {
+                Err(format!("registry has {all:#?}"))
             }
-            if t0.elapsed() > timeout {
-                panic!("timed out after {timeout:?} waiting for {what}; registry has {all:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -145,34 +135,26 @@ pub fn collector_yaml(tag: &str) -> String {
     )
 }
 
-/// Waits until nothing is in flight between a WebSocket agent and the server: the registry
-/// has the agent's last sequence number and the agent got a reply for every message (this
-/// server answers every WebSocket message). Call before `set_desired` when a test counts
-/// pushes exactly: a message crossing the push on the wire is answered with the config
-/// again, since the agent has not acknowledged it yet.
+/// Waits until nothing is in flight between a WebSocket agent and the server: a heartbeat's
+/// answer came back ([`round_trip`]; the server answers in order, so every earlier message was
+/// answered too) and the registry has the agent's last sequence number. Call before
+/// `set_desired` when a test counts pushes exactly: a message crossing the push on the wire is
+/// answered with the config again, since the agent has not acknowledged it yet.
 pub async fn quiesce(server: &Server, agent: &gitamp_opamp::agent::AgentHandle) {
-    let t0 = Instant::now();
-    loop {
-        let st = agent.state();
-        let reg = server.fleet.agent(&uid(&st.instance_uid));
-        if let (Some(r), Some(seq)) = (&reg, st.last_sequence_num)
-            && r.sequence_num == seq
-            && st.messages_received >= st.messages_sent
-        {
-            // Settled twice in a row, 50 ms apart: nothing was on the wire.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let again = agent.state();
-            if again.messages_sent == st.messages_sent
-                && again.messages_received == st.messages_received
-            {
-                return;
+    round_trip(agent, Duration::from_secs(10)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the registry has the agent's last sequence number",
+        async || {
+            let st = agent.state();
+            let reg = server.fleet.agent(&uid(&st.instance_uid));
+            match (&reg, st.last_sequence_num) {
+                (Some(r), Some(seq)) if r.sequence_num == seq => Ok(()),
+                _ => Err(format!("agent {st:#?}\nregistry {reg:#?}")),
             }
-        }
-        if t0.elapsed() > Duration::from_secs(10) {
-            panic!("agent never quiesced: {st:#?}\nregistry: {reg:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        },
+    )
+    .await;
 }
 
 /// What one check observed: the awaited value, or a description of what was seen instead.
@@ -210,4 +192,24 @@ pub async fn eventually<T, C: Observed<T>>(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Send a heartbeat now and wait for its answer. The server answers every message (in order,
+/// on a WebSocket), so once as many answers came back as messages went out since the call,
+/// whatever the server had to send before that heartbeat has arrived: the barrier a check
+/// that "nothing more was sent" needs.
+pub async fn round_trip(
+    agent: &gitamp_opamp::agent::AgentHandle,
+    timeout: Duration,
+) -> gitamp_opamp::agent::AgentState {
+    let before = agent.state();
+    agent.heartbeat_now();
+    agent
+        .wait_for(timeout, |s| {
+            s.messages_sent > before.messages_sent
+                && s.messages_received - before.messages_received
+                    >= s.messages_sent - before.messages_sent
+        })
+        .await
+        .unwrap_or_else(|s| panic!("heartbeat unanswered: {s:#?}"))
 }
