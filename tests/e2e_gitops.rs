@@ -83,7 +83,7 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     assert_eq!(st["current_revision"], second_sha.as_str(), "status: {st}");
 
     // A webhook with a wrong token is refused and wakes nothing.
-    assert_eq!(post_webhook(&server, "wrong").await, 401);
+    assert_eq!(post_webhook(server, "wrong").await, 401);
 
     // 3. A bad commit is rejected whole: agents keep the second revision, diagnostics shown.
     fixture.write(

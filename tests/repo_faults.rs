@@ -250,7 +250,7 @@ async fn bad_commits_are_rejected_while_the_last_good_revision_keeps_serving() {
     for (what, file, apply) in &faults {
         support::git(&fixture.work(), &["reset", "-q", "--hard", &good_sha]);
         support::git(&fixture.work(), &["clean", "-qfdx"]);
-        apply(&fixture);
+        apply(fixture);
         let sha = fixture.commit_all(what);
         fixture.push(true);
         assert_eq!(post_webhook(server, token).await / 100, 2);
