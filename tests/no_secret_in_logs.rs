@@ -355,11 +355,11 @@ async fn scenario(echoing_agent: bool) {
         Some(format!("Basic {}", wrong_agent_secret.value)),
         None,
     ] {
-        let mut req = client.post(server.http_url()).body(vec![0u8; 4]);
-        if let Some(a) = &auth {
-            req = req.header("Authorization", a);
-        }
-        let code = req.send().await.expect("OpAMP POST").status().as_u16();
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (code, _) =
+            support::wire::post_opamp_raw(&client, &server.http_url(), &headers, vec![0u8; 4])
+                .await;
         assert_eq!(code, 401, "OpAMP POST with {auth:?}");
     }
 
