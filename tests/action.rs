@@ -258,14 +258,9 @@ fn sarif_for_code_scanning() {
     let (file, line) = location.rsplit_once(':').expect("file:line");
     let line: u64 = line.parse().expect("line number");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_gitamp"))
-        .args(["validate", "--format", "sarif", "repo"])
-        .current_dir(&case)
-        .output()
-        .expect("gitamp runs");
+    let out = support::cli::gitamp_at(&case, &["validate", "--format", "sarif", "repo"]);
     assert_eq!(out.status.code(), Some(1), "invalid repository exits 1");
-    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let sarif = support::cli::json_of(&out);
     assert_eq!(sarif["version"], "2.1.0");
     let run = &sarif["runs"][0];
     assert_eq!(run["tool"]["driver"]["name"], "gitamp");

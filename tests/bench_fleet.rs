@@ -1,10 +1,10 @@
 //! Smoke test of `gitamp bench fleet`: a few agents, a few seconds, every phase. It checks that
 //! the load generator runs end to end and prints its figures; it asserts no timing.
 
-use std::process::Command;
+mod support;
 
 fn run(transport: &str) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_gitamp"))
+    let out = support::cli::gitamp_command()
         .args(["bench", "fleet", "--transport", transport, "--agents", "50"])
         .args([
             "--processes",

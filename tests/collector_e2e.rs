@@ -19,6 +19,7 @@ mod support;
 use std::time::Duration;
 
 use gitamp_core::ConfigHash;
+use support::agents::nudge_plan;
 use support::collector::{Supervised, find_agent};
 use support::{GitOpsServer, Server, agents, eventually, get_json};
 
@@ -223,7 +224,9 @@ async fn supervised_collectors_follow_git_fail_halt_and_roll_back() {
         );
         assert_eq!(got.last(), Some(&old.to_hex()), "{got:?}");
     }
-    // The other edge collector never got the refused config and kept running.
+    // The other edge collector never got the refused config and kept running: checked after
+    // one more plan on the halted rollout, the plan that would wrongly send it on.
+    nudge_plan(&gitops.server, "the rollback").await;
     let untouched = if names.contains(&"edge-a") {
         &edge_b
     } else {
@@ -324,6 +327,8 @@ async fn kill_9_mid_rollout_real_collectors_converge_without_redundant_pushes() 
         "every collector converges after the restart",
     )
     .await;
+    // A redundant push would come from a plan after the reconnects: make sure one has run.
+    nudge_plan(&gitops.server, "the collectors converged after the restart").await;
     for c in &collectors {
         let got = c.received_hashes();
         let mut seen = std::collections::BTreeSet::new();

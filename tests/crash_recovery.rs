@@ -21,33 +21,16 @@ use std::time::{Duration, Instant};
 
 use gitamp::store::{SqliteStore, Store};
 use gitamp_core::ConfigHash;
-use gitamp_opamp::agent::{AgentHandle, AgentOptions, SimAgent, Transport, WsOptions, spawn_agent};
-use support::{GitFixture, Server, eventually, get_json, post_webhook};
+use gitamp_opamp::agent::AgentHandle;
+use support::agents::{applied_count, received_count, redundant, stop_all};
+use support::rand::{Prng, seed_from_env};
+use support::{GitOpsServer, eventually, get_json, post_webhook, start_agents, wait_all_applied};
 
-const TOKEN: &str = "crash-webhook-token";
 const WAIT: Duration = Duration::from_secs(60);
 const AGENTS: usize = 6;
 const ROUNDS: usize = 20;
 /// The configuration the test agents are selected by (batched rollout in example-repo).
 const CONFIG: &str = "linux-production";
-
-/// xorshift64*: deterministic, dependency-free, good enough to pick kill points.
-struct Prng(u64);
-
-impl Prng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// Where a round kills the server.
 #[derive(Debug, Clone, Copy)]
@@ -58,48 +41,6 @@ enum KillPoint {
     FirstReceived,
     /// After `k` agents applied the new config.
     Applied(usize),
-}
-
-fn start_agents(url: &str) -> Vec<AgentHandle> {
-    (0..AGENTS)
-        .map(|i| {
-            let mut opts =
-                AgentOptions::collector("checkout", &format!("crash-linux-{i:02}"), "production")
-                    .label("os.type", "linux");
-            opts.heartbeat_interval = Duration::from_secs(5);
-            let ws = WsOptions {
-                reconnect_delay: Duration::from_millis(200),
-                ..WsOptions::default()
-            };
-            spawn_agent(SimAgent::new(opts), Transport::WebSocket(ws), url)
-        })
-        .collect()
-}
-
-fn applied_count(agents: &[AgentHandle], hash: ConfigHash) -> usize {
-    agents
-        .iter()
-        .filter(|a| a.state().applied_hash().map(|h| h.as_ref()) == Some(hash.as_bytes()))
-        .count()
-}
-
-fn received_count(agents: &[AgentHandle], hash: ConfigHash) -> usize {
-    agents
-        .iter()
-        .filter(|a| {
-            a.state()
-                .last_config
-                .as_ref()
-                .is_some_and(|c| c.hash.as_ref() == hash.as_bytes())
-        })
-        .count()
-}
-
-async fn wait_all_applied(agents: &[AgentHandle], hash: ConfigHash, what: &str) {
-    eventually(WAIT, what, async || {
-        (applied_count(agents, hash) == agents.len()).then_some(())
-    })
-    .await;
 }
 
 /// Records the hashes of an accepted revision: per configuration (hex, for store rows) and the
@@ -142,13 +83,6 @@ fn assert_only_accepted(agents: &[AgentHandle], accepted: &BTreeSet<ConfigHash>,
     }
 }
 
-fn redundant(agents: &[AgentHandle]) -> u64 {
-    agents
-        .iter()
-        .map(|a| a.state().redundant_configs_received)
-        .sum()
-}
-
 /// What a crashed server left on disk only names hashes of accepted revisions.
 async fn check_store_after_crash(
     data_dir: &std::path::Path,
@@ -188,83 +122,45 @@ async fn check_store_after_crash(
     store.close().await;
 }
 
-/// SIGTERM and wait: the final stop is graceful so the store holds the last acknowledgments.
-fn stop_gracefully(server: &mut Server) {
-    let pid = server.child.id().to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = server.child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("gitamp serve did not stop on SIGTERM:\n{}", server.logs());
-}
-
 const BROKEN: &str = "apiVersion: gitamp.dev/v1\nkind: Configuration\nmetadata:\n  name: broken\nspec:\n  priority: 50\n  selector:\n    matchLabels: {team: nobody}\n  sources: [otlp-default]\n  destinations: [does-not-exist]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consistent() {
-    let seed: u64 = std::env::var("GITAMP_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x6d5a_1f2c_9e37_b401);
+    let seed = seed_from_env("GITAMP_CRASH_SEED", 0x6d5a_1f2c_9e37_b401);
     println!("crash recovery seed {seed} (set GITAMP_CRASH_SEED to replay another)");
-    let mut rng = Prng(seed | 1);
+    let mut rng = Prng::new(seed);
     let started = Instant::now();
 
-    let fixture = GitFixture::with_example_repo();
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = data.path().join("webhook-token");
-    std::fs::write(&token, TOKEN).expect("write token");
-    let opamp = format!("127.0.0.1:{}", support::free_port());
-    let args = [
-        "--repo".to_string(),
-        fixture.remote_url(),
-        "--poll".into(),
-        "3600".into(),
-        "--opamp-listen".into(),
-        opamp,
-        "--api-listen".into(),
-        "127.0.0.1:0".into(),
-        "--webhook-token-file".into(),
-        token.to_str().expect("utf8").into(),
-    ];
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let data_dir = data.path().join("data");
+    let mut gitops = GitOpsServer::start("example-repo", &[]);
+    let data_dir = gitops.data_dir();
 
     // Every (configuration, hash) an accepted revision renders, hex.
     let mut accepted_all: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut accepted: BTreeSet<ConfigHash> = BTreeSet::new();
 
-    let mut server = Server::start(&data_dir, &argv);
-    let agents = start_agents(&server.ws_url());
-    let first = fixture.expected_hashes();
+    let agents = start_agents(AGENTS, "crash-linux", &gitops.server.ws_url());
+    let first = gitops.fixture.expected_hashes();
     accept(&first, &mut accepted_all, &mut accepted);
-    wait_all_applied(&agents, first[CONFIG], "first revision applied").await;
+    wait_all_applied(&agents, first[CONFIG], WAIT, "first revision applied").await;
 
     let mut rejected_shas = 0;
     for round in 0..ROUNDS {
         // Some rounds first push a bad commit that would also change the agents' config.
         if rng.below(3) == 0 {
-            fixture.edit(
+            gitops.fixture.edit(
                 "processors/env-production.yaml",
                 "team: ",
                 &format!("team: rejected-{round}-"),
             );
-            fixture.write("configurations/broken.yaml", BROKEN);
-            let bad_sha = fixture.commit_all("a bad commit");
-            fixture.push(false);
-            assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+            gitops.fixture.write("configurations/broken.yaml", BROKEN);
+            let bad_sha = gitops.fixture.commit_all("a bad commit");
+            gitops.fixture.push(false);
+            assert_eq!(post_webhook(&gitops.server, &gitops.token).await / 100, 2);
             if rng.below(2) == 0 {
                 println!("round {round}: kill right after the bad commit's webhook");
-                server.kill9();
-                server = Server::start(&data_dir, &argv);
+                gitops.crash_and_restart();
             }
-            let api = server.api_url("/api/v1/status");
+            let api = gitops.server.api_url("/api/v1/status");
             eventually(WAIT, "the bad commit is rejected", async || {
                 let st = get_json(&api).await;
                 (st["last_rejected"]["revision"] == bad_sha.as_str()).then_some(())
@@ -272,8 +168,11 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
             .await;
             rejected_shas += 1;
             // Undo it in the work tree; the next good commit carries the fix.
-            support::git(&fixture.work(), &["rm", "-q", "configurations/broken.yaml"]);
-            fixture.edit(
+            support::git(
+                &gitops.fixture.work(),
+                &["rm", "-q", "configurations/broken.yaml"],
+            );
+            gitops.fixture.edit(
                 "processors/env-production.yaml",
                 &format!("team: rejected-{round}-"),
                 "team: ",
@@ -281,21 +180,21 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
         }
 
         // A good change.
-        let text = fixture.read("processors/env-production.yaml");
+        let text = gitops.fixture.read("processors/env-production.yaml");
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with("team: "))
             .expect("a team line")
             .to_string();
         let indent = &line[..line.len() - line.trim_start().len()];
-        fixture.edit(
+        gitops.fixture.edit(
             "processors/env-production.yaml",
             &line,
             &format!("{indent}team: round-{round}"),
         );
-        fixture.commit_all(&format!("round {round}"));
-        fixture.push(false);
-        let hashes = fixture.expected_hashes();
+        gitops.fixture.commit_all(&format!("round {round}"));
+        gitops.fixture.push(false);
+        let hashes = gitops.fixture.expected_hashes();
         let want = hashes[CONFIG];
         accept(&hashes, &mut accepted_all, &mut accepted);
 
@@ -305,7 +204,7 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
             n => KillPoint::Applied(n as usize - 1),
         };
         println!("round {round}: kill point {point:?}");
-        assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+        assert_eq!(post_webhook(&gitops.server, &gitops.token).await / 100, 2);
         match point {
             KillPoint::AfterWebhook => {}
             KillPoint::FirstReceived => {
@@ -321,25 +220,31 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
                 .await
             }
         }
-        server.kill9();
+        gitops.server.kill9();
         check_store_after_crash(&data_dir, &accepted_all, round).await;
         assert_only_accepted(&agents, &accepted, round);
 
-        server = Server::start(&data_dir, &argv);
-        wait_all_applied(&agents, want, "every agent converges after the restart").await;
+        gitops.restart();
+        wait_all_applied(
+            &agents,
+            want,
+            WAIT,
+            "every agent converges after the restart",
+        )
+        .await;
         assert_eq!(redundant(&agents), 0, "round {round}: a redundant push");
         assert_only_accepted(&agents, &accepted, round);
     }
     assert!(rejected_shas > 0, "the seed interleaved no bad commit");
 
     // Final: wait for the server's view of all agents, stop gracefully, inspect the store.
-    let final_hashes = fixture.expected_hashes();
-    let api = server.api_url("/api/v1/agents?status=synced");
+    let final_hashes = gitops.fixture.expected_hashes();
+    let api = gitops.server.api_url("/api/v1/agents?status=synced");
     eventually(WAIT, "the API lists every agent synced", async || {
         (get_json(&api).await["total"] == AGENTS).then_some(())
     })
     .await;
-    stop_gracefully(&mut server);
+    gitops.server.stop_gracefully();
     let store = SqliteStore::open(&data_dir).await.expect("store opens");
     let rows = store.load_agents().await.expect("agents load");
     assert_eq!(rows.len(), AGENTS, "one row per agent: {rows:?}");
@@ -366,9 +271,7 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
         "{ROUNDS} kill -9 rounds ({rejected_shas} with a rejected commit) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    for a in &agents {
-        a.stop(Duration::from_secs(2)).await;
-    }
+    stop_all(&agents).await;
 }
 
 /// Events survive a `kill -9`: those a run stored (its revision accepted, an agent connecting
@@ -377,12 +280,14 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_survive_a_restart() {
     use gitamp::store::EventRecord;
+    use gitamp_opamp::agent::{AgentOptions, SimAgent, Transport, WsOptions, spawn_agent};
+    use support::{GitFixture, Server};
 
     let fixture = GitFixture::with_example_repo();
     let data = tempfile::tempdir().expect("tempdir");
     let data_dir = data.path().join("data");
     let remote = fixture.remote_url();
-    let opamp = format!("127.0.0.1:{}", support::free_port());
+    let opamp = format!("127.0.0.1:{}", support::server::free_port());
     let argv = [
         "--repo",
         remote.as_str(),

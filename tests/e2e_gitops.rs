@@ -10,95 +10,50 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gitamp_core::ConfigHash;
-use gitamp_opamp::agent::{
-    AgentHandle, AgentOptions, ApplyPolicy, DEFAULT_FAIL_MARKER, SimAgent, Transport, WsOptions,
-    spawn_agent,
-};
+use gitamp_opamp::agent::{AgentHandle, ApplyPolicy, DEFAULT_FAIL_MARKER};
 use gitamp_opamp::proto::RemoteConfigStatuses;
-use support::{GitFixture, Server, eventually, get_json, post_webhook};
+use support::agents::{linux_production, nudge_plan, received_total, redundant, stop_all};
+use support::{
+    GitFixture, GitOpsServer, Server, eventually, get_json, metric, post_webhook, start_agents_with,
+};
 
-const TOKEN: &str = "e2e-webhook-token";
 const WAIT: Duration = Duration::from_secs(90);
 
-fn token_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("webhook-token");
-    std::fs::write(&path, TOKEN).expect("write token");
-    path
-}
-
 /// Production Linux agents: the example repository's `linux-production` configuration selects
-/// them (batched rollout, 25% per batch, one failure tolerated).
+/// them (batched rollout, 25% per batch, one failure tolerated); a config carrying the fail
+/// marker fails.
 fn start_linux_agents(n: usize, url: &str) -> Vec<AgentHandle> {
-    (0..n)
-        .map(|i| {
-            let mut opts =
-                AgentOptions::collector("checkout", &format!("e2e-linux-{i:02}"), "production")
-                    .label("os.type", "linux");
-            opts.heartbeat_interval = Duration::from_secs(5);
-            opts.policy = ApplyPolicy::FailOnMarker(DEFAULT_FAIL_MARKER.into());
-            let ws = WsOptions {
-                reconnect_delay: Duration::from_millis(300),
-                ..WsOptions::default()
-            };
-            spawn_agent(SimAgent::new(opts), Transport::WebSocket(ws), url)
-        })
-        .collect()
+    start_agents_with(n, url, |i| {
+        let mut opts = linux_production(&format!("e2e-linux-{i:02}"));
+        opts.policy = ApplyPolicy::FailOnMarker(DEFAULT_FAIL_MARKER.into());
+        opts
+    })
 }
 
 fn applied(agent: &AgentHandle) -> Option<Bytes> {
     agent.state().applied_hash().cloned()
 }
 
-async fn wait_all_applied(agents: &[AgentHandle], hash: ConfigHash, what: &str) {
-    eventually(WAIT, what, async || {
-        agents
-            .iter()
-            .all(|a| applied(a).as_deref() == Some(hash.as_bytes()))
-            .then_some(())
-    })
-    .await;
-}
-
 fn linux_hash(fixture: &GitFixture) -> ConfigHash {
-    let hashes: BTreeMap<String, ConfigHash> = fixture.expected_hashes();
-    hashes["linux-production"]
-}
-
-fn redundant(agents: &[AgentHandle]) -> u64 {
-    agents
-        .iter()
-        .map(|a| a.state().redundant_configs_received)
-        .sum()
+    fixture.expected_hashes()["linux-production"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
-    let fixture = GitFixture::with_example_repo();
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = token_file(data.path());
-    let server = Server::start(
-        &data.path().join("data"),
-        &[
-            "--repo",
-            &fixture.remote_url(),
-            "--ref",
-            "main",
-            // Long poll: only the webhook may wake the server in this test.
-            "--poll",
-            "3600",
-            "--opamp-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--webhook-token-file",
-            token.to_str().expect("utf8"),
-        ],
-    );
+    // An hour-long poll: only the webhook wakes the server in this test.
+    let gitops = GitOpsServer::start("example-repo", &["--ref", "main"]);
+    let (fixture, server, token) = (&gitops.fixture, &gitops.server, gitops.token.as_str());
 
     // 1. Agents connect and converge on the first revision.
     let agents = start_linux_agents(8, &server.ws_url());
-    let first = linux_hash(&fixture);
-    wait_all_applied(&agents, first, "every agent applies the first revision").await;
+    let first = linux_hash(fixture);
+    support::wait_all_applied(
+        &agents,
+        first,
+        WAIT,
+        "every agent applies the first revision",
+    )
+    .await;
     // The server's view follows one plan after the agents' acknowledgments.
     eventually(WAIT, "the API lists 8 synced agents", async || {
         let synced = get_json(&server.api_url("/api/v1/agents?status=synced")).await;
@@ -114,15 +69,21 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     );
     let second_sha = fixture.commit_all("tag production telemetry with the observability team");
     fixture.push(false);
-    let second = linux_hash(&fixture);
+    let second = linux_hash(fixture);
     assert_ne!(first, second);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
-    wait_all_applied(&agents, second, "every agent applies the second revision").await;
+    assert_eq!(post_webhook(server, token).await / 100, 2);
+    support::wait_all_applied(
+        &agents,
+        second,
+        WAIT,
+        "every agent applies the second revision",
+    )
+    .await;
     let st = get_json(&server.api_url("/api/v1/status")).await;
     assert_eq!(st["current_revision"], second_sha.as_str(), "status: {st}");
 
     // A webhook with a wrong token is refused and wakes nothing.
-    assert_eq!(post_webhook(&server, "wrong").await, 401);
+    assert_eq!(post_webhook(server, "wrong").await, 401);
 
     // 3. A bad commit is rejected whole: agents keep the second revision, diagnostics shown.
     fixture.write(
@@ -131,7 +92,7 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     );
     let bad_sha = fixture.commit_all("add a configuration with a dangling destination");
     fixture.push(false);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    assert_eq!(post_webhook(server, token).await / 100, 2);
     let rejected = eventually(WAIT, "the bad revision is rejected", async || {
         let st = get_json(&server.api_url("/api/v1/status")).await;
         (st["last_rejected"]["revision"] == bad_sha.as_str()).then_some(st)
@@ -160,7 +121,7 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     );
     let fixed_sha = fixture.commit_all("fix the destination reference");
     fixture.push(false);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    assert_eq!(post_webhook(server, token).await / 100, 2);
     eventually(WAIT, "the fix is served", async || {
         let st = get_json(&server.api_url("/api/v1/status")).await;
         (st["current_revision"] == fixed_sha.as_str()).then_some(())
@@ -170,13 +131,13 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     // 5. A force-push back to the second commit is followed.
     support::git(&fixture.work(), &["reset", "-q", "--hard", &second_sha]);
     fixture.push(true);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    assert_eq!(post_webhook(server, token).await / 100, 2);
     eventually(WAIT, "the force-pushed revision is served", async || {
         let st = get_json(&server.api_url("/api/v1/status")).await;
         (st["current_revision"] == second_sha.as_str()).then_some(())
     })
     .await;
-    wait_all_applied(&agents, second, "agents stay on the second revision").await;
+    support::wait_all_applied(&agents, second, WAIT, "agents stay on the second revision").await;
 
     // 6. A change that makes agents fail halts the batched rollout after the first batch:
     //    2 agents (25% of 8) fail, more than the 1 failure tolerated, the other 6 keep the
@@ -188,8 +149,8 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
     );
     fixture.commit_all("a change the agents cannot apply");
     fixture.push(false);
-    let failing = linux_hash(&fixture);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    let failing = linux_hash(fixture);
+    assert_eq!(post_webhook(server, token).await / 100, 2);
     let halted = eventually(WAIT, "the rollout halts", async || {
         let cfgs = get_json(&server.api_url("/api/v1/configurations")).await;
         let text = cfgs.to_string();
@@ -227,9 +188,17 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
             Some(second.to_hex().as_str())
         );
     }
-    // Give a wrongly continuing rollout time to show itself, then check nobody else got it:
-    // all 8 run the second revision (6 never left it, 2 came back to it).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A wrongly continuing rollout would push the failing config on a later plan: make the
+    // server plan once more after the rollback and wait for that plan, then check nobody else
+    // got it: no push since the rollback, and all 8 run the second revision (6 never left it,
+    // 2 came back to it).
+    let pushes = metric(server, "gitamp_config_pushes_total").await;
+    nudge_plan(server, "the rollback").await;
+    assert_eq!(
+        metric(server, "gitamp_config_pushes_total").await,
+        pushes,
+        "nothing pushed after the rollback"
+    );
     let on_second = agents
         .iter()
         .filter(|a| applied(a).as_deref() == Some(second.as_bytes()))
@@ -247,35 +216,16 @@ async fn commit_webhook_reject_fix_forcepush_and_halted_rollout() {
         "no agent got a config it already had"
     );
 
-    for a in &agents {
-        a.stop(Duration::from_secs(2)).await;
-    }
+    stop_all(&agents).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_rollout_then_restart_converges_without_redundant_pushes() {
-    let fixture = GitFixture::with_example_repo();
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = token_file(data.path());
-    let opamp = format!("127.0.0.1:{}", support::free_port());
-    let args = vec![
-        "--repo".to_string(),
-        fixture.remote_url(),
-        "--poll".into(),
-        "3600".into(),
-        "--opamp-listen".into(),
-        opamp.clone(),
-        "--api-listen".into(),
-        "127.0.0.1:0".into(),
-        "--webhook-token-file".into(),
-        token.to_str().expect("utf8").into(),
-    ];
-    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let data_dir = data.path().join("data");
-    let mut server = Server::start(&data_dir, &argv);
-    let agents = start_linux_agents(8, &server.ws_url());
-    let first = linux_hash(&fixture);
-    wait_all_applied(&agents, first, "first revision applied").await;
+    let mut gitops = GitOpsServer::start("example-repo", &[]);
+    let agents = start_linux_agents(8, &gitops.server.ws_url());
+    let fixture = &gitops.fixture;
+    let first = linux_hash(fixture);
+    support::wait_all_applied(&agents, first, WAIT, "first revision applied").await;
 
     fixture.edit(
         "processors/env-production.yaml",
@@ -284,44 +234,37 @@ async fn kill_9_mid_rollout_then_restart_converges_without_redundant_pushes() {
     );
     fixture.commit_all("change");
     fixture.push(false);
-    let second = linux_hash(&fixture);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    let second = linux_hash(fixture);
+    assert_eq!(post_webhook(&gitops.server, &gitops.token).await / 100, 2);
     // Kill as soon as the rollout has started (the first batch got the config).
     eventually(WAIT, "the rollout starts", async || {
-        agents
-            .iter()
-            .any(|a| {
-                a.state()
-                    .last_config
-                    .as_ref()
-                    .is_some_and(|c| c.hash.as_ref() == second.as_bytes())
-            })
-            .then_some(())
+        (support::agents::received_count(&agents, second) > 0).then_some(())
     })
     .await;
-    server.kill9();
-    let before: u64 = agents
-        .iter()
-        .map(|a| a.state().remote_configs_received)
-        .sum();
+    gitops.server.kill9();
+    let before = received_total(&agents);
     assert!(before < 16, "killed mid-rollout, not after it");
 
-    let server = Server::start(&data_dir, &argv);
-    wait_all_applied(&agents, second, "every agent converges after the restart").await;
+    gitops.restart();
+    support::wait_all_applied(
+        &agents,
+        second,
+        WAIT,
+        "every agent converges after the restart",
+    )
+    .await;
     assert_eq!(
         redundant(&agents),
         0,
         "no agent received a config it already had"
     );
-    let total: u64 = agents
-        .iter()
-        .map(|a| a.state().remote_configs_received)
-        .sum();
-    assert_eq!(total, 16, "each agent received each config exactly once");
-    drop(server);
-    for a in &agents {
-        a.stop(Duration::from_secs(2)).await;
-    }
+    assert_eq!(
+        received_total(&agents),
+        16,
+        "each agent received each config exactly once"
+    );
+    drop(gitops);
+    stop_all(&agents).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,24 +318,8 @@ async fn python_client_agents_follow_commits() {
         "no Python for the interop test at {}: run scripts/python-env.sh (scripts/test.sh does)",
         python.display()
     );
-    let fixture = GitFixture::with_example_repo();
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = token_file(data.path());
-    let server = Server::start(
-        &data.path().join("data"),
-        &[
-            "--repo",
-            &fixture.remote_url(),
-            "--poll",
-            "3600",
-            "--opamp-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--webhook-token-file",
-            token.to_str().expect("utf8"),
-        ],
-    );
+    let gitops = GitOpsServer::start("example-repo", &[]);
+    let (fixture, server, token) = (&gitops.fixture, &gitops.server, gitops.token.as_str());
     // Staging Linux: the `staging` configuration (all at once) selects these agents.
     let mut child = tokio::process::Command::new(&python)
         .arg(support::workspace().join("tests/interop/python_agent.py"))
@@ -449,7 +376,7 @@ async fn python_client_agents_follow_commits() {
     fixture.push(false);
     let second = fixture.expected_hashes()["staging"];
     assert_ne!(first, second);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    assert_eq!(post_webhook(server, token).await / 100, 2);
     wait_applied(second, &mut rx).await;
     eventually(
         WAIT,

@@ -26,9 +26,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use gitamp_opamp::agent::{
     AgentHandle, AgentOptions, ApplyPolicy, HttpPool, HttpPoolOptions, SimAgent, Transport,
-    WsOptions, spawn_agent,
+    spawn_agent,
 };
-use hmac::{KeyInit, Mac};
+use support::agents::{linux_production, ws};
+use support::server::{
+    api_get as get, api_get_json as get_json, github_signature, post_webhook_as as webhook,
+};
 use support::{GitFixture, Server, eventually};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -143,26 +146,11 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf8 path")
 }
 
-fn github_signature(secret: &str, body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 fn linux_agent(host: &str) -> AgentOptions {
-    let mut opts =
-        AgentOptions::collector("checkout", host, "production").label("os.type", "linux");
+    let mut opts = linux_production(host);
     opts.heartbeat_interval = Duration::from_secs(2);
     opts.policy = ApplyPolicy::Apply;
     opts
-}
-
-fn ws(headers: Vec<(String, String)>) -> Transport {
-    Transport::WebSocket(WsOptions {
-        reconnect_delay: Duration::from_millis(500),
-        headers,
-        ..WsOptions::default()
-    })
 }
 
 /// The whole body of every config file the agent last received.
@@ -181,44 +169,6 @@ fn received_text(agent: &AgentHandle) -> String {
         .unwrap_or_default()
 }
 
-/// GET with an optional bearer token: (status, body).
-async fn get(client: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, String) {
-    let mut req = client.get(url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let code = resp.status().as_u16();
-    (code, resp.text().await.unwrap_or_default())
-}
-
-async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
-    let (code, body) = get(client, url, Some(token)).await;
-    assert_eq!(code, 200, "GET {url}: {body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
-}
-
-/// POST a webhook: status code.
-async fn webhook(
-    client: &reqwest::Client,
-    server: &Server,
-    provider: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> u16 {
-    let mut req = client
-        .post(server.api_url(&format!("/webhooks/{provider}")))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.expect("webhook POST").status().as_u16()
-}
-
 /// A refused Git fetch is logged and the status API answers, without `secret` in the answer.
 async fn refused_fetch_is_reported_without(
     server: &Server,
@@ -231,21 +181,7 @@ async fn refused_fetch_is_reported_without(
     .await;
     let (code, status) = get(client, &server.api_url("/api/v1/status"), None).await;
     assert_eq!(code, 200);
-    settle(server).await;
     assert_no_secret("the status API's answer", &status, &[secret]);
-}
-
-/// Wait until the output has been quiet for a moment, so the last lines are in.
-async fn settle(server: &Server) {
-    let mut last = usize::MAX;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let n = server.logs.lock().map(|l| l.len()).unwrap_or(0);
-        if n == last {
-            return;
-        }
-        last = n;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,7 +229,7 @@ async fn scenario(echoing_agent: bool) {
 
     let tmp = tempfile::tempdir().expect("tempdir");
     let files = tmp.path();
-    let server = Server::start_with_env(
+    let mut server = Server::start_with_env(
         &files.join("data"),
         &[
             "--repo",
@@ -419,27 +355,18 @@ async fn scenario(echoing_agent: bool) {
         Some(format!("Basic {}", wrong_agent_secret.value)),
         None,
     ] {
-        let mut req = client.post(server.http_url()).body(vec![0u8; 4]);
-        if let Some(a) = &auth {
-            req = req.header("Authorization", a);
-        }
-        let code = req.send().await.expect("OpAMP POST").status().as_u16();
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let (code, _) =
+            support::wire::post_opamp_raw(&client, &server.http_url(), &headers, vec![0u8; 4])
+                .await;
         assert_eq!(code, 401, "OpAMP POST with {auth:?}");
     }
 
     // 2. The API with a wrong and without a token: 401, on every protected route.
-    let protected = [
-        "/api/v1/status",
-        "/api/v1/agents",
-        "/api/v1/configurations",
-        "/api/v1/configurations/linux-production",
-        "/api/v1/configurations/linux-production/rendered",
-        "/api/v1/revisions",
-        "/api/v1/events",
-        "/api/v1/openapi.json",
-        "/metrics",
-    ];
-    for path in protected {
+    let protected =
+        support::routes::protected_gets(&support::agents::uid_of(&agents[0]), "linux-production");
+    for path in &protected {
         for token in [Some(wrong_api_token.value.as_str()), None] {
             let (code, _) = get(&client, &server.api_url(path), token).await;
             assert_eq!(code, 401, "GET {path} with token {token:?}");
@@ -544,7 +471,7 @@ async fn scenario(echoing_agent: bool) {
     // 6. Every API route with the right token: nothing secret in any answer (sensitive values
     //    masked in rendered and effective configs, in agents' error messages, in diagnostics).
     let mut answers = String::new();
-    for path in protected {
+    for path in &protected {
         let (code, body) = get(&client, &server.api_url(path), Some(&api_token.value)).await;
         assert_eq!(code, 200, "GET {path}: {body}");
         answers.push_str(&format!("GET {path}\n{body}\n"));
@@ -588,7 +515,8 @@ async fn scenario(echoing_agent: bool) {
     for a in agents.iter().chain(&failing).chain([&impostor]) {
         a.stop(Duration::from_secs(5)).await;
     }
-    settle(&server).await;
+    // Every line the server will ever print, shutdown included, before looking for secrets.
+    server.stop_gracefully();
 
     let everything = [
         &agent_secret,
@@ -664,7 +592,7 @@ async fn a_refused_git_token_is_not_logged() {
     let token = Secret::new("gittoken");
     let (port, seen) = refusing_remote();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with_env(
+    let mut server = Server::start_with_env(
         &tmp.path().join("data"),
         &[
             "--repo",
@@ -689,6 +617,7 @@ async fn a_refused_git_token_is_not_logged() {
     })
     .await;
     refused_fetch_is_reported_without(&server, &client, &token).await;
+    server.stop_gracefully();
     let logs = server.logs();
     assert!(
         !logs.contains(&basic),
@@ -702,7 +631,7 @@ async fn a_refused_git_token_is_not_logged() {
     let url_token = Secret::new("urltoken");
     let (port, _seen) = refusing_remote();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let server = Server::start_with_env(
+    let mut server = Server::start_with_env(
         &tmp.path().join("data"),
         &[
             "--repo",
@@ -722,5 +651,6 @@ async fn a_refused_git_token_is_not_logged() {
         LOG_ENV,
     );
     refused_fetch_is_reported_without(&server, &client, &url_token).await;
+    server.stop_gracefully();
     assert_no_secret("the server's output", &server.logs(), &[&url_token]);
 }

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::agents::nudge_plan;
 use support::opamp_go::GoAgent;
 use support::{GitOpsServer, agents, eventually, metric};
 
@@ -94,8 +95,9 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
         .edit("processors/tag.yaml", "value: one", "value: two");
     let edge2 = gitops.fixture.expected_hashes()["edge"];
     assert_ne!(edge1, edge2);
-    fleet[2].command(&format!("fail {}", edge2.to_hex()));
-    std::thread::sleep(Duration::from_millis(300));
+    fleet[2]
+        .command_acked(&format!("fail {}", edge2.to_hex()))
+        .await;
     gitops.commit_and_announce("tag two").await;
     let list = eventually(WAIT, "the refusing agent is rolled back", async || {
         let list = agents(&gitops.server).await;
@@ -164,29 +166,51 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
     .await;
     store.close().await;
     gitops.crash_and_restart();
-    let started = std::time::Instant::now();
-    loop {
+    eventually(WAIT, "the statuses of before the crash", async || {
         let list = agents(&gitops.server).await;
         let now: Vec<String> = fleet.iter().map(|a| status_of(&list, &a.uid)).collect();
         if now == before {
-            break;
+            Ok(())
+        } else {
+            Err(format!("statuses {now:?}, before {before:?}"))
         }
-        assert!(
-            started.elapsed() < WAIT,
-            "statuses after the restart: {now:?}, before: {before:?}\n{list:#?}\n{}",
-            gitops.server.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     for (a, n) in fleet.iter().zip(&connected_before) {
         let ws = a.events_of("started")[0]["transport"] == "ws";
         if ws {
             assert!(a.events_of("connected").len() > *n, "{} reconnected", a.uid);
         }
     }
-    // Routine reports and heartbeats go on for a while (heartbeats every 500 ms); nothing is
-    // pushed meanwhile. A negative check, so it needs time to fail in: 3 s is six heartbeats.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing is pushed after the reconnects. A negative check, so first its trigger: the
+    // WebSocket agents reconnected (above), a plan ran after that (the probe), and every agent
+    // talked to the server after that plan (its `last_seen` moved), so a push decided there
+    // would have reached it, HTTP agents included (they poll every 500 ms).
+    nudge_plan(&gitops.server, "the agents reconnected").await;
+    let seen = |list: &[serde_json::Value], uid: &str| -> String {
+        list.iter()
+            .find(|a| a["uid"].as_str() == Some(uid))
+            .map(|a| a["last_seen"].to_string())
+            .unwrap_or_default()
+    };
+    let seen_at_plan: Vec<String> = {
+        let list = agents(&gitops.server).await;
+        fleet.iter().map(|a| seen(&list, &a.uid)).collect()
+    };
+    eventually(
+        WAIT,
+        "every agent talks to the server after the plan",
+        async || {
+            let list = agents(&gitops.server).await;
+            let now: Vec<String> = fleet.iter().map(|a| seen(&list, &a.uid)).collect();
+            if now.iter().zip(&seen_at_plan).all(|(n, b)| n != b) {
+                Ok(())
+            } else {
+                Err(format!("last_seen {now:?}, at the plan {seen_at_plan:?}"))
+            }
+        },
+    )
+    .await;
     assert_eq!(
         metric(&gitops.server, "gitamp_config_pushes_total").await,
         0.0
@@ -228,8 +252,9 @@ async fn a_rollback_after_a_restart_sends_a_config_only_the_store_still_has() {
         .fixture
         .edit("processors/tag.yaml", "value: one", "value: two");
     let edge2 = gitops.fixture.expected_hashes()["edge"];
-    agent.command(&format!("fail {}", edge2.to_hex()));
-    std::thread::sleep(Duration::from_millis(300));
+    agent
+        .command_acked(&format!("fail {}", edge2.to_hex()))
+        .await;
     let sha = gitops.commit_and_announce("tag two").await;
     eventually(WAIT, "the new config reaches the agent", async || {
         (agent.received(&edge2.to_hex()) == 1).then_some(())

@@ -15,43 +15,20 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
+use support::cli::{explain, gitamp_env, json_of};
 use support::{GitOpsServer, Server, eventually, get_json};
-
-fn gitamp(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gitamp"))
-        .args(args)
-        .env_remove("GITAMP_OTELCOL")
-        .envs(env.iter().copied())
-        .current_dir(support::workspace())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run gitamp: {e}"))
-}
 
 fn otelcol() -> String {
     support::otelcol().to_string_lossy().into_owned()
 }
 
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json_of(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("output is not JSON ({e}):\n{}", explain(o)))
-}
-
 /// `gitamp validate --format json --otelcol <collector> <repo>`.
 fn validate_with_collector(repo: &Path, env: &[(&str, &str)]) -> Output {
     let collector = otelcol();
-    gitamp(
+    gitamp_env(
         &[
             "validate",
             "--format",
@@ -100,7 +77,7 @@ fn collector_only_mistakes_are_reported_where_they_were_written() {
     for case in &cases {
         let name = &case.name;
         // gitamp's own checks accept it: only the collector knows better.
-        let own = gitamp(&["validate", &case.repo.to_string_lossy()], &[]);
+        let own = gitamp_env(&["validate", &case.repo.to_string_lossy()], &[]);
         if own.status.code() != Some(0) {
             failures.push(format!(
                 "{name}: gitamp alone rejects it\n{}",
@@ -127,7 +104,7 @@ fn collector_only_mistakes_are_reported_where_they_were_written() {
 fn text_output_names_the_component_and_the_resource() {
     let repo = support::workspace().join("tests/corpus-otelcol/02-bad-duration/repo");
     let collector = otelcol();
-    let out = gitamp(
+    let out = gitamp_env(
         &["validate", "--otelcol", &collector, &repo.to_string_lossy()],
         &[],
     );
@@ -148,7 +125,7 @@ fn text_output_names_the_component_and_the_resource() {
 
 #[test]
 fn a_missing_or_unusable_collector_is_a_usage_error() {
-    let out = gitamp(
+    let out = gitamp_env(
         &[
             "validate",
             "--otelcol",
@@ -165,7 +142,7 @@ fn a_missing_or_unusable_collector_is_a_usage_error() {
     );
 
     // From the environment too; a file that is not executable.
-    let out = gitamp(
+    let out = gitamp_env(
         &["validate", "example-repo"],
         &[("GITAMP_OTELCOL", "README.md")],
     );
@@ -178,7 +155,7 @@ fn a_missing_or_unusable_collector_is_a_usage_error() {
 
     // `serve` refuses to start with it.
     let data = tempfile::tempdir().expect("tempdir");
-    let out = gitamp(
+    let out = gitamp_env(
         &[
             "serve",
             "--data-dir",
@@ -203,7 +180,7 @@ fn a_missing_or_unusable_collector_is_a_usage_error() {
 #[test]
 fn a_collector_that_does_not_finish_in_time_is_an_error_not_a_verdict() {
     let collector = otelcol();
-    let out = gitamp(
+    let out = gitamp_env(
         &[
             "validate",
             "--otelcol",
@@ -316,7 +293,7 @@ async fn serve_rejects_a_revision_the_collector_refuses() {
         "          timeout: {{ timeout }}\n",
         "          timeout: {{ timeout }}\n          send_batch_max: 100\n",
     );
-    let own = gitamp(&["validate", &fixture.work().to_string_lossy()], &[]);
+    let own = gitamp_env(&["validate", &fixture.work().to_string_lossy()], &[]);
     assert_eq!(own.status.code(), Some(0), "{}", explain(&own));
     let bad_sha = gitops
         .commit_and_announce("a batch field the collector does not know")

@@ -8,12 +8,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use gitamp_core::ConfigHash;
-use gitamp_opamp::agent::{AgentHandle, AgentOptions, SimAgent, Transport, WsOptions, spawn_agent};
+use gitamp_opamp::agent::{AgentHandle, AgentOptions};
+use support::cli::{code, explain, gitamp_at, json_of, stdout};
 use support::{GitFixture, Server, eventually, get_json, git};
 
 /// The second commit's new configuration: it ties with `staging` for agents labelled role=edge.
@@ -59,37 +60,6 @@ fn repo() -> Repo {
         base,
         head,
     }
-}
-
-fn gitamp(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gitamp"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("GITAMP_API_TOKEN")
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("gitamp runs")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        stdout(o),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", explain(o)))
 }
 
 /// The fleet of the agents-file tests: agents on both production configurations (one already on
@@ -168,7 +138,7 @@ fn golden_plans_with_base_and_agents_file() {
         for (format, ext) in [("text", "txt"), ("json", "json"), ("markdown", "md")] {
             let mut args = vec!["reconcile", "--dry-run", ".", "--format", format];
             args.extend(extra.iter().copied());
-            let out = gitamp(&work, &args);
+            let out = gitamp_at(&work, &args);
             assert_eq!(code(&out), 3, "{scenario}/{format}: {}", explain(&out));
             assert!(
                 !stdout(&out).contains('\x1b'),
@@ -182,7 +152,7 @@ fn golden_plans_with_base_and_agents_file() {
     }
 
     // The json plan carries what the goldens show, in a shape tools can rely on.
-    let out = gitamp(
+    let out = gitamp_at(
         &work,
         &[
             "reconcile",
@@ -195,7 +165,7 @@ fn golden_plans_with_base_and_agents_file() {
             "json",
         ],
     );
-    let plan = json(&out);
+    let plan = json_of(&out);
     assert_eq!(plan["format_version"], 1);
     assert_eq!(plan["base"]["revision"], repo.base_sha.as_str());
     let changes: BTreeMap<String, String> = plan["configurations"]
@@ -266,7 +236,7 @@ fn sensitive_values_stay_masked() {
         "api_key: sup3r-s3cret-value",
     );
     for format in ["text", "json", "markdown"] {
-        let out = gitamp(
+        let out = gitamp_at(
             &work,
             &[
                 "reconcile",
@@ -284,7 +254,7 @@ fn sensitive_values_stay_masked() {
             stdout(&out)
         );
     }
-    let out = gitamp(
+    let out = gitamp_at(
         &work,
         &[
             "reconcile",
@@ -295,7 +265,7 @@ fn sensitive_values_stay_masked() {
             "json",
         ],
     );
-    let plan = json(&out);
+    let plan = json_of(&out);
     let linux = plan["configurations"]
         .as_array()
         .and_then(|a| a.iter().find(|c| c["name"] == "linux-production"))
@@ -317,7 +287,7 @@ fn exit_codes() {
     let dry = |args: &[&str]| {
         let mut all = vec!["reconcile", "--dry-run"];
         all.extend_from_slice(args);
-        gitamp(&work, &all)
+        gitamp_at(&work, &all)
     };
 
     // 0: the working tree is what HEAD holds.
@@ -364,7 +334,7 @@ fn exit_codes() {
     );
     let out = dry(&["--base", "HEAD~1", "--format", "json"]);
     assert_eq!(code(&out), 1);
-    let v = json(&out);
+    let v = json_of(&out);
     assert_eq!(v["valid"], false);
     assert_eq!(v["diagnostics"][0]["code"], "E012");
     let out = dry(&["--base", "HEAD~1", "--format", "markdown"]);
@@ -377,7 +347,7 @@ fn exit_codes() {
     std::fs::remove_file(work.join("configurations/broken.yaml")).expect("rm");
 
     // 2: usage and I/O errors.
-    let out = gitamp(&work, &["reconcile", "--base", "HEAD"]);
+    let out = gitamp_at(&work, &["reconcile", "--base", "HEAD"]);
     assert_eq!(code(&out), 2, "without --dry-run: {}", explain(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("dry-run"));
     let out = dry(&[]);
@@ -398,27 +368,11 @@ fn exit_codes() {
 
 /// Production Linux and staging agents connected over WebSocket.
 fn start_agents(url: &str) -> Vec<AgentHandle> {
-    let ws = || WsOptions {
-        reconnect_delay: Duration::from_millis(300),
-        ..WsOptions::default()
-    };
-    let mut agents = Vec::new();
-    for i in 0..4 {
-        let opts = AgentOptions::collector("checkout", &format!("dry-linux-{i}"), "production")
-            .label("os.type", "linux");
-        agents.push(spawn_agent(
-            SimAgent::new(opts),
-            Transport::WebSocket(ws()),
-            url,
-        ));
-    }
-    let opts = AgentOptions::collector("web", "dry-staging-0", "staging").label("os.type", "linux");
-    agents.push(spawn_agent(
-        SimAgent::new(opts),
-        Transport::WebSocket(ws()),
-        url,
-    ));
-    agents
+    support::start_agents_with(5, url, |i| match i {
+        0..4 => AgentOptions::collector("checkout", &format!("dry-linux-{i}"), "production")
+            .label("os.type", "linux"),
+        _ => AgentOptions::collector("web", "dry-staging-0", "staging").label("os.type", "linux"),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -456,7 +410,7 @@ async fn plans_against_a_running_server() {
         let work = work.clone();
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            gitamp(&work, &args)
+            gitamp_at(&work, &args)
         })
     };
     let out = run(vec![
@@ -470,7 +424,7 @@ async fn plans_against_a_running_server() {
     .await
     .expect("join");
     assert_eq!(code(&out), 3, "{}", explain(&out));
-    let plan = json(&out);
+    let plan = json_of(&out);
     assert_eq!(plan["fleet"]["source"], "server");
     assert_eq!(plan["fleet"]["agents"], 5);
     assert_eq!(plan["fleet"]["server_revision"], repo.base_sha.as_str());
@@ -518,7 +472,7 @@ async fn plans_against_a_running_server() {
     .await
     .expect("join");
     assert_eq!(code(&out), 3, "{}", explain(&out));
-    let from_file = json(&out);
+    let from_file = json_of(&out);
     assert_eq!(
         from_file["summary"]["by_status"],
         plan["summary"]["by_status"]
@@ -558,6 +512,6 @@ fn colour_only_on_a_terminal() {
     );
     let plain = on_tty(true).expect("script runs");
     assert!(!stdout(&plain).contains('\x1b'), "{}", explain(&plain));
-    let piped = gitamp(&work, &["reconcile", "--dry-run", "--base", "HEAD~1"]);
+    let piped = gitamp_at(&work, &["reconcile", "--dry-run", "--base", "HEAD~1"]);
     assert!(!stdout(&piped).contains('\x1b'));
 }

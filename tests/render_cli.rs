@@ -1,27 +1,12 @@
 //! `gitamp render` end to end: the real binary on the example repository and on small
 //! repositories written to a temporary folder.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
 
-fn gitamp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gitamp"))
-        .args(args)
-        .output()
-        .expect("run gitamp")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use support::cli::{gitamp, stderr, stdout};
+use support::workspace;
 
 fn example() -> String {
     workspace().join("example-repo").display().to_string()

@@ -18,10 +18,9 @@ use gitamp::source::dir::read_dir;
 use gitamp::source::skipped::skipped_diagnostics;
 use gitamp::source::{DEFAULT_MAX_FILE_SIZE, SkipReason};
 use gitamp_core::ConfigHash;
-use gitamp_opamp::agent::{AgentHandle, AgentOptions, SimAgent, Transport, WsOptions, spawn_agent};
-use support::{GitFixture, Server, eventually, get_json, post_webhook};
+use support::agents::{all_applied, nudge_plan, redundant, stop_all};
+use support::{GitFixture, GitOpsServer, eventually, get_json, post_webhook, start_agents};
 
-const TOKEN: &str = "faults-webhook-token";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A fresh copy of the minimal valid repository.
@@ -189,28 +188,6 @@ fn ten_thousand_files_are_read_and_one_bad_among_them_is_named() {
     );
 }
 
-fn start_agents(n: usize, url: &str) -> Vec<AgentHandle> {
-    (0..n)
-        .map(|i| {
-            let mut opts =
-                AgentOptions::collector("checkout", &format!("faults-{i:02}"), "production")
-                    .label("os.type", "linux");
-            opts.heartbeat_interval = Duration::from_secs(5);
-            let ws = WsOptions {
-                reconnect_delay: Duration::from_millis(200),
-                ..WsOptions::default()
-            };
-            spawn_agent(SimAgent::new(opts), Transport::WebSocket(ws), url)
-        })
-        .collect()
-}
-
-fn all_applied(agents: &[AgentHandle], hash: ConfigHash) -> bool {
-    agents
-        .iter()
-        .all(|a| a.state().applied_hash().map(|h| &h[..]) == Some(hash.as_bytes()))
-}
-
 /// End to end: bad commits (binary config file, config behind a symlink pointing outside,
 /// one broken file among 10,000) are rejected with a diagnostic naming the file while the
 /// last good revision keeps serving; a commit adding only harmless files (10,000 text files, a
@@ -218,26 +195,9 @@ fn all_applied(agents: &[AgentHandle], hash: ConfigHash) -> bool {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_commits_are_rejected_while_the_last_good_revision_keeps_serving() {
-    let fixture = GitFixture::with_example_repo();
-    let data = tempfile::tempdir().expect("tempdir");
-    let token = data.path().join("token");
-    std::fs::write(&token, TOKEN).expect("token");
-    let server = Server::start(
-        &data.path().join("data"),
-        &[
-            "--repo",
-            &fixture.remote_url(),
-            "--poll",
-            "3600",
-            "--opamp-listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--webhook-token-file",
-            token.to_str().expect("utf8"),
-        ],
-    );
-    let agents = start_agents(3, &server.ws_url());
+    let gitops = GitOpsServer::start("example-repo", &[]);
+    let (fixture, server, token) = (&gitops.fixture, &gitops.server, gitops.token.as_str());
+    let agents = start_agents(3, "faults", &server.ws_url());
     let good = fixture.expected_hashes()["linux-production"];
     let good_sha = support::git(&fixture.work(), &["rev-parse", "HEAD"]);
     eventually(WAIT, "agents apply the good revision", async || {
@@ -290,10 +250,10 @@ async fn bad_commits_are_rejected_while_the_last_good_revision_keeps_serving() {
     for (what, file, apply) in &faults {
         support::git(&fixture.work(), &["reset", "-q", "--hard", &good_sha]);
         support::git(&fixture.work(), &["clean", "-qfdx"]);
-        apply(&fixture);
+        apply(fixture);
         let sha = fixture.commit_all(what);
         fixture.push(true);
-        assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+        assert_eq!(post_webhook(server, token).await / 100, 2);
         let st = eventually(WAIT, what, async || {
             let st = get_json(&status_url).await;
             (st["last_rejected"]["revision"] == sha.as_str()).then_some(st)
@@ -321,20 +281,17 @@ async fn bad_commits_are_rejected_while_the_last_good_revision_keeps_serving() {
     std::fs::write(fixture.work().join("logo.png"), &noise).expect("write");
     let harmless_sha = fixture.commit_all("10,000 notes and a logo");
     fixture.push(true);
-    assert_eq!(post_webhook(&server, TOKEN).await / 100, 2);
+    assert_eq!(post_webhook(server, token).await / 100, 2);
     eventually(WAIT, "the harmless commit is served", async || {
         let st = get_json(&status_url).await;
         (st["current_revision"] == harmless_sha.as_str()).then_some(())
     })
     .await;
     assert_eq!(fixture.expected_hashes()["linux-production"], good);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing changes for the agents: proven after a plan on the harmless revision has run.
+    nudge_plan(server, "the harmless revision is served").await;
     assert!(all_applied(&agents, good));
-    let redundant: u64 = agents
-        .iter()
-        .map(|a| a.state().redundant_configs_received)
-        .sum();
-    assert_eq!(redundant, 0, "no config pushed again");
+    assert_eq!(redundant(&agents), 0, "no config pushed again");
     for a in &agents {
         assert!(
             a.state()
@@ -343,6 +300,6 @@ async fn bad_commits_are_rejected_while_the_last_good_revision_keeps_serving() {
                 .all(|c| c.hash.is_empty() || &c.hash[..] == good.as_bytes()),
             "an agent saw a config from a rejected revision"
         );
-        a.stop(Duration::from_secs(2)).await;
     }
+    stop_all(&agents).await;
 }

@@ -1,6 +1,8 @@
 //! Folder source: the watcher sends the initial snapshot, a new one after a change, and
 //! nothing after a no-op touch.
 
+mod support;
+
 use std::time::Duration;
 
 use gitamp::source::dir::{DirOptions, DirWatcher, read_dir};
@@ -34,6 +36,7 @@ async fn poll_watcher_emits_on_change_and_not_on_touch() {
 }
 
 async fn watcher_scenario(poll_interval: Option<Duration>) {
+    support::logs::capture();
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("cfg");
     std::fs::create_dir_all(root.join("configurations")).unwrap();
@@ -58,8 +61,8 @@ async fn watcher_scenario(poll_interval: Option<Duration>) {
     let first = snapshot(next(&mut rx, 10).await);
     assert_eq!(&*first.files["configurations/web.yaml"], b"v: 1\n");
 
-    // Let the watcher settle, then change a file the way editors do: temp file + rename.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Change a file the way editors do: temp file + rename. The watch was set up before
+    // `start` returned, so no wait is needed.
     std::fs::write(root.join("configurations/.web.yaml.tmp"), "v: 2\n").unwrap();
     std::fs::rename(
         root.join("configurations/.web.yaml.tmp"),
@@ -80,18 +83,41 @@ async fn watcher_scenario(poll_interval: Option<Duration>) {
     }
 
     // Touch and rewrite identical bytes: events fire, the content revision does not change.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The touch moves the mtime a few seconds ahead, so the polling watcher (which compares
+    // mtimes in whole seconds) sees it too. Proof that the watcher reacted: its re-read logs
+    // "content unchanged" once more; only then is "no snapshot" meaningful.
+    let root_text = root.display().to_string();
+    let unchanged = || support::logs::count(&["Folder re-read; content unchanged", &root_text]);
+    let before = unchanged();
     let f = std::fs::OpenOptions::new()
         .write(true)
         .open(root.join("configurations/web.yaml"))
         .unwrap();
-    f.set_modified(std::time::SystemTime::now()).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
     drop(f);
     std::fs::write(root.join("types/nested/t.yaml"), "t: 1\n").unwrap();
+    support::eventually(
+        Duration::from_secs(10),
+        "the watcher re-reads the folder after the touch",
+        async || {
+            let n = unchanged();
+            if n > before {
+                Ok(())
+            } else {
+                Err(format!("{n} unchanged re-reads, was {before}"))
+            }
+        },
+    )
+    .await;
     assert!(
-        next(&mut rx, 2).await.is_none(),
+        matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Empty)),
         "no snapshot after a no-op touch"
     );
+    // And the next event is the next real change, not a late snapshot of the touch.
+    std::fs::write(root.join("configurations/web.yaml"), "v: 3\n").unwrap();
+    let fourth = snapshot(next(&mut rx, 10).await);
+    assert_eq!(&*fourth.files["configurations/web.yaml"], b"v: 3\n");
 
     cancel.cancel();
     handle.await.unwrap();

@@ -1,6 +1,9 @@
 //! Git source against real repositories made here: a bare "remote" whose commits are written
 //! with git2 (a force-push is just moving the ref to an unrelated commit), served through the
-//! local transport, `file://`, and `git daemon` on loopback for the shallow path.
+//! local transport, `file://`, and `git daemon` on loopback for the shallow path. The poller's
+//! interval and backoff are checked in paused (virtual) tokio time.
+
+mod support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -480,6 +483,105 @@ async fn poller_sends_snapshots_and_wakes_on_notify() {
     task.await.unwrap();
 }
 
+/// The poller's timers are tokio's: with time paused, an hour-long poll interval passes at once
+/// and is measured exactly. A commit made right after a poll is seen at the next one, an
+/// hour of virtual time later, and not before.
+#[tokio::test(start_paused = true)]
+async fn poller_polls_once_per_interval_in_virtual_time() {
+    const HOUR: Duration = Duration::from_secs(3600);
+    let remote = Remote::new();
+    let c1 = remote.commit("refs/heads/main", None, &[File("a.yaml", b"1")]);
+    let mut opts = GitOptions::new(&remote.data_dir);
+    opts.interval = HOUR;
+    let src = GitSource::new(
+        GitSpec {
+            url: remote.path.to_string_lossy().into_owned(),
+            git_ref: Some("main".into()),
+            sub_path: None,
+            auth: GitAuth::None,
+        },
+        opts,
+    )
+    .unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let cancel = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let task = tokio::spawn(GitPoller::new(src).run(tx, cancel.clone()));
+    // (The fetch runs on a blocking thread, which holds virtual time still meanwhile.)
+    match rx.recv().await {
+        Some(SyncEvent::Snapshot(s, _)) => assert_eq!(s.revision, c1.to_string()),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the first poll is at once"
+    );
+    let polled = tokio::time::Instant::now();
+    let c2 = remote.commit("refs/heads/main", Some(c1), &[File("a.yaml", b"2")]);
+    // Nothing before the interval is up ...
+    assert!(
+        tokio::time::timeout(HOUR - Duration::from_secs(1), rx.recv())
+            .await
+            .is_err(),
+        "no poll before the interval"
+    );
+    // ... and the new commit right at its end.
+    match rx.recv().await {
+        Some(SyncEvent::Snapshot(s, _)) => assert_eq!(s.revision, c2.to_string()),
+        other => panic!("{other:?}"),
+    }
+    let waited = polled.elapsed();
+    assert!(
+        waited >= HOUR && waited < HOUR + Duration::from_secs(1),
+        "polled after {waited:?}"
+    );
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+/// Failures back off on tokio's clock too: each retry waits between half and all of a delay
+/// that doubles from the base up to the cap (equal jitter), measured exactly in virtual time.
+#[tokio::test(start_paused = true)]
+async fn poller_backoff_doubles_up_to_its_cap_in_virtual_time() {
+    let remote = Remote::new();
+    let mut opts = GitOptions::new(&remote.data_dir);
+    opts.backoff_base = Duration::from_secs(2);
+    opts.backoff_cap = Duration::from_secs(10);
+    let src = GitSource::new(
+        GitSpec {
+            url: "http://127.0.0.1:1/x.git".into(),
+            git_ref: Some("main".into()),
+            sub_path: None,
+            auth: GitAuth::None,
+        },
+        opts,
+    )
+    .unwrap();
+    let (tx, mut rx) = mpsc::channel(8);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(GitPoller::new(src).run(tx, cancel.clone()));
+    let mut at = Vec::new();
+    for expected in 1..=6u32 {
+        match rx.recv().await {
+            Some(SyncEvent::Error(_, info)) => assert_eq!(info.consecutive_failures, expected),
+            other => panic!("expected an error, got {other:?}"),
+        }
+        at.push(tokio::time::Instant::now());
+    }
+    for (k, pair) in at.windows(2).enumerate() {
+        let full = (Duration::from_secs(2) * (1 << k)).min(Duration::from_secs(10));
+        let waited = pair[1] - pair[0];
+        assert!(
+            waited >= full / 2 && waited <= full + Duration::from_millis(2),
+            "retry after failure {}: waited {waited:?}, want {:?}..={full:?}",
+            k + 1,
+            full / 2
+        );
+    }
+    cancel.cancel();
+    task.await.unwrap();
+}
+
 /// Network transports fetch with depth 1: serve the remote with `git daemon` on loopback.
 #[tokio::test]
 async fn network_fetch_is_shallow() {
@@ -516,12 +618,9 @@ async fn network_fetch_is_shallow() {
         }
     }
     let _kill = Kill(&mut daemon);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::eventually_blocking(Duration::from_secs(10), "git daemon listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+    });
     let url = format!("git://127.0.0.1:{port}/remote.git");
     let src = remote.source_with(url, Some("main"), None, 1 << 20);
     let (snap, fetched) = updated(src.sync(None).await.unwrap());

@@ -1,6 +1,8 @@
 //! The SQLite store: every table round-trips, data survives a reopen, the write-behind writer
 //! coalesces and flushes, and the event cap holds.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use gitamp::store::{
     SqliteStore, Store, StoreOp, StoreOptions, StoreWriter, WriterOptions,
 };
 use serde_json::json;
+use support::eventually;
 
 fn agent(uid: &str, seen: i64) -> AgentRecord {
     AgentRecord {
@@ -356,15 +359,19 @@ async fn writer_commits_after_the_delay_and_at_the_size_limit() {
         .send(StoreOp::AppendEvent(event(9, None)))
         .await
         .unwrap();
-    let mut seen = 0;
-    for _ in 0..200 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        seen = store.recent_events(None, 10).await.unwrap().len();
-        if seen == 4 {
-            break;
-        }
-    }
-    assert_eq!(seen, 4);
+    eventually(
+        Duration::from_secs(10),
+        "the lone op committed after the delay",
+        async || {
+            let seen = store.recent_events(None, 10).await.unwrap().len();
+            if seen == 4 {
+                Ok(())
+            } else {
+                Err(format!("{seen} events"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -502,24 +509,35 @@ async fn commit_now_commits_without_waiting_for_the_delay() {
         WriterOptions {
             max_delay: Duration::from_secs(3600),
             max_ops: 1000,
-            queue: 16,
+            // One slot: a send returns only once the writer has taken the previous op.
+            queue: 1,
         },
     );
     writer
         .send(StoreOp::AppendEvent(event(1, None)))
         .await
         .unwrap();
-    // Without the request, nothing is committed for an hour.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer
+        .send(StoreOp::AppendEvent(event(2, None)))
+        .await
+        .unwrap();
+    // The writer holds event 1 (the second send proves it took it) and, without the request,
+    // commits nothing for an hour.
     assert!(store.recent_events(None, 10).await.unwrap().is_empty());
+    // The query above awaited the disk, so the writer has taken event 2 as well: the slot is
+    // free for the request.
     writer.commit_now();
-    let mut seen = 0;
-    for _ in 0..200 {
-        seen = store.recent_events(None, 10).await.unwrap().len();
-        if seen == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen, 1);
+    eventually(
+        Duration::from_secs(10),
+        "both events committed on request",
+        async || {
+            let seen = store.recent_events(None, 10).await.unwrap().len();
+            if seen == 2 {
+                Ok(())
+            } else {
+                Err(format!("{seen} events"))
+            }
+        },
+    )
+    .await;
 }

@@ -5,40 +5,7 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn gitamp(args: &[&str]) -> Output {
-    match Command::new(env!("CARGO_BIN_EXE_gitamp"))
-        .args(args)
-        // gitamp's own checks only: tests/otelcol_validate.rs covers the collector's.
-        .env_remove("GITAMP_OTELCOL")
-        .current_dir(root())
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => panic!("cannot run gitamp: {e}"),
-    }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn json_of(o: &Output) -> serde_json::Value {
-    match serde_json::from_slice(&o.stdout) {
-        Ok(v) => v,
-        Err(e) => panic!(
-            "output is not JSON ({e}):\n{}\nstderr: {}",
-            stdout(o),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    }
-}
+use support::cli::{gitamp, json_of, stdout};
 
 #[test]
 fn corpus_cases_report_their_diagnostics() {
@@ -86,7 +53,7 @@ fn minimal_fixture_is_valid() {
 
 #[test]
 fn example_repo_is_valid() {
-    if !root().join("example-repo").is_dir() {
+    if !support::workspace().join("example-repo").is_dir() {
         return;
     }
     let out = gitamp(&["validate", "example-repo"]);
@@ -173,7 +140,7 @@ fn github_format() {
 
 #[test]
 fn github_paths_are_relative_to_cwd_for_absolute_path_arguments() {
-    let abs = root().join(CASE);
+    let abs = support::workspace().join(CASE);
     let out = gitamp(&["validate", "--format", "github", &abs.to_string_lossy()]);
     assert!(
         stdout(&out).starts_with(&format!("::error file={CASE}/configurations/prod.yaml,")),

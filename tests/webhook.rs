@@ -6,19 +6,16 @@ use gitamp::source::webhook::{
     MAX_BODY_BYTES, WebhookError, WebhookKind, WebhookOutcome, verify_and_parse,
     verify_github_signature,
 };
-use hmac::{KeyInit, Mac};
+
+mod support;
+
+use support::server::github_signature as sign;
 
 /// From GitHub's "Validating webhook deliveries" documentation.
 const GH_SECRET: &[u8] = b"It's a Secret to Everybody";
 const GH_PAYLOAD: &[u8] = b"Hello, World!";
 const GH_SIGNATURE: &str =
     "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-
-fn sign(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();

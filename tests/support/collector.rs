@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{free_port, lossy_lines};
+use super::lossy_lines;
+use super::poll::wait_for_exit;
+use super::server::free_port;
 
 /// How long a supervisor waits for its collector to report healthy after a new config before it
 /// reports FAILED. A collector starts in well under a second on an idle machine; two busy cores
@@ -152,12 +154,7 @@ impl Supervised {
                 .status();
         };
         signal("-TERM");
-        for _ in 0..50 {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let _ = wait_for_exit(&mut child, Duration::from_secs(5));
         signal("-KILL");
         let _ = child.wait();
     }

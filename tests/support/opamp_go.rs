@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::lossy_lines;
+use super::poll::{eventually, wait_for_exit};
 
 /// One opamp-go agent.
 pub struct GoAgent {
@@ -114,17 +115,40 @@ impl GoAgent {
         self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default()
     }
 
+    /// Send a command and wait until the driver has carried it out (it prints
+    /// `{"event":"command","command":<line>}` after each one it handled).
+    pub async fn command_acked(&mut self, line: &str) {
+        let before = self.acks(line);
+        self.command(line);
+        eventually(
+            Duration::from_secs(30),
+            &format!("the driver handles {line:?}"),
+            async || {
+                let n = self.acks(line);
+                if n > before {
+                    Ok(())
+                } else {
+                    Err(format!("no ack yet; stderr:\n{}", self.stderr()))
+                }
+            },
+        )
+        .await;
+    }
+
+    fn acks(&self, line: &str) -> usize {
+        self.events_of("command")
+            .iter()
+            .filter(|e| e["command"].as_str() == Some(line))
+            .count()
+    }
+
     /// Ask it to stop, then make sure it has.
     pub fn stop(&mut self) {
         self.command("stop");
-        for _ in 0..30 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if wait_for_exit(&mut self.child, Duration::from_secs(3)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

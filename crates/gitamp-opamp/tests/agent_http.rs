@@ -7,7 +7,7 @@ mod agent_support;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use agent_support::{Server, collector_yaml, desired, uid};
+use agent_support::{Server, collector_yaml, desired, eventually, uid};
 use gitamp_opamp::agent::{FleetTransport, SimFleetOptions, caps, run_fleet};
 use gitamp_opamp::report::{RemoteState, Transport};
 
@@ -93,8 +93,33 @@ async fn many_agents_one_gzip_keepalive_connection() {
             .await;
     }
 
-    // Keep polling for a while: nothing is pushed twice.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Keep polling: nothing is pushed twice. Checked once every agent has polled (on its own
+    // timer) and been answered twice more, so a second push would have come.
+    let base: Vec<(u64, u64)> = fleet
+        .agents
+        .iter()
+        .map(|h| {
+            let st = h.state();
+            (st.heartbeats_sent, st.messages_received)
+        })
+        .collect();
+    eventually(T, "two more answered polls from every agent", async || {
+        let behind = fleet
+            .agents
+            .iter()
+            .zip(&base)
+            .filter(|(h, (hb, rx))| {
+                let st = h.state();
+                st.heartbeats_sent < hb + 2 || st.messages_received < rx + 2
+            })
+            .count();
+        if behind == 0 {
+            Ok(())
+        } else {
+            Err(format!("{behind} agents behind"))
+        }
+    })
+    .await;
     for h in &fleet.agents {
         let st = h.state();
         assert_eq!(st.remote_configs_received, 1, "redundant push: {st:#?}");

@@ -9,7 +9,7 @@ mod agent_support;
 
 use std::time::Duration;
 
-use agent_support::{Server, collector_yaml, desired, quiesce, uid};
+use agent_support::{Server, collector_yaml, desired, eventually, quiesce, round_trip, uid};
 use gitamp_opamp::OpampSettings;
 use gitamp_opamp::agent::{
     AgentOptions, ApplyPolicy, SimAgent, Transport, WsOptions, caps, spawn_agent,
@@ -90,8 +90,7 @@ async fn pushed_at_once_and_reconnect_brings_nothing_new() {
         .await
         .unwrap_or_else(|s| panic!("did not reconnect: {s:#?}"));
     for _ in 0..3 {
-        agent.heartbeat_now();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        round_trip(&agent, T).await;
     }
     let after = agent
         .wait_for(T, |s| s.messages_received >= before.messages_received + 3)
@@ -157,8 +156,7 @@ async fn sequence_gap_asks_full_state_once_and_converges() {
     // Converges: more in-sequence heartbeats do not ask again.
     let settled = st.full_state_requests;
     for _ in 0..5 {
-        agent.heartbeat_now();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        round_trip(&agent, T).await;
     }
     let end = agent
         .wait_for(T, |s| s.messages_received >= st.messages_received + 5)
@@ -201,14 +199,22 @@ async fn heartbeats_keep_idle_agent_alive() {
         .wait_agent(&id, T, "registered", |s| s.connection.connected)
         .await;
     let mut events = server.fleet.subscribe();
-    // Idle for 2 s, many liveness periods: heartbeats alone must keep it connected.
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    // Idle for over three liveness periods (600 ms each), counted in the agent's own
+    // heartbeats (every 150 ms): heartbeats alone must keep it connected all along.
+    let base = agent.state().heartbeats_sent;
+    eventually(T, "14 more heartbeats, over 2 s", async || {
         assert!(
             server.fleet.agent(&id).unwrap().connection.connected,
             "swept although heartbeating"
         );
-    }
+        let n = agent.state().heartbeats_sent;
+        if n >= base + 14 {
+            Ok(())
+        } else {
+            Err(format!("{} heartbeats", n - base))
+        }
+    })
+    .await;
     while let Ok(ev) = events.try_recv() {
         assert!(
             !matches!(ev, FleetEvent::Disconnected(u) if u == id),
@@ -269,8 +275,7 @@ async fn failed_config_is_not_pushed_again() {
     // Ten heartbeats: the failed config must not come back.
     let before = agent.state().messages_received;
     for _ in 0..10 {
-        agent.heartbeat_now();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        round_trip(&agent, T).await;
     }
     let st = agent
         .wait_for(T, |s| s.messages_received >= before + 10)
@@ -326,8 +331,7 @@ async fn server_assigned_uid_is_adopted() {
         .await;
     assert!(server.fleet.agent(&uid(&temp)).is_none());
     // Further messages use the new uid and no longer ask for one.
-    agent.heartbeat_now();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    round_trip(&agent, T).await;
     assert_eq!(agent.state().uid_changes, 1);
 
     // 2. A clone with the same uid but another description, live on another connection,
@@ -412,8 +416,11 @@ async fn fleet_from_several_source_addresses_gets_one_push_each() {
         .unwrap_or_else(|n| panic!("{n} agents did not apply"));
     // Regression: a heartbeat that crosses the push on the wire (still reporting the old
     // hash) used to be answered with the same config again. A WebSocket delivers in order, so
-    // the fleet never offers one hash twice on one connection: exactly one copy each.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // the fleet never offers one hash twice on one connection: exactly one copy each. Checked
+    // once every agent's next heartbeat is answered, so a second copy would have arrived.
+    for h in &fleet.agents {
+        round_trip(h, T).await;
+    }
     assert_eq!(
         fleet.count(|s| s.remote_configs_received == 1 && s.redundant_configs_received == 0),
         N,

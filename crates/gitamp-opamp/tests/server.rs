@@ -1,8 +1,9 @@
 //! Server behaviour over real sockets: WebSocket via tokio-tungstenite, HTTP via a
 //! hand-written HTTP/1.1 client on a raw TcpStream (so every header is visible).
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+mod agent_support;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,48 +15,19 @@ use gitamp_opamp::frame::{decode_frame, encode_frame};
 use gitamp_opamp::proto::{
     self, AgentCapabilities as Cap, AgentToServer, ServerErrorResponseType, ServerToAgent,
 };
-use gitamp_opamp::report::Transport;
-use gitamp_opamp::server::{OpampSettings, router, serve};
+use gitamp_opamp::server::OpampSettings;
 use gitamp_opamp::{Delivery, Fleet, FleetEvent, RemoteConfig};
 use prost::Message as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+use agent_support::wire::{
+    CAPS, FULL_STATE, gzip, hb, kv, post, post_raw, serve_fleet, uid_n as uid,
+    ws_connect_auth as ws_connect, ws_message, ws_recv, ws_rpc, ws_send,
+};
 
 const T: Duration = Duration::from_secs(10);
-const CAPS: u64 = Cap::ReportsStatus as u64
-    | Cap::AcceptsRemoteConfig as u64
-    | Cap::ReportsEffectiveConfig as u64
-    | Cap::ReportsHealth as u64
-    | Cap::ReportsRemoteConfig as u64;
 const SERVER_CAPS: u64 = 0x7;
-const FULL_STATE: u64 = proto::ServerToAgentFlags::ReportFullState as u64;
-
-async fn start(settings: OpampSettings) -> (Arc<Fleet>, SocketAddr) {
-    let fleet = Arc::new(Fleet::new());
-    let app = router(fleet.clone(), settings);
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(serve(l, app, None));
-    (fleet, addr)
-}
-
-fn uid(n: u8) -> Uid {
-    [n; 16]
-}
-
-fn kv(k: &str, v: &str) -> proto::KeyValue {
-    proto::KeyValue {
-        key: k.into(),
-        value: Some(proto::AnyValue {
-            value: Some(proto::any_value::Value::StringValue(v.into())),
-        }),
-    }
-}
 
 fn full(
     u: Uid,
@@ -98,15 +70,6 @@ fn full(
     }
 }
 
-fn hb(u: Uid, seq: u64) -> AgentToServer {
-    AgentToServer {
-        instance_uid: Bytes::copy_from_slice(&u),
-        sequence_num: seq,
-        capabilities: CAPS,
-        ..Default::default()
-    }
-}
-
 fn status(u: Uid, seq: u64, hash: &[u8], st: proto::RemoteConfigStatuses) -> AgentToServer {
     let mut m = hb(u, seq);
     m.remote_config_status = Some(proto::RemoteConfigStatus {
@@ -126,145 +89,13 @@ fn desired(body: &'static [u8], h: u8) -> Arc<RemoteConfig> {
     Arc::new(RemoteConfig::new(m, [h; 32]))
 }
 
-// ---------------------------------------------------------------- HTTP client
-
-struct Resp {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
+async fn start(settings: OpampSettings) -> (Arc<Fleet>, SocketAddr) {
+    serve_fleet(settings, None).await
 }
 
-impl Resp {
-    fn decode(&self) -> ServerToAgent {
-        let body = if self.headers.get("content-encoding").map(String::as_str) == Some("gzip") {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&self.body[..])
-                .read_to_end(&mut out)
-                .unwrap();
-            out
-        } else {
-            self.body.clone()
-        };
-        ServerToAgent::decode(&body[..]).unwrap()
-    }
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    agent_support::eventually(T, what, async || f().then_some(())).await
 }
-
-async fn post_raw(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> Resp {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "POST /v1/opamp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    // The server may answer (413) before reading everything: ignore write errors.
-    let _ = s.write_all(body).await;
-    let mut raw = Vec::new();
-    // Tolerate a reset after the response (server closed with unread request bytes).
-    let _ = tokio::time::timeout(T, s.read_to_end(&mut raw))
-        .await
-        .unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Resp {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-async fn post(addr: SocketAddr, msg: &AgentToServer) -> Resp {
-    post_raw(
-        addr,
-        &[("Content-Type", "application/x-protobuf")],
-        &msg.encode_to_vec(),
-    )
-    .await
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-// ---------------------------------------------------------------- WS client
-
-async fn ws_connect(
-    addr: SocketAddr,
-    auth: Option<&str>,
-) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-    let mut req = format!("ws://{addr}/v1/opamp")
-        .into_client_request()
-        .unwrap();
-    if let Some(a) = auth {
-        req.headers_mut()
-            .insert("Authorization", a.parse().unwrap());
-    }
-    tokio_tungstenite::connect_async(req)
-        .await
-        .map(|(ws, _)| ws)
-}
-
-async fn ws_send(ws: &mut Ws, msg: &AgentToServer) {
-    ws.send(Message::Binary(encode_frame(msg))).await.unwrap();
-}
-
-/// The next WebSocket message of any kind.
-async fn ws_message(ws: &mut Ws) -> Message {
-    tokio::time::timeout(T, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
-}
-
-async fn ws_recv(ws: &mut Ws) -> ServerToAgent {
-    loop {
-        match ws_message(ws).await {
-            Message::Binary(b) => {
-                assert_eq!(b[0], 0, "every server frame starts with header 0");
-                return decode_frame(b).unwrap();
-            }
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-async fn ws_rpc(ws: &mut Ws, msg: &AgentToServer) -> ServerToAgent {
-    ws_send(ws, msg).await;
-    ws_recv(ws).await
-}
-
-async fn eventually(mut f: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + T;
-    while !f() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not reached"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-// ---------------------------------------------------------------- HTTP tests
 
 #[tokio::test]
 async fn http_poll_reply_rules() {
@@ -473,7 +304,10 @@ async fn heartbeat_timeout_marks_disconnected() {
     )
     .await;
     assert!(fleet.agent(&uid(10)).unwrap().connection.connected);
-    eventually(|| !fleet.agent(&uid(10)).unwrap().connection.connected).await;
+    eventually("agent 10 disconnected", || {
+        !fleet.agent(&uid(10)).unwrap().connection.connected
+    })
+    .await;
     let mut seen = Vec::new();
     while let Ok(ev) = events.try_recv() {
         seen.push(ev);
@@ -485,7 +319,10 @@ async fn heartbeat_timeout_marks_disconnected() {
     let mut m = full(uid(11), 0, "a", b"", proto::RemoteConfigStatuses::Unset);
     m.capabilities |= Cap::ReportsHeartbeat as u64;
     ws_rpc(&mut ws, &m).await;
-    eventually(|| !fleet.agent(&uid(11)).unwrap().connection.connected).await;
+    eventually("agent 11 disconnected", || {
+        !fleet.agent(&uid(11)).unwrap().connection.connected
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -539,7 +376,10 @@ async fn ws_reply_rules_and_malformed_frames() {
     assert!(fleet.agent(&uid(20)).unwrap().connection.connected);
     // Transport close without agent_disconnect disconnects the agent.
     ws.close(None).await.unwrap();
-    eventually(|| !fleet.agent(&uid(20)).unwrap().connection.connected).await;
+    eventually("agent 20 disconnected", || {
+        !fleet.agent(&uid(20)).unwrap().connection.connected
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -816,12 +656,13 @@ async fn overload_gets_503_with_retry_after() {
     // Once the connection is gone the slot is free again.
     ws.close(None).await.unwrap();
     drop(ws);
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        if post(addr, &hb(uid(41), 0)).await.status == 200 {
-            break;
+    agent_support::eventually(T, "the slot is free again", async || {
+        let status = post(addr, &hb(uid(41), 0)).await.status;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(format!("HTTP {status}"))
         }
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
 }

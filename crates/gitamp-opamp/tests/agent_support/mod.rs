@@ -1,10 +1,16 @@
-//! Shared helpers for the `agent_*` integration tests: a real gitamp-opamp server on
-//! 127.0.0.1:0, desired configs, and polling helpers with useful failure messages.
+//! The test kit of this crate, used by every test binary here that needs helpers
+//! (`mod agent_support;`): a real gitamp-opamp server on 127.0.0.1:0 ([`Server`],
+//! [`wire::serve_fleet`]), desired configs, raw WebSocket/HTTP clients and message builders
+//! ([`wire`]), one seeded PRNG ([`rand`]), and [`eventually`], the one way to wait: for an
+//! observed state, never for wall-clock time.
 //!
 //! Kept in a directory (not `tests/agent_support.rs`) so cargo does not build it as a test
-//! binary of its own.
+//! binary of its own. Not every binary uses every helper, hence the `allow` below.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+pub mod rand;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -66,19 +72,11 @@ impl Server {
         what: &str,
         pred: impl Fn(&AgentSnapshot) -> bool,
     ) -> AgentSnapshot {
-        let t0 = Instant::now();
-        loop {
-            let snap = self.fleet.agent(uid);
-            if let Some(s) = &snap
-                && pred(s)
-            {
-                return s.clone();
-            }
-            if t0.elapsed() > timeout {
-                panic!("timed out after {timeout:?} waiting for {what}; registry has {snap:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(timeout, what, async || match self.fleet.agent(uid) {
+            Some(s) if pred(&s) => Ok(s),
+            snap => Err(format!("registry has {snap:#?}")),
+        })
+        .await
     }
 
     /// Polls until `pred` holds for the whole registry.
@@ -88,17 +86,15 @@ impl Server {
         what: &str,
         pred: impl Fn(&[AgentSnapshot]) -> bool,
     ) -> Vec<AgentSnapshot> {
-        let t0 = Instant::now();
-        loop {
+        eventually(timeout, what, async || {
             let all = self.fleet.agents();
             if pred(&all) {
-                return all;
+                Ok(all)
+            } else {
+                Err(format!("registry has {all:#?}"))
             }
-            if t0.elapsed() > timeout {
-                panic!("timed out after {timeout:?} waiting for {what}; registry has {all:#?}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -139,32 +135,81 @@ pub fn collector_yaml(tag: &str) -> String {
     )
 }
 
-/// Waits until nothing is in flight between a WebSocket agent and the server: the registry
-/// has the agent's last sequence number and the agent got a reply for every message (this
-/// server answers every WebSocket message). Call before `set_desired` when a test counts
-/// pushes exactly: a message crossing the push on the wire is answered with the config
-/// again, since the agent has not acknowledged it yet.
+/// Waits until nothing is in flight between a WebSocket agent and the server: a heartbeat's
+/// answer came back ([`round_trip`]; the server answers in order, so every earlier message was
+/// answered too) and the registry has the agent's last sequence number. Call before
+/// `deliver` when a test counts pushes exactly: a message crossing the push on the wire is
+/// answered with the config again, since the agent has not acknowledged it yet.
 pub async fn quiesce(server: &Server, agent: &gitamp_opamp::agent::AgentHandle) {
+    round_trip(agent, Duration::from_secs(10)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the registry has the agent's last sequence number",
+        async || {
+            let st = agent.state();
+            let reg = server.fleet.agent(&uid(&st.instance_uid));
+            match (&reg, st.last_sequence_num) {
+                (Some(r), Some(seq)) if r.sequence_num == seq => Ok(()),
+                _ => Err(format!("agent {st:#?}\nregistry {reg:#?}")),
+            }
+        },
+    )
+    .await;
+}
+
+/// What one check observed: the awaited value, or a description of what was seen instead.
+pub trait Observed<T> {
+    fn observed(self) -> Result<T, String>;
+}
+
+impl<T> Observed<T> for Option<T> {
+    fn observed(self) -> Result<T, String> {
+        self.ok_or_else(|| "not yet (the check returned None)".to_string())
+    }
+}
+
+impl<T, E: std::fmt::Debug> Observed<T> for Result<T, E> {
+    fn observed(self) -> Result<T, String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Run `check` every 20 ms until it observes the awaited state; panic after `timeout` naming
+/// `what` and the last observation.
+pub async fn eventually<T, C: Observed<T>>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> C,
+) -> T {
     let t0 = Instant::now();
     loop {
-        let st = agent.state();
-        let reg = server.fleet.agent(&uid(&st.instance_uid));
-        if let (Some(r), Some(seq)) = (&reg, st.last_sequence_num)
-            && r.sequence_num == seq
-            && st.messages_received >= st.messages_sent
-        {
-            // Settled twice in a row, 50 ms apart: nothing was on the wire.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let again = agent.state();
-            if again.messages_sent == st.messages_sent
-                && again.messages_received == st.messages_received
-            {
-                return;
-            }
+        let last = match check().await.observed() {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        if t0.elapsed() >= timeout {
+            panic!("timed out after {timeout:?} waiting for {what}; last observed: {last}");
         }
-        if t0.elapsed() > Duration::from_secs(10) {
-            panic!("agent never quiesced: {st:#?}\nregistry: {reg:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Send a heartbeat now and wait for its answer. The server answers every message (in order,
+/// on a WebSocket), so once as many answers came back as messages went out since the call,
+/// whatever the server had to send before that heartbeat has arrived: the barrier a check
+/// that "nothing more was sent" needs.
+pub async fn round_trip(
+    agent: &gitamp_opamp::agent::AgentHandle,
+    timeout: Duration,
+) -> gitamp_opamp::agent::AgentState {
+    let before = agent.state();
+    agent.heartbeat_now();
+    agent
+        .wait_for(timeout, |s| {
+            s.messages_sent > before.messages_sent
+                && s.messages_received - before.messages_received
+                    >= s.messages_sent - before.messages_sent
+        })
+        .await
+        .unwrap_or_else(|s| panic!("heartbeat unanswered: {s:#?}"))
 }
