@@ -15,6 +15,7 @@ use gitamp_opamp::frame::{decode_frame, encode_frame};
 use gitamp_opamp::proto::{
     self, AgentCapabilities as Cap, AgentToServer, ServerErrorResponseType, ServerToAgent,
 };
+use gitamp_opamp::report::Transport;
 use gitamp_opamp::server::OpampSettings;
 use gitamp_opamp::{Delivery, Fleet, FleetEvent, RemoteConfig};
 use prost::Message as _;
