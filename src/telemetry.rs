@@ -20,9 +20,10 @@ pub const FETCH_DURATION: &str = "gitamp_fetch_duration_seconds";
 pub const FETCH_ERRORS: &str = "gitamp_fetch_errors_total";
 /// Duration of one reconcile pass over the fleet, in seconds.
 pub const RECONCILE_DURATION: &str = "gitamp_reconcile_duration_seconds";
-/// Remote configs handed to agents by the reconciler.
+/// Remote configs sent to agents: a frame carrying one queued on an agent's WebSocket, or a
+/// reply to its poll carrying one (not a config merely handed to the registry).
 pub const PUSHES: &str = "gitamp_config_pushes_total";
-/// Seconds from handing a config to an agent to its APPLIED report.
+/// Seconds from sending a config to an agent to its APPLIED report.
 pub const PUSH_TO_APPLIED: &str = "gitamp_push_to_applied_seconds";
 /// Webhook requests, labels `provider` and `outcome`.
 pub const WEBHOOKS: &str = "gitamp_webhooks_total";
@@ -30,9 +31,6 @@ pub const WEBHOOKS: &str = "gitamp_webhooks_total";
 pub const COMPILE_DURATION: &str = "gitamp_compile_duration_seconds";
 /// Events emitted, label `kind` (the bounded set of `server::events::EventKind` names).
 pub const EVENTS: &str = "gitamp_events_total";
-/// Messages to agents over the size limit. Written by the `gitamp-opamp` crate under
-/// this same name (a literal there); described here so `/metrics` says what it is.
-pub const OPAMP_OVERSIZE_OUTGOING: &str = "gitamp_opamp_oversize_outgoing_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -69,10 +67,13 @@ fn describe() {
         RECONCILE_DURATION,
         "Seconds per reconcile pass over the fleet."
     );
-    describe_counter!(PUSHES, "Remote configs handed to agents.");
+    describe_counter!(
+        PUSHES,
+        "Remote configs sent to agents (queued on a WebSocket or in a poll reply)."
+    );
     describe_histogram!(
         PUSH_TO_APPLIED,
-        "Seconds from push to the agent's APPLIED report."
+        "Seconds from sending a config to the agent's APPLIED report."
     );
     describe_counter!(WEBHOOKS, "Webhook requests by provider and outcome.");
     describe_histogram!(
@@ -80,10 +81,8 @@ fn describe() {
         "Seconds to load, validate and render a revision."
     );
     describe_counter!(EVENTS, "Events (as in /api/v1/events), by kind.");
-    describe_counter!(
-        OPAMP_OVERSIZE_OUTGOING,
-        "Messages to agents over the size limit (a remote config left out, or the message dropped)."
-    );
+    // The OpAMP layer names and describes its own.
+    gitamp_opamp::telemetry::describe();
 }
 
 /// A revision was accepted or rejected.

@@ -13,8 +13,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use gitamp::server::events::{Event, Masked};
 use gitamp::server::state::{
-    AgentView, AgentViews, AppState, ConfigurationView, FleetView, RevisionRecord, Serving,
-    SyncView,
+    AgentView, AgentViews, AppState, ConfigurationView, FleetView, RevisionView, Serving, SyncView,
 };
 use gitamp_core::plan::ObservedAgent;
 use gitamp_core::{ConfigHash, Revision};
@@ -279,7 +278,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
             .with_file("configurations/broken.yaml", "apiVersion: gitamp.dev/v1\nkind: Configuration\nmetadata: {name: broken}\nspec:\n  destinations: [nowhere]\n"),
     )
     .expect_err("the broken revision is rejected");
-    let rejected_record = RevisionRecord {
+    let rejected_record = RevisionView {
         revision: "bad0000".into(),
         at: SystemTime::now(),
         accepted: false,
@@ -309,7 +308,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
     };
     {
         let mut h = state.history.lock().unwrap();
-        h.record_revision(RevisionRecord {
+        h.record_revision(RevisionView {
             revision: rev.revision.clone(),
             at: SystemTime::now(),
             accepted: true,

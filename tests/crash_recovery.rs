@@ -280,7 +280,7 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_survive_a_restart() {
     use gitamp::store::EventRecord;
-    use gitamp_opamp::agent::{AgentOptions, SimAgent, Transport, WsOptions, spawn_agent};
+    use gitamp_opamp::agent::{AgentOptions, ClientTransport, SimAgent, WsOptions, spawn_agent};
     use support::{GitFixture, Server};
 
     let fixture = GitFixture::with_example_repo();
@@ -306,7 +306,7 @@ async fn events_survive_a_restart() {
         opts.instance_uid = Some(uid);
         spawn_agent(
             SimAgent::new(opts),
-            Transport::WebSocket(WsOptions::default()),
+            ClientTransport::WebSocket(WsOptions::default()),
             url,
         )
     };

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use gitamp_opamp::agent::{
-    AgentHandle, AgentOptions, ApplyPolicy, HttpPool, HttpPoolOptions, SimAgent, Transport,
+    AgentHandle, AgentOptions, ApplyPolicy, ClientTransport, HttpPool, HttpPoolOptions, SimAgent,
     spawn_agent,
 };
 use support::agents::{linux_production, ws};
@@ -286,7 +286,7 @@ async fn scenario(echoing_agent: bool) {
     .expect("HTTP pool");
     agents.push(spawn_agent(
         SimAgent::new(linux_agent("nosecret-http")),
-        Transport::Http(Arc::new(pool)),
+        ClientTransport::Http(Arc::new(pool)),
         &server.http_url(),
     ));
     // A production Linux agent whose FAILED message echoes the sensitive value it was given (a

@@ -399,6 +399,20 @@ async fn unreachable_remotes_fail() {
     }
 }
 
+/// A source whose remote never answers (nothing listens on port 1).
+fn unreachable_source(opts: GitOptions) -> GitSource {
+    GitSource::new(
+        GitSpec {
+            url: "http://127.0.0.1:1/x.git".into(),
+            git_ref: Some("main".into()),
+            sub_path: None,
+            auth: GitAuth::None,
+        },
+        opts,
+    )
+    .expect("a source for an unreachable remote")
+}
+
 async fn next(rx: &mut mpsc::Receiver<SyncEvent>) -> SyncEvent {
     tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
@@ -412,16 +426,7 @@ async fn poller_backs_off_on_errors() {
     let mut opts = GitOptions::new(&remote.data_dir);
     opts.backoff_base = Duration::from_millis(5);
     opts.backoff_cap = Duration::from_millis(50);
-    let src = GitSource::new(
-        GitSpec {
-            url: "http://127.0.0.1:1/x.git".into(),
-            git_ref: Some("main".into()),
-            sub_path: None,
-            auth: GitAuth::None,
-        },
-        opts,
-    )
-    .unwrap();
+    let src = unreachable_source(opts);
     let (tx, mut rx) = mpsc::channel(4);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(GitPoller::new(src).run(tx, cancel.clone()));
@@ -547,16 +552,7 @@ async fn poller_backoff_doubles_up_to_its_cap_in_virtual_time() {
     let mut opts = GitOptions::new(&remote.data_dir);
     opts.backoff_base = Duration::from_secs(2);
     opts.backoff_cap = Duration::from_secs(10);
-    let src = GitSource::new(
-        GitSpec {
-            url: "http://127.0.0.1:1/x.git".into(),
-            git_ref: Some("main".into()),
-            sub_path: None,
-            auth: GitAuth::None,
-        },
-        opts,
-    )
-    .unwrap();
+    let src = unreachable_source(opts);
     let (tx, mut rx) = mpsc::channel(8);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(GitPoller::new(src).run(tx, cancel.clone()));

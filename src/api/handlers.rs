@@ -26,7 +26,7 @@ use super::model::{
     RevisionList, StatusResponse,
 };
 use super::{Api, ApiError, selector};
-use crate::server::state::{AgentView, EventRecord, FleetView, RevisionRecord, Serving};
+use crate::server::state::{AgentView, EventView, FleetView, RevisionView, Serving};
 
 /// Default and largest page of `GET /api/v1/agents`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -88,7 +88,7 @@ fn diagnostic_items(d: &Diagnostics) -> Vec<DiagnosticItem> {
         .collect()
 }
 
-fn revision_item(r: &RevisionRecord) -> RevisionItem {
+fn revision_item(r: &RevisionView) -> RevisionItem {
     RevisionItem {
         revision: r.revision.clone(),
         at: rfc3339(r.at),
@@ -99,7 +99,7 @@ fn revision_item(r: &RevisionRecord) -> RevisionItem {
     }
 }
 
-fn event_item(e: &EventRecord) -> EventItem {
+fn event_item(e: &EventView) -> EventItem {
     EventItem {
         at: rfc3339(e.at),
         agent: e.agent.clone(),

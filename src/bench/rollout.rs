@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use super::harness::{BenchRepo, Server, percentile};
-use gitamp_opamp::agent::{AgentOptions, ApplyPolicy, SimAgent, Transport, WsOptions, spawn_agent};
+use gitamp_opamp::agent::{
+    AgentOptions, ApplyPolicy, ClientTransport, SimAgent, WsOptions, spawn_agent,
+};
 
 /// Options of the rollout benchmark.
 #[derive(Debug, clap::Args)]
@@ -50,7 +52,7 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
             opts.policy = ApplyPolicy::Apply;
             spawn_agent(
                 SimAgent::new(opts),
-                Transport::WebSocket(WsOptions::default()),
+                ClientTransport::WebSocket(WsOptions::default()),
                 &url,
             )
         })

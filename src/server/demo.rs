@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use gitamp_opamp::agent::{AgentHandle, AgentOptions, SimAgent, Transport, WsOptions, spawn_agent};
+use gitamp_opamp::agent::{
+    AgentHandle, AgentOptions, ClientTransport, SimAgent, WsOptions, spawn_agent,
+};
 use tracing::info;
 
 /// The label mixes the example repository's configurations select: production Linux and Windows,
@@ -36,7 +38,11 @@ pub fn start(n: usize, url: &str, secret: Option<String>) -> Demo {
             let mut opts = AgentOptions::collector(service, &format!("demo-{os}-{i:04}"), env)
                 .label("os.type", os);
             opts.heartbeat_interval = Duration::from_secs(30);
-            spawn_agent(SimAgent::new(opts), Transport::WebSocket(ws.clone()), url)
+            spawn_agent(
+                SimAgent::new(opts),
+                ClientTransport::WebSocket(ws.clone()),
+                url,
+            )
         })
         .collect();
     info!(agents = n, %url, "Demo agents started.");

@@ -14,7 +14,7 @@ use gitamp_opamp::Uid;
 use gitamp_opamp::wire::uid_text;
 use tracing::{debug, info, warn};
 
-use super::state::EventRecord;
+use super::state::EventView;
 use crate::store;
 
 /// The kinds of [`Event`]: a bounded set, so it can label a metric.
@@ -300,7 +300,7 @@ impl Event {
     /// before events were typed; per-agent events are routine (thousands in a reconnect storm)
     /// and fetch errors and skipped files are already warned about by the source, so those
     /// go out at debug.
-    pub fn log(&self, record: &EventRecord) {
+    pub fn log(&self, record: &EventView) {
         match self {
             Event::RevisionAccepted {
                 revision,
@@ -336,8 +336,8 @@ impl Event {
     }
 
     /// The record the API serves and the store keeps, stamped now.
-    pub fn record(&self) -> EventRecord {
-        EventRecord {
+    pub fn record(&self) -> EventView {
+        EventView {
             at: SystemTime::now(),
             agent: self.agent().map(uid_text),
             kind: self.kind().as_str().to_string(),
@@ -347,7 +347,7 @@ impl Event {
 }
 
 /// The store's image of a record (the agent as UUID text, as the API filters it).
-pub fn to_store(e: &EventRecord) -> store::EventRecord {
+pub fn to_store(e: &EventView) -> store::EventRecord {
     store::EventRecord {
         time: store::to_ms(e.at),
         agent_uid: e.agent.clone(),
@@ -358,11 +358,11 @@ pub fn to_store(e: &EventRecord) -> store::EventRecord {
 
 /// Records read back from the store (newest first, as `Store::recent_events` returns them),
 /// oldest first as the in-memory history keeps them.
-pub fn from_store(records: Vec<store::EventRecord>) -> Vec<EventRecord> {
+pub fn from_store(records: Vec<store::EventRecord>) -> Vec<EventView> {
     records
         .into_iter()
         .rev()
-        .map(|r| EventRecord {
+        .map(|r| EventView {
             at: if r.time >= 0 {
                 UNIX_EPOCH + Duration::from_millis(r.time.unsigned_abs())
             } else {
@@ -442,7 +442,7 @@ mod tests {
 
         // Other tests in this process may emit too: at least ours was counted.
         assert!(counted(&app, "rollout-superseded") >= before + 1.0);
-        let kept: Vec<EventRecord> = app
+        let kept: Vec<EventView> = app
             .history
             .lock()
             .expect("history")

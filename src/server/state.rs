@@ -178,12 +178,12 @@ pub struct SyncView {
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
     pub next_retry: Option<SystemTime>,
-    pub last_rejected: Option<RevisionRecord>,
+    pub last_rejected: Option<RevisionView>,
 }
 
 /// One revision the server saw.
 #[derive(Debug, Clone, Serialize)]
-pub struct RevisionRecord {
+pub struct RevisionView {
     pub revision: String,
     pub at: SystemTime,
     pub accepted: bool,
@@ -194,7 +194,7 @@ pub struct RevisionRecord {
 
 /// Something that happened, for people (`/api/v1/agents/{id}` shows an agent's recent ones).
 #[derive(Debug, Clone, Serialize)]
-pub struct EventRecord {
+pub struct EventView {
     pub at: SystemTime,
     /// Agent instance UID as UUID text, for agent events.
     pub agent: Option<String>,
@@ -208,18 +208,18 @@ pub struct EventRecord {
 /// Bounded in-memory history for the API.
 #[derive(Debug, Default)]
 pub struct History {
-    pub revisions: VecDeque<RevisionRecord>,
-    pub events: VecDeque<EventRecord>,
+    pub revisions: VecDeque<RevisionView>,
+    pub events: VecDeque<EventView>,
 }
 
 impl History {
-    pub fn record_revision(&mut self, r: RevisionRecord) {
+    pub fn record_revision(&mut self, r: RevisionView) {
         if self.revisions.len() == REVISION_HISTORY {
             self.revisions.pop_front();
         }
         self.revisions.push_back(r);
     }
-    pub fn record_event(&mut self, e: EventRecord) {
+    pub fn record_event(&mut self, e: EventView) {
         if self.events.len() == EVENT_HISTORY {
             self.events.pop_front();
         }
@@ -287,7 +287,7 @@ impl AppState {
 
     /// Put events a previous run stored back into the history (oldest first), before any new
     /// one: `/api/v1/events` and an agent's events then survive a restart.
-    pub fn restore_events(&self, records: Vec<EventRecord>) {
+    pub fn restore_events(&self, records: Vec<EventView>) {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         for r in records {
             h.record_event(r);

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use gitamp_core::ConfigHash;
-use gitamp_opamp::agent::{AgentHandle, AgentOptions, SimAgent, Transport, WsOptions, spawn_agent};
+use gitamp_opamp::agent::{
+    AgentHandle, AgentOptions, ClientTransport, SimAgent, WsOptions, spawn_agent,
+};
 
 use super::poll::eventually;
 
@@ -19,8 +21,8 @@ pub fn linux_production(host: &str) -> AgentOptions {
 
 /// WebSocket with a short reconnect delay (a restarted server is found again quickly) and
 /// extra `headers`.
-pub fn ws(headers: Vec<(String, String)>) -> Transport {
-    Transport::WebSocket(WsOptions {
+pub fn ws(headers: Vec<(String, String)>) -> ClientTransport {
+    ClientTransport::WebSocket(WsOptions {
         reconnect_delay: Duration::from_millis(200),
         headers,
         ..WsOptions::default()

@@ -24,7 +24,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+// tokio's clock (the standard one outside a runtime), so liveness can be tested with paused time.
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -60,6 +63,46 @@ pub enum FleetEvent {
     Disconnected(Uid),
     /// A config handed over with [`Fleet::deliver`] went out in a reply: hash and connection.
     ConfigSent(Uid, [u8; 32], u64),
+}
+
+/// The registry's clock, which the reconciler shares: the wall clock when the fleet was made
+/// plus tokio's monotonic clock since. Times it stamps (a send) and times a plan computes (a
+/// resend due) are on one scale, never jump back with the wall clock, and follow paused time in
+/// tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall: SystemTime,
+    start: Instant,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            wall: SystemTime::now(),
+            start: Instant::now(),
+        }
+    }
+
+    /// Now.
+    pub fn now(&self) -> SystemTime {
+        self.wall + self.start.elapsed()
+    }
+
+    /// Now, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        unix_ms(self.now())
+    }
+
+    /// The tokio instant of a time in ms since the Unix epoch (for a timer).
+    pub fn instant_of(&self, at_ms: u64) -> Instant {
+        self.start + Duration::from_millis(at_ms.saturating_sub(unix_ms(self.wall)))
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The last config that went out to an agent: a frame carrying it was queued on its
@@ -345,8 +388,8 @@ impl AgentEntry {
     }
 
     /// The config handed over for this agent, if it may go out now in a reply on `conn`
-    /// (recorded as sent).
-    pub(crate) fn take_pending(&mut self, conn: u64) -> Option<Arc<RemoteConfig>> {
+    /// (recorded as sent at `now`).
+    pub(crate) fn take_pending(&mut self, conn: u64, now: SystemTime) -> Option<Arc<RemoteConfig>> {
         let pending = self.pending.take()?;
         if !self.still_wanted(&pending) {
             return None;
@@ -354,7 +397,7 @@ impl AgentEntry {
         self.last_sent = Some(Sent {
             hash: *pending.hash(),
             conn,
-            at: SystemTime::now(),
+            at: now,
         });
         Some(pending)
     }
@@ -415,6 +458,7 @@ pub struct Fleet {
     events: broadcast::Sender<FleetEvent>,
     /// Every config of the served revision (see [`Fleet::set_served`]).
     served: RwLock<Arc<[Arc<RemoteConfig>]>>,
+    clock: Clock,
 }
 
 impl Default for Fleet {
@@ -437,7 +481,13 @@ impl Fleet {
             agents: RwLock::new(HashMap::new()),
             events,
             served: RwLock::new(Arc::from(Vec::new())),
+            clock: Clock::new(),
         }
+    }
+
+    /// The clock sends are stamped with (see [`Clock`]).
+    pub fn clock(&self) -> Clock {
+        self.clock
     }
 
     /// Names the configs of the revision being served (and those kept for rollbacks). A
@@ -599,7 +649,7 @@ impl Fleet {
                     let sent = Sent {
                         hash: *config.hash(),
                         conn,
-                        at: SystemTime::now(),
+                        at: self.clock.now(),
                     };
                     e.pending = None;
                     e.last_sent = Some(sent);

@@ -37,7 +37,7 @@ pub mod server {
 /// The server's WebSocket codec (handshake and frames), public for the fuzz targets.
 pub use transport::websocket;
 
-pub use fleet::{AgentSnapshot, Delivery, Fleet, FleetEvent, Sent};
+pub use fleet::{AgentSnapshot, Clock, Delivery, Fleet, FleetEvent, Sent};
 pub use server::OpampSettings;
 pub use wire::{RemoteConfig, Uid};
 

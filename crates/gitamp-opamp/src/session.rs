@@ -313,7 +313,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
             if conn.transport == Transport::Ws {
                 conn.uids.insert(target);
             }
-            remote_config = e.take_pending(conn.id);
+            remote_config = e.take_pending(conn.id, fleet.clock().now());
             if let Some(c) = &remote_config {
                 events.push(FleetEvent::ConfigSent(e.uid(), *c.hash(), conn.id));
             }

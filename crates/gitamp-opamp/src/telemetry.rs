@@ -1,14 +1,15 @@
 //! The OpAMP layer's own metrics: each name once, described once (the server's own metrics live
 //! in the binary's `telemetry` module; it calls [`describe`] when it installs its recorder).
 
-/// Replies whose remote config was dropped because the whole message was over the size limit.
+/// Messages to agents over the size limit: a reply whose remote config was left out, or a push
+/// that was dropped.
 pub const OVERSIZE_OUTGOING: &str = "gitamp_opamp_oversize_outgoing_total";
 
 /// Describe this crate's metrics to the installed recorder.
 pub fn describe() {
     metrics::describe_counter!(
         OVERSIZE_OUTGOING,
-        "Replies whose remote config was dropped to fit the message size limit."
+        "Messages to agents over the size limit (a remote config left out, or a push dropped)."
     );
 }
 

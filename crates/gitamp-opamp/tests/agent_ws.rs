@@ -12,7 +12,7 @@ use std::time::Duration;
 use agent_support::{Server, collector_yaml, desired, eventually, quiesce, round_trip, uid};
 use gitamp_opamp::OpampSettings;
 use gitamp_opamp::agent::{
-    AgentOptions, ApplyPolicy, SimAgent, Transport, WsOptions, caps, spawn_agent,
+    AgentOptions, ApplyPolicy, ClientTransport, SimAgent, WsOptions, caps, spawn_agent,
 };
 use gitamp_opamp::proto::RemoteConfigStatuses;
 use gitamp_opamp::report::RemoteState;
@@ -20,8 +20,8 @@ use gitamp_opamp::{Delivery, FleetEvent};
 
 const T: Duration = Duration::from_secs(10);
 
-fn ws() -> Transport {
-    Transport::WebSocket(WsOptions::default())
+fn ws() -> ClientTransport {
+    ClientTransport::WebSocket(WsOptions::default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,9 @@ use agent_support::wire::{
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gitamp_opamp::agent::caps;
-use gitamp_opamp::agent::{AgentOptions, ApplyPolicy, SimAgent, Transport, WsOptions, spawn_agent};
+use gitamp_opamp::agent::{
+    AgentOptions, ApplyPolicy, ClientTransport, SimAgent, WsOptions, spawn_agent,
+};
 use gitamp_opamp::frame::encode_frame;
 use gitamp_opamp::proto::{AgentToServer, ServerToAgent};
 use gitamp_opamp::server::{OpampSettings, ServeOptions};
@@ -89,7 +91,7 @@ async fn well_behaved_agent_is_served(fleet: &Fleet, addr: SocketAddr, n: u8) {
     };
     let agent = spawn_agent(
         SimAgent::new(opts),
-        Transport::WebSocket(ws),
+        ClientTransport::WebSocket(ws),
         &format!("ws://{addr}/v1/opamp"),
     );
     eventually("the good agent registers", || {
@@ -411,7 +413,7 @@ async fn an_agent_claiming_another_agents_uid_does_not_take_over_its_config() {
     opts.policy = ApplyPolicy::Apply;
     let agent = spawn_agent(
         SimAgent::new(opts),
-        Transport::WebSocket(WsOptions::default()),
+        ClientTransport::WebSocket(WsOptions::default()),
         &format!("ws://{addr}/v1/opamp"),
     );
     eventually("the victim registers", || {

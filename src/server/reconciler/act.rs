@@ -39,10 +39,11 @@ impl Reconciler {
             .map(|(uid, hash, ..)| (*uid, *hash))
             .collect();
         for _ in 0..MAX_ROUNDS {
+            let timing = super::timing(&self.clock);
             let Some(planner) = self.planner.as_mut() else {
                 break;
             };
-            let replanned = planner.plan(Self::timing());
+            let replanned = planner.plan(timing);
             // Pushes first, bookkeeping after: the last agent of a rollout gets its config as
             // soon as the plan is made. Plans are read in place; only who was sent is kept.
             let mut queued = Vec::new();

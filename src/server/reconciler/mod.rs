@@ -31,11 +31,11 @@ mod scheduler;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use gitamp_core::ConfigHash;
 use gitamp_core::plan::{ObservedAgent, Planner, Rollout, Timing};
-use gitamp_opamp::{Fleet, RemoteConfig, Uid};
+use gitamp_opamp::{Clock, Fleet, RemoteConfig, Uid};
 use tracing::warn;
 
 use super::state::{AgentViews, AppState};
@@ -68,7 +68,10 @@ pub struct Reconciler {
     lagged: bool,
     /// Re-read every agent at the next plan (missed events, new revision, resync).
     refresh_all: bool,
-    last_resync: Instant,
+    last_resync: tokio::time::Instant,
+    /// The clock plans read: the registry's, so a send it stamps and a resend a plan computes
+    /// are on one scale (and follow paused time in tests).
+    clock: Clock,
     /// Configs handed to the registry that wait for the agent's next message; withdrawn if a
     /// later plan no longer sends them.
     handed_over: HashMap<Uid, ConfigHash>,
@@ -94,13 +97,11 @@ pub struct Reconciler {
     started_ms: u64,
 }
 
-pub(super) fn now_ms() -> u64 {
-    system_time_ms(SystemTime::now())
-}
+pub(super) use gitamp_opamp::fleet::unix_ms as system_time_ms;
 
-pub(super) fn system_time_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// The clock for a plan made now.
+pub(super) fn timing(clock: &Clock) -> Timing {
+    Timing::at(clock.now_ms())
 }
 
 impl Reconciler {
@@ -111,6 +112,7 @@ impl Reconciler {
         agents: HashMap<Uid, ObservedAgent>,
         rollouts: BTreeMap<String, Rollout>,
     ) -> Reconciler {
+        let clock = state.fleet.clock();
         Reconciler {
             fleet: state.fleet.clone(),
             state,
@@ -130,14 +132,15 @@ impl Reconciler {
             described: HashSet::new(),
             lagged: false,
             refresh_all: true,
-            last_resync: Instant::now(),
+            last_resync: tokio::time::Instant::now(),
+            clock,
             handed_over: HashMap::new(),
             view_agents: AgentViews::default(),
             last_plan_cost: std::time::Duration::ZERO,
             retained: HashMap::new(),
             durable_now: false,
             otelcol: None,
-            started_ms: now_ms(),
+            started_ms: clock.now_ms(),
         }
     }
 
@@ -180,10 +183,5 @@ impl Reconciler {
         self.persist(&replanned, &observed);
         self.last_plan_cost = started.elapsed();
         telemetry::reconcile(self.last_plan_cost);
-    }
-
-    /// The clock for a plan made now.
-    fn timing() -> Timing {
-        Timing::at(now_ms())
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use gitamp_core::plan::{AgentPlan, ObservedAgent, RolloutPhase, SyncStatus};
 use gitamp_opamp::Uid;
 
-use super::{Reconciler, now_ms};
+use super::Reconciler;
 use crate::server::events::{Event, Masked};
 use crate::server::state::{AgentView, ConfigurationView, FleetView, Serving};
 use crate::telemetry;
@@ -28,7 +28,7 @@ impl Reconciler {
                 });
             }
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for uid in replanned {
             let Some((agent, Some(plan))) = planner.agent(uid) else {
                 continue;

@@ -13,7 +13,7 @@ use gitamp_opamp::RemoteConfig;
 use super::Reconciler;
 use super::persist::config_record;
 use crate::server::events::Event;
-use crate::server::state::{RevisionRecord, Serving};
+use crate::server::state::{RevisionView, Serving};
 use crate::source::SyncEvent;
 use crate::store::{self, StoreOp};
 use crate::telemetry;
@@ -94,7 +94,7 @@ impl Reconciler {
             }
             Err(rejected) => {
                 let errors = rejected.diagnostics.errors().count();
-                let record = RevisionRecord {
+                let record = RevisionView {
                     revision: rejected.revision.clone(),
                     at: SystemTime::now(),
                     accepted: false,
@@ -143,7 +143,7 @@ impl Reconciler {
                 )
             })
             .collect();
-        let record = RevisionRecord {
+        let record = RevisionView {
             revision: revision.revision.clone(),
             at: SystemTime::now(),
             accepted: true,

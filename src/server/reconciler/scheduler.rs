@@ -3,13 +3,15 @@
 //! when a plan asked to look at an agent again (`AgentPlan::requeue_at`: a push held back
 //! until then), and at the periodic resync. There is no fixed tick: an idle server sleeps.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::{Reconciler, now_ms};
+use super::Reconciler;
 use crate::source::SyncEvent;
 use gitamp_opamp::FleetEvent;
 
@@ -29,7 +31,7 @@ impl Reconciler {
     ) {
         let mut source_open = true;
         loop {
-            let wake = tokio::time::sleep_until(self.next_wake().into());
+            let wake = tokio::time::sleep_until(self.next_wake());
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 event = sync_rx.recv(), if source_open => match event {
@@ -89,26 +91,32 @@ impl Reconciler {
     /// When to plan next if no event comes: soon if work is waiting (missed events, agents a
     /// push moved), at the earliest time a plan asked for, at the resync at the latest.
     fn next_wake(&self) -> Instant {
-        let now = Instant::now();
         let resync = self.last_resync + RESYNC;
         if self.planner.is_none() {
             return resync;
         }
         if self.has_work() {
-            return now + DEBOUNCE;
+            return Instant::now() + DEBOUNCE;
         }
         let asked = self
             .planner
             .as_ref()
             .and_then(|p| p.next_wake())
-            .map(|at_ms| now + Duration::from_millis(at_ms.saturating_sub(now_ms())));
+            .map(|at_ms| self.clock.instant_of(at_ms));
         asked.map_or(resync, |at| at.min(resync))
     }
 
     /// Plan on this thread while the runtime moves its other tasks elsewhere: a large plan
-    /// (a new revision, a resync) must not hold up the connections queued behind it.
+    /// (a new revision, a resync) must not hold up the connections queued behind it. A
+    /// single-threaded runtime (tests with paused time) has nowhere to move them: it plans
+    /// inline.
     fn reconcile_off_worker(&mut self) {
-        tokio::task::block_in_place(|| self.reconcile());
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| self.reconcile());
+        } else {
+            self.reconcile();
+        }
     }
 
     /// Pretend the last plan took `cost`: the pause that gathers a burst of fleet events is

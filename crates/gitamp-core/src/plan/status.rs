@@ -1,5 +1,5 @@
-//! The sync status of one agent: DESIGN.md's table plus `Disconnected`, derived from the observed
-//! agent and what the repository wants, as a pure function.
+//! The sync status of one agent (the README's "Sync statuses and rollouts" table), derived from
+//! the observed agent and what the repository wants, as a pure function.
 
 use serde::{Deserialize, Serialize};
 

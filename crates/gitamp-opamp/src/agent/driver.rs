@@ -17,7 +17,7 @@ use super::{AgentState, SimAgent, ws};
 
 /// How an agent reaches the server.
 #[derive(Clone, Debug)]
-pub enum Transport {
+pub enum ClientTransport {
     /// One WebSocket connection per agent.
     WebSocket(WsOptions),
     /// One POST per message over a keep-alive pool that many agents may share.
@@ -101,7 +101,7 @@ impl AgentHandle {
 /// wants the agent to start.
 pub fn prepare_agent(
     agent: SimAgent,
-    transport: Transport,
+    transport: ClientTransport,
     server_url: &str,
 ) -> (AgentHandle, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -112,15 +112,15 @@ pub fn prepare_agent(
     let url = server_url.to_owned();
     let fut = async move {
         match transport {
-            Transport::WebSocket(opts) => ws::run(agent, url, opts, rx).await,
-            Transport::Http(pool) => run_http(agent, pool, rx).await,
+            ClientTransport::WebSocket(opts) => ws::run(agent, url, opts, rx).await,
+            ClientTransport::Http(pool) => run_http(agent, pool, rx).await,
         }
     };
     (handle, fut)
 }
 
 /// Starts the agent on the current tokio runtime.
-pub fn spawn_agent(agent: SimAgent, transport: Transport, server_url: &str) -> AgentHandle {
+pub fn spawn_agent(agent: SimAgent, transport: ClientTransport, server_url: &str) -> AgentHandle {
     let (handle, fut) = prepare_agent(agent, transport, server_url);
     tokio::spawn(fut);
     handle

@@ -8,8 +8,8 @@
 //!
 //! The design is sans-IO: [`SimAgent`] only turns server messages into agent messages and keeps
 //! the observable [`AgentState`]; the drivers ([`spawn_agent`], [`prepare_agent`]) move bytes over WebSocket
-//! ([`Transport::WebSocket`]) or plain HTTP through a shared keep-alive [`HttpPool`]
-//! ([`Transport::Http`]). [`run_fleet`] starts many agents with a ramp.
+//! ([`ClientTransport::WebSocket`]) or plain HTTP through a shared keep-alive [`HttpPool`]
+//! ([`ClientTransport::Http`]). [`run_fleet`] starts many agents with a ramp.
 
 mod control;
 mod driver;
@@ -18,7 +18,7 @@ mod swarm;
 mod ws;
 
 pub use control::WsOptions;
-pub use driver::{AgentHandle, Transport, prepare_agent, spawn_agent};
+pub use driver::{AgentHandle, ClientTransport, prepare_agent, spawn_agent};
 pub use http::{HttpError, HttpPool, HttpPoolOptions};
 pub use swarm::{FleetTransport, SimFleet, SimFleetOptions, run_fleet};
 
@@ -269,7 +269,7 @@ pub struct AgentState {
     pub uid_changes: u32,
     /// ServerErrorResponse messages received.
     pub server_errors: u64,
-    /// Transport failures (connect, send, HTTP status, decode).
+    /// ClientTransport failures (connect, send, HTTP status, decode).
     pub transport_errors: u64,
     /// The last error of either kind, for test failure messages.
     pub last_error: Option<String>,

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::control::WsOptions;
-use super::driver::{AgentHandle, Transport, prepare_agent};
+use super::driver::{AgentHandle, ClientTransport, prepare_agent};
 use super::http::{HttpError, HttpPool, HttpPoolOptions};
 use super::{AgentOptions, AgentState, ApplyPolicy, SimAgent, caps};
 
@@ -168,7 +168,7 @@ pub fn run_fleet(
     server_url: &str,
     opts: SimFleetOptions,
 ) -> Result<SimFleet, HttpError> {
-    let (make_transport, url): (Box<dyn Fn(usize) -> Transport>, String) = match &transport {
+    let (make_transport, url): (Box<dyn Fn(usize) -> ClientTransport>, String) = match &transport {
         FleetTransport::WebSocket { source_ips } => {
             let ips = source_ips.clone();
             let ws = opts.ws.clone();
@@ -178,7 +178,7 @@ pub fn run_fleet(
                     if !ips.is_empty() {
                         o.local_ip = Some(ips[i % ips.len()]);
                     }
-                    Transport::WebSocket(o)
+                    ClientTransport::WebSocket(o)
                 }),
                 with_scheme(server_url, true),
             )
@@ -193,12 +193,12 @@ pub fn run_fleet(
                     ..opts.http.clone()
                 },
             )?);
-            (Box::new(move |_| Transport::Http(pool.clone())), url)
+            (Box::new(move |_| ClientTransport::Http(pool.clone())), url)
         }
     };
     let http_pool = match make_transport(0) {
-        Transport::Http(p) => Some(p),
-        Transport::WebSocket(_) => None,
+        ClientTransport::Http(p) => Some(p),
+        ClientTransport::WebSocket(_) => None,
     };
 
     let mut handles = Vec::with_capacity(n);

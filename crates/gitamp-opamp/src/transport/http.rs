@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use prost::Message;
 
-use super::AppState;
+use super::Listener;
 use crate::proto::AgentToServer;
 use crate::report::Transport;
 use crate::session::{Connection, handle_message};
@@ -144,7 +144,7 @@ async fn decode_request(
 }
 
 pub(super) async fn post(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Listener>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {

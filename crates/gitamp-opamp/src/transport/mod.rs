@@ -108,8 +108,8 @@ pub(crate) fn unavailable() -> axum::response::Response {
         .into_response()
 }
 
-/// State shared by all handlers.
-pub(crate) struct AppState {
+/// What every OpAMP handler shares: the registry, the settings, the connection counters.
+pub(crate) struct Listener {
     pub(crate) fleet: Arc<Fleet>,
     pub(crate) settings: OpampSettings,
     /// SHA-256 of the secret: comparing digests is constant time whatever the lengths.
@@ -131,7 +131,7 @@ impl Drop for ActiveGuard {
     }
 }
 
-impl AppState {
+impl Listener {
     /// Takes a slot, or None when the server is at `max_connections`.
     pub(crate) fn admit(&self) -> Option<ActiveGuard> {
         let prev = self.active.fetch_add(1, Ordering::AcqRel);
@@ -177,7 +177,7 @@ pub fn router(fleet: Arc<Fleet>, settings: OpampSettings) -> Router {
     if tokio::runtime::Handle::try_current().is_ok() {
         spawn_sweeper(&fleet, &settings);
     }
-    let state = Arc::new(AppState {
+    let state = Arc::new(Listener {
         secret_digest: settings.secret.as_deref().map(digest),
         fleet,
         next_conn: AtomicU64::new(1),

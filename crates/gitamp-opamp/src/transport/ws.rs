@@ -13,7 +13,7 @@ use futures_util::{FutureExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::AppState;
+use super::Listener;
 use super::websocket::{self, CLOSE_NORMAL, Incoming, MessageReader, OutFrame};
 use crate::frame::decode_frame;
 use crate::outbox::{Push, outbox};
@@ -24,7 +24,7 @@ use crate::wire::Outgoing;
 
 /// `GET` on the OpAMP path: checks the secret and the opening handshake, answers 101 and
 /// serves the upgraded connection in its own task.
-pub(super) async fn upgrade(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
+pub(super) async fn upgrade(State(state): State<Arc<Listener>>, mut req: Request) -> Response {
     if !state.authorized(req.headers()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
@@ -132,7 +132,7 @@ impl Answers {
 }
 
 /// Serves one upgraded connection until either side closes it.
-async fn run<S>(io: S, state: Arc<AppState>)
+async fn run<S>(io: S, state: Arc<Listener>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {

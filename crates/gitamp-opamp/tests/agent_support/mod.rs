@@ -9,8 +9,14 @@
 
 #![allow(dead_code, unused_imports)]
 
+// The root kit's PRNG and polling helper, the same files (one copy for every test binary).
+#[path = "../../../../tests/support/poll.rs"]
+pub mod poll;
+#[path = "../../../../tests/support/rand.rs"]
 pub mod rand;
 pub mod wire;
+
+pub use poll::{Observed, eventually};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -155,43 +161,6 @@ pub async fn quiesce(server: &Server, agent: &gitamp_opamp::agent::AgentHandle) 
         },
     )
     .await;
-}
-
-/// What one check observed: the awaited value, or a description of what was seen instead.
-pub trait Observed<T> {
-    fn observed(self) -> Result<T, String>;
-}
-
-impl<T> Observed<T> for Option<T> {
-    fn observed(self) -> Result<T, String> {
-        self.ok_or_else(|| "not yet (the check returned None)".to_string())
-    }
-}
-
-impl<T, E: std::fmt::Debug> Observed<T> for Result<T, E> {
-    fn observed(self) -> Result<T, String> {
-        self.map_err(|e| format!("{e:?}"))
-    }
-}
-
-/// Run `check` every 20 ms until it observes the awaited state; panic after `timeout` naming
-/// `what` and the last observation.
-pub async fn eventually<T, C: Observed<T>>(
-    timeout: Duration,
-    what: &str,
-    mut check: impl AsyncFnMut() -> C,
-) -> T {
-    let t0 = Instant::now();
-    loop {
-        let last = match check().await.observed() {
-            Ok(v) => return v,
-            Err(last) => last,
-        };
-        if t0.elapsed() >= timeout {
-            panic!("timed out after {timeout:?} waiting for {what}; last observed: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Send a heartbeat now and wait for its answer. The server answers every message (in order,
