@@ -49,15 +49,19 @@ impl DesiredConfig {
         }
     }
 
+    /// The configuration's name.
     pub fn name(&self) -> &str {
         &self.config.metadata.name
     }
+    /// Which agents it selects.
     pub fn selector(&self) -> &Selector {
         &self.config.spec.selector
     }
+    /// Its priority: the highest among those selecting an agent wins.
     pub fn priority(&self) -> i64 {
         self.config.spec.priority
     }
+    /// Its rollout policy (the default when the file sets none).
     pub fn rollout(&self) -> RolloutPolicy {
         self.config.rollout()
     }
@@ -74,7 +78,9 @@ impl DesiredConfig {
 /// Every configuration of one revision.
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
+    /// The revision they come from.
     pub revision: String,
+    /// Each configuration by name.
     pub configurations: BTreeMap<String, DesiredConfig>,
 }
 

@@ -20,10 +20,13 @@ use crate::plan::{AgentPlan, Timing, plan_agent};
 /// One configuration's share of the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ConfigurationPlan {
+    /// The configuration's name.
     pub name: String,
+    /// Its rendered config's hash (`None`: it did not render).
     pub hash: Option<ConfigHash>,
     /// Agents it selects, by status; `conflict` counts agents it ties for.
     pub counts: StatusCounts,
+    /// Its rollout's progress.
     pub rollout: Option<RolloutProgress>,
     /// What this plan's rollout step decided.
     pub decision: Option<RolloutDecision>,
@@ -32,9 +35,11 @@ pub struct ConfigurationPlan {
 /// The plan for a fleet.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FleetPlan {
+    /// The revision planned against.
     pub revision: String,
     /// One per agent, in input order.
     pub agents: Vec<AgentPlan>,
+    /// Each configuration's share, by name.
     pub configurations: BTreeMap<String, ConfigurationPlan>,
     /// Every agent, by status.
     pub summary: StatusCounts,

@@ -78,12 +78,15 @@ impl Timing {
 /// The plan for one agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentPlan {
+    /// The agent.
     pub instance_uid: String,
     /// The configuration that selects it, if exactly one does.
     pub configuration: Option<String>,
     /// That configuration's hash.
     pub desired_hash: Option<ConfigHash>,
+    /// Where it stands against the desired config.
     pub status: SyncStatus,
+    /// What to do now.
     pub action: Action,
     /// Why, for people: the conflicting configurations, the agent's error message.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -25,6 +25,7 @@ pub enum ReportedStatus {
     Applying,
     /// FAILED (3) with the agent's `error_message`.
     Failed {
+        /// The agent's `error_message`.
         #[serde(default)]
         error: String,
     },

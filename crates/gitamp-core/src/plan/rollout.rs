@@ -20,6 +20,7 @@ use crate::plan::status::SyncStatus;
 /// What the rollout needs to know of one agent in its scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgentProgress {
+    /// Its sync status against the rollout's target.
     pub status: SyncStatus,
     /// Last reported health; `Some(false)` on a Synced agent holds the next batch back.
     pub healthy: Option<bool>,
@@ -61,9 +62,15 @@ pub enum RolloutPhase {
     Complete,
     /// Too many failures: nothing more is pushed for this hash until a new hash supersedes the
     /// rollout or an operator resumes it.
-    Halted { reason: String },
+    Halted {
+        /// Why, for people.
+        reason: String,
+    },
     /// Replaced by a newer desired hash (`None`: the configuration left the repository).
-    Superseded { by: Option<ConfigHash> },
+    Superseded {
+        /// The hash that replaced it.
+        by: Option<ConfigHash>,
+    },
 }
 
 /// What one [`Rollout::step`] decided.
@@ -71,11 +78,24 @@ pub enum RolloutPhase {
 #[serde(rename_all = "lowercase", tag = "decision")]
 pub enum RolloutDecision {
     /// New agents were admitted; `batch` is the index of the last batch admitted.
-    Advanced { batch: usize, admitted: usize },
+    Advanced {
+        /// Index of the last batch admitted.
+        batch: usize,
+        /// Agents admitted so far.
+        admitted: usize,
+    },
     /// Admitted agents are still applying (`in_flight`) or report unhealthy (`unhealthy`).
-    Waiting { in_flight: usize, unhealthy: usize },
+    Waiting {
+        /// Admitted agents still applying.
+        in_flight: usize,
+        /// Admitted agents that report unhealthy.
+        unhealthy: usize,
+    },
     /// Failures exceed the threshold; nothing more is admitted.
-    Halted { reason: String },
+    Halted {
+        /// Why, for people.
+        reason: String,
+    },
     /// Every agent admitted, none in flight.
     Complete,
 }
@@ -83,8 +103,11 @@ pub enum RolloutDecision {
 /// One configuration's rollout of one desired hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
+    /// The configuration rolled out.
     pub configuration: String,
+    /// The hash it rolls out.
     pub target: ConfigHash,
+    /// Its rollout policy (batches, failures tolerated, what a failed agent gets).
     pub policy: RolloutPolicy,
     /// Agents in scope, in admission order: sorted by uid when the rollout starts, later joiners
     /// appended (sorted among themselves). An `IndexSet` so `admits` is O(1).
@@ -94,10 +117,13 @@ pub struct Rollout {
     pub admitted: usize,
     /// Batches admitted so far (0 before the first).
     pub batch: usize,
+    /// Agents in scope that run the target.
     pub synced: usize,
+    /// Agents in scope that failed it (or were rolled back from it).
     pub failed: usize,
     /// In scope, neither synced nor failed (not admitted, applying, disconnected, ...).
     pub pending: usize,
+    /// Where it stands.
     pub phase: RolloutPhase,
 }
 
@@ -361,12 +387,20 @@ impl Rollout {
 /// A rollout without its agent list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutProgress {
+    /// The hash rolled out.
     pub target: ConfigHash,
+    /// Where it stands.
     pub phase: RolloutPhase,
+    /// Batches admitted so far.
     pub batch: usize,
+    /// Agents admitted so far.
     pub admitted: usize,
+    /// Agents in scope.
     pub total: usize,
+    /// Agents that run the target.
     pub synced: usize,
+    /// Agents that failed it.
     pub failed: usize,
+    /// Agents neither synced nor failed.
     pub pending: usize,
 }

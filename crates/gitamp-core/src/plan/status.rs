@@ -146,16 +146,26 @@ pub fn sync_status(
 /// Agents per status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusCounts {
+    /// Agents that are synced.
     pub synced: usize,
+    /// Agents that are pending.
     pub pending: usize,
+    /// Agents that are applying.
     pub applying: usize,
+    /// Agents that are failed.
     pub failed: usize,
+    /// Agents that are rolled back.
     #[serde(rename = "rolled-back")]
     pub rolled_back: usize,
+    /// Agents that are drifted.
     pub drifted: usize,
+    /// Agents that are unmanaged.
     pub unmanaged: usize,
+    /// Agents that are conflict.
     pub conflict: usize,
+    /// Agents that are incompatible.
     pub incompatible: usize,
+    /// Agents that are disconnected.
     pub disconnected: usize,
 }
 
