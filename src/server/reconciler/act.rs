@@ -3,7 +3,6 @@
 //! poll. A push is recorded (and counted, and logged as a `pushed` event) when a frame carrying
 //! it was queued, not when it was handed over.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use gitamp_core::ConfigHash;
@@ -16,79 +15,64 @@ use crate::server::events::Event;
 use crate::server::state::Serving;
 use crate::telemetry;
 
-/// How many times one reconcile plans again for agents its own sends moved (Pending to
-/// Applying, a rollout batch that opened): enough for the usual one extra round, bounded so a
-/// reconcile always ends.
-const MAX_ROUNDS: usize = 3;
-
 impl Reconciler {
-    /// Plan, hand over what the plan sends, record what went out, and plan again for the agents
-    /// that moved. `sent_in_replies` are configs that went out in poll replies since the last
-    /// reconcile (already in the planner's records): they are counted here, like the pushes.
-    /// Returns every agent re-planned.
+    /// Plan, hand over what the plan sends, and record what went out. An agent sent a config
+    /// moves (Pending to Applying, a requeue time): it is re-planned at the next reconcile, which
+    /// the scheduler runs soon (`Planner::has_work`); doing it here made this plan longer, and
+    /// the pause that gathers the agents' answers with it. `sent_in_replies` are configs that
+    /// went out in poll replies since the last reconcile (already in the planner's records):
+    /// they are counted here, like the pushes. Returns the agents re-planned.
     pub(super) fn plan_and_act(
         &mut self,
         serving: &Serving,
         sent_in_replies: &[(Uid, ConfigHash, u64, u64)],
     ) -> Vec<Uid> {
         let started = std::time::Instant::now();
-        let mut replanned_all: Vec<Uid> = Vec::new();
-        let mut seen: HashSet<Uid> = HashSet::new();
         let mut sent: Vec<(Uid, ConfigHash)> = sent_in_replies
             .iter()
             .map(|(uid, hash, ..)| (*uid, *hash))
             .collect();
-        for _ in 0..MAX_ROUNDS {
-            let timing = super::timing(&self.clock);
-            let Some(planner) = self.planner.as_mut() else {
-                break;
+        let timing = super::timing(&self.clock);
+        let Some(planner) = self.planner.as_mut() else {
+            return Vec::new();
+        };
+        let replanned = planner.plan(timing);
+        // Pushes first, bookkeeping after: the last agent of a rollout gets its config as soon
+        // as the plan is made. Plans are read in place; only who was sent is kept.
+        let mut queued = Vec::new();
+        for uid in &replanned {
+            let Some((_, Some(plan))) = planner.agent(uid) else {
+                continue;
             };
-            let replanned = planner.plan(timing);
-            // Pushes first, bookkeeping after: the last agent of a rollout gets its config as
-            // soon as the plan is made. Plans are read in place; only who was sent is kept.
-            let mut queued = Vec::new();
-            for uid in &replanned {
-                let Some((_, Some(plan))) = planner.agent(uid) else {
-                    continue;
-                };
-                let Action::Push(hash) = plan.action else {
-                    if self.handed_over.remove(uid).is_some() {
-                        self.fleet.deliver(uid, None);
-                    }
-                    continue;
-                };
-                let Some(config) = config_for(serving, &self.retained, plan, hash) else {
-                    warn!(agent = %uid_text(uid), hash = %hash.short(), "No config with this hash is kept; nothing sent.");
-                    continue;
-                };
-                match self.fleet.deliver(uid, Some(config)) {
-                    Delivery::Queued(s) => {
-                        self.handed_over.remove(uid);
-                        queued.push((*uid, hash, system_time_ms(s.at), s.conn));
-                    }
-                    Delivery::Pending => {
-                        self.handed_over.insert(*uid, hash);
-                    }
-                    Delivery::Dropped | Delivery::Unknown => {
-                        self.handed_over.remove(uid);
-                    }
+            let Action::Push(hash) = plan.action else {
+                if self.handed_over.remove(uid).is_some() {
+                    self.fleet.deliver(uid, None);
+                }
+                continue;
+            };
+            let Some(config) = config_for(serving, &self.retained, plan, hash) else {
+                warn!(agent = %uid_text(uid), hash = %hash.short(), "No config with this hash is kept; nothing sent.");
+                continue;
+            };
+            match self.fleet.deliver(uid, Some(config)) {
+                Delivery::Queued(s) => {
+                    self.handed_over.remove(uid);
+                    queued.push((*uid, hash, system_time_ms(s.at), s.conn));
+                }
+                Delivery::Pending => {
+                    self.handed_over.insert(*uid, hash);
+                }
+                Delivery::Dropped | Delivery::Unknown => {
+                    self.handed_over.remove(uid);
                 }
             }
-            for (uid, hash, at, conn) in &queued {
-                planner.note_sent(uid, *hash, *at, Some(*conn));
-                sent.push((*uid, *hash));
-            }
-            for uid in &replanned {
-                planner.record(uid);
-            }
-            for uid in replanned {
-                if seen.insert(uid) {
-                    replanned_all.push(uid);
-                }
-            }
-            if queued.is_empty() && !planner.has_work() {
-                break;
-            }
+        }
+        for (uid, hash, at, conn) in &queued {
+            planner.note_sent(uid, *hash, *at, Some(*conn));
+            sent.push((*uid, *hash));
+        }
+        for uid in &replanned {
+            planner.record(uid);
         }
         if !sent.is_empty() {
             debug!(
@@ -98,7 +82,7 @@ impl Reconciler {
             );
         }
         self.count_sent(&sent);
-        replanned_all
+        replanned
     }
 
     /// Count configs that went out and log each as a `pushed` event.
