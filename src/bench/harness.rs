@@ -237,8 +237,8 @@ impl Server {
         let stdout = child.stdout.take().context("server stdout")?;
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        // Logs go to stdout too: skip them up to the listening line, then keep draining (a
-        // closed pipe would make the server's next log line fail).
+        // Logs go to stderr (the log file above); stdout carries the listening line. Anything
+        // else there is copied to the log, and the pipe is kept drained after it.
         let mut log = std::env::var_os("GITAMP_BENCH_SERVER_LOG").and_then(|path| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -251,7 +251,7 @@ impl Server {
             if reader.read_line(&mut line)? == 0 {
                 bail!("gitamp serve ended before listening");
             }
-            if line.contains("opamp=") && line.contains("api=") {
+            if line.starts_with("gitamp listening ") {
                 break;
             }
             if let Some(f) = log.as_mut() {

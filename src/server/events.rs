@@ -375,6 +375,34 @@ pub fn from_store(records: Vec<store::EventRecord>) -> Vec<EventView> {
         .collect()
 }
 
+/// How many diagnostics of a rejected revision are logged: enough to act on, bounded so that a
+/// broken repository cannot flood the logs (the status API and `gitamp status` have them all).
+pub const LOGGED_DIAGNOSTICS: usize = 20;
+
+/// Log why a revision is rejected, one warn line a diagnostic (`file:line:column:
+/// error[CODE name]: message`, errors first), so that the logs alone say what to fix. They
+/// need no masking: the core never quotes a parameter's value in a diagnostic, and the
+/// collector's messages (`--otelcol`) are masked before they become diagnostics
+/// (`tests/no_secret_in_logs.rs` rejects a revision and checks the output).
+pub fn log_rejected_diagnostics(rejected: &gitamp_core::Rejected) {
+    let diagnostics = &rejected.diagnostics;
+    for d in diagnostics
+        .errors()
+        .chain(diagnostics.warnings())
+        .take(LOGGED_DIAGNOSTICS)
+    {
+        warn!(revision = %rejected.revision, code = d.code, "{d}");
+    }
+    if let Some(more) = diagnostics.len().checked_sub(LOGGED_DIAGNOSTICS)
+        && more > 0
+    {
+        warn!(
+            revision = %rejected.revision,
+            "… and {more} more diagnostic(s) (`gitamp status` lists them all)."
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

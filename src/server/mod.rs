@@ -59,18 +59,33 @@ fn bind_for_storms(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(OPAMP_LISTEN_BACKLOG)
 }
 
+/// Logs go to stderr so that stdout carries only the line for scripts (`gitamp listening …`).
 fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     // (No wire-level library traces to cap: tungstenite's printed `Authorization` headers and
     // config payloads at trace; the WebSocket codec is now ours and logs neither.)
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = log_colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     // A second init (tests running several servers in one process) is harmless.
     let _ = if format == LogFormat::Json {
         builder.json().try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// Colours only for a person at a terminal: escapes in a log file or a pipeline are noise.
+/// `NO_COLOR` set to anything but the empty string turns them off (no-color.org).
+fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Run the server until Ctrl-C or SIGTERM.
@@ -234,8 +249,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "gitamp is serving."
     );
-    // A machine-readable line for scripts and tests that bind port 0.
-    println!("gitamp listening opamp={opamp_addr} api={api_addr}");
+    // A machine-readable line for scripts and tests that bind port 0, alone on stdout (logs
+    // go to stderr). A closed stdout is no reason to stop serving: the error is ignored.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "gitamp listening opamp={opamp_addr} api={api_addr}")
+            .and_then(|()| out.flush());
+    }
 
     let demo = if config.demo_agents > 0 {
         let url = format!("ws://{}{}", loopback(opamp_addr), settings.path);
@@ -299,5 +320,18 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    #[test]
+    fn log_colours_only_at_a_terminal_without_no_color() {
+        assert!(super::log_colours(true, None));
+        assert!(super::log_colours(true, Some(OsStr::new(""))));
+        assert!(!super::log_colours(true, Some(OsStr::new("1"))));
+        assert!(!super::log_colours(false, None));
     }
 }

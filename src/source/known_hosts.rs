@@ -3,8 +3,17 @@
 //! libgit2 only consults `~/.ssh/known_hosts`, which containers rarely have; gitamp takes a
 //! `--known-hosts` file and checks the server's key itself in the certificate callback. Plain
 //! and hashed (`|1|salt|hash`) host patterns, `[host]:port`, `*`/`?` wildcards, `!` negation
-//! and `@revoked` are understood; `@cert-authority` lines are ignored (host certificates are
-//! not supported, so such a host is reported as unknown).
+//! and `@revoked` are understood. A key marked `@revoked` for the host is refused whatever
+//! else the file says, wherever its line is (as OpenSSH does): a plain line listing the same
+//! key does not bring it back. `@cert-authority` lines are ignored: gitamp does not do host
+//! certificates, and a CA's key is never taken as the host's own key, so a host known only
+//! through a CA is unknown (refused).
+//!
+//! Hand-written rather than the `ssh-key` crate's `known_hosts` parser: that crate is not in
+//! this build's offline registry cache, its release (0.6) is on the previous RustCrypto
+//! generation (hmac 0.12 beside our 0.13, plus rsa and the NIST curves in the lock file), and
+//! it only splits lines: host matching (wildcards, negation, hashed names, ports) and the
+//! revocation rule would still be ours.
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +77,8 @@ impl KnownHosts {
             if first.starts_with('@') {
                 match first {
                     "@revoked" => revoked = true,
+                    // `@cert-authority` (host certificates are not supported) and unknown
+                    // markers: never a host's own key.
                     _ => continue,
                 }
                 first = fields.next().unwrap_or("");
@@ -88,32 +99,33 @@ impl KnownHosts {
     }
 
     /// Check `key` (the raw SSH wire-format public key) for `host` reached on `port`.
+    ///
+    /// Every line for the host is read before answering: a `@revoked` line for this key wins
+    /// over any plain line, before or after it, so that revoking a key needs one added line
+    /// and no hunt for the old ones.
     pub fn check(&self, host: &str, port: Option<u16>, key: &[u8]) -> HostKeyStatus {
-        let names: Vec<String> = match port {
-            Some(p) if p != 22 => vec![format!("[{host}]:{p}")],
-            _ => vec![host.to_string()],
-        };
-        let mut listed = false;
+        // OpenSSH writes (and hashes) host names in lower case, and the port only when not 22.
+        let name = match port {
+            Some(p) if p != 22 => format!("[{host}]:{p}"),
+            _ => host.to_string(),
+        }
+        .to_ascii_lowercase();
+        let mut status = HostKeyStatus::Unknown;
         for entry in &self.entries {
-            if !names.iter().any(|n| patterns_match(&entry.patterns, n)) {
+            if !patterns_match(&entry.patterns, &name) {
                 continue;
             }
             if entry.revoked {
                 if entry.key == key {
                     return HostKeyStatus::Revoked;
                 }
-                continue;
-            }
-            listed = true;
-            if entry.key == key {
-                return HostKeyStatus::Match;
+            } else if entry.key == key {
+                status = HostKeyStatus::Match;
+            } else if status == HostKeyStatus::Unknown {
+                status = HostKeyStatus::Mismatch;
             }
         }
-        if listed {
-            HostKeyStatus::Mismatch
-        } else {
-            HostKeyStatus::Unknown
-        }
+        status
     }
 }
 
@@ -219,6 +231,110 @@ mod tests {
             kh.check("bad.corp", None, &key(KEY_A)),
             HostKeyStatus::Unknown
         );
+    }
+
+    /// A hashed host field, made the way OpenSSH does: HMAC-SHA1 keyed by a salt over the name.
+    fn hashed(name: &str) -> String {
+        let salt = b"0123456789abcdef0123";
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(salt).unwrap();
+        mac.update(name.as_bytes());
+        let e = base64::engine::general_purpose::STANDARD;
+        format!(
+            "|1|{}|{}",
+            e.encode(salt),
+            e.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    #[test]
+    fn revoked_wins_before_or_after_a_plain_line() {
+        for file in [
+            format!("github.com ssh-ed25519 {KEY_A}\n@revoked github.com ssh-ed25519 {KEY_A}\n"),
+            format!("@revoked github.com ssh-ed25519 {KEY_A}\ngithub.com ssh-ed25519 {KEY_A}\n"),
+            format!("github.com ssh-ed25519 {KEY_A}\n@revoked * ssh-ed25519 {KEY_A}\n"),
+        ] {
+            let kh = KnownHosts::parse(&file);
+            assert_eq!(
+                kh.check("github.com", None, &key(KEY_A)),
+                HostKeyStatus::Revoked,
+                "{file}"
+            );
+            // Another key of the host is not revoked: it is just not listed.
+            assert_eq!(
+                kh.check("github.com", None, &key(KEY_B)),
+                HostKeyStatus::Mismatch,
+                "{file}"
+            );
+        }
+        // A revocation for another host leaves this one alone.
+        let kh = KnownHosts::parse(&format!(
+            "github.com ssh-ed25519 {KEY_A}\n@revoked gitlab.com ssh-ed25519 {KEY_A}\n"
+        ));
+        assert_eq!(
+            kh.check("github.com", None, &key(KEY_A)),
+            HostKeyStatus::Match
+        );
+    }
+
+    #[test]
+    fn revoked_with_hashed_hosts_ports_negation_and_wildcards() {
+        let kh = KnownHosts::parse(&format!(
+            "{h} ssh-ed25519 {KEY_A}\n\
+             @revoked {h} ssh-ed25519 {KEY_A}\n\
+             {hp} ssh-ed25519 {KEY_B}\n\
+             git.internal ssh-ed25519 {KEY_A}\n\
+             [git.internal]:2222 ssh-ed25519 {KEY_A}\n\
+             @revoked [git.internal]:2222 ssh-ed25519 {KEY_A}\n\
+             *.corp ssh-ed25519 {KEY_B}\n\
+             @revoked *.corp,!good.corp ssh-ed25519 {KEY_B}\n",
+            h = hashed("example.org"),
+            hp = hashed("[example.org]:2222"),
+        ));
+        // Hashed: the revoked line is found by the same hash; host names compare in lower case.
+        assert_eq!(
+            kh.check("Example.org", None, &key(KEY_A)),
+            HostKeyStatus::Revoked
+        );
+        assert_eq!(
+            kh.check("example.org", Some(2222), &key(KEY_B)),
+            HostKeyStatus::Match
+        );
+        // Ports: `[host]:2222` is revoked, the same host on 22 is not.
+        assert_eq!(
+            kh.check("git.internal", Some(2222), &key(KEY_A)),
+            HostKeyStatus::Revoked
+        );
+        assert_eq!(
+            kh.check("git.internal", Some(22), &key(KEY_A)),
+            HostKeyStatus::Match
+        );
+        // Wildcard revocation, with a negated host it does not reach.
+        assert_eq!(
+            kh.check("x.corp", None, &key(KEY_B)),
+            HostKeyStatus::Revoked
+        );
+        assert_eq!(
+            kh.check("good.corp", None, &key(KEY_B)),
+            HostKeyStatus::Match
+        );
+    }
+
+    #[test]
+    fn cert_authority_lines_are_ignored() {
+        // gitamp does not do host certificates: a CA's key is not the host's key.
+        let kh = KnownHosts::parse(&format!("@cert-authority *.corp ssh-ed25519 {KEY_A}\n"));
+        assert_eq!(
+            kh.check("x.corp", None, &key(KEY_A)),
+            HostKeyStatus::Unknown
+        );
+        let kh = KnownHosts::parse(&format!(
+            "@cert-authority *.corp ssh-ed25519 {KEY_A}\nx.corp ssh-ed25519 {KEY_B}\n"
+        ));
+        assert_eq!(
+            kh.check("x.corp", None, &key(KEY_A)),
+            HostKeyStatus::Mismatch
+        );
+        assert_eq!(kh.check("x.corp", None, &key(KEY_B)), HostKeyStatus::Match);
     }
 
     #[test]

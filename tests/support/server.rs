@@ -29,9 +29,11 @@ pub struct Server {
     pub opamp: SocketAddr,
     pub api: SocketAddr,
     pub data_dir: PathBuf,
-    /// Every line the server printed, stdout (where its tracing logs go) and stderr, in the
-    /// order they were read; collected in the background.
+    /// Every line the server printed, stderr (its logs) and stdout (the listening line), in
+    /// the order they were read; collected in the background.
     pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The lines of stdout alone: the listening line is all a script should find there.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// How many of its two output streams reached their end (both: every line is in `logs`).
     pub outputs_closed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -76,11 +78,16 @@ impl Server {
         });
         let (tx, rx) = mpsc::channel();
         let logs3 = logs.clone();
+        let stdout_lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stdout3 = stdout_lines.clone();
         let closed3 = outputs_closed.clone();
         std::thread::spawn(move || {
             for line in lossy_lines(stdout) {
                 if let Some(rest) = line.strip_prefix("gitamp listening ") {
                     let _ = tx.send(rest.to_string());
+                }
+                if let Ok(mut l) = stdout3.lock() {
+                    l.push(line.clone());
                 }
                 if let Ok(mut l) = logs3.lock() {
                     l.push(line);
@@ -112,6 +119,7 @@ impl Server {
             api: api.expect("api address"),
             data_dir: data_dir.to_path_buf(),
             logs,
+            stdout: stdout_lines,
             outputs_closed,
         }
     }
