@@ -328,22 +328,7 @@ impl Otelcol {
 /// Compile a snapshot and, with a collector, have it check every configuration: what
 /// `gitamp serve --otelcol` accepts or rejects. A refusal, or a check that could not run,
 /// rejects the revision like any error (the revision is never served unchecked).
-///
-/// A rejection's diagnostics are logged here, where the verdict is made, as every revision the
-/// server reads passes through here.
 pub fn compile_checked(
-    snapshot: &Snapshot,
-    source_diagnostics: Diagnostics,
-    otelcol: Option<&Otelcol>,
-) -> Result<Revision, Rejected> {
-    let verdict = compile_and_check(snapshot, source_diagnostics, otelcol);
-    if let Err(rejected) = &verdict {
-        crate::server::events::log_rejected_diagnostics(rejected);
-    }
-    verdict
-}
-
-fn compile_and_check(
     snapshot: &Snapshot,
     source_diagnostics: Diagnostics,
     otelcol: Option<&Otelcol>,

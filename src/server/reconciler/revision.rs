@@ -93,6 +93,8 @@ impl Reconciler {
                 true
             }
             Err(rejected) => {
+                // What is wrong, file:line by file:line, next to the rejection in the log.
+                crate::server::events::log_rejected_diagnostics(&rejected);
                 let errors = rejected.diagnostics.errors().count();
                 let record = RevisionView {
                     revision: rejected.revision.clone(),
