@@ -1,7 +1,7 @@
 //! `gitamp serve`: wires the tasks together.
 //!
 //! ```text
-//!  source task ──SyncEvent──► reconciler ──set_desired──► fleet ◄──► OpAMP listener ◄── agents
+//!  source task ──SyncEvent──► reconciler ──deliver────► fleet ◄──► OpAMP listener ◄── agents
 //!  (git poll / dir watch /        │  ▲                       │
 //!   embedded)        webhooks ─wake  │  └────FleetEvent───────┘
 //!                                 ▼
