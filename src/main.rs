@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cli::error_line(&err));
             ExitCode::from(cli::exit::ERROR)
         }
     }

@@ -537,6 +537,31 @@ async fn agents_list_filters_and_pages() {
     let (code, body) = get(&s.base, "/api/v1/agents?limit=ten").await;
     assert_eq!(code, 400);
     assert!(body["error"].is_string());
+    // A status that is not one is refused, naming the real ones (a typo is not "no agents").
+    let (code, body) = get(&s.base, "/api/v1/agents?status=synched").await;
+    assert_eq!(code, 400, "{body}");
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("`synched`") && error.contains("synced, pending"),
+        "{error}"
+    );
+    // The selector rules are the repository's: `notin ()` is E032, not "every agent".
+    let (code, body) = get(&s.base, "/api/v1/agents?selector=os.type%20notin%20()").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or_default().contains("E032"),
+        "{body}"
+    );
+    // Values without parentheses: the error says where they go.
+    let (code, body) = get(&s.base, "/api/v1/agents?selector=os.type%20in%20linux").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("`os.type in (linux)`"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -959,6 +984,25 @@ async fn webhooks_wake_only_when_authentic() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 404);
+}
+
+/// A status typo fails before any request (no server needed), with the usage exit code.
+#[tokio::test]
+async fn cli_agents_refuses_a_status_that_is_not_one() {
+    let out = run_cli(&[
+        "agents",
+        "--server",
+        "http://127.0.0.1:1",
+        "--status",
+        "synched",
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--status: unknown status `synched`") && !stderr.contains("cannot reach"),
+        "{stderr}"
+    );
 }
 
 async fn run_cli(args: &[&str]) -> std::process::Output {

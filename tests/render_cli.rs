@@ -65,6 +65,18 @@ fn unknown_configuration_is_invalid_input() {
     );
 }
 
+/// A missing repository is said once: each cause of the error appears once on its line.
+#[test]
+fn a_missing_repository_names_its_cause_once() {
+    let missing = tempfile::tempdir().expect("tempdir").path().join("gone");
+    let missing = missing.to_string_lossy().into_owned();
+    let out = gitamp(&["validate", &missing]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+}
+
 fn write(root: &Path, path: &str, text: &str) {
     let p = root.join(path);
     std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");

@@ -36,6 +36,28 @@ const AGENT_EVENTS: usize = 50;
 /// Status of an agent the reconciler has not planned yet.
 pub const UNKNOWN_STATUS: &str = "unknown";
 
+/// The `status` filter: one status or a comma-separated list. An empty value means no filter, as
+/// a form with an empty field would send; a name that is not a status is an error (a typo must
+/// not pass for "no agent in that status"). The CLI checks its `--status` with it too.
+pub fn parse_statuses(text: &str) -> Result<Vec<&str>, String> {
+    let mut statuses = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if name != UNKNOWN_STATUS && SyncStatus::from_name(name).is_none() {
+            let known: Vec<&str> = SyncStatus::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .chain([UNKNOWN_STATUS])
+                .collect();
+            return Err(format!(
+                "unknown status `{name}`; expected one of {}",
+                known.join(", ")
+            ));
+        }
+        statuses.push(name);
+    }
+    Ok(statuses)
+}
+
 type ApiResult<T> = Result<T, ApiError>;
 
 /// RFC 3339 in UTC; a time before the epoch or past year 9999 (a broken clock) shows as the epoch.
@@ -293,16 +315,12 @@ pub(crate) async fn agents(
         .map(selector::parse)
         .transpose()
         .map_err(ApiError::bad_request)?;
-    // An empty parameter (`status=`) means no filter, as a form with an empty field would send.
-    let statuses: Option<Vec<&str>> = q
+    let statuses = q
         .status
         .as_deref()
-        .map(|s| {
-            s.split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-        })
+        .map(parse_statuses)
+        .transpose()
+        .map_err(ApiError::bad_request)?
         .filter(|s| !s.is_empty());
     let configuration = q.configuration.as_deref().filter(|c| !c.is_empty());
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);

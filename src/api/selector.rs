@@ -6,7 +6,9 @@
 //! `k=v` / `k==v` (equals), `k!=v` (not equal, or absent), `k in (a,b)`, `k notin (a,b)`,
 //! `k` (exists), `!k` (does not exist).
 
-use gitamp_core::catalog::model::{Selector, SelectorOperator, SelectorRequirement};
+use gitamp_core::catalog::model::{
+    Selector, SelectorOperator, SelectorRequirement, SelectorValuesProblem,
+};
 
 /// Parse selector text; the error says which requirement is malformed.
 pub fn parse(text: &str) -> Result<Selector, String> {
@@ -52,13 +54,35 @@ fn requirement(part: &str) -> Result<SelectorRequirement, String> {
     let req = |key: &str, operator, values: Vec<String>| -> Result<SelectorRequirement, String> {
         let key = key.trim();
         if key.is_empty() || key.contains(char::is_whitespace) {
+            // `k in v` without the parentheses reads as one key with spaces in it.
+            let words: Vec<&str> = part.split_whitespace().collect();
+            if words.len() >= 3 && matches!(words[1].to_ascii_lowercase().as_str(), "in" | "notin")
+            {
+                return Err(format!(
+                    "selector requirement {part:?}: the values of `{}` go in parentheses: \
+                     `{} {} ({})`",
+                    words[1],
+                    words[0],
+                    words[1],
+                    words[2..].join(" ")
+                ));
+            }
             return Err(format!("selector requirement {part:?} has no valid key"));
         }
-        Ok(SelectorRequirement {
+        let requirement = SelectorRequirement {
             key: key.to_string(),
             operator,
             values,
-        })
+        };
+        match requirement.values_problem() {
+            Some(SelectorValuesProblem::Missing) => Err(format!(
+                "selector requirement {part:?}: `in`/`notin` needs at least one value (E032)"
+            )),
+            Some(SelectorValuesProblem::Unexpected) => Err(format!(
+                "selector requirement {part:?}: takes no values (E032)"
+            )),
+            None => Ok(requirement),
+        }
     };
     if let Some((key, value)) = part.split_once("!=") {
         return req(key, SelectorOperator::NotIn, vec![value.trim().to_string()]);

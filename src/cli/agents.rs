@@ -142,6 +142,10 @@ impl Client {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // The server refuses a status that is not one; say so before asking it.
+    if let Some(status) = &args.status {
+        crate::api::parse_statuses(status).map_err(|e| anyhow::anyhow!("--status: {e}"))?;
+    }
     let client = Client::new(&args.server)?;
     let mut query: Vec<(&str, String)> = Vec::new();
     for (k, v) in [

@@ -337,6 +337,33 @@ pub struct SelectorRequirement {
     pub values: Vec<String>,
 }
 
+/// What is wrong with a requirement's values (code E032 in a repository; the status API's
+/// `selector=` refuses the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectorValuesProblem {
+    /// `In` or `NotIn` without a value: it would match nothing, or everything.
+    Missing,
+    /// `Exists` or `DoesNotExist` with values, which they do not read.
+    Unexpected,
+}
+
+impl SelectorRequirement {
+    /// The one rule for a requirement's values.
+    pub fn values_problem(&self) -> Option<SelectorValuesProblem> {
+        match self.operator {
+            SelectorOperator::In | SelectorOperator::NotIn if self.values.is_empty() => {
+                Some(SelectorValuesProblem::Missing)
+            }
+            SelectorOperator::Exists | SelectorOperator::DoesNotExist
+                if !self.values.is_empty() =>
+            {
+                Some(SelectorValuesProblem::Unexpected)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Which agents a configuration applies to, by their labels (Kubernetes label-selector rules:
 /// every matchLabels pair and every expression must hold; an empty selector matches every agent).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -18,8 +18,8 @@ use super::diagnostics::{Diagnostics, Location};
 use super::load::{Document, escape_token};
 use super::model::{
     ComponentRef, Configuration, ConfigurationSpec, Kind, Metadata, Origin, ParameterSpec,
-    ParameterType, Resource, ResourceSpec, ResourceType, Role, RolloutStrategy, SelectorOperator,
-    TypeSpec,
+    ParameterType, Resource, ResourceSpec, ResourceType, Role, RolloutStrategy,
+    SelectorValuesProblem, TypeSpec,
 };
 use super::params::{self, Problem};
 use crate::plan::selector::may_overlap;
@@ -480,28 +480,24 @@ fn check_configuration(
     for (i, r) in c.spec.selector.match_expressions.iter().enumerate() {
         let at = o.locate(&format!("/spec/selector/matchExpressions/{i}"));
         let op = format!("{:?}", r.operator);
-        match r.operator {
-            SelectorOperator::In | SelectorOperator::NotIn if r.values.is_empty() => {
-                diags.push(codes::SELECTOR_VALUES.at(
-                    at,
-                    format!(
-                        "configuration `{name}`: `{op}` on `{}` needs at least one value; add \
+        match r.values_problem() {
+            Some(SelectorValuesProblem::Missing) => diags.push(codes::SELECTOR_VALUES.at(
+                at,
+                format!(
+                    "configuration `{name}`: `{op}` on `{}` needs at least one value; add \
                          `values`",
-                        r.key
-                    ),
-                ))
-            }
-            SelectorOperator::Exists | SelectorOperator::DoesNotExist if !r.values.is_empty() => {
-                diags.push(codes::SELECTOR_VALUES.at(
-                    at,
-                    format!(
-                        "configuration `{name}`: `{op}` on `{}` takes no values; remove \
+                    r.key
+                ),
+            )),
+            Some(SelectorValuesProblem::Unexpected) => diags.push(codes::SELECTOR_VALUES.at(
+                at,
+                format!(
+                    "configuration `{name}`: `{op}` on `{}` takes no values; remove \
                          `values` or use In/NotIn",
-                        r.key
-                    ),
-                ))
-            }
-            _ => {}
+                    r.key
+                ),
+            )),
+            None => {}
         }
     }
     if let Some(rollout) = &c.spec.rollout

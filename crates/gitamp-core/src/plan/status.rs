@@ -51,6 +51,11 @@ impl SyncStatus {
         SyncStatus::Disconnected,
     ];
 
+    /// The status named `name` (its serde name, as [`SyncStatus::as_str`] gives it).
+    pub fn from_name(name: &str) -> Option<SyncStatus> {
+        SyncStatus::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The serde name, for labels and logs.
     pub fn as_str(self) -> &'static str {
         match self {
