@@ -399,6 +399,20 @@ async fn unreachable_remotes_fail() {
     }
 }
 
+/// A source tracking `main` of the test's local remote.
+fn main_of(remote: &Remote, opts: GitOptions) -> GitSource {
+    GitSource::new(
+        GitSpec {
+            url: remote.path.to_string_lossy().into_owned(),
+            git_ref: Some("main".into()),
+            sub_path: None,
+            auth: GitAuth::None,
+        },
+        opts,
+    )
+    .expect("a source for the local remote")
+}
+
 /// A source whose remote never answers (nothing listens on port 1).
 fn unreachable_source(opts: GitOptions) -> GitSource {
     GitSource::new(
@@ -453,16 +467,7 @@ async fn poller_sends_snapshots_and_wakes_on_notify() {
     let c1 = remote.commit("refs/heads/main", None, &[File("a.yaml", b"1")]);
     let mut opts = GitOptions::new(&remote.data_dir);
     opts.interval = Duration::from_secs(3600);
-    let src = GitSource::new(
-        GitSpec {
-            url: remote.path.to_string_lossy().into_owned(),
-            git_ref: Some("main".into()),
-            sub_path: None,
-            auth: GitAuth::None,
-        },
-        opts,
-    )
-    .unwrap();
+    let src = main_of(&remote, opts);
     let poller = GitPoller::new(src);
     let wake: Arc<tokio::sync::Notify> = poller.wake_handle();
     let (tx, mut rx) = mpsc::channel(4);
@@ -498,16 +503,7 @@ async fn poller_polls_once_per_interval_in_virtual_time() {
     let c1 = remote.commit("refs/heads/main", None, &[File("a.yaml", b"1")]);
     let mut opts = GitOptions::new(&remote.data_dir);
     opts.interval = HOUR;
-    let src = GitSource::new(
-        GitSpec {
-            url: remote.path.to_string_lossy().into_owned(),
-            git_ref: Some("main".into()),
-            sub_path: None,
-            auth: GitAuth::None,
-        },
-        opts,
-    )
-    .unwrap();
+    let src = main_of(&remote, opts);
     let (tx, mut rx) = mpsc::channel(4);
     let cancel = CancellationToken::new();
     let started = tokio::time::Instant::now();

@@ -109,16 +109,7 @@ impl Reconciler {
                     revision: rejected.revision.clone(),
                     errors,
                 });
-                self.write(StoreOp::RecordRevision(store::RevisionRecord {
-                    revision: record.revision.clone(),
-                    time: store::to_ms(record.at),
-                    accepted: false,
-                    diagnostics: serde_json::to_value(&record.diagnostics).unwrap_or_default(),
-                    source_error: None,
-                }));
-                if let Ok(mut h) = self.state.history.lock() {
-                    h.record_revision(record.clone());
-                }
+                self.record_revision(record.clone());
                 let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
                 sync.last_rejected = Some(record);
                 false
@@ -159,16 +150,7 @@ impl Reconciler {
             revision: revision.revision.clone(),
             configurations: desired_configs.len(),
         });
-        self.write(StoreOp::RecordRevision(store::RevisionRecord {
-            revision: record.revision.clone(),
-            time: store::to_ms(record.at),
-            accepted: true,
-            diagnostics: serde_json::to_value(&record.diagnostics).unwrap_or_default(),
-            source_error: None,
-        }));
-        if let Ok(mut h) = self.state.history.lock() {
-            h.record_revision(record);
-        }
+        self.record_revision(record);
         {
             let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
             sync.current_revision = Some(revision.revision.clone());
@@ -212,5 +194,19 @@ impl Reconciler {
         let mut keep: Vec<String> = keep.iter().map(ConfigHash::to_hex).collect();
         keep.sort();
         self.write(StoreOp::PruneConfigs { keep });
+    }
+
+    /// A revision seen, accepted or not: into the store's history and the API's.
+    fn record_revision(&self, record: RevisionView) {
+        self.write(StoreOp::RecordRevision(store::RevisionRecord {
+            revision: record.revision.clone(),
+            time: store::to_ms(record.at),
+            accepted: record.accepted,
+            diagnostics: serde_json::to_value(&record.diagnostics).unwrap_or_default(),
+            source_error: None,
+        }));
+        if let Ok(mut h) = self.state.history.lock() {
+            h.record_revision(record);
+        }
     }
 }
