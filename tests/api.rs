@@ -1079,6 +1079,8 @@ async fn cli_agents_and_status_against_the_server() {
         "{text}"
     );
     assert!(text.contains("last rejected:   bad0000"), "{text}");
+    // Rejected before the served revision was accepted here: said to be old, and exit 0.
+    assert!(text.contains("older than the served revision"), "{text}");
     assert!(text.contains("broken.yaml"), "{text}");
     assert!(text.contains("pending 4"), "{text}");
 

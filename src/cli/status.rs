@@ -25,20 +25,42 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.server)?;
     let raw: serde_json::Value = client.get("/api/v1/status", &[])?;
+    let status: StatusResponse = serde_json::from_value(raw.clone())
+        .context("the server's status has an unexpected shape")?;
     let out = match args.output {
         Output::Json => {
             let mut s = serde_json::to_string_pretty(&raw).context("cannot encode the status")?;
             s.push('\n');
             s
         }
-        Output::Table => {
-            let status: StatusResponse = serde_json::from_value(raw)
-                .context("the server's status has an unexpected shape")?;
-            text(&status)
-        }
+        Output::Table => text(&status),
     };
     print!("{out}");
-    Ok(ExitCode::from(super::exit::OK))
+    // A script asking "is the repository's tip being served?" reads the exit code.
+    let code = if tip_rejected(&status) {
+        super::exit::INVALID
+    } else {
+        super::exit::OK
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// Whether the last rejected revision is newer than the served one (or nothing is served): the
+/// repository's tip is not what agents get.
+pub fn tip_rejected(s: &StatusResponse) -> bool {
+    match (&s.last_rejected, &s.accepted_at) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(r), Some(accepted)) => match (parse_time(&r.at), parse_time(accepted)) {
+            (Some(rejected), Some(accepted)) => rejected > accepted,
+            // Unreadable times: say what the server says, the rejection is there.
+            _ => true,
+        },
+    }
+}
+
+fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// The status for people, one fact per line.
@@ -77,9 +99,15 @@ pub fn text(s: &StatusResponse) -> String {
         );
     }
     if let Some(r) = &s.last_rejected {
+        // An old rejection (a newer revision was accepted since) must not read as the news.
+        let when = if tip_rejected(s) {
+            "the repository's tip is not served"
+        } else {
+            "older than the served revision"
+        };
         let _ = writeln!(
             o,
-            "last rejected:   {} at {} ({} error(s), {} warning(s))",
+            "last rejected:   {} at {} ({} error(s), {} warning(s)); {when}",
             r.revision, r.at, r.errors, r.warnings
         );
         for d in &r.diagnostics {
@@ -125,4 +153,45 @@ pub fn text(s: &StatusResponse) -> String {
         up % 60
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::model::RevisionItem;
+
+    fn status(rejected_at: Option<&str>, accepted_at: Option<&str>) -> StatusResponse {
+        StatusResponse {
+            accepted_at: accepted_at.map(str::to_string),
+            last_rejected: rejected_at.map(|at| RevisionItem {
+                revision: "bad".into(),
+                at: at.into(),
+                accepted: false,
+                errors: 1,
+                warnings: 0,
+                diagnostics: Vec::new(),
+            }),
+            ..StatusResponse::default()
+        }
+    }
+
+    #[test]
+    fn the_tip_is_rejected_only_when_the_rejection_is_newer_than_what_is_served() {
+        let early = "2026-12-04T10:00:00Z";
+        let late = "2026-12-04T10:00:00.5Z";
+        assert!(!tip_rejected(&status(None, Some(early))));
+        assert!(tip_rejected(&status(Some(early), None)), "nothing served");
+        assert!(tip_rejected(&status(Some(late), Some(early))));
+        assert!(
+            !tip_rejected(&status(Some(early), Some(late))),
+            "an old rejection"
+        );
+        let old = text(&status(Some(early), Some(late)));
+        assert!(old.contains("older than the served revision"), "{old}");
+        let news = text(&status(Some(late), Some(early)));
+        assert!(
+            news.contains("the repository's tip is not served"),
+            "{news}"
+        );
+    }
 }
