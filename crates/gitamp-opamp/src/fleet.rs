@@ -265,6 +265,14 @@ impl AgentEntry {
         }
     }
 
+    /// What the planner reads: the snapshot without the effective config, with the statuses
+    /// not read yet (consumed).
+    fn observed(&mut self) -> AgentSnapshot {
+        let mut snap = self.snapshot_with(false);
+        snap.unread_statuses = std::mem::take(&mut self.unread_statuses);
+        snap
+    }
+
     fn awaiting_report(&self) -> bool {
         self.full_state_requested && self.remote_status.is_none()
     }
@@ -583,11 +591,7 @@ impl Fleet {
     /// planning never reads; copying it was a large part of a plan), with the remote config
     /// statuses reported since the last `observe` of it, which this read consumes.
     pub fn observe(&self, uid: &Uid) -> Option<AgentSnapshot> {
-        let entry = self.get(uid)?;
-        let mut e = lock(&entry);
-        let mut snap = e.snapshot_with(false);
-        snap.unread_statuses = std::mem::take(&mut e.unread_statuses);
-        Some(snap)
+        self.get(uid).map(|entry| lock(&entry).observed())
     }
 
     /// [`Fleet::observe`] for every known agent, sorted by UID (after missed events).
@@ -595,12 +599,7 @@ impl Fleet {
         let mut v: Vec<_> = self
             .entries()
             .iter()
-            .map(|entry| {
-                let mut e = lock(entry);
-                let mut snap = e.snapshot_with(false);
-                snap.unread_statuses = std::mem::take(&mut e.unread_statuses);
-                snap
-            })
+            .map(|entry| lock(entry).observed())
             .collect();
         v.sort_by_key(|a| a.uid);
         v

@@ -10,10 +10,11 @@ use gitamp_core::plan::{Action, AgentPlan};
 use gitamp_opamp::{Delivery, RemoteConfig, Uid, wire::uid_text};
 use tracing::{debug, warn};
 
-use super::{Reconciler, system_time_ms};
+use super::Reconciler;
 use crate::server::events::Event;
 use crate::server::state::Serving;
 use crate::telemetry;
+use gitamp_opamp::fleet::unix_ms;
 
 impl Reconciler {
     /// Plan, hand over what the plan sends, and record what went out. An agent sent a config
@@ -25,13 +26,10 @@ impl Reconciler {
     pub(super) fn plan_and_act(
         &mut self,
         serving: &Serving,
-        sent_in_replies: &[(Uid, ConfigHash, u64, u64)],
+        sent_in_replies: &[(Uid, ConfigHash)],
     ) -> Vec<Uid> {
         let started = std::time::Instant::now();
-        let mut sent: Vec<(Uid, ConfigHash)> = sent_in_replies
-            .iter()
-            .map(|(uid, hash, ..)| (*uid, *hash))
-            .collect();
+        let mut sent = sent_in_replies.to_vec();
         let timing = super::timing(&self.clock);
         let Some(planner) = self.planner.as_mut() else {
             return Vec::new();
@@ -57,7 +55,7 @@ impl Reconciler {
             match self.fleet.deliver(uid, Some(config)) {
                 Delivery::Queued(s) => {
                     self.handed_over.remove(uid);
-                    queued.push((*uid, hash, system_time_ms(s.at), s.conn));
+                    queued.push((*uid, hash, unix_ms(s.at), s.conn));
                 }
                 Delivery::Pending => {
                     self.handed_over.insert(*uid, hash);

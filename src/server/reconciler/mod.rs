@@ -97,8 +97,6 @@ pub struct Reconciler {
     started_ms: u64,
 }
 
-pub(super) use gitamp_opamp::fleet::unix_ms as system_time_ms;
-
 /// The clock for a plan made now.
 pub(super) fn timing(clock: &Clock) -> Timing {
     Timing::at(clock.now_ms())

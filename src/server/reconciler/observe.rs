@@ -10,8 +10,9 @@ use gitamp_opamp::proto::AgentCapabilities;
 use gitamp_opamp::report::{RemoteState, RemoteStatus, Transport};
 use gitamp_opamp::{AgentSnapshot, FleetEvent, Uid, wire::uid_text};
 
-use super::{Reconciler, system_time_ms};
+use super::Reconciler;
 use crate::server::events::Event;
+use gitamp_opamp::fleet::unix_ms;
 
 /// What one [`Reconciler::observe`] read.
 #[derive(Default)]
@@ -21,9 +22,8 @@ pub(super) struct Observed {
     /// Agents whose labels changed or that are new to the planner: their store records
     /// carry the labels.
     pub labels_changed: HashSet<Uid>,
-    /// Configs that went out in replies since the last read: agent, hash, when (ms), on which
-    /// connection.
-    pub sent: Vec<(Uid, ConfigHash, u64, u64)>,
+    /// Configs that went out in replies since the last read (already in the records), to count.
+    pub sent: Vec<(Uid, ConfigHash)>,
 }
 
 impl Reconciler {
@@ -91,8 +91,8 @@ impl Reconciler {
                 relabelled = observe_into(&snap, agent);
                 relabelled
             });
-            if let Some((hash, at, conn)) = sent {
-                observed.sent.push((snap.uid, hash, at, conn));
+            if let Some(hash) = sent {
+                observed.sent.push((snap.uid, hash));
                 self.handed_over.remove(&snap.uid);
             }
             if relabelled || !known {
@@ -108,16 +108,16 @@ impl Reconciler {
 }
 
 /// A config that went out in a reply (the registry's `last_sent`) that the record does not have
-/// yet: recorded as the agent's send. Returns it, to be counted.
-fn fold_sent(snap: &AgentSnapshot, agent: &mut ObservedAgent) -> Option<(ConfigHash, u64, u64)> {
+/// yet: recorded as the agent's send. Returns its hash, to be counted.
+fn fold_sent(snap: &AgentSnapshot, agent: &mut ObservedAgent) -> Option<ConfigHash> {
     let sent = snap.last_sent?;
     let hash = ConfigHash(sent.hash);
-    let at = system_time_ms(sent.at);
+    let at = unix_ms(sent.at);
     if agent.sent_hash == Some(hash) && agent.sent_at == Some(at) {
         return None;
     }
     agent.note_push(hash, at, Some(sent.conn));
-    Some((hash, at, sent.conn))
+    Some(hash)
 }
 
 /// What the registry saw of one agent, folded into its record. Labels come from the agent's

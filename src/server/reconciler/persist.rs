@@ -100,9 +100,10 @@ impl Reconciler {
             }
             // A failure must survive a crash (it stops re-sends and holds rollouts); an
             // applied hash is reported again by the agent itself when it reconnects.
-            let failed_before =
-                before.map_or(Digest::of(&ObservedAgent::default()).failed, |d| d.failed);
-            self.durable_now |= digest.failed != failed_before;
+            self.durable_now |= match before {
+                Some(before) => before.failed != digest.failed,
+                None => !agent.failed_hashes.is_empty(),
+            };
             self.persisted.insert(*uid, digest);
             // Labels go to the store only when they may be new to it: a rollout rewrites
             // every agent's record, and serializing unchanged labels for each was a cost.

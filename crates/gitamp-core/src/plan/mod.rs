@@ -115,9 +115,10 @@ impl AgentPlan {
             && agent.synced_hash != self.desired_hash
     }
 
-    /// For a dry run or a test that acts as the transport: record the planned push as sent
-    /// at `now_ms`, then what [`AgentPlan::record`] records.
-    pub fn record_sent(&self, agent: &mut ObservedAgent, now_ms: u64) {
+    /// For tests that act as the transport: record the planned push as sent at `now_ms`, then
+    /// what [`AgentPlan::record`] records.
+    #[cfg(test)]
+    pub(crate) fn record_sent(&self, agent: &mut ObservedAgent, now_ms: u64) {
         match self.action {
             Action::Push(h) => agent.note_push(h, now_ms, agent.connection),
             Action::Nothing | Action::Wait => self.record(agent),
