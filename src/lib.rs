@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod build_info;
 pub mod cli;
 pub mod embedded;
 pub mod otelcol;

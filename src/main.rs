@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(
     name = "gitamp",
-    version,
+    version = gitamp::build_info::LONG_VERSION,
     about = "Run a fleet of OpenTelemetry collectors from Git (OpAMP server + GitOps reconciler)"
 )]
 struct Cli {
