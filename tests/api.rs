@@ -278,14 +278,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
             .with_file("configurations/broken.yaml", "apiVersion: gitamp.dev/v1\nkind: Configuration\nmetadata: {name: broken}\nspec:\n  destinations: [nowhere]\n"),
     )
     .expect_err("the broken revision is rejected");
-    let rejected_record = RevisionView {
-        revision: "bad0000".into(),
-        at: SystemTime::now(),
-        accepted: false,
-        errors: rejected.diagnostics.errors().count(),
-        warnings: rejected.diagnostics.warnings().count(),
-        diagnostics: rejected.diagnostics.clone(),
-    };
+    let rejected_record = RevisionView::seen("bad0000", false, &rejected.diagnostics);
 
     let mut state = AppState::new(Arc::clone(&fleet), gitamp::telemetry::install());
     state.api_token = token.map(Into::into);
@@ -308,14 +301,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
     };
     {
         let mut h = state.history.lock().unwrap();
-        h.record_revision(RevisionView {
-            revision: rev.revision.clone(),
-            at: SystemTime::now(),
-            accepted: true,
-            errors: 0,
-            warnings: rev.warnings.len(),
-            diagnostics: rev.warnings.clone(),
-        });
+        h.record_revision(RevisionView::seen(&rev.revision, true, &rev.warnings));
         h.record_revision(rejected_record);
     }
     state.emit(Event::Pushed {

@@ -10,10 +10,10 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use gitamp_core::ConfigHash;
 use gitamp_core::plan::selector::matches;
 use gitamp_core::plan::{ReportedStatus, SyncStatus};
 use gitamp_core::render::mask;
-use gitamp_core::{ConfigHash, Diagnostics};
 use gitamp_opamp::proto::AgentCapabilities;
 use gitamp_opamp::report::{Health, RemoteState, Transport};
 use gitamp_opamp::wire::uid_text;
@@ -26,7 +26,9 @@ use super::model::{
     RevisionList, StatusResponse,
 };
 use super::{Api, ApiError, selector};
-use crate::server::state::{AgentView, EventView, FleetView, RevisionView, Serving};
+use crate::server::state::{
+    AgentView, DiagnosticView, EventView, FleetView, RevisionView, Serving,
+};
 
 /// Default and largest page of `GET /api/v1/agents`.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -93,16 +95,13 @@ fn counts_with_zeros(counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize
     all
 }
 
-fn diagnostic_items(d: &Diagnostics) -> Vec<DiagnosticItem> {
+fn diagnostic_items(d: &[DiagnosticView]) -> Vec<DiagnosticItem> {
     d.iter()
         .map(|d| DiagnosticItem {
-            code: d.code.to_string(),
-            name: d.name.to_string(),
-            severity: match d.severity {
-                gitamp_core::Severity::Error => "error".into(),
-                gitamp_core::Severity::Warning => "warning".into(),
-            },
-            file: d.location.file.to_string(),
+            code: d.code.clone(),
+            name: d.name.clone(),
+            severity: d.severity.clone(),
+            file: d.location.file.clone(),
             line: d.location.line,
             column: d.location.column,
             message: d.message.clone(),
@@ -188,7 +187,15 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
         accepted_at: serving.as_ref().map(|s| rfc3339(s.accepted_at)),
         warnings: serving
             .as_ref()
-            .map(|s| diagnostic_items(&s.revision.warnings))
+            .map(|s| {
+                let warnings: Vec<DiagnosticView> = s
+                    .revision
+                    .warnings
+                    .iter()
+                    .map(DiagnosticView::from)
+                    .collect();
+                diagnostic_items(&warnings)
+            })
             .unwrap_or_default(),
         last_fetch: sync.last_fetch.map(rfc3339),
         last_fetch_duration_ms: sync.last_fetch_duration_ms,

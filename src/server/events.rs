@@ -14,7 +14,7 @@ use gitamp_opamp::Uid;
 use gitamp_opamp::wire::uid_text;
 use tracing::{debug, info, warn};
 
-use super::state::EventView;
+use super::state::{DiagnosticView, EventView, RevisionView};
 use crate::store;
 
 /// The kinds of [`Event`]: a bounded set, so it can label a metric.
@@ -363,16 +363,45 @@ pub fn from_store(records: Vec<store::EventRecord>) -> Vec<EventView> {
         .into_iter()
         .rev()
         .map(|r| EventView {
-            at: if r.time >= 0 {
-                UNIX_EPOCH + Duration::from_millis(r.time.unsigned_abs())
-            } else {
-                UNIX_EPOCH - Duration::from_millis(r.time.unsigned_abs())
-            },
+            at: time_of_ms(r.time),
             agent: r.agent_uid,
             kind: r.kind,
             message: r.message,
         })
         .collect()
+}
+
+/// Revisions a previous run stored (newest first, as the store answers), oldest first for
+/// [`AppState::restore_revisions`](super::state::AppState::restore_revisions). A row whose
+/// diagnostics do not read back keeps its counts from its verdict alone: the history is for
+/// people, and one unreadable row must not stop a start.
+pub fn revisions_from_store(records: Vec<store::RevisionRecord>) -> Vec<RevisionView> {
+    records
+        .into_iter()
+        .rev()
+        .map(|r| {
+            let diagnostics: Vec<DiagnosticView> =
+                serde_json::from_value(r.diagnostics).unwrap_or_default();
+            let errors = diagnostics.iter().filter(|d| d.severity == "error").count();
+            RevisionView {
+                at: time_of_ms(r.time),
+                revision: r.revision,
+                accepted: r.accepted,
+                errors,
+                warnings: diagnostics.len() - errors,
+                diagnostics,
+            }
+        })
+        .collect()
+}
+
+/// A stored time (ms since the epoch, possibly negative) as a `SystemTime`.
+fn time_of_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
 }
 
 /// How many diagnostics of a rejected revision are logged: enough to act on, bounded so that a
@@ -412,6 +441,54 @@ mod tests {
     use super::*;
     use crate::server::state::AppState;
     use crate::store::{SqliteStore, Store, StoreWriter, WriterOptions};
+
+    /// A stored revision row reads back with the diagnostics the core wrote, codes this
+    /// version does not know included, oldest first.
+    #[test]
+    fn stored_revisions_read_back_oldest_first_with_their_diagnostics() {
+        let loc = gitamp_core::Location {
+            file: "configurations/broken.yaml".into(),
+            line: 10,
+            column: 18,
+        };
+        let core = gitamp_core::Diagnostics(vec![gitamp_core::Diagnostic {
+            code: "E012",
+            name: "unknown-destination",
+            severity: gitamp_core::Severity::Error,
+            location: loc,
+            message: "no such destination".into(),
+        }]);
+        let mut future = serde_json::to_value(&core).unwrap();
+        future[0]["code"] = "E999".into();
+        let rows = vec![
+            store::RevisionRecord {
+                revision: "newer".into(),
+                time: 2_000,
+                accepted: false,
+                diagnostics: future,
+                source_error: None,
+            },
+            store::RevisionRecord {
+                revision: "older".into(),
+                time: 1_000,
+                accepted: true,
+                diagnostics: serde_json::json!("not a list"),
+                source_error: None,
+            },
+        ];
+        let views = revisions_from_store(rows);
+        assert_eq!(views[0].revision, "older");
+        assert!(views[0].diagnostics.is_empty());
+        assert_eq!(views[1].revision, "newer");
+        assert_eq!((views[1].errors, views[1].warnings), (1, 0));
+        let d = &views[1].diagnostics[0];
+        assert_eq!(d.code, "E999");
+        assert_eq!(
+            (d.location.file.as_str(), d.location.line, d.location.column),
+            ("configurations/broken.yaml", 10, 18)
+        );
+        assert_eq!(views[1].at, UNIX_EPOCH + Duration::from_secs(2));
+    }
 
     /// `gitamp_events_total{kind}` as the recorder renders it now.
     fn counted(app: &AppState, kind: &str) -> f64 {

@@ -112,6 +112,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .recent_events(None, state::EVENT_HISTORY as u32)
         .await
         .context("loading recent events")?;
+    let revision_records = store
+        .revisions(state::REVISION_HISTORY as u32)
+        .await
+        .context("loading the revision history")?;
     let (store_writer, store_task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
 
     let fleet = Arc::new(Fleet::new());
@@ -119,6 +123,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     // The last run's events first, so those of this run (the cached revision accepted below)
     // come after them.
     app.restore_events(events::from_store(event_records));
+    app.restore_revisions(events::revisions_from_store(revision_records));
     app.store_events_in(Some(store_writer.clone()));
     let secrets = &config.secrets;
     app.api_token = secrets.api_token.clone();
@@ -170,16 +175,20 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                     let git_source = GitSource::new(git, opts).context("setting up Git")?;
                     // Serve the last accepted revision from the cache at once, so a restart
                     // keeps serving (and never serves a rejected tip) before the first fetch.
+                    // Not in the cache (a restored backup, a lost cache): the poller looks for it
+                    // again after its first fetch.
+                    let mut restore = None;
                     if let Some(sha) = &last_accepted {
                         match git_source.read_commit(sha) {
                             Ok(Some(snap)) => initial_revision = Some(snap.snapshot),
-                            Ok(None) => {}
+                            Ok(None) => restore = Some(sha.clone()),
                             Err(err) => {
-                                warn!(revision = %sha, error = %err, "Cached revision unreadable; waiting for the first fetch.")
+                                warn!(revision = %sha, error = %err, "Cached revision unreadable; waiting for the first fetch.");
+                                restore = Some(sha.clone());
                             }
                         }
                     }
-                    let poller = GitPoller::new(git_source);
+                    let poller = GitPoller::new(git_source).restoring(restore);
                     app.webhooks.wake = poller.wake_handle();
                     tokio::spawn(poller.run(sync_tx.clone(), cancel.clone()));
                 }

@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use gitamp_core::{ConfigHash, Diagnostics, Revision};
+use gitamp_core::{ConfigHash, Diagnostic, Diagnostics, Revision, Severity};
 use gitamp_opamp::{Fleet, RemoteConfig, Uid};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::events::{self, Event};
@@ -189,7 +189,62 @@ pub struct RevisionView {
     pub accepted: bool,
     pub errors: usize,
     pub warnings: usize,
-    pub diagnostics: Diagnostics,
+    pub diagnostics: Vec<DiagnosticView>,
+}
+
+impl RevisionView {
+    /// A revision seen now, with its diagnostics (a rejection's errors, or an accepted
+    /// revision's warnings).
+    pub fn seen(revision: &str, accepted: bool, diagnostics: &Diagnostics) -> RevisionView {
+        RevisionView {
+            revision: revision.to_string(),
+            at: SystemTime::now(),
+            accepted,
+            errors: diagnostics.errors().count(),
+            warnings: diagnostics.warnings().count(),
+            diagnostics: diagnostics.iter().map(DiagnosticView::from).collect(),
+        }
+    }
+}
+
+/// One diagnostic as the history keeps it: owned text, so that a revision a previous run stored
+/// reads back as it was, codes this version does not know included. Its JSON is the core
+/// [`Diagnostic`]'s, which is what the store's `revisions.diagnostics` column holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosticView {
+    pub code: String,
+    pub name: String,
+    /// `error` or `warning`.
+    pub severity: String,
+    pub location: LocationView,
+    pub message: String,
+}
+
+/// Where a [`DiagnosticView`] was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocationView {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+impl From<&Diagnostic> for DiagnosticView {
+    fn from(d: &Diagnostic) -> DiagnosticView {
+        DiagnosticView {
+            code: d.code.to_string(),
+            name: d.name.to_string(),
+            severity: match d.severity {
+                Severity::Error => "error".into(),
+                Severity::Warning => "warning".into(),
+            },
+            location: LocationView {
+                file: d.location.file.to_string(),
+                line: d.location.line,
+                column: d.location.column,
+            },
+            message: d.message.clone(),
+        }
+    }
 }
 
 /// Something that happened, for people (`/api/v1/agents/{id}` shows an agent's recent ones).
@@ -283,6 +338,15 @@ impl AppState {
     /// Queue events for `store` from now on (`None`: memory only, as at shutdown).
     pub fn store_events_in(&self, store: Option<StoreWriter>) {
         self.event_store.store(store.map(Arc::new));
+    }
+
+    /// Put revisions a previous run stored back into the history (oldest first), before any
+    /// new one: `/api/v1/revisions` then survives a restart.
+    pub fn restore_revisions(&self, records: Vec<RevisionView>) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        for r in records {
+            h.record_revision(r);
+        }
     }
 
     /// Put events a previous run stored back into the history (oldest first), before any new

@@ -688,6 +688,11 @@ fn url_port(url: &str) -> Option<u16> {
 pub struct GitPoller {
     source: GitSource,
     wake: Arc<Notify>,
+    /// The last accepted revision (from the store) when the cache did not have it at start:
+    /// a data directory restored from a backup, or a lost cache. Looked for again after the
+    /// first fetch, which brings the tip's history, so that a rejected tip does not leave the
+    /// server with nothing to serve.
+    restore: Option<String>,
 }
 
 impl GitPoller {
@@ -695,6 +700,40 @@ impl GitPoller {
         GitPoller {
             source,
             wake: Arc::new(Notify::new()),
+            restore: None,
+        }
+    }
+
+    /// Offer `revision` (the last accepted one, missing from the cache) before the first
+    /// fetched tip, once the fetch has brought it.
+    pub fn restoring(mut self, revision: Option<String>) -> GitPoller {
+        self.restore = revision;
+        self
+    }
+
+    /// The restored revision's snapshot if the fetch just made brought it and it is not the
+    /// tip itself (which is offered anyway).
+    async fn restored(&mut self, tip: &str, url: &str) -> Option<SourceSnapshot> {
+        let sha = self.restore.take().filter(|sha| sha != tip)?;
+        let source = self.source.clone();
+        let wanted = sha.clone();
+        match tokio::task::spawn_blocking(move || source.read_commit(&wanted)).await {
+            Ok(Ok(Some(snapshot))) => {
+                info!(url = %url, revision = %sha, "Restored the last accepted revision from the remote (it was not in the Git cache).");
+                Some(snapshot)
+            }
+            Ok(Ok(None)) => {
+                warn!(url = %url, revision = %sha, "The last accepted revision is not on the remote any more; serving the tip if it is valid.");
+                None
+            }
+            Ok(Err(err)) => {
+                warn!(url = %url, revision = %sha, error = %err, "Reading the last accepted revision failed.");
+                None
+            }
+            Err(err) => {
+                warn!(error = %err, "Reading the last accepted revision failed.");
+                None
+            }
         }
     }
 
@@ -708,7 +747,7 @@ impl GitPoller {
     }
 
     /// Poll until `cancel` fires or the receiver is dropped.
-    pub async fn run(self, tx: mpsc::Sender<SyncEvent>, cancel: CancellationToken) {
+    pub async fn run(mut self, tx: mpsc::Sender<SyncEvent>, cancel: CancellationToken) {
         let opts = self.source.options().clone();
         let url = redact_url(&self.source.spec().url);
         let mut known: Option<String> = None;
@@ -734,6 +773,14 @@ impl GitPoller {
                     known = Some(snapshot.snapshot.revision.clone());
                     info.consecutive_failures = 0;
                     info.next_retry = Some(SystemTime::now() + opts.interval);
+                    if let Some(restored) = self.restored(&snapshot.snapshot.revision, &url).await {
+                        info.skipped = restored.skipped;
+                        let event = SyncEvent::Snapshot(restored.snapshot, info.clone());
+                        tokio::select! {
+                            r = tx.send(event) => if r.is_err() { break },
+                            _ = cancel.cancelled() => break,
+                        }
+                    }
                     info.skipped = snapshot.skipped;
                     (
                         SyncEvent::Snapshot(snapshot.snapshot, info.clone()),

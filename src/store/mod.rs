@@ -252,6 +252,17 @@ pub enum StoreError {
     },
     #[error("migrating the store schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A downgrade: the store carries a schema step this binary does not know, so reading it
+    /// could misread columns it never heard of.
+    #[error(
+        "the store {path} was written by a newer gitamp (schema step {found}; this binary knows \
+         steps up to {known}): run that newer gitamp, or restore a backup made by this version"
+    )]
+    Newer {
+        path: std::path::PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("store query ({what}): {source}")]
     Query {
         what: &'static str,

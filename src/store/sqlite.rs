@@ -82,7 +82,14 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 source,
             })?;
-        MIGRATOR.run(&pool).await?;
+        MIGRATOR.run(&pool).await.map_err(|err| match err {
+            sqlx::migrate::MigrateError::VersionMissing(found) => StoreError::Newer {
+                path: path.to_path_buf(),
+                found,
+                known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+            },
+            other => StoreError::Migrate(other),
+        })?;
         info!(path = %path.display(), "Opened the SQLite store.");
         Ok(SqliteStore {
             pool,

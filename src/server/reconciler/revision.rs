@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use gitamp_core::plan::{Desired, Planner};
 use gitamp_core::{ConfigHash, Revision, Snapshot};
@@ -95,15 +95,8 @@ impl Reconciler {
             Err(rejected) => {
                 // What is wrong, file:line by file:line, next to the rejection in the log.
                 crate::server::events::log_rejected_diagnostics(&rejected);
-                let errors = rejected.diagnostics.errors().count();
-                let record = RevisionView {
-                    revision: rejected.revision.clone(),
-                    at: SystemTime::now(),
-                    accepted: false,
-                    errors,
-                    warnings: rejected.diagnostics.warnings().count(),
-                    diagnostics: rejected.diagnostics.clone(),
-                };
+                let record = RevisionView::seen(&rejected.revision, false, &rejected.diagnostics);
+                let errors = record.errors;
                 telemetry::revision(false);
                 self.state.emit(Event::RevisionRejected {
                     revision: rejected.revision.clone(),
@@ -136,14 +129,7 @@ impl Reconciler {
                 )
             })
             .collect();
-        let record = RevisionView {
-            revision: revision.revision.clone(),
-            at: SystemTime::now(),
-            accepted: true,
-            errors: 0,
-            warnings: revision.warnings.len(),
-            diagnostics: revision.warnings.clone(),
-        };
+        let record = RevisionView::seen(&revision.revision, true, &revision.warnings);
         self.durable_now = true;
         telemetry::revision(true);
         self.state.emit(Event::RevisionAccepted {
