@@ -574,47 +574,66 @@ async fn poller_backoff_doubles_up_to_its_cap_in_virtual_time() {
     task.await.unwrap();
 }
 
+/// `git daemon` serving the folder holding `remote` on a loopback port, killed on drop; None
+/// when git daemon is unavailable. Like GitHub and GitLab, it lets a client fetch any commit
+/// reachable from a ref by its id.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn serve(remote: &Remote) -> Option<GitDaemon> {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let base = remote.path.parent().unwrap().to_path_buf();
+        let child = std::process::Command::new("git")
+            .args([
+                "-c",
+                "uploadpack.allowReachableSHA1InWant=true",
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", base.display()),
+            ])
+            .arg(&base)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        support::eventually_blocking(Duration::from_secs(10), "git daemon listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+        });
+        Some(GitDaemon { child, port })
+    }
+
+    fn url(&self) -> String {
+        format!("git://127.0.0.1:{}/remote.git", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Network transports fetch with depth 1: serve the remote with `git daemon` on loopback.
 #[tokio::test]
 async fn network_fetch_is_shallow() {
     let remote = Remote::new();
     let c1 = remote.commit("refs/heads/main", None, &[File("a.yaml", b"1")]);
     let c2 = remote.commit("refs/heads/main", Some(c1), &[File("a.yaml", b"2")]);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let base = remote.path.parent().unwrap().to_path_buf();
-    let daemon = std::process::Command::new("git")
-        .args([
-            "daemon",
-            "--export-all",
-            "--reuseaddr",
-            "--listen=127.0.0.1",
-            &format!("--port={port}"),
-            &format!("--base-path={}", base.display()),
-        ])
-        .arg(&base)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    let Ok(mut daemon) = daemon else {
+    let Some(daemon) = GitDaemon::serve(&remote) else {
         eprintln!("git daemon unavailable; skipping");
         return;
     };
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _kill = Kill(&mut daemon);
-    support::eventually_blocking(Duration::from_secs(10), "git daemon listens", || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-    });
-    let url = format!("git://127.0.0.1:{port}/remote.git");
-    let src = remote.source_with(url, Some("main"), None, 1 << 20);
+    let src = remote.source_with(daemon.url(), Some("main"), None, 1 << 20);
     let (snap, fetched) = updated(src.sync(None).await.unwrap());
     assert!(fetched);
     assert_eq!(snap.snapshot.revision, c2.to_string());
@@ -625,6 +644,34 @@ async fn network_fetch_is_shallow() {
     let (snap, _) = updated(src.sync(Some(c2.to_string())).await.unwrap());
     assert_eq!(snap.snapshot.revision, c3.to_string());
     assert_eq!(file(&snap, "a.yaml"), "3");
+}
+
+/// A shallow cache lacks older commits: the last accepted revision of a restored store is
+/// fetched by its id (and a commit the remote never had is simply not found).
+#[tokio::test]
+async fn an_older_commit_is_fetched_by_id_over_a_shallow_fetch() {
+    let remote = Remote::new();
+    let c1 = remote.commit("refs/heads/main", None, &[File("a.yaml", b"1")]);
+    let c2 = remote.commit("refs/heads/main", Some(c1), &[File("a.yaml", b"2")]);
+    let Some(daemon) = GitDaemon::serve(&remote) else {
+        eprintln!("git daemon unavailable; skipping");
+        return;
+    };
+    let src = remote.source_with(daemon.url(), Some("main"), None, 1 << 20);
+    let (snap, _) = updated(src.sync(None).await.unwrap());
+    assert_eq!(snap.snapshot.revision, c2.to_string());
+    assert!(
+        src.read_commit(&c1.to_string()).unwrap().is_none(),
+        "not in a depth-1 cache"
+    );
+    let older = src
+        .fetch_commit(&c1.to_string())
+        .unwrap()
+        .expect("fetched by id");
+    assert_eq!(older.snapshot.revision, c1.to_string());
+    assert_eq!(file(&older, "a.yaml"), "1");
+    let unknown = "0123456789abcdef0123456789abcdef01234567";
+    assert!(src.fetch_commit(unknown).unwrap().is_none());
 }
 
 /// libgit2 asks for credentials again after every rejection; the callback must give up

@@ -335,6 +335,44 @@ impl GitSource {
         self.inner.read_snapshot(&repo, oid).map(Some)
     }
 
+    /// Fetch one commit by its id (a depth-1 fetch over the network brings the tip alone, so
+    /// an older revision, such as the last accepted one after a restore, must be asked for by
+    /// name), then read it. `Ok(None)` when the remote does not have it (any more).
+    pub fn fetch_commit(&self, sha: &str) -> Result<Option<SourceSnapshot>, GitError> {
+        if let Some(found) = self.read_commit(sha)? {
+            return Ok(Some(found));
+        }
+        if Oid::from_str(sha).is_err() {
+            return Ok(None);
+        }
+        {
+            let _guard = self.inner.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let inner = &self.inner;
+            let repo = inner.open_cache()?;
+            let url = inner.url_for_logs();
+            let attempts = CredAttempts::default();
+            let mut remote =
+                repo.remote_anonymous(&inner.spec.url)
+                    .map_err(|source| GitError::Connect {
+                        url: url.clone(),
+                        source,
+                    })?;
+            let mut fo = FetchOptions::new();
+            fo.remote_callbacks(inner.callbacks(&attempts));
+            fo.download_tags(AutotagOption::None);
+            if inner.spec.is_network() {
+                fo.depth(1);
+            }
+            // A server that refuses a want by id answers with an error: treat it as "not there".
+            if let Err(err) = remote.fetch(&[sha], Some(&mut fo), None) {
+                debug!(url = %url, revision = %sha, error = %err, "Fetching one commit by id failed.");
+                return Ok(None);
+            }
+            inner.fetches.fetch_add(1, Ordering::Relaxed);
+        }
+        self.read_commit(sha)
+    }
+
     /// The snapshot of one commit (e.g. the last accepted revision recorded in the store) if
     /// the cache has it.
     pub fn read_commit(&self, sha: &str) -> Result<Option<SourceSnapshot>, GitError> {
@@ -717,7 +755,7 @@ impl GitPoller {
         let sha = self.restore.take().filter(|sha| sha != tip)?;
         let source = self.source.clone();
         let wanted = sha.clone();
-        match tokio::task::spawn_blocking(move || source.read_commit(&wanted)).await {
+        match tokio::task::spawn_blocking(move || source.fetch_commit(&wanted)).await {
             Ok(Ok(Some(snapshot))) => {
                 info!(url = %url, revision = %sha, "Restored the last accepted revision from the remote (it was not in the Git cache).");
                 Some(snapshot)
