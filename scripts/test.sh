@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # System packages the build links against (present on the usual image; a fresh machine may lack them).
 need_apt=()
-for pkg in pkg-config libssl-dev zlib1g-dev; do
+# gnupg and openssh-client: tests sign commits with real keys (tests/signed_commits.rs).
+for pkg in pkg-config libssl-dev zlib1g-dev gnupg openssh-client; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::server::{LogFormat, Secrets, ServerConfig};
+use crate::server::{LogFormat, Secrets, ServerConfig, SignatureFiles};
 use crate::source::{SourceArgs, SourceSpec};
 
 /// Serve OpAMP and the status API, keeping every agent in step with the repository.
@@ -95,6 +95,17 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "GITAMP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Serve only commits signed by a trusted key (--allowed-signers and/or
+    /// --trusted-gpg-keys); any other tip is rejected like an invalid revision.
+    #[arg(long, env = "GITAMP_VERIFY_SIGNATURES")]
+    pub verify_signatures: bool,
+    /// SSH keys trusted to sign commits, in the format of git's gpg.ssh.allowedSignersFile
+    /// (`principal key-type key` per line).
+    #[arg(long, env = "GITAMP_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// OpenPGP public keys trusted to sign commits (`gpg --export --armor KEY > FILE`).
+    #[arg(long, env = "GITAMP_TRUSTED_GPG_KEYS", value_name = "FILE")]
+    pub trusted_gpg_keys: Option<PathBuf>,
 }
 
 impl Args {
@@ -140,6 +151,7 @@ impl Args {
             ),
             _ => None,
         };
+        let signatures = self.signature_files(source.as_ref())?;
         let log_format = match self.log_format.as_str() {
             "json" => LogFormat::Json,
             _ => LogFormat::Text,
@@ -159,7 +171,49 @@ impl Args {
             demo_agents: self.demo_agents,
             otelcol,
             log_format,
+            signatures,
         })
+    }
+
+    /// `--verify-signatures` and its key files, checked: each file readable, at least one
+    /// given, and a Git source to verify (a folder or the embedded example has no commits).
+    fn signature_files(
+        &self,
+        source: Option<&SourceSpec>,
+    ) -> anyhow::Result<Option<SignatureFiles>> {
+        let files = SignatureFiles {
+            allowed_signers: self.allowed_signers.clone(),
+            trusted_gpg_keys: self.trusted_gpg_keys.clone(),
+        };
+        let any = files.allowed_signers.is_some() || files.trusted_gpg_keys.is_some();
+        if !self.verify_signatures {
+            anyhow::ensure!(
+                !any,
+                "--allowed-signers and --trusted-gpg-keys take effect with --verify-signatures; \
+                 add it (or remove them)"
+            );
+            return Ok(None);
+        }
+        anyhow::ensure!(
+            any,
+            "--verify-signatures needs the trusted keys: --allowed-signers FILE (SSH) and/or \
+             --trusted-gpg-keys FILE (OpenPGP)"
+        );
+        anyhow::ensure!(
+            matches!(source, Some(SourceSpec::Git(_))),
+            "--verify-signatures needs a Git --repo (a folder or the embedded example has no \
+             signed commits)"
+        );
+        for (flag, path) in [
+            ("--allowed-signers", &files.allowed_signers),
+            ("--trusted-gpg-keys", &files.trusted_gpg_keys),
+        ] {
+            if let Some(path) = path {
+                std::fs::metadata(path)
+                    .with_context(|| format!("{flag}: reading {}", path.display()))?;
+            }
+        }
+        Ok(Some(files))
     }
 }
 

@@ -45,6 +45,19 @@ pub struct ServerConfig {
     pub otelcol: Option<Otelcol>,
     /// How logs are written to stderr.
     pub log_format: LogFormat,
+    /// `--verify-signatures`: serve only commits signed by these keys (Git sources only).
+    pub signatures: Option<SignatureFiles>,
+}
+
+/// The trusted keys of `--verify-signatures`, as files (at least one is set). The server turns
+/// them into a [`SignaturePolicy`](crate::source::signature::SignaturePolicy) in its data
+/// directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureFiles {
+    /// SSH allowed signers, the format of git's `gpg.ssh.allowedSignersFile`.
+    pub allowed_signers: Option<PathBuf>,
+    /// OpenPGP public keys (armored or binary), as `gpg --export` writes them.
+    pub trusted_gpg_keys: Option<PathBuf>,
 }
 
 /// The secrets the server checks callers against. `Debug` says which are set, never what they

@@ -30,14 +30,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::source::{
-    self, DirOptions, DirWatcher, GitOptions, GitPoller, GitSource, SourceSpec, SyncEvent, SyncInfo,
+    self, DirOptions, DirWatcher, GitOptions, GitPoller, GitSource, SignatureCheck, SourceSpec,
+    SyncEvent, SyncInfo,
 };
 use crate::store::{SqliteStore, Store, StoreWriter, WriterOptions};
 use crate::telemetry;
 use reconciler::Reconciler;
 use state::AppState;
 
-pub use config::{LogFormat, Secrets, ServerConfig};
+pub use config::{LogFormat, Secrets, ServerConfig, SignatureFiles};
 
 /// Connections waiting to be accepted on the OpAMP listener. After a restart every agent
 /// reconnects within a second or so; with tokio's default of 1,024 the kernel drops the SYNs
@@ -172,6 +173,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                     }
                     let mut opts = GitOptions::new(&config.data_dir);
                     opts.interval = config.poll;
+                    if let Some(files) = &config.signatures {
+                        let policy = crate::source::signature::SignaturePolicy::prepare(
+                            files.allowed_signers.as_deref(),
+                            files.trusted_gpg_keys.as_deref(),
+                            &config.data_dir,
+                        )
+                        .context("--verify-signatures")?;
+                        info!("Serving only commits signed by a trusted key.");
+                        opts.signatures = Some(Arc::new(policy));
+                    }
                     let git_source = GitSource::new(git, opts).context("setting up Git")?;
                     // Serve the last accepted revision from the cache at once, so a restart
                     // keeps serving (and never serves a rejected tip) before the first fetch.
@@ -180,6 +191,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                     let mut restore = None;
                     if let Some(sha) = &last_accepted {
                         match git_source.read_commit(sha) {
+                            // Keys trusted then may not be now: such a revision waits for the
+                            // first fetch, which judges the tip.
+                            Ok(Some(snap))
+                                if matches!(
+                                    snap.signature,
+                                    Some(SignatureCheck::Refused { .. })
+                                ) =>
+                            {
+                                warn!(revision = %sha, "The last accepted revision is not signed by a trusted key now; waiting for the first fetch.");
+                            }
                             Ok(Some(snap)) => initial_revision = Some(snap.snapshot),
                             Ok(None) => restore = Some(sha.clone()),
                             Err(err) => {

@@ -144,6 +144,7 @@ pub fn read_dir(root: &Path, max_file_size: u64) -> Result<SourceSnapshot, DirEr
     Ok(SourceSnapshot {
         snapshot: Snapshot { revision, files },
         skipped,
+        signature: None,
     })
 }
 

@@ -65,6 +65,8 @@ pub struct GitOptions {
     /// First retry delay after a failure; doubles up to `backoff_cap`.
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// `--verify-signatures`: every snapshot carries its commit's signature verdict.
+    pub signatures: Option<std::sync::Arc<super::signature::SignaturePolicy>>,
 }
 
 impl GitOptions {
@@ -75,6 +77,7 @@ impl GitOptions {
             interval: DEFAULT_POLL_INTERVAL,
             backoff_base: BACKOFF_BASE,
             backoff_cap: BACKOFF_CAP,
+            signatures: None,
         }
     }
 }
@@ -697,10 +700,22 @@ impl Inner {
             }
         };
 
-        let read = super::tree::tree_snapshot(repo, &tree, &revision, self.opts.max_file_size)
+        let mut read = super::tree::tree_snapshot(repo, &tree, &revision, self.opts.max_file_size)
             .map_err(|(what, e)| read_err(what)(e))?;
         for s in &read.skipped {
             warn!(revision = %revision, path = %s.path, reason = %s.reason, "File left out of the snapshot.");
+        }
+        if let Some(policy) = &self.opts.signatures {
+            let check = policy.check(&self.cache_dir, &revision);
+            match &check {
+                super::SignatureCheck::Trusted { signer, key } => {
+                    debug!(revision = %revision, signer = %signer, key = %key, "Commit signed by a trusted key.")
+                }
+                super::SignatureCheck::Refused { reason } => {
+                    warn!(revision = %revision, "{reason}")
+                }
+            }
+            read.signature = Some(check);
         }
         Ok(read)
     }
@@ -813,6 +828,7 @@ impl GitPoller {
                     info.next_retry = Some(SystemTime::now() + opts.interval);
                     if let Some(restored) = self.restored(&snapshot.snapshot.revision, &url).await {
                         info.skipped = restored.skipped;
+                        info.signature = restored.signature;
                         let event = SyncEvent::Snapshot(restored.snapshot, info.clone());
                         tokio::select! {
                             r = tx.send(event) => if r.is_err() { break },
@@ -820,6 +836,7 @@ impl GitPoller {
                         }
                     }
                     info.skipped = snapshot.skipped;
+                    info.signature = snapshot.signature;
                     (
                         SyncEvent::Snapshot(snapshot.snapshot, info.clone()),
                         opts.interval,

@@ -11,6 +11,7 @@ pub mod dir;
 pub mod git;
 pub mod known_hosts;
 pub mod revision;
+pub mod signature;
 pub mod skipped;
 pub mod tree;
 pub mod webhook;
@@ -72,6 +73,19 @@ impl fmt::Display for SkipReason {
 pub struct SourceSnapshot {
     pub snapshot: Snapshot,
     pub skipped: Vec<SkippedFile>,
+    /// The commit's signature, checked when `--verify-signatures` is on (Git sources only).
+    pub signature: Option<SignatureCheck>,
+}
+
+/// What the signature check said of a commit (`--verify-signatures`, [`signature`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum SignatureCheck {
+    /// Signed by a trusted key: `signer` is the principal or user id (may be empty), `key`
+    /// the key's fingerprint.
+    Trusted { signer: String, key: String },
+    /// Not served, and why (naming the commit and the key).
+    Refused { reason: String },
 }
 
 /// Health of a source, sent with every event so the status API can show it.
@@ -87,6 +101,8 @@ pub struct SyncInfo {
     pub next_retry: Option<SystemTime>,
     /// Files left out of the last snapshot (kept on later errors and unchanged polls).
     pub skipped: Vec<SkippedFile>,
+    /// The last snapshot's signature verdict, with `--verify-signatures`.
+    pub signature: Option<SignatureCheck>,
 }
 
 /// What a source sends to the reconciler.

@@ -70,5 +70,9 @@ pub fn tree_snapshot(
             .map_err(|e| (format!("{path} in {revision}"), e))?;
         snapshot.insert(path, blob.content());
     }
-    Ok(SourceSnapshot { snapshot, skipped })
+    Ok(SourceSnapshot {
+        snapshot,
+        skipped,
+        signature: None,
+    })
 }

@@ -54,6 +54,17 @@ impl Reconciler {
                         reason: skipped.reason.to_string(),
                     });
                 }
+                // A commit whose signature is refused is not even compiled: nothing of it may
+                // reach the collector check or the agents.
+                let unverified =
+                    crate::source::signature::signature_diagnostics(info.signature.as_ref());
+                if unverified.has_errors() {
+                    self.reject(gitamp_core::Rejected {
+                        revision: snapshot.revision,
+                        diagnostics: unverified,
+                    });
+                    return false;
+                }
                 let skipped = crate::source::skipped::skipped_diagnostics(&info.skipped);
                 self.on_snapshot(snapshot, skipped).await
             }
@@ -93,21 +104,27 @@ impl Reconciler {
                 true
             }
             Err(rejected) => {
-                // What is wrong, file:line by file:line, next to the rejection in the log.
-                crate::server::events::log_rejected_diagnostics(&rejected);
-                let record = RevisionView::seen(&rejected.revision, false, &rejected.diagnostics);
-                let errors = record.errors;
-                telemetry::revision(false);
-                self.state.emit(Event::RevisionRejected {
-                    revision: rejected.revision.clone(),
-                    errors,
-                });
-                self.record_revision(record.clone());
-                let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
-                sync.last_rejected = Some(record);
+                self.reject(rejected);
                 false
             }
         }
+    }
+
+    /// Refuse a revision: the last good one keeps serving; the log, the events, the history
+    /// and the status say why.
+    fn reject(&mut self, rejected: gitamp_core::Rejected) {
+        // What is wrong, file:line by file:line, next to the rejection in the log.
+        crate::server::events::log_rejected_diagnostics(&rejected);
+        let record = RevisionView::seen(&rejected.revision, false, &rejected.diagnostics);
+        let errors = record.errors;
+        telemetry::revision(false);
+        self.state.emit(Event::RevisionRejected {
+            revision: rejected.revision.clone(),
+            errors,
+        });
+        self.record_revision(record.clone());
+        let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+        sync.last_rejected = Some(record);
     }
 
     /// Serve an accepted revision: build everything derived from it once.
