@@ -31,6 +31,8 @@ pub const WEBHOOKS: &str = "gitamp_webhooks_total";
 pub const COMPILE_DURATION: &str = "gitamp_compile_duration_seconds";
 /// Events emitted, label `kind` (the bounded set of `server::events::EventKind` names).
 pub const EVENTS: &str = "gitamp_events_total";
+/// Counter: notifications by endpoint and outcome (`sent`, `retried`, `failed`, `dropped`).
+pub const NOTIFICATIONS: &str = "gitamp_notifications_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -81,6 +83,11 @@ fn describe() {
         "Seconds to load, validate and render a revision."
     );
     describe_counter!(EVENTS, "Events (as in /api/v1/events), by kind.");
+    describe_counter!(
+        NOTIFICATIONS,
+        "Notifications by endpoint and outcome: sent, retried (an attempt failed), failed \
+         (given up), dropped (the endpoint's queue was full)."
+    );
     // The OpAMP layer names and describes its own.
     gitamp_opamp::telemetry::describe();
 }
@@ -127,5 +134,45 @@ pub fn webhook(provider: &'static str, outcome: &'static str) {
 pub fn agents_by_status<'a>(counts: impl IntoIterator<Item = (&'a str, usize)>) {
     for (status, n) in counts {
         gauge!(AGENTS, "status" => status.to_string()).set(n as f64);
+    }
+}
+
+/// What became of one notification (or one attempt, for `Retried`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyOutcome {
+    Sent,
+    Retried,
+    Failed,
+    Dropped,
+}
+
+impl NotifyOutcome {
+    pub const ALL: [NotifyOutcome; 4] = [
+        NotifyOutcome::Sent,
+        NotifyOutcome::Retried,
+        NotifyOutcome::Failed,
+        NotifyOutcome::Dropped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOutcome::Sent => "sent",
+            NotifyOutcome::Retried => "retried",
+            NotifyOutcome::Failed => "failed",
+            NotifyOutcome::Dropped => "dropped",
+        }
+    }
+}
+
+pub fn notification(endpoint: &str, outcome: NotifyOutcome) {
+    metrics::counter!(NOTIFICATIONS, "endpoint" => endpoint.to_string(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+/// Every outcome of `endpoint` at 0 from the start, so that `increase()` alerts have a series.
+pub fn notifications_registered(endpoint: &str) {
+    for outcome in NotifyOutcome::ALL {
+        metrics::counter!(NOTIFICATIONS, "endpoint" => endpoint.to_string(), "outcome" => outcome.as_str())
+            .increment(0);
     }
 }

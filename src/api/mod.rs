@@ -12,6 +12,7 @@
 //! handler answers 500 instead of taking the listener down.
 
 mod handlers;
+pub(crate) use handlers::rfc3339;
 pub use handlers::{UNKNOWN_STATUS, parse_statuses};
 pub mod model;
 pub mod selector;

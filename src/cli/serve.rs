@@ -106,6 +106,10 @@ pub struct Args {
     /// OpenPGP public keys trusted to sign commits (`gpg --export --armor KEY > FILE`).
     #[arg(long, env = "GITAMP_TRUSTED_GPG_KEYS", value_name = "FILE")]
     pub trusted_gpg_keys: Option<PathBuf>,
+    /// Send events worth a person's attention (revision rejected, rollout halted, ...) to the
+    /// webhooks this YAML file lists (see the README's Notifications).
+    #[arg(long, env = "GITAMP_NOTIFICATIONS", value_name = "FILE")]
+    pub notifications: Option<PathBuf>,
 }
 
 impl Args {
@@ -152,6 +156,12 @@ impl Args {
             _ => None,
         };
         let signatures = self.signature_files(source.as_ref())?;
+        let notifications = self
+            .notifications
+            .as_deref()
+            .map(crate::server::notify::NotifyConfig::load)
+            .transpose()
+            .context("--notifications")?;
         let log_format = match self.log_format.as_str() {
             "json" => LogFormat::Json,
             _ => LogFormat::Text,
@@ -172,6 +182,7 @@ impl Args {
             otelcol,
             log_format,
             signatures,
+            notifications,
         })
     }
 

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// `--verify-signatures`: serve only commits signed by these keys (Git sources only).
     pub signatures: Option<SignatureFiles>,
+    /// `--notifications`: which events go to which endpoint, already read and checked.
+    pub notifications: Option<super::notify::NotifyConfig>,
 }
 
 /// The trusted keys of `--verify-signatures`, as files (at least one is set). The server turns

@@ -33,12 +33,13 @@ pub enum EventKind {
     Drifted,
     Conflict,
     RolloutHalted,
+    RolloutCompleted,
     RolloutSuperseded,
     Webhook,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::RevisionAccepted,
         EventKind::RevisionRejected,
         EventKind::FetchError,
@@ -52,6 +53,7 @@ impl EventKind {
         EventKind::Drifted,
         EventKind::Conflict,
         EventKind::RolloutHalted,
+        EventKind::RolloutCompleted,
         EventKind::RolloutSuperseded,
         EventKind::Webhook,
     ];
@@ -72,6 +74,7 @@ impl EventKind {
             EventKind::Drifted => "drifted",
             EventKind::Conflict => "conflict",
             EventKind::RolloutHalted => "rollout-halted",
+            EventKind::RolloutCompleted => "rollout-completed",
             EventKind::RolloutSuperseded => "rollout-superseded",
             EventKind::Webhook => "webhook",
         }
@@ -166,6 +169,13 @@ pub enum Event {
         configuration: String,
         reason: String,
     },
+    /// Every agent of a rollout is admitted and none is still applying.
+    RolloutCompleted {
+        configuration: String,
+        target: ConfigHash,
+        synced: usize,
+        failed: usize,
+    },
     RolloutSuperseded {
         configuration: String,
         target: ConfigHash,
@@ -204,6 +214,7 @@ impl Event {
             Event::Drifted { .. } => EventKind::Drifted,
             Event::Conflict { .. } => EventKind::Conflict,
             Event::RolloutHalted { .. } => EventKind::RolloutHalted,
+            Event::RolloutCompleted { .. } => EventKind::RolloutCompleted,
             Event::RolloutSuperseded { .. } => EventKind::RolloutSuperseded,
             Event::WebhookWake { .. }
             | Event::WebhookPong { .. }
@@ -271,6 +282,16 @@ impl Event {
                 configuration,
                 reason,
             } => format!("Rollout of {configuration} halted: {reason}"),
+            Event::RolloutCompleted {
+                configuration,
+                target,
+                synced,
+                failed,
+            } => format!(
+                "Rollout of {configuration} ({}) complete: {synced} agent(s) synced, {failed} \
+                 failed.",
+                target.short()
+            ),
             Event::RolloutSuperseded {
                 configuration,
                 target,
@@ -320,7 +341,7 @@ impl Event {
                 configuration,
                 reason,
             } => warn!(configuration = %configuration, reason = %reason, "Rollout halted."),
-            Event::RolloutSuperseded { .. } => {
+            Event::RolloutSuperseded { .. } | Event::RolloutCompleted { .. } => {
                 info!(kind = %record.kind, "{}", record.message)
             }
             Event::WebhookWake {

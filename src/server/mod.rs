@@ -14,6 +14,7 @@
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod notify;
 pub mod reconciler;
 pub mod state;
 
@@ -217,6 +218,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         }
     }
     let app = Arc::new(app);
+    if let Some(notifications) = config.notifications.clone() {
+        let endpoints = notifications.endpoints.len();
+        app.notify_with(notify::Notifier::start(
+            notifications,
+            app.clone(),
+            cancel.clone(),
+        ));
+        info!(endpoints, "Sending notifications.");
+    }
 
     // The reconciler, resumed from the store.
     let agents = reconciler::agents_from_records(&agent_records);

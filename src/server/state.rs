@@ -40,6 +40,8 @@ pub struct AppState {
     /// Swappable so that shutdown can let go of it: the writer task ends only once every
     /// handle is dropped, and API handlers keep this state alive past that point.
     event_store: ArcSwapOption<StoreWriter>,
+    /// Where [`AppState::emit`] offers events for notifications (`--notifications`).
+    notifier: ArcSwapOption<super::notify::Notifier>,
 }
 
 /// An accepted revision with everything derived from it once (never per agent).
@@ -310,6 +312,7 @@ impl AppState {
             metrics,
             started_at: SystemTime::now(),
             event_store: ArcSwapOption::empty(),
+            notifier: ArcSwapOption::empty(),
         }
     }
 
@@ -329,10 +332,18 @@ impl AppState {
                 tracing::debug!(kind = %record.kind, "Event not stored: the store queue is full.");
             }
         }
+        if let Some(notifier) = &*self.notifier.load() {
+            notifier.offer(&record);
+        }
         // Poisoning is ignored: the history is best effort.
         if let Ok(mut h) = self.history.lock() {
             h.record_event(record);
         }
+    }
+
+    /// Offer events to `notifier` from now on.
+    pub fn notify_with(&self, notifier: Arc<super::notify::Notifier>) {
+        self.notifier.store(Some(notifier));
     }
 
     /// Queue events for `store` from now on (`None`: memory only, as at shutdown).

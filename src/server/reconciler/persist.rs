@@ -179,6 +179,17 @@ impl Reconciler {
                     reason: reason.clone(),
                 });
             }
+            // A rollout seen before (not one read back complete at start) that completes now.
+            if rollout.phase == RolloutPhase::Complete
+                && before.is_some_and(|b| b.target == stamp.target && b.phase != stamp.phase)
+            {
+                self.state.emit(Event::RolloutCompleted {
+                    configuration: name.clone(),
+                    target: rollout.target,
+                    synced: rollout.synced,
+                    failed: rollout.failed,
+                });
+            }
             if let Some(old) = before.filter(|o| o.target != rollout.target) {
                 ops.push(StoreOp::DeleteRollout {
                     configuration: name.clone(),
