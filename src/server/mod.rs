@@ -12,6 +12,7 @@
 //! message path touches only the fleet registry, never the reconciler.
 
 pub mod config;
+pub mod convergence;
 pub mod demo;
 pub mod events;
 pub mod notify;
@@ -118,6 +119,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .revisions(state::REVISION_HISTORY as u32)
         .await
         .context("loading the revision history")?;
+    let convergence = convergence::from_store(
+        store
+            .load_convergence(state::REVISION_HISTORY as u32)
+            .await
+            .context("loading convergence figures")?,
+    );
     let (store_writer, store_task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
 
     let fleet = Arc::new(Fleet::new());
@@ -126,6 +133,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     // come after them.
     app.restore_events(events::from_store(event_records));
     app.restore_revisions(events::revisions_from_store(revision_records));
+    let newest_convergence = convergence.first().cloned();
+    if let Ok(mut h) = app.history.lock() {
+        for c in convergence.into_iter().rev() {
+            h.record_convergence(c);
+        }
+    }
     app.store_events_in(Some(store_writer.clone()));
     let secrets = &config.secrets;
     app.api_token = secrets.api_token.clone();
@@ -238,7 +251,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         "Loaded state from the store."
     );
     let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), agents, rollouts)
-        .with_retained_configs(&config_records);
+        .with_retained_configs(&config_records)
+        .with_stored_convergence(newest_convergence);
     if let Some(otelcol) = config.otelcol.clone() {
         info!(otelcol = %otelcol.path().display(), "Every new revision must pass the collector's validate.");
         reconciler.set_otelcol(otelcol);

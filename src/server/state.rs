@@ -267,6 +267,8 @@ pub struct EventView {
 pub struct History {
     pub revisions: VecDeque<RevisionView>,
     pub events: VecDeque<EventView>,
+    /// Convergence of accepted revisions, by revision (at most [`REVISION_HISTORY`]).
+    pub convergence: HashMap<String, super::convergence::Convergence>,
 }
 
 impl History {
@@ -276,6 +278,20 @@ impl History {
         }
         self.revisions.push_back(r);
     }
+    /// The latest figures of a revision; the oldest revision's are dropped past the bound.
+    pub fn record_convergence(&mut self, c: super::convergence::Convergence) {
+        self.convergence.insert(c.revision.clone(), c);
+        if self.convergence.len() > REVISION_HISTORY
+            && let Some(oldest) = self
+                .convergence
+                .values()
+                .min_by_key(|c| c.accepted_at)
+                .map(|c| c.revision.clone())
+        {
+            self.convergence.remove(&oldest);
+        }
+    }
+
     pub fn record_event(&mut self, e: EventView) {
         if self.events.len() == EVENT_HISTORY {
             self.events.pop_front();

@@ -148,6 +148,17 @@ pub enum StoreOp {
     PruneConfigs {
         keep: Vec<String>,
     },
+    /// Insert or replace one revision's convergence figures.
+    SaveConvergence(ConvergenceRecord),
+}
+
+/// One accepted revision's convergence (opaque JSON here; `server::convergence` owns it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvergenceRecord {
+    pub revision: String,
+    /// When the revision was accepted (ms since the Unix epoch): the order of the history.
+    pub accepted_at: i64,
+    pub record: serde_json::Value,
 }
 
 /// Coalesced ops, applied by a backend in one transaction.
@@ -168,6 +179,8 @@ pub struct Batch {
     pub configs: BTreeMap<String, ConfigRecord>,
     /// The last prune asked for (applied after `configs` and `agents`).
     pub prune_configs: Option<Vec<String>>,
+    /// The latest figures of each revision.
+    pub convergence: BTreeMap<String, ConvergenceRecord>,
     /// Ops pushed, before coalescing (for logs and the size trigger).
     pub ops: usize,
 }
@@ -222,6 +235,9 @@ impl Batch {
                 self.configs.insert(c.hash.clone(), c);
             }
             StoreOp::PruneConfigs { keep } => self.prune_configs = Some(keep),
+            StoreOp::SaveConvergence(c) => {
+                self.convergence.insert(c.revision.clone(), c);
+            }
         }
     }
 
@@ -233,6 +249,7 @@ impl Batch {
             && self.events.is_empty()
             && self.configs.is_empty()
             && self.prune_configs.is_none()
+            && self.convergence.is_empty()
     }
 }
 
@@ -340,6 +357,15 @@ pub trait Store: Send + Sync + 'static {
         agent: Option<&str>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<EventRecord>, StoreError>> + Send;
+    /// The convergence of the last `limit` accepted revisions, newest first. A backend that
+    /// keeps no history (a test's) has none.
+    fn load_convergence(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ConvergenceRecord>, StoreError>> + Send {
+        let _ = limit;
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// When the writer commits.

@@ -16,7 +16,8 @@ use sqlx::sqlite::{
 use tracing::info;
 
 use super::{
-    AgentRecord, AgentResume, Batch, EventRecord, RevisionRecord, RolloutRecord, Store, StoreError,
+    AgentRecord, AgentResume, Batch, ConvergenceRecord, EventRecord, RevisionRecord, RolloutRecord,
+    Store, StoreError,
 };
 
 /// Retention limits.
@@ -392,6 +393,28 @@ impl Store for SqliteStore {
             .await
             .map_err(q("saving a rollout"))?;
         }
+        for c in batch.convergence.values() {
+            sqlx::query(
+                "INSERT INTO convergence (revision, accepted_at, record) VALUES ($1, $2, $3) \
+                 ON CONFLICT (revision) DO UPDATE SET record = excluded.record",
+            )
+            .bind(&c.revision)
+            .bind(c.accepted_at)
+            .bind(to_json(&c.record))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("saving convergence"))?;
+        }
+        if !batch.convergence.is_empty() {
+            sqlx::query(
+                "DELETE FROM convergence WHERE revision NOT IN \
+                 (SELECT revision FROM convergence ORDER BY accepted_at DESC LIMIT $1)",
+            )
+            .bind(i64::from(self.opts.max_revisions))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("pruning convergence"))?;
+        }
         for e in &batch.events {
             sqlx::query(
                 "INSERT INTO events (time, agent_uid, kind, message) VALUES ($1, $2, $3, $4)",
@@ -557,6 +580,29 @@ impl Store for SqliteStore {
                     agent_uid: row.try_get("agent_uid").map_err(q("reading events"))?,
                     kind: row.try_get("kind").map_err(q("reading events"))?,
                     message: row.try_get("message").map_err(q("reading events"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_convergence(&self, limit: u32) -> Result<Vec<ConvergenceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT revision, accepted_at, record FROM convergence \
+             ORDER BY accepted_at DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading convergence"))?;
+        rows.iter()
+            .map(|row| {
+                let record: String = row.try_get("record").map_err(q("reading convergence"))?;
+                Ok(ConvergenceRecord {
+                    revision: row.try_get("revision").map_err(q("reading convergence"))?,
+                    accepted_at: row
+                        .try_get("accepted_at")
+                        .map_err(q("reading convergence"))?,
+                    record: from_json("convergence.record", &record)?,
                 })
             })
             .collect()

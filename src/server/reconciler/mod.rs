@@ -38,6 +38,7 @@ use gitamp_core::plan::{ObservedAgent, Planner, Rollout, Timing};
 use gitamp_opamp::{Clock, Fleet, RemoteConfig, Uid};
 use tracing::warn;
 
+use super::convergence::{Convergence, Tracker};
 use super::state::{AgentViews, AppState};
 use crate::store::{ConfigRecord, StoreWriter};
 use crate::telemetry;
@@ -95,6 +96,10 @@ pub struct Reconciler {
     /// When this process started, in ms: sends recorded before it (read back from the store)
     /// do not feed the push-to-applied histogram.
     started_ms: u64,
+    /// The served revision's convergence (`None` until a revision is served).
+    convergence: Option<Tracker>,
+    /// The newest convergence the store kept, resumed if its revision is served again.
+    stored_convergence: Option<Convergence>,
 }
 
 /// The clock for a plan made now.
@@ -139,7 +144,16 @@ impl Reconciler {
             durable_now: false,
             otelcol: None,
             started_ms: clock.now_ms(),
+            convergence: None,
+            stored_convergence: None,
         }
+    }
+
+    /// Resume the convergence figures of the revision served before a restart (the newest
+    /// record the store kept), if that revision is served again.
+    pub fn with_stored_convergence(mut self, newest: Option<Convergence>) -> Reconciler {
+        self.stored_convergence = newest;
+        self
     }
 
     /// Have `otelcol` check every new revision after it compiles; one it refuses is rejected.

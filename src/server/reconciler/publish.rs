@@ -35,8 +35,11 @@ impl Reconciler {
             };
             let previous = self.view_agents.get(uid);
             let status = plan.status.as_str();
+            if let Some(tracker) = self.convergence.as_mut() {
+                tracker.note(*uid, plan.desired_hash.is_some(), plan.status);
+            }
             if previous.is_none_or(|v| v.status != status) {
-                note_transition(
+                let applied = note_transition(
                     &self.state,
                     &serving.secrets,
                     (*uid, previous.is_some()),
@@ -44,6 +47,11 @@ impl Reconciler {
                     plan,
                     (now, self.started_ms),
                 );
+                if let (Some((sent_at, ms)), Some(tracker)) = (applied, self.convergence.as_mut())
+                    && sent_at >= tracker.accepted_at()
+                {
+                    tracker.applied_after(ms);
+                }
             }
             let sent = agent.sent_hash.zip(agent.sent_at);
             let same = previous.is_some_and(|v| {
@@ -107,12 +115,16 @@ impl Reconciler {
             connected: planner.connected(),
             computed_at: Some(SystemTime::now()),
         }));
+        if let Some(changed) = self.convergence.as_mut().and_then(|t| t.take_changed()) {
+            self.save_convergence(changed);
+        }
     }
 }
 
 /// Log a status change as an event and feed the push-to-applied histogram. `(now, started)`
 /// in ms: a send recorded before this process started (read back from the store) is not
-/// timed.
+/// timed. Returns `(sent_at, push → applied ms)` when the agent just applied the desired
+/// config it was sent.
 fn note_transition(
     state: &crate::server::state::AppState,
     secrets: &[String],
@@ -120,7 +132,8 @@ fn note_transition(
     agent: &ObservedAgent,
     plan: &AgentPlan,
     (now, started): (u64, u64),
-) {
+) -> Option<(u64, u64)> {
+    let mut applied = None;
     let masked = || Masked::new(plan.detail.as_deref().unwrap_or_default(), secrets);
     let event = match plan.status {
         SyncStatus::Synced => {
@@ -128,7 +141,9 @@ fn note_transition(
                 && Some(hash) == plan.desired_hash
                 && at >= started
             {
-                telemetry::push_to_applied(Duration::from_millis(now.saturating_sub(at)));
+                let ms = now.saturating_sub(at);
+                telemetry::push_to_applied(Duration::from_millis(ms));
+                applied = Some((at, ms));
             }
             had_status.then_some(Event::Applied { agent: uid })
         }
@@ -150,4 +165,5 @@ fn note_transition(
     if let Some(event) = event {
         state.emit(event);
     }
+    applied
 }

@@ -12,6 +12,7 @@ use gitamp_opamp::RemoteConfig;
 
 use super::Reconciler;
 use super::persist::config_record;
+use crate::server::convergence::{Convergence, Tracker};
 use crate::server::events::Event;
 use crate::server::state::{RevisionView, Serving};
 use crate::source::SyncEvent;
@@ -147,6 +148,7 @@ impl Reconciler {
             })
             .collect();
         let record = RevisionView::seen(&revision.revision, true, &revision.warnings);
+        self.track_convergence(&revision.revision);
         self.durable_now = true;
         telemetry::revision(true);
         self.state.emit(Event::RevisionAccepted {
@@ -197,6 +199,33 @@ impl Reconciler {
         let mut keep: Vec<String> = keep.iter().map(ConfigHash::to_hex).collect();
         keep.sort();
         self.write(StoreOp::PruneConfigs { keep });
+    }
+
+    /// Track `revision`'s convergence from now on; the one it replaces is frozen as superseded.
+    /// The same revision accepted again (served from the cache, then fetched) keeps its figures.
+    fn track_convergence(&mut self, revision: &str) {
+        let now = self.clock.now_ms();
+        let tracker = match self.convergence.take() {
+            Some(same) if same.revision() == revision => same,
+            Some(old) => {
+                self.save_convergence(old.superseded(revision));
+                Tracker::new(revision, now, None)
+            }
+            None => Tracker::new(revision, now, self.stored_convergence.take()),
+        };
+        self.convergence = Some(tracker);
+    }
+
+    /// Figures of a revision: to the store and the API's history.
+    pub(super) fn save_convergence(&self, c: Convergence) {
+        self.write(StoreOp::SaveConvergence(store::ConvergenceRecord {
+            revision: c.revision.clone(),
+            accepted_at: c.accepted_at as i64,
+            record: serde_json::to_value(&c).unwrap_or_default(),
+        }));
+        if let Ok(mut h) = self.state.history.lock() {
+            h.record_convergence(c);
+        }
     }
 
     /// A revision seen, accepted or not: into the store's history and the API's.
