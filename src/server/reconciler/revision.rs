@@ -30,6 +30,8 @@ impl Reconciler {
             sync.next_retry = info.next_retry;
             if !matches!(event, SyncEvent::Error(..)) {
                 sync.last_error = None;
+                // The embedded source is read once, at start, with no fetch time of its own.
+                sync.last_success = Some(info.last_fetch.unwrap_or_else(SystemTime::now));
             }
         }
         match event {
