@@ -15,6 +15,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# promtool (Debian's `prometheus` package), to check /metrics and the example alert rules
+# (tests/metrics.rs). The package would start a Prometheus server on install and at every boot:
+# it goes in without recommends (node-exporter), with service starts denied where the image
+# does not deny them already (a temporary policy-rc.d), and its unit disabled after.
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/bin/promtool ]; then
+  echo "installing Debian package: prometheus (for promtool; its server is not started)"
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+  deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
+fi
+
 # Python: the real OpAMP client we did not write, in a project-local virtual environment.
 scripts/python-env.sh
 

@@ -256,6 +256,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
                     matched_agents: 2,
                     counts: BTreeMap::from([("synced".into(), 1), ("failed".into(), 1)]),
                     rollout: Some(json!({"phase": "halted", "batch": 1, "synced": 1, "failed": 1})),
+                    rollout_halted: true,
                 },
             ),
             (
@@ -265,6 +266,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
                     matched_agents: 4,
                     counts: BTreeMap::from([("pending".into(), 4)]),
                     rollout: None,
+                    rollout_halted: false,
                 },
             ),
         ]),
@@ -293,6 +295,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
         sub_path: None,
         current_revision: None,
         last_fetch: Some(SystemTime::now()),
+        last_success: Some(SystemTime::now()),
         last_fetch_duration_ms: Some(42),
         last_error: None,
         consecutive_failures: 0,

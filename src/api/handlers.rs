@@ -156,18 +156,15 @@ pub(crate) async fn readyz(State(api): State<Arc<Api>>) -> Response {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
 }
 
-/// Prometheus text; the per-status agent gauges are refreshed from the view first so a scrape
-/// always sees the latest plan.
+/// Prometheus text: the recorded series and the gauges read from the state as of now (the
+/// latest plan, the served revision).
 pub(crate) async fn metrics(State(api): State<Arc<Api>>) -> Response {
-    let view = api.app.view.load();
-    let counts = counts_with_zeros(&view.counts);
-    crate::telemetry::agents_by_status(counts.iter().map(|(k, v)| (k.as_str(), *v)));
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        api.app.metrics.render(),
+        crate::telemetry::scrape(&api.app),
     )
         .into_response()
 }

@@ -27,7 +27,7 @@ use crate::server::events::Event;
 use crate::source::webhook::{
     MAX_BODY_BYTES, WebhookError, WebhookKind, WebhookOutcome, verify_and_parse,
 };
-use crate::telemetry;
+use crate::telemetry::{self, WebhookResult};
 
 pub(crate) async fn github(
     State(api): State<Arc<Api>>,
@@ -66,14 +66,14 @@ fn handle(
         WebhookKind::Generic => ("generic", hooks.generic_token.as_deref()),
     };
     let Some(secret) = secret.filter(|s| !s.is_empty()) else {
-        telemetry::webhook(provider, "not_configured");
+        telemetry::webhook(provider, WebhookResult::NotConfigured);
         return ApiError::not_found(format!("the {provider} webhook is not configured"))
             .into_response();
     };
     let body = match body {
         Ok(b) => b,
         Err(e) => {
-            telemetry::webhook(provider, "bad_request");
+            telemetry::webhook(provider, WebhookResult::BadRequest);
             let status = e.status();
             let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 format!("body over the {MAX_BODY_BYTES}-byte limit")
@@ -86,7 +86,7 @@ fn handle(
     let tracked = Some(hooks.tracked_ref.as_str()).filter(|r| !r.is_empty());
     match verify_and_parse(kind, headers, &body, secret, tracked) {
         Ok(WebhookOutcome::Wake { git_ref, after }) => {
-            telemetry::webhook(provider, "wake");
+            telemetry::webhook(provider, WebhookResult::Wake);
             hooks.wake.notify_one();
             api.app.emit(Event::WebhookWake {
                 provider,
@@ -100,12 +100,12 @@ fn handle(
                 .into_response()
         }
         Ok(WebhookOutcome::Pong) => {
-            telemetry::webhook(provider, "pong");
+            telemetry::webhook(provider, WebhookResult::Pong);
             api.app.emit(Event::WebhookPong { provider });
             (StatusCode::OK, Json(json!({"outcome": "pong"}))).into_response()
         }
         Ok(WebhookOutcome::Ignored { reason }) => {
-            telemetry::webhook(provider, "ignored");
+            telemetry::webhook(provider, WebhookResult::Ignored);
             api.app.emit(Event::WebhookIgnored {
                 provider,
                 reason: reason.clone(),
@@ -117,12 +117,12 @@ fn handle(
                 .into_response()
         }
         Err(WebhookError::Unauthorized(why)) => {
-            telemetry::webhook(provider, "unauthorized");
+            telemetry::webhook(provider, WebhookResult::Unauthorized);
             tracing::warn!(provider, reason = why, "webhook refused");
             ApiError::new(StatusCode::UNAUTHORIZED, format!("unauthorized: {why}")).into_response()
         }
         Err(WebhookError::BadRequest(why)) => {
-            telemetry::webhook(provider, "bad_request");
+            telemetry::webhook(provider, WebhookResult::BadRequest);
             tracing::warn!(provider, reason = %why, "webhook refused");
             ApiError::bad_request(why).into_response()
         }

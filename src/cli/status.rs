@@ -45,17 +45,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(code))
 }
 
-/// Whether the last rejected revision is newer than the served one (or nothing is served): the
-/// repository's tip is not what agents get.
+/// Whether the repository's tip is not what agents get, by the server's one rule
+/// ([`crate::server::state::tip_rejected`]) over the times the status carries.
 pub fn tip_rejected(s: &StatusResponse) -> bool {
-    match (&s.last_rejected, &s.accepted_at) {
-        (None, _) => false,
-        (Some(_), None) => true,
-        (Some(r), Some(accepted)) => match (parse_time(&r.at), parse_time(accepted)) {
-            (Some(rejected), Some(accepted)) => rejected > accepted,
-            // Unreadable times: say what the server says, the rejection is there.
-            _ => true,
-        },
+    let rejected_at = s.last_rejected.as_ref().map(|r| parse_time(&r.at));
+    let accepted_at = s.accepted_at.as_deref().map(parse_time);
+    match (rejected_at, accepted_at) {
+        // Unreadable times: say what the server says, the rejection is there.
+        (Some(None), _) | (Some(_), Some(None)) => true,
+        (rejected_at, accepted_at) => {
+            crate::server::state::tip_rejected(rejected_at.flatten(), accepted_at.flatten())
+        }
     }
 }
 

@@ -152,6 +152,9 @@ pub struct ConfigurationView {
     pub counts: BTreeMap<String, usize>,
     /// Rollout progress as the planner reports it.
     pub rollout: Option<serde_json::Value>,
+    /// Its rollout is halted (too many failures): nothing more goes out until a new revision
+    /// supersedes it or an operator resumes it.
+    pub rollout_halted: bool,
 }
 
 /// The whole fleet as the reconciler last planned it.
@@ -175,12 +178,27 @@ pub struct SyncView {
     pub reference: Option<String>,
     pub sub_path: Option<String>,
     pub current_revision: Option<String>,
+    /// When the last attempt to read the source finished, successful or not.
     pub last_fetch: Option<SystemTime>,
+    /// When the source was last read without error (changed or not).
+    pub last_success: Option<SystemTime>,
     pub last_fetch_duration_ms: Option<u64>,
     pub last_error: Option<String>,
     pub consecutive_failures: u32,
     pub next_retry: Option<SystemTime>,
     pub last_rejected: Option<RevisionView>,
+}
+
+/// Whether the repository's tip is rejected: a revision was rejected after the served one was
+/// accepted (or nothing is served), so agents do not get what the repository says. The one rule
+/// behind `gitamp status`'s exit 1 and the `gitamp_source_tip_rejected` gauge; an older
+/// rejection (a newer revision was accepted since) is history, not the news.
+pub fn tip_rejected<T: Ord>(last_rejected_at: Option<T>, served_accepted_at: Option<T>) -> bool {
+    match (last_rejected_at, served_accepted_at) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(rejected), Some(accepted)) => rejected > accepted,
+    }
 }
 
 /// One revision the server saw.
@@ -383,5 +401,23 @@ impl AppState {
         for r in records {
             h.record_event(r);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::tip_rejected;
+
+    #[test]
+    fn the_tip_is_rejected_when_a_rejection_is_newer_than_the_served_revision() {
+        let early = SystemTime::UNIX_EPOCH + Duration::from_secs(10);
+        let late = early + Duration::from_millis(1);
+        assert!(!tip_rejected(None, Some(early)), "nothing rejected");
+        assert!(!tip_rejected::<SystemTime>(None, None), "nothing seen yet");
+        assert!(tip_rejected(Some(early), None), "nothing served");
+        assert!(tip_rejected(Some(late), Some(early)));
+        assert!(!tip_rejected(Some(early), Some(late)), "an older rejection");
     }
 }

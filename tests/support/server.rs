@@ -2,6 +2,7 @@
 //! the status API, `/metrics`, webhooks, and "a plan ran after this point"
 //! ([`plan_after`]), the trigger a negative assertion must prove before it asserts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -191,6 +192,79 @@ pub async fn metric(server: &Server, name: &str) -> f64 {
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// The server's whole `/metrics` text.
+pub async fn scrape(server: &Server) -> String {
+    let resp = reqwest::get(server.api_url("/metrics"))
+        .await
+        .expect("GET /metrics");
+    assert!(
+        resp.status().is_success(),
+        "GET /metrics: {}",
+        resp.status()
+    );
+    resp.text().await.expect("metrics text")
+}
+
+/// Every sample of `name` in a scrape: its labels (values unescaped) and its value.
+pub fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .map(|l| {
+            let (labels, value) = match l.split_once('{') {
+                Some((_, rest)) => {
+                    let (labels, value) = rest.rsplit_once("} ").expect("a closed label set");
+                    (parse_labels(labels), value)
+                }
+                None => (BTreeMap::new(), l.rsplit(' ').next().unwrap_or_default()),
+            };
+            let value = value
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{l:?}: value {value:?}: {e}"));
+            (labels, value)
+        })
+        .collect()
+}
+
+/// The value of the sample of `name` whose labels are exactly `labels`, if there is one.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    samples(text, name)
+        .into_iter()
+        .find(|(l, _)| *l == want)
+        .map(|(_, v)| v)
+}
+
+/// `k="v",k2="v2"` into a map, undoing the text format's escapes (`\\`, `\"`, `\n`).
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = text.chars();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        let key = key.trim_start_matches(',').trim().to_string();
+        if key.is_empty() {
+            return labels;
+        }
+        assert_eq!(chars.next(), Some('"'), "label {key} of {text:?} is quoted");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => panic!("{text:?} ends in an escape"),
+                },
+                c => value.push(c),
+            }
+        }
+        labels.insert(key, value);
+    }
 }
 
 /// Every agent of the status API (one page of up to 1,000).

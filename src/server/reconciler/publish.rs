@@ -98,6 +98,10 @@ impl Reconciler {
                             .rollout
                             .as_ref()
                             .and_then(|r| serde_json::to_value(r).ok()),
+                        rollout_halted: c
+                            .rollout
+                            .as_ref()
+                            .is_some_and(|r| matches!(r.phase, RolloutPhase::Halted { .. })),
                     },
                 )
             })
@@ -107,7 +111,6 @@ impl Reconciler {
             .iter()
             .map(|s| (s.as_str().to_string(), summary.get(*s)))
             .collect();
-        telemetry::agents_by_status(counts.iter().map(|(k, v)| (k.as_str(), *v)));
         self.state.view.store(Arc::new(FleetView {
             agents: self.view_agents.clone(),
             configurations,

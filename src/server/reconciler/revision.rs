@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use gitamp_core::plan::{Desired, Planner};
 use gitamp_core::{ConfigHash, Revision, Snapshot};
@@ -31,6 +31,8 @@ impl Reconciler {
             sync.next_retry = info.next_retry;
             if !matches!(event, SyncEvent::Error(..)) {
                 sync.last_error = None;
+                // The embedded source is read once, at start, with no fetch time of its own.
+                sync.last_success = Some(info.last_fetch.unwrap_or_else(SystemTime::now));
             }
         }
         match event {
