@@ -46,6 +46,8 @@ pub const WEBHOOKS: &str = "gitamp_webhooks_total";
 pub const COMPILE_DURATION: &str = "gitamp_compile_duration_seconds";
 /// Events emitted, label `kind` (the bounded set of `server::events::EventKind` names).
 pub const EVENTS: &str = "gitamp_events_total";
+/// Counter: commit statuses written to the Git host, by outcome (`ok`, `error`).
+pub const COMMIT_STATUSES: &str = "gitamp_commit_statuses_total";
 /// Counter: notifications by endpoint and outcome (`sent`, `retried`, `failed`, `dropped`).
 pub const NOTIFICATIONS: &str = "gitamp_notifications_total";
 
@@ -164,6 +166,10 @@ fn describe() {
         "Seconds to load, validate and render a revision."
     );
     describe_counter!(EVENTS, "Events (as in /api/v1/events), by kind.");
+    describe_counter!(
+        COMMIT_STATUSES,
+        "Commit status updates sent to the Git host, by outcome (ok, error: retried later)."
+    );
     describe_counter!(
         NOTIFICATIONS,
         "Notifications by endpoint and outcome: sent, retried (an attempt failed), failed \
@@ -499,5 +505,17 @@ pub fn notifications_registered(endpoint: &str) {
     for outcome in NotifyOutcome::ALL {
         metrics::counter!(NOTIFICATIONS, "endpoint" => endpoint.to_string(), "outcome" => outcome.as_str())
             .increment(0);
+    }
+}
+
+/// One commit status request and how it went.
+pub fn commit_status(ok: bool) {
+    metrics::counter!(COMMIT_STATUSES, "outcome" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// Both outcomes at 0 from the start (when commit statuses are on).
+pub fn commit_statuses_registered() {
+    for outcome in ["ok", "error"] {
+        metrics::counter!(COMMIT_STATUSES, "outcome" => outcome).increment(0);
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::server::commit_status::{CommitStatusConfig, Provider};
 use crate::server::{LogFormat, Secrets, ServerConfig, SignatureFiles};
 use crate::source::{SourceArgs, SourceSpec};
 
@@ -110,6 +111,24 @@ pub struct Args {
     /// webhooks this YAML file lists (see the README's Notifications).
     #[arg(long, env = "GITAMP_NOTIFICATIONS", value_name = "FILE")]
     pub notifications: Option<PathBuf>,
+    /// Write each revision's rollout state back to the Git host as a commit status (pending
+    /// "n/N agents applied", success, failure).
+    #[arg(long, env = "GITAMP_COMMIT_STATUS", value_parser = ["github", "gitlab"], requires = "commit_status_token_file")]
+    pub commit_status: Option<String>,
+    /// Token for the commit status API (GitHub: statuses write; GitLab: api scope).
+    #[arg(long, env = "GITAMP_COMMIT_STATUS_TOKEN_FILE", value_name = "FILE")]
+    pub commit_status_token_file: Option<PathBuf>,
+    /// The host's API base URL (GitHub Enterprise, self-managed GitLab); default the public
+    /// one.
+    #[arg(long, env = "GITAMP_COMMIT_STATUS_API", value_name = "URL")]
+    pub commit_status_api: Option<String>,
+    /// `owner/name` (GitHub) or the project's path or id (GitLab); default from --repo.
+    #[arg(long, env = "GITAMP_COMMIT_STATUS_REPO", value_name = "REPO")]
+    pub commit_status_repo: Option<String>,
+    /// gitamp's API as people reach it (https://gitamp.example.com): commit statuses link to
+    /// the revision there.
+    #[arg(long, env = "GITAMP_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 }
 
 impl Args {
@@ -162,6 +181,7 @@ impl Args {
             .map(crate::server::notify::NotifyConfig::load)
             .transpose()
             .context("--notifications")?;
+        let commit_status = self.commit_status_config(source.as_ref())?;
         let log_format = match self.log_format.as_str() {
             "json" => LogFormat::Json,
             _ => LogFormat::Text,
@@ -183,7 +203,59 @@ impl Args {
             log_format,
             signatures,
             notifications,
+            commit_status,
         })
+    }
+
+    /// `--commit-status` and its settings, checked: a token, a Git source, and a repository
+    /// (given, or read from the remote URL).
+    fn commit_status_config(
+        &self,
+        source: Option<&SourceSpec>,
+    ) -> anyhow::Result<Option<CommitStatusConfig>> {
+        let Some(name) = &self.commit_status else {
+            return Ok(None);
+        };
+        let provider = Provider::parse(name)
+            .with_context(|| format!("--commit-status: {name:?} is not github or gitlab"))?;
+        let Some(SourceSpec::Git(git)) = source else {
+            anyhow::bail!("--commit-status needs a Git --repo (statuses are set on its commits)");
+        };
+        let token_file = self
+            .commit_status_token_file
+            .as_deref()
+            .context("--commit-status needs --commit-status-token-file")?;
+        let token = read_secret(token_file).context("--commit-status-token-file")?;
+        let repository = match &self.commit_status_repo {
+            Some(r) => r.clone(),
+            None => crate::server::commit_status::repository_of(&git.url).with_context(|| {
+                "--commit-status: cannot tell the repository from --repo; give --commit-status-repo"
+            })?,
+        };
+        let api = self
+            .commit_status_api
+            .clone()
+            .unwrap_or_else(|| provider.default_api().to_string())
+            .trim_end_matches('/')
+            .to_string();
+        for (flag, url) in [
+            ("--commit-status-api", Some(&api)),
+            ("--public-url", self.public_url.as_ref()),
+        ] {
+            if let Some(url) = url {
+                anyhow::ensure!(
+                    url.starts_with("https://") || url.starts_with("http://"),
+                    "{flag}: {url:?} is not an http(s) URL"
+                );
+            }
+        }
+        Ok(Some(CommitStatusConfig {
+            provider,
+            api,
+            repository,
+            token,
+            public_url: self.public_url.clone(),
+        }))
     }
 
     /// `--verify-signatures` and its key files, checked: each file readable, at least one

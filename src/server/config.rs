@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub signatures: Option<SignatureFiles>,
     /// `--notifications`: which events go to which endpoint, already read and checked.
     pub notifications: Option<super::notify::NotifyConfig>,
+    /// `--commit-status`: where commit statuses are written.
+    pub commit_status: Option<super::commit_status::CommitStatusConfig>,
 }
 
 /// The trusted keys of `--verify-signatures`, as files (at least one is set). The server turns

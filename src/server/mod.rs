@@ -11,6 +11,7 @@
 //! One writer (the reconciler) and many readers (API handlers read `AppState`); the OpAMP
 //! message path touches only the fleet registry, never the reconciler.
 
+pub mod commit_status;
 pub mod config;
 pub mod convergence;
 pub mod demo;
@@ -239,6 +240,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             cancel.clone(),
         ));
         info!(endpoints, "Sending notifications.");
+    }
+    if let Some(commit_status) = config.commit_status.clone() {
+        telemetry::commit_statuses_registered();
+        tokio::spawn(commit_status::run(
+            commit_status,
+            app.clone(),
+            cancel.clone(),
+        ));
     }
 
     // The reconciler, resumed from the store.
