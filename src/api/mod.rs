@@ -12,6 +12,7 @@
 //! handler answers 500 instead of taking the listener down.
 
 mod handlers;
+pub(crate) mod query;
 pub use handlers::{UNKNOWN_STATUS, parse_statuses};
 pub mod model;
 pub mod selector;
@@ -231,6 +232,81 @@ mod tests {
             ROUTES.len(),
             "openapi.json has paths the router does not serve"
         );
+    }
+
+    /// The numbers and names the document states are the server's own (their one home is in
+    /// Rust: `query`, `SyncStatus`, `EventKind`).
+    #[test]
+    fn openapi_states_the_servers_rules() {
+        let doc: serde_json::Value =
+            serde_json::from_str(OPENAPI_JSON).expect("openapi.json parses");
+        let params = &doc["components"]["parameters"];
+        let limit = &params["Limit"]["schema"];
+        assert_eq!(limit["minimum"], 1);
+        assert_eq!(limit["maximum"], query::MAX_LIMIT);
+        assert_eq!(limit["default"], query::DEFAULT_LIMIT);
+        let offset = &params["Offset"]["schema"];
+        assert_eq!(offset["minimum"], 0);
+        assert_eq!(offset["maximum"], query::MAX_OFFSET);
+        assert_eq!(
+            doc["components"]["schemas"]["Paging"]["properties"]["limit"]["maximum"],
+            query::MAX_LIMIT
+        );
+
+        let list_routes = ["/api/v1/agents", "/api/v1/revisions", "/api/v1/events"];
+        for path in list_routes {
+            let refs: Vec<&str> = doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["$ref"].as_str())
+                .collect();
+            assert!(
+                refs.contains(&"#/components/parameters/Limit")
+                    && refs.contains(&"#/components/parameters/Offset"),
+                "{path} does not page by the shared rule: {refs:?}"
+            );
+        }
+
+        let param = |path: &str, name: &str| {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == name)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let kinds: Vec<&str> = crate::server::events::EventKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            param("/api/v1/events", "kind")["schema"]["enum"],
+            serde_json::json!(kinds)
+        );
+        let status = param("/api/v1/agents", "status");
+        let pattern = status["schema"]["pattern"].as_str().unwrap_or_default();
+        let names: Vec<&str> = gitamp_core::plan::SyncStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain([UNKNOWN_STATUS])
+            .collect();
+        assert_eq!(
+            pattern,
+            format!("^ *({0})? *(, *({0})? *)*$", names.join("|")),
+            "the status pattern lists every status, in SyncStatus::ALL order"
+        );
+        // Every filter says that an empty value filters nothing.
+        for (path, name) in [
+            ("/api/v1/agents", "status"),
+            ("/api/v1/agents", "configuration"),
+            ("/api/v1/agents", "selector"),
+            ("/api/v1/events", "agent"),
+            ("/api/v1/events", "kind"),
+        ] {
+            assert_eq!(param(path, name)["allowEmptyValue"], true, "{path} {name}");
+        }
     }
 
     #[test]
