@@ -151,6 +151,8 @@ fn run_schemathesis(cli: &Path, served: &Served, token: Option<&str>, work: &Pat
         .arg(&document)
         .args(["--url", &base])
         .args(["--checks", "all"])
+        // Every failure of an operation in one report, not only its first.
+        .arg("--continue-on-failure")
         .args(["--max-examples", MAX_EXAMPLES])
         .args(["--seed", SEED])
         // No example database: every run is the seed's alone, and nothing is written.
