@@ -338,7 +338,7 @@ async fn events_survive_a_restart() {
     server.kill9();
 
     let server = Server::start(&data_dir, &argv);
-    let items = get_json(&server.api_url("/api/v1/events?limit=2000")).await["items"]
+    let items = get_json(&server.api_url("/api/v1/events?limit=1000")).await["items"]
         .as_array()
         .cloned()
         .unwrap_or_default();

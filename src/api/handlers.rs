@@ -22,28 +22,32 @@ use serde::Deserialize;
 
 use super::model::{
     AgentCounts, AgentDetail, AgentItem, Capabilities, ConfigurationAgent, ConfigurationDetail,
-    ConfigurationItem, DescriptionItem, DiagnosticItem, EventItem, Items, Page, RevisionItem,
+    ConfigurationItem, DescriptionItem, DiagnosticItem, EventItem, Page, RevisionItem,
     RevisionList, StatusResponse,
 };
+use super::query::{Paging, filter_value, filters};
 use super::{Api, ApiError, selector};
+use crate::server::events::EventKind;
 use crate::server::state::{
     AgentView, DiagnosticView, EventView, FleetView, RevisionView, Serving,
 };
 
-/// Default and largest page of `GET /api/v1/agents`.
-pub const DEFAULT_LIMIT: usize = 100;
-pub const MAX_LIMIT: usize = 1000;
 /// Events shown in one agent's detail.
 const AGENT_EVENTS: usize = 50;
 /// Status of an agent the reconciler has not planned yet.
 pub const UNKNOWN_STATUS: &str = "unknown";
 
-/// The `status` filter: one status or a comma-separated list. An empty value means no filter, as
-/// a form with an empty field would send; a name that is not a status is an error (a typo must
-/// not pass for "no agent in that status"). The CLI checks its `--status` with it too.
+/// The `status` filter: one status or a comma-separated list, spaces around the names allowed.
+/// An empty value means no filter, as a form with an empty field would send; a name that is not
+/// a status is an error (a typo must not pass for "no agent in that status"). The CLI checks
+/// its `--status` with it too; `openapi.json` states the same rule as a pattern.
 pub fn parse_statuses(text: &str) -> Result<Vec<&str>, String> {
     let mut statuses = Vec::new();
-    for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for name in text
+        .split(',')
+        .map(|s| s.trim_matches(' '))
+        .filter(|s| !s.is_empty())
+    {
         if name != UNKNOWN_STATUS && SyncStatus::from_name(name).is_none() {
             let known: Vec<&str> = SyncStatus::ALL
                 .iter()
@@ -68,11 +72,6 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".to_string())
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
-    q.map(|Query(v)| v)
-        .map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))
 }
 
 /// Parse an agent id: UUID text in any common form (hyphenated, simple, braced, urn).
@@ -298,37 +297,32 @@ fn secrets_now(api: &Api) -> (Option<Arc<Serving>>, Arc<Vec<String>>) {
     (serving, secrets)
 }
 
+/// The filters of `GET /api/v1/agents` (paging is [`Paging`]'s).
 #[derive(Debug, Deserialize)]
 pub(crate) struct AgentsQuery {
     /// One status or a comma-separated list.
     status: Option<String>,
     configuration: Option<String>,
     selector: Option<String>,
-    limit: Option<usize>,
-    offset: Option<usize>,
 }
 
 pub(crate) async fn agents(
     State(api): State<Arc<Api>>,
+    paging: Paging,
     q: Result<Query<AgentsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Page<AgentItem>>> {
-    let q = query(q)?;
-    let selector = q
-        .selector
-        .as_deref()
+    let q = filters(q)?;
+    let selector = filter_value(q.selector.as_deref())
         .map(selector::parse)
         .transpose()
         .map_err(ApiError::bad_request)?;
-    let statuses = q
-        .status
-        .as_deref()
+    let statuses = filter_value(q.status.as_deref())
         .map(parse_statuses)
         .transpose()
         .map_err(ApiError::bad_request)?
         .filter(|s| !s.is_empty());
-    let configuration = q.configuration.as_deref().filter(|c| !c.is_empty());
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let offset = q.offset.unwrap_or(0);
+    let configuration = filter_value(q.configuration.as_deref());
+    let Paging { limit, offset } = paging;
     let view = api.app.view.load_full();
     let (_, secrets) = secrets_now(&api);
     let mut total = 0;
@@ -611,61 +605,75 @@ pub(crate) async fn rendered(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct LimitQuery {
-    limit: Option<usize>,
-}
-
+/// Revisions seen, newest first, a page at a time.
 pub(crate) async fn revisions(
     State(api): State<Arc<Api>>,
-    q: Result<Query<LimitQuery>, QueryRejection>,
-) -> ApiResult<Json<Items<RevisionItem>>> {
-    let limit = query(q)?.limit.unwrap_or(usize::MAX);
+    paging: Paging,
+) -> Json<Page<RevisionItem>> {
     let h = api.app.history.lock().unwrap_or_else(|p| p.into_inner());
-    let items = h
-        .revisions
-        .iter()
-        .rev()
-        .take(limit)
-        .map(revision_item)
-        .collect();
-    Ok(Json(Items { items }))
+    Json(Page {
+        items: paging
+            .of(h.revisions.iter().rev())
+            .map(revision_item)
+            .collect(),
+        total: h.revisions.len(),
+        offset: paging.offset,
+        limit: paging.limit,
+    })
 }
 
+/// The filters of `GET /api/v1/events` (paging is [`Paging`]'s).
 #[derive(Debug, Deserialize)]
 pub(crate) struct EventsQuery {
     agent: Option<String>,
     kind: Option<String>,
-    limit: Option<usize>,
 }
 
+/// The `kind` filter: an event kind's stable name; any other is an error naming the real ones
+/// (as for `status`: a typo must not pass for "no such events").
+fn parse_event_kind(name: &str) -> ApiResult<&'static str> {
+    EventKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .find(|k| *k == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            ApiError::bad_request(format!(
+                "unknown event kind `{name}`; expected one of {}",
+                known.join(", ")
+            ))
+        })
+}
+
+/// Recent events, newest first, a page at a time.
 pub(crate) async fn events(
     State(api): State<Arc<Api>>,
+    paging: Paging,
     q: Result<Query<EventsQuery>, QueryRejection>,
-) -> ApiResult<Json<Items<EventItem>>> {
-    let q = query(q)?;
-    let agent = q
-        .agent
-        .as_deref()
+) -> ApiResult<Json<Page<EventItem>>> {
+    let q = filters(q)?;
+    let agent = filter_value(q.agent.as_deref())
         .map(|a| {
             parse_uid(a)
                 .map(|u| uid_text(&u))
                 .ok_or_else(|| ApiError::bad_request(format!("agent {a:?} is not a UUID")))
         })
         .transpose()?;
-    let limit = q
-        .limit
-        .unwrap_or(DEFAULT_LIMIT)
-        .clamp(1, crate::server::state::EVENT_HISTORY);
+    let kind = filter_value(q.kind.as_deref())
+        .map(parse_event_kind)
+        .transpose()?;
     let h = api.app.history.lock().unwrap_or_else(|p| p.into_inner());
-    let items = h
-        .events
-        .iter()
-        .rev()
-        .filter(|e| agent.is_none() || e.agent == agent)
-        .filter(|e| q.kind.as_deref().is_none_or(|k| e.kind == k))
-        .take(limit)
-        .map(event_item)
-        .collect();
-    Ok(Json(Items { items }))
+    let matching = || {
+        h.events
+            .iter()
+            .rev()
+            .filter(|e| agent.is_none() || e.agent == agent)
+            .filter(|e| kind.is_none_or(|k| e.kind == k))
+    };
+    Ok(Json(Page {
+        items: paging.of(matching()).map(event_item).collect(),
+        total: matching().count(),
+        offset: paging.offset,
+        limit: paging.limit,
+    }))
 }

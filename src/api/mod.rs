@@ -13,6 +13,7 @@
 
 mod handlers;
 pub(crate) use handlers::rfc3339;
+pub(crate) mod query;
 pub use handlers::{UNKNOWN_STATUS, parse_statuses};
 pub mod model;
 pub mod selector;
@@ -30,7 +31,6 @@ use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::server::state::AppState;
 
@@ -110,10 +110,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             )
         })
         .with_state(api)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(middleware::from_fn(respond_in_time))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
@@ -130,6 +127,25 @@ async fn openapi() -> Response {
         OPENAPI_JSON,
     )
         .into_response()
+}
+
+/// Every request is answered within [`REQUEST_TIMEOUT`].
+async fn respond_in_time(req: Request, next: Next) -> Response {
+    within(REQUEST_TIMEOUT, next.run(req)).await
+}
+
+/// `answer`, or a JSON 503 once `limit` has passed: an error like every other (tower's
+/// `TimeoutLayer` answered an empty body, which the document did not describe).
+async fn within(limit: Duration, answer: impl Future<Output = Response>) -> Response {
+    tokio::time::timeout(limit, answer)
+        .await
+        .unwrap_or_else(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the request took over {} s", limit.as_secs()),
+            )
+            .into_response()
+        })
 }
 
 /// Bearer-token check for the protected routes (a no-op when no token is configured).
@@ -232,6 +248,98 @@ mod tests {
             ROUTES.len(),
             "openapi.json has paths the router does not serve"
         );
+    }
+
+    /// The numbers and names the document states are the server's own (their one home is in
+    /// Rust: `query`, `SyncStatus`, `EventKind`).
+    #[test]
+    fn openapi_states_the_servers_rules() {
+        let doc: serde_json::Value =
+            serde_json::from_str(OPENAPI_JSON).expect("openapi.json parses");
+        let params = &doc["components"]["parameters"];
+        let limit = &params["Limit"]["schema"];
+        assert_eq!(limit["minimum"], 1);
+        assert_eq!(limit["maximum"], query::MAX_LIMIT);
+        assert_eq!(limit["default"], query::DEFAULT_LIMIT);
+        let offset = &params["Offset"]["schema"];
+        assert_eq!(offset["minimum"], 0);
+        assert_eq!(offset["maximum"], query::MAX_OFFSET);
+        assert_eq!(
+            doc["components"]["schemas"]["Paging"]["properties"]["limit"]["maximum"],
+            query::MAX_LIMIT
+        );
+
+        let list_routes = ["/api/v1/agents", "/api/v1/revisions", "/api/v1/events"];
+        for path in list_routes {
+            let refs: Vec<&str> = doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["$ref"].as_str())
+                .collect();
+            assert!(
+                refs.contains(&"#/components/parameters/Limit")
+                    && refs.contains(&"#/components/parameters/Offset"),
+                "{path} does not page by the shared rule: {refs:?}"
+            );
+        }
+
+        let param = |path: &str, name: &str| {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == name)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let kinds: Vec<&str> = crate::server::events::EventKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            param("/api/v1/events", "kind")["schema"]["enum"],
+            serde_json::json!(kinds)
+        );
+        let status = param("/api/v1/agents", "status");
+        let pattern = status["schema"]["pattern"].as_str().unwrap_or_default();
+        let names: Vec<&str> = gitamp_core::plan::SyncStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain([UNKNOWN_STATUS])
+            .collect();
+        assert_eq!(
+            pattern,
+            format!("^ *({0})? *(, *({0})? *)*$", names.join("|")),
+            "the status pattern lists every status, in SyncStatus::ALL order"
+        );
+        // Every filter says that an empty value filters nothing.
+        for (path, name) in [
+            ("/api/v1/agents", "status"),
+            ("/api/v1/agents", "configuration"),
+            ("/api/v1/agents", "selector"),
+            ("/api/v1/events", "agent"),
+            ("/api/v1/events", "kind"),
+        ] {
+            assert_eq!(param(path, name)["allowEmptyValue"], true, "{path} {name}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_over_time_gets_a_json_503() {
+        let slow = async {
+            tokio::time::sleep(REQUEST_TIMEOUT * 2).await;
+            StatusCode::OK.into_response()
+        };
+        let resp = within(REQUEST_TIMEOUT, slow).await;
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let error: model::ErrorBody = serde_json::from_slice(&body).expect("a JSON error body");
+        assert_eq!(error.error, "the request took over 10 s");
+        let quick = within(REQUEST_TIMEOUT, async { StatusCode::OK.into_response() }).await;
+        assert_eq!(quick.status(), StatusCode::OK);
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub struct RevisionItem {
     pub diagnostics: Vec<DiagnosticItem>,
 }
 
-/// A page of a list.
+/// A page of a list: every list route answers one (`api::query::Paging` reads its
+/// `limit` and `offset`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
@@ -215,11 +216,5 @@ pub struct ConfigurationAgent {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevisionList<T> {
     pub revision: Option<String>,
-    pub items: Vec<T>,
-}
-
-/// `{items}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Items<T> {
     pub items: Vec<T>,
 }
