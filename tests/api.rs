@@ -862,7 +862,7 @@ async fn metrics_openapi_and_unknown_routes() {
 #[tokio::test]
 async fn bearer_token_guards_everything_but_health_and_webhooks() {
     let s = start(Some(API_TOKEN), true).await;
-    let protected = support::routes::protected_gets(&uid_text(&uid(1)), "production");
+    let protected = support::routes::protected_gets(&uid_text(&uid(1)), "production", "bad0000");
     assert!(protected.len() >= 10, "{protected:?}");
     for path in &protected {
         let path = path.as_str();

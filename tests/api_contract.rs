@@ -129,13 +129,16 @@ async fn serve(files: &Path, token: Option<&str>) -> Served {
 fn run_schemathesis(cli: &Path, served: &Served, token: Option<&str>, work: &Path) {
     let server = &served.server;
     let base = server.server.api_url("");
-    // A real agent's id for `/api/v1/agents/{id}`, so its detail (the largest schema) is
-    // checked on 200s, not only on 404s for generated ids.
+    // A real agent's id for `/api/v1/agents/{id}` and the served revision for
+    // `/api/v1/revisions/{revision}`, so their details (the largest schemas) are checked on
+    // 200s, not only on 404s for generated ids.
+    let revision = support::git(&server.fixture.work(), &["rev-parse", "HEAD"]);
     let config = work.join("schemathesis.toml");
     std::fs::write(
         &config,
         format!(
-            "[[operations]]\ninclude-path = \"/api/v1/agents/{{id}}\"\nparameters = {{ id = \"{}\" }}\n",
+            "[[operations]]\ninclude-path = \"/api/v1/agents/{{id}}\"\nparameters = {{ id = \"{}\" }}\n\n\
+             [[operations]]\ninclude-path = \"/api/v1/revisions/{{revision}}\"\nparameters = {{ revision = \"{revision}\" }}\n",
             served.agent_id
         ),
     )

@@ -364,8 +364,11 @@ async fn scenario(echoing_agent: bool) {
     }
 
     // 2. The API with a wrong and without a token: 401, on every protected route.
-    let protected =
-        support::routes::protected_gets(&support::agents::uid_of(&agents[0]), "linux-production");
+    let protected = support::routes::protected_gets(
+        &support::agents::uid_of(&agents[0]),
+        "linux-production",
+        "0000",
+    );
     for path in &protected {
         for token in [Some(wrong_api_token.value.as_str()), None] {
             let (code, _) = get(&client, &server.api_url(path), token).await;

@@ -22,14 +22,15 @@ use serde::Deserialize;
 
 use super::model::{
     AgentCounts, AgentDetail, AgentItem, Capabilities, ConfigurationAgent, ConfigurationDetail,
-    ConfigurationItem, DescriptionItem, DiagnosticItem, EventItem, Page, RevisionItem,
-    RevisionList, StatusResponse,
+    ConfigurationItem, ConvergenceItem, DescriptionItem, DiagnosticItem, EventItem, LatencyItem,
+    Page, RevisionItem, RevisionList, StatusResponse,
 };
 use super::query::{Paging, filter_value, filters};
 use super::{Api, ApiError, selector};
+use crate::server::convergence::{self, Convergence, Verdict};
 use crate::server::events::EventKind;
 use crate::server::state::{
-    AgentView, DiagnosticView, EventView, FleetView, RevisionView, Serving,
+    AgentView, DiagnosticView, EventView, FleetView, History, RevisionView, Serving,
 };
 
 /// Events shown in one agent's detail.
@@ -108,7 +109,9 @@ fn diagnostic_items(d: &[DiagnosticView]) -> Vec<DiagnosticItem> {
         .collect()
 }
 
-fn revision_item(r: &RevisionView) -> RevisionItem {
+/// A revision as the API shows it; `figures` its convergence and the configurations whose
+/// rollout halted (for the served revision), when accepted.
+fn revision_item(r: &RevisionView, figures: Option<(&Convergence, &[&str])>) -> RevisionItem {
     RevisionItem {
         revision: r.revision.clone(),
         at: rfc3339(r.at),
@@ -116,7 +119,68 @@ fn revision_item(r: &RevisionView) -> RevisionItem {
         errors: r.errors,
         warnings: r.warnings,
         diagnostics: diagnostic_items(&r.diagnostics),
+        convergence: figures
+            .filter(|_| r.accepted)
+            .map(|(c, halted)| convergence_item(c, halted)),
     }
+}
+
+fn convergence_item(c: &Convergence, halted: &[&str]) -> ConvergenceItem {
+    let verdict = convergence::verdict(c, halted);
+    let reason = match &verdict {
+        Verdict::Failed { reason } => Some(reason.clone()),
+        Verdict::Superseded { by } => Some(format!("superseded by {by} before it converged")),
+        _ => None,
+    };
+    ConvergenceItem {
+        state: verdict.as_str().to_string(),
+        reason,
+        targeted: c.targeted,
+        applied: c.applied,
+        failed: c.failed,
+        rolled_back: c.rolled_back,
+        waiting: c.waiting,
+        latency: LatencyItem {
+            samples: c.latency.count,
+            p50_ms: c.latency.quantile_ms(0.5),
+            p99_ms: c.latency.quantile_ms(0.99),
+            max_ms: (c.latency.count > 0).then_some(c.latency.max_ms),
+        },
+        superseded_by: c.superseded_by.clone(),
+    }
+}
+
+/// Revisions as the API shows them: the history's, each with its convergence.
+fn revision_items<'a>(
+    api: &Api,
+    h: &History,
+    revisions: impl Iterator<Item = &'a RevisionView>,
+) -> Vec<RevisionItem> {
+    let served = api
+        .app
+        .serving
+        .load_full()
+        .map(|s| s.revision.revision.clone());
+    let view = api.app.view.load_full();
+    let halted: Vec<&str> = view
+        .configurations
+        .iter()
+        .filter(|(_, v)| v.rollout_halted)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    revisions
+        .map(|r| {
+            let figures = h.convergence.get(&r.revision).map(|c| {
+                let halted: &[&str] = if served.as_deref() == Some(r.revision.as_str()) {
+                    &halted
+                } else {
+                    &[]
+                };
+                (c, halted)
+            });
+            revision_item(r, figures)
+        })
+        .collect()
 }
 
 fn event_item(e: &EventView) -> EventItem {
@@ -198,7 +262,7 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
         last_error: sync.last_error,
         consecutive_failures: sync.consecutive_failures,
         next_retry: sync.next_retry.map(rfc3339),
-        last_rejected: sync.last_rejected.as_ref().map(revision_item),
+        last_rejected: sync.last_rejected.as_ref().map(|r| revision_item(r, None)),
         // Counted by the reconciler at its last plan (`view_computed_at`): copying the fleet
         // to count it cost seconds of CPU per request at 100k agents.
         agents: AgentCounts {
@@ -612,14 +676,52 @@ pub(crate) async fn revisions(
 ) -> Json<Page<RevisionItem>> {
     let h = api.app.history.lock().unwrap_or_else(|p| p.into_inner());
     Json(Page {
-        items: paging
-            .of(h.revisions.iter().rev())
-            .map(revision_item)
-            .collect(),
+        items: revision_items(&api, &h, paging.of(h.revisions.iter().rev())),
         total: h.revisions.len(),
         offset: paging.offset,
         limit: paging.limit,
     })
+}
+
+/// Shortest revision prefix `GET /api/v1/revisions/{revision}` takes.
+pub const MIN_REVISION_PREFIX: usize = 4;
+
+/// One revision by its id or a unique prefix of it (at least [`MIN_REVISION_PREFIX`]
+/// characters), the newest sighting if it was seen more than once.
+pub(crate) async fn revision(
+    State(api): State<Arc<Api>>,
+    Path(wanted): Path<String>,
+) -> ApiResult<Json<RevisionItem>> {
+    let wanted = wanted.to_ascii_lowercase();
+    if wanted.chars().count() < MIN_REVISION_PREFIX {
+        return Err(ApiError::bad_request(format!(
+            "a revision is its id or at least {MIN_REVISION_PREFIX} of its first characters, \
+             not {wanted:?}"
+        )));
+    }
+    let h = api.app.history.lock().unwrap_or_else(|p| p.into_inner());
+    let mut matches: Vec<&RevisionView> = h
+        .revisions
+        .iter()
+        .rev()
+        .filter(|r| r.revision.starts_with(&wanted))
+        .collect();
+    let Some(newest) = matches.first().copied() else {
+        return Err(ApiError::not_found(format!(
+            "no revision {wanted:?} among the last {} seen",
+            h.revisions.len()
+        )));
+    };
+    matches.retain(|r| r.revision != newest.revision);
+    if let Some(other) = matches.first() {
+        return Err(ApiError::bad_request(format!(
+            "{wanted:?} names more than one revision ({} and {}); give more characters",
+            newest.revision, other.revision
+        )));
+    }
+    let item = revision_items(&api, &h, std::iter::once(newest)).pop();
+    item.map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no revision {wanted:?}")))
 }
 
 /// The filters of `GET /api/v1/events` (paging is [`Paging`]'s).

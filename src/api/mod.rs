@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/configurations/{name}"),
     ("get", "/api/v1/configurations/{name}/rendered"),
     ("get", "/api/v1/revisions"),
+    ("get", "/api/v1/revisions/{revision}"),
     ("get", "/api/v1/events"),
     ("get", "/api/v1/openapi.json"),
     ("post", "/webhooks/github"),
@@ -84,6 +85,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(handlers::rendered),
         )
         .route("/api/v1/revisions", get(handlers::revisions))
+        .route("/api/v1/revisions/{revision}", get(handlers::revision))
         .route("/api/v1/events", get(handlers::events))
         .route("/api/v1/openapi.json", get(openapi))
         .route_layer(middleware::from_fn_with_state(

@@ -74,6 +74,36 @@ pub struct RevisionItem {
     pub errors: usize,
     pub warnings: usize,
     pub diagnostics: Vec<DiagnosticItem>,
+    /// How far an accepted revision reached the fleet; `None` for a rejected one (and for one
+    /// accepted before this server recorded convergence).
+    pub convergence: Option<ConvergenceItem>,
+}
+
+/// One accepted revision's reach: the agents it targeted and where each stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConvergenceItem {
+    /// `rolling-out`, `converged`, `failed` or `superseded` (one rule:
+    /// `server::convergence::verdict`).
+    pub state: String,
+    /// Why, for `failed` and `superseded`.
+    pub reason: Option<String>,
+    pub targeted: usize,
+    pub applied: usize,
+    pub failed: usize,
+    pub rolled_back: usize,
+    pub waiting: usize,
+    /// Push → applied of the agents sent this revision's config.
+    pub latency: LatencyItem,
+    pub superseded_by: Option<String>,
+}
+
+/// Push → applied times in ms (p50 and p99 from a log histogram, within ~9%; max exact).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyItem {
+    pub samples: u64,
+    pub p50_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
+    pub max_ms: Option<u64>,
 }
 
 /// A page of a list: every list route answers one (`api::query::Paging` reads its

@@ -170,6 +170,7 @@ mod tests {
                 errors: 1,
                 warnings: 0,
                 diagnostics: Vec::new(),
+                convergence: None,
             }),
             ..StatusResponse::default()
         }

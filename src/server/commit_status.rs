@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::convergence::{Convergence, Verdict, verdict};
 use super::state::AppState;
 
 /// How often the task looks for changes while the host answers.
@@ -170,51 +171,14 @@ pub fn wanted(app: &AppState) -> Vec<(String, Status)> {
     if let Some(served) = served
         && let Some(c) = history.convergence.get(&served)
     {
-        let halted: Vec<&String> = view
+        let halted: Vec<&str> = view
             .configurations
             .iter()
             .filter(|(_, v)| v.rollout_halted)
-            .map(|(name, _)| name)
+            .map(|(name, _)| name.as_str())
             .collect();
-        let applied = format!("{}/{} agents applied", c.applied, c.targeted);
-        let s = if !halted.is_empty() {
-            status(
-                State::Failure,
-                format!(
-                    "rollout halted ({}): {applied}, {} failed",
-                    halted
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    c.failed + c.rolled_back
-                ),
-            )
-        } else if c.converged() {
-            let p99 = c
-                .latency
-                .quantile_ms(0.99)
-                .map(|ms| {
-                    format!(
-                        ", p99 {}",
-                        gitamp_core::duration::format_duration(Duration::from_millis(ms))
-                    )
-                })
-                .unwrap_or_default();
-            status(State::Success, format!("{applied}{p99}"))
-        } else if c.failed + c.rolled_back > 0 {
-            status(
-                State::Pending,
-                format!(
-                    "{applied}, {} failed, {} waiting",
-                    c.failed + c.rolled_back,
-                    c.waiting
-                ),
-            )
-        } else {
-            status(State::Pending, format!("{applied}, {} waiting", c.waiting))
-        };
-        out.push((served.clone(), s));
+        out.push((served.clone(), status_of(c, &halted)));
+
         // The revision it replaced, if that one never finished.
         if let Some(old) = history
             .convergence
@@ -242,6 +206,40 @@ pub fn wanted(app: &AppState) -> Vec<(String, Status)> {
         }
     }
     out
+}
+
+/// A revision's status from its convergence [`verdict`].
+fn status_of(c: &Convergence, halted: &[&str]) -> Status {
+    let applied = format!("{}/{} agents applied", c.applied, c.targeted);
+    match verdict(c, halted) {
+        Verdict::Converged => {
+            let p99 = c
+                .latency
+                .quantile_ms(0.99)
+                .map(|ms| {
+                    format!(
+                        ", p99 {}",
+                        gitamp_core::duration::format_duration(Duration::from_millis(ms))
+                    )
+                })
+                .unwrap_or_default();
+            status(State::Success, format!("{applied}{p99}"))
+        }
+        Verdict::Failed { reason } => status(State::Failure, format!("{reason}: {applied}")),
+        Verdict::Superseded { by } => status(
+            State::Error,
+            format!("superseded by {} at {applied}", &by[..by.len().min(12)]),
+        ),
+        Verdict::RollingOut if c.failed + c.rolled_back > 0 => status(
+            State::Pending,
+            format!(
+                "{applied}, {} failed, {} waiting",
+                c.failed + c.rolled_back,
+                c.waiting
+            ),
+        ),
+        Verdict::RollingOut => status(State::Pending, format!("{applied}, {} waiting", c.waiting)),
+    }
 }
 
 /// Write statuses until `cancel`.

@@ -92,6 +92,61 @@ impl Convergence {
     }
 }
 
+/// Where a revision's rollout stands, by one rule that the API, `gitamp wait` and the commit
+/// statuses all read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Agents are still applying it (or waiting for their batch).
+    RollingOut,
+    /// Every agent it targeted applied it.
+    Converged,
+    /// It will not converge by itself: a rollout halted, or agents failed and none waits.
+    Failed { reason: String },
+    /// A newer revision replaced it before it converged.
+    Superseded { by: String },
+}
+
+impl Verdict {
+    /// The stable name the API shows (`rolling-out`, `converged`, `failed`, `superseded`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::RollingOut => "rolling-out",
+            Verdict::Converged => "converged",
+            Verdict::Failed { .. } => "failed",
+            Verdict::Superseded { .. } => "superseded",
+        }
+    }
+}
+
+/// The verdict on `c`; `halted` names the configurations whose rollout halted (for the served
+/// revision; empty for older ones).
+pub fn verdict(c: &Convergence, halted: &[&str]) -> Verdict {
+    if let Some(by) = &c.superseded_by {
+        return if c.converged() {
+            Verdict::Converged
+        } else {
+            Verdict::Superseded { by: by.clone() }
+        };
+    }
+    let bad = c.failed + c.rolled_back;
+    if !halted.is_empty() {
+        Verdict::Failed {
+            reason: format!(
+                "rollout halted ({}), {bad} agent(s) failed",
+                halted.join(", ")
+            ),
+        }
+    } else if c.converged() {
+        Verdict::Converged
+    } else if c.waiting == 0 {
+        Verdict::Failed {
+            reason: format!("{bad} agent(s) failed or were rolled back, none is still applying"),
+        }
+    } else {
+        Verdict::RollingOut
+    }
+}
+
 /// Records the store kept (newest first), read back; a row that does not read is left out
 /// (the figures are for people; one bad row must not stop a start).
 pub fn from_store(records: Vec<crate::store::ConvergenceRecord>) -> Vec<Convergence> {
@@ -264,6 +319,35 @@ mod tests {
         assert_eq!(c.latency.count, 1);
         let done = t.superseded("def");
         assert_eq!(done.superseded_by.as_deref(), Some("def"));
+    }
+
+    #[test]
+    fn one_verdict_for_every_reader() {
+        let c = |applied, failed, waiting| Convergence {
+            targeted: applied + failed + waiting,
+            applied,
+            failed,
+            waiting,
+            ..Convergence::default()
+        };
+        assert_eq!(verdict(&c(3, 0, 1), &[]), Verdict::RollingOut);
+        assert_eq!(verdict(&c(4, 0, 0), &[]), Verdict::Converged);
+        assert_eq!(
+            verdict(&c(0, 0, 0), &[]),
+            Verdict::Converged,
+            "nothing to apply"
+        );
+        assert_eq!(verdict(&c(3, 1, 0), &[]).as_str(), "failed");
+        assert_eq!(verdict(&c(3, 1, 2), &[]), Verdict::RollingOut);
+        assert!(
+            matches!(verdict(&c(0, 2, 6), &["linux"]), Verdict::Failed { reason } if reason.contains("linux"))
+        );
+        let mut old = c(1, 0, 3);
+        old.superseded_by = Some("def".into());
+        assert_eq!(
+            verdict(&old, &["linux"]),
+            Verdict::Superseded { by: "def".into() }
+        );
     }
 
     #[test]

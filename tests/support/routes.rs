@@ -9,11 +9,15 @@ pub fn is_public(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz") || path.starts_with("/webhooks/")
 }
 
-/// Every GET route behind the API token, with `{id}`/`{name}` filled in.
-pub fn protected_gets(id: &str, name: &str) -> Vec<String> {
+/// Every GET route behind the API token, with `{id}`/`{name}`/`{revision}` filled in.
+pub fn protected_gets(id: &str, name: &str, revision: &str) -> Vec<String> {
     ROUTES
         .iter()
         .filter(|(m, p)| *m == "get" && !is_public(p))
-        .map(|(_, p)| p.replace("{id}", id).replace("{name}", name))
+        .map(|(_, p)| {
+            p.replace("{id}", id)
+                .replace("{name}", name)
+                .replace("{revision}", revision)
+        })
         .collect()
 }
