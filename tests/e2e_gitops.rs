@@ -320,10 +320,14 @@ async fn python_client_agents_follow_commits() {
     );
     let gitops = GitOpsServer::start("example-repo", &[]);
     let (fixture, server, token) = (&gitops.fixture, &gitops.server, gitops.token.as_str());
-    // Staging Linux: the `staging` configuration (all at once) selects these agents.
+    // Staging Linux: the `staging` configuration (all at once) selects these agents. Their
+    // applied configs go to a folder of the test's, removed with it (the child is killed).
+    let workdir = tempfile::tempdir().expect("tempdir");
     let mut child = tokio::process::Command::new(&python)
         .arg(support::workspace().join("tests/interop/python_agent.py"))
         .args(["--endpoint", &server.http_url(), "--agents", "2"])
+        .arg("--workdir")
+        .arg(workdir.path())
         .args([
             "--environment",
             "staging",
