@@ -223,7 +223,7 @@ async fn scenario(echoing_agent: bool) {
         "token: ${env:MIMIR_TOKEN}",
         &format!("token: {}", sensitive_1.value),
     );
-    fixture.commit_all("a literal token (do not do this at home)");
+    let first_sha = fixture.commit_all("a literal token (do not do this at home)");
     fixture.push(false);
     let first = fixture.expected_hashes()["linux-production"];
 
@@ -367,7 +367,7 @@ async fn scenario(echoing_agent: bool) {
     let protected = support::routes::protected_gets(
         &support::agents::uid_of(&agents[0]),
         "linux-production",
-        "0000",
+        &first_sha,
     );
     for path in &protected {
         for token in [Some(wrong_api_token.value.as_str()), None] {
