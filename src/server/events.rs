@@ -34,11 +34,13 @@ pub enum EventKind {
     Conflict,
     RolloutHalted,
     RolloutSuperseded,
+    RolloutResumed,
     Webhook,
+    SyncRequested,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::RevisionAccepted,
         EventKind::RevisionRejected,
         EventKind::FetchError,
@@ -53,7 +55,9 @@ impl EventKind {
         EventKind::Conflict,
         EventKind::RolloutHalted,
         EventKind::RolloutSuperseded,
+        EventKind::RolloutResumed,
         EventKind::Webhook,
+        EventKind::SyncRequested,
     ];
 
     /// The stable name: the API's `kind` and `?kind=` filter and the metric label depend on it.
@@ -73,7 +77,9 @@ impl EventKind {
             EventKind::Conflict => "conflict",
             EventKind::RolloutHalted => "rollout-halted",
             EventKind::RolloutSuperseded => "rollout-superseded",
+            EventKind::RolloutResumed => "rollout-resumed",
             EventKind::Webhook => "webhook",
+            EventKind::SyncRequested => "sync-requested",
         }
     }
 }
@@ -171,6 +177,15 @@ pub enum Event {
         target: ConfigHash,
         by: ConfigHash,
     },
+    /// An operator resumed a halted rollout (`POST /api/v1/configurations/{name}/resume`);
+    /// `excused` agents had failed it.
+    RolloutResumed {
+        configuration: String,
+        target: ConfigHash,
+        excused: usize,
+    },
+    /// An operator asked for a fetch now (`POST /api/v1/sync`, `gitamp sync`).
+    SyncRequested,
     /// An authenticated push webhook woke the poller.
     WebhookWake {
         provider: &'static str,
@@ -205,6 +220,8 @@ impl Event {
             Event::Conflict { .. } => EventKind::Conflict,
             Event::RolloutHalted { .. } => EventKind::RolloutHalted,
             Event::RolloutSuperseded { .. } => EventKind::RolloutSuperseded,
+            Event::RolloutResumed { .. } => EventKind::RolloutResumed,
+            Event::SyncRequested => EventKind::SyncRequested,
             Event::WebhookWake { .. }
             | Event::WebhookPong { .. }
             | Event::WebhookIgnored { .. } => EventKind::Webhook,
@@ -280,6 +297,15 @@ impl Event {
                 target.short(),
                 by.short()
             ),
+            Event::RolloutResumed {
+                configuration,
+                target,
+                excused,
+            } => format!(
+                "Rollout of {configuration} ({}) resumed; {excused} failed agent(s) excused.",
+                target.short()
+            ),
+            Event::SyncRequested => "Fetch requested: polling now".into(),
             Event::WebhookWake {
                 provider,
                 git_ref,
@@ -320,7 +346,9 @@ impl Event {
                 configuration,
                 reason,
             } => warn!(configuration = %configuration, reason = %reason, "Rollout halted."),
-            Event::RolloutSuperseded { .. } => {
+            Event::RolloutSuperseded { .. }
+            | Event::RolloutResumed { .. }
+            | Event::SyncRequested => {
                 info!(kind = %record.kind, "{}", record.message)
             }
             Event::WebhookWake {

@@ -17,12 +17,15 @@
 //! - [`publish`]: the [`FleetView`](super::state::FleetView) for readers, the status
 //!   transitions as events, the metrics;
 //! - [`persist`]: what changed goes to the store (write-behind), and what the store kept is
-//!   read back after a restart.
+//!   read back after a restart;
+//! - [`command`]: what operators ask through the API (resume a halted rollout), handled by
+//!   the run loop between plans.
 //!
 //! Everything derived from a revision (selection data, encoded remote configs) is built once
 //! per revision, never per agent.
 
 mod act;
+mod command;
 mod observe;
 mod persist;
 mod publish;
@@ -42,6 +45,7 @@ use super::state::{AgentViews, AppState};
 use crate::store::{ConfigRecord, StoreWriter};
 use crate::telemetry;
 
+pub use command::Command;
 use persist::{RolloutStamp, config_from_record};
 pub use persist::{agents_from_records, rollouts_from_records};
 
@@ -95,6 +99,8 @@ pub struct Reconciler {
     /// When this process started, in ms: sends recorded before it (read back from the store)
     /// do not feed the push-to-applied histogram.
     started_ms: u64,
+    /// Operators' requests from the API (`with_commands`); taken by the run loop.
+    commands: Option<tokio::sync::mpsc::Receiver<Command>>,
 }
 
 /// The clock for a plan made now.
@@ -139,6 +145,7 @@ impl Reconciler {
             durable_now: false,
             otelcol: None,
             started_ms: clock.now_ms(),
+            commands: None,
         }
     }
 

@@ -675,18 +675,64 @@ fn disconnected_and_drifted_agents_do_not_block_a_batch() {
     assert!(r.admits("c"));
 }
 
+/// A resume continues from the halted batch: the agents of that batch not reached yet are
+/// admitted again, the failures so far are excused (the count starts from zero; the failed
+/// agents keep their status), and the next failure past the threshold halts it again.
 #[test]
-fn resumed_rollout_halts_again_if_failures_remain() {
-    let mut r = Rollout::new("web", h(1), batched(1, None));
-    let mut st = progress(&[("a", SyncStatus::Pending)]);
+fn a_resumed_rollout_continues_from_its_halted_batch_with_its_failures_excused() {
+    let mut r = Rollout::new("web", h(1), batched(2, None));
+    let mut st = progress(&[
+        ("a", SyncStatus::Pending),
+        ("b", SyncStatus::Pending),
+        ("c", SyncStatus::Pending),
+        ("d", SyncStatus::Pending),
+        ("e", SyncStatus::Pending),
+    ]);
     r.step(&st);
     st.insert("a".into(), SyncStatus::Failed.into());
-    r.step(&st);
-    r.resume();
     assert!(matches!(r.step(&st), RolloutDecision::Halted { .. }));
-    r.resume();
-    st.insert("a".into(), SyncStatus::Synced.into());
-    assert_eq!(r.step(&st), RolloutDecision::Complete);
+    assert!(!r.admits("b"), "a halted rollout admits nobody");
+    assert_eq!(r.progress().failed, 1);
+
+    assert!(r.resume(&st));
+    assert!(!r.resume(&st), "only a halted rollout resumes");
+    assert!(r.admits("b"), "the halted batch goes on");
+    assert_eq!(
+        r.step(&st),
+        RolloutDecision::Waiting {
+            in_flight: 1,
+            unhealthy: 0
+        },
+        "b still applies; a's failure no longer halts"
+    );
+    let p = r.progress();
+    assert_eq!((p.failed, p.excused, p.batch), (0, 1, 1));
+    assert!(!r.admits("c"));
+
+    st.insert("b".into(), SyncStatus::Synced.into());
+    assert_eq!(
+        r.step(&st),
+        RolloutDecision::Advanced {
+            batch: 2,
+            admitted: 2
+        }
+    );
+    st.insert("c".into(), SyncStatus::Failed.into());
+    assert!(
+        matches!(r.step(&st), RolloutDecision::Halted { .. }),
+        "a new failure counts"
+    );
+    assert_eq!(r.progress().failed, 1);
+}
+
+#[test]
+fn a_rollout_that_is_not_halted_does_not_resume() {
+    let mut r = Rollout::new("web", h(1), batched(1, None));
+    let st = progress(&[("a", SyncStatus::Pending)]);
+    r.step(&st);
+    assert!(!r.resume(&st));
+    assert_eq!(r.phase, RolloutPhase::Progressing);
+    assert!(r.excused.is_empty());
 }
 
 #[test]
@@ -696,6 +742,7 @@ fn rollout_roundtrips_through_serde() {
         ("b", SyncStatus::Pending),
         ("a", SyncStatus::Failed),
     ]));
+    r.excused.insert("a".into());
     let json = serde_json::to_string(&r).unwrap_or_default();
     let back: Option<Rollout> = serde_json::from_str(&json).ok();
     assert_eq!(back.as_ref(), Some(&r));
