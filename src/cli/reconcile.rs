@@ -61,7 +61,7 @@ pub struct Args {
     #[arg(long, value_name = "REV")]
     pub base: Option<String>,
     /// text for people (colour on a terminal), json for tools, markdown for a PR comment.
-    /// (`--format` is the same flag, kept for existing scripts.)
+    // `--format`: its name before `-o` was every command's; kept, hidden, for scripts.
     #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// The API token for `--server`.

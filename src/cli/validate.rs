@@ -21,8 +21,8 @@ pub struct Args {
     #[arg(default_value = ".")]
     pub path: PathBuf,
     /// Output format: text for people, json for tools, github for workflow annotations, sarif
-    /// (2.1.0) for code-scanning upload. (`--format` is the same flag, kept for existing
-    /// scripts.)
+    /// (2.1.0) for code-scanning upload.
+    // `--format`: its name before `-o` was every command's; kept, hidden, for scripts.
     #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// An OpenTelemetry Collector binary (the distribution agents run): each rendered

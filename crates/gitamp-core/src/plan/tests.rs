@@ -1377,3 +1377,54 @@ fn an_agent_that_failed_the_target_counts_as_failed_while_disconnected() {
     assert!(matches!(r.step(&st), RolloutDecision::Halted { .. }));
     assert!(!r.admits("b"));
 }
+
+/// A resumed rollout's halted batch goes on at the next plan: an agent of that batch the halt
+/// held back is pushed, though the resume itself moved no admission count.
+#[test]
+fn a_resumed_rollout_pushes_the_agents_its_halt_held_back() {
+    let d = Arc::new(desired(vec![DesiredConfig::new(
+        "web",
+        selector(&[]),
+        0,
+        batched(2, None),
+        Some(h(1)),
+    )]));
+    let mut planner: Planner<u8> = Planner::new(d, BTreeMap::new());
+    for (key, uid) in [(0, "a"), (1, "b"), (2, "c")] {
+        planner.upsert(key, agent(uid));
+    }
+    planner.plan(now());
+    let action = |p: &Planner<u8>, key: u8| p.agent(&key).and_then(|(_, p)| p).map(|p| p.action);
+    assert_eq!(action(&planner, 0), Some(Action::Push(h(1))));
+    assert_eq!(action(&planner, 1), Some(Action::Push(h(1))));
+    // `a` gets it and fails; `b`'s push never went out.
+    planner.note_sent(&0, h(1), T0, None);
+    planner.update(0, |a| {
+        a.observe_remote_config_status(
+            &[1; 32],
+            ReportedStatus::Failed {
+                error: "refused".into(),
+            },
+        );
+        false
+    });
+    planner.plan(now());
+    assert!(matches!(
+        planner.rollouts()["web"].phase,
+        RolloutPhase::Halted { .. }
+    ));
+    assert_eq!(action(&planner, 1), Some(Action::Wait), "the halt holds b back");
+
+    assert_eq!(planner.resume("web").map(|p| p.excused), Ok(1));
+    assert!(planner.has_work());
+    let replanned = planner.plan(now());
+    assert!(replanned.contains(&1), "{replanned:?}");
+    assert_eq!(action(&planner, 1), Some(Action::Push(h(1))));
+    assert_eq!(action(&planner, 2), Some(Action::Wait), "c waits for its batch");
+    assert_eq!(action(&planner, 0), Some(Action::Nothing), "a keeps its status");
+    assert!(matches!(
+        planner.resume("web"),
+        Err(ResumeError::NotHalted(_))
+    ));
+    assert_eq!(planner.resume("nope"), Err(ResumeError::NoRollout));
+}
