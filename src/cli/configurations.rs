@@ -230,7 +230,7 @@ fn describe(d: &ConfigurationDetail, wide: bool) -> String {
             let phase = p.phase.as_ref().map_or("?", |p| p.phase.as_str());
             let _ = writeln!(
                 o,
-                "rollout:         {phase} of {}: {} synced, {} failed{}, {} pending of {}",
+                "rollout:         {phase} (target {}): {} synced, {} failed{}, {} pending of {}",
                 p.target.as_deref().map_or("-", output::short_hash),
                 p.synced,
                 p.failed,

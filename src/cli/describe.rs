@@ -179,14 +179,15 @@ fn text(d: &AgentDetail, events: &[EventItem], wide: bool) -> String {
             let _ = writeln!(o, "  the agent reports no effective config");
         }
         (Some(_), Some(_)) => {
+            let differs = d.config_diff.as_deref().is_some_and(|diff| !diff.is_empty());
             if let Some(same) = d.config_same_meaning {
                 let _ = writeln!(
                     o,
                     "  same meaning: {}",
-                    if same {
-                        "yes (differences below are the agent's own additions or formatting)"
-                    } else {
-                        "no"
+                    match (same, differs) {
+                        (true, true) => "yes (the diff below is the agent's own additions and formatting)",
+                        (true, false) => "yes",
+                        (false, _) => "no",
                     }
                 );
             }
