@@ -834,9 +834,19 @@ async fn write_routes_need_the_token_too() {
         let url = format!("{}{}", s.base, path.replace("{name}", "production"));
         let resp = client().post(&url).send().await.unwrap();
         assert_eq!(resp.status(), 401, "{path}");
-        let resp = client().post(&url).bearer_auth("wrong").send().await.unwrap();
+        let resp = client()
+            .post(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 401, "{path}");
-        let resp = client().post(&url).bearer_auth(API_TOKEN).send().await.unwrap();
+        let resp = client()
+            .post(&url)
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_ne!(resp.status(), 401, "{path}");
     }
     // This state has a poller and no reconciler: the sync is asked for (and the poller woken),

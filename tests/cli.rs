@@ -108,7 +108,9 @@ async fn a_halted_rollout_resumed_from_the_cli_goes_on_and_stays_resumed() {
         "team: platform",
         &format!("team: {DEFAULT_FAIL_MARKER}"),
     );
-    gitops.commit_and_announce("a change the first batch cannot apply").await;
+    gitops
+        .commit_and_announce("a change the first batch cannot apply")
+        .await;
     let failing = gitops.fixture.expected_hashes()["linux-production"];
     let server = &gitops.server;
     eventually(WAIT, "the rollout halts", async || {
@@ -180,28 +182,44 @@ async fn a_halted_rollout_resumed_from_the_cli_goes_on_and_stays_resumed() {
     ] {
         assert!(described.contains(part), "no {part:?} in:\n{described}");
     }
-    let o = at(server, &["describe", "agent", "00000000-0000-7000-8000-000000000999"]).await;
+    let o = at(
+        server,
+        &["describe", "agent", "00000000-0000-7000-8000-000000000999"],
+    )
+    .await;
     assert_eq!(code(&o), 1, "{}", explain(&o));
     assert!(stderr(&o).contains("no agent"), "{}", explain(&o));
     let o = at(server, &["describe", "agent", "fffffffffff9"]).await;
     assert_eq!(code(&o), 1, "{}", explain(&o));
-    assert!(stderr(&o).contains("no agent \"fffffffffff9\""), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("no agent \"fffffffffff9\""),
+        "{}",
+        explain(&o)
+    );
     let described = json_of(&at(server, &["describe", "agent", &failed_one, "-o", "json"]).await);
     assert_eq!(described["uid"], failed_one.as_str());
-    assert!(described["events"].as_array().is_some_and(|e| !e.is_empty()));
+    assert!(
+        described["events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    );
 
     // A restart keeps the resume: the failures stay excused, the rollout does not halt again
     // once the failed agents are back.
     gitops.server.stop_gracefully();
     gitops.restart();
     let server = &gitops.server;
-    eventually(WAIT, "the restarted server has all 8 agents back", async || {
-        let c = get_json(&server.api_url("/api/v1/configurations/linux-production")).await;
-        let counts = &c["counts"];
-        let back = counts["synced"].as_u64().unwrap_or(0)
-            + counts["rolled-back"].as_u64().unwrap_or(0);
-        (back == 8).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the restarted server has all 8 agents back",
+        async || {
+            let c = get_json(&server.api_url("/api/v1/configurations/linux-production")).await;
+            let counts = &c["counts"];
+            let back = counts["synced"].as_u64().unwrap_or(0)
+                + counts["rolled-back"].as_u64().unwrap_or(0);
+            (back == 8).then_some(())
+        },
+    )
     .await;
     support::agents::nudge_plan(server, "the agents came back").await;
     let c = get_json(&server.api_url("/api/v1/configurations/linux-production")).await;
@@ -241,7 +259,11 @@ async fn sync_fetches_now_and_reports_the_revision_or_the_rejection() {
     // A token file that is empty or missing is named.
     let empty = tokens.path().join("empty");
     std::fs::write(&empty, "\n").expect("empty");
-    let o = at(server, &["sync", "--token-file", empty.to_str().expect("path")]).await;
+    let o = at(
+        server,
+        &["sync", "--token-file", empty.to_str().expect("path")],
+    )
+    .await;
     assert_eq!(code(&o), 2, "{}", explain(&o));
     assert!(stderr(&o).contains("is empty"), "{}", explain(&o));
     let o = at(server, &["status", "--token-file", "/nonexistent/token"]).await;
@@ -249,9 +271,11 @@ async fn sync_fetches_now_and_reports_the_revision_or_the_rejection() {
     assert!(stderr(&o).contains("/nonexistent/token"), "{}", explain(&o));
 
     // A commit nobody announced: `sync` fetches it and prints it.
-    gitops
-        .fixture
-        .edit("processors/env-production.yaml", "team: platform", "team: sre");
+    gitops.fixture.edit(
+        "processors/env-production.yaml",
+        "team: platform",
+        "team: sre",
+    );
     let sha = gitops.fixture.commit_all("a change only sync announces");
     gitops.fixture.push(false);
     let o = at(server, &["sync", "--token-file", token_path]).await;
@@ -335,7 +359,10 @@ async fn tables_fit_100_columns_wide_shows_the_rest_and_yaml_is_json() {
         &["describe", "agent", &uid_of(&agents[0])],
     ] {
         let out = ok(&at(&server, args).await);
-        for line in out.lines().filter(|l| l.starts_with(['│', '┌', '├', '└', '╞'])) {
+        for line in out
+            .lines()
+            .filter(|l| l.starts_with(['│', '┌', '├', '└', '╞']))
+        {
             assert!(
                 line.chars().count() <= 100,
                 "gitamp {args:?}: a line of {} columns:\n{out}",
@@ -344,7 +371,10 @@ async fn tables_fit_100_columns_wide_shows_the_rest_and_yaml_is_json() {
         }
     }
     let table = ok(&at(&server, &["agents"]).await);
-    assert!(!table.contains(long) && table.contains("3 agent(s)"), "{table}");
+    assert!(
+        !table.contains(long) && table.contains("3 agent(s)"),
+        "{table}"
+    );
     let wide = ok(&at(&server, &["agents", "-o", "wide"]).await);
     for part in [
         format!("host.name=host-0-{long}"),
@@ -368,7 +398,11 @@ async fn tables_fit_100_columns_wide_shows_the_rest_and_yaml_is_json() {
     // A folder is read on every change: nothing to fetch.
     let o = at(&server, &["sync"]).await;
     assert_eq!(code(&o), 1, "{}", explain(&o));
-    assert!(stderr(&o).contains("only a Git source can sync"), "{}", explain(&o));
+    assert!(
+        stderr(&o).contains("only a Git source can sync"),
+        "{}",
+        explain(&o)
+    );
     support::agents::stop_all(&agents).await;
 }
 
@@ -384,11 +418,30 @@ fn output_is_the_flag_and_format_its_old_name() {
     let agents = tempfile::NamedTempFile::new().expect("agents file");
     std::fs::write(agents.path(), "[]").expect("write");
     let path = agents.path().to_str().expect("path");
-    let new = support::gitamp(&["reconcile", "--dry-run", repo, "--agents", path, "-o", "json"]);
-    let old = support::gitamp(&["reconcile", "--dry-run", repo, "--agents", path, "--format", "json"]);
+    let new = support::gitamp(&[
+        "reconcile",
+        "--dry-run",
+        repo,
+        "--agents",
+        path,
+        "-o",
+        "json",
+    ]);
+    let old = support::gitamp(&[
+        "reconcile",
+        "--dry-run",
+        repo,
+        "--agents",
+        path,
+        "--format",
+        "json",
+    ]);
     assert_eq!(json_of(&new)["revision"], json_of(&old)["revision"]);
     let help = stdout(&support::gitamp(&["reconcile", "--help"]));
-    assert!(help.contains("--output") && !help.contains("--format"), "{help}");
+    assert!(
+        help.contains("--output") && !help.contains("--format"),
+        "{help}"
+    );
     // Clap's own usage errors exit 2.
     let o = support::gitamp(&["agents", "-o", "xml"]);
     assert_eq!(code(&o), 2, "{}", explain(&o));
@@ -460,9 +513,15 @@ fn bash_completion_loads_and_completes_subcommands() {
 #[test]
 fn the_man_page_names_every_subcommand_and_renders_cleanly() {
     let page = ok(&support::gitamp(&["man"]));
-    assert!(page.starts_with(".ie") || page.contains(".TH gitamp"), "{page}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH gitamp"),
+        "{page}"
+    );
     for name in subcommands().iter().filter(|n| *n != "help") {
-        assert!(page.contains(name.as_str()), "the man page lacks `{name}`:\n{page}");
+        assert!(
+            page.contains(name.as_str()),
+            "the man page lacks `{name}`:\n{page}"
+        );
     }
     let groff = std::process::Command::new("groff")
         .args(["-man", "-Tutf8", "-ww", "-z"])
@@ -480,7 +539,11 @@ fn the_man_page_names_every_subcommand_and_renders_cleanly() {
                 .write_all(page.as_bytes())
                 .expect("groff reads");
             let o = child.wait_with_output().expect("groff ends");
-            assert!(o.status.success() && o.stderr.is_empty(), "groff: {}", explain(&o));
+            assert!(
+                o.status.success() && o.stderr.is_empty(),
+                "groff: {}",
+                explain(&o)
+            );
         }
         Err(_) => println!("note: groff is not installed; the man page was not rendered"),
     }

@@ -61,8 +61,12 @@ pub(crate) async fn resume(State(api): State<Arc<Api>>, Path(name): Path<String>
     if let Err(e) = serving_or_404(&api, &name) {
         return e.into_response();
     }
-    let unavailable =
-        || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the reconciler is not running");
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the reconciler is not running",
+        )
+    };
     let Some(reconciler) = &api.app.reconciler else {
         return unavailable().into_response();
     };

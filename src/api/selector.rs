@@ -148,9 +148,19 @@ mod tests {
         let back = parse(&text).unwrap();
         for agent in [
             labels(&[("env", "prod"), ("os.type", "linux"), ("region", "eu")]),
-            labels(&[("env", "prod"), ("os.type", "linux"), ("region", "eu"), ("canary", "1")]),
+            labels(&[
+                ("env", "prod"),
+                ("os.type", "linux"),
+                ("region", "eu"),
+                ("canary", "1"),
+            ]),
             labels(&[("env", "dev"), ("os.type", "linux"), ("region", "eu")]),
-            labels(&[("env", "prod"), ("os.type", "linux"), ("tier", "db"), ("region", "eu")]),
+            labels(&[
+                ("env", "prod"),
+                ("os.type", "linux"),
+                ("tier", "db"),
+                ("region", "eu"),
+            ]),
         ] {
             assert_eq!(matches(&s, &agent), matches(&back, &agent), "{agent:?}");
         }

@@ -248,12 +248,18 @@ mod tests {
 
         std::fs::write(&path, " \n").expect("write");
         let err = format!("{:#}", args.token().expect_err("empty"));
-        assert!(err.contains("--token-file") && err.contains("is empty"), "{err}");
+        assert!(
+            err.contains("--token-file") && err.contains("is empty"),
+            "{err}"
+        );
 
         let missing = TokenArgs {
             token_file: Some(dir.path().join("nope")),
         };
         let err = format!("{:#}", missing.token().expect_err("missing"));
-        assert!(err.contains("--token-file") && err.contains("nope"), "{err}");
+        assert!(
+            err.contains("--token-file") && err.contains("nope"),
+            "{err}"
+        );
     }
 }

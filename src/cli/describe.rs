@@ -56,7 +56,10 @@ fn agent(client: &Client, args: &AgentArgs) -> anyhow::Result<ExitCode> {
     let raw: serde_json::Value = client.get(&format!("/api/v1/agents/{}", segment(&uid)), &[])?;
     let events: Items<EventItem> = client.get(
         "/api/v1/events",
-        &[("agent", uid.clone()), ("limit", args.events.max(1).to_string())],
+        &[
+            ("agent", uid.clone()),
+            ("limit", args.events.max(1).to_string()),
+        ],
     )?;
     let out = match args.output.output {
         output::Output::Json | output::Output::Yaml => {
@@ -147,7 +150,13 @@ fn text(d: &AgentDetail, events: &[EventItem], wide: bool) -> String {
     let hash = |h: &Option<String>| {
         h.as_deref().map_or_else(
             || "-".to_string(),
-            |h| if wide { h.to_string() } else { output::short_hash(h).to_string() },
+            |h| {
+                if wide {
+                    h.to_string()
+                } else {
+                    output::short_hash(h).to_string()
+                }
+            },
         )
     };
     let _ = writeln!(o, "desired hash:    {}", hash(&a.desired_hash));
@@ -166,7 +175,11 @@ fn text(d: &AgentDetail, events: &[EventItem], wide: bool) -> String {
     let _ = writeln!(o, "sent hash:       {}", hash(&a.sent_hash));
     let _ = writeln!(o, "last applied:    {}", hash(&a.last_applied));
     if !a.failed_hashes.is_empty() {
-        let failed: Vec<String> = a.failed_hashes.iter().map(|h| hash(&Some(h.clone()))).collect();
+        let failed: Vec<String> = a
+            .failed_hashes
+            .iter()
+            .map(|h| hash(&Some(h.clone())))
+            .collect();
         let _ = writeln!(o, "failed hashes:   {}", failed.join(", "));
     }
 
@@ -179,13 +192,17 @@ fn text(d: &AgentDetail, events: &[EventItem], wide: bool) -> String {
             let _ = writeln!(o, "  the agent reports no effective config");
         }
         (Some(_), Some(_)) => {
-            let differs = d.config_diff.as_deref().is_some_and(|diff| !diff.is_empty());
+            let differs = d
+                .config_diff
+                .as_deref()
+                .is_some_and(|diff| !diff.is_empty());
             if let Some(same) = d.config_same_meaning {
                 let _ = writeln!(
                     o,
                     "  same meaning: {}",
                     match (same, differs) {
-                        (true, true) => "yes (the diff below is the agent's own additions and formatting)",
+                        (true, true) =>
+                            "yes (the diff below is the agent's own additions and formatting)",
                         (true, false) => "yes",
                         (false, _) => "no",
                     }

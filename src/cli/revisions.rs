@@ -26,8 +26,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.server)?;
-    let raw: serde_json::Value =
-        client.get("/api/v1/revisions", &[("limit", args.limit.max(1).to_string())])?;
+    let raw: serde_json::Value = client.get(
+        "/api/v1/revisions",
+        &[("limit", args.limit.max(1).to_string())],
+    )?;
     let out = match args.output.output.data(&raw)? {
         Some(data) => data,
         None => {

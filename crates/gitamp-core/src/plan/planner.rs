@@ -82,7 +82,7 @@ pub enum ResumeError {
     NoRollout,
     /// Its rollout is not halted (it is progressing, complete or superseded): as it stands.
     #[error("its rollout is not halted")]
-    NotHalted(RolloutProgress),
+    NotHalted(Box<RolloutProgress>),
 }
 
 impl<K: Hash + Eq + Clone> Planner<K> {
@@ -181,7 +181,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
             .get_mut(configuration)
             .ok_or(ResumeError::NoRollout)?;
         if !rollout.resume(scope) {
-            return Err(ResumeError::NotHalted(rollout.progress()));
+            return Err(ResumeError::NotHalted(Box::new(rollout.progress())));
         }
         self.resumed.insert(configuration.to_string());
         Ok(rollout.progress())

@@ -1413,15 +1413,27 @@ fn a_resumed_rollout_pushes_the_agents_its_halt_held_back() {
         planner.rollouts()["web"].phase,
         RolloutPhase::Halted { .. }
     ));
-    assert_eq!(action(&planner, 1), Some(Action::Wait), "the halt holds b back");
+    assert_eq!(
+        action(&planner, 1),
+        Some(Action::Wait),
+        "the halt holds b back"
+    );
 
     assert_eq!(planner.resume("web").map(|p| p.excused), Ok(1));
     assert!(planner.has_work());
     let replanned = planner.plan(now());
     assert!(replanned.contains(&1), "{replanned:?}");
     assert_eq!(action(&planner, 1), Some(Action::Push(h(1))));
-    assert_eq!(action(&planner, 2), Some(Action::Wait), "c waits for its batch");
-    assert_eq!(action(&planner, 0), Some(Action::Nothing), "a keeps its status");
+    assert_eq!(
+        action(&planner, 2),
+        Some(Action::Wait),
+        "c waits for its batch"
+    );
+    assert_eq!(
+        action(&planner, 0),
+        Some(Action::Nothing),
+        "a keeps its status"
+    );
     assert!(matches!(
         planner.resume("web"),
         Err(ResumeError::NotHalted(_))
