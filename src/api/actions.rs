@@ -1,14 +1,16 @@
 //! The operator's write routes, behind the same bearer token as the rest of the API:
 //!
 //! - `POST /api/v1/sync`: fetch the source now, the path a webhook takes (wake the Git
-//!   poller); 202 `{"outcome":"fetching", "last_fetch"}` (the fetch before this one, so a
-//!   client can wait for `last_fetch` in `/api/v1/status` to move), 409 when the source is not
-//!   fetched (a watched folder, the embedded example);
+//!   poller); 202 `{"outcome":"fetching", "requested_at", "last_fetch"}`: the fetch it causes
+//!   is the first in `/api/v1/status` to have started (`last_fetch` minus
+//!   `last_fetch_duration_ms`) at or after `requested_at`; 409 when the source is not fetched
+//!   (a watched folder, the embedded example);
 //! - `POST /api/v1/configurations/{name}/resume`: resume a halted rollout without a new commit
 //!   (the reconciler does it: it is the one writer); 202 with the rollout's progress, 404 for
 //!   an unknown configuration, 409 when its rollout is not halted.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -48,11 +50,18 @@ pub(crate) async fn sync(State(api): State<Arc<Api>>) -> Response {
         .unwrap_or_else(|p| p.into_inner())
         .last_fetch
         .map(rfc3339);
+    // Before the wake: the fetch it causes starts after this time (one already under way
+    // started before it, and the wake waits for it to end, then fetches again).
+    let requested_at = rfc3339(SystemTime::now());
     poller.notify_one();
     api.app.emit(Event::SyncRequested);
     (
         StatusCode::ACCEPTED,
-        Json(json!({"outcome": "fetching", "last_fetch": last_fetch})),
+        Json(json!({
+            "outcome": "fetching",
+            "requested_at": requested_at,
+            "last_fetch": last_fetch,
+        })),
     )
         .into_response()
 }

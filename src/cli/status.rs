@@ -56,7 +56,8 @@ pub fn tip_rejected(s: &StatusResponse) -> bool {
     }
 }
 
-fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+/// An RFC 3339 time as the API writes it.
+pub fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 

@@ -1,7 +1,7 @@
 //! `gitamp sync [--timeout 60s]`: have a running server fetch its Git source now
-//! (`POST /api/v1/sync`, the path a webhook takes), wait until that fetch is done (its
-//! `last_fetch` in `/api/v1/status` moves; the server publishes a fetch's time after its
-//! outcome), and print the revision now served, or why the tip is not served.
+//! (`POST /api/v1/sync`, the path a webhook takes), wait until that fetch is done (the first
+//! fetch in `/api/v1/status` that started after the request; the server publishes a fetch's
+//! time after its outcome), and print the revision now served, or why the tip is not served.
 //!
 //! Exit codes: 0 the tip is served, 1 the fetch failed, the tip was rejected, the source is not
 //! fetched (a folder) or the fetch did not finish in time, 2 error.
@@ -15,7 +15,7 @@ use anyhow::Context;
 use super::client::{Client, ServerArgs};
 use super::exit::Failed;
 use super::output::OutputArgs;
-use super::status::tip_rejected;
+use super::status::{parse_time, tip_rejected};
 use crate::api::model::StatusResponse;
 
 /// How often the status is asked while waiting.
@@ -38,7 +38,28 @@ pub struct Args {
 
 #[derive(serde::Deserialize)]
 struct Requested {
+    requested_at: Option<String>,
     last_fetch: Option<String>,
+}
+
+impl Requested {
+    /// Whether `status` shows the fetch this request caused: the first to start at or after
+    /// the request (its end minus its duration; a fetch under way when the request came in
+    /// does not count). Without `requested_at`, any fetch after the one before the request.
+    fn done(&self, status: &StatusResponse) -> bool {
+        let Some(end) = status.last_fetch.as_deref() else {
+            return false;
+        };
+        let requested = self.requested_at.as_deref().and_then(parse_time);
+        match (requested, parse_time(end)) {
+            (Some(requested), Some(end)) => {
+                let took = status.last_fetch_duration_ms.unwrap_or(0);
+                let took = time::Duration::milliseconds(i64::try_from(took).unwrap_or(i64::MAX));
+                end - took >= requested
+            }
+            _ => status.last_fetch != self.last_fetch,
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -49,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let raw: serde_json::Value = client.get("/api/v1/status", &[])?;
         let status: StatusResponse = serde_json::from_value(raw.clone())
             .context("the server's status has an unexpected shape")?;
-        if status.last_fetch.is_some() && status.last_fetch != requested.last_fetch {
+        if requested.done(&status) {
             break (raw, status);
         }
         if Instant::now() >= deadline {
@@ -102,4 +123,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(super::exit::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(last_fetch: &str, took_ms: u64) -> StatusResponse {
+        StatusResponse {
+            last_fetch: Some(last_fetch.into()),
+            last_fetch_duration_ms: Some(took_ms),
+            ..StatusResponse::default()
+        }
+    }
+
+    #[test]
+    fn only_a_fetch_that_started_after_the_request_is_its_answer() {
+        let requested = Requested {
+            requested_at: Some("2026-12-04T10:00:10Z".into()),
+            last_fetch: Some("2026-12-04T10:00:00Z".into()),
+        };
+        assert!(!requested.done(&StatusResponse::default()), "no fetch yet");
+        assert!(
+            !requested.done(&status("2026-12-04T10:00:00Z", 100)),
+            "the fetch before"
+        );
+        assert!(
+            !requested.done(&status("2026-12-04T10:00:11Z", 2000)),
+            "under way when the request came: it may have missed the new tip"
+        );
+        assert!(requested.done(&status("2026-12-04T10:00:11Z", 500)));
+        // An older server without `requested_at`: any fetch after the one before.
+        let old = Requested {
+            requested_at: None,
+            last_fetch: Some("2026-12-04T10:00:00Z".into()),
+        };
+        assert!(!old.done(&status("2026-12-04T10:00:00Z", 100)));
+        assert!(old.done(&status("2026-12-04T10:00:11Z", 2000)));
+    }
 }
