@@ -36,6 +36,12 @@ async fn at(server: &Server, args: &[&str]) -> std::process::Output {
     run(&all, &[]).await
 }
 
+/// The last 12 digits of an agent's UID, as `gitamp agents` shows it.
+fn short_of(agent: &AgentHandle) -> String {
+    let uid = uid_of(agent);
+    uid.rsplit('-').next().unwrap_or_default().to_string()
+}
+
 fn ok(o: &std::process::Output) -> String {
     assert_eq!(code(o), 0, "{}", explain(o));
     stdout(o)
@@ -157,6 +163,11 @@ async fn a_halted_rollout_resumed_from_the_cli_goes_on_and_stays_resumed() {
     }
 
     // Its event, and the rest of what the read commands show.
+    let mine = ok(&at(server, &["events", "--agent", &short_of(&agents[0])]).await);
+    assert!(
+        mine.contains("failed") && !mine.contains("rollout-resumed"),
+        "{mine}"
+    );
     let events = ok(&at(server, &["events", "--kind", "rollout-resumed"]).await);
     assert!(
         events.contains("rollout-resumed") && events.contains("Rollout of linux-production"),
@@ -168,8 +179,8 @@ async fn a_halted_rollout_resumed_from_the_cli_goes_on_and_stays_resumed() {
         "{revisions}"
     );
     let failed_one = uid_of(&agents[0]);
-    let short = failed_one.rsplit('-').next().unwrap_or_default();
-    let described = ok(&at(server, &["describe", "agent", short]).await);
+    let short = short_of(&agents[0]);
+    let described = ok(&at(server, &["describe", "agent", &short]).await);
     for part in [
         failed_one.as_str(),
         "rolled-back",

@@ -201,6 +201,41 @@ impl Client {
         Ok(items)
     }
 
+    /// An agent's full instance UID from what a person typed: a UUID as is, otherwise the one
+    /// agent whose UID ends with `id` (the last digits `gitamp agents` shows). No agent, or
+    /// several, is an answer ([`Failed`](super::exit::Failed), exit 1).
+    pub fn agent_uid(&self, id: &str) -> anyhow::Result<String> {
+        use super::exit::Failed;
+        let id = id.trim();
+        if uuid::Uuid::parse_str(id).is_ok() {
+            return Ok(id.to_string());
+        }
+        let wanted = id.to_ascii_lowercase();
+        if wanted.is_empty() {
+            return Err(Failed("give an agent ID".into()).into());
+        }
+        let agents = self.get_all("/api/v1/agents", &[], PAGE)?;
+        let matching: Vec<&str> = agents
+            .iter()
+            .filter_map(|a| a["uid"].as_str())
+            .filter(|uid| uid.to_ascii_lowercase().ends_with(&wanted))
+            .collect();
+        match matching.as_slice() {
+            [one] => Ok((*one).to_string()),
+            [] => Err(Failed(format!(
+                "no agent {id:?} on {} (`gitamp agents` lists them)",
+                self.base
+            ))
+            .into()),
+            many => Err(Failed(format!(
+                "{} agents end with {id:?}: {}; give more of the ID",
+                many.len(),
+                many.join(", ")
+            ))
+            .into()),
+        }
+    }
+
     /// The base URL, without a trailing slash.
     pub fn base(&self) -> &str {
         &self.base

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::client::{Client, PAGE, ServerArgs, segment};
+use super::client::{Client, ServerArgs, segment};
 use super::output::{self, OutputArgs};
 use crate::api::model::{AgentDetail, EventItem, Items};
 
@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn agent(client: &Client, args: &AgentArgs) -> anyhow::Result<ExitCode> {
-    let uid = resolve_uid(client, &args.id)?;
+    let uid = client.agent_uid(&args.id)?;
     let raw: serde_json::Value = client.get(&format!("/api/v1/agents/{}", segment(&uid)), &[])?;
     let events: Items<EventItem> = client.get(
         "/api/v1/events",
@@ -81,40 +81,6 @@ fn agent(client: &Client, args: &AgentArgs) -> anyhow::Result<ExitCode> {
     };
     print!("{out}");
     Ok(ExitCode::from(super::exit::OK))
-}
-
-/// A full instance UID as is; otherwise the one agent whose UID ends with `id` (what the
-/// agents table shows). None or several is an answer, not an error of the command.
-fn resolve_uid(client: &Client, id: &str) -> anyhow::Result<String> {
-    let id = id.trim();
-    if uuid::Uuid::parse_str(id).is_ok() {
-        return Ok(id.to_string());
-    }
-    let wanted = id.to_ascii_lowercase();
-    if wanted.is_empty() {
-        return Err(super::exit::Failed("give an agent ID".into()).into());
-    }
-    let agents = client.get_all("/api/v1/agents", &[], PAGE)?;
-    let matching: Vec<String> = agents
-        .iter()
-        .filter_map(|a| a["uid"].as_str())
-        .filter(|uid| uid.to_ascii_lowercase().ends_with(&wanted))
-        .map(str::to_string)
-        .collect();
-    match matching.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(super::exit::Failed(format!(
-            "no agent {id:?} on {} (`gitamp agents` lists them)",
-            client.base()
-        ))
-        .into()),
-        many => Err(super::exit::Failed(format!(
-            "{} agents end with {id:?}: {}; give more of the ID",
-            many.len(),
-            many.join(", ")
-        ))
-        .into()),
-    }
 }
 
 fn text(d: &AgentDetail, events: &[EventItem], wide: bool) -> String {

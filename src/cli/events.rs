@@ -1,7 +1,7 @@
 //! `gitamp events [--agent ID] [--kind KIND] [--limit N]`: a running server's recent events,
 //! newest first (`GET /api/v1/events`).
 //!
-//! Exit codes: 0 listed, 2 error.
+//! Exit codes: 0 listed, 1 no such agent (`--agent`), 2 error.
 
 use std::process::ExitCode;
 
@@ -16,7 +16,8 @@ use crate::api::model::{EventItem, Items};
 pub struct Args {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Only this agent's events (its full instance UID).
+    /// Only this agent's events (its instance UID, or its last digits as `gitamp agents`
+    /// shows them).
     #[arg(long, value_name = "ID")]
     pub agent: Option<String>,
     /// Only events of this kind (`rollout-halted`, `failed`, `pushed`, ...).
@@ -33,7 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = Client::new(&args.server)?;
     let mut query = vec![("limit", args.limit.max(1).to_string())];
     if let Some(agent) = &args.agent {
-        query.push(("agent", agent.clone()));
+        query.push(("agent", client.agent_uid(agent)?));
     }
     if let Some(kind) = &args.kind {
         query.push(("kind", kind.clone()));
