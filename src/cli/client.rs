@@ -72,7 +72,8 @@ pub struct Refused {
     pub url: String,
     /// The server's `{"error"}` text (or its body).
     pub message: String,
-    hint: &'static str,
+    /// What to do about it, when there is something (`(pass --token-file ...)`), or empty.
+    pub hint: &'static str,
 }
 
 /// A blocking-style client over the status API (a private single-thread runtime: the CLI does

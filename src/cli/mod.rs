@@ -165,6 +165,35 @@ pub mod exit {
 
 #[cfg(test)]
 mod tests {
+    use super::client::Refused;
+    use super::exit;
+
+    #[test]
+    fn a_no_from_the_server_is_exit_1_and_not_getting_an_answer_is_exit_2() {
+        let refused = |status: reqwest::StatusCode| {
+            anyhow::Error::new(Refused {
+                status,
+                url: "http://x/api".into(),
+                message: "no".into(),
+                hint: "",
+            })
+            .context("asking the server")
+        };
+        assert_eq!(exit::of_error(&refused(reqwest::StatusCode::NOT_FOUND)), 1);
+        assert_eq!(exit::of_error(&refused(reqwest::StatusCode::CONFLICT)), 1);
+        assert_eq!(
+            exit::of_error(&refused(reqwest::StatusCode::UNAUTHORIZED)),
+            2
+        );
+        assert_eq!(
+            exit::of_error(&refused(reqwest::StatusCode::BAD_REQUEST)),
+            2
+        );
+        let failed = anyhow::Error::new(exit::Failed("no agent".into()));
+        assert_eq!(exit::of_error(&failed), 1);
+        assert_eq!(exit::of_error(&anyhow::anyhow!("cannot read x")), 2);
+    }
+
     #[test]
     fn an_error_line_names_each_cause_once() {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
