@@ -288,6 +288,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
     state.webhooks.gitlab_token = Some(GITLAB_TOKEN.into());
     state.webhooks.generic_token = Some(GENERIC_TOKEN.into());
     state.webhooks.tracked_ref = "main".into();
+    state.poller = Some(Arc::new(tokio::sync::Notify::new()));
     state.view.store(Arc::new(fleet_view));
     *state.sync.lock().unwrap() = SyncView {
         source: "https://git.example/fleet.git".into(),
@@ -895,6 +896,56 @@ async fn bearer_token_guards_everything_but_health_and_webhooks() {
     assert_eq!(resp.status(), 202, "webhooks carry their own auth");
 }
 
+/// The write routes (`POST /api/v1/sync`, `.../resume`) are behind the API token as well.
+#[tokio::test]
+async fn write_routes_need_the_token_too() {
+    let s = start(Some(API_TOKEN), true).await;
+    let posts: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(m, p)| *m == "post" && !support::routes::is_public(p))
+        .map(|(_, p)| *p)
+        .collect();
+    assert_eq!(
+        posts,
+        ["/api/v1/sync", "/api/v1/configurations/{name}/resume"]
+    );
+    for path in posts {
+        let url = format!("{}{}", s.base, path.replace("{name}", "production"));
+        let resp = client().post(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        let resp = client()
+            .post(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{path}");
+        let resp = client()
+            .post(&url)
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(resp.status(), 401, "{path}");
+    }
+    // This state has a poller and no reconciler: the sync is asked for (and the poller woken),
+    // the resume cannot be.
+    let resp = client()
+        .post(format!("{}/api/v1/sync", s.base))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let resp = client()
+        .post(format!("{}/api/v1/configurations/nope/resume", s.base))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
 fn github_signature(body: &[u8]) -> String {
     support::server::github_signature(GITHUB_SECRET, body)
 }
@@ -902,7 +953,10 @@ fn github_signature(body: &[u8]) -> String {
 /// Did the webhook that was just answered wake the source? The handler wakes it (a stored
 /// permit) before it answers, so after the answer the permit is there or never will be: no wait.
 fn woken(state: &AppState) -> bool {
-    state.webhooks.wake.notified().now_or_never().is_some()
+    state
+        .poller
+        .as_ref()
+        .is_some_and(|p| p.notified().now_or_never().is_some())
 }
 
 #[tokio::test]
@@ -1096,12 +1150,16 @@ async fn run_cli(args: &[&str]) -> std::process::Output {
 async fn cli_agents_and_status_against_the_server() {
     let s = start(Some(API_TOKEN), true).await;
     // JSON output follows pagination (pages of 3) and is a valid dry-run agents file.
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("api-token");
+    std::fs::write(&token_file, format!("{API_TOKEN}\n")).unwrap();
+    let token_file = token_file.to_str().unwrap();
     let out = run_cli(&[
         "agents",
         "--server",
         &s.base,
-        "--token",
-        API_TOKEN,
+        "--token-file",
+        token_file,
         "-o",
         "json",
         "--page-size",
@@ -1121,7 +1179,13 @@ async fn cli_agents_and_status_against_the_server() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
 
     let out = run_cli(&[
-        "agents", "--server", &s.base, "--token", API_TOKEN, "--status", "pending",
+        "agents",
+        "--server",
+        &s.base,
+        "--token-file",
+        token_file,
+        "--status",
+        "pending",
     ])
     .await;
     assert!(
@@ -1139,7 +1203,11 @@ async fn cli_agents_and_status_against_the_server() {
     // Without the token: a clear error and exit 2.
     let out = run_cli(&["agents", "--server", &s.base]).await;
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("--token-file"), "{err}");
+    // A token is never a flag any more.
+    let out = run_cli(&["agents", "--server", &s.base, "--token", API_TOKEN]).await;
+    assert_eq!(out.status.code(), Some(2));
 
     let out = gitamp_async()
         .args(["status", "--server", &s.base])
@@ -1164,7 +1232,13 @@ async fn cli_agents_and_status_against_the_server() {
     assert!(text.contains("pending 4"), "{text}");
 
     let out = run_cli(&[
-        "status", "--server", &s.base, "--token", API_TOKEN, "-o", "json",
+        "status",
+        "--server",
+        &s.base,
+        "--token-file",
+        token_file,
+        "-o",
+        "json",
     ])
     .await;
     assert!(out.status.success());

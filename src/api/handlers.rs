@@ -610,7 +610,7 @@ pub(crate) async fn configurations(
     })
 }
 
-fn serving_or_404(api: &Api, name: &str) -> ApiResult<Arc<Serving>> {
+pub(super) fn serving_or_404(api: &Api, name: &str) -> ApiResult<Arc<Serving>> {
     let serving = api
         .app
         .serving

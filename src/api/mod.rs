@@ -1,16 +1,19 @@
-//! The read-only status API, `/metrics`, health probes and the webhook receivers (the only
-//! POSTs), all on the API listener.
+//! The status API, `/metrics`, health probes, the webhook receivers and the operator's two
+//! write routes (`POST /api/v1/sync`, `POST /api/v1/configurations/{name}/resume`), all on the
+//! API listener.
 //!
-//! Everything here only *reads* [`AppState`] (the reconciler is the one writer); the webhook
-//! routes additionally wake the Git poller. Only masked YAML ever leaves this API: the desired
+//! Everything here only *reads* [`AppState`] (the reconciler is the one writer); the webhooks
+//! and `sync` wake the Git poller, and `resume` asks the reconciler ([`actions`]). Only masked YAML ever leaves this API: the desired
 //! config is the core's masked form and an agent's effective config is masked before it is
 //! shown (see [`mask`]).
 //!
 //! Auth: when `api_token` is set, every route but `/healthz`, `/readyz` and the webhooks (which
-//! carry their own provider authentication) needs `Authorization: Bearer <token>`; the token is
+//! carry their own provider authentication), the write routes included, needs
+//! `Authorization: Bearer <token>`; the token is
 //! compared in constant time. Each request is bounded by [`REQUEST_TIMEOUT`] and a panicking
 //! handler answers 500 instead of taking the listener down.
 
+mod actions;
 mod handlers;
 pub(crate) use handlers::rfc3339;
 pub(crate) mod query;
@@ -54,6 +57,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/revisions/{revision}"),
     ("get", "/api/v1/events"),
     ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/sync"),
+    ("post", "/api/v1/configurations/{name}/resume"),
     ("post", "/webhooks/github"),
     ("post", "/webhooks/gitlab"),
     ("post", "/webhooks/generic"),
@@ -88,6 +93,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/revisions/{revision}", get(handlers::revision))
         .route("/api/v1/events", get(handlers::events))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/sync", post(actions::sync))
+        .route(
+            "/api/v1/configurations/{name}/resume",
+            post(actions::resume),
+        )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&api),
             require_token,
@@ -108,7 +118,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed: the status API is read-only (webhooks are the only POSTs)",
+                "method not allowed: the status API is read-only but for POST /api/v1/sync, \
+                 POST /api/v1/configurations/{name}/resume and the webhooks",
             )
         })
         .with_state(api)

@@ -134,6 +134,39 @@ mod tests {
             .collect()
     }
 
+    /// A configuration's selector as `gitamp configurations` prints it is a `selector=` that
+    /// reads back as the same rules.
+    #[test]
+    fn a_selector_printed_reads_back_the_same() {
+        let mut s = parse("os.type in (linux,darwin),tier notin (db),region,!canary").unwrap();
+        s.match_labels.insert("env".into(), "prod".into());
+        let text = s.to_string();
+        assert_eq!(
+            text,
+            "env=prod,os.type in (linux,darwin),tier notin (db),region,!canary"
+        );
+        let back = parse(&text).unwrap();
+        for agent in [
+            labels(&[("env", "prod"), ("os.type", "linux"), ("region", "eu")]),
+            labels(&[
+                ("env", "prod"),
+                ("os.type", "linux"),
+                ("region", "eu"),
+                ("canary", "1"),
+            ]),
+            labels(&[("env", "dev"), ("os.type", "linux"), ("region", "eu")]),
+            labels(&[
+                ("env", "prod"),
+                ("os.type", "linux"),
+                ("tier", "db"),
+                ("region", "eu"),
+            ]),
+        ] {
+            assert_eq!(matches(&s, &agent), matches(&back, &agent), "{agent:?}");
+        }
+        assert_eq!(Selector::default().to_string(), "");
+    }
+
     #[test]
     fn parses_every_form() {
         let s = parse("env=prod, tier!=db,os.type in (linux, darwin),region,!canary").unwrap();

@@ -87,7 +87,9 @@ fn handle(
     match verify_and_parse(kind, headers, &body, secret, tracked) {
         Ok(WebhookOutcome::Wake { git_ref, after }) => {
             telemetry::webhook(provider, WebhookResult::Wake);
-            hooks.wake.notify_one();
+            if let Some(poller) = &api.app.poller {
+                poller.notify_one();
+            }
             api.app.emit(Event::WebhookWake {
                 provider,
                 git_ref: git_ref.clone(),

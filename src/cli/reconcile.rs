@@ -1,5 +1,5 @@
 //! `gitamp reconcile --dry-run [PATH] [--server URL | --agents FILE] [--base REV]
-//! [--format text|json|markdown]`: what a change to the repository would do, before it merges.
+//! [-o text|json|markdown]`: what a change to the repository would do, before it merges.
 //!
 //! The dry run compiles the working tree with [`gitamp_core::compile`] and plans the fleet with
 //! [`gitamp_core::plan::plan`], exactly the calls the server's reconciler makes, so the plan it
@@ -61,11 +61,12 @@ pub struct Args {
     #[arg(long, value_name = "REV")]
     pub base: Option<String>,
     /// text for people (colour on a terminal), json for tools, markdown for a PR comment.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    // `--format`: its name before `-o` was every command's; kept, hidden, for scripts.
+    #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Bearer token for `--server`, when the server was started with an API token.
-    #[arg(long, env = "GITAMP_API_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// The API token for `--server`.
+    #[command(flatten)]
+    pub auth: super::client::TokenArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -257,7 +258,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(rejected) => {
             let out = output::invalid(&args.path, &rejected, args.format)?;
             write_stdout(&out)?;
-            return Ok(ExitCode::from(exit::INVALID));
+            return Ok(ExitCode::from(exit::FAILED));
         }
     };
 
@@ -289,7 +290,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let fleet = match (&args.agents, &args.server) {
         (Some(file), _) => Some(fleet::from_file(file)?),
-        (None, Some(url)) => Some(fleet::from_server(url, args.token.as_deref())?),
+        (None, Some(url)) => Some(fleet::from_server(url, args.auth.token()?)?),
         (None, None) => None,
     };
 

@@ -70,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 args.path.display(),
                 rejected.diagnostics.errors().count()
             );
-            return Ok(ExitCode::from(exit::INVALID));
+            return Ok(ExitCode::from(exit::FAILED));
         }
     };
     eprint!("{}", revision.warnings);
@@ -87,7 +87,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "no configuration selects an agent with labels {}",
                     show(labels)
                 );
-                return Ok(ExitCode::from(exit::INVALID));
+                return Ok(ExitCode::from(exit::FAILED));
             }
             Selection::Conflict(names) => {
                 eprintln!(
@@ -97,7 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     names.join(", "),
                     show(labels)
                 );
-                return Ok(ExitCode::from(exit::INVALID));
+                return Ok(ExitCode::from(exit::FAILED));
             }
         },
         (None, None) => bail!("give --configuration NAME or --labels k=v,..."),
@@ -117,7 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 known.join(", ")
             }
         );
-        return Ok(ExitCode::from(exit::INVALID));
+        return Ok(ExitCode::from(exit::FAILED));
     };
     if args.show_hash {
         println!("{}", rendered.hash);

@@ -1,12 +1,13 @@
 //! `gitamp serve`: the GitOps loop. Every flag can also come from a `GITAMP_*` variable.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 
+use super::secret::read_secret;
 use crate::server::commit_status::{CommitStatusConfig, Provider};
 use crate::server::{LogFormat, Secrets, ServerConfig, SignatureFiles};
 use crate::source::{SourceArgs, SourceSpec};
@@ -298,20 +299,6 @@ impl Args {
         }
         Ok(Some(files))
     }
-}
-
-/// Read a secret from a file: the first line, trimmed. Secrets never come from the command line,
-/// where `ps` would show them.
-fn read_secret(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the secret file {}", path.display()))?;
-    let secret = text.lines().next().unwrap_or("").trim().to_string();
-    anyhow::ensure!(
-        !secret.is_empty(),
-        "the secret file {} is empty",
-        path.display()
-    );
-    Ok(secret)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -1,15 +1,16 @@
 //! `gitamp status`: a running server's sync status (revision, source, last fetch, errors, the
 //! last rejected revision's diagnostics, agents per status) from its status API.
 //!
-//! Exit codes: 0 shown (whatever the server's state: this reports, it does not judge),
-//! 2 error (server unreachable, refused, or an unexpected answer).
+//! Exit codes: 0 shown, 1 the repository's tip is rejected (a rejection newer than the served
+//! revision), 2 error (server unreachable, refused, or an unexpected answer).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::agents::{Client, Output, ServerArgs};
+use super::client::{Client, ServerArgs};
+use super::output::OutputArgs;
 use crate::api::model::StatusResponse;
 
 /// Show the server's sync status.
@@ -17,9 +18,9 @@ use crate::api::model::StatusResponse;
 pub struct Args {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// `table` (text) for people, `json` for tools (the API's answer as is).
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+    /// `table` and `wide` print text for people; `json` and `yaml` the API's answer as is.
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -27,18 +28,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let raw: serde_json::Value = client.get("/api/v1/status", &[])?;
     let status: StatusResponse = serde_json::from_value(raw.clone())
         .context("the server's status has an unexpected shape")?;
-    let out = match args.output {
-        Output::Json => {
-            let mut s = serde_json::to_string_pretty(&raw).context("cannot encode the status")?;
-            s.push('\n');
-            s
-        }
-        Output::Table => text(&status),
+    let out = match args.output.output.data(&raw)? {
+        Some(data) => data,
+        None => text(&status),
     };
     print!("{out}");
     // A script asking "is the repository's tip being served?" reads the exit code.
     let code = if tip_rejected(&status) {
-        super::exit::INVALID
+        super::exit::FAILED
     } else {
         super::exit::OK
     };
@@ -59,7 +56,8 @@ pub fn tip_rejected(s: &StatusResponse) -> bool {
     }
 }
 
-fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
+/// An RFC 3339 time as the API writes it.
+pub fn parse_time(text: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 

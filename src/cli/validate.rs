@@ -1,4 +1,4 @@
-//! `gitamp validate [PATH] [--format text|json|github|sarif] [--otelcol PATH]`.
+//! `gitamp validate [PATH] [-o text|json|github|sarif] [--otelcol PATH]`.
 //!
 //! Exit codes: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error (including a
 //! collector that is missing or could not finish its check).
@@ -22,7 +22,8 @@ pub struct Args {
     pub path: PathBuf,
     /// Output format: text for people, json for tools, github for workflow annotations, sarif
     /// (2.1.0) for code-scanning upload.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    // `--format`: its name before `-o` was every command's; kept, hidden, for scripts.
+    #[arg(short = 'o', long = "output", alias = "format", value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// An OpenTelemetry Collector binary (the distribution agents run): each rendered
     /// configuration must also pass its `validate --config=FILE`.
@@ -76,7 +77,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(if valid {
         super::exit::OK
     } else {
-        super::exit::INVALID
+        super::exit::FAILED
     }))
 }
 

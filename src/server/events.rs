@@ -35,11 +35,13 @@ pub enum EventKind {
     RolloutHalted,
     RolloutCompleted,
     RolloutSuperseded,
+    RolloutResumed,
     Webhook,
+    SyncRequested,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::RevisionAccepted,
         EventKind::RevisionRejected,
         EventKind::FetchError,
@@ -55,7 +57,9 @@ impl EventKind {
         EventKind::RolloutHalted,
         EventKind::RolloutCompleted,
         EventKind::RolloutSuperseded,
+        EventKind::RolloutResumed,
         EventKind::Webhook,
+        EventKind::SyncRequested,
     ];
 
     /// The stable name: the API's `kind` and `?kind=` filter and the metric label depend on it.
@@ -76,7 +80,9 @@ impl EventKind {
             EventKind::RolloutHalted => "rollout-halted",
             EventKind::RolloutCompleted => "rollout-completed",
             EventKind::RolloutSuperseded => "rollout-superseded",
+            EventKind::RolloutResumed => "rollout-resumed",
             EventKind::Webhook => "webhook",
+            EventKind::SyncRequested => "sync-requested",
         }
     }
 }
@@ -181,6 +187,15 @@ pub enum Event {
         target: ConfigHash,
         by: ConfigHash,
     },
+    /// An operator resumed a halted rollout (`POST /api/v1/configurations/{name}/resume`);
+    /// `excused` agents had failed it.
+    RolloutResumed {
+        configuration: String,
+        target: ConfigHash,
+        excused: usize,
+    },
+    /// An operator asked for a fetch now (`POST /api/v1/sync`, `gitamp sync`).
+    SyncRequested,
     /// An authenticated push webhook woke the poller.
     WebhookWake {
         provider: &'static str,
@@ -216,6 +231,8 @@ impl Event {
             Event::RolloutHalted { .. } => EventKind::RolloutHalted,
             Event::RolloutCompleted { .. } => EventKind::RolloutCompleted,
             Event::RolloutSuperseded { .. } => EventKind::RolloutSuperseded,
+            Event::RolloutResumed { .. } => EventKind::RolloutResumed,
+            Event::SyncRequested => EventKind::SyncRequested,
             Event::WebhookWake { .. }
             | Event::WebhookPong { .. }
             | Event::WebhookIgnored { .. } => EventKind::Webhook,
@@ -301,6 +318,15 @@ impl Event {
                 target.short(),
                 by.short()
             ),
+            Event::RolloutResumed {
+                configuration,
+                target,
+                excused,
+            } => format!(
+                "Rollout of {configuration} ({}) resumed; {excused} failed agent(s) excused.",
+                target.short()
+            ),
+            Event::SyncRequested => "Fetch requested: polling now".into(),
             Event::WebhookWake {
                 provider,
                 git_ref,
@@ -341,7 +367,10 @@ impl Event {
                 configuration,
                 reason,
             } => warn!(configuration = %configuration, reason = %reason, "Rollout halted."),
-            Event::RolloutSuperseded { .. } | Event::RolloutCompleted { .. } => {
+            Event::RolloutSuperseded { .. }
+            | Event::RolloutCompleted { .. }
+            | Event::RolloutResumed { .. }
+            | Event::SyncRequested => {
                 info!(kind = %record.kind, "{}", record.message)
             }
             Event::WebhookWake {

@@ -153,6 +153,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let (sync_tx, sync_rx) = mpsc::channel::<SyncEvent>(16);
+    let (command_tx, command_rx) = mpsc::channel(16);
+    app.reconciler = Some(command_tx);
 
     // The source: embedded example, a watched folder, or a polled Git remote.
     let mut initial_revision = None;
@@ -225,7 +227,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                         }
                     }
                     let poller = GitPoller::new(git_source).restoring(restore);
-                    app.webhooks.wake = poller.wake_handle();
+                    app.poller = Some(poller.wake_handle());
                     tokio::spawn(poller.run(sync_tx.clone(), cancel.clone()));
                 }
             }
@@ -261,7 +263,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     );
     let mut reconciler = Reconciler::new(app.clone(), store_writer.clone(), agents, rollouts)
         .with_retained_configs(&config_records)
-        .with_stored_convergence(newest_convergence);
+        .with_stored_convergence(newest_convergence)
+        .with_commands(command_rx);
     if let Some(otelcol) = config.otelcol.clone() {
         info!(otelcol = %otelcol.path().display(), "Every new revision must pass the collector's validate.");
         reconciler.set_otelcol(otelcol);

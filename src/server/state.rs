@@ -12,9 +12,10 @@ use gitamp_core::{ConfigHash, Diagnostic, Diagnostics, Revision, Severity};
 use gitamp_opamp::{Fleet, RemoteConfig, Uid};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use super::events::{self, Event};
+use super::reconciler::Command as ReconcilerCommand;
 use crate::store::{StoreOp, StoreWriter};
 use crate::telemetry;
 
@@ -32,6 +33,12 @@ pub struct AppState {
     pub sync: Mutex<SyncView>,
     pub history: Mutex<History>,
     pub webhooks: WebhookConfig,
+    /// Wakes the Git poller early (webhooks, `POST /api/v1/sync`); `None` when the source does
+    /// not poll (a watched folder, the embedded example).
+    pub poller: Option<Arc<Notify>>,
+    /// Where the API sends operators' requests to the reconciler (the one writer); `None`
+    /// without a running reconciler.
+    pub reconciler: Option<mpsc::Sender<ReconcilerCommand>>,
     /// When set, every status API route but /healthz and /readyz needs `Authorization: Bearer`.
     pub api_token: Option<String>,
     pub metrics: PrometheusHandle,
@@ -329,8 +336,6 @@ pub struct WebhookConfig {
     pub generic_token: Option<Vec<u8>>,
     /// The tracked ref (`main`, `refs/heads/main`, `v1.2`): pushes to other refs are ignored.
     pub tracked_ref: String,
-    /// Wakes the Git poller early.
-    pub wake: Arc<Notify>,
 }
 
 impl AppState {
@@ -342,6 +347,8 @@ impl AppState {
             sync: Mutex::new(SyncView::default()),
             history: Mutex::new(History::default()),
             webhooks: WebhookConfig::default(),
+            poller: None,
+            reconciler: None,
             api_token: None,
             metrics,
             started_at: SystemTime::now(),

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::{Baseline, Fleet, FleetInfo};
 use crate::api::model::{ConfigurationItem, RevisionList};
-use crate::cli::agents::{Client, PAGE, ServerArgs, fetch_all};
+use crate::cli::client::{Client, PAGE};
 
 /// One agent of an agents file. Only an ID is required.
 ///
@@ -203,13 +203,10 @@ pub(super) fn from_file(path: &Path) -> anyhow::Result<Fleet> {
 
 /// Every agent of a running server, plus the masked rendering of each configuration it serves
 /// (what its synced agents run now, to diff against when there is no `--base`).
-pub(super) fn from_server(url: &str, token: Option<&str>) -> anyhow::Result<Fleet> {
-    let api = Client::new(&ServerArgs {
-        server: url.to_string(),
-        token: token.map(str::to_string),
-    })?;
+pub(super) fn from_server(url: &str, token: Option<String>) -> anyhow::Result<Fleet> {
+    let api = Client::connect(url, token)?;
     let base = api.base().to_string();
-    let items: Vec<Value> = fetch_all(&api, &[], PAGE)?;
+    let items: Vec<Value> = api.get_all("/api/v1/agents", &[], PAGE)?;
     let mut agents = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let record: AgentRecord = serde_json::from_value(item)

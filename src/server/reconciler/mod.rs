@@ -17,12 +17,15 @@
 //! - [`publish`]: the [`FleetView`](super::state::FleetView) for readers, the status
 //!   transitions as events, the metrics;
 //! - [`persist`]: what changed goes to the store (write-behind), and what the store kept is
-//!   read back after a restart.
+//!   read back after a restart;
+//! - [`command`]: what operators ask through the API (resume a halted rollout), handled by
+//!   the run loop between plans.
 //!
 //! Everything derived from a revision (selection data, encoded remote configs) is built once
 //! per revision, never per agent.
 
 mod act;
+mod command;
 mod observe;
 mod persist;
 mod publish;
@@ -43,6 +46,7 @@ use super::state::{AgentViews, AppState};
 use crate::store::{ConfigRecord, StoreWriter};
 use crate::telemetry;
 
+pub use command::Command;
 use persist::{RolloutStamp, config_from_record};
 pub use persist::{agents_from_records, rollouts_from_records};
 
@@ -100,6 +104,8 @@ pub struct Reconciler {
     convergence: Option<Tracker>,
     /// The newest convergence the store kept, resumed if its revision is served again.
     stored_convergence: Option<Convergence>,
+    /// Operators' requests from the API (`with_commands`); taken by the run loop.
+    commands: Option<tokio::sync::mpsc::Receiver<Command>>,
 }
 
 /// The clock for a plan made now.
@@ -146,6 +152,7 @@ impl Reconciler {
             started_ms: clock.now_ms(),
             convergence: None,
             stored_convergence: None,
+            commands: None,
         }
     }
 

@@ -60,6 +60,7 @@ pub(super) struct RolloutStamp {
     batch: usize,
     synced: usize,
     failed: usize,
+    excused: usize,
     pending: usize,
     phase: RolloutPhase,
 }
@@ -74,6 +75,7 @@ impl RolloutStamp {
             batch: r.batch,
             synced: r.synced,
             failed: r.failed,
+            excused: r.excused.len(),
             pending: r.pending,
             phase: r.phase.clone(),
         }

@@ -21,33 +21,24 @@ use crate::telemetry;
 
 impl Reconciler {
     /// Handle one source event. Returns true when a new revision is now served.
+    ///
+    /// The fetch's time goes into the status last, after its outcome (the revision accepted or
+    /// rejected, the error): whoever sees `last_fetch` move (`gitamp sync` waits for that) sees
+    /// what that fetch brought.
     pub(super) async fn on_sync(&mut self, event: SyncEvent) -> bool {
         let info = event.info().clone();
-        {
-            let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
-            sync.last_fetch = info.last_fetch;
-            sync.last_fetch_duration_ms = Some(info.last_duration.as_millis() as u64);
-            sync.consecutive_failures = info.consecutive_failures;
-            sync.next_retry = info.next_retry;
-            if !matches!(event, SyncEvent::Error(..)) {
-                sync.last_error = None;
-                // The embedded source is read once, at start, with no fetch time of its own.
-                sync.last_success = Some(info.last_fetch.unwrap_or_else(SystemTime::now));
-            }
-        }
-        match event {
+        let succeeded = !matches!(event, SyncEvent::Error(..));
+        let (served, error) = match event {
             SyncEvent::Unchanged(..) => {
                 telemetry::fetch(info.last_duration, true);
-                false
+                (false, None)
             }
             SyncEvent::Error(message, _) => {
                 telemetry::fetch(info.last_duration, false);
                 self.state.emit(Event::FetchError {
                     error: message.clone(),
                 });
-                let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
-                sync.last_error = Some(message);
-                false
+                (false, Some(message))
             }
             SyncEvent::Snapshot(snapshot, _) => {
                 telemetry::fetch(info.last_duration, true);
@@ -66,12 +57,24 @@ impl Reconciler {
                         revision: snapshot.revision,
                         diagnostics: unverified,
                     });
-                    return false;
+                    (false, None)
+                } else {
+                    let skipped = crate::source::skipped::skipped_diagnostics(&info.skipped);
+                    (self.on_snapshot(snapshot, skipped).await, None)
                 }
-                let skipped = crate::source::skipped::skipped_diagnostics(&info.skipped);
-                self.on_snapshot(snapshot, skipped).await
             }
+        };
+        let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
+        sync.last_error = error;
+        sync.consecutive_failures = info.consecutive_failures;
+        sync.next_retry = info.next_retry;
+        sync.last_fetch_duration_ms = Some(info.last_duration.as_millis() as u64);
+        sync.last_fetch = info.last_fetch;
+        if succeeded {
+            // The embedded source is read once, at start, with no fetch time of its own.
+            sync.last_success = Some(info.last_fetch.unwrap_or_else(SystemTime::now));
         }
+        served
     }
 
     /// Compile a snapshot (off the async threads) and serve it if it is valid. `skipped` holds

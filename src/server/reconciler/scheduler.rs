@@ -30,10 +30,15 @@ impl Reconciler {
         cancel: CancellationToken,
     ) {
         let mut source_open = true;
+        let mut commands = self.commands.take();
         loop {
             let wake = tokio::time::sleep_until(self.next_wake());
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                command = super::command::next(&mut commands) => match command {
+                    Some(command) => self.on_command(command),
+                    None => commands = None,
+                },
                 event = sync_rx.recv(), if source_open => match event {
                     Some(event) => {
                         if self.on_sync(event).await {
@@ -110,7 +115,7 @@ impl Reconciler {
     /// (a new revision, a resync) must not hold up the connections queued behind it. A
     /// single-threaded runtime (tests with paused time) has nowhere to move them: it plans
     /// inline.
-    fn reconcile_off_worker(&mut self) {
+    pub(super) fn reconcile_off_worker(&mut self) {
         use tokio::runtime::{Handle, RuntimeFlavor};
         if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
             tokio::task::block_in_place(|| self.reconcile());

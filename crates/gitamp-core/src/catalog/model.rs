@@ -377,6 +377,29 @@ pub struct Selector {
     pub match_expressions: Vec<SelectorRequirement>,
 }
 
+/// Kubernetes label-selector text (`k=v,k in (a,b),k notin (c),k,!k`), what the status API's
+/// `selector=` and `gitamp agents --selector` read back as the same selector. Empty for the
+/// empty selector (every agent).
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self
+            .match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for e in &self.match_expressions {
+            let values = e.values.join(",");
+            parts.push(match e.operator {
+                SelectorOperator::In => format!("{} in ({values})", e.key),
+                SelectorOperator::NotIn => format!("{} notin ({values})", e.key),
+                SelectorOperator::Exists => e.key.clone(),
+                SelectorOperator::DoesNotExist => format!("!{}", e.key),
+            });
+        }
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// A count of agents, absolute (`5`) or relative to the configuration's agents (`"25%"`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -468,6 +491,18 @@ impl Default for RolloutPolicy {
             max_failures: None,
             on_failure: OnFailure::Rollback,
         }
+    }
+}
+
+impl RolloutPolicy {
+    /// Agents per batch among `agents` in scope (default 1, never 0 so a rollout always moves).
+    pub fn batch_size_for(&self, agents: usize) -> usize {
+        self.batch_size.map_or(1, |q| q.of(agents)).max(1)
+    }
+
+    /// Failures tolerated among `agents` in scope (default 0: the first failure halts).
+    pub fn max_failures_for(&self, agents: usize) -> usize {
+        self.max_failures.map_or(0, |q| q.of(agents))
     }
 }
 

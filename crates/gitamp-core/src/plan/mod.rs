@@ -26,7 +26,7 @@ use crate::config_map::ConfigHash;
 pub use desired::{Desired, DesiredConfig};
 pub use fleet_plan::{ConfigurationPlan, FleetPlan, plan, plan_one};
 pub use observed::{ObservedAgent, ReportedStatus};
-pub use planner::Planner;
+pub use planner::{Planner, ResumeError};
 pub use push::{PushDecision, push_decision};
 pub use rollout::{AgentProgress, Rollout, RolloutDecision, RolloutPhase, RolloutProgress};
 use select::Selection;

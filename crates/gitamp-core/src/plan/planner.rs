@@ -27,7 +27,7 @@ use crate::config_map::ConfigHash;
 use crate::plan::desired::Desired;
 use crate::plan::fleet_plan::{ConfigurationPlan, empty_configurations, reached};
 use crate::plan::observed::ObservedAgent;
-use crate::plan::rollout::{AgentProgress, Rollout, RolloutPhase};
+use crate::plan::rollout::{AgentProgress, Rollout, RolloutPhase, RolloutProgress};
 use crate::plan::select::Selection;
 use crate::plan::status::{StatusCounts, SyncStatus, sync_status};
 use crate::plan::{AgentPlan, Timing, plan_agent};
@@ -63,12 +63,26 @@ pub struct Planner<K> {
     scope_changed: HashSet<String>,
     /// Re-plan every agent and step every rollout at the next plan.
     full: bool,
+    /// Configurations whose rollout an operator resumed since the last plan: their agents are
+    /// re-planned whatever the step decides (the halted batch is admitted again).
+    resumed: HashSet<String>,
     /// Rollouts superseded since the last [`Planner::take_superseded`].
     superseded: Vec<Rollout>,
     /// Agents to re-plan at a time (ms since the Unix epoch), from their plans' `requeue_at`.
     /// An agent re-planned earlier for another reason may leave a stale entry: re-planning it
     /// once more at that time changes nothing.
     wakeups: BTreeMap<u64, Vec<K>>,
+}
+
+/// Why [`Planner::resume`] resumed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// The configuration has no rollout: it is not served, or did not render.
+    #[error("the configuration has no rollout")]
+    NoRollout,
+    /// Its rollout is not halted (it is progressing, complete or superseded): as it stands.
+    #[error("its rollout is not halted")]
+    NotHalted(Box<RolloutProgress>),
 }
 
 impl<K: Hash + Eq + Clone> Planner<K> {
@@ -85,6 +99,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
             dirty: HashSet::new(),
             scope_changed: HashSet::new(),
             full: true,
+            resumed: HashSet::new(),
             superseded: Vec::new(),
             wakeups: BTreeMap::new(),
         };
@@ -150,7 +165,26 @@ impl<K: Hash + Eq + Clone> Planner<K> {
 
     /// True if the next plan has agents or rollouts to look at (not counting wakeups).
     pub fn has_work(&self) -> bool {
-        self.full || !self.dirty.is_empty() || !self.scope_changed.is_empty()
+        self.full
+            || !self.dirty.is_empty()
+            || !self.scope_changed.is_empty()
+            || !self.resumed.is_empty()
+    }
+
+    /// Resume `configuration`'s halted rollout ([`Rollout::resume`]: from the batch it halted
+    /// in, its failures so far excused). The next plan steps it and re-plans its agents.
+    pub fn resume(&mut self, configuration: &str) -> Result<RolloutProgress, ResumeError> {
+        let empty = BTreeMap::new();
+        let scope = self.scopes.get(configuration).unwrap_or(&empty);
+        let rollout = self
+            .rollouts
+            .get_mut(configuration)
+            .ok_or(ResumeError::NoRollout)?;
+        if !rollout.resume(scope) {
+            return Err(ResumeError::NotHalted(Box::new(rollout.progress())));
+        }
+        self.resumed.insert(configuration.to_string());
+        Ok(rollout.progress())
     }
 
     /// The earliest time (ms since the Unix epoch) some agent's plan asked to be looked at
@@ -389,6 +423,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         let mut admission_changed = HashSet::new();
         let empty = BTreeMap::new();
         let scope_changed = std::mem::take(&mut self.scope_changed);
+        let resumed = std::mem::take(&mut self.resumed);
         for c in self.desired.configurations.values() {
             let Some(hash) = c.hash else { continue };
             let name = c.name();
@@ -406,14 +441,15 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                     true
                 }
             };
-            let stepped = full || fresh || scope_changed.contains(name);
+            let resumed = resumed.contains(name);
+            let stepped = full || fresh || resumed || scope_changed.contains(name);
             let Some(rollout) = self.rollouts.get_mut(name) else {
                 continue;
             };
             if stepped {
                 let before = (rollout.admitted, rollout.phase.clone());
                 let decision = rollout.step(self.scopes.get(name).unwrap_or(&empty));
-                if before != (rollout.admitted, rollout.phase.clone()) || fresh {
+                if before != (rollout.admitted, rollout.phase.clone()) || fresh || resumed {
                     admission_changed.insert(name.to_string());
                 }
                 if let Some(cp) = self.configurations.get_mut(name) {

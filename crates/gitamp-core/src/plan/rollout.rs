@@ -7,7 +7,7 @@
 //! bytes would fail the same way). Agents not admitted keep their previous config.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use indexmap::IndexSet;
 use serde::{Deserialize, Serialize};
@@ -119,8 +119,14 @@ pub struct Rollout {
     pub batch: usize,
     /// Agents in scope that run the target.
     pub synced: usize,
-    /// Agents in scope that failed it (or were rolled back from it).
+    /// Agents in scope that failed it (or were rolled back from it), not counting the excused:
+    /// what `maxFailures` is held against.
     pub failed: usize,
+    /// Agents whose failure an operator excused by resuming the halted rollout
+    /// ([`Rollout::resume`]): they keep their status (and are never sent the target again), but
+    /// no longer count as failures.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub excused: BTreeSet<String>,
     /// In scope, neither synced nor failed (not admitted, applying, disconnected, ...).
     pub pending: usize,
     /// Where it stands.
@@ -175,6 +181,7 @@ impl Rollout {
             batch: 0,
             synced: 0,
             failed: 0,
+            excused: BTreeSet::new(),
             pending: 0,
             phase: RolloutPhase::Progressing,
         }
@@ -201,25 +208,38 @@ impl Rollout {
 
     /// Failures tolerated for the current scope (default 0: the first failure halts).
     pub fn max_failures(&self) -> usize {
-        self.policy
-            .max_failures
-            .map_or(0, |q| q.of(self.agents.len()))
+        self.policy.max_failures_for(self.agents.len())
     }
 
     /// Agents per batch for the current scope (default 1, never 0 so a rollout always moves).
     pub fn batch_size(&self) -> usize {
-        self.policy
-            .batch_size
-            .map_or(1, |q| q.of(self.agents.len()))
-            .max(1)
+        self.policy.batch_size_for(self.agents.len())
     }
 
-    /// Operator action: un-halt (e.g. after clearing failed hashes). Failures are recounted on
-    /// the next step, so it halts again if they still exceed the threshold.
-    pub fn resume(&mut self) {
-        if matches!(self.phase, RolloutPhase::Halted { .. }) {
-            self.phase = RolloutPhase::Progressing;
+    /// Operator action: resume a halted rollout from the batch it halted in, without a new
+    /// commit. The agents that failed the target so far (by `statuses`, as [`Rollout::step`]
+    /// reads them) are excused: they keep their status until they report otherwise and are
+    /// never sent the target again, but no longer count towards `maxFailures`, so the failure
+    /// count starts again from zero; a new failure counts as usual. Returns false, changing
+    /// nothing, when the rollout is not halted.
+    pub fn resume<K: Borrow<str> + Ord>(&mut self, statuses: &BTreeMap<K, AgentProgress>) -> bool {
+        if !matches!(self.phase, RolloutPhase::Halted { .. }) {
+            return false;
         }
+        self.sync_scope(statuses);
+        let failed: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|uid| {
+                statuses
+                    .get(uid.as_str())
+                    .is_some_and(|p| classify(*p) == Class::Failed)
+            })
+            .cloned()
+            .collect();
+        self.excused.extend(failed);
+        self.phase = RolloutPhase::Progressing;
+        true
     }
 
     /// Advance the state machine from the statuses of the agents this configuration selects
@@ -365,8 +385,18 @@ impl Rollout {
             .iter()
             .filter(|c| matches!(c, Class::Done | Class::Unhealthy))
             .count();
-        self.failed = classes.iter().filter(|c| **c == Class::Failed).count();
-        self.pending = classes.len() - self.synced - self.failed;
+        let failed = classes.iter().filter(|c| **c == Class::Failed).count();
+        let excused = if self.excused.is_empty() {
+            0
+        } else {
+            self.agents
+                .iter()
+                .zip(classes)
+                .filter(|(uid, c)| **c == Class::Failed && self.excused.contains(*uid))
+                .count()
+        };
+        self.failed = failed - excused;
+        self.pending = classes.len() - self.synced - failed;
     }
 
     /// A compact view for the status API and the fleet plan.
@@ -379,6 +409,7 @@ impl Rollout {
             total: self.agents.len(),
             synced: self.synced,
             failed: self.failed,
+            excused: self.excused.len(),
             pending: self.pending,
         }
     }
@@ -399,8 +430,11 @@ pub struct RolloutProgress {
     pub total: usize,
     /// Agents that run the target.
     pub synced: usize,
-    /// Agents that failed it.
+    /// Agents that failed it, not counting the excused.
     pub failed: usize,
+    /// Agents whose failure an operator excused by resuming the rollout.
+    #[serde(default)]
+    pub excused: usize,
     /// Agents neither synced nor failed.
     pub pending: usize,
 }

@@ -675,18 +675,64 @@ fn disconnected_and_drifted_agents_do_not_block_a_batch() {
     assert!(r.admits("c"));
 }
 
+/// A resume continues from the halted batch: the agents of that batch not reached yet are
+/// admitted again, the failures so far are excused (the count starts from zero; the failed
+/// agents keep their status), and the next failure past the threshold halts it again.
 #[test]
-fn resumed_rollout_halts_again_if_failures_remain() {
-    let mut r = Rollout::new("web", h(1), batched(1, None));
-    let mut st = progress(&[("a", SyncStatus::Pending)]);
+fn a_resumed_rollout_continues_from_its_halted_batch_with_its_failures_excused() {
+    let mut r = Rollout::new("web", h(1), batched(2, None));
+    let mut st = progress(&[
+        ("a", SyncStatus::Pending),
+        ("b", SyncStatus::Pending),
+        ("c", SyncStatus::Pending),
+        ("d", SyncStatus::Pending),
+        ("e", SyncStatus::Pending),
+    ]);
     r.step(&st);
     st.insert("a".into(), SyncStatus::Failed.into());
-    r.step(&st);
-    r.resume();
     assert!(matches!(r.step(&st), RolloutDecision::Halted { .. }));
-    r.resume();
-    st.insert("a".into(), SyncStatus::Synced.into());
-    assert_eq!(r.step(&st), RolloutDecision::Complete);
+    assert!(!r.admits("b"), "a halted rollout admits nobody");
+    assert_eq!(r.progress().failed, 1);
+
+    assert!(r.resume(&st));
+    assert!(!r.resume(&st), "only a halted rollout resumes");
+    assert!(r.admits("b"), "the halted batch goes on");
+    assert_eq!(
+        r.step(&st),
+        RolloutDecision::Waiting {
+            in_flight: 1,
+            unhealthy: 0
+        },
+        "b still applies; a's failure no longer halts"
+    );
+    let p = r.progress();
+    assert_eq!((p.failed, p.excused, p.batch), (0, 1, 1));
+    assert!(!r.admits("c"));
+
+    st.insert("b".into(), SyncStatus::Synced.into());
+    assert_eq!(
+        r.step(&st),
+        RolloutDecision::Advanced {
+            batch: 2,
+            admitted: 2
+        }
+    );
+    st.insert("c".into(), SyncStatus::Failed.into());
+    assert!(
+        matches!(r.step(&st), RolloutDecision::Halted { .. }),
+        "a new failure counts"
+    );
+    assert_eq!(r.progress().failed, 1);
+}
+
+#[test]
+fn a_rollout_that_is_not_halted_does_not_resume() {
+    let mut r = Rollout::new("web", h(1), batched(1, None));
+    let st = progress(&[("a", SyncStatus::Pending)]);
+    r.step(&st);
+    assert!(!r.resume(&st));
+    assert_eq!(r.phase, RolloutPhase::Progressing);
+    assert!(r.excused.is_empty());
 }
 
 #[test]
@@ -696,6 +742,7 @@ fn rollout_roundtrips_through_serde() {
         ("b", SyncStatus::Pending),
         ("a", SyncStatus::Failed),
     ]));
+    r.excused.insert("a".into());
     let json = serde_json::to_string(&r).unwrap_or_default();
     let back: Option<Rollout> = serde_json::from_str(&json).ok();
     assert_eq!(back.as_ref(), Some(&r));
@@ -1329,4 +1376,67 @@ fn an_agent_that_failed_the_target_counts_as_failed_while_disconnected() {
     ]);
     assert!(matches!(r.step(&st), RolloutDecision::Halted { .. }));
     assert!(!r.admits("b"));
+}
+
+/// A resumed rollout's halted batch goes on at the next plan: an agent of that batch the halt
+/// held back is pushed, though the resume itself moved no admission count.
+#[test]
+fn a_resumed_rollout_pushes_the_agents_its_halt_held_back() {
+    let d = Arc::new(desired(vec![DesiredConfig::new(
+        "web",
+        selector(&[]),
+        0,
+        batched(2, None),
+        Some(h(1)),
+    )]));
+    let mut planner: Planner<u8> = Planner::new(d, BTreeMap::new());
+    for (key, uid) in [(0, "a"), (1, "b"), (2, "c")] {
+        planner.upsert(key, agent(uid));
+    }
+    planner.plan(now());
+    let action = |p: &Planner<u8>, key: u8| p.agent(&key).and_then(|(_, p)| p).map(|p| p.action);
+    assert_eq!(action(&planner, 0), Some(Action::Push(h(1))));
+    assert_eq!(action(&planner, 1), Some(Action::Push(h(1))));
+    // `a` gets it and fails; `b`'s push never went out.
+    planner.note_sent(&0, h(1), T0, None);
+    planner.update(0, |a| {
+        a.observe_remote_config_status(
+            &[1; 32],
+            ReportedStatus::Failed {
+                error: "refused".into(),
+            },
+        );
+        false
+    });
+    planner.plan(now());
+    assert!(matches!(
+        planner.rollouts()["web"].phase,
+        RolloutPhase::Halted { .. }
+    ));
+    assert_eq!(
+        action(&planner, 1),
+        Some(Action::Wait),
+        "the halt holds b back"
+    );
+
+    assert_eq!(planner.resume("web").map(|p| p.excused), Ok(1));
+    assert!(planner.has_work());
+    let replanned = planner.plan(now());
+    assert!(replanned.contains(&1), "{replanned:?}");
+    assert_eq!(action(&planner, 1), Some(Action::Push(h(1))));
+    assert_eq!(
+        action(&planner, 2),
+        Some(Action::Wait),
+        "c waits for its batch"
+    );
+    assert_eq!(
+        action(&planner, 0),
+        Some(Action::Nothing),
+        "a keeps its status"
+    );
+    assert!(matches!(
+        planner.resume("web"),
+        Err(ResumeError::NotHalted(_))
+    ));
+    assert_eq!(planner.resume("nope"), Err(ResumeError::NoRollout));
 }
