@@ -2,6 +2,8 @@
 //! agents; `GET /api/v1/revisions/{revision}` says how many targeted agents applied each
 //! revision and how fast, by full id and by prefix, keeps the figures of a superseded revision,
 //! says `failed` for a halted rollout, and still has the figures after a `kill -9` restart.
+//! `gitamp wait` exits 0 on a converged revision and 1 (with the reason) on a halted, rejected
+//! or never-seen one; `gitamp history` shows the figures.
 
 mod support;
 
@@ -10,10 +12,26 @@ use std::time::Duration;
 use gitamp_opamp::agent::{AgentHandle, ApplyPolicy, DEFAULT_FAIL_MARKER};
 use serde_json::Value;
 use support::agents::{linux_production, stop_all};
+use support::cli::gitamp_async;
 use support::{GitOpsServer, eventually, get_json, start_agents_with, wait_all_applied};
 
 const WAIT: Duration = Duration::from_secs(90);
 const AGENTS: usize = 4;
+
+/// `gitamp ARGS --server <the server>`: (exit code, stdout, stderr).
+async fn cli(gitops: &GitOpsServer, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = gitamp_async()
+        .args(args)
+        .args(["--server", &gitops.server.api_url("")])
+        .output()
+        .await
+        .expect("gitamp runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 async fn convergence_until(
     gitops: &GitOpsServer,
@@ -89,6 +107,16 @@ async fn each_revision_says_how_many_agents_applied_it_and_how_fast() {
         "team: convergence",
     );
     let second_sha = gitops.commit_and_announce("a change").await;
+    // `gitamp wait` right after the push: it waits for the fetch, then for every agent.
+    let (code, out, err) = cli(&gitops, &["wait", &second_sha, "--timeout", "60s"]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "{}: {AGENTS}/{AGENTS} agents applied",
+            &second_sha[..12]
+        )),
+        "{out}"
+    );
     let second = gitops.fixture.expected_hashes()["linux-production"];
     wait_all_applied(&agents, second, WAIT, "the second revision is applied").await;
     let second_view = convergence_until(&gitops, &second_sha, "the second converges", |b| {

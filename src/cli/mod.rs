@@ -20,6 +20,7 @@ pub mod serve;
 pub mod status;
 pub mod sync;
 pub mod validate;
+pub mod wait;
 
 use std::process::ExitCode;
 
@@ -59,8 +60,12 @@ pub enum Command {
     Describe(describe::Args),
     /// A running server's recent events, newest first.
     Events(events::Args),
-    /// The revisions a running server saw, accepted or rejected, newest first.
+    /// The revisions a running server saw, accepted or rejected, newest first, with how many
+    /// agents applied each.
+    #[command(visible_alias = "history")]
     Revisions(revisions::Args),
+    /// Wait until every agent a revision targets applied it (exit 0), or it failed (exit 1).
+    Wait(wait::Args),
     /// Have a running server fetch its Git source now, and wait for the result.
     Sync(sync::Args),
     /// Resume a configuration's halted rollout without a new commit.
@@ -95,6 +100,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Events(args) => events::run(args),
         Command::Revisions(args) => revisions::run(args),
         Command::Sync(args) => sync::run(args),
+        Command::Wait(args) => wait::run(args),
         Command::Resume(args) => resume::run(args),
         Command::Completion(args) => generate::completion(args),
         Command::Man(args) => generate::man(args),

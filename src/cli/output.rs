@@ -56,6 +56,11 @@ impl Output {
     pub fn is_wide(self) -> bool {
         self == Output::Wide
     }
+
+    /// JSON or YAML: output for scripts, nothing else on stdout.
+    pub fn is_data(self) -> bool {
+        matches!(self, Output::Json | Output::Yaml)
+    }
 }
 
 /// Pretty JSON with a final newline.

@@ -1,5 +1,6 @@
-//! `gitamp revisions [--limit N]`: the revisions a running server saw, newest first, accepted
-//! or rejected, with the diagnostics of the rejected ones (`GET /api/v1/revisions`).
+//! `gitamp revisions [--limit N]` (alias `gitamp history`): the revisions a running server saw,
+//! newest first, accepted or rejected, how many targeted agents applied each (and the p99 of
+//! push to applied), with the diagnostics of the rejected ones (`GET /api/v1/revisions`).
 //!
 //! Exit codes: 0 listed, 2 error.
 
@@ -56,6 +57,15 @@ fn text(items: &[RevisionItem], wide: bool) -> String {
             },
             r.errors.to_string(),
             r.warnings.to_string(),
+            r.convergence
+                .as_ref()
+                .map(|c| format!("{}/{} {}", c.applied, c.targeted, c.state))
+                .unwrap_or_else(|| "-".into()),
+            r.convergence
+                .as_ref()
+                .and_then(|c| c.latency.p99_ms)
+                .map(|ms| super::duration::to_arg(std::time::Duration::from_millis(ms)))
+                .unwrap_or_else(|| "-".into()),
         ]
     });
     let mut o = output::table(
@@ -65,6 +75,8 @@ fn text(items: &[RevisionItem], wide: bool) -> String {
             if wide { "TIME" } else { "AGE" },
             "ERRORS",
             "WARNINGS",
+            "APPLIED",
+            "P99",
         ],
         rows,
         wide,

@@ -83,12 +83,21 @@ pub struct Convergence {
     pub latency: LatencyHistogram,
     /// The revision that replaced it, if one did: its figures stopped there.
     pub superseded_by: Option<String>,
+    /// A plan has looked at every agent since it was accepted: until then the counts are not
+    /// the fleet's yet (0 of 0 is not "converged").
+    #[serde(default = "planned_before_this_field")]
+    pub planned: bool,
+}
+
+/// Stored records from before the field were planned.
+fn planned_before_this_field() -> bool {
+    true
 }
 
 impl Convergence {
-    /// Every targeted agent applied it.
+    /// Every targeted agent applied it (known once a plan has looked at the fleet).
     pub fn converged(&self) -> bool {
-        self.waiting == 0 && self.failed == 0 && self.rolled_back == 0
+        self.planned && self.waiting == 0 && self.failed == 0 && self.rolled_back == 0
     }
 }
 
@@ -138,7 +147,7 @@ pub fn verdict(c: &Convergence, halted: &[&str]) -> Verdict {
         }
     } else if c.converged() {
         Verdict::Converged
-    } else if c.waiting == 0 {
+    } else if c.planned && c.waiting == 0 {
         Verdict::Failed {
             reason: format!("{bad} agent(s) failed or were rolled back, none is still applying"),
         }
@@ -192,6 +201,7 @@ impl Tracker {
     pub fn new(revision: &str, accepted_at: u64, stored: Option<Convergence>) -> Tracker {
         let record = match stored {
             Some(mut c) if c.revision == revision => {
+                c.planned = false;
                 c.targeted = 0;
                 c.applied = 0;
                 c.failed = 0;
@@ -252,6 +262,14 @@ impl Tracker {
         }
     }
 
+    /// A plan looked at every agent (the first after the revision was accepted does).
+    pub fn planned(&mut self) {
+        if !self.record.planned {
+            self.record.planned = true;
+            self.changed = true;
+        }
+    }
+
     /// An agent applied this revision's config `ms` after it was pushed.
     pub fn applied_after(&mut self, ms: u64) {
         self.record.latency.record(ms);
@@ -299,6 +317,7 @@ mod tests {
     #[test]
     fn counts_follow_each_agents_latest_status() {
         let mut t = Tracker::new("abc", 1, None);
+        t.planned();
         t.note(uid(1), true, SyncStatus::Pending);
         t.note(uid(2), true, SyncStatus::Applying);
         t.note(uid(3), false, SyncStatus::Unmanaged);
@@ -328,8 +347,15 @@ mod tests {
             applied,
             failed,
             waiting,
+            planned: true,
             ..Convergence::default()
         };
+        let unplanned = Convergence::default();
+        assert_eq!(
+            verdict(&unplanned, &[]),
+            Verdict::RollingOut,
+            "0 of 0 before a plan"
+        );
         assert_eq!(verdict(&c(3, 0, 1), &[]), Verdict::RollingOut);
         assert_eq!(verdict(&c(4, 0, 0), &[]), Verdict::Converged);
         assert_eq!(

@@ -118,6 +118,10 @@ impl Reconciler {
             connected: planner.connected(),
             computed_at: Some(SystemTime::now()),
         }));
+        // The first plan after a revision is accepted looks at every agent (`set_desired`).
+        if let Some(tracker) = self.convergence.as_mut() {
+            tracker.planned();
+        }
         if let Some(changed) = self.convergence.as_mut().and_then(|t| t.take_changed()) {
             self.save_convergence(changed);
         }

@@ -218,6 +218,11 @@ impl Reconciler {
             }
             None => Tracker::new(revision, now, self.stored_convergence.take()),
         };
+        let mut tracker = tracker;
+        // Readers see the revision with its (empty) figures from the start, not without any.
+        if let Some(first) = tracker.take_changed() {
+            self.save_convergence(first);
+        }
         self.convergence = Some(tracker);
     }
 
