@@ -226,6 +226,11 @@ impl Tracker {
         &self.record.revision
     }
 
+    /// The figures as they are now.
+    pub fn record(&self) -> &Convergence {
+        &self.record
+    }
+
     /// When the tracked revision was accepted (ms): sends before it were for another one.
     pub fn accepted_at(&self) -> u64 {
         self.record.accepted_at

@@ -104,6 +104,8 @@ pub struct Reconciler {
     convergence: Option<Tracker>,
     /// The newest convergence the store kept, resumed if its revision is served again.
     stored_convergence: Option<Convergence>,
+    /// The served revision's latest figures wait for room in the store's queue.
+    convergence_unsaved: bool,
     /// Operators' requests from the API (`with_commands`); taken by the run loop.
     commands: Option<tokio::sync::mpsc::Receiver<Command>>,
 }
@@ -152,6 +154,7 @@ impl Reconciler {
             started_ms: clock.now_ms(),
             convergence: None,
             stored_convergence: None,
+            convergence_unsaved: false,
             commands: None,
         }
     }
@@ -200,6 +203,7 @@ impl Reconciler {
         let replanned = self.plan_and_act(&serving, &observed.sent);
         self.publish(&serving, &replanned);
         self.persist(&replanned, &observed);
+        self.store_convergence();
         self.last_plan_cost = started.elapsed();
         telemetry::reconcile(self.last_plan_cost);
     }

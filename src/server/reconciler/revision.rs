@@ -213,7 +213,7 @@ impl Reconciler {
         let tracker = match self.convergence.take() {
             Some(same) if same.revision() == revision => same,
             Some(old) => {
-                self.save_convergence(old.superseded(revision));
+                self.save_convergence(old.superseded(revision), true);
                 Tracker::new(revision, now, None)
             }
             None => Tracker::new(revision, now, self.stored_convergence.take()),
@@ -221,21 +221,37 @@ impl Reconciler {
         let mut tracker = tracker;
         // Readers see the revision with its (empty) figures from the start, not without any.
         if let Some(first) = tracker.take_changed() {
-            self.save_convergence(first);
+            self.save_convergence(first, false);
         }
         self.convergence = Some(tracker);
     }
 
-    /// Figures of a revision: to the store and the API's history.
-    pub(super) fn save_convergence(&self, c: Convergence) {
-        self.write(StoreOp::SaveConvergence(store::ConvergenceRecord {
-            revision: c.revision.clone(),
-            accepted_at: c.accepted_at as i64,
-            record: serde_json::to_value(&c).unwrap_or_default(),
-        }));
+    /// Figures of a revision: to the API's history at once, and to the store. The served
+    /// revision's change at every plan of a rollout, so they yield to the records a restart
+    /// needs: [`Reconciler::store_convergence`] writes them after those, while the store's
+    /// queue has room. A superseded revision's last figures (`durable`) are written now.
+    pub(super) fn save_convergence(&mut self, c: Convergence, durable: bool) {
+        if durable {
+            self.write(convergence_op(&c));
+        } else {
+            self.convergence_unsaved = true;
+        }
         if let Ok(mut h) = self.state.history.lock() {
             h.record_convergence(c);
         }
+    }
+
+    /// Write the served revision's figures if they changed and the store's queue has room
+    /// (after the plan's agent and rollout records).
+    pub(super) fn store_convergence(&mut self) {
+        if !self.convergence_unsaved || !self.store.has_headroom() {
+            return;
+        }
+        if let Some(t) = &self.convergence {
+            let op = convergence_op(t.record());
+            self.write(op);
+        }
+        self.convergence_unsaved = false;
     }
 
     /// A revision seen, accepted or not: into the store's history and the API's.
@@ -251,4 +267,13 @@ impl Reconciler {
             h.record_revision(record);
         }
     }
+}
+
+/// The store's copy of `c`.
+fn convergence_op(c: &Convergence) -> StoreOp {
+    StoreOp::SaveConvergence(store::ConvergenceRecord {
+        revision: c.revision.clone(),
+        accepted_at: c.accepted_at as i64,
+        record: serde_json::to_value(c).unwrap_or_default(),
+    })
 }
