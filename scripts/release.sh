@@ -86,7 +86,7 @@ fi
 [[ -f "$binary" && -x "$binary" ]] || die "no executable at $binary"
 
 # The binary must be the version it is packaged as (a stale --binary would lie otherwise).
-version_line="$("$binary" --version)" || die "$binary --version failed"
+version_line="$("$binary" --version | head -1)" || die "$binary --version failed"
 [[ "$version_line" == "gitamp $version "* ]] \
     || die "$binary says '$version_line', but Cargo.toml's version is $version"
 
