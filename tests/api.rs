@@ -321,6 +321,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
     state.emit(Event::RevisionRejected {
         revision: "bad0000".into(),
         errors: 1,
+        first: None,
     });
     if serve_revision {
         state

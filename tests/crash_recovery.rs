@@ -180,18 +180,7 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
         }
 
         // A good change.
-        let text = gitops.fixture.read("processors/env-production.yaml");
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("team: "))
-            .expect("a team line")
-            .to_string();
-        let indent = &line[..line.len() - line.trim_start().len()];
-        gitops.fixture.edit(
-            "processors/env-production.yaml",
-            &line,
-            &format!("{indent}team: round-{round}"),
-        );
+        gitops.fixture.set_team(&format!("round-{round}"));
         gitops.fixture.commit_all(&format!("round {round}"));
         gitops.fixture.push(false);
         let hashes = gitops.fixture.expected_hashes();

@@ -101,22 +101,6 @@ async fn start_receiver() -> (Received, u16) {
     (got, port)
 }
 
-/// Change the production processor's team line (a change that rolls out to the agents).
-fn change(gitops: &GitOpsServer, round: &str) {
-    let text = gitops.fixture.read("processors/env-production.yaml");
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("team: "))
-        .expect("a team line")
-        .to_string();
-    let indent = &line[..line.len() - line.trim_start().len()];
-    gitops.fixture.edit(
-        "processors/env-production.yaml",
-        &line,
-        &format!("{indent}team: {round}"),
-    );
-}
-
 const BROKEN: &str = "apiVersion: gitamp.dev/v1\nkind: Configuration\nmetadata:\n  name: broken\nspec:\n  priority: 50\n  selector:\n    matchLabels: {team: nobody}\n  sources: [otlp-default]\n  destinations: [does-not-exist]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,7 +133,7 @@ async fn events_reach_the_endpoints_that_list_them_with_retries() {
     wait_all_applied(&agents, first, WAIT, "the first revision is applied").await;
 
     // 1. A change rolls out to every agent: rollout-completed, to both endpoints.
-    change(&gitops, "notified");
+    gitops.fixture.set_team("notified");
     gitops.commit_and_announce("a change that rolls out").await;
     let second = gitops.fixture.expected_hashes()[CONFIG];
     wait_all_applied(&agents, second, WAIT, "the change is applied").await;

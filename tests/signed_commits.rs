@@ -110,78 +110,56 @@ impl Keys {
     fn commit_ssh(&self, work: &Path, key: &str, message: &str) -> String {
         let key = self.path(key);
         let key = key.to_str().expect("utf-8 path");
-        run(
-            "git",
+        commit_signed(
             work,
             &[],
-            &[
-                "-c",
-                "user.name=Alice",
-                "-c",
-                "user.email=alice@example.com",
-                "-c",
-                "gpg.format=ssh",
-                "-c",
-                &format!("user.signingkey={key}"),
-                "commit",
-                "-q",
-                "-a",
-                "-S",
-                "-m",
-                message,
-            ],
-        );
-        run("git", work, &[], &["rev-parse", "HEAD"])
+            ("Alice", "alice@example.com"),
+            ("ssh", key),
+            message,
+        )
     }
 
     /// `git commit -a -S` in `work` with bob's OpenPGP key.
     fn commit_gpg(&self, work: &Path, message: &str) -> String {
         let gnupg = self.path("gnupg");
-        run(
-            "git",
+        commit_signed(
             work,
             &[("GNUPGHOME", gnupg.as_path())],
-            &[
-                "-c",
-                "user.name=Bob",
-                "-c",
-                "user.email=bob@example.com",
-                "-c",
-                "gpg.format=openpgp",
-                "-c",
-                &format!("user.signingkey={}", self.bob_fingerprint),
-                "commit",
-                "-q",
-                "-a",
-                "-S",
-                "-m",
-                message,
-            ],
-        );
-        run("git", work, &[], &["rev-parse", "HEAD"])
+            ("Bob", "bob@example.com"),
+            ("openpgp", &self.bob_fingerprint),
+            message,
+        )
     }
+}
+
+/// `git commit -a -S` in `work` as `(name, email)` with `(gpg.format, user.signingkey)`;
+/// returns the commit.
+fn commit_signed(
+    work: &Path,
+    env: &[(&str, &Path)],
+    (name, email): (&str, &str),
+    (format, key): (&str, &str),
+    message: &str,
+) -> String {
+    let settings = [
+        format!("user.name={name}"),
+        format!("user.email={email}"),
+        format!("gpg.format={format}"),
+        format!("user.signingkey={key}"),
+    ];
+    let mut args: Vec<&str> = Vec::new();
+    for setting in &settings {
+        args.extend(["-c", setting.as_str()]);
+    }
+    args.extend(["commit", "-q", "-a", "-S", "-m", message]);
+    run("git", work, env, &args);
+    run("git", work, &[], &["rev-parse", "HEAD"])
 }
 
 #[cfg(unix)]
 fn set_private(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod 700");
-}
-
-/// Change the team line of the production processor, so every commit has something to commit.
-fn change(gitops: &GitOpsServer, round: &str) {
-    let text = gitops.fixture.read("processors/env-production.yaml");
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("team: "))
-        .expect("a team line")
-        .to_string();
-    let indent = &line[..line.len() - line.trim_start().len()];
-    gitops.fixture.edit(
-        "processors/env-production.yaml",
-        &line,
-        &format!("{indent}team: {round}"),
-    );
 }
 
 /// Push the work clone's HEAD (forced or not), ring the webhook.
@@ -265,13 +243,13 @@ async fn only_commits_signed_by_trusted_keys_are_served() {
     assert_eq!(ready.status().as_u16(), 503, "nothing is served yet");
 
     // Signed by alice's SSH key, which --allowed-signers lists: served.
-    change(&gitops, "signed-by-alice");
+    gitops.fixture.set_team("signed-by-alice");
     let alice = keys.commit_ssh(&work, "alice", "signed by alice");
     announce(&gitops, false).await;
     served(server, &alice).await;
 
     // Signed by mallory's SSH key, in no list: rejected, alice's keeps serving.
-    change(&gitops, "signed-by-mallory");
+    gitops.fixture.set_team("signed-by-mallory");
     let mallory = keys.commit_ssh(&work, "mallory", "signed by mallory");
     announce(&gitops, false).await;
     let why = rejected(server, &mallory, Some(&alice)).await;
@@ -288,7 +266,7 @@ async fn only_commits_signed_by_trusted_keys_are_served() {
     );
 
     // Signed by bob's OpenPGP key, which --trusted-gpg-keys holds: served.
-    change(&gitops, "signed-by-bob");
+    gitops.fixture.set_team("signed-by-bob");
     let bob = keys.commit_gpg(&work, "signed by bob");
     announce(&gitops, false).await;
     served(server, &bob).await;
@@ -318,11 +296,21 @@ async fn only_commits_signed_by_trusted_keys_are_served() {
 
     // A force-push to an unsigned commit: rejected, bob's keeps serving.
     run("git", &work, &[], &["reset", "-q", "--hard", &alice]);
-    change(&gitops, "unsigned");
+    gitops.fixture.set_team("unsigned");
     let unsigned = gitops.fixture.commit_all("unsigned, force-pushed");
     announce(&gitops, true).await;
     let why = rejected(server, &unsigned, Some(&bob)).await;
     assert!(why.contains("it is not signed"), "{why}");
+
+    // The event (what a notification sends) names the commit and the key.
+    let events = get_json(&server.api_url("/api/v1/events?kind=revision-rejected")).await;
+    assert!(
+        events["items"].as_array().unwrap().iter().any(|e| {
+            let m = e["message"].as_str().unwrap_or("");
+            m.contains(&mallory) && m.contains("E041") && m.contains(mallory_fp)
+        }),
+        "{events}"
+    );
 
     // The rejections are in the history and the events too.
     let revisions = get_json(&server.api_url("/api/v1/revisions")).await;

@@ -162,12 +162,7 @@ fn revision_items<'a>(
         .load_full()
         .map(|s| s.revision.revision.clone());
     let view = api.app.view.load_full();
-    let halted: Vec<&str> = view
-        .configurations
-        .iter()
-        .filter(|(_, v)| v.rollout_halted)
-        .map(|(name, _)| name.as_str())
-        .collect();
+    let halted = view.halted_rollouts();
     revisions
         .map(|r| {
             let figures = h.convergence.get(&r.revision).map(|c| {

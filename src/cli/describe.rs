@@ -192,17 +192,9 @@ fn text(d: &AgentDetail, events: &[EventItem], wide: bool) -> String {
     } else {
         o.push_str(&output::table(
             &["AGE", "KIND", "MESSAGE"],
-            events.iter().map(|e| {
-                vec![
-                    if wide {
-                        output::timestamp(&e.at)
-                    } else {
-                        output::age(&e.at)
-                    },
-                    e.kind.clone(),
-                    e.message.clone(),
-                ]
-            }),
+            events
+                .iter()
+                .map(|e| vec![output::when(&e.at, wide), e.kind.clone(), e.message.clone()]),
             wide,
         ));
     }

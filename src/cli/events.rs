@@ -62,11 +62,7 @@ fn table(events: &[EventItem], wide: bool) -> String {
             }
         });
         vec![
-            if wide {
-                output::timestamp(&e.at)
-            } else {
-                output::age(&e.at)
-            },
+            output::when(&e.at, wide),
             e.kind.clone(),
             output::or_dash(agent),
             e.message.clone(),

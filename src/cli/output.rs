@@ -122,6 +122,11 @@ pub fn timestamp(text: &str) -> String {
 
 /// How long ago an RFC 3339 time was, kubectl's way: `42s`, `5m`, `3h`, `2d`; the time itself
 /// when it cannot be read.
+/// When something happened, as a table shows it: its age (`5m`), or with `wide` the time.
+pub fn when(text: &str, wide: bool) -> String {
+    if wide { timestamp(text) } else { age(text) }
+}
+
 pub fn age(text: &str) -> String {
     let Ok(then) =
         time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)

@@ -50,11 +50,7 @@ fn text(items: &[RevisionItem], wide: bool) -> String {
         vec![
             r.revision.clone(),
             if r.accepted { "accepted" } else { "rejected" }.to_string(),
-            if wide {
-                output::timestamp(&r.at)
-            } else {
-                output::age(&r.at)
-            },
+            output::when(&r.at, wide),
             r.errors.to_string(),
             r.warnings.to_string(),
             r.convergence

@@ -171,12 +171,7 @@ pub fn wanted(app: &AppState) -> Vec<(String, Status)> {
     if let Some(served) = served
         && let Some(c) = history.convergence.get(&served)
     {
-        let halted: Vec<&str> = view
-            .configurations
-            .iter()
-            .filter(|(_, v)| v.rollout_halted)
-            .map(|(name, _)| name.as_str())
-            .collect();
+        let halted = view.halted_rollouts();
         out.push((served.clone(), status_of(c, &halted)));
 
         // The revision it replaced, if that one never finished.

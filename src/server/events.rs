@@ -115,6 +115,9 @@ pub enum Event {
     RevisionRejected {
         revision: String,
         errors: usize,
+        /// The first error, `file:line: CODE message` (diagnostics never quote a sensitive
+        /// value), so that a notification says why without a second look.
+        first: Option<String>,
     },
     /// Compiling a revision panicked; it is rejected (kind `revision-rejected`).
     RevisionCrashed {
@@ -262,9 +265,16 @@ impl Event {
                 revision,
                 configurations,
             } => format!("{revision} accepted: {configurations} configuration(s)"),
-            Event::RevisionRejected { revision, errors } => {
-                format!("{revision} rejected with {errors} error(s)")
-            }
+            Event::RevisionRejected {
+                revision,
+                errors,
+                first,
+            } => match first {
+                Some(first) => {
+                    format!("{revision} rejected with {errors} error(s); first: {first}")
+                }
+                None => format!("{revision} rejected with {errors} error(s)"),
+            },
             Event::RevisionCrashed { revision, .. } => format!("{revision}: internal error"),
             Event::FetchError { error } => error.clone(),
             Event::FileSkipped { path, reason } => format!("{path}: {reason}"),
@@ -353,7 +363,9 @@ impl Event {
                 revision,
                 configurations,
             } => info!(revision = %revision, configurations, "Serving revision."),
-            Event::RevisionRejected { revision, errors } => warn!(
+            Event::RevisionRejected {
+                revision, errors, ..
+            } => warn!(
                 revision = %revision,
                 errors,
                 "Revision rejected; the last good revision keeps serving."

@@ -176,6 +176,17 @@ pub struct FleetView {
     pub computed_at: Option<SystemTime>,
 }
 
+impl FleetView {
+    /// The configurations whose rollout is halted, by name.
+    pub fn halted_rollouts(&self) -> Vec<&str> {
+        self.configurations
+            .iter()
+            .filter(|(_, v)| v.rollout_halted)
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+}
+
 /// The source side: where the repository comes from and how fetching goes.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncView {

@@ -105,6 +105,20 @@ impl GitFixture {
         self.write(rel, &text.replacen(from, to, 1));
     }
 
+    /// Set the `team:` label of the production processor (a change that rolls out to the
+    /// `linux-production` agents), whatever it was.
+    pub fn set_team(&self, team: &str) {
+        let rel = "processors/env-production.yaml";
+        let text = self.read(rel);
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("team: "))
+            .expect("a team line")
+            .to_string();
+        let indent = &line[..line.len() - line.trim_start().len()];
+        self.edit(rel, &line, &format!("{indent}team: {team}"));
+    }
+
     /// Commit everything; returns the new commit SHA.
     pub fn commit_all(&self, message: &str) -> String {
         git(&self.work(), &["add", "-A"]);

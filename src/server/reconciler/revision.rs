@@ -124,9 +124,16 @@ impl Reconciler {
         let record = RevisionView::seen(&rejected.revision, false, &rejected.diagnostics);
         let errors = record.errors;
         telemetry::revision(false);
+        let first = rejected.diagnostics.errors().next().map(|d| {
+            format!(
+                "{}:{}: {} {}",
+                d.location.file, d.location.line, d.code, d.message
+            )
+        });
         self.state.emit(Event::RevisionRejected {
             revision: rejected.revision.clone(),
             errors,
+            first,
         });
         self.record_revision(record.clone());
         let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
