@@ -360,12 +360,7 @@ impl GitSource {
                         url: url.clone(),
                         source,
                     })?;
-            let mut fo = FetchOptions::new();
-            fo.remote_callbacks(inner.callbacks(&attempts));
-            fo.download_tags(AutotagOption::None);
-            if inner.spec.is_network() {
-                fo.depth(1);
-            }
+            let mut fo = inner.fetch_options(&attempts);
             // A server that refuses a want by id answers with an error: treat it as "not there".
             if let Err(err) = remote.fetch(&[sha], Some(&mut fo), None) {
                 debug!(url = %url, revision = %sha, error = %err, "Fetching one commit by id failed.");
@@ -560,6 +555,18 @@ impl Inner {
         })
     }
 
+    /// How every fetch goes: our credentials, no tags, and only the wanted commit over the
+    /// network (depth 1: the history is never read; a local remote gives it for free).
+    fn fetch_options<'a>(&'a self, attempts: &'a CredAttempts) -> FetchOptions<'a> {
+        let mut fo = FetchOptions::new();
+        fo.remote_callbacks(self.callbacks(attempts));
+        fo.download_tags(AutotagOption::None);
+        if self.spec.is_network() {
+            fo.depth(1);
+        }
+        fo
+    }
+
     fn sync_once(&self, known: Option<&str>) -> Result<SyncOutcome, GitError> {
         let started = Instant::now();
         let repo = self.open_cache()?;
@@ -604,12 +611,7 @@ impl Inner {
         let mut fetched = false;
         if local_oid != Some(remote_oid) {
             attempts.reset();
-            let mut fo = FetchOptions::new();
-            fo.remote_callbacks(self.callbacks(&attempts));
-            fo.download_tags(AutotagOption::None);
-            if self.spec.is_network() {
-                fo.depth(1);
-            }
+            let mut fo = self.fetch_options(&attempts);
             let refspec = format!("+{remote_ref}:{local_ref}");
             remote
                 .fetch(&[refspec.as_str()], Some(&mut fo), None)
