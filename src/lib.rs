@@ -13,6 +13,7 @@ pub mod build_info;
 pub mod cli;
 pub mod embedded;
 pub mod otelcol;
+pub mod secret;
 pub mod server;
 pub mod source;
 pub mod store;

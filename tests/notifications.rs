@@ -246,12 +246,7 @@ async fn events_reach_the_endpoints_that_list_them_with_retries() {
         );
     }
     assert!(metric(&gitops.server, "gitamp_notifications_total").await >= 4.0);
-    let scrape = reqwest::get(gitops.server.api_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = support::server::scrape(&gitops.server).await;
     assert!(
         scrape.contains(r#"gitamp_notifications_total{endpoint="pager",outcome="retried"} 1"#),
         "{scrape}"

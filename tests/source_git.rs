@@ -623,14 +623,23 @@ impl Drop for GitDaemon {
     }
 }
 
-/// Network transports fetch with depth 1: serve the remote with `git daemon` on loopback.
-#[tokio::test]
-async fn network_fetch_is_shallow() {
+/// A remote with two commits on `main` (the second the tip), served by `git daemon`; None when
+/// git daemon is unavailable.
+fn two_commits_over_git_daemon() -> Option<(Remote, GitDaemon, Oid, Oid)> {
     let remote = Remote::new();
     let c1 = remote.commit("refs/heads/main", None, &[File("a.yaml", b"1")]);
     let c2 = remote.commit("refs/heads/main", Some(c1), &[File("a.yaml", b"2")]);
     let Some(daemon) = GitDaemon::serve(&remote) else {
         eprintln!("git daemon unavailable; skipping");
+        return None;
+    };
+    Some((remote, daemon, c1, c2))
+}
+
+/// Network transports fetch with depth 1: serve the remote with `git daemon` on loopback.
+#[tokio::test]
+async fn network_fetch_is_shallow() {
+    let Some((remote, daemon, c1, c2)) = two_commits_over_git_daemon() else {
         return;
     };
     let src = remote.source_with(daemon.url(), Some("main"), None, 1 << 20);
@@ -650,11 +659,7 @@ async fn network_fetch_is_shallow() {
 /// fetched by its id (and a commit the remote never had is simply not found).
 #[tokio::test]
 async fn an_older_commit_is_fetched_by_id_over_a_shallow_fetch() {
-    let remote = Remote::new();
-    let c1 = remote.commit("refs/heads/main", None, &[File("a.yaml", b"1")]);
-    let c2 = remote.commit("refs/heads/main", Some(c1), &[File("a.yaml", b"2")]);
-    let Some(daemon) = GitDaemon::serve(&remote) else {
-        eprintln!("git daemon unavailable; skipping");
+    let Some((remote, daemon, c1, c2)) = two_commits_over_git_daemon() else {
         return;
     };
     let src = remote.source_with(daemon.url(), Some("main"), None, 1 << 20);

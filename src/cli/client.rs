@@ -38,7 +38,7 @@ impl TokenArgs {
     /// `GITAMP_API_TOKEN` (empty counts as unset), else none.
     pub fn token(&self) -> anyhow::Result<Option<String>> {
         if let Some(path) = &self.token_file {
-            return super::secret::read_secret(path)
+            return crate::secret::read_secret(path)
                 .map(Some)
                 .context("--token-file");
         }

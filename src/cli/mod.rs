@@ -15,7 +15,6 @@ pub mod reconcile;
 pub mod render;
 pub mod resume;
 pub mod revisions;
-pub mod secret;
 pub mod serve;
 pub mod status;
 pub mod sync;

@@ -324,14 +324,7 @@ fn write_stdout(out: &str) -> anyhow::Result<()> {
         .context("cannot write output")
 }
 
-/// The first 12 characters of a commit or hash, for people. A folder's content revision
-/// (`content-<16 hex>`) is kept whole: its prefix alone says nothing.
-pub(crate) fn short(s: &str) -> &str {
-    if s.starts_with("content-") {
-        return s;
-    }
-    s.get(..12).unwrap_or(s)
-}
+pub(crate) use crate::source::short_revision as short;
 
 /// A fleet to plan against, and renderings it may be running (hash → rendering).
 pub(crate) struct Fleet {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::secret::read_secret;
+use crate::secret::read_secret;
 use crate::server::commit_status::{CommitStatusConfig, Provider};
 use crate::server::{LogFormat, Secrets, ServerConfig, SignatureFiles};
 use crate::source::{SourceArgs, SourceSpec};

@@ -40,7 +40,7 @@ pub struct Args {
 
 /// One line: `3f2a1c9e0b7d: 5/8 agents applied, 1 failed, 2 waiting (p50 40ms, p99 1.2s)`.
 pub fn progress(r: &RevisionItem, c: &ConvergenceItem) -> String {
-    let short = &r.revision[..r.revision.len().min(12)];
+    let short = crate::source::short_revision(&r.revision);
     let mut line = format!("{short}: {}/{} agents applied", c.applied, c.targeted);
     let bad = c.failed + c.rolled_back;
     if bad > 0 {

@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::convergence::{Convergence, Verdict, verdict};
 use super::state::AppState;
+use crate::source::short_revision;
 
 /// How often the task looks for changes while the host answers.
 pub const TICK: Duration = Duration::from_secs(2);
@@ -181,23 +182,7 @@ pub fn wanted(app: &AppState) -> Vec<(String, Status)> {
             .filter(|o| o.superseded_by.as_deref() == Some(served.as_str()))
             .max_by_key(|o| o.accepted_at)
         {
-            let s = if old.converged() {
-                status(
-                    State::Success,
-                    format!("{}/{} agents applied", old.applied, old.targeted),
-                )
-            } else {
-                status(
-                    State::Error,
-                    format!(
-                        "superseded by {} at {}/{} agents applied",
-                        &served[..served.len().min(12)],
-                        old.applied,
-                        old.targeted
-                    ),
-                )
-            };
-            out.push((old.revision.clone(), s));
+            out.push((old.revision.clone(), status_of(old, &[])));
         }
     }
     out
@@ -223,7 +208,7 @@ fn status_of(c: &Convergence, halted: &[&str]) -> Status {
         Verdict::Failed { reason } => status(State::Failure, format!("{reason}: {applied}")),
         Verdict::Superseded { by } => status(
             State::Error,
-            format!("superseded by {} at {applied}", &by[..by.len().min(12)]),
+            format!("superseded by {} at {applied}", short_revision(&by)),
         ),
         Verdict::RollingOut if c.failed + c.rolled_back > 0 => status(
             State::Pending,
@@ -239,12 +224,7 @@ fn status_of(c: &Convergence, halted: &[&str]) -> Status {
 
 /// Write statuses until `cancel`.
 pub async fn run(config: CommitStatusConfig, app: Arc<AppState>, cancel: CancellationToken) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .user_agent(concat!("gitamp/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
+    let client = super::outbound::client();
     // What the host last accepted, per revision; bounded by pruning to what is wanted now.
     let mut sent: HashMap<String, Status> = HashMap::new();
     let mut delay = TICK;
@@ -354,9 +334,7 @@ async fn post(
     match req.send().await {
         Ok(resp) if resp.status().is_success() => Ok(()),
         Ok(resp) => Err(format!("the host answered {}", resp.status())),
-        Err(err) if err.is_timeout() => Err("timed out".into()),
-        Err(err) if err.is_connect() => Err("could not connect".into()),
-        Err(_) => Err("request failed".into()),
+        Err(err) => Err(super::outbound::failure(&err).into()),
     }
 }
 

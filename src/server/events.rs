@@ -7,7 +7,7 @@
 //! Adding a kind: a variant here, its [`EventKind`] (name and place in [`EventKind::ALL`]), its
 //! message and log level in [`Event::message`] and [`Event::log`]; then `emit` it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use gitamp_core::ConfigHash;
 use gitamp_opamp::Uid;
@@ -425,7 +425,7 @@ pub fn from_store(records: Vec<store::EventRecord>) -> Vec<EventView> {
         .into_iter()
         .rev()
         .map(|r| EventView {
-            at: time_of_ms(r.time),
+            at: store::from_ms(r.time),
             agent: r.agent_uid,
             kind: r.kind,
             message: r.message,
@@ -446,7 +446,7 @@ pub fn revisions_from_store(records: Vec<store::RevisionRecord>) -> Vec<Revision
                 serde_json::from_value(r.diagnostics).unwrap_or_default();
             let errors = diagnostics.iter().filter(|d| d.severity == "error").count();
             RevisionView {
-                at: time_of_ms(r.time),
+                at: store::from_ms(r.time),
                 revision: r.revision,
                 accepted: r.accepted,
                 errors,
@@ -455,15 +455,6 @@ pub fn revisions_from_store(records: Vec<store::RevisionRecord>) -> Vec<Revision
             }
         })
         .collect()
-}
-
-/// A stored time (ms since the epoch, possibly negative) as a `SystemTime`.
-fn time_of_ms(ms: i64) -> SystemTime {
-    if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    }
 }
 
 /// How many diagnostics of a rejected revision are logged: enough to act on, bounded so that a
@@ -497,6 +488,7 @@ pub fn log_rejected_diagnostics(rejected: &gitamp_core::Rejected) {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use gitamp_opamp::fleet::Fleet;
 

@@ -17,6 +17,7 @@ pub mod convergence;
 pub mod demo;
 pub mod events;
 pub mod notify;
+pub mod outbound;
 pub mod reconciler;
 pub mod state;
 

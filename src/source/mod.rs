@@ -68,6 +68,15 @@ impl fmt::Display for SkipReason {
     }
 }
 
+/// The first 12 characters of a commit or hash, for people. A folder's content revision
+/// (`content-<16 hex>`) is kept whole: its prefix alone says nothing.
+pub fn short_revision(s: &str) -> &str {
+    if s.starts_with("content-") {
+        return s;
+    }
+    s.get(..12).unwrap_or(s)
+}
+
 /// A snapshot plus what was left out of it.
 #[derive(Debug, Clone)]
 pub struct SourceSnapshot {

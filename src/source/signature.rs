@@ -193,7 +193,7 @@ impl SignaturePolicy {
     }
 
     fn refused(&self, commit: &str, reason: String) -> SignatureCheck {
-        let short = &commit[..commit.len().min(12)];
+        let short = super::short_revision(commit);
         SignatureCheck::Refused {
             reason: format!(
                 "commit {short} is not served: {reason}; --verify-signatures serves only commits \

@@ -146,6 +146,17 @@ pub fn verify_and_parse<H: HeaderLookup + ?Sized>(
     }
 }
 
+/// GitHub's `sha256=<hex>` HMAC-SHA256 of `body` under `secret`, the header gitamp's own
+/// notifications carry (None only for a key HMAC cannot take, which no length is).
+pub fn github_signature(secret: &[u8], body: &[u8]) -> Option<String> {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret).ok()?;
+    mac.update(body);
+    Some(format!(
+        "sha256={}",
+        hex::encode(mac.finalize().into_bytes())
+    ))
+}
+
 /// GitHub's `sha256=<hex>` HMAC-SHA256 of the raw body, compared in constant time.
 pub fn verify_github_signature(
     secret: &[u8],
@@ -237,6 +248,25 @@ pub fn ref_matches(tracked: &str, pushed: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signature_is_githubs_form() {
+        // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"), a published vector.
+        let signed = github_signature(b"key", b"The quick brown fox jumps over the lazy dog");
+        assert_eq!(
+            signed.as_deref(),
+            Some("sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8")
+        );
+        let header = signed.unwrap_or_default();
+        assert!(
+            verify_github_signature(
+                b"key",
+                b"The quick brown fox jumps over the lazy dog",
+                header.as_bytes()
+            )
+            .is_ok()
+        );
+    }
 
     #[test]
     fn refs() {

@@ -37,6 +37,16 @@ pub fn to_ms(t: SystemTime) -> UnixMillis {
     }
 }
 
+/// The inverse of [`to_ms`]: a stored time (possibly before the epoch) as a `SystemTime`.
+pub fn from_ms(ms: UnixMillis) -> SystemTime {
+    let d = std::time::Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
+    }
+}
+
 /// One agent as persisted. The fleet owns the live copy; this is its durable image.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AgentRecord {
@@ -585,6 +595,9 @@ mod tests {
     #[test]
     fn millis() {
         assert_eq!(to_ms(UNIX_EPOCH + Duration::from_millis(1234)), 1234);
+        for ms in [-1234, 0, 1234] {
+            assert_eq!(to_ms(from_ms(ms)), ms);
+        }
         assert!(now_ms() > 1_700_000_000_000);
     }
 }

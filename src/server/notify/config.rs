@@ -160,14 +160,8 @@ impl NotifyConfig {
                 return Err(invalid(format!("{at}: the name is used twice")));
             }
             let read = |file: &Path, what: &str| -> Result<String, NotifyConfigError> {
-                let full = base.join(file);
-                let text = std::fs::read_to_string(&full)
-                    .map_err(|err| invalid(format!("{at}: {what} {}: {err}", full.display())))?;
-                let first = text.lines().next().unwrap_or("").trim().to_string();
-                if first.is_empty() {
-                    return Err(invalid(format!("{at}: {what} {} is empty", full.display())));
-                }
-                Ok(first)
+                crate::secret::read_secret(&base.join(file))
+                    .map_err(|err| invalid(format!("{at}: {what}: {err:#}")))
             };
             let url = match (e.url, e.url_file) {
                 (Some(url), None) => url,

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Endpoint, EndpointType, Notification};
+use crate::server::outbound;
 use crate::server::state::AppState;
+use crate::source::webhook::github_signature;
 use crate::telemetry::{self, NotifyOutcome};
 
 /// Tries per notification (the first and up to 5 retries).
@@ -19,24 +19,12 @@ pub const ATTEMPTS: u32 = 6;
 /// First retry delay; doubles each time, up to [`BACKOFF_CAP`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
-/// One request may take this long.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>` when the endpoint has a secret
 /// (GitHub's webhook convention, so receivers can reuse their check).
 pub const SIGNATURE_HEADER: &str = "X-Gitamp-Signature-256";
 /// The header naming the notification's kind.
 pub const KIND_HEADER: &str = "X-Gitamp-Event";
-
-pub(super) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("gitamp/", env!("CARGO_PKG_VERSION")))
-        // A redirect could carry the signed body somewhere else.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
-}
 
 /// The body for `endpoint`'s kind.
 pub fn body(kind: EndpointType, n: &Notification, app: &AppState) -> serde_json::Value {
@@ -67,17 +55,6 @@ pub fn body(kind: EndpointType, n: &Notification, app: &AppState) -> serde_json:
     }
 }
 
-/// `sha256=<hex>` of `body` under `secret` (None only for a key HMAC cannot take, which no
-/// length is).
-pub fn signature(secret: &[u8], body: &[u8]) -> Option<String> {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?;
-    mac.update(body);
-    Some(format!(
-        "sha256={}",
-        hex::encode(mac.finalize().into_bytes())
-    ))
-}
-
 /// What one attempt's answer means.
 enum Attempt {
     Sent,
@@ -99,7 +76,7 @@ async fn attempt(
         .header(KIND_HEADER, n.kind)
         .body(body.to_vec());
     if let Some(secret) = &endpoint.secret {
-        let Some(signed) = signature(secret, body) else {
+        let Some(signed) = github_signature(secret, body) else {
             return Attempt::GiveUp("the secret cannot key an HMAC".into());
         };
         req = req.header(SIGNATURE_HEADER, signed);
@@ -125,17 +102,7 @@ async fn attempt(
             }
         }
         // Connection refused, timeout, TLS: the URL is not in the message (it may be a secret).
-        Err(err) => Attempt::Retry(None, error_kind(&err)),
-    }
-}
-
-fn error_kind(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        "timed out".into()
-    } else if err.is_connect() {
-        "could not connect".into()
-    } else {
-        "request failed".into()
+        Err(err) => Attempt::Retry(None, outbound::failure(&err).to_string()),
     }
 }
 
@@ -182,19 +149,5 @@ pub(super) async fn run(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_signature_is_githubs_form() {
-        // HMAC-SHA256("key", "The quick brown fox jumps over the lazy dog"), a published vector.
-        assert_eq!(
-            signature(b"key", b"The quick brown fox jumps over the lazy dog").as_deref(),
-            Some("sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8")
-        );
     }
 }

@@ -61,7 +61,7 @@ impl Notifier {
         app: Arc<AppState>,
         cancel: CancellationToken,
     ) -> Arc<Notifier> {
-        let client = deliver::client();
+        let client = super::outbound::client();
         let mut queues = Vec::new();
         for endpoint in config.endpoints {
             telemetry::notifications_registered(&endpoint.name);

@@ -123,7 +123,7 @@ impl Reconciler {
             tracker.planned();
         }
         if let Some(changed) = self.convergence.as_mut().and_then(|t| t.take_changed()) {
-            self.save_convergence(changed, false);
+            self.note_convergence(changed);
         }
     }
 }

@@ -217,32 +217,34 @@ impl Reconciler {
     /// The same revision accepted again (served from the cache, then fetched) keeps its figures.
     fn track_convergence(&mut self, revision: &str) {
         let now = self.clock.now_ms();
-        let tracker = match self.convergence.take() {
+        let mut tracker = match self.convergence.take() {
             Some(same) if same.revision() == revision => same,
             Some(old) => {
-                self.save_convergence(old.superseded(revision), true);
+                // Its last figures, final: written now, not left for a later plan.
+                let done = old.superseded(revision);
+                self.write(convergence_op(&done));
+                self.show_convergence(done);
                 Tracker::new(revision, now, None)
             }
             None => Tracker::new(revision, now, self.stored_convergence.take()),
         };
-        let mut tracker = tracker;
         // Readers see the revision with its (empty) figures from the start, not without any.
         if let Some(first) = tracker.take_changed() {
-            self.save_convergence(first, false);
+            self.note_convergence(first);
         }
         self.convergence = Some(tracker);
     }
 
-    /// Figures of a revision: to the API's history at once, and to the store. The served
-    /// revision's change at every plan of a rollout, so they yield to the records a restart
-    /// needs: [`Reconciler::store_convergence`] writes them after those, while the store's
-    /// queue has room. A superseded revision's last figures (`durable`) are written now.
-    pub(super) fn save_convergence(&mut self, c: Convergence, durable: bool) {
-        if durable {
-            self.write(convergence_op(&c));
-        } else {
-            self.convergence_unsaved = true;
-        }
+    /// The served revision's figures changed: the API shows them at once; the store gets them
+    /// from [`Reconciler::store_convergence`], after the records a restart needs (they change
+    /// at every plan of a rollout).
+    pub(super) fn note_convergence(&mut self, c: Convergence) {
+        self.convergence_unsaved = true;
+        self.show_convergence(c);
+    }
+
+    /// Into the API's history.
+    fn show_convergence(&self, c: Convergence) {
         if let Ok(mut h) = self.state.history.lock() {
             h.record_convergence(c);
         }

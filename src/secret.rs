@@ -1,5 +1,6 @@
 //! Secrets come from files, never from flags (`ps` would show them): one reader for the
-//! server's secret files and the CLI's `--token-file`.
+//! server's secret files (flags and the notifications file's `urlFile`/`secretFile`) and the
+//! CLI's `--token-file`.
 
 use std::path::Path;
 
