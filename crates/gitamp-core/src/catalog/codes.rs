@@ -108,6 +108,18 @@ pub const NO_DESTINATIONS: Code = Code::error("E031", "no-destinations");
 /// `In`/`NotIn` without values, or `Exists`/`DoesNotExist` with values.
 pub const SELECTOR_VALUES: Code = Code::error("E032", "invalid-selector-expression");
 
+// --- agent versions (see `agent_version`) -------------------------------------------------
+/// A package URL that is not an absolute http:// or https:// URL.
+pub const PACKAGE_URL: Code = Code::error("E050", "invalid-package-url");
+/// A package hash that is not 64 hex digits (a SHA-256).
+pub const PACKAGE_HASH: Code = Code::error("E051", "invalid-package-hash");
+/// Two packages of one AgentVersion for the same (os, arch).
+pub const DUPLICATE_PLATFORM: Code = Code::error("E052", "duplicate-platform");
+/// A configuration pins an AgentVersion that does not exist.
+pub const UNKNOWN_AGENT_VERSION: Code = Code::error("E053", "unknown-agent-version");
+/// Two AgentVersions declare the same version string (of the same package).
+pub const DUPLICATE_VERSION: Code = Code::error("E054", "duplicate-version");
+
 // --- warnings -------------------------------------------------------------------------------
 /// Two configurations of equal priority may select the same agent: those agents get nothing.
 pub const OVERLAPPING_SELECTORS: Code = Code::warning("W001", "overlapping-selectors");
@@ -144,6 +156,11 @@ pub const ALL: &[Code] = &[
     NO_SOURCES,
     NO_DESTINATIONS,
     SELECTOR_VALUES,
+    PACKAGE_URL,
+    PACKAGE_HASH,
+    DUPLICATE_PLATFORM,
+    UNKNOWN_AGENT_VERSION,
+    DUPLICATE_VERSION,
     OVERLAPPING_SELECTORS,
     SENSITIVE_LITERAL,
     BATCH_SIZE_IGNORED,

@@ -1,6 +1,7 @@
 //! The config repository as typed resources: load (YAML with positions), schema and semantic
 //! validation, diagnostics.
 
+pub mod agent_version;
 pub mod codes;
 pub mod diagnostics;
 pub mod load;
@@ -28,6 +29,8 @@ pub struct Catalog {
     pub resources: BTreeMap<(Role, String), Resource>,
     /// Configurations by name.
     pub configurations: BTreeMap<String, Configuration>,
+    /// AgentVersions by name.
+    pub agent_versions: BTreeMap<String, agent_version::AgentVersion>,
 }
 
 /// Load and validate every YAML file of a snapshot.

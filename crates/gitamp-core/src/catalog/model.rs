@@ -59,11 +59,13 @@ pub enum Kind {
     Destination,
     /// `kind: Configuration`.
     Configuration,
+    /// `kind: AgentVersion` (see [`super::agent_version`]).
+    AgentVersion,
 }
 
 impl Kind {
     /// Every kind: the types, then the resources, then configurations.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::SourceType,
         Kind::ProcessorType,
         Kind::DestinationType,
@@ -71,6 +73,7 @@ impl Kind {
         Kind::Processor,
         Kind::Destination,
         Kind::Configuration,
+        Kind::AgentVersion,
     ];
 
     /// The `kind:` value.
@@ -83,6 +86,7 @@ impl Kind {
             Kind::Processor => "Processor",
             Kind::Destination => "Destination",
             Kind::Configuration => "Configuration",
+            Kind::AgentVersion => "AgentVersion",
         }
     }
 
@@ -97,7 +101,7 @@ impl Kind {
             Kind::SourceType | Kind::Source => Some(Role::Source),
             Kind::ProcessorType | Kind::Processor => Some(Role::Processor),
             Kind::DestinationType | Kind::Destination => Some(Role::Destination),
-            Kind::Configuration => None,
+            Kind::Configuration | Kind::AgentVersion => None,
         }
     }
 }
@@ -586,6 +590,9 @@ pub struct ConfigurationSpec {
     /// merges last). Some distributions read `collector.yaml`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_key: Option<String>,
+    /// The AgentVersion (by name) its agents are upgraded to, through the same rollout policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
 }
 
 /// A Configuration: which agents, and which sources, processors and destinations they run.

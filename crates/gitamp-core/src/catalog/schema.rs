@@ -53,6 +53,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../../../schemas/configuration.json"),
     ),
     (
+        "agent-version.json",
+        include_str!("../../../../schemas/agent-version.json"),
+    ),
+    (
         "gitamp.json",
         include_str!("../../../../schemas/gitamp.json"),
     ),
@@ -68,6 +72,7 @@ pub fn file_of(kind: Kind) -> &'static str {
         Kind::Processor => "processor.json",
         Kind::Destination => "destination.json",
         Kind::Configuration => "configuration.json",
+        Kind::AgentVersion => "agent-version.json",
     }
 }
 

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Catalog;
+use super::agent_version::{self, AgentVersion, AgentVersionSpec};
 use super::codes::{self, Code};
 use super::diagnostics::{Diagnostics, Location};
 use super::load::{Document, escape_token};
@@ -77,6 +78,7 @@ pub fn build(
     let mut types = Vec::new();
     let mut resources = Vec::new();
     let mut configurations = Vec::new();
+    let mut versions = Vec::new();
     for (kind, doc) in docs {
         let name = broken_name(&doc);
         let typed = match kind {
@@ -88,6 +90,8 @@ pub fn build(
             }
             Kind::Configuration => typed::<ConfigurationSpec>(&doc, diags)
                 .map(|(m, s)| configurations.push((m, s, doc))),
+            Kind::AgentVersion => typed::<AgentVersionSpec>(&doc, diags)
+                .map(|(m, s)| versions.push((m, s, doc))),
         };
         if typed.is_none() {
             broken.extend(name);
@@ -151,11 +155,32 @@ pub fn build(
         );
     }
 
+    for (metadata, spec, doc) in versions {
+        if !names.claim(
+            Kind::AgentVersion,
+            &metadata.name,
+            doc.locate("/metadata/name"),
+            diags,
+        ) {
+            continue;
+        }
+        catalog.agent_versions.insert(
+            metadata.name.clone(),
+            AgentVersion {
+                metadata,
+                spec,
+                origin: doc.origin,
+            },
+        );
+    }
+    agent_version::check_versions(&catalog.agent_versions, diags);
+
     for resource in catalog.resources.values() {
         check_resource(resource, &catalog, &broken, diags);
     }
     for configuration in catalog.configurations.values() {
         check_configuration(configuration, &catalog, &broken, diags);
+        agent_version::check_pin(configuration, &catalog.agent_versions, &broken, diags);
     }
     check_overlaps(&catalog, diags);
     catalog
