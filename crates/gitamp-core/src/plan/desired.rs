@@ -3,6 +3,7 @@
 //! `reconcile --dry-run` build it the same way, so the dry run shows what the server would do.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::Revision;
 use crate::catalog::model::{
@@ -11,6 +12,7 @@ use crate::catalog::model::{
 use crate::config_map::ConfigHash;
 use crate::plan::select::{Selection, select};
 use crate::plan::selector::Labels;
+use crate::plan::upgrade::DesiredVersion;
 
 /// One configuration as the plan sees it.
 #[derive(Debug, Clone)]
@@ -20,6 +22,8 @@ pub struct DesiredConfig {
     config: Configuration,
     /// `None` only if the configuration has no rendered output (a compiled revision always has).
     pub hash: Option<ConfigHash>,
+    /// The AgentVersion it pins, if any.
+    pub version: Option<Arc<DesiredVersion>>,
 }
 
 impl DesiredConfig {
@@ -46,7 +50,14 @@ impl DesiredConfig {
                 origin: Default::default(),
             },
             hash,
+            version: None,
         }
+    }
+
+    /// Pin an agent version (builder for tests and the revision).
+    pub fn with_version(mut self, version: Option<Arc<DesiredVersion>>) -> Self {
+        self.version = version;
+        self
     }
 
     /// The configuration's name.
@@ -82,6 +93,8 @@ pub struct Desired {
     pub revision: String,
     /// Each configuration by name.
     pub configurations: BTreeMap<String, DesiredConfig>,
+    /// Every declared agent version by version string (what a rollback may offer back).
+    pub versions: BTreeMap<String, Arc<DesiredVersion>>,
 }
 
 impl Desired {
@@ -96,6 +109,7 @@ impl Desired {
                 .into_iter()
                 .map(|c| (c.name().to_string(), c))
                 .collect(),
+            versions: BTreeMap::new(),
         }
     }
 
@@ -104,7 +118,13 @@ impl Desired {
     /// A configuration without rendered output is kept (hash `None`) rather than dropped, so
     /// the agents it wins do not silently fall through to a lower-priority configuration.
     pub fn from_revision(revision: &Revision) -> Self {
-        Desired::new(
+        let by_name: BTreeMap<&str, Arc<DesiredVersion>> = revision
+            .catalog
+            .agent_versions
+            .values()
+            .filter_map(|v| Some((v.metadata.name.as_str(), Arc::new(DesiredVersion::of(v)?))))
+            .collect();
+        let mut desired = Desired::new(
             revision.revision.clone(),
             revision.catalog.configurations.values().map(|c| {
                 DesiredConfig::new(
@@ -118,8 +138,19 @@ impl Desired {
                         .get(&c.metadata.name)
                         .map(|r| r.hash),
                 )
+                .with_version(
+                    c.spec
+                        .agent_version
+                        .as_deref()
+                        .and_then(|n| by_name.get(n).cloned()),
+                )
             }),
-        )
+        );
+        desired.versions = by_name
+            .into_values()
+            .map(|v| (v.version.clone(), v))
+            .collect();
+        desired
     }
 
     /// Which configuration an agent with `labels` gets.

@@ -30,6 +30,9 @@ pub struct ConfigurationPlan {
     pub rollout: Option<RolloutProgress>,
     /// What this plan's rollout step decided.
     pub decision: Option<RolloutDecision>,
+    /// The rollout of its pinned agent version, if it pins one (the incremental planner only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<RolloutProgress>,
 }
 
 /// The plan for a fleet.
@@ -187,6 +190,7 @@ pub(crate) fn empty_configurations(desired: &Desired) -> BTreeMap<String, Config
                     counts: StatusCounts::default(),
                     rollout: None,
                     decision: None,
+                    upgrade: None,
                 },
             )
         })

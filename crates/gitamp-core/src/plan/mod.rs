@@ -18,6 +18,7 @@ pub mod rollout;
 pub mod select;
 pub mod selector;
 pub mod status;
+pub mod upgrade;
 
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +96,9 @@ pub struct AgentPlan {
     /// changes: a push held back by [`push_decision`] may go out then.
     #[serde(skip)]
     pub requeue_at: Option<u64>,
+    /// Its upgrade to the version its configuration pins, if it pins one ([`upgrade`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<upgrade::UpgradePlan>,
 }
 
 impl AgentPlan {
@@ -233,6 +237,7 @@ pub fn plan_agent(
         action,
         detail,
         requeue_at,
+        upgrade: None,
     }
 }
 

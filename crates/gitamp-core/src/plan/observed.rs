@@ -83,6 +83,8 @@ pub struct ObservedAgent {
     /// The error of its last FAILED report, kept after it moves on (a rolled-back agent still
     /// says why).
     pub last_error: Option<String>,
+    /// What it reported of its packages and what was offered to it (agent upgrades).
+    pub packages: crate::plan::upgrade::AgentPackages,
 }
 
 impl ObservedAgent {

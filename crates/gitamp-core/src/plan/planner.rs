@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::Arc;
 
-use crate::catalog::model::OnFailure;
+use crate::catalog::model::{OnFailure, RolloutStrategy};
 use crate::config_map::ConfigHash;
 use crate::plan::desired::Desired;
 use crate::plan::fleet_plan::{ConfigurationPlan, empty_configurations, reached};
@@ -30,6 +30,7 @@ use crate::plan::observed::ObservedAgent;
 use crate::plan::rollout::{AgentProgress, Rollout, RolloutPhase, RolloutProgress};
 use crate::plan::select::Selection;
 use crate::plan::status::{StatusCounts, SyncStatus, sync_status};
+use crate::plan::upgrade::{Offer, UpgradeStatus, plan_upgrade, upgrade_status};
 use crate::plan::{AgentPlan, Timing, plan_agent};
 
 /// What the planner knows of one agent.
@@ -40,6 +41,8 @@ struct Entry {
     desired_hash: Option<ConfigHash>,
     status: SyncStatus,
     plan: Option<AgentPlan>,
+    /// Its upgrade status, when its configuration pins a version.
+    upgrade: Option<UpgradeStatus>,
 }
 
 /// The incremental fleet planner. `K` is the caller's key for an agent (the server uses the
@@ -48,6 +51,14 @@ struct Entry {
 pub struct Planner<K> {
     desired: Arc<Desired>,
     rollouts: BTreeMap<String, Rollout>,
+    /// Per configuration pinning an agent version, the upgrade's rollout: the same state
+    /// machine over upgrade statuses (see [`crate::plan::upgrade`]). Kept in memory only: after
+    /// a restart it starts again from what the agents report (upgraded agents count as done).
+    upgrades: BTreeMap<String, Rollout>,
+    /// The upgrade rollouts' scopes, as `scopes` for configs.
+    upgrade_scopes: HashMap<String, BTreeMap<String, AgentProgress>>,
+    /// Configurations whose upgrade scope changed since the last plan.
+    upgrade_scope_changed: HashSet<String>,
     entries: HashMap<K, Entry>,
     /// Per configuration, every agent it selects with a hash (not incompatible), by instance
     /// UID: the scope its rollout is stepped over.
@@ -91,6 +102,9 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         let mut planner = Planner {
             desired,
             rollouts,
+            upgrades: BTreeMap::new(),
+            upgrade_scopes: HashMap::new(),
+            upgrade_scope_changed: HashSet::new(),
             entries: HashMap::new(),
             scopes: HashMap::new(),
             summary: StatusCounts::default(),
@@ -114,6 +128,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         self.summary = StatusCounts::default();
         self.connected = 0;
         self.scopes.clear();
+        self.upgrade_scopes.clear();
         let keys: Vec<K> = self.entries.keys().cloned().collect();
         for key in keys {
             if let Some(mut entry) = self.entries.remove(&key) {
@@ -146,6 +161,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                     desired_hash: None,
                     status: SyncStatus::Unmanaged,
                     plan: None,
+                    upgrade: None,
                 },
                 false,
             ),
@@ -168,6 +184,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         self.full
             || !self.dirty.is_empty()
             || !self.scope_changed.is_empty()
+            || !self.upgrade_scope_changed.is_empty()
             || !self.resumed.is_empty()
     }
 
@@ -240,7 +257,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                     },
                     Selection::None | Selection::Conflict(_) => (false, OnFailure::default()),
                 };
-                let plan = plan_agent(
+                let mut plan = plan_agent(
                     &entry.agent,
                     &entry.selection,
                     entry.desired_hash,
@@ -248,6 +265,30 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                     on_failure,
                     timing,
                 );
+                if let Selection::One(name) = &entry.selection
+                    && let Some(c) = self.desired.configurations.get(name)
+                    && let Some(version) = &c.version
+                {
+                    let admitted = match self.upgrades.get(name) {
+                        Some(r) if r.target == version.target => {
+                            r.admits(&entry.agent.instance_uid)
+                        }
+                        _ => c.rollout().strategy == RolloutStrategy::AllAtOnce,
+                    };
+                    let up = plan_upgrade(
+                        &entry.agent,
+                        version,
+                        &self.desired.versions,
+                        admitted,
+                        on_failure,
+                        timing,
+                    );
+                    plan.requeue_at = match (plan.requeue_at, up.requeue_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    plan.upgrade = Some(up);
+                }
                 let before = entry.plan.as_ref().and_then(|p| p.requeue_at);
                 if let Some(at) = plan.requeue_at.filter(|at| before != Some(*at)) {
                     self.wakeups.entry(at).or_default().push(key.clone());
@@ -303,6 +344,22 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         self.dirty.insert(key.clone());
     }
 
+    /// A package offer went out to the agent: `all_hash` at `at_ms` on connection `on`
+    /// ([`crate::plan::upgrade::AgentPackages::note_offer`]); it is re-planned at the next plan.
+    pub fn note_offer(&mut self, key: &K, all_hash: ConfigHash, at_ms: u64, on: Option<u64>) {
+        let Some(mut entry) = self.unaccount(key) else {
+            return;
+        };
+        entry.agent.packages.note_offer(all_hash, at_ms, on);
+        self.account(key, entry);
+        self.dirty.insert(key.clone());
+    }
+
+    /// The upgrade rollouts (configuration name → rollout of its pinned version).
+    pub fn upgrades(&self) -> &BTreeMap<String, Rollout> {
+        &self.upgrades
+    }
+
     /// Every agent by status.
     pub fn summary(&self) -> &StatusCounts {
         &self.summary
@@ -339,6 +396,33 @@ impl<K: Hash + Eq + Clone> Planner<K> {
             Selection::None | Selection::Conflict(_) => None,
         };
         entry.status = sync_status(&entry.agent, &entry.selection, entry.desired_hash);
+        entry.upgrade = None;
+        if let Selection::One(name) = &entry.selection
+            && let Some(version) = self
+                .desired
+                .configurations
+                .get(name)
+                .and_then(|c| c.version.as_ref())
+        {
+            let status = upgrade_status(&entry.agent, version);
+            entry.upgrade = Some(status);
+            if !matches!(
+                status,
+                UpgradeStatus::Incompatible | UpgradeStatus::NoPackage
+            ) {
+                let failed_target = Offer::of(version, &entry.agent.labels)
+                    .is_some_and(|o| entry.agent.packages.failed.contains(&o.all_hash));
+                let progress = AgentProgress {
+                    status: status.as_sync(),
+                    healthy: entry.agent.healthy,
+                    failed_target,
+                };
+                let scope = self.upgrade_scopes.entry(name.clone()).or_default();
+                if scope.insert(entry.agent.instance_uid.clone(), progress) != Some(progress) {
+                    self.upgrade_scope_changed.insert(name.clone());
+                }
+            }
+        }
         self.summary.add(entry.status);
         self.connected += usize::from(entry.agent.connected);
         match &entry.selection {
@@ -380,6 +464,12 @@ impl<K: Hash + Eq + Clone> Planner<K> {
     fn unaccount(&mut self, key: &K) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
         self.summary.remove(entry.status);
+        if let (Some(_), Selection::One(name)) = (entry.upgrade, &entry.selection)
+            && let Some(scope) = self.upgrade_scopes.get_mut(name)
+            && scope.remove(&entry.agent.instance_uid).is_some()
+        {
+            self.upgrade_scope_changed.insert(name.clone());
+        }
         self.connected -= usize::from(entry.agent.connected);
         match &entry.selection {
             Selection::One(name) => {
@@ -405,6 +495,50 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         Some(entry)
     }
 
+    /// Start, replace and step the upgrade rollouts, as [`Planner::step_rollouts`] does for
+    /// configs (none is persisted or reported superseded: see `upgrades`). Returns the
+    /// configurations whose upgrade admission changed.
+    fn step_upgrades(&mut self, full: bool) -> HashSet<String> {
+        self.upgrades.retain(|name, _| {
+            self.desired
+                .configurations
+                .get(name)
+                .is_some_and(|c| c.version.is_some())
+        });
+        let changed = std::mem::take(&mut self.upgrade_scope_changed);
+        let mut admission_changed = HashSet::new();
+        let empty = BTreeMap::new();
+        for c in self.desired.configurations.values() {
+            let Some(version) = &c.version else { continue };
+            let name = c.name();
+            let fresh = !self
+                .upgrades
+                .get(name)
+                .is_some_and(|r| r.target == version.target);
+            if fresh {
+                self.upgrades.insert(
+                    name.to_string(),
+                    Rollout::new(name, version.target, c.rollout()),
+                );
+            }
+            let Some(rollout) = self.upgrades.get_mut(name) else {
+                continue;
+            };
+            rollout.policy = c.rollout();
+            if full || fresh || changed.contains(name) {
+                let before = (rollout.admitted, rollout.phase.clone());
+                rollout.step(self.upgrade_scopes.get(name).unwrap_or(&empty));
+                if fresh || before != (rollout.admitted, rollout.phase.clone()) {
+                    admission_changed.insert(name.to_string());
+                }
+            }
+            if let Some(cp) = self.configurations.get_mut(name) {
+                cp.upgrade = Some(rollout.progress());
+            }
+        }
+        admission_changed
+    }
+
     /// Supersede stale rollouts, start new ones, and step every rollout whose scope changed
     /// (all of them on a full plan). Returns the configurations whose admission changed.
     fn step_rollouts(&mut self, full: bool) -> HashSet<String> {
@@ -420,7 +554,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                 self.superseded.push(old);
             }
         }
-        let mut admission_changed = HashSet::new();
+        let mut admission_changed = self.step_upgrades(full);
         let empty = BTreeMap::new();
         let scope_changed = std::mem::take(&mut self.scope_changed);
         let resumed = std::mem::take(&mut self.resumed);
