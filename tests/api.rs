@@ -134,6 +134,8 @@ fn view(
         last_applied: None,
         sent: None,
         failed_hashes: Vec::new(),
+        installed_version: None,
+        upgrade: None,
     }
 }
 

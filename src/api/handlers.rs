@@ -344,6 +344,17 @@ fn agent_item(a: &AgentSnapshot, view: Option<&AgentView>, secrets: &[String]) -
             .collect(),
         synced_hash: synced_hash.map(|h| h.to_hex()),
         last_applied: view.and_then(|v| v.last_applied).map(|h| h.to_hex()),
+        installed_version: view.and_then(|v| v.installed_version.clone()),
+        desired_version: view
+            .and_then(|v| v.upgrade.as_ref())
+            .map(|u| u.desired_version.clone()),
+        upgrade_status: view
+            .and_then(|v| v.upgrade.as_ref())
+            .map(|u| u.status.to_string()),
+        upgrade_reason: view
+            .and_then(|v| v.upgrade.as_ref())
+            .and_then(|u| u.reason.as_deref())
+            .map(|r| mask::mask_text(r, secrets)),
     }
 }
 

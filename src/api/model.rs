@@ -155,6 +155,15 @@ pub struct AgentItem {
     pub synced_hash: Option<String>,
     /// The last hash it reported APPLIED: what a rollback sends it back to.
     pub last_applied: Option<String>,
+    /// The agent version it reports running (OpAMP PackageStatuses `agent_has_version`).
+    pub installed_version: Option<String>,
+    /// The version its configuration pins (`spec.agentVersion`), if any.
+    pub desired_version: Option<String>,
+    /// Its upgrade to `desired_version`: `upgraded`, `pending`, `upgrading`, `upgrade-failed`,
+    /// `rolled-back`, `incompatible`, `no-package` or `disconnected`.
+    pub upgrade_status: Option<String>,
+    /// Why (the agent's install error, masked; what it waits for).
+    pub upgrade_reason: Option<String>,
 }
 
 /// `GET /api/v1/agents/{id}`.

@@ -38,10 +38,14 @@ pub enum EventKind {
     RolloutResumed,
     Webhook,
     SyncRequested,
+    PackageOffered,
+    Upgraded,
+    UpgradeFailed,
+    PackageStatusIgnored,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::RevisionAccepted,
         EventKind::RevisionRejected,
         EventKind::FetchError,
@@ -60,6 +64,10 @@ impl EventKind {
         EventKind::RolloutResumed,
         EventKind::Webhook,
         EventKind::SyncRequested,
+        EventKind::PackageOffered,
+        EventKind::Upgraded,
+        EventKind::UpgradeFailed,
+        EventKind::PackageStatusIgnored,
     ];
 
     /// The stable name: the API's `kind` and `?kind=` filter and the metric label depend on it.
@@ -83,6 +91,10 @@ impl EventKind {
             EventKind::RolloutResumed => "rollout-resumed",
             EventKind::Webhook => "webhook",
             EventKind::SyncRequested => "sync-requested",
+            EventKind::PackageOffered => "package-offered",
+            EventKind::Upgraded => "upgraded",
+            EventKind::UpgradeFailed => "upgrade-failed",
+            EventKind::PackageStatusIgnored => "package-status-ignored",
         }
     }
 }
@@ -212,6 +224,30 @@ pub enum Event {
         provider: &'static str,
         reason: String,
     },
+    /// A package (an agent version) was offered to an agent; `rollback` when it is the version
+    /// it ran before a failed upgrade.
+    PackageOffered {
+        agent: Uid,
+        version: String,
+        rollback: bool,
+    },
+    /// An agent runs the version its configuration pins.
+    Upgraded {
+        agent: Uid,
+        version: String,
+    },
+    /// An agent reported InstallFailed for the pinned version (the agent's error).
+    UpgradeFailed {
+        agent: Uid,
+        version: String,
+        error: Masked,
+    },
+    /// A PackageStatuses report about an offer this server never made was ignored; nothing
+    /// of it was recorded.
+    PackageStatusIgnored {
+        agent: Uid,
+        all_hash: String,
+    },
 }
 
 impl Event {
@@ -236,6 +272,10 @@ impl Event {
             Event::RolloutSuperseded { .. } => EventKind::RolloutSuperseded,
             Event::RolloutResumed { .. } => EventKind::RolloutResumed,
             Event::SyncRequested => EventKind::SyncRequested,
+            Event::PackageOffered { .. } => EventKind::PackageOffered,
+            Event::Upgraded { .. } => EventKind::Upgraded,
+            Event::UpgradeFailed { .. } => EventKind::UpgradeFailed,
+            Event::PackageStatusIgnored { .. } => EventKind::PackageStatusIgnored,
             Event::WebhookWake { .. }
             | Event::WebhookPong { .. }
             | Event::WebhookIgnored { .. } => EventKind::Webhook,
@@ -253,7 +293,11 @@ impl Event {
             | Event::Failed { agent, .. }
             | Event::RolledBack { agent, .. }
             | Event::Drifted { agent }
-            | Event::Conflict { agent, .. } => Some(agent),
+            | Event::Conflict { agent, .. }
+            | Event::PackageOffered { agent, .. }
+            | Event::Upgraded { agent, .. }
+            | Event::UpgradeFailed { agent, .. }
+            | Event::PackageStatusIgnored { agent, .. } => Some(agent),
             _ => None,
         }
     }
@@ -347,6 +391,25 @@ impl Event {
                 after.as_deref().unwrap_or("tip unknown"),
             ),
             Event::WebhookPong { provider } => format!("{provider} ping"),
+            Event::PackageOffered {
+                version, rollback, ..
+            } => {
+                if *rollback {
+                    format!("Version {version} offered back (rollback of a failed upgrade).")
+                } else {
+                    format!("Version {version} offered.")
+                }
+            }
+            Event::Upgraded { version, .. } => format!("Agent runs version {version}."),
+            Event::UpgradeFailed { version, error, .. } => {
+                format!(
+                    "Agent failed to install version {version}: {}",
+                    error.as_str()
+                )
+            }
+            Event::PackageStatusIgnored { all_hash, .. } => {
+                format!("PackageStatuses for an offer this server never made ({all_hash}) ignored.")
+            }
             Event::WebhookIgnored { provider, reason } => {
                 format!("{provider} webhook ignored: {reason}")
             }
@@ -392,6 +455,9 @@ impl Event {
             } => info!(provider, git_ref = ?git_ref, after = ?after, "webhook: waking the poller"),
             Event::WebhookIgnored { provider, reason } => {
                 debug!(provider, %reason, "webhook ignored")
+            }
+            Event::UpgradeFailed { .. } | Event::PackageStatusIgnored { .. } => {
+                warn!(kind = %record.kind, agent = ?record.agent, "{}", record.message)
             }
             _ => debug!(kind = %record.kind, agent = ?record.agent, "{}", record.message),
         }

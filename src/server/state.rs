@@ -95,6 +95,22 @@ pub struct AgentView {
     pub sent: Option<(ConfigHash, u64)>,
     /// Hashes it reported FAILED.
     pub failed_hashes: Vec<ConfigHash>,
+    /// The agent version it reports running (its pinned package's, else the first reported).
+    pub installed_version: Option<String>,
+    /// Its upgrade, when its configuration pins an agent version.
+    pub upgrade: Option<UpgradeView>,
+}
+
+/// One agent's upgrade to its configuration's pinned version (`plan::upgrade`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpgradeView {
+    /// `upgraded`, `pending`, `upgrading`, `upgrade-failed`, `rolled-back`, `incompatible`,
+    /// `no-package` or `disconnected`.
+    pub status: &'static str,
+    /// The version its configuration pins.
+    pub desired_version: String,
+    /// Why (the agent's install error, what it waits for).
+    pub reason: Option<String>,
 }
 
 /// Every agent's [`AgentView`], split into shards that are shared between publications: a

@@ -34,6 +34,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::outbox::{OutboxSender, Push};
+use crate::packages::{PackageOffer, PackageReport};
 use crate::proto;
 use crate::report::{
     Changes, ConfigFile, ConnectionInfo, Description, Health, RemoteState, RemoteStatus, Transport,
@@ -63,6 +64,9 @@ pub enum FleetEvent {
     Disconnected(Uid),
     /// A config handed over with [`Fleet::deliver`] went out in a reply: hash and connection.
     ConfigSent(Uid, [u8; 32], u64),
+    /// A package offer handed over with [`Fleet::offer`] went out in a reply: its
+    /// all-packages hash and the connection.
+    PackagesSent(Uid, [u8; 32], u64),
 }
 
 /// The registry's clock, which the reconciler shares: the wall clock when the fleet was made
@@ -165,6 +169,11 @@ pub struct AgentSnapshot {
     /// the rollback's APPLIED) must both reach it.
     #[serde(skip)]
     pub unread_statuses: Vec<RemoteStatus>,
+    /// Package statuses, once reported.
+    pub package_statuses: Option<PackageReport>,
+    /// The last package offer that went out (its all-packages hash).
+    #[serde(skip)]
+    pub last_offer: Option<Sent>,
 }
 
 /// Handle used to push frames to a WebSocket connection.
@@ -208,6 +217,11 @@ pub(crate) struct AgentEntry {
     pending: Option<Arc<RemoteConfig>>,
     /// What went out last.
     last_sent: Option<Sent>,
+    package_statuses: Option<PackageReport>,
+    /// A package offer handed over by the plan, not yet gone out.
+    pending_offer: Option<Arc<PackageOffer>>,
+    /// The package offer that went out last.
+    last_offer: Option<Sent>,
     conn: Option<ConnHandle>,
     /// Sequence number and time of the agent_disconnect that ended the last session,
     /// to recognise late messages of that session (see `session`).
@@ -233,6 +247,9 @@ impl AgentEntry {
             full_state_requested: false,
             pending: None,
             last_sent: None,
+            package_statuses: None,
+            pending_offer: None,
+            last_offer: None,
             conn: None,
             left: None,
         }
@@ -262,6 +279,8 @@ impl AgentEntry {
             pending_hash: self.pending.as_ref().map(|p| *p.hash()),
             last_sent: self.last_sent,
             unread_statuses: Vec::new(),
+            package_statuses: self.package_statuses.clone(),
+            last_offer: self.last_offer,
         }
     }
 
@@ -389,6 +408,30 @@ impl AgentEntry {
         true
     }
 
+    /// Records package statuses; returns whether they changed.
+    pub(crate) fn set_package_statuses(&mut self, report: PackageReport) -> bool {
+        replace(&mut self.package_statuses, report)
+    }
+
+    /// The package offer handed over for this agent, if it may go out now in a reply on
+    /// `conn` (recorded as sent at `now`): only while the agent still accepts packages.
+    pub(crate) fn take_offer(&mut self, conn: u64, now: SystemTime) -> Option<Arc<PackageOffer>> {
+        let offer = self.pending_offer.take()?;
+        if !self.accepts_packages() {
+            return None;
+        }
+        self.last_offer = Some(Sent {
+            hash: *offer.all_hash(),
+            conn,
+            at: now,
+        });
+        Some(offer)
+    }
+
+    fn accepts_packages(&self) -> bool {
+        self.capabilities & proto::AgentCapabilities::AcceptsPackages as u64 != 0
+    }
+
     /// The agent said goodbye with message `seq`.
     pub(crate) fn said_goodbye(&mut self, seq: u64) {
         self.disconnect();
@@ -424,6 +467,7 @@ impl AgentEntry {
         self.conn = None;
         self.connected_since = None;
         self.pending = None;
+        self.pending_offer = None;
         std::mem::replace(&mut self.connected, false)
     }
 }
@@ -642,6 +686,7 @@ impl Fleet {
                     ..Default::default()
                 },
                 remote_config: Some(Arc::clone(&config)),
+                packages: None,
             };
             match tx.try_send(Push::frame(&out)) {
                 Ok(()) => {
@@ -662,6 +707,55 @@ impl Fleet {
             }
         }
         e.pending = Some(config);
+        Delivery::Pending
+    }
+
+    /// Hands a package offer over for delivery, as [`Fleet::deliver`] does a config: queued on
+    /// the agent's WebSocket at once, else in the reply to its next message
+    /// ([`FleetEvent::PackagesSent`] then). Dropped when the agent does not accept packages.
+    pub fn offer(&self, uid: &Uid, offer: Arc<PackageOffer>) -> Delivery {
+        let Some(entry) = self.get(uid) else {
+            return Delivery::Unknown;
+        };
+        let mut e = lock(&entry);
+        if !e.accepts_packages() {
+            e.pending_offer = None;
+            return Delivery::Dropped;
+        }
+        let queue = e
+            .conn
+            .as_ref()
+            .filter(|_| e.connected)
+            .and_then(|c| c.tx.clone().map(|tx| (c.id, tx)));
+        if let Some((conn, tx)) = queue {
+            let out = Outgoing {
+                msg: proto::ServerToAgent {
+                    instance_uid: Bytes::copy_from_slice(uid),
+                    capabilities: SERVER_CAPABILITIES,
+                    ..Default::default()
+                },
+                remote_config: None,
+                packages: Some(Arc::clone(&offer)),
+            };
+            match tx.try_send(Push::frame(&out)) {
+                Ok(()) => {
+                    let sent = Sent {
+                        hash: *offer.all_hash(),
+                        conn,
+                        at: self.clock.now(),
+                    };
+                    e.pending_offer = None;
+                    e.last_offer = Some(sent);
+                    return Delivery::Queued(sent);
+                }
+                Err(err) => tracing::debug!(
+                    agent = %uid_text(uid),
+                    error = %err,
+                    "package offer not queued; it goes out with the next reply"
+                ),
+            }
+        }
+        e.pending_offer = Some(offer);
         Delivery::Pending
     }
 

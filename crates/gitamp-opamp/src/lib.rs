@@ -19,6 +19,7 @@ pub mod proto {
 pub mod fleet;
 pub mod frame;
 pub mod outbox;
+pub mod packages;
 pub mod report;
 mod ser;
 pub mod session;

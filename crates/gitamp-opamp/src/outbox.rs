@@ -191,6 +191,7 @@ mod tests {
                 ..Default::default()
             },
             remote_config: None,
+            packages: None,
         })
     }
 
@@ -209,6 +210,7 @@ mod tests {
                 ..Default::default()
             },
             remote_config: Some(Arc::clone(&config)),
+            packages: None,
         };
         let p = Push::frame(&out);
         assert_eq!(p.to_bytes(), out.encode_frame());

@@ -33,6 +33,8 @@ pub struct Changes {
     pub effective_config: bool,
     /// Remote config status changed.
     pub remote_config_status: bool,
+    /// Package statuses changed.
+    pub package_statuses: bool,
 }
 
 impl Changes {
@@ -43,6 +45,7 @@ impl Changes {
             || self.health
             || self.effective_config
             || self.remote_config_status
+            || self.package_statuses
     }
 }
 

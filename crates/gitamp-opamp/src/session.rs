@@ -30,6 +30,7 @@ use bytes::Bytes;
 
 use crate::fleet::{AgentEntry, Fleet, FleetEvent, lock};
 use crate::outbox::OutboxSender;
+use crate::packages::PackageReport;
 use crate::proto::{self, AgentCapabilities as Cap};
 use crate::report::{
     Changes, ConfigFile, Description, Health, RemoteState, RemoteStatus, Transport,
@@ -85,6 +86,7 @@ pub fn error_reply(
             ..Default::default()
         },
         remote_config: None,
+        packages: None,
     }
 }
 
@@ -224,6 +226,9 @@ fn apply_reports(e: &mut AgentEntry, msg: &proto::AgentToServer, fleet: &Fleet) 
         let effective = effective_of(c, e.pending(), fleet);
         ch.effective_config = e.set_effective_config(effective);
     }
+    if let Some(p) = &msg.package_statuses {
+        ch.package_statuses = e.set_package_statuses(PackageReport::of(p));
+    }
     if let Some(s) = &msg.remote_config_status {
         ch.remote_config_status = e.set_remote_status(RemoteStatus {
             // A copy, not a slice: a slice would keep the whole received message alive.
@@ -273,6 +278,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
     let mut events = Vec::with_capacity(3);
     let mut flags = 0u64;
     let remote_config: Option<Arc<RemoteConfig>>;
+    let mut packages = None;
     {
         let mut e = lock(&entry);
         if e.is_straggler(
@@ -288,6 +294,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
                     ..Default::default()
                 },
                 remote_config: None,
+                packages: None,
             };
         }
         if e.seen_on(conn.id, conn.transport, conn.tx.clone()) {
@@ -317,6 +324,10 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
             if let Some(c) = &remote_config {
                 events.push(FleetEvent::ConfigSent(e.uid(), *c.hash(), conn.id));
             }
+            packages = e.take_offer(conn.id, fleet.clock().now());
+            if let Some(p) = &packages {
+                events.push(FleetEvent::PackagesSent(e.uid(), *p.all_hash(), conn.id));
+            }
         }
     }
     for ev in events {
@@ -334,6 +345,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
             ..Default::default()
         },
         remote_config,
+        packages,
     }
 }
 

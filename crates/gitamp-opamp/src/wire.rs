@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
+use crate::packages::PackageOffer;
 use crate::proto;
 use crate::telemetry;
 
@@ -25,7 +26,9 @@ pub fn uid_text(uid: &Uid) -> String {
 /// Capabilities this server announces on every reply.
 pub const SERVER_CAPABILITIES: u64 = proto::ServerCapabilities::AcceptsStatus as u64
     | proto::ServerCapabilities::OffersRemoteConfig as u64
-    | proto::ServerCapabilities::AcceptsEffectiveConfig as u64;
+    | proto::ServerCapabilities::AcceptsEffectiveConfig as u64
+    | proto::ServerCapabilities::OffersPackages as u64
+    | proto::ServerCapabilities::AcceptsPackagesStatus as u64;
 
 /// A remote configuration (`AgentRemoteConfig`) for one or more agents.
 ///
@@ -118,6 +121,8 @@ pub struct Outgoing {
     pub msg: proto::ServerToAgent,
     /// Shared config, appended as encoded bytes.
     pub remote_config: Option<Arc<RemoteConfig>>,
+    /// Shared package offer (`packages_available`), appended as encoded bytes.
+    pub packages: Option<Arc<PackageOffer>>,
 }
 
 impl Outgoing {
@@ -128,6 +133,10 @@ impl Outgoing {
                 .remote_config
                 .as_ref()
                 .map_or(0, |d| d.encoded_field.len())
+            + self
+                .packages
+                .as_ref()
+                .map_or(0, |p| p.encoded_field().len())
     }
 
     /// Encodes the message, prefixed with `prefix` (the WS header, or nothing).
@@ -137,6 +146,9 @@ impl Outgoing {
         self.msg.encode_raw(&mut buf);
         if let Some(d) = &self.remote_config {
             buf.extend_from_slice(&d.encoded_field);
+        }
+        if let Some(p) = &self.packages {
+            buf.extend_from_slice(p.encoded_field());
         }
         buf.freeze()
     }
@@ -162,9 +174,10 @@ impl Outgoing {
         tracing::warn!(
             len = self.encoded_len() + prefix_len,
             limit,
-            "ServerToAgent over the size limit: remote config dropped"
+            "ServerToAgent over the size limit: remote config and package offer dropped"
         );
         self.remote_config = None;
+        self.packages = None;
         self.encoded_len() + prefix_len <= limit
     }
 }
@@ -183,6 +196,7 @@ mod tests {
                 ..Default::default()
             },
             remote_config: Some(d),
+            packages: None,
         };
         let back = proto::ServerToAgent::decode(out.encode()).unwrap();
         let rc = back.remote_config.unwrap();

@@ -72,6 +72,7 @@ impl Reconciler {
         for uid in &replanned {
             planner.record(uid);
         }
+        self.offer_packages(&replanned);
         if !sent.is_empty() {
             debug!(
                 sent = sent.len(),

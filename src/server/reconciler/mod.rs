@@ -27,6 +27,7 @@
 mod act;
 mod command;
 mod observe;
+mod packages;
 mod persist;
 mod publish;
 mod revision;
@@ -106,6 +107,9 @@ pub struct Reconciler {
     stored_convergence: Option<Convergence>,
     /// The served revision's latest figures wait for room in the store's queue.
     convergence_unsaved: bool,
+    /// Package offers encoded once per (version, platform), by all-packages hash; rebuilt with
+    /// each served revision (bounded by the declared versions and platforms).
+    offers: HashMap<ConfigHash, Arc<gitamp_opamp::packages::PackageOffer>>,
     /// Operators' requests from the API (`with_commands`); taken by the run loop.
     commands: Option<tokio::sync::mpsc::Receiver<Command>>,
 }
@@ -155,6 +159,7 @@ impl Reconciler {
             convergence: None,
             stored_convergence: None,
             convergence_unsaved: false,
+            offers: HashMap::new(),
             commands: None,
         }
     }

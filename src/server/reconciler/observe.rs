@@ -3,6 +3,7 @@
 //! folded into the planner's `ObservedAgent`, the one record of the agent.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use gitamp_core::ConfigHash;
 use gitamp_core::plan::{ObservedAgent, ReportedStatus};
@@ -10,7 +11,7 @@ use gitamp_opamp::proto::AgentCapabilities;
 use gitamp_opamp::report::{RemoteState, RemoteStatus, Transport};
 use gitamp_opamp::{AgentSnapshot, FleetEvent, Uid, wire::uid_text};
 
-use super::Reconciler;
+use super::{Reconciler, packages};
 use crate::server::events::Event;
 use gitamp_opamp::fleet::unix_ms;
 
@@ -38,7 +39,8 @@ impl Reconciler {
         let (FleetEvent::Connected(uid)
         | FleetEvent::Reported(uid, _)
         | FleetEvent::Disconnected(uid)
-        | FleetEvent::ConfigSent(uid, ..)) = event;
+        | FleetEvent::ConfigSent(uid, ..)
+        | FleetEvent::PackagesSent(uid, ..)) = event;
         self.dirty.insert(*uid);
         match event {
             FleetEvent::Connected(uid) => {
@@ -54,7 +56,7 @@ impl Reconciler {
                     self.described.insert(*uid);
                 }
             }
-            FleetEvent::ConfigSent(..) => {}
+            FleetEvent::ConfigSent(..) | FleetEvent::PackagesSent(..) => {}
         }
     }
 
@@ -74,6 +76,7 @@ impl Reconciler {
                 .filter_map(|uid| self.fleet.observe(&uid))
                 .collect()
         };
+        let desired = Arc::clone(planner.desired());
         for snap in snapshots {
             let known = planner.agent(&snap.uid).is_some();
             let resumed = if known {
@@ -83,14 +86,22 @@ impl Reconciler {
             };
             let mut relabelled = false;
             let mut sent = None;
+            let mut packages = packages::Folded::Nothing;
             planner.update(snap.uid, |agent| {
                 if let Some(resumed) = resumed {
                     *agent = resumed;
                 }
                 sent = fold_sent(&snap, agent);
                 relabelled = observe_into(&snap, agent);
+                packages = packages::fold(&snap, agent, &desired);
                 relabelled
             });
+            if let packages::Folded::Ignored(all_hash) = packages {
+                self.state.emit(Event::PackageStatusIgnored {
+                    agent: snap.uid,
+                    all_hash,
+                });
+            }
             if let Some(hash) = sent {
                 observed.sent.push((snap.uid, hash));
                 self.handed_over.remove(&snap.uid);

@@ -10,7 +10,7 @@ use gitamp_opamp::Uid;
 
 use super::Reconciler;
 use crate::server::events::{Event, Masked};
-use crate::server::state::{AgentView, ConfigurationView, FleetView, Serving};
+use crate::server::state::{AgentView, ConfigurationView, FleetView, Serving, UpgradeView};
 use crate::telemetry;
 
 impl Reconciler {
@@ -53,6 +53,26 @@ impl Reconciler {
                     tracker.applied_after(ms);
                 }
             }
+            let upgrade = plan.upgrade.as_ref().map(|u| UpgradeView {
+                status: u.status.as_str(),
+                desired_version: u.desired_version.clone(),
+                reason: u.detail.clone(),
+            });
+            let installed_version = installed_version(agent, planner.desired());
+            if let Some(u) = plan.upgrade.as_ref()
+                && previous
+                    .and_then(|v| v.upgrade.as_ref())
+                    .is_none_or(|v| v.status != u.status.as_str())
+                && let Some(ev) = super::packages::upgrade_event(
+                    *uid,
+                    u.status,
+                    &u.desired_version,
+                    u.detail.as_deref(),
+                    &serving.secrets,
+                )
+            {
+                self.state.emit(ev);
+            }
             let sent = agent.sent_hash.zip(agent.sent_at);
             let same = previous.is_some_and(|v| {
                 v.status == status
@@ -62,6 +82,8 @@ impl Reconciler {
                     && v.last_applied == agent.last_applied
                     && v.sent == sent
                     && v.failed_hashes.iter().eq(agent.failed_hashes.iter())
+                    && v.upgrade == upgrade
+                    && v.installed_version == installed_version
             });
             if !same {
                 self.view_agents.insert(
@@ -74,6 +96,8 @@ impl Reconciler {
                         last_applied: agent.last_applied,
                         sent,
                         failed_hashes: agent.failed_hashes.iter().copied().collect(),
+                        installed_version,
+                        upgrade,
                     },
                 );
             }
@@ -173,4 +197,27 @@ fn note_transition(
         state.emit(event);
     }
     applied
+}
+
+/// The version an agent reports running: of the package its configuration's pinned version
+/// names, else of the first package it reports.
+fn installed_version(
+    agent: &ObservedAgent,
+    desired: &gitamp_core::plan::Desired,
+) -> Option<String> {
+    let pinned = desired
+        .configurations
+        .values()
+        .filter_map(|c| c.version.as_ref())
+        .find_map(|v| agent.packages.installed(&v.package));
+    pinned
+        .or_else(|| {
+            agent
+                .packages
+                .reported
+                .values()
+                .map(|p| p.has_version.as_str())
+                .find(|v| !v.is_empty())
+        })
+        .map(str::to_string)
 }

@@ -135,9 +135,7 @@ pub fn check_versions(versions: &BTreeMap<String, AgentVersion>, diags: &mut Dia
                          must get one package, remove one",
                         p.os,
                         p.arch,
-                        v.origin
-                            .locate(&format!("/spec/platforms/{first}"))
-                            .line
+                        v.origin.locate(&format!("/spec/platforms/{first}")).line
                     ),
                 ));
             }

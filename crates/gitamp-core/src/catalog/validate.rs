@@ -90,8 +90,9 @@ pub fn build(
             }
             Kind::Configuration => typed::<ConfigurationSpec>(&doc, diags)
                 .map(|(m, s)| configurations.push((m, s, doc))),
-            Kind::AgentVersion => typed::<AgentVersionSpec>(&doc, diags)
-                .map(|(m, s)| versions.push((m, s, doc))),
+            Kind::AgentVersion => {
+                typed::<AgentVersionSpec>(&doc, diags).map(|(m, s)| versions.push((m, s, doc)))
+            }
         };
         if typed.is_none() {
             broken.extend(name);

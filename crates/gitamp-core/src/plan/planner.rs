@@ -121,6 +121,11 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         planner
     }
 
+    /// What the planner plans against.
+    pub fn desired(&self) -> &Arc<Desired> {
+        &self.desired
+    }
+
     /// Serve a new revision: every agent is selected again and re-planned at the next plan.
     pub fn set_desired(&mut self, desired: Arc<Desired>) {
         self.desired = desired;

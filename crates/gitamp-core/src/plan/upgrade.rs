@@ -191,6 +191,10 @@ pub struct AgentPackages {
     pub sent_at: Option<u64>,
     /// The connection `sent` went out on.
     pub sent_on: Option<u64>,
+    /// The all-packages hash (hex) of its last report that answered an offer this server never
+    /// made: ignored, nothing of it recorded (kept so the event is emitted once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
 }
 
 impl AgentPackages {
@@ -505,14 +509,26 @@ mod tests {
         let mut a = agent();
         // Not admitted: waits; admitted: offered once per connection.
         let p = plan_upgrade(&a, &v2, &versions, false, OnFailure::Rollback, t);
-        assert_eq!((p.status, p.offer.is_none()), (UpgradeStatus::Pending, true));
+        assert_eq!(
+            (p.status, p.offer.is_none()),
+            (UpgradeStatus::Pending, true)
+        );
         let p = plan_upgrade(&a, &v2, &versions, true, OnFailure::Rollback, t);
         let o2 = p.offer.expect("offered");
         a.packages.note_offer(o2.all_hash, 1000, Some(1));
         let p = plan_upgrade(&a, &v2, &versions, true, OnFailure::Rollback, t);
-        assert_eq!((p.status, p.offer.is_none()), (UpgradeStatus::Upgrading, true));
+        assert_eq!(
+            (p.status, p.offer.is_none()),
+            (UpgradeStatus::Upgrading, true)
+        );
         // It runs v1 and fails v2: upgrade-failed with its error, and v1 is offered back.
-        report(&mut a, &o2, "1", PackageState::InstallFailed, "hash mismatch");
+        report(
+            &mut a,
+            &o2,
+            "1",
+            PackageState::InstallFailed,
+            "hash mismatch",
+        );
         let p = plan_upgrade(&a, &v2, &versions, true, OnFailure::Rollback, t);
         assert_eq!(p.status, UpgradeStatus::UpgradeFailed);
         assert_eq!(p.detail.as_deref(), Some("hash mismatch"));
@@ -538,7 +554,10 @@ mod tests {
         let o1 = Offer::of(&v1, &a.labels).expect("offer");
         report(&mut a, &o1, "1", PackageState::Installed, "");
         let p = plan_upgrade(&a, &v1, &versions, true, OnFailure::Rollback, t);
-        assert_eq!((p.status, p.offer.is_none()), (UpgradeStatus::Upgraded, true));
+        assert_eq!(
+            (p.status, p.offer.is_none()),
+            (UpgradeStatus::Upgraded, true)
+        );
         a.packages.accepts = false;
         assert_eq!(upgrade_status(&a, &v1), UpgradeStatus::Incompatible);
     }
