@@ -9,7 +9,8 @@
 // service.name, service.instance.id, service.version are identifying), --header k=v
 // (repeatable), --gzip, --poll-interval 1s (HTTP poll and WebSocket heartbeat),
 // --fail-hash HEX, --fail-all, --unhealthy, --apply-delay 0s, --no-heartbeat-capability,
-// --debug.
+// --accepts-packages (AcceptsPackages + ReportsPackageStatuses, with the store in
+// packages.go), --packages-dir DIR (default: a new temporary folder), --debug.
 //
 // stdin, one command a line: fail HEX | fail-all | ok | healthy | unhealthy MSG |
 // label k=v | unlabel k | stop. EOF on stdin does not stop the driver; `stop`, SIGTERM and
@@ -26,6 +27,11 @@
 //	{"event":"error","type":"...","message":"..."[,"retry_after_ns":N]}  (ServerErrorResponse)
 //	{"event":"new_uid","uid":"<uuid>"}
 //	{"event":"command","command":"..."} / {"event":"command_error","command":"...","error":"..."}
+//	{"event":"packages_offered","all_hash":"<hex>","packages":{"name":"version"}}
+//	{"event":"package_status","name":"...","status":"PackageStatusEnum_...","has_version":"...",
+//	 "offered_version":"..."[,"error":"..."]}   (each status the library reports, as it changes)
+//	{"event":"package_installed_file","name":"...","bytes":N,"sha256":"<hex>"}
+//	{"event":"packages_synced","all_hash":"<hex>"} (the library's sync of an offer finished)
 //	{"event":"client_error","error":"..."}      (anything else the library logs as an error)
 //	{"event":"fatal","error":"..."}             (bad setup; exit 1)
 //	{"event":"stopped"}
@@ -148,6 +154,8 @@ type options struct {
 	unhealthy    bool
 	applyDelay   time.Duration
 	noHeartbeat  bool
+	packages     bool
+	packagesDir  string
 	debug        bool
 }
 
@@ -166,6 +174,8 @@ func parseFlags() *options {
 	fs.BoolVar(&o.unhealthy, "unhealthy", false, "start unhealthy (last_error \"driver told to be unhealthy\")")
 	fs.DurationVar(&o.applyDelay, "apply-delay", 0, "time between reporting APPLYING and APPLIED/FAILED")
 	fs.BoolVar(&o.noHeartbeat, "no-heartbeat-capability", false, "do not announce ReportsHeartbeat (the library then keeps its 30s WebSocket heartbeat)")
+	fs.BoolVar(&o.packages, "accepts-packages", false, "accept packages (AcceptsPackages, ReportsPackageStatuses) with the driver's package store")
+	fs.StringVar(&o.packagesDir, "packages-dir", "", "where the package store writes files (default: a new temporary folder)")
 	fs.BoolVar(&o.debug, "debug", false, "log the library's debug messages on stderr")
 	_ = fs.Parse(os.Args[1:])
 	if fs.NArg() > 0 {
@@ -219,6 +229,8 @@ func (l *libLogger) Errorf(_ context.Context, format string, v ...any) {
 	switch {
 	case strings.Contains(msg, "invalid response from server"):
 		l.d.connectFailed(msg)
+	case strings.HasPrefix(msg, "settings.Capabilities is deprecated"):
+		// Expected with --accepts-packages (see main).
 	case strings.HasPrefix(msg, "Connection failed ("), strings.HasPrefix(msg, "Failed to do HTTP request ("):
 		// Already reported through OnConnectFailed.
 	case strings.HasPrefix(msg, "Server responded with status="):
@@ -345,6 +357,9 @@ func (d *driver) onMessage(_ context.Context, msg *types.MessageData) {
 		u, _ := uuid.FromBytes(msg.AgentIdentification.NewInstanceUid)
 		emit("new_uid", "uid", u.String())
 	}
+	if msg.PackageSyncer != nil && msg.PackagesAvailable != nil {
+		d.syncPackages(msg.PackagesAvailable, msg.PackageSyncer)
+	}
 	rc := msg.RemoteConfig
 	if rc == nil {
 		return
@@ -361,6 +376,28 @@ func (d *driver) onMessage(_ context.Context, msg *types.MessageData) {
 	case d.applyCh <- rc:
 	case <-d.stopped:
 	}
+}
+
+// syncPackages starts the library's sync of an offer; the library downloads, reports and
+// calls the store. Done is awaited off the receive path.
+func (d *driver) syncPackages(pa *protobufs.PackagesAvailable, syncer types.PackagesSyncer) {
+	versions := map[string]string{}
+	for name, p := range pa.GetPackages() {
+		versions[name] = p.GetVersion()
+	}
+	all := hex.EncodeToString(pa.GetAllPackagesHash())
+	emit("packages_offered", "all_hash", all, "packages", versions)
+	if err := syncer.Sync(context.Background()); err != nil {
+		emit("client_error", "error", "PackagesSyncer.Sync: "+err.Error())
+		return
+	}
+	go func() {
+		select {
+		case <-syncer.Done():
+			emit("packages_synced", "all_hash", all)
+		case <-d.stopped:
+		}
+	}()
 }
 
 func (d *driver) onError(_ context.Context, e *protobufs.ServerErrorResponse) {
@@ -584,6 +621,22 @@ func main() {
 		protobufs.AgentCapabilities_AgentCapabilities_ReportsRemoteConfig |
 		protobufs.AgentCapabilities_AgentCapabilities_ReportsEffectiveConfig |
 		protobufs.AgentCapabilities_AgentCapabilities_ReportsHealth
+	var store *packageStore
+	if opts.packages {
+		dir := opts.packagesDir
+		if dir == "" {
+			var err error
+			if dir, err = os.MkdirTemp("", "opamp-driver-packages-"); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+		}
+		var err error
+		if store, err = newPackageStore(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	if !opts.noHeartbeat {
 		// The library honours HeartbeatInterval only with this capability.
 		caps |= protobufs.AgentCapabilities_AgentCapabilities_ReportsHeartbeat
@@ -596,6 +649,7 @@ func main() {
 	if err := c.SetAgentDescription(d.description()); err != nil {
 		fatal("SetAgentDescription", err)
 	}
+
 	if opts.unhealthy {
 		err = c.SetHealth(health(false, "driver told to be unhealthy", start))
 	} else {
@@ -634,6 +688,16 @@ func main() {
 			OnMessage:          d.onMessage,
 			GetEffectiveConfig: d.getEffectiveConfig,
 		},
+	}
+	if store != nil {
+		// The library takes the store only in StartSettings and checks it against the
+		// capabilities there, while SetCapabilities before Start refuses the package bits
+		// (no store yet): the deprecated settings.Capabilities is the one way to start with
+		// both (the library's own package tests do the same).
+		settings.PackagesStateProvider = store
+		settings.Capabilities = caps |
+			protobufs.AgentCapabilities_AgentCapabilities_AcceptsPackages |
+			protobufs.AgentCapabilities_AgentCapabilities_ReportsPackageStatuses
 	}
 
 	go d.applyLoop()

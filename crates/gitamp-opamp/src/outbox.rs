@@ -27,11 +27,18 @@ pub struct Push {
 }
 
 impl Push {
-    /// Encodes the per-agent part of `out`; the config is shared, not copied.
+    /// Encodes the per-agent part of `out`; the config is shared, not copied. A package offer
+    /// (rare, a few hundred bytes) is copied into the head: protobuf fields may come in any
+    /// order, and the codec writes two pieces.
     pub fn frame(out: &Outgoing) -> Push {
-        let mut head = BytesMut::with_capacity(1 + out.msg.encoded_len());
+        let offer = out.packages.as_ref().map(|p| p.encoded_field());
+        let mut head =
+            BytesMut::with_capacity(1 + out.msg.encoded_len() + offer.map_or(0, |o| o.len()));
         head.extend_from_slice(&[crate::frame::HEADER]);
         out.msg.encode_raw(&mut head);
+        if let Some(o) = offer {
+            head.extend_from_slice(o);
+        }
         Push {
             head: head.freeze(),
             config: out.remote_config.clone(),

@@ -224,6 +224,10 @@ mod tests {
             remote_config: None,
             packages: Some(offer),
         };
+        // A WebSocket frame carries it too (after the one-byte header).
+        let frame = crate::outbox::Push::frame(&out).to_bytes();
+        let ws = proto::ServerToAgent::decode(&frame[1..]).expect("decodes");
+        assert!(ws.packages_available.is_some());
         let back = proto::ServerToAgent::decode(out.encode()).expect("decodes");
         let pa = back.packages_available.expect("packages_available");
         assert_eq!(&pa.all_packages_hash[..], &[9; 32]);
