@@ -515,3 +515,64 @@ fn colour_only_on_a_terminal() {
     let piped = gitamp_at(&work, &["reconcile", "--dry-run", "--base", "HEAD~1"]);
     assert!(!stdout(&piped).contains('\x1b'));
 }
+
+/// A pinned agent version that changes is a change of its configuration, shown like one:
+/// `none -> 1.0.0` when it is first pinned, `1.0.0 -> 2.0.0` on an upgrade, in every format.
+#[test]
+fn agent_version_changes_show_per_configuration() {
+    let repo = repo();
+    let work = repo.fixture.work();
+    let dry = |args: &[&str]| {
+        let mut all = vec!["reconcile", "--dry-run"];
+        all.extend_from_slice(args);
+        gitamp_at(&work, &all)
+    };
+    let version = |name: &str, v: &str| {
+        format!(
+            "apiVersion: gitamp.dev/v1\nkind: AgentVersion\nmetadata:\n  name: {name}\nspec:\n  \
+             version: {v}\n  platforms:\n    - os: linux\n      arch: amd64\n      \
+             url: https://dl.example.com/otelcol-{v}.tar.gz\n      sha256: {}\n",
+            "ab".repeat(32)
+        )
+    };
+    repo.fixture
+        .write("versions/otelcol-1.yaml", &version("otelcol-1", "1.0.0"));
+    repo.fixture.write(
+        "configurations/edge.yaml",
+        &format!("{EDGE}  agentVersion: otelcol-1\n"),
+    );
+    let out = dry(&["--base", "HEAD"]);
+    assert_eq!(code(&out), 3, "{}", explain(&out));
+    assert!(
+        stdout(&out).contains("configuration edge: changed")
+            && stdout(&out).contains("agent version: none -> 1.0.0"),
+        "{}",
+        explain(&out)
+    );
+    repo.fixture.commit_all("pin otelcol 1.0.0 on edge");
+
+    repo.fixture
+        .write("versions/otelcol-2.yaml", &version("otelcol-2", "2.0.0"));
+    repo.fixture.edit(
+        "configurations/edge.yaml",
+        "agentVersion: otelcol-1",
+        "agentVersion: otelcol-2",
+    );
+    let out = dry(&["--base", "HEAD", "-o", "json"]);
+    assert_eq!(code(&out), 3, "{}", explain(&out));
+    let v = json_of(&out);
+    let edge = v["configurations"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "edge"))
+        .unwrap_or_else(|| panic!("edge listed: {v}"));
+    assert_eq!(edge["change"], "changed");
+    assert_eq!(edge["version"]["from"], "1.0.0");
+    assert_eq!(edge["version"]["to"], "2.0.0");
+    assert_eq!(v["summary"]["configurations_changed"], 1, "only edge: {v}");
+    let out = dry(&["--base", "HEAD", "-o", "markdown"]);
+    assert!(
+        stdout(&out).contains("Agent version: 1.0.0 -> 2.0.0."),
+        "{}",
+        explain(&out)
+    );
+}

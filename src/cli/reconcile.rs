@@ -182,6 +182,45 @@ pub struct ConfigurationReport {
     pub agents: Vec<AgentChange>,
     /// Agents this configuration selects, by status (with a fleet).
     pub counts: Option<StatusCounts>,
+    /// Its pinned agent version against `--base`, when that changed (an upgrade rollout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionChange>,
+}
+
+/// A configuration's pinned agent version (`spec.agentVersion`) before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionChange {
+    /// The version string pinned in the base (`None`: none pinned).
+    pub from: Option<String>,
+    /// The version string pinned now (`None`: the pin was removed; agents keep what they run).
+    pub to: Option<String>,
+    /// The same version string, declared differently (a new URL or hash).
+    pub redeclared: bool,
+}
+
+/// The version a configuration pins in `revision`: its string and the declaration's identity.
+fn pinned(revision: &Revision, name: &str) -> Option<(String, gitamp_core::ConfigHash)> {
+    let c = revision.catalog.configurations.get(name)?;
+    let v = revision
+        .catalog
+        .agent_versions
+        .get(c.spec.agent_version.as_deref()?)?;
+    let d = gitamp_core::plan::upgrade::DesiredVersion::of(v)?;
+    Some((d.version, d.target))
+}
+
+/// How the pinned version of `name` moved from `base` to `revision`, if it did.
+fn version_change(base: &Revision, revision: &Revision, name: &str) -> Option<VersionChange> {
+    let (before, now) = (pinned(base, name), pinned(revision, name));
+    if before.as_ref().map(|b| b.1) == now.as_ref().map(|n| n.1) {
+        return None;
+    }
+    let redeclared = matches!((&before, &now), (Some(b), Some(n)) if b.0 == n.0);
+    Some(VersionChange {
+        from: before.map(|b| b.0),
+        to: now.map(|n| n.0),
+        redeclared,
+    })
 }
 
 /// What the server would do now for an agent that needs a new configuration.
@@ -459,10 +498,14 @@ pub(crate) fn build(
     for name in names {
         let now = new.get(name);
         let before = base_rendered.get(name);
+        let version = base
+            .as_ref()
+            .and_then(|(_, _, r)| r.as_ref())
+            .and_then(|b| version_change(b, revision, name));
         let change = base.as_ref().map(|_| match (before, now) {
             (None, _) => Change::Added,
             (Some(_), None) => Change::Removed,
-            (Some(b), Some(n)) if b.hash != n.hash => Change::Changed,
+            (Some(b), Some(n)) if b.hash != n.hash || version.is_some() => Change::Changed,
             (Some(_), Some(_)) => Change::Unchanged,
         });
         match change {
@@ -542,6 +585,7 @@ pub(crate) fn build(
             diff,
             agents,
             counts: fleet.as_ref().map(|_| counts),
+            version,
         });
     }
 

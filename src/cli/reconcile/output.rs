@@ -202,6 +202,19 @@ fn summary_sentence(report: &Report) -> String {
     parts.join("\n")
 }
 
+/// `1.0.0 -> 2.0.0`, `none -> 1.0.0`, `1.0.0 (redeclared: new URL or hash)`.
+fn version_text(v: &super::VersionChange) -> String {
+    let from = v.from.as_deref().unwrap_or("none");
+    let to =
+        v.to.as_deref()
+            .unwrap_or("none (agents keep what they run)");
+    if v.redeclared {
+        format!("{to} (redeclared: new URL or hash)")
+    } else {
+        format!("{from} -> {to}")
+    }
+}
+
 fn change_label(c: &ConfigurationReport) -> &'static str {
     match c.change {
         Some(ch) => ch.as_str(),
@@ -240,6 +253,9 @@ pub(super) fn text(report: &Report, colour: bool) -> String {
         );
         if let Some(with) = &c.compared_with {
             let _ = writeln!(out, "  compared with {with}");
+        }
+        if let Some(v) = &c.version {
+            let _ = writeln!(out, "  agent version: {}", version_text(v));
         }
         let comps = components_line(&c.components);
         if !comps.is_empty() {
@@ -466,6 +482,9 @@ pub(super) fn markdown(report: &Report) -> String {
         }
         if c.only_sensitive_values_changed {
             out.push_str("\nOnly sensitive values changed (they are masked below).\n");
+        }
+        if let Some(v) = &c.version {
+            let _ = writeln!(out, "\nAgent version: {}.", version_text(v));
         }
         if let Some(counts) = &c.counts {
             let line = counts_line(counts);

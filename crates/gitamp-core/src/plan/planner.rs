@@ -516,10 +516,10 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         for c in self.desired.configurations.values() {
             let Some(version) = &c.version else { continue };
             let name = c.name();
-            let fresh = !self
+            let fresh = self
                 .upgrades
                 .get(name)
-                .is_some_and(|r| r.target == version.target);
+                .is_none_or(|r| r.target != version.target);
             if fresh {
                 self.upgrades.insert(
                     name.to_string(),
