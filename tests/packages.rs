@@ -247,6 +247,13 @@ async fn versions_from_git_are_installed_by_opamp_go_and_failures_halt_the_upgra
         "the halted rollout offered 2.0.0 to a second agent"
     );
     assert_eq!(field(&list, &core.uid, "upgrade_status"), "upgraded");
+    let edge_config = get_json(&gitops.server.api_url("/api/v1/configurations/edge")).await;
+    assert_eq!(edge_config["agent_version"], "collector-2");
+    let upgrade = edge_config["upgrade"].to_string();
+    assert!(
+        upgrade.contains("halted") && upgrade.contains("\"failed\":1"),
+        "the upgrade rollout halts: {upgrade}"
+    );
     let failures = events_of(&gitops, "upgrade-failed").await;
     assert!(
         failures.iter().any(|e| e["message"]

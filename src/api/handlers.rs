@@ -587,6 +587,8 @@ fn configuration_item(
         matched_agents: cv.map_or(0, |v| v.matched_agents),
         counts: counts_with_zeros(&cv.map(|v| v.counts.clone()).unwrap_or_default()),
         rollout: cv.and_then(|v| v.rollout.clone()),
+        agent_version: c.spec.agent_version.clone(),
+        upgrade: cv.and_then(|v| v.upgrade.clone()),
         sources: names(&c.spec.sources),
         processors: names(&c.spec.processors),
         destinations: names(&c.spec.destinations),

@@ -230,6 +230,10 @@ pub struct ConfigurationItem {
     pub counts: BTreeMap<String, usize>,
     /// Rollout progress as the planner reports it.
     pub rollout: Option<serde_json::Value>,
+    /// The AgentVersion it pins (`spec.agentVersion`), if any.
+    pub agent_version: Option<String>,
+    /// The progress of its upgrade to that version (the same shape as `rollout`).
+    pub upgrade: Option<serde_json::Value>,
     pub sources: Vec<String>,
     pub processors: Vec<String>,
     pub destinations: Vec<String>,

@@ -178,6 +178,8 @@ pub struct ConfigurationView {
     /// Its rollout is halted (too many failures): nothing more goes out until a new revision
     /// supersedes it or an operator resumes it.
     pub rollout_halted: bool,
+    /// Progress of the upgrade to its pinned agent version, as the planner reports it.
+    pub upgrade: Option<serde_json::Value>,
 }
 
 /// The whole fleet as the reconciler last planned it.

@@ -122,6 +122,10 @@ impl Reconciler {
                             .rollout
                             .as_ref()
                             .and_then(|r| serde_json::to_value(r).ok()),
+                        upgrade: c
+                            .upgrade
+                            .as_ref()
+                            .and_then(|r| serde_json::to_value(r).ok()),
                         rollout_halted: c
                             .rollout
                             .as_ref()
