@@ -561,4 +561,80 @@ mod tests {
         a.packages.accepts = false;
         assert_eq!(upgrade_status(&a, &v1), UpgradeStatus::Incompatible);
     }
+
+    /// The planner rolls an upgrade out with the configuration's policy: batches of one, and
+    /// the first failure halts it, so the second agent is never offered the version.
+    #[test]
+    fn the_planner_batches_an_upgrade_and_halts_on_a_failure() {
+        use crate::catalog::model::{Quantity, RolloutPolicy, RolloutStrategy, Selector};
+        use crate::plan::desired::{Desired, DesiredConfig};
+        use crate::plan::observed::ReportedStatus;
+        use crate::plan::planner::Planner;
+        use crate::plan::rollout::RolloutPhase;
+
+        let config = ConfigHash([7; 32]);
+        let v2 = version("2", 2);
+        let policy = RolloutPolicy {
+            strategy: RolloutStrategy::Batched,
+            batch_size: Some(Quantity::Count(1)),
+            max_failures: Some(Quantity::Count(0)),
+            ..Default::default()
+        };
+        let desired = Desired::new(
+            "r1",
+            [
+                DesiredConfig::new("edge", Selector::default(), 0, policy, Some(config))
+                    .with_version(Some(v2.clone())),
+            ],
+        );
+        let mut planner: Planner<String> = Planner::new(Arc::new(desired), BTreeMap::new());
+        for uid in ["a", "b"] {
+            let mut a = agent();
+            a.instance_uid = uid.into();
+            a.observe_remote_config_status(&config.0, ReportedStatus::Applied);
+            planner.upsert(uid.to_string(), a);
+        }
+        let offered = |p: &Planner<String>, uid: &str| {
+            p.agent(&uid.to_string())
+                .and_then(|(_, plan)| plan)
+                .and_then(|plan| plan.upgrade.as_ref())
+                .and_then(|u| u.offer.clone())
+        };
+        let t = Timing::at(1000);
+        planner.plan(t);
+        let o = offered(&planner, "a").expect("the first batch is offered the version");
+        assert!(offered(&planner, "b").is_none(), "the second batch waits");
+        planner.note_offer(&"a".to_string(), o.all_hash, 1000, Some(1));
+        planner.plan(t);
+        planner.update("a".to_string(), |a| {
+            report(
+                a,
+                &o,
+                "",
+                PackageState::InstallFailed,
+                "content hash mismatch",
+            );
+            false
+        });
+        planner.plan(t);
+        let (_, plan) = planner.agent(&"a".to_string()).expect("known");
+        let up = plan
+            .and_then(|p| p.upgrade.as_ref())
+            .expect("upgrade planned");
+        assert_eq!(up.status, UpgradeStatus::UpgradeFailed);
+        assert_eq!(up.detail.as_deref(), Some("content hash mismatch"));
+        assert!(matches!(
+            planner.upgrades()["edge"].phase,
+            RolloutPhase::Halted { .. }
+        ));
+        assert!(
+            offered(&planner, "b").is_none(),
+            "halted: nobody else is offered"
+        );
+        let (_, plan) = planner.agent(&"b".to_string()).expect("known");
+        let b = plan
+            .and_then(|p| p.upgrade.as_ref())
+            .expect("upgrade planned");
+        assert_eq!(b.status, UpgradeStatus::Pending);
+    }
 }
