@@ -254,6 +254,13 @@ async fn versions_from_git_are_installed_by_opamp_go_and_failures_halt_the_upgra
         upgrade.contains("halted") && upgrade.contains("\"failed\":1"),
         "the upgrade rollout halts: {upgrade}"
     );
+    let halted = events_of(&gitops, "rollout-halted").await;
+    assert!(
+        halted.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("edge") && m.contains("agent version 2.0.0"))),
+        "{halted:?}"
+    );
     let failures = events_of(&gitops, "upgrade-failed").await;
     assert!(
         failures.iter().any(|e| e["message"]

@@ -110,6 +110,9 @@ pub struct Reconciler {
     /// Package offers encoded once per (version, platform), by all-packages hash; rebuilt with
     /// each served revision (bounded by the declared versions and platforms).
     offers: HashMap<ConfigHash, Arc<gitamp_opamp::packages::PackageOffer>>,
+    /// Configurations whose upgrade rollout was last seen halted (to emit `rollout-halted`
+    /// once per halt).
+    halted_upgrades: HashSet<String>,
     /// Operators' requests from the API (`with_commands`); taken by the run loop.
     commands: Option<tokio::sync::mpsc::Receiver<Command>>,
 }
@@ -160,6 +163,7 @@ impl Reconciler {
             stored_convergence: None,
             convergence_unsaved: false,
             offers: HashMap::new(),
+            halted_upgrades: HashSet::new(),
             commands: None,
         }
     }

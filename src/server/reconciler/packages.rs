@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use gitamp_core::ConfigHash;
 use gitamp_core::plan::upgrade::{Offer, PackageState, ReportedPackage};
-use gitamp_core::plan::{Desired, ObservedAgent};
+use gitamp_core::plan::{Desired, ObservedAgent, RolloutPhase};
 use gitamp_opamp::fleet::unix_ms;
 use gitamp_opamp::packages::{OfferParts, PackageOffer, PackageReport, PackageStatusKind};
 use gitamp_opamp::proto::AgentCapabilities;
@@ -155,6 +155,26 @@ impl Reconciler {
         for (uid, hash, at, conn) in queued {
             planner.note_offer(&uid, hash, at, Some(conn));
         }
+        for (name, rollout) in planner.upgrades() {
+            let RolloutPhase::Halted { reason } = &rollout.phase else {
+                self.halted_upgrades.remove(name);
+                continue;
+            };
+            if self.halted_upgrades.insert(name.clone()) {
+                let version = planner
+                    .desired()
+                    .configurations
+                    .get(name)
+                    .and_then(|c| c.version.as_ref())
+                    .map_or_else(String::new, |v| v.version.clone());
+                self.state.emit(Event::RolloutHalted {
+                    configuration: name.clone(),
+                    reason: format!("upgrade to agent version {version}: {reason}"),
+                });
+            }
+        }
+        let names = planner.upgrades();
+        self.halted_upgrades.retain(|n| names.contains_key(n));
     }
 }
 
