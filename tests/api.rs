@@ -259,6 +259,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
                     counts: BTreeMap::from([("synced".into(), 1), ("failed".into(), 1)]),
                     rollout: Some(json!({"phase": "halted", "batch": 1, "synced": 1, "failed": 1})),
                     rollout_halted: true,
+                    upgrade: None,
                 },
             ),
             (
@@ -269,6 +270,7 @@ async fn start(token: Option<&str>, serve_revision: bool) -> Server {
                     counts: BTreeMap::from([("pending".into(), 4)]),
                     rollout: None,
                     rollout_halted: false,
+                    upgrade: None,
                 },
             ),
         ]),

@@ -113,6 +113,9 @@ pub struct Reconciler {
     /// Configurations whose upgrade rollout was last seen halted (to emit `rollout-halted`
     /// once per halt).
     halted_upgrades: HashSet<String>,
+    /// Package offers handed to the registry that wait for the agent's next message (by
+    /// all-packages hash): not handed (nor reported as offered) again meanwhile.
+    offers_handed: HashMap<Uid, ConfigHash>,
     /// Operators' requests from the API (`with_commands`); taken by the run loop.
     commands: Option<tokio::sync::mpsc::Receiver<Command>>,
 }
@@ -164,6 +167,7 @@ impl Reconciler {
             convergence_unsaved: false,
             offers: HashMap::new(),
             halted_upgrades: HashSet::new(),
+            offers_handed: HashMap::new(),
             commands: None,
         }
     }

@@ -49,6 +49,7 @@ impl Reconciler {
             }
             FleetEvent::Disconnected(uid) => {
                 self.handed_over.remove(uid);
+                self.offers_handed.remove(uid);
                 self.state.emit(Event::Disconnected { agent: *uid });
             }
             FleetEvent::Reported(uid, changes) => {
@@ -56,7 +57,10 @@ impl Reconciler {
                     self.described.insert(*uid);
                 }
             }
-            FleetEvent::ConfigSent(..) | FleetEvent::PackagesSent(..) => {}
+            FleetEvent::PackagesSent(uid, ..) => {
+                self.offers_handed.remove(uid);
+            }
+            FleetEvent::ConfigSent(..) => {}
         }
     }
 

@@ -126,6 +126,9 @@ impl Reconciler {
             let Some(offer) = up.offer.as_ref() else {
                 continue;
             };
+            if self.offers_handed.get(uid) == Some(&offer.all_hash) {
+                continue;
+            }
             if self.offers.len() >= MAX_CACHED_OFFERS && !self.offers.contains_key(&offer.all_hash)
             {
                 self.offers.clear();
@@ -138,10 +141,14 @@ impl Reconciler {
             let rollback = offer.version.version != up.desired_version;
             match self.fleet.offer(uid, encoded) {
                 Delivery::Queued(s) => {
+                    self.offers_handed.remove(uid);
                     queued.push((*uid, offer.all_hash, unix_ms(s.at), s.conn));
                 }
-                Delivery::Pending => {}
+                Delivery::Pending => {
+                    self.offers_handed.insert(*uid, offer.all_hash);
+                }
                 Delivery::Dropped | Delivery::Unknown => {
+                    self.offers_handed.remove(uid);
                     warn!(agent = %uid_text(uid), "package offer dropped: the agent no longer accepts packages");
                     continue;
                 }
