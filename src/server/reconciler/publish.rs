@@ -58,7 +58,7 @@ impl Reconciler {
                 desired_version: u.desired_version.clone(),
                 reason: u.detail.clone(),
             });
-            let installed_version = installed_version(agent, planner.desired());
+            let installed_version = installed_version(agent, plan, planner.desired());
             if let Some(u) = plan.upgrade.as_ref()
                 && previous
                     .and_then(|v| v.upgrade.as_ref())
@@ -207,13 +207,15 @@ fn note_transition(
 /// names, else of the first package it reports.
 fn installed_version(
     agent: &ObservedAgent,
+    plan: &AgentPlan,
     desired: &gitamp_core::plan::Desired,
 ) -> Option<String> {
-    let pinned = desired
-        .configurations
-        .values()
-        .filter_map(|c| c.version.as_ref())
-        .find_map(|v| agent.packages.installed(&v.package));
+    let pinned = plan
+        .configuration
+        .as_ref()
+        .and_then(|name| desired.configurations.get(name))
+        .and_then(|c| c.version.as_ref())
+        .and_then(|v| agent.packages.installed(&v.package));
     pinned
         .or_else(|| {
             agent
