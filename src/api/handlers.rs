@@ -356,14 +356,103 @@ fn secrets_now(api: &Api) -> (Option<Arc<Serving>>, Arc<Vec<String>>) {
     (serving, secrets)
 }
 
-/// The filters of `GET /api/v1/agents` (paging is [`Paging`]'s).
+/// The filters and order of `GET /api/v1/agents` (paging is [`Paging`]'s).
 #[derive(Debug, Deserialize)]
 pub(crate) struct AgentsQuery {
     /// One status or a comma-separated list.
     status: Option<String>,
     configuration: Option<String>,
     selector: Option<String>,
+    /// Free text: a case-insensitive part of the agent's id, `service.name` or `host.name`.
+    q: Option<String>,
+    /// A sort key of [`AgentSort`], `-` in front for descending.
+    sort: Option<String>,
 }
+
+/// The labels a person names an agent by, which the free-text filter `q` searches (with the id).
+pub const NAME_LABELS: [&str; 2] = ["service.name", "host.name"];
+
+/// What `GET /api/v1/agents` sorts by (`?sort=`); ties are broken by id, so pages stay stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentSort {
+    Id,
+    Name,
+    Host,
+    Status,
+    Configuration,
+    LastSeen,
+}
+
+impl AgentSort {
+    /// Every key with its name, as `openapi.json`'s `sort` pattern lists them.
+    pub const ALL: [(AgentSort, &'static str); 6] = [
+        (AgentSort::Id, "id"),
+        (AgentSort::Name, "name"),
+        (AgentSort::Host, "host"),
+        (AgentSort::Status, "status"),
+        (AgentSort::Configuration, "configuration"),
+        (AgentSort::LastSeen, "last_seen"),
+    ];
+
+    /// `name` or `-name` (descending); an unknown key is an error naming the known ones.
+    pub fn parse(text: &str) -> Result<(AgentSort, bool), String> {
+        let (descending, name) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(k, _)| (*k, descending))
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
+                format!(
+                    "unknown sort `{text}`; expected one of {} (a leading `-` sorts descending)",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+/// The sort key of one agent (`Id` needs none: the fleet's order is by id already).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey {
+    Text(Option<String>),
+    Time(SystemTime),
+}
+
+fn label<'a>(a: &'a AgentSnapshot, key: &str) -> Option<&'a str> {
+    let d = a.description.as_ref()?;
+    d.identifying
+        .get(key)
+        .or_else(|| d.non_identifying.get(key))
+        .map(String::as_str)
+}
+
+fn sort_key(sort: AgentSort, a: &AgentSnapshot, v: Option<&AgentView>) -> SortKey {
+    match sort {
+        AgentSort::Id => SortKey::Text(None),
+        AgentSort::Name => SortKey::Text(label(a, NAME_LABELS[0]).map(str::to_string)),
+        AgentSort::Host => SortKey::Text(label(a, NAME_LABELS[1]).map(str::to_string)),
+        AgentSort::Status => SortKey::Text(Some(
+            v.map_or(UNKNOWN_STATUS, |v| v.status.as_str()).to_string(),
+        )),
+        AgentSort::Configuration => SortKey::Text(v.and_then(|v| v.configuration.clone())),
+        AgentSort::LastSeen => SortKey::Time(a.connection.last_seen),
+    }
+}
+
+/// Whether the free text `needle` (lower case) is part of the agent's id or a naming label.
+fn text_matches(a: &AgentSnapshot, needle: &str) -> bool {
+    uid_text(&a.uid).contains(needle)
+        || NAME_LABELS
+            .iter()
+            .filter_map(|k| label(a, k))
+            .any(|v| v.to_lowercase().contains(needle))
+}
+
+/// Longest free-text filter: a name or a host, never a document.
+pub const MAX_TEXT_FILTER: usize = 256;
 
 pub(crate) async fn agents(
     State(api): State<Arc<Api>>,
@@ -381,22 +470,39 @@ pub(crate) async fn agents(
         .map_err(ApiError::bad_request)?
         .filter(|s| !s.is_empty());
     let configuration = filter_value(q.configuration.as_deref());
+    let text = filter_value(q.q.as_deref())
+        .map(|t| {
+            if t.chars().count() > MAX_TEXT_FILTER {
+                Err(ApiError::bad_request(format!(
+                    "`q` is at most {MAX_TEXT_FILTER} characters"
+                )))
+            } else {
+                Ok(t.trim().to_lowercase())
+            }
+        })
+        .transpose()?
+        .filter(|t| !t.is_empty());
+    let (sort, descending) = filter_value(q.sort.as_deref())
+        .map(AgentSort::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?
+        .unwrap_or((AgentSort::Id, false));
     let Paging { limit, offset } = paging;
     let view = api.app.view.load_full();
     let (_, secrets) = secrets_now(&api);
-    let mut total = 0;
-    let mut items = Vec::new();
-    // Agents come sorted by UID, so pages are stable while the fleet does not change.
-    for a in api.app.fleet.agents() {
+    // Agents come sorted by id, so pages are stable while the fleet does not change. Briefs:
+    // the effective configs (the bulk of a snapshot) are not copied for a list.
+    let fleet = api.app.fleet.briefs();
+    let matching = fleet.iter().filter(|a| {
         let v = view.agents.get(&a.uid);
         let status = v.map_or(UNKNOWN_STATUS, |v| v.status.as_str());
         if statuses.as_ref().is_some_and(|s| !s.contains(&status)) {
-            continue;
+            return false;
         }
         if let Some(c) = configuration
             && v.and_then(|v| v.configuration.as_deref()) != Some(c)
         {
-            continue;
+            return false;
         }
         if let Some(sel) = &selector {
             let labels = a
@@ -405,14 +511,29 @@ pub(crate) async fn agents(
                 .map(|d| d.labels())
                 .unwrap_or_default();
             if !matches(sel, &labels) {
-                continue;
+                return false;
             }
         }
-        if total >= offset && items.len() < limit {
-            items.push(agent_item(&a, v, &secrets));
-        }
-        total += 1;
+        text.as_deref().is_none_or(|t| text_matches(a, t))
+    });
+    let mut ordered: Vec<&AgentSnapshot> = if sort == AgentSort::Id {
+        matching.collect()
+    } else {
+        // Keys only for the matching agents; the sort is stable, so ties keep the id order.
+        let mut keyed: Vec<(SortKey, &AgentSnapshot)> = matching
+            .map(|a| (sort_key(sort, a, view.agents.get(&a.uid)), a))
+            .collect();
+        keyed.sort_by(|x, y| x.0.cmp(&y.0));
+        keyed.into_iter().map(|(_, a)| a).collect()
+    };
+    if descending {
+        ordered.reverse();
     }
+    let total = ordered.len();
+    let items = paging
+        .of(ordered.into_iter())
+        .map(|a| agent_item(a, view.agents.get(&a.uid), &secrets))
+        .collect();
     Ok(Json(Page {
         items,
         total,

@@ -577,6 +577,18 @@ impl Fleet {
         v
     }
 
+    /// Snapshots of every known agent without their effective configs, sorted by UID: what a
+    /// list shows (copying every effective config cost most of a 100k-agent list).
+    pub fn briefs(&self) -> Vec<AgentSnapshot> {
+        let mut v: Vec<_> = self
+            .entries()
+            .iter()
+            .map(|e| lock(e).snapshot_with(false))
+            .collect();
+        v.sort_by_key(|a| a.uid);
+        v
+    }
+
     /// Snapshot of one agent.
     pub fn agent(&self, uid: &Uid) -> Option<AgentSnapshot> {
         self.get(uid).map(|e| lock(&e).snapshot_with(true))
