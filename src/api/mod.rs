@@ -18,7 +18,7 @@
 
 mod actions;
 mod handlers;
-pub(crate) mod stream;
+pub mod stream;
 pub mod web;
 pub(crate) use handlers::rfc3339;
 pub(crate) mod query;
@@ -348,11 +348,38 @@ mod tests {
             format!("^ *({0})? *(, *({0})? *)*$", names.join("|")),
             "the status pattern lists every status, in SyncStatus::ALL order"
         );
+        let sort = param("/api/v1/agents", "sort");
+        let keys: Vec<&str> = AgentSort::ALL.iter().map(|(_, name)| *name).collect();
+        assert_eq!(
+            sort["schema"]["pattern"],
+            format!("^(-?({}))?$", keys.join("|")),
+            "the sort pattern lists every key, in AgentSort::ALL order"
+        );
+        assert_eq!(
+            param("/api/v1/agents", "q")["schema"]["maxLength"],
+            handlers::MAX_TEXT_FILTER
+        );
+        let stream = doc["paths"]["/api/v1/stream"]["get"]["summary"]
+            .as_str()
+            .unwrap_or_default();
+        for figure in [
+            format!("at most one every {} s", stream::MIN_GAP.as_secs()),
+            format!("every {} s", stream::KEEP_ALIVE.as_secs()),
+            format!("At most {} streams", stream::MAX_STREAMS),
+            format!("leaves {} events unread", stream::QUEUE),
+        ] {
+            assert!(
+                stream.contains(&figure),
+                "the stream's summary lacks {figure:?}"
+            );
+        }
         // Every filter says that an empty value filters nothing.
         for (path, name) in [
             ("/api/v1/agents", "status"),
             ("/api/v1/agents", "configuration"),
             ("/api/v1/agents", "selector"),
+            ("/api/v1/agents", "q"),
+            ("/api/v1/agents", "sort"),
             ("/api/v1/events", "agent"),
             ("/api/v1/events", "kind"),
         ] {

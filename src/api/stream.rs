@@ -8,17 +8,18 @@
 //! buffered for. At most [`MAX_STREAMS`] are open at once; the next gets a 503. Keep-alive
 //! comments go out every [`KEEP_ALIVE`] so proxies and the page see the stream is alive.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
 
 use super::handlers::rfc3339;
 use super::{Api, ApiError};
@@ -158,5 +159,68 @@ async fn watch(app: Arc<AppState>, tx: mpsc::Sender<SseEvent>, _permit: OwnedSem
             // Full: QUEUE events unread, so the client is not reading; closed: it left.
             Err(_) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gitamp_opamp::Fleet;
+
+    use super::*;
+    use crate::server::events::Event;
+
+    fn state() -> Arc<AppState> {
+        Arc::new(AppState::new(
+            Arc::new(Fleet::new()),
+            crate::telemetry::install(),
+        ))
+    }
+
+    fn some_event(app: &AppState) {
+        app.emit(Event::SyncRequested);
+    }
+
+    /// Changes are coalesced (one event per MIN_GAP however many happened), and a client that
+    /// reads nothing is dropped once QUEUE events wait: its watcher ends and frees its slot.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_is_dropped_not_buffered_for() {
+        let app = state();
+        let streams = Streams::new(1);
+        let permit = Arc::clone(&streams.open)
+            .try_acquire_owned()
+            .expect("a slot");
+        let (tx, mut rx) = mpsc::channel(QUEUE);
+        let watcher = tokio::spawn(watch(Arc::clone(&app), tx, permit));
+        tokio::task::yield_now().await;
+        assert!(rx.try_recv().is_ok(), "the first change goes out at once");
+
+        // Ten changes within one gap: one event.
+        for _ in 0..10 {
+            some_event(&app);
+        }
+        tokio::time::sleep(MIN_GAP + TICK).await;
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err(), "coalesced into one event");
+        assert_eq!(
+            streams.open.available_permits(),
+            0,
+            "the stream holds its slot"
+        );
+
+        // Now the client stops reading while things keep changing.
+        for _ in 0..=QUEUE {
+            some_event(&app);
+            tokio::time::sleep(MIN_GAP + TICK).await;
+        }
+        tokio::time::sleep(MIN_GAP + TICK).await;
+        assert!(watcher.is_finished(), "the watcher gave up on the client");
+        assert_eq!(
+            streams.open.available_permits(),
+            1,
+            "its slot is free again"
+        );
+        assert_eq!(rx.len(), QUEUE, "no more than QUEUE events were ever held");
     }
 }
