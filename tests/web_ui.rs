@@ -368,6 +368,11 @@ async fn the_stream_reports_changes_and_is_bounded() {
         "empty: no filter"
     );
     assert_eq!(list("/api/v1/agents?q=nobody").await["total"], 0);
+    // Orders the plan's view decides read only the page's agents; the answer is the same kind.
+    let by_status = list("/api/v1/agents?sort=-configuration&status=synced&limit=2").await;
+    assert_eq!(by_status["total"], 3);
+    assert_eq!(by_status["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(by_status["items"][0]["configuration"], "linux-production");
     let bad = client()
         .get(format!("{base}/api/v1/agents?sort=colour"))
         .send()

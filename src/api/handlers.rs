@@ -431,14 +431,21 @@ fn label<'a>(a: &'a AgentSnapshot, key: &str) -> Option<&'a str> {
 
 fn sort_key(sort: AgentSort, a: &AgentSnapshot, v: Option<&AgentView>) -> SortKey {
     match sort {
-        AgentSort::Id => SortKey::Text(None),
         AgentSort::Name => SortKey::Text(label(a, NAME_LABELS[0]).map(str::to_string)),
         AgentSort::Host => SortKey::Text(label(a, NAME_LABELS[1]).map(str::to_string)),
-        AgentSort::Status => SortKey::Text(Some(
-            v.map_or(UNKNOWN_STATUS, |v| v.status.as_str()).to_string(),
-        )),
-        AgentSort::Configuration => SortKey::Text(v.and_then(|v| v.configuration.clone())),
         AgentSort::LastSeen => SortKey::Time(a.connection.last_seen),
+        AgentSort::Id | AgentSort::Status | AgentSort::Configuration => {
+            SortKey::Text(view_sort_key(sort, v))
+        }
+    }
+}
+
+/// The sort keys the plan's view holds (status, configuration); `None` for the others.
+fn view_sort_key(sort: AgentSort, v: Option<&AgentView>) -> Option<String> {
+    match sort {
+        AgentSort::Status => Some(v.map_or(UNKNOWN_STATUS, |v| v.status.as_str()).to_string()),
+        AgentSort::Configuration => v.and_then(|v| v.configuration.clone()),
+        _ => None,
     }
 }
 
@@ -490,50 +497,78 @@ pub(crate) async fn agents(
     let Paging { limit, offset } = paging;
     let view = api.app.view.load_full();
     let (_, secrets) = secrets_now(&api);
-    // Agents come sorted by id, so pages are stable while the fleet does not change. Briefs:
-    // the effective configs (the bulk of a snapshot) are not copied for a list.
-    let fleet = api.app.fleet.briefs();
-    let matching = fleet.iter().filter(|a| {
-        let v = view.agents.get(&a.uid);
+    // What the plan's view alone decides (status, configuration).
+    let planned = |uid: &Uid| {
+        let v = view.agents.get(uid);
         let status = v.map_or(UNKNOWN_STATUS, |v| v.status.as_str());
         if statuses.as_ref().is_some_and(|s| !s.contains(&status)) {
             return false;
         }
-        if let Some(c) = configuration
-            && v.and_then(|v| v.configuration.as_deref()) != Some(c)
-        {
-            return false;
-        }
-        if let Some(sel) = &selector {
-            let labels = a
-                .description
-                .as_ref()
-                .map(|d| d.labels())
-                .unwrap_or_default();
-            if !matches(sel, &labels) {
-                return false;
-            }
-        }
-        text.as_deref().is_none_or(|t| text_matches(a, t))
-    });
-    let mut ordered: Vec<&AgentSnapshot> = if sort == AgentSort::Id {
-        matching.collect()
-    } else {
-        // Keys only for the matching agents; the sort is stable, so ties keep the id order.
-        let mut keyed: Vec<(SortKey, &AgentSnapshot)> = matching
-            .map(|a| (sort_key(sort, a, view.agents.get(&a.uid)), a))
-            .collect();
-        keyed.sort_by(|x, y| x.0.cmp(&y.0));
-        keyed.into_iter().map(|(_, a)| a).collect()
+        configuration.is_none_or(|c| v.and_then(|v| v.configuration.as_deref()) == Some(c))
     };
-    if descending {
-        ordered.reverse();
-    }
-    let total = ordered.len();
-    let items = paging
-        .of(ordered.into_iter())
-        .map(|a| agent_item(a, view.agents.get(&a.uid), &secrets))
-        .collect();
+    let needs_reports = selector.is_some()
+        || text.is_some()
+        || matches!(
+            sort,
+            AgentSort::Name | AgentSort::Host | AgentSort::LastSeen
+        );
+    let (total, items) = if needs_reports {
+        // Labels or times decide: every agent's brief (no effective configs: the bulk of a
+        // snapshot), sorted by id, then filtered and ordered.
+        let fleet = api.app.fleet.briefs();
+        let matching = fleet.iter().filter(|a| {
+            planned(&a.uid)
+                && selector.as_ref().is_none_or(|sel| {
+                    let labels = a
+                        .description
+                        .as_ref()
+                        .map(|d| d.labels())
+                        .unwrap_or_default();
+                    matches(sel, &labels)
+                })
+                && text.as_deref().is_none_or(|t| text_matches(a, t))
+        });
+        let mut ordered: Vec<&AgentSnapshot> = if sort == AgentSort::Id {
+            matching.collect()
+        } else {
+            // Stable: ties keep the id order.
+            let mut keyed: Vec<(SortKey, &AgentSnapshot)> = matching
+                .map(|a| (sort_key(sort, a, view.agents.get(&a.uid)), a))
+                .collect();
+            keyed.sort_by(|x, y| x.0.cmp(&y.0));
+            keyed.into_iter().map(|(_, a)| a).collect()
+        };
+        if descending {
+            ordered.reverse();
+        }
+        let items = paging
+            .of(ordered.iter())
+            .map(|a| agent_item(a, view.agents.get(&a.uid), &secrets))
+            .collect();
+        (ordered.len(), items)
+    } else {
+        // The view decides: ids only, and the page's agents read one by one. An agent that
+        // left in between is left out of the page.
+        let mut ordered: Vec<Uid> = api
+            .app
+            .fleet
+            .uids()
+            .into_iter()
+            .filter(|u| planned(u))
+            .collect();
+        if sort != AgentSort::Id {
+            ordered.sort_by_cached_key(|u| view_sort_key(sort, view.agents.get(u)));
+        }
+        if descending {
+            ordered.reverse();
+        }
+        let items = paging
+            .of(ordered.iter())
+            .filter_map(|u| api.app.fleet.brief(u))
+            .map(|a| agent_item(&a, view.agents.get(&a.uid), &secrets))
+            .collect();
+        (ordered.len(), items)
+    };
     Ok(Json(Page {
         items,
         total,

@@ -577,6 +577,20 @@ impl Fleet {
         v
     }
 
+    /// Every known agent's UID, sorted: a list that filters and orders by the plan's view alone
+    /// reads only the page it shows ([`Fleet::brief`]), not 100,000 snapshots.
+    pub fn uids(&self) -> Vec<Uid> {
+        let mut v: Vec<Uid> = self
+            .agents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Snapshots of every known agent without their effective configs, sorted by UID: what a
     /// list shows (copying every effective config cost most of a 100k-agent list).
     pub fn briefs(&self) -> Vec<AgentSnapshot> {
