@@ -320,7 +320,9 @@ async function agent(el, id) {
             : h("pre", { class: "code diff", id: "config-diff", tabindex: 0, "aria-label": "Desired (−) against effective (+) config" }, diff(a.config_diff)))
           : null,
         a.config_differences && a.config_differences.length
-          ? table("Differences by meaning", ["Path", "Change"], a.config_differences.map((d) => [h("code", {}, d.path ?? ""), d.kind ?? JSON.stringify(d)])) : null,
+          ? h("details", { open: a.config_differences.length <= 5 },
+            h("summary", {}, `${a.config_differences.length} difference(s) by meaning`),
+            table("Differences by meaning", ["Path", "Change"], a.config_differences.map((d) => [h("code", {}, d.path ?? ""), d.kind ?? JSON.stringify(d)]))) : null,
         a.desired_config ? h("details", {}, h("summary", {}, "Desired config (masked)"), h("pre", { class: "code", tabindex: 0 }, yaml(a.desired_config))) : null,
         a.effective_config ? h("details", {}, h("summary", {}, "Effective config (masked)"), h("pre", { class: "code", tabindex: 0 }, yaml(a.effective_config))) : null,
       ];
