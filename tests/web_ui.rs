@@ -340,6 +340,15 @@ async fn the_stream_reports_changes_and_is_bounded() {
         last = next_change(&mut resp, &mut buf).await;
     }
     assert_ne!(served, sha);
+    // The status and the revision carry the commit's subject and author, as Git has them.
+    let st = get_json_at(&base, "/api/v1/status").await;
+    assert_eq!(
+        st["current_commit"]["subject"], "a change for the stream",
+        "{st}"
+    );
+    assert_eq!(st["current_commit"]["author"], "gitamp test");
+    let rev = get_json_at(&base, &format!("/api/v1/revisions/{sha}")).await;
+    assert_eq!(rev["commit"]["subject"], "a change for the stream", "{rev}");
 
     // Sort and free text on the list the page shows.
     let list = |q: &'static str| get_json_at(&base, q);

@@ -21,9 +21,9 @@ use gitamp_opamp::{AgentSnapshot, Uid};
 use serde::Deserialize;
 
 use super::model::{
-    AgentCounts, AgentDetail, AgentItem, Capabilities, ConfigurationAgent, ConfigurationDetail,
-    ConfigurationItem, ConvergenceItem, DescriptionItem, DiagnosticItem, EventItem, LatencyItem,
-    Page, RevisionItem, RevisionList, StatusResponse,
+    AgentCounts, AgentDetail, AgentItem, Capabilities, CommitItem, ConfigurationAgent,
+    ConfigurationDetail, ConfigurationItem, ConvergenceItem, DescriptionItem, DiagnosticItem,
+    EventItem, LatencyItem, Page, RevisionItem, RevisionList, StatusResponse,
 };
 use super::query::{Paging, filter_value, filters};
 use super::{Api, ApiError, selector};
@@ -32,6 +32,7 @@ use crate::server::events::EventKind;
 use crate::server::state::{
     AgentView, DiagnosticView, EventView, FleetView, History, RevisionView, Serving,
 };
+use crate::source::CommitInfo;
 
 /// Events shown in one agent's detail.
 const AGENT_EVENTS: usize = 50;
@@ -111,8 +112,13 @@ fn diagnostic_items(d: &[DiagnosticView]) -> Vec<DiagnosticItem> {
 
 /// A revision as the API shows it; `figures` its convergence and the configurations whose
 /// rollout halted (for the served revision), when accepted.
-fn revision_item(r: &RevisionView, figures: Option<(&Convergence, &[&str])>) -> RevisionItem {
+fn revision_item(
+    r: &RevisionView,
+    figures: Option<(&Convergence, &[&str])>,
+    commit: Option<&CommitInfo>,
+) -> RevisionItem {
     RevisionItem {
+        commit: commit.map(commit_item),
         revision: r.revision.clone(),
         at: rfc3339(r.at),
         accepted: r.accepted,
@@ -122,6 +128,14 @@ fn revision_item(r: &RevisionView, figures: Option<(&Convergence, &[&str])>) -> 
         convergence: figures
             .filter(|_| r.accepted)
             .map(|(c, halted)| convergence_item(c, halted)),
+    }
+}
+
+fn commit_item(c: &CommitInfo) -> CommitItem {
+    CommitItem {
+        subject: c.subject.clone(),
+        author: c.author.clone(),
+        authored_at: c.authored_at.map(rfc3339),
     }
 }
 
@@ -173,7 +187,7 @@ fn revision_items<'a>(
                 };
                 (c, halted)
             });
-            revision_item(r, figures)
+            revision_item(r, figures, h.commit_of(&r.revision))
         })
         .collect()
 }
@@ -232,6 +246,14 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
     let serving = app.serving.load_full();
     let view = app.view.load_full();
     let sync = app.sync.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (current_commit, rejected_commit) = {
+        let h = app.history.lock().unwrap_or_else(|p| p.into_inner());
+        let of = |rev: Option<&str>| rev.and_then(|r| h.commit_of(r)).map(commit_item);
+        (
+            of(serving.as_ref().map(|s| s.revision.revision.as_str())),
+            of(sync.last_rejected.as_ref().map(|r| r.revision.as_str())),
+        )
+    };
     let now = SystemTime::now();
     Json(StatusResponse {
         source: sync.source,
@@ -239,6 +261,7 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
         sub_path: sync.sub_path,
         // The served revision is the truth; `sync.current_revision` may lag or lead it.
         current_revision: serving.as_ref().map(|s| s.revision.revision.clone()),
+        current_commit,
         accepted_at: serving.as_ref().map(|s| rfc3339(s.accepted_at)),
         warnings: serving
             .as_ref()
@@ -257,7 +280,11 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
         last_error: sync.last_error,
         consecutive_failures: sync.consecutive_failures,
         next_retry: sync.next_retry.map(rfc3339),
-        last_rejected: sync.last_rejected.as_ref().map(|r| revision_item(r, None)),
+        last_rejected: sync.last_rejected.as_ref().map(|r| {
+            let mut item = revision_item(r, None, None);
+            item.commit = rejected_commit;
+            item
+        }),
         // Counted by the reconciler at its last plan (`view_computed_at`): copying the fleet
         // to count it cost seconds of CPU per request at 100k agents.
         agents: AgentCounts {

@@ -123,6 +123,8 @@ test("a pushed commit appears and its rollout moves to done without a reload", a
   writeFileSync(path, text.replace(/team: \S+/, "team: web-ui"));
   const sha = await commitAndAnnounce("tag production telemetry with the web-ui team");
   await page.locator(`#served-revision[data-revision="${sha}"]`).waitFor({ timeout: WAIT });
+  // With its commit's subject and author, as Git gives them.
+  assert.match(await page.locator("#served-commit").innerText(), /tag production telemetry with the web-ui team.* by Web Test/);
   const rollout = page.locator('.rollout[data-configuration="linux-production"]');
   await page.locator('.rollout[data-configuration="linux-production"][data-phase="complete"]', { hasText: "6/6 applied" })
     .waitFor({ timeout: WAIT });

@@ -85,6 +85,12 @@ function revisionLink(source, rev) {
     url ? [" ", h("a", { href: url, rel: "noreferrer", target: "_blank" }, "commit ↗")] : null);
 }
 
+/** A commit's subject and author, when the server knows them. */
+function commitText(c) {
+  if (!c) return null;
+  return h("span", { class: "commit" }, h("q", {}, c.subject), ` by ${c.author}`, c.authored_at ? [", ", when(c.authored_at)] : null);
+}
+
 function diagnostics(list) {
   return table("Diagnostics", ["Where", "Code", "Severity", "Message"],
     list.map((d) => [
@@ -176,6 +182,7 @@ async function overview(el) {
             ["Ref", status.ref],
             ["Path", status.sub_path],
             ["Served revision", h("span", { id: "served-revision", "data-revision": status.current_revision || "" }, revisionLink(status.source, status.current_revision))],
+            status.current_commit ? ["Commit", h("span", { id: "served-commit" }, commitText(status.current_commit))] : null,
             ["Accepted", when(status.accepted_at)],
             ["Reached", served && served.convergence ? h("span", { id: "served-convergence" }, convergenceText(served.convergence)) : "–"],
             ["Last fetch", h("span", {}, when(status.last_fetch), status.last_fetch_duration_ms !== null ? ` (${ms(status.last_fetch_duration_ms)})` : "")],
@@ -195,6 +202,7 @@ async function overview(el) {
             h("span", { class: "badge rejected" }, "rejected"), " ", when(status.last_rejected.at),
             ` with ${status.last_rejected.errors} error(s)`,
             rejectedIsTip ? h("strong", {}, " — the repository's tip: agents keep the served revision") : ""),
+          status.last_rejected.commit ? h("p", {}, commitText(status.last_rejected.commit)) : null,
           diagnostics(status.last_rejected.diagnostics))) : null);
   };
   await draw();
@@ -443,9 +451,9 @@ async function revisions(el, parts, query) {
     setQuery("/revisions", new URLSearchParams(offset ? { offset } : {}));
     const last = page.offset + page.items.length;
     fill(el, h("h1", {}, "Revisions"),
-      table("Revisions, newest first", ["Revision", "Seen", "Verdict", "Errors / warnings", "Applied", "Push → applied p50 / p99"],
+      table("Revisions, newest first", ["Revision", "Commit", "Seen", "Verdict", "Errors / warnings", "Applied", "Push → applied p50 / p99"],
         page.items.map((r) => [
-          revisionLink(status.source, r.revision), when(r.at), acceptedBadge(r),
+          revisionLink(status.source, r.revision), r.commit ? commitText(r.commit) : "–", when(r.at), acceptedBadge(r),
           `${r.errors} / ${r.warnings}`,
           r.convergence ? `${r.convergence.applied}/${r.convergence.targeted} (${r.convergence.state})` : "–",
           r.convergence ? `${ms(r.convergence.latency.p50_ms)} / ${ms(r.convergence.latency.p99_ms)}` : "–"]),
@@ -469,6 +477,7 @@ async function revision(el, rev) {
       h("h1", {}, h("code", {}, short(r.revision)), " ", acceptedBadge(r)),
       section("Revision", dl([
         ["Commit", h("span", {}, h("code", {}, r.revision), " ", commitUrl(status.source, r.revision) ? h("a", { href: commitUrl(status.source, r.revision), rel: "noreferrer", target: "_blank" }, "on the Git host ↗") : "")],
+        r.commit ? ["Message", commitText(r.commit)] : null,
         ["Seen", when(r.at)],
         ["Errors / warnings", `${r.errors} / ${r.warnings}`],
         ["Served now", status.current_revision === r.revision ? "yes" : "no"],
