@@ -5,11 +5,16 @@
 # alternated ROUNDS times. Prints a table of server RSS and steady-state CPU per run.
 #
 #   BIN=target/release/gitamp ROUNDS=2 DURATION=30 PAGES=10 scripts/bench-web.sh
+#   FIRST_ROUND=3 ROUNDS=3 ... scripts/bench-web.sh   # one more round; the table shows 1 to 3
+#   TABLE_ONLY=1 ROUNDS=3 scripts/bench-web.sh          # only the table, from earlier runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${BIN:?set BIN to a release build of gitamp}
 ROUNDS=${ROUNDS:-2}
+FIRST_ROUND=${FIRST_ROUND:-1}
+if [[ -z ${TABLE_ONLY:-} ]]; then
+  BIN=${BIN:?set BIN to a release build of gitamp}
+fi
 DURATION=${DURATION:-30}
 PAGES=${PAGES:-10}
 OUTDIR=${OUTDIR:-target/bench-web}
@@ -65,19 +70,21 @@ run() {
   fi
 }
 
-for round in $(seq 1 "$ROUNDS"); do
-  run "$round" 0
-  run "$round" "$PAGES"
-done
+if [[ -z ${TABLE_ONLY:-} ]]; then
+  for round in $(seq "$FIRST_ROUND" "$ROUNDS"); do
+    run "$round" 0
+    run "$round" "$PAGES"
+  done
+fi
 
-echo "| Run | Pages open | Server RSS (MiB) | Server CPU, steady (% of 1 core) | Messages/s | HTTP p50 / p99 (ms) | Page requests (stream events) |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| Round | Pages open | Server RSS, steady (MiB) | Server CPU, steady 30 s (% of 1 core) | Server CPU, ramp (s) | Server CPU, rollout until all synced (s) | RSS after the restart storm (MiB) | HTTP p50 / p99 (ms) | Page requests (stream events) |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for round in $(seq 1 "$ROUNDS"); do
   for pages in 0 "$PAGES"; do
     dir="$OUTDIR/r$round-p$pages"
     f="$dir/http-100k.json"
     if [[ ! -s $f ]]; then
-      echo "| $round | $pages | (did not run to the end) | | | | |"
+      echo "| $round | $pages | (did not run to the end) | | | | | | |"
       continue
     fi
     load="–"
@@ -86,7 +93,7 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     jq -r --arg r "$round" --arg p "$pages" --arg load "$load" '
       def r(x): if x == null then "–" else (x * 10 | round / 10 | tostring) end;
-      "| \($r) | \($p) | \(r(.rss_kib / 1024)) | \(r(100 * .steady_cpu_s / .window_s)) | \(.messages_per_s | round) | \(r(.lat_p50_ms)) / \(r(.lat_p99_ms)) | \($load) |"
+      "| \($r) | \($p) | \(r(.rss_kib / 1024)) | \(r(100 * .steady_cpu_s / .window_s)) | \(r(.ramp_cpu_s)) | \(r(.rollout.cpu_to_synced_s)) | \(r(.restart.rss_kib / 1024)) | \(r(.lat_p50_ms)) / \(r(.lat_p99_ms)) | \($load) |"
     ' "$f"
   done
 done
