@@ -154,9 +154,25 @@ function convergenceText(c) {
   return `${c.applied}/${c.targeted} applied (${c.state}), push → applied p50 ${ms(c.latency.p50_ms)}, p99 ${ms(c.latency.p99_ms)}`;
 }
 
-/** Re-run `draw` when one of `keys` changed (or everything: "all"). */
-function when_(keys, changed) {
+/** Whether one of `keys` moved in a stream event (or everything did: "all"). */
+function moved(keys, changed) {
   return changed.has("all") || keys.some((k) => changed.has(k));
+}
+
+/**
+ * Redraw `el` with `draw()` only when `data` differs from the last drawn, keeping the
+ * <details> a reader opened: a plan anywhere in the fleet must not collapse what they read.
+ */
+function redraw(el, state, data, draw) {
+  const text = JSON.stringify(data);
+  if (text === state.last) return;
+  state.last = text;
+  const opened = new Set([...el.querySelectorAll("details[open] > summary")].map((s) => s.textContent));
+  draw();
+  for (const d of el.querySelectorAll("details")) {
+    const summary = d.querySelector("summary");
+    if (summary && opened.has(summary.textContent)) d.open = true;
+  }
 }
 
 // ---- overview ----------------------------------------------------------------------------
@@ -206,7 +222,7 @@ async function overview(el) {
           diagnostics(status.last_rejected.diagnostics))) : null);
   };
   await draw();
-  return { refresh: (changed) => (when_(["revision", "plan", "fetch", "fetch_error", "rejected", "agents", "connected", "by_status"], changed) ? draw() : Promise.resolve()) };
+  return { refresh: (changed) => (moved(["revision", "plan", "fetch", "fetch_error", "rejected", "agents", "connected", "by_status"], changed) ? draw() : Promise.resolve()) };
 }
 
 // ---- agents ------------------------------------------------------------------------------
@@ -274,9 +290,11 @@ async function agents(el, parts, query) {
     const first = page.total === 0 ? 0 : page.offset + 1;
     const last = page.offset + page.items.length;
     const pager = h("div", { class: "pager" },
-      h("button", { type: "button", disabled: page.offset === 0, onclick: () => { offset = Math.max(0, offset - PAGE); draw(); } }, "Previous"),
+      h("button", { type: "button", id: "agents-prev", disabled: page.offset === 0, onclick: () => { offset = Math.max(0, offset - PAGE); draw(); } }, "Previous"),
       h("span", { id: "agents-count" }, `${first}–${last} of ${page.total}`),
-      h("button", { type: "button", disabled: last >= page.total, onclick: () => { offset += PAGE; draw(); } }, "Next"));
+      h("button", { type: "button", id: "agents-next", disabled: last >= page.total, onclick: () => { offset += PAGE; draw(); } }, "Next"));
+    // A live redraw must not take the keyboard focus away from the pager.
+    const focused = result.contains(document.activeElement) ? document.activeElement.id : null;
     fill(result,
       table("Agents", ["Agent", "Status", "Configuration", "Host", "Transport", "Last seen"],
         page.items.map((a) => [
@@ -288,6 +306,7 @@ async function agents(el, parts, query) {
           when(a.last_seen),
         ]), "No agent matches."),
       pager);
+    if (focused) document.getElementById(focused)?.focus();
   };
   let typing = null;
   const again = () => { offset = 0; draw().catch(() => {}); };
@@ -296,7 +315,7 @@ async function agents(el, parts, query) {
     c.addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(again, 300); });
   }
   await draw();
-  return { refresh: (changed) => (when_(["plan", "agents", "connected"], changed) ? draw() : Promise.resolve()) };
+  return { refresh: (changed) => (moved(["plan", "agents", "connected"], changed) ? draw() : Promise.resolve()) };
 }
 
 function healthTree(name, health) {
@@ -311,54 +330,59 @@ function healthTree(name, health) {
 }
 
 async function agent(el, id) {
+  const state = {};
   const draw = async () => {
     const a = await api(`/api/v1/agents/${enc(id)}`);
-    const name = agentName(a);
-    document.title = `${name} · Agents · gitamp`;
-    const connections = a.events.filter((e) => e.kind === "connected" || e.kind === "disconnected");
-    let config;
-    if (!a.desired_config && !a.effective_config) config = h("p", { class: "muted" }, "No configuration selects this agent, and it reports none.");
-    else {
-      config = [
-        h("p", { id: "config-verdict" }, a.config_same_meaning === true ? "The agent runs what it was sent (same meaning)."
-          : a.config_same_meaning === false ? "The agent's config differs in meaning from the desired one."
-            : a.config_compare_error || (a.effective_config ? "" : "The agent reports no effective config.")),
-        a.config_diff !== null && a.config_diff !== undefined
-          ? (a.config_diff === "" ? h("p", { class: "muted" }, "Desired and effective configs are identical.")
-            : h("pre", { class: "code diff", id: "config-diff", tabindex: 0, "aria-label": "Desired (−) against effective (+) config" }, diff(a.config_diff)))
-          : null,
-        a.config_differences && a.config_differences.length
-          ? h("details", { open: a.config_differences.length <= 5 },
-            h("summary", {}, `${a.config_differences.length} difference(s) by meaning`),
-            table("Differences by meaning", ["Path", "Change"], a.config_differences.map((d) => [h("code", {}, d.path ?? ""), d.kind ?? JSON.stringify(d)]))) : null,
-        a.desired_config ? h("details", {}, h("summary", {}, "Desired config (masked)"), h("pre", { class: "code", tabindex: 0 }, yaml(a.desired_config))) : null,
-        a.effective_config ? h("details", {}, h("summary", {}, "Effective config (masked)"), h("pre", { class: "code", tabindex: 0 }, yaml(a.effective_config))) : null,
-      ];
-    }
-    fill(el,
-      h("p", { class: "crumbs" }, h("a", { href: "#/agents" }, "Agents"), " / "),
-      h("h1", {}, name, " ", badge(a.status)),
-      h("div", { class: "grid" },
-        section("Agent", dl([
-          ["ID", h("code", {}, a.uid)],
-          ["Status", h("span", {}, badge(a.status), a.reason ? ` ${a.reason}` : "")],
-          ["Configuration", a.configuration ? h("a", { href: `#/configurations/${enc(a.configuration)}` }, a.configuration) : "–"],
-          ["Transport", `${a.transport}, ${a.connected ? "connected" : "disconnected"}`],
-          ["Connected since", when(a.connected_since)],
-          ["Last seen", when(a.last_seen)],
-          ["Reported", a.remote_status ? `${a.remote_status}${a.remote_error ? `: ${a.remote_error}` : ""}` : "–"],
-          ["Desired hash", a.desired_hash ? h("code", {}, a.desired_hash.slice(0, 16)) : "–"],
-          ["Reported hash", a.reported_hash ? h("code", {}, a.reported_hash.slice(0, 16)) : "–"],
-        ])),
-        section("Labels", table("Labels", ["Label", "Value"], Object.entries(a.labels).map(([k, v]) => [h("code", {}, k), v]), "No labels.")),
-        section("Capabilities", a.capabilities.names.length ? h("ul", { class: "caps" }, a.capabilities.names.map((n) => h("li", {}, n))) : h("p", { class: "muted" }, "None reported.")),
-        section("Health", healthTree(name, a.health))),
-      section("Desired and effective config", config),
-      section("Connection history", table("Connection history", ["When", "Event", "Message"], connections.map((e) => [when(e.at), e.kind, e.message]), "No connection events in the recent history.")),
-      section("Recent events", table("Recent events", ["When", "Kind", "Message"], a.events.map((e) => [when(e.at), e.kind, e.message]), "No recent events.")));
+    redraw(el, state, a, () => drawAgent(el, a));
   };
   await draw();
-  return { refresh: (changed) => (when_(["plan", "events"], changed) ? draw() : Promise.resolve()) };
+  return { refresh: (changed) => (moved(["plan", "events"], changed) ? draw() : Promise.resolve()) };
+}
+
+function drawAgent(el, a) {
+  const name = agentName(a);
+  document.title = `${name} · Agents · gitamp`;
+  const connections = a.events.filter((e) => e.kind === "connected" || e.kind === "disconnected");
+  let config;
+  if (!a.desired_config && !a.effective_config) config = h("p", { class: "muted" }, "No configuration selects this agent, and it reports none.");
+  else {
+    config = [
+      h("p", { id: "config-verdict" }, a.config_same_meaning === true ? "The agent runs what it was sent (same meaning)."
+        : a.config_same_meaning === false ? "The agent's config differs in meaning from the desired one."
+          : a.config_compare_error || (a.effective_config ? "" : "The agent reports no effective config.")),
+      a.config_diff !== null && a.config_diff !== undefined
+        ? (a.config_diff === "" ? h("p", { class: "muted" }, "Desired and effective configs are identical.")
+          : h("pre", { class: "code diff", id: "config-diff", tabindex: 0, "aria-label": "Desired (−) against effective (+) config" }, diff(a.config_diff)))
+        : null,
+      a.config_differences && a.config_differences.length
+        ? h("details", { open: a.config_differences.length <= 5 },
+          h("summary", {}, `${a.config_differences.length} difference(s) by meaning`),
+          table("Differences by meaning", ["Path", "Change"], a.config_differences.map((d) => [h("code", {}, d.path ?? ""), d.kind ?? JSON.stringify(d)]))) : null,
+      a.desired_config ? h("details", {}, h("summary", {}, "Desired config (masked)"), h("pre", { class: "code", tabindex: 0 }, yaml(a.desired_config))) : null,
+      a.effective_config ? h("details", {}, h("summary", {}, "Effective config (masked)"), h("pre", { class: "code", tabindex: 0 }, yaml(a.effective_config))) : null,
+    ];
+  }
+  fill(el,
+    h("p", { class: "crumbs" }, h("a", { href: "#/agents" }, "Agents"), " / "),
+    h("h1", {}, name, " ", badge(a.status)),
+    h("div", { class: "grid" },
+      section("Agent", dl([
+        ["ID", h("code", {}, a.uid)],
+        ["Status", h("span", {}, badge(a.status), a.reason ? ` ${a.reason}` : "")],
+        ["Configuration", a.configuration ? h("a", { href: `#/configurations/${enc(a.configuration)}` }, a.configuration) : "–"],
+        ["Transport", `${a.transport}, ${a.connected ? "connected" : "disconnected"}`],
+        ["Connected since", when(a.connected_since)],
+        ["Last seen", when(a.last_seen)],
+        ["Reported", a.remote_status ? `${a.remote_status}${a.remote_error ? `: ${a.remote_error}` : ""}` : "–"],
+        ["Desired hash", a.desired_hash ? h("code", {}, a.desired_hash.slice(0, 16)) : "–"],
+        ["Reported hash", a.reported_hash ? h("code", {}, a.reported_hash.slice(0, 16)) : "–"],
+      ])),
+      section("Labels", table("Labels", ["Label", "Value"], Object.entries(a.labels).map(([k, v]) => [h("code", {}, k), v]), "No labels.")),
+      section("Capabilities", a.capabilities.names.length ? h("ul", { class: "caps" }, a.capabilities.names.map((n) => h("li", {}, n))) : h("p", { class: "muted" }, "None reported.")),
+      section("Health", healthTree(name, a.health))),
+    section("Desired and effective config", config),
+    section("Connection history", table("Connection history", ["When", "Event", "Message"], connections.map((e) => [when(e.at), e.kind, e.message]), "No connection events in the recent history.")),
+    section("Recent events", table("Recent events", ["When", "Kind", "Message"], a.events.map((e) => [when(e.at), e.kind, e.message]), "No recent events.")));
 }
 
 // ---- configurations ----------------------------------------------------------------------
@@ -394,46 +418,51 @@ async function configurations(el, parts) {
         "No configuration is served."));
   };
   await draw();
-  return { refresh: (changed) => (when_(["plan", "revision"], changed) ? draw() : Promise.resolve()) };
+  return { refresh: (changed) => (moved(["plan", "revision"], changed) ? draw() : Promise.resolve()) };
 }
 
 async function configuration(el, name) {
   let yamlText = null;
+  const state = {};
   const draw = async (withYaml) => {
     const c = await api(`/api/v1/configurations/${enc(name)}`);
     if (withYaml || yamlText === null) yamlText = await api(`/api/v1/configurations/${enc(name)}/rendered`, { text: true });
-    document.title = `${name} · Configurations · gitamp`;
-    const copy = h("button", { type: "button" }, "Copy YAML");
-    const copied = h("span", { role: "status", class: "muted" });
-    copy.addEventListener("click", async () => {
-      try {
-        await navigator.clipboard.writeText(yamlText);
-        fill(copied, " Copied.");
-      } catch (_) {
-        fill(copied, " Copying is not allowed here; select the text instead.");
-      }
-    });
-    fill(el,
-      h("p", { class: "crumbs" }, h("a", { href: "#/configurations" }, "Configurations"), " / "),
-      h("h1", {}, name),
-      c.description ? h("p", {}, c.description) : null,
-      h("div", { class: "grid" },
-        section("Configuration", dl([
-          ["Selector", selectorText(c.selector)],
-          ["Priority", String(c.priority)],
-          ["Rollout policy", policyText(c.rollout_policy)],
-          ["Revision", revisionLink(null, c.revision)],
-          ["Hash", c.hash ? h("code", {}, c.hash.slice(0, 16)) : "did not render"],
-          ["Matched agents", h("a", { href: `#/agents?configuration=${enc(name)}` }, String(c.matched_agents))],
-          ["Pipeline", `${c.sources.join(", ") || "–"} → ${c.processors.join(", ") || "–"} → ${c.destinations.join(", ") || "–"}`],
-        ])),
-        section("Rollout", rolloutProgress(name, c.rollout, c.counts), statusChart(c.counts))),
-      section("Rendered collector YAML (masked)",
-        h("p", {}, copy, copied),
-        h("pre", { class: "code", id: "rendered", tabindex: 0, "aria-label": "Rendered collector YAML" }, yaml(yamlText))));
+    redraw(el, state, [c, yamlText], () => drawConfiguration(el, name, c, yamlText));
   };
   await draw(true);
-  return { refresh: (changed) => (when_(["plan", "revision"], changed) ? draw(changed.has("revision")) : Promise.resolve()) };
+  return { refresh: (changed) => (moved(["plan", "revision"], changed) ? draw(changed.has("revision")) : Promise.resolve()) };
+}
+
+function drawConfiguration(el, name, c, yamlText) {
+  document.title = `${name} · Configurations · gitamp`;
+  const copy = h("button", { type: "button" }, "Copy YAML");
+  const copied = h("span", { role: "status", class: "muted" });
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(yamlText);
+      fill(copied, " Copied.");
+    } catch (_) {
+      fill(copied, " Copying is not allowed here; select the text instead.");
+    }
+  });
+  fill(el,
+    h("p", { class: "crumbs" }, h("a", { href: "#/configurations" }, "Configurations"), " / "),
+    h("h1", {}, name),
+    c.description ? h("p", {}, c.description) : null,
+    h("div", { class: "grid" },
+      section("Configuration", dl([
+        ["Selector", selectorText(c.selector)],
+        ["Priority", String(c.priority)],
+        ["Rollout policy", policyText(c.rollout_policy)],
+        ["Revision", revisionLink(null, c.revision)],
+        ["Hash", c.hash ? h("code", {}, c.hash.slice(0, 16)) : "did not render"],
+        ["Matched agents", h("a", { href: `#/agents?configuration=${enc(name)}` }, String(c.matched_agents))],
+        ["Pipeline", `${c.sources.join(", ") || "–"} → ${c.processors.join(", ") || "–"} → ${c.destinations.join(", ") || "–"}`],
+      ])),
+      section("Rollout", rolloutProgress(name, c.rollout, c.counts), statusChart(c.counts))),
+    section("Rendered collector YAML (masked)",
+      h("p", {}, copy, copied),
+      h("pre", { class: "code", id: "rendered", tabindex: 0, "aria-label": "Rendered collector YAML" }, yaml(yamlText))));
 }
 
 // ---- revisions ---------------------------------------------------------------------------
@@ -464,7 +493,7 @@ async function revisions(el, parts, query) {
         h("button", { type: "button", disabled: last >= page.total, onclick: () => { offset += PAGE; draw(); } }, "Older")));
   };
   await draw();
-  return { refresh: (changed) => (when_(["revision", "rejected", "plan"], changed) ? draw() : Promise.resolve()) };
+  return { refresh: (changed) => (moved(["revision", "rejected", "plan"], changed) ? draw() : Promise.resolve()) };
 }
 
 async function revision(el, rev) {
@@ -491,7 +520,7 @@ async function revision(el, rev) {
       section("Diagnostics", diagnostics(r.diagnostics)));
   };
   await draw();
-  return { refresh: (changed) => (when_(["plan", "revision"], changed) ? draw() : Promise.resolve()) };
+  return { refresh: (changed) => (moved(["plan", "revision"], changed) ? draw() : Promise.resolve()) };
 }
 
 export const views = { overview, agents, configurations, revisions };
