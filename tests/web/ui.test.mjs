@@ -251,6 +251,16 @@ test("the overview passes axe in light and dark, and fits a narrow window", asyn
   await dark.close();
 });
 
+/** Wait for the sign-in form to say the token was refused; on failure, say what it shows. */
+async function refusedShown(p, when) {
+  try {
+    await p.locator("form.login .error", { hasText: "refused" }).waitFor({ timeout: WAIT });
+  } catch (e) {
+    const shown = await p.locator("main").innerText().catch(() => "(unreadable)");
+    throw new Error(`${when}: no "refused" message; the page shows:\n${shown}\n${e.message}`);
+  }
+}
+
 test("with a token, the page shows the login and nothing else until it is given", async () => {
   const ctx = await newContext();
   const p = await ctx.newPage();
@@ -267,7 +277,7 @@ test("with a token, the page shows the login and nothing else until it is given"
   // A wrong token is refused: the login again, saying so.
   await p.getByLabel("API token").fill("not-the-token");
   await p.getByRole("button", { name: "Sign in" }).click();
-  await p.locator("form.login .error", { hasText: "refused" }).waitFor({ timeout: WAIT });
+  await refusedShown(p, "after a wrong token");
   // The right one opens the page; it stays in the session, never in the address.
   const before = requests.length;
   await p.getByLabel("API token").fill(API_TOKEN);
@@ -283,7 +293,7 @@ test("with a token, the page shows the login and nothing else until it is given"
   // An expired token (one the server no longer takes) brings the login back.
   await p.evaluate(() => sessionStorage.setItem("gitamp.token", "expired"));
   await p.reload();
-  await p.locator("form.login .error", { hasText: "refused" }).waitFor({ timeout: WAIT });
+  await refusedShown(p, "after a reload with an expired token");
   await ctx.close();
 });
 

@@ -45,10 +45,11 @@ function section(title, ...children) {
   return h("section", { "aria-labelledby": id }, h("h2", { id }, title), ...children);
 }
 
-function table(caption, head, rows, empty = "None.") {
+function table(caption, head, rows, empty = "None.", cls = null) {
   if (rows.length === 0) return h("p", { class: "muted" }, empty);
-  return h("div", { class: "scroll" },
-    h("table", {},
+  // Focusable, so that a table wider than a narrow window can be scrolled from the keyboard.
+  return h("div", { class: "scroll", tabindex: 0, role: "region", "aria-label": `${caption} (table)` },
+    h("table", { class: cls },
       h("caption", { class: "sr-only" }, caption),
       h("thead", {}, h("tr", {}, head.map((c) => h("th", { scope: "col" }, c)))),
       h("tbody", {}, rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c)))))));
@@ -96,7 +97,7 @@ function diagnostics(list) {
     list.map((d) => [
       h("code", {}, `${d.file}:${d.line}${d.column ? `:${d.column}` : ""}`),
       h("code", {}, d.code), d.severity, d.message]),
-    "No diagnostics.");
+    "No diagnostics.", "diagnostics");
 }
 
 /** A horizontal bar of segments [{cls, value, label}] out of `total`. */
