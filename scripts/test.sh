@@ -41,6 +41,10 @@ scripts/lint-tools.sh
 
 export GITAMP_PYTHON="$PWD/.venv/bin/python"
 
+# The web page's browser tests (tests/web_ui.rs): Debian's Chromium and Node.js, and the pinned
+# playwright-core and axe-core from npm.
+scripts/web-env.sh
+
 # Go-built test peers, from the Go module proxy: a real collector (Collector Builder), the
 # collector's opampsupervisor, and the opamp-go driver. Cached outside the clone and rebuilt only
 # when their inputs change (a cold build takes ~9 min on 2 cores; see the README).

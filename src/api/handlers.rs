@@ -21,9 +21,9 @@ use gitamp_opamp::{AgentSnapshot, Uid};
 use serde::Deserialize;
 
 use super::model::{
-    AgentCounts, AgentDetail, AgentItem, Capabilities, ConfigurationAgent, ConfigurationDetail,
-    ConfigurationItem, ConvergenceItem, DescriptionItem, DiagnosticItem, EventItem, LatencyItem,
-    Page, RevisionItem, RevisionList, StatusResponse,
+    AgentCounts, AgentDetail, AgentItem, Capabilities, CommitItem, ConfigurationAgent,
+    ConfigurationDetail, ConfigurationItem, ConvergenceItem, DescriptionItem, DiagnosticItem,
+    EventItem, LatencyItem, Page, RevisionItem, RevisionList, StatusResponse,
 };
 use super::query::{Paging, filter_value, filters};
 use super::{Api, ApiError, selector};
@@ -32,6 +32,7 @@ use crate::server::events::EventKind;
 use crate::server::state::{
     AgentView, DiagnosticView, EventView, FleetView, History, RevisionView, Serving,
 };
+use crate::source::CommitInfo;
 
 /// Events shown in one agent's detail.
 const AGENT_EVENTS: usize = 50;
@@ -111,8 +112,13 @@ fn diagnostic_items(d: &[DiagnosticView]) -> Vec<DiagnosticItem> {
 
 /// A revision as the API shows it; `figures` its convergence and the configurations whose
 /// rollout halted (for the served revision), when accepted.
-fn revision_item(r: &RevisionView, figures: Option<(&Convergence, &[&str])>) -> RevisionItem {
+fn revision_item(
+    r: &RevisionView,
+    figures: Option<(&Convergence, &[&str])>,
+    commit: Option<&CommitInfo>,
+) -> RevisionItem {
     RevisionItem {
+        commit: commit.map(commit_item),
         revision: r.revision.clone(),
         at: rfc3339(r.at),
         accepted: r.accepted,
@@ -122,6 +128,14 @@ fn revision_item(r: &RevisionView, figures: Option<(&Convergence, &[&str])>) -> 
         convergence: figures
             .filter(|_| r.accepted)
             .map(|(c, halted)| convergence_item(c, halted)),
+    }
+}
+
+fn commit_item(c: &CommitInfo) -> CommitItem {
+    CommitItem {
+        subject: c.subject.clone(),
+        author: c.author.clone(),
+        authored_at: c.authored_at.map(rfc3339),
     }
 }
 
@@ -173,7 +187,7 @@ fn revision_items<'a>(
                 };
                 (c, halted)
             });
-            revision_item(r, figures)
+            revision_item(r, figures, h.commit_of(&r.revision))
         })
         .collect()
 }
@@ -232,6 +246,14 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
     let serving = app.serving.load_full();
     let view = app.view.load_full();
     let sync = app.sync.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (current_commit, rejected_commit) = {
+        let h = app.history.lock().unwrap_or_else(|p| p.into_inner());
+        let of = |rev: Option<&str>| rev.and_then(|r| h.commit_of(r)).map(commit_item);
+        (
+            of(serving.as_ref().map(|s| s.revision.revision.as_str())),
+            of(sync.last_rejected.as_ref().map(|r| r.revision.as_str())),
+        )
+    };
     let now = SystemTime::now();
     Json(StatusResponse {
         source: sync.source,
@@ -239,6 +261,7 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
         sub_path: sync.sub_path,
         // The served revision is the truth; `sync.current_revision` may lag or lead it.
         current_revision: serving.as_ref().map(|s| s.revision.revision.clone()),
+        current_commit,
         accepted_at: serving.as_ref().map(|s| rfc3339(s.accepted_at)),
         warnings: serving
             .as_ref()
@@ -257,7 +280,11 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
         last_error: sync.last_error,
         consecutive_failures: sync.consecutive_failures,
         next_retry: sync.next_retry.map(rfc3339),
-        last_rejected: sync.last_rejected.as_ref().map(|r| revision_item(r, None)),
+        last_rejected: sync.last_rejected.as_ref().map(|r| {
+            let mut item = revision_item(r, None, None);
+            item.commit = rejected_commit;
+            item
+        }),
         // Counted by the reconciler at its last plan (`view_computed_at`): copying the fleet
         // to count it cost seconds of CPU per request at 100k agents.
         agents: AgentCounts {
@@ -367,14 +394,110 @@ fn secrets_now(api: &Api) -> (Option<Arc<Serving>>, Arc<Vec<String>>) {
     (serving, secrets)
 }
 
-/// The filters of `GET /api/v1/agents` (paging is [`Paging`]'s).
+/// The filters and order of `GET /api/v1/agents` (paging is [`Paging`]'s).
 #[derive(Debug, Deserialize)]
 pub(crate) struct AgentsQuery {
     /// One status or a comma-separated list.
     status: Option<String>,
     configuration: Option<String>,
     selector: Option<String>,
+    /// Free text: a case-insensitive part of the agent's id, `service.name` or `host.name`.
+    q: Option<String>,
+    /// A sort key of [`AgentSort`], `-` in front for descending.
+    sort: Option<String>,
 }
+
+/// The labels a person names an agent by, which the free-text filter `q` searches (with the id).
+pub const NAME_LABELS: [&str; 2] = ["service.name", "host.name"];
+
+/// What `GET /api/v1/agents` sorts by (`?sort=`); ties are broken by id, so pages stay stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentSort {
+    Id,
+    Name,
+    Host,
+    Status,
+    Configuration,
+    LastSeen,
+}
+
+impl AgentSort {
+    /// Every key with its name, as `openapi.json`'s `sort` pattern lists them.
+    pub const ALL: [(AgentSort, &'static str); 6] = [
+        (AgentSort::Id, "id"),
+        (AgentSort::Name, "name"),
+        (AgentSort::Host, "host"),
+        (AgentSort::Status, "status"),
+        (AgentSort::Configuration, "configuration"),
+        (AgentSort::LastSeen, "last_seen"),
+    ];
+
+    /// `name` or `-name` (descending); an unknown key is an error naming the known ones.
+    pub fn parse(text: &str) -> Result<(AgentSort, bool), String> {
+        let (descending, name) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        Self::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(k, _)| (*k, descending))
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|(_, n)| *n).collect();
+                format!(
+                    "unknown sort `{text}`; expected one of {} (a leading `-` sorts descending)",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+/// The sort key of one agent (`Id` needs none: the fleet's order is by id already).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum SortKey {
+    Text(Option<String>),
+    Time(SystemTime),
+}
+
+fn label<'a>(a: &'a AgentSnapshot, key: &str) -> Option<&'a str> {
+    let d = a.description.as_ref()?;
+    d.identifying
+        .get(key)
+        .or_else(|| d.non_identifying.get(key))
+        .map(String::as_str)
+}
+
+fn sort_key(sort: AgentSort, a: &AgentSnapshot, v: Option<&AgentView>) -> SortKey {
+    match sort {
+        AgentSort::Name => SortKey::Text(label(a, NAME_LABELS[0]).map(str::to_string)),
+        AgentSort::Host => SortKey::Text(label(a, NAME_LABELS[1]).map(str::to_string)),
+        AgentSort::LastSeen => SortKey::Time(a.connection.last_seen),
+        AgentSort::Id | AgentSort::Status | AgentSort::Configuration => {
+            SortKey::Text(view_sort_key(sort, v))
+        }
+    }
+}
+
+/// The sort keys the plan's view holds (status, configuration); `None` for the others.
+fn view_sort_key(sort: AgentSort, v: Option<&AgentView>) -> Option<String> {
+    match sort {
+        AgentSort::Status => Some(v.map_or(UNKNOWN_STATUS, |v| v.status.as_str()).to_string()),
+        AgentSort::Configuration => v.and_then(|v| v.configuration.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the free text `needle` (lower case) is part of the agent's id or a naming label.
+fn text_matches(a: &AgentSnapshot, needle: &str) -> bool {
+    uid_text(&a.uid).contains(needle)
+        || NAME_LABELS
+            .iter()
+            .filter_map(|k| label(a, k))
+            .any(|v| v.to_lowercase().contains(needle))
+}
+
+/// Longest free-text filter: a name or a host, never a document.
+pub const MAX_TEXT_FILTER: usize = 256;
 
 pub(crate) async fn agents(
     State(api): State<Arc<Api>>,
@@ -392,38 +515,98 @@ pub(crate) async fn agents(
         .map_err(ApiError::bad_request)?
         .filter(|s| !s.is_empty());
     let configuration = filter_value(q.configuration.as_deref());
+    let text = filter_value(q.q.as_deref())
+        .map(|t| {
+            if t.chars().count() > MAX_TEXT_FILTER {
+                Err(ApiError::bad_request(format!(
+                    "`q` is at most {MAX_TEXT_FILTER} characters"
+                )))
+            } else {
+                Ok(t.trim().to_lowercase())
+            }
+        })
+        .transpose()?
+        .filter(|t| !t.is_empty());
+    let (sort, descending) = filter_value(q.sort.as_deref())
+        .map(AgentSort::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?
+        .unwrap_or((AgentSort::Id, false));
     let Paging { limit, offset } = paging;
     let view = api.app.view.load_full();
     let (_, secrets) = secrets_now(&api);
-    let mut total = 0;
-    let mut items = Vec::new();
-    // Agents come sorted by UID, so pages are stable while the fleet does not change.
-    for a in api.app.fleet.agents() {
-        let v = view.agents.get(&a.uid);
+    // What the plan's view alone decides (status, configuration).
+    let planned = |uid: &Uid| {
+        let v = view.agents.get(uid);
         let status = v.map_or(UNKNOWN_STATUS, |v| v.status.as_str());
         if statuses.as_ref().is_some_and(|s| !s.contains(&status)) {
-            continue;
+            return false;
         }
-        if let Some(c) = configuration
-            && v.and_then(|v| v.configuration.as_deref()) != Some(c)
-        {
-            continue;
+        configuration.is_none_or(|c| v.and_then(|v| v.configuration.as_deref()) == Some(c))
+    };
+    let needs_reports = selector.is_some()
+        || text.is_some()
+        || matches!(
+            sort,
+            AgentSort::Name | AgentSort::Host | AgentSort::LastSeen
+        );
+    let (total, items) = if needs_reports {
+        // Labels or times decide: every agent's brief (no effective configs: the bulk of a
+        // snapshot), sorted by id, then filtered and ordered.
+        let fleet = api.app.fleet.briefs();
+        let matching = fleet.iter().filter(|a| {
+            planned(&a.uid)
+                && selector.as_ref().is_none_or(|sel| {
+                    let labels = a
+                        .description
+                        .as_ref()
+                        .map(|d| d.labels())
+                        .unwrap_or_default();
+                    matches(sel, &labels)
+                })
+                && text.as_deref().is_none_or(|t| text_matches(a, t))
+        });
+        let mut ordered: Vec<&AgentSnapshot> = if sort == AgentSort::Id {
+            matching.collect()
+        } else {
+            // Stable: ties keep the id order.
+            let mut keyed: Vec<(SortKey, &AgentSnapshot)> = matching
+                .map(|a| (sort_key(sort, a, view.agents.get(&a.uid)), a))
+                .collect();
+            keyed.sort_by(|x, y| x.0.cmp(&y.0));
+            keyed.into_iter().map(|(_, a)| a).collect()
+        };
+        if descending {
+            ordered.reverse();
         }
-        if let Some(sel) = &selector {
-            let labels = a
-                .description
-                .as_ref()
-                .map(|d| d.labels())
-                .unwrap_or_default();
-            if !matches(sel, &labels) {
-                continue;
-            }
+        let items = paging
+            .of(ordered.iter())
+            .map(|a| agent_item(a, view.agents.get(&a.uid), &secrets))
+            .collect();
+        (ordered.len(), items)
+    } else {
+        // The view decides: ids only, and the page's agents read one by one. An agent that
+        // left in between is left out of the page.
+        let mut ordered: Vec<Uid> = api
+            .app
+            .fleet
+            .uids()
+            .into_iter()
+            .filter(|u| planned(u))
+            .collect();
+        if sort != AgentSort::Id {
+            ordered.sort_by_cached_key(|u| view_sort_key(sort, view.agents.get(u)));
         }
-        if total >= offset && items.len() < limit {
-            items.push(agent_item(&a, v, &secrets));
+        if descending {
+            ordered.reverse();
         }
-        total += 1;
-    }
+        let items = paging
+            .of(ordered.iter())
+            .filter_map(|u| api.app.fleet.brief(u))
+            .map(|a| agent_item(&a, view.agents.get(&a.uid), &secrets))
+            .collect();
+        (ordered.len(), items)
+    };
     Ok(Json(Page {
         items,
         total,

@@ -7,7 +7,10 @@
 //! config is the core's masked form and an agent's effective config is masked before it is
 //! shown (see [`mask`]).
 //!
-//! Auth: when `api_token` is set, every route but `/healthz`, `/readyz` and the webhooks (which
+//! The web page ([`web`]: `/` and `/ui/...`) is served here too; it reads only this API.
+//!
+//! Auth: when `api_token` is set, every route but `/healthz`, `/readyz`, the web page's files
+//! (which hold no data) and the webhooks (which
 //! carry their own provider authentication), the write routes included, needs
 //! `Authorization: Bearer <token>`; the token is
 //! compared in constant time. Each request is bounded by [`REQUEST_TIMEOUT`] and a panicking
@@ -15,9 +18,11 @@
 
 mod actions;
 mod handlers;
+pub mod stream;
+pub mod web;
 pub(crate) use handlers::rfc3339;
 pub(crate) mod query;
-pub use handlers::{UNKNOWN_STATUS, parse_statuses};
+pub use handlers::{AgentSort, NAME_LABELS, UNKNOWN_STATUS, parse_statuses};
 pub mod model;
 pub mod selector;
 mod webhooks;
@@ -56,6 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/revisions"),
     ("get", "/api/v1/revisions/{revision}"),
     ("get", "/api/v1/events"),
+    ("get", "/api/v1/stream"),
     ("get", "/api/v1/openapi.json"),
     ("post", "/api/v1/sync"),
     ("post", "/api/v1/configurations/{name}/resume"),
@@ -70,11 +76,16 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 /// The API's own state: the shared server state.
 pub(crate) struct Api {
     pub(crate) app: Arc<AppState>,
+    /// The limit on open `GET /api/v1/stream`s.
+    pub(crate) streams: stream::Streams,
 }
 
 /// The status API router. Mount it on the API listener.
 pub fn router(state: Arc<AppState>) -> Router {
-    let api = Arc::new(Api { app: state });
+    let api = Arc::new(Api {
+        app: state,
+        streams: stream::Streams::new(stream::MAX_STREAMS),
+    });
     let protected = Router::new()
         .route("/metrics", get(handlers::metrics))
         .route("/api/v1/status", get(handlers::status))
@@ -92,6 +103,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/revisions", get(handlers::revisions))
         .route("/api/v1/revisions/{revision}", get(handlers::revision))
         .route("/api/v1/events", get(handlers::events))
+        .route("/api/v1/stream", get(stream::stream))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/sync", post(actions::sync))
         .route(
@@ -108,13 +120,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/webhooks/github", post(webhooks::github))
         .route("/webhooks/gitlab", post(webhooks::gitlab))
         .route("/webhooks/generic", post(webhooks::generic))
+        .route("/", get(web::index))
+        .route("/ui/{file}", get(web::asset))
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::source::webhook::MAX_BODY_BYTES,
         ));
     Router::new()
         .merge(protected)
         .merge(public)
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(
+            |method: axum::http::Method, uri: axum::http::Uri| async move {
+                if web::is_page_path(&method, &uri) {
+                    web::not_found_page()
+                } else {
+                    ApiError::not_found("no such route").into_response()
+                }
+            },
+        )
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -326,11 +348,38 @@ mod tests {
             format!("^ *({0})? *(, *({0})? *)*$", names.join("|")),
             "the status pattern lists every status, in SyncStatus::ALL order"
         );
+        let sort = param("/api/v1/agents", "sort");
+        let keys: Vec<&str> = AgentSort::ALL.iter().map(|(_, name)| *name).collect();
+        assert_eq!(
+            sort["schema"]["pattern"],
+            format!("^(-?({}))?$", keys.join("|")),
+            "the sort pattern lists every key, in AgentSort::ALL order"
+        );
+        assert_eq!(
+            param("/api/v1/agents", "q")["schema"]["maxLength"],
+            handlers::MAX_TEXT_FILTER
+        );
+        let stream = doc["paths"]["/api/v1/stream"]["get"]["summary"]
+            .as_str()
+            .unwrap_or_default();
+        for figure in [
+            format!("at most one every {} s", stream::MIN_GAP.as_secs()),
+            format!("every {} s", stream::KEEP_ALIVE.as_secs()),
+            format!("At most {} streams", stream::MAX_STREAMS),
+            format!("leaves {} events unread", stream::QUEUE),
+        ] {
+            assert!(
+                stream.contains(&figure),
+                "the stream's summary lacks {figure:?}"
+            );
+        }
         // Every filter says that an empty value filters nothing.
         for (path, name) in [
             ("/api/v1/agents", "status"),
             ("/api/v1/agents", "configuration"),
             ("/api/v1/agents", "selector"),
+            ("/api/v1/agents", "q"),
+            ("/api/v1/agents", "sort"),
             ("/api/v1/events", "agent"),
             ("/api/v1/events", "kind"),
         ] {

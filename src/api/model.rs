@@ -27,6 +27,9 @@ pub struct StatusResponse {
     pub sub_path: Option<String>,
     /// The accepted revision being served (None until the first good one).
     pub current_revision: Option<String>,
+    /// Its commit's subject and author, when the source is Git and read it since start.
+    #[serde(default)]
+    pub current_commit: Option<CommitItem>,
     pub accepted_at: Option<String>,
     /// Warnings of the served revision (they do not reject it).
     #[serde(default)]
@@ -77,6 +80,18 @@ pub struct RevisionItem {
     /// How far an accepted revision reached the fleet; `None` for a rejected one (and for one
     /// accepted before this server recorded convergence).
     pub convergence: Option<ConvergenceItem>,
+    /// The commit's subject and author, when the source is Git and read it since start.
+    #[serde(default)]
+    pub commit: Option<CommitItem>,
+}
+
+/// A commit as people know it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitItem {
+    /// The message's first line.
+    pub subject: String,
+    pub author: String,
+    pub authored_at: Option<String>,
 }
 
 /// One accepted revision's reach: the agents it targeted and where each stands.

@@ -169,6 +169,7 @@ mod tests {
                 warnings: 0,
                 diagnostics: Vec::new(),
                 convergence: None,
+                commit: None,
             }),
             ..StatusResponse::default()
         }

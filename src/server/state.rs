@@ -323,6 +323,9 @@ pub struct History {
     pub events: VecDeque<EventView>,
     /// Convergence of accepted revisions, by revision (at most [`REVISION_HISTORY`]).
     pub convergence: HashMap<String, super::convergence::Convergence>,
+    /// The commits (subject, author) of the revisions read since start, newest last (at most
+    /// [`REVISION_HISTORY`]). Not stored: the source reads the served one again after a restart.
+    pub commits: VecDeque<(String, crate::source::CommitInfo)>,
 }
 
 impl History {
@@ -344,6 +347,24 @@ impl History {
         {
             self.convergence.remove(&oldest);
         }
+    }
+
+    /// Remember a revision's commit (the newest sighting wins).
+    pub fn record_commit(&mut self, revision: &str, commit: crate::source::CommitInfo) {
+        self.commits.retain(|(r, _)| r != revision);
+        if self.commits.len() == REVISION_HISTORY {
+            self.commits.pop_front();
+        }
+        self.commits.push_back((revision.to_string(), commit));
+    }
+
+    /// The commit of `revision`, if the source read it since start.
+    pub fn commit_of(&self, revision: &str) -> Option<&crate::source::CommitInfo> {
+        self.commits
+            .iter()
+            .rev()
+            .find(|(r, _)| r == revision)
+            .map(|(_, c)| c)
     }
 
     pub fn record_event(&mut self, e: EventView) {

@@ -145,6 +145,7 @@ pub fn read_dir(root: &Path, max_file_size: u64) -> Result<SourceSnapshot, DirEr
         snapshot: Snapshot { revision, files },
         skipped,
         signature: None,
+        commit: None,
     })
 }
 

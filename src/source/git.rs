@@ -704,6 +704,15 @@ impl Inner {
 
         let mut read = super::tree::tree_snapshot(repo, &tree, &revision, self.opts.max_file_size)
             .map_err(|(what, e)| read_err(what)(e))?;
+        let author = commit.author();
+        let authored_at = u64::try_from(author.when().seconds())
+            .ok()
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        read.commit = Some(super::CommitInfo::new(
+            &String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()),
+            &String::from_utf8_lossy(author.name_bytes()),
+            authored_at,
+        ));
         for s in &read.skipped {
             warn!(revision = %revision, path = %s.path, reason = %s.reason, "File left out of the snapshot.");
         }
@@ -831,6 +840,7 @@ impl GitPoller {
                     if let Some(restored) = self.restored(&snapshot.snapshot.revision, &url).await {
                         info.skipped = restored.skipped;
                         info.signature = restored.signature;
+                        info.commit = restored.commit;
                         let event = SyncEvent::Snapshot(restored.snapshot, info.clone());
                         tokio::select! {
                             r = tx.send(event) => if r.is_err() { break },
@@ -839,6 +849,7 @@ impl GitPoller {
                     }
                     info.skipped = snapshot.skipped;
                     info.signature = snapshot.signature;
+                    info.commit = snapshot.commit;
                     (
                         SyncEvent::Snapshot(snapshot.snapshot, info.clone()),
                         opts.interval,

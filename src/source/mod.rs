@@ -84,6 +84,33 @@ pub struct SourceSnapshot {
     pub skipped: Vec<SkippedFile>,
     /// The commit's signature, checked when `--verify-signatures` is on (Git sources only).
     pub signature: Option<SignatureCheck>,
+    /// Who wrote the commit and what it says (Git sources only).
+    pub commit: Option<CommitInfo>,
+}
+
+/// A commit as people know it: its subject line and author (for the status API and the page).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CommitInfo {
+    /// The message's first line, at most [`CommitInfo::MAX_SUBJECT`] characters.
+    pub subject: String,
+    /// The author's name.
+    pub author: String,
+    /// When it was authored.
+    pub authored_at: Option<SystemTime>,
+}
+
+impl CommitInfo {
+    /// Longest subject kept: a subject is a line, not a document.
+    pub const MAX_SUBJECT: usize = 200;
+
+    /// From Git's own fields, the subject cut to [`CommitInfo::MAX_SUBJECT`] characters.
+    pub fn new(subject: &str, author: &str, authored_at: Option<SystemTime>) -> CommitInfo {
+        CommitInfo {
+            subject: subject.chars().take(Self::MAX_SUBJECT).collect(),
+            author: author.chars().take(Self::MAX_SUBJECT).collect(),
+            authored_at,
+        }
+    }
 }
 
 /// What the signature check said of a commit (`--verify-signatures`, [`signature`]).
@@ -112,6 +139,8 @@ pub struct SyncInfo {
     pub skipped: Vec<SkippedFile>,
     /// The last snapshot's signature verdict, with `--verify-signatures`.
     pub signature: Option<SignatureCheck>,
+    /// The last snapshot's commit (Git sources).
+    pub commit: Option<CommitInfo>,
 }
 
 /// What a source sends to the reconciler.

@@ -74,5 +74,6 @@ pub fn tree_snapshot(
         snapshot,
         skipped,
         signature: None,
+        commit: None,
     })
 }

@@ -434,6 +434,22 @@ pub async fn api_get(client: &reqwest::Client, url: &str, token: Option<&str>) -
         .await
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let code = resp.status().as_u16();
+    let streamed = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streamed {
+        // Server-sent events never end: the answer is the first event.
+        let mut resp = resp;
+        let mut text = String::new();
+        while !text.contains("\n\n") && text.len() < 1 << 16 {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                _ => break,
+            }
+        }
+        return (code, text);
+    }
     (code, resp.text().await.unwrap_or_default())
 }
 

@@ -621,6 +621,32 @@ impl Fleet {
         v
     }
 
+    /// Every known agent's UID, sorted: a list that filters and orders by the plan's view alone
+    /// reads only the page it shows ([`Fleet::brief`]), not 100,000 snapshots.
+    pub fn uids(&self) -> Vec<Uid> {
+        let mut v: Vec<Uid> = self
+            .agents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Snapshots of every known agent without their effective configs, sorted by UID: what a
+    /// list shows (copying every effective config cost most of a 100k-agent list).
+    pub fn briefs(&self) -> Vec<AgentSnapshot> {
+        let mut v: Vec<_> = self
+            .entries()
+            .iter()
+            .map(|e| lock(e).snapshot_with(false))
+            .collect();
+        v.sort_by_key(|a| a.uid);
+        v
+    }
+
     /// Snapshot of one agent.
     pub fn agent(&self, uid: &Uid) -> Option<AgentSnapshot> {
         self.get(uid).map(|e| lock(&e).snapshot_with(true))

@@ -42,6 +42,10 @@ impl Reconciler {
             }
             SyncEvent::Snapshot(snapshot, _) => {
                 telemetry::fetch(info.last_duration, true);
+                if let Some(commit) = &info.commit {
+                    let mut h = self.state.history.lock().unwrap_or_else(|p| p.into_inner());
+                    h.record_commit(&snapshot.revision, commit.clone());
+                }
                 for skipped in &info.skipped {
                     self.state.emit(Event::FileSkipped {
                         path: skipped.path.clone(),
