@@ -20,6 +20,7 @@ pub(crate) mod query;
 pub use handlers::{UNKNOWN_STATUS, parse_statuses};
 pub mod model;
 pub mod selector;
+mod throughput;
 mod webhooks;
 
 use std::sync::Arc;

@@ -79,6 +79,8 @@ fn table(items: &[serde_json::Value], wide: bool) -> anyhow::Result<String> {
                 "HEALTH",
                 "REPORTED",
                 "LAST SEEN",
+                "HEARTBEAT",
+                "TELEMETRY",
                 "LABELS",
                 "REASON",
             ],
@@ -92,6 +94,12 @@ fn table(items: &[serde_json::Value], wide: bool) -> anyhow::Result<String> {
                     health(a.healthy).to_string(),
                     output::or_dash(a.reported_hash.as_deref().map(output::short_hash)),
                     output::timestamp(&a.last_seen),
+                    output::or_dash(
+                        a.heartbeat_interval_seconds
+                            .map(|s| format!("{s}s"))
+                            .as_deref(),
+                    ),
+                    output::or_dash(a.telemetry_destination.as_deref()),
                     all_labels(&a.labels),
                     output::or_dash(a.reason.as_deref()),
                 ]

@@ -25,7 +25,8 @@ pub fn uid_text(uid: &Uid) -> String {
 /// Capabilities this server announces on every reply.
 pub const SERVER_CAPABILITIES: u64 = proto::ServerCapabilities::AcceptsStatus as u64
     | proto::ServerCapabilities::OffersRemoteConfig as u64
-    | proto::ServerCapabilities::AcceptsEffectiveConfig as u64;
+    | proto::ServerCapabilities::AcceptsEffectiveConfig as u64
+    | proto::ServerCapabilities::OffersConnectionSettings as u64;
 
 /// A remote configuration (`AgentRemoteConfig`) for one or more agents.
 ///

@@ -108,6 +108,8 @@ pub struct Reconciler {
     convergence_unsaved: bool,
     /// Operators' requests from the API (`with_commands`); taken by the run loop.
     commands: Option<tokio::sync::mpsc::Receiver<Command>>,
+    /// Where each configuration's agents send their own telemetry (offered with the plan).
+    own_telemetry: crate::server::own_telemetry::Policy,
 }
 
 /// The clock for a plan made now.
@@ -156,6 +158,7 @@ impl Reconciler {
             stored_convergence: None,
             convergence_unsaved: false,
             commands: None,
+            own_telemetry: Default::default(),
         }
     }
 

@@ -586,6 +586,10 @@ pub struct ConfigurationSpec {
     /// merges last). Some distributions read `collector.yaml`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_key: Option<String>,
+    /// Where its agents send their own metrics and logs (default: gitamp's own receiver, for
+    /// metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<super::telemetry::OwnTelemetrySpec>,
 }
 
 /// A Configuration: which agents, and which sources, processors and destinations they run.
