@@ -107,10 +107,10 @@ impl OfferSettings {
         }
     }
 
-    /// Whole seconds, at least 1 (0 means "no heartbeats" and HTTP clients reject it).
+    /// Whole seconds, rounded down so an agent never beats slower than liveness expects; none
+    /// under 1 s (OpAMP cannot say it, 0 means "no heartbeats" and HTTP clients reject it).
     pub fn heartbeat_seconds(&self) -> Option<u64> {
-        self.heartbeat
-            .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
+        self.heartbeat.map(|d| d.as_secs()).filter(|s| *s > 0)
     }
 }
 
@@ -407,10 +407,15 @@ mod tests {
     #[test]
     fn each_part_needs_its_capability_and_the_interval_is_positive() {
         let s = OfferSettings {
-            heartbeat: Some(Duration::from_millis(200)),
+            heartbeat: Some(Duration::from_millis(1500)),
             ..settings()
         };
         assert_eq!(s.heartbeat_seconds(), Some(1));
+        let sub_second = OfferSettings {
+            heartbeat: Some(Duration::from_millis(200)),
+            ..settings()
+        };
+        assert_eq!(sub_second.heartbeat_seconds(), None);
         let status_only = Cap::ReportsStatus as u64;
         assert!(compose(status_only, true, &s, &reach(), Some(&OwnTelemetry::Gitamp)).is_none());
         let metrics = status_only | Cap::ReportsOwnMetrics as u64;

@@ -28,7 +28,8 @@ use agent_support::wire::{
 };
 
 const T: Duration = Duration::from_secs(10);
-const SERVER_CAPS: u64 = 0x7;
+/// AcceptsStatus, OffersRemoteConfig, AcceptsEffectiveConfig, OffersConnectionSettings.
+const SERVER_CAPS: u64 = 0x27;
 
 fn full(
     u: Uid,
