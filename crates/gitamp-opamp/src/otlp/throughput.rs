@@ -319,49 +319,33 @@ impl Throughput {
 }
 
 /// Folds one export into a component: new totals, and the rate since the previous export.
+/// A new start time, or a cumulative sum that went down, is a collector restart: the totals
+/// start again from this export and the rate waits for the next one.
 fn fold(c: &mut ComponentThroughput, s: &Sample) {
     let restarted = s.start_ns != 0 && c.start_ns != 0 && s.start_ns != c.start_ns;
+    let went_down = !s.delta
+        && Measure::ALL.iter().any(|m| {
+            s.present[m.index()] && c.totals.get(*m).is_some_and(|prev| s.values[m.index()] < prev)
+        });
+    let fresh = c.time_ns == 0 || restarted || went_down;
     let dt = s.time_ns.saturating_sub(c.time_ns) as f64 / 1e9;
-    let first = c.time_ns == 0;
     let mut rates = Counts::default();
-    let mut rate_known = !first && !restarted && dt > 0.0;
-    let mut totals = c.totals;
     for m in Measure::ALL {
         let i = m.index();
         if !s.present[i] {
             continue;
         }
-        let value = s.values[i];
-        let (total, increase) = if s.delta {
-            (totals.get(m).unwrap_or(0.0) + value, value)
-        } else {
-            match c.totals.get(m) {
-                Some(prev) if !restarted && value >= prev => (value, value - prev),
-                Some(_) => {
-                    // Went down: a restart the start time did not show.
-                    rate_known = false;
-                    (value, 0.0)
-                }
-                None => (value, value),
-            }
+        let prev = if fresh { None } else { c.totals.get(m) };
+        let (total, increase) = match (s.delta, prev) {
+            (true, prev) => (prev.unwrap_or(0.0) + s.values[i], s.values[i]),
+            (false, Some(prev)) => (s.values[i], s.values[i] - prev),
+            (false, None) => (s.values[i], 0.0),
         };
-        totals.set(m, Some(total));
-        if dt > 0.0 {
-            rates.set(m, Some(increase / dt));
-        }
+        c.totals.set(m, Some(total));
+        rates.set(m, Some(increase / dt.max(f64::MIN_POSITIVE)));
     }
-    if restarted && !s.delta {
-        // Totals start again from this export's values.
-        totals = Counts::default();
-        for m in Measure::ALL {
-            if s.present[m.index()] {
-                totals.set(m, Some(s.values[m.index()]));
-            }
-        }
-    }
-    c.totals = totals;
-    c.rates = rate_known.then_some(rates);
-    c.time_ns = s.time_ns.max(c.time_ns);
+    c.rates = (!fresh && dt > 0.0).then_some(rates);
+    c.time_ns = if fresh { s.time_ns } else { s.time_ns.max(c.time_ns) };
     if s.start_ns != 0 {
         c.start_ns = s.start_ns;
     }
