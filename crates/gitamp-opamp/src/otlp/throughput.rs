@@ -325,7 +325,10 @@ fn fold(c: &mut ComponentThroughput, s: &Sample) {
     let restarted = s.start_ns != 0 && c.start_ns != 0 && s.start_ns != c.start_ns;
     let went_down = !s.delta
         && Measure::ALL.iter().any(|m| {
-            s.present[m.index()] && c.totals.get(*m).is_some_and(|prev| s.values[m.index()] < prev)
+            s.present[m.index()]
+                && c.totals
+                    .get(*m)
+                    .is_some_and(|prev| s.values[m.index()] < prev)
         });
     let fresh = c.time_ns == 0 || restarted || went_down;
     let dt = s.time_ns.saturating_sub(c.time_ns) as f64 / 1e9;
@@ -345,7 +348,11 @@ fn fold(c: &mut ComponentThroughput, s: &Sample) {
         rates.set(m, Some(increase / dt.max(f64::MIN_POSITIVE)));
     }
     c.rates = (!fresh && dt > 0.0).then_some(rates);
-    c.time_ns = if fresh { s.time_ns } else { s.time_ns.max(c.time_ns) };
+    c.time_ns = if fresh {
+        s.time_ns
+    } else {
+        s.time_ns.max(c.time_ns)
+    };
     if s.start_ns != 0 {
         c.start_ns = s.start_ns;
     }
