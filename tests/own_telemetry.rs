@@ -173,12 +173,12 @@ async fn heartbeats_arrive_at_the_interval_gitamp_offers() {
     let sup = Supervised::start(&server.ws_url(), "hb-sup", &[("fleet.role", "core")]);
     let go_ws = GoAgent::start(
         &server.ws_url(),
-        &[("host.name", "hb-go-ws")],
+        &[("host.name", "hb-go-ws"), ("fleet.role", "core")],
         &["--poll-interval", "30s"],
     );
     let go_http = GoAgent::start(
         &server.http_url(),
-        &[("host.name", "hb-go-http")],
+        &[("host.name", "hb-go-http"), ("fleet.role", "core")],
         &["--poll-interval", "30s"],
     );
     let sup_uid = eventually(WAIT, "the supervisor offered 2 s", async || {
@@ -194,10 +194,16 @@ async fn heartbeats_arrive_at_the_interval_gitamp_offers() {
         ("opamp-go ws", go_ws.uid.clone()),
         ("opamp-go http", go_http.uid.clone()),
     ];
-    eventually(WAIT, "every agent offered 2 s", async || {
+    // Offered, and done with their configs (synced and healthy: from here on they only
+    // heartbeat).
+    eventually(WAIT, "every agent offered 2 s and synced", async || {
         for (name, uid) in &uids {
             let d = detail(server, uid).await;
-            if d["heartbeat_interval_seconds"] != 2 || d["connected"] != true {
+            if d["heartbeat_interval_seconds"] != 2
+                || d["connected"] != true
+                || d["status"] != "synced"
+                || d["healthy"] != true
+            {
                 return Err(format!("{name}: {d}"));
             }
         }
@@ -216,10 +222,31 @@ async fn heartbeats_arrive_at_the_interval_gitamp_offers() {
         );
         let beats = a.0.saturating_sub(b.0);
         assert!(
-            (3..=12).contains(&beats),
+            (3..=10).contains(&beats),
             "{name}: {beats} messages in 10 s, expected about 5 at 2 s\nsupervisor:\n{}\ngo ws:\n{}",
             sup.logs(),
             go_ws.stderr()
         );
     }
+
+    // The CLI shows the interval offered and where each agent's own telemetry goes.
+    let api = format!("http://{}", server.api);
+    let out = tokio::task::spawn_blocking(move || {
+        support::gitamp(&["agents", "-o", "wide", "--server", &api])
+    })
+    .await
+    .expect("gitamp agents");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("HEARTBEAT") && table.contains("TELEMETRY"),
+        "{table}"
+    );
+    let hb_sup_row = table
+        .lines()
+        .find(|l| l.contains("hb-sup"))
+        .unwrap_or_default();
+    assert!(
+        hb_sup_row.contains(" 2s ") && hb_sup_row.contains("gitamp"),
+        "{table}"
+    );
 }
