@@ -154,6 +154,9 @@ pub struct AgentOffers {
     pub(crate) own: Option<Arc<OwnTelemetry>>,
     /// The last offer sent to it.
     pub(crate) sent: Option<SentOffer>,
+    /// The inputs of the last offer composed: a message with the same ones has nothing new to
+    /// offer, so most messages skip composing and hashing.
+    composed_from: Option<Inputs>,
     /// What it reported about an offer.
     pub(crate) status: Option<SettingsStatus>,
 }
@@ -168,6 +171,40 @@ pub(crate) struct SentOffer {
     opamp: Option<[u8; 32]>,
     /// The heartbeat interval offered.
     heartbeat: Option<u64>,
+}
+
+/// What an offer is built from, compared cheaply: the shared values by identity (they are
+/// replaced, never changed in place; holding them keeps an address from being reused).
+#[derive(Debug, Clone)]
+struct Inputs {
+    caps: u64,
+    ws: bool,
+    reach: Arc<Reach>,
+    own: Option<Arc<OwnTelemetry>>,
+    settings: Arc<OfferSettings>,
+}
+
+impl Inputs {
+    fn same(
+        &self,
+        caps: u64,
+        ws: bool,
+        offers: &AgentOffers,
+        settings: &Arc<OfferSettings>,
+    ) -> bool {
+        self.caps == caps
+            && self.ws == ws
+            && offers
+                .reach
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &self.reach))
+            && match (&offers.own, &self.own) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && Arc::ptr_eq(settings, &self.settings)
+    }
 }
 
 /// What the API shows of an agent's offers.
@@ -190,10 +227,24 @@ impl AgentOffers {
         &mut self,
         caps: u64,
         ws: bool,
-        settings: &OfferSettings,
+        settings: &Arc<OfferSettings>,
     ) -> Option<proto::ConnectionSettingsOffers> {
-        let reach = self.reach.as_deref()?;
-        let mut offer = compose(caps, ws, settings, reach, self.own.as_deref())?;
+        if self
+            .composed_from
+            .as_ref()
+            .is_some_and(|i| i.same(caps, ws, self, settings))
+        {
+            return None;
+        }
+        let reach = Arc::clone(self.reach.as_ref()?);
+        self.composed_from = Some(Inputs {
+            caps,
+            ws,
+            reach: Arc::clone(&reach),
+            own: self.own.clone(),
+            settings: Arc::clone(settings),
+        });
+        let mut offer = compose(caps, ws, settings, &reach, self.own.as_deref())?;
         let hash: [u8; 32] = offer.hash[..].try_into().ok()?;
         if self.sent.map(|s| s.hash) == Some(hash) {
             return None;
@@ -217,6 +268,7 @@ impl AgentOffers {
     pub(crate) fn agent_restarted(&mut self, caps: u64) {
         if caps & Cap::AcceptsOpAmpConnectionSettings as u64 == 0 {
             self.sent = None;
+            self.composed_from = None;
         }
     }
 
@@ -453,29 +505,31 @@ mod tests {
             reach: Some(Arc::new(reach())),
             ..AgentOffers::default()
         };
-        let first = a.take_due(HB, true, &settings()).expect("first");
-        assert!(a.take_due(HB, true, &settings()).is_none());
+        let first = a.take_due(HB, true, &Arc::new(settings())).expect("first");
+        assert!(a.take_due(HB, true, &Arc::new(settings())).is_none());
         // A change of destination is a new offer with another hash.
         assert!(a.set_own(Arc::new(OwnTelemetry::Gitamp)));
         assert!(!a.set_own(Arc::new(OwnTelemetry::Gitamp)));
         let caps = HB | Cap::ReportsOwnMetrics as u64;
-        let second = a.take_due(caps, true, &settings()).expect("changed");
+        let second = a
+            .take_due(caps, true, &Arc::new(settings()))
+            .expect("changed");
         assert_ne!(first.hash, second.hash);
         // Its opamp part did not change: left out (an agent accepting it would reconnect).
         assert!(second.opamp.is_none());
         assert!(second.own_metrics.is_some());
         a.agent_restarted(caps);
         assert!(
-            a.take_due(caps, true, &settings())
+            a.take_due(caps, true, &Arc::new(settings()))
                 .expect("again")
                 .opamp
                 .is_some()
         );
         // An agent that reconnects on an opamp offer is not sent it again after a restart.
         let accepts = caps | Cap::AcceptsOpAmpConnectionSettings as u64;
-        a.take_due(accepts, true, &settings());
+        a.take_due(accepts, true, &Arc::new(settings()));
         a.agent_restarted(accepts);
-        assert!(a.take_due(accepts, true, &settings()).is_none());
+        assert!(a.take_due(accepts, true, &Arc::new(settings())).is_none());
         assert_eq!(a.view().heartbeat_interval_seconds, Some(5));
     }
 
