@@ -72,6 +72,8 @@ pub const SYNC_LAST_ATTEMPT: &str = "gitamp_sync_last_attempt_timestamp_seconds"
 pub const OWN_TELEMETRY_ITEMS: &str = "gitamp_own_telemetry_items_per_second";
 /// Agents whose own metrics gitamp's receiver holds.
 pub const OWN_TELEMETRY_AGENTS: &str = "gitamp_own_telemetry_agents";
+/// Estimated memory the receiver's per-agent figures hold, in bytes.
+pub const OWN_TELEMETRY_BYTES: &str = "gitamp_own_telemetry_memory_bytes";
 
 /// The webhook providers, as the `provider` label spells them.
 pub const WEBHOOK_PROVIDERS: [&str; 3] = ["github", "gitlab", "generic"];
@@ -274,6 +276,8 @@ pub struct StateMetrics {
     /// Fleet-wide items per second by (component kind, measure), every pair present, and how
     /// many agents reported (see `gitamp_opamp::otlp`).
     pub own_telemetry: (BTreeMap<(&'static str, &'static str), f64>, usize),
+    /// [`OWN_TELEMETRY_BYTES`].
+    pub own_telemetry_bytes: usize,
 }
 
 impl StateMetrics {
@@ -306,6 +310,7 @@ impl StateMetrics {
             last_sync_success,
             last_sync_attempt,
             own_telemetry: own_telemetry_rates(&app.fleet),
+            own_telemetry_bytes: app.fleet.throughput().approx_bytes(),
         }
     }
 
@@ -391,6 +396,17 @@ impl StateMetrics {
             "Agents whose own metrics the OTLP receiver holds.",
         );
         sample(out, OWN_TELEMETRY_AGENTS, &[], self.own_telemetry.1 as f64);
+        family(
+            out,
+            OWN_TELEMETRY_BYTES,
+            "Estimated memory the OTLP receiver's per-agent figures hold, in bytes.",
+        );
+        sample(
+            out,
+            OWN_TELEMETRY_BYTES,
+            &[],
+            self.own_telemetry_bytes as f64,
+        );
     }
 }
 
@@ -487,6 +503,7 @@ mod tests {
             last_sync_success: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1500)),
             last_sync_attempt: None,
             own_telemetry: Default::default(),
+            own_telemetry_bytes: 0,
         };
         let mut text = String::new();
         state.render_into(&mut text);

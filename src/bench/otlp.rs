@@ -63,8 +63,13 @@ struct RunFigures {
     cpu_pct_per_1k: f64,
     /// Server CPU per report, microseconds.
     cpu_us_per_report: f64,
-    /// Server RSS added, KiB per agent.
+    /// Server RSS after the OTLP window minus after the baseline, KiB per agent (noisy: the
+    /// allocator keeps or returns freed memory as it likes).
     rss_kib_per_agent: f64,
+    /// What the receiver's figures hold by its own estimate, bytes per agent.
+    held_bytes_per_agent: f64,
+    /// Server RSS (KiB) after the ramp, after the baseline window, after the OTLP window.
+    rss: [u64; 3],
     /// Reports answered 200, and the others.
     ok: u64,
     failed: u64,
@@ -85,10 +90,14 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     for run in 1..=args.runs {
         let f = one_run(&args).await?;
         println!(
-            "run {run}: +{:.2}% of a core per 1,000 agents, {:.0} µs CPU per report, +{:.2} KiB RSS per agent; {} reports ok, {} failed; a report is {} B protobuf, {} B gzipped",
+            "run {run}: +{:.2}% of a core per 1,000 agents, {:.0} µs CPU per report; RSS {:+.2} KiB per agent (server RSS {} / {} / {} KiB after ramp / baseline / OTLP), {:.0} B per agent held by the receiver's estimate; {} reports ok, {} failed; a report is {} B protobuf, {} B gzipped",
             f.cpu_pct_per_1k,
             f.cpu_us_per_report,
             f.rss_kib_per_agent,
+            f.rss[0],
+            f.rss[1],
+            f.rss[2],
+            f.held_bytes_per_agent,
             f.ok,
             f.failed,
             f.raw_bytes,
@@ -104,8 +113,9 @@ async fn run_async(args: Args) -> anyhow::Result<ExitCode> {
     let (c0, c1, c2) = spread(|f| f.cpu_pct_per_1k);
     let (u0, u1, u2) = spread(|f| f.cpu_us_per_report);
     let (r0, r1, r2) = spread(|f| f.rss_kib_per_agent);
+    let (h0, h1, h2) = spread(|f| f.held_bytes_per_agent);
     println!(
-        "over {} runs (min / median / max): CPU +{c0:.2} / {c1:.2} / {c2:.2} % of a core per 1,000 agents; {u0:.0} / {u1:.0} / {u2:.0} µs per report; RSS +{r0:.2} / {r1:.2} / {r2:.2} KiB per agent",
+        "over {} runs (min / median / max): CPU +{c0:.2} / {c1:.2} / {c2:.2} % of a core per 1,000 agents; {u0:.0} / {u1:.0} / {u2:.0} µs per report; RSS {r0:+.2} / {r1:+.2} / {r2:+.2} KiB per agent; held {h0:.0} / {h1:.0} / {h2:.0} B per agent",
         all.len()
     );
     Ok(ExitCode::SUCCESS)
@@ -208,7 +218,9 @@ async fn one_run(args: &Args) -> anyhow::Result<RunFigures> {
         } else {
             added * window * 1e6 / reports as f64
         },
-        rss_kib_per_agent: (rss2 as f64 - rss1.max(rss0) as f64) / args.agents as f64,
+        rss_kib_per_agent: (rss2 as f64 - rss1 as f64) / args.agents as f64,
+        held_bytes_per_agent: held_bytes(&client, &server.api).await? / args.agents as f64,
+        rss: [rss0, rss1, rss2],
         ok: reports,
         failed: failed.load(Ordering::Relaxed),
         raw_bytes,
@@ -219,6 +231,21 @@ async fn one_run(args: &Args) -> anyhow::Result<RunFigures> {
     }
     drop(server);
     Ok(figures)
+}
+
+/// `gitamp_own_telemetry_memory_bytes` from the server's `/metrics`.
+async fn held_bytes(client: &reqwest::Client, api: &str) -> anyhow::Result<f64> {
+    let text = client
+        .get(format!("http://{api}/metrics"))
+        .send()
+        .await
+        .context("scraping /metrics")?
+        .text()
+        .await?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("gitamp_own_telemetry_memory_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("no gitamp_own_telemetry_memory_bytes on /metrics")
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -307,6 +307,30 @@ impl Throughput {
         out
     }
 
+    /// An estimate of the memory held, in bytes: entries, keys and IDs as allocated, plus a
+    /// share of the maps' own overhead (what `/metrics` and `gitamp bench otlp` report).
+    pub fn approx_bytes(&self) -> usize {
+        const MAP_SLOT: usize = 16;
+        const TREE_SHARE: usize = 24;
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents
+            .values()
+            .map(|a| {
+                std::mem::size_of::<(Uid, AgentState)>()
+                    + MAP_SLOT
+                    + a.components
+                        .iter()
+                        .map(|((_, id), c)| {
+                            std::mem::size_of::<((Kind, String), ComponentThroughput)>()
+                                + TREE_SHARE
+                                + id.capacity()
+                                + c.id.capacity()
+                        })
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     /// How many agents have reported.
     pub fn len(&self) -> usize {
         self.agents.lock().unwrap_or_else(|p| p.into_inner()).len()
