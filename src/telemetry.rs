@@ -67,6 +67,13 @@ pub const SOURCE_TIP_REJECTED: &str = "gitamp_source_tip_rejected";
 pub const SYNC_LAST_SUCCESS: &str = "gitamp_sync_last_success_timestamp_seconds";
 /// When the source was last read, with or without error (Unix seconds; 0: not yet).
 pub const SYNC_LAST_ATTEMPT: &str = "gitamp_sync_last_attempt_timestamp_seconds";
+/// Items per second the fleet's pipeline components handle, from agents' own metrics (labels
+/// `kind`: receiver, processor, exporter; `measure`: accepted, refused, sent, failed).
+pub const OWN_TELEMETRY_ITEMS: &str = "gitamp_own_telemetry_items_per_second";
+/// Agents whose own metrics gitamp's receiver holds.
+pub const OWN_TELEMETRY_AGENTS: &str = "gitamp_own_telemetry_agents";
+/// Estimated memory the receiver's per-agent figures hold, in bytes.
+pub const OWN_TELEMETRY_BYTES: &str = "gitamp_own_telemetry_memory_bytes";
 
 /// The webhook providers, as the `provider` label spells them.
 pub const WEBHOOK_PROVIDERS: [&str; 3] = ["github", "gitlab", "generic"];
@@ -266,6 +273,11 @@ pub struct StateMetrics {
     pub tip_rejected: bool,
     pub last_sync_success: Option<SystemTime>,
     pub last_sync_attempt: Option<SystemTime>,
+    /// Fleet-wide items per second by (component kind, measure), every pair present, and how
+    /// many agents reported (see `gitamp_opamp::otlp`).
+    pub own_telemetry: (BTreeMap<(&'static str, &'static str), f64>, usize),
+    /// [`OWN_TELEMETRY_BYTES`].
+    pub own_telemetry_bytes: usize,
 }
 
 impl StateMetrics {
@@ -297,6 +309,8 @@ impl StateMetrics {
             tip_rejected,
             last_sync_success,
             last_sync_attempt,
+            own_telemetry: own_telemetry_rates(&app.fleet),
+            own_telemetry_bytes: app.fleet.throughput().approx_bytes(),
         }
     }
 
@@ -367,7 +381,54 @@ impl StateMetrics {
             &[],
             unix_seconds(self.last_sync_attempt),
         );
+        family(
+            out,
+            OWN_TELEMETRY_ITEMS,
+            "Items per second the fleet's pipeline components handle, from agents' own metrics.",
+        );
+        for ((kind, measure), rate) in &self.own_telemetry.0 {
+            let labels = [("kind", *kind), ("measure", *measure)];
+            sample(out, OWN_TELEMETRY_ITEMS, &labels, *rate);
+        }
+        family(
+            out,
+            OWN_TELEMETRY_AGENTS,
+            "Agents whose own metrics the OTLP receiver holds.",
+        );
+        sample(out, OWN_TELEMETRY_AGENTS, &[], self.own_telemetry.1 as f64);
+        family(
+            out,
+            OWN_TELEMETRY_BYTES,
+            "Estimated memory the OTLP receiver's per-agent figures hold, in bytes.",
+        );
+        sample(
+            out,
+            OWN_TELEMETRY_BYTES,
+            &[],
+            self.own_telemetry_bytes as f64,
+        );
     }
+}
+
+/// The fleet's own-metrics rates summed by kind and measure (every pair, zeros too: a bounded
+/// label set, no series per agent).
+fn own_telemetry_rates(
+    fleet: &gitamp_opamp::Fleet,
+) -> (BTreeMap<(&'static str, &'static str), f64>, usize) {
+    use gitamp_opamp::otlp::throughput::{Kind, Measure};
+    let mut sums: BTreeMap<(&'static str, &'static str), f64> =
+        [Kind::Receiver, Kind::Processor, Kind::Exporter]
+            .iter()
+            .flat_map(|k| Measure::ALL.iter().map(|m| ((k.as_str(), m.as_str()), 0.0)))
+            .collect();
+    for (_, kind, rates) in fleet.throughput().rates() {
+        for m in Measure::ALL {
+            if let Some(v) = rates.get(m) {
+                *sums.entry((kind.as_str(), m.as_str())).or_default() += v;
+            }
+        }
+    }
+    (sums, fleet.throughput().len())
 }
 
 /// `counts` with every sync status present (zeros too), so a status's series never vanishes.
@@ -441,6 +502,8 @@ mod tests {
             tip_rejected: true,
             last_sync_success: Some(SystemTime::UNIX_EPOCH + Duration::from_millis(1500)),
             last_sync_attempt: None,
+            own_telemetry: Default::default(),
+            own_telemetry_bytes: 0,
         };
         let mut text = String::new();
         state.render_into(&mut text);

@@ -576,3 +576,55 @@ fn agent_version_changes_show_per_configuration() {
         explain(&out)
     );
 }
+
+/// A change of a configuration's own-telemetry destination alone (its config hash unchanged)
+/// is a change to apply: shown per configuration, masked, exit code 3.
+#[test]
+fn telemetry_destination_changes_show_without_a_config_change() {
+    let repo = repo();
+    let work = repo.fixture.work();
+    repo.fixture.edit(
+        "configurations/staging.yaml",
+        "spec:\n",
+        "spec:\n  telemetry:\n    metrics:\n      endpoint: https://otlp.example.com/v1/metrics\n      headers: {Authorization: 'Bearer ${env:OTLP_TOKEN}'}\n",
+    );
+    repo.fixture
+        .commit_all("staging's own metrics go to the gateway");
+    let out = gitamp_at(&work, &["reconcile", "--dry-run", "--base", "HEAD~1"]);
+    assert_eq!(code(&out), 3, "{}", explain(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("own telemetry: gitamp → https://otlp.example.com/v1/metrics"),
+        "{}",
+        explain(&out)
+    );
+    let out = gitamp_at(
+        &work,
+        &[
+            "reconcile",
+            "--dry-run",
+            "--base",
+            "HEAD~1",
+            "--format",
+            "json",
+        ],
+    );
+    let v = json_of(&out);
+    assert_eq!(v["summary"]["telemetry_changed"], 1, "{v}");
+    let staging = v["configurations"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "staging"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        staging["change"], "unchanged",
+        "the config hash did not move: {staging}"
+    );
+    assert_eq!(staging["telemetry"]["before"]["kind"], "gitamp");
+    assert_eq!(staging["telemetry"]["after"]["kind"], "declared");
+    assert_eq!(
+        staging["telemetry"]["after"]["metrics"]["headers"]["Authorization"], "***",
+        "{staging}"
+    );
+    assert!(!stdout(&out).contains("OTLP_TOKEN"));
+}

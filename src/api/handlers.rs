@@ -334,7 +334,10 @@ fn agent_item(a: &AgentSnapshot, view: Option<&AgentView>, secrets: &[String]) -
     let desired_hash = view.and_then(|v| v.desired_hash);
     let synced_hash = desired_hash.filter(|_| status == "synced" || status == "drifted");
     let caps = a.capabilities;
+    let (heartbeat_interval_seconds, telemetry_destination) = super::throughput::agent_columns(a);
     AgentItem {
+        heartbeat_interval_seconds,
+        telemetry_destination,
         instance_uid: uid.clone(),
         uid,
         labels: a
@@ -735,6 +738,8 @@ pub(crate) async fn agent(
         config_differences: differences,
         config_compare_error: config_compare_error.map(|e| mask::mask_text(&e, &secrets)),
         events,
+        connection_settings: super::throughput::connection_settings(&a),
+        throughput: super::throughput::agent(&api.app.fleet, &uid),
         agent: item,
     }))
 }
@@ -831,10 +836,18 @@ pub(crate) async fn configuration(
         })
         .collect();
     agents.sort_by(|a, b| a.uid.cmp(&b.uid));
+    let spec = serving
+        .revision
+        .catalog
+        .configurations
+        .get(&name)
+        .and_then(|c| c.spec.telemetry.as_ref());
     Ok(Json(ConfigurationDetail {
         configuration: item,
         revision: serving.revision.revision.clone(),
         agents,
+        telemetry: super::throughput::configuration_destination(&api.app.fleet, spec),
+        throughput: super::throughput::configuration(&api.app.fleet, &view, &name),
     }))
 }
 

@@ -25,6 +25,7 @@ pub(crate) mod query;
 pub use handlers::{AgentSort, NAME_LABELS, UNKNOWN_STATUS, parse_statuses};
 pub mod model;
 pub mod selector;
+mod throughput;
 mod webhooks;
 
 use std::sync::Arc;

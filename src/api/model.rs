@@ -179,6 +179,12 @@ pub struct AgentItem {
     pub upgrade_status: Option<String>,
     /// Why (the agent's install error, masked; what it waits for).
     pub upgrade_reason: Option<String>,
+    /// The heartbeat interval offered to it (none offered: the agent's own default).
+    #[serde(default)]
+    pub heartbeat_interval_seconds: Option<u64>,
+    /// Where its own telemetry goes: `gitamp`, `none`, or the declared endpoint.
+    #[serde(default)]
+    pub telemetry_destination: Option<String>,
 }
 
 /// `GET /api/v1/agents/{id}`.
@@ -206,6 +212,12 @@ pub struct AgentDetail {
     pub config_compare_error: Option<String>,
     /// Newest first.
     pub events: Vec<EventItem>,
+    /// The connection settings offered to it and its answer (ConnectionSettingsStatus).
+    #[serde(default)]
+    pub connection_settings: serde_json::Value,
+    /// Items its pipeline components handle, from its own metrics (null until it reports).
+    #[serde(default)]
+    pub throughput: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -262,6 +274,12 @@ pub struct ConfigurationDetail {
     pub revision: String,
     /// The agents it selects, with their status.
     pub agents: Vec<ConfigurationAgent>,
+    /// Where its agents send their own telemetry (header values masked).
+    #[serde(default)]
+    pub telemetry: serde_json::Value,
+    /// Its agents' own-metrics rates summed per component kind, and the top agents.
+    #[serde(default)]
+    pub throughput: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 
 pub mod fleet;
 pub mod harness;
+pub mod otlp;
 pub mod reconcile;
 pub mod repo;
 pub mod rollout;
@@ -21,6 +22,9 @@ pub enum BenchCommand {
     /// The server's own cost per agent, in process and without sockets: message handling,
     /// plans and rollouts of N simulated agents through the real registry and reconciler.
     Reconcile(reconcile::Args),
+    /// The own-telemetry receiver's cost per agent: N collectors' self-metrics every interval
+    /// against a `gitamp serve` child (CPU and RSS against a window without them).
+    Otlp(otlp::Args),
 }
 
 /// Run one benchmark.
@@ -30,5 +34,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Rollout(args) => rollout::run(args),
         BenchCommand::Fleet(args) => fleet::run(args),
         BenchCommand::Reconcile(args) => reconcile::run(args),
+        BenchCommand::Otlp(args) => otlp::run(args),
     }
 }

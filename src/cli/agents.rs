@@ -82,6 +82,8 @@ fn table(items: &[serde_json::Value], wide: bool) -> anyhow::Result<String> {
                 "DESIRED VERSION",
                 "UPGRADE",
                 "LAST SEEN",
+                "HEARTBEAT",
+                "TELEMETRY",
                 "LABELS",
                 "REASON",
             ],
@@ -98,6 +100,12 @@ fn table(items: &[serde_json::Value], wide: bool) -> anyhow::Result<String> {
                     output::or_dash(a.desired_version.as_deref()),
                     output::or_dash(a.upgrade_status.as_deref()),
                     output::timestamp(&a.last_seen),
+                    output::or_dash(
+                        a.heartbeat_interval_seconds
+                            .map(|s| format!("{s}s"))
+                            .as_deref(),
+                    ),
+                    output::or_dash(a.telemetry_destination.as_deref()),
                     all_labels(&a.labels),
                     output::or_dash(a.reason.as_deref().or(a.upgrade_reason.as_deref())),
                 ]

@@ -107,6 +107,20 @@ fn text(d: &AgentDetail, events: &[EventItem], wide: bool) -> String {
     write_map(&mut o, "labels:", &non_identifying);
     let _ = writeln!(o, "capabilities:    {}", d.capabilities.names.join(", "));
     let _ = writeln!(o, "connection:      {}", connection(a));
+    let _ = writeln!(
+        o,
+        "heartbeat:       {}",
+        a.heartbeat_interval_seconds.map_or_else(
+            || "- (none offered)".to_string(),
+            |s| format!("{s}s offered")
+        )
+    );
+    let _ = writeln!(
+        o,
+        "own telemetry:   {}{}",
+        a.telemetry_destination.as_deref().unwrap_or("-"),
+        own_telemetry_line(d)
+    );
     let _ = writeln!(o, "health:          {}", health(d.health.as_ref()));
     if let Some(components) = d.health.as_ref().and_then(|h| h["components"].as_object()) {
         for (name, c) in components {
@@ -246,4 +260,32 @@ fn health(h: Option<&serde_json::Value>) -> String {
         }
     }
     text
+}
+
+/// The agent's answer to its connection settings and what its receivers accept per second.
+fn own_telemetry_line(d: &AgentDetail) -> String {
+    let mut parts = Vec::new();
+    let status = &d.connection_settings["status"];
+    if let Some(st) = status["status"].as_str() {
+        let err = status["error"]
+            .as_str()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        parts.push(format!("offer {st}{err}"));
+    }
+    let accepted: f64 = d.throughput["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["kind"] == "receiver")
+        .filter_map(|c| c["rates"]["accepted"].as_f64())
+        .sum();
+    if d.throughput["components"].is_array() {
+        parts.push(format!("{accepted:.1} items/s accepted"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
 }

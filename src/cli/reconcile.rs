@@ -18,6 +18,7 @@
 mod components;
 mod fleet;
 mod output;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -152,6 +153,8 @@ pub struct Summary {
     pub configurations_removed: usize,
     pub configurations_changed: usize,
     pub configurations_unchanged: usize,
+    /// Configurations whose own-telemetry destination changed (`--base`), whatever their hash.
+    pub telemetry_changed: usize,
     pub agents_total: usize,
     /// Agents pushed now plus agents waiting for their rollout.
     pub agents_to_update: usize,
@@ -185,6 +188,9 @@ pub struct ConfigurationReport {
     /// Its pinned agent version against `--base`, when that changed (an upgrade rollout).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<VersionChange>,
+    /// Its own-telemetry destination changed against `--base` (offered apart from the config,
+    /// so the hash does not show it).
+    pub telemetry: Option<telemetry::TelemetryChange>,
 }
 
 /// A configuration's pinned agent version (`spec.agentVersion`) before and after.
@@ -517,7 +523,17 @@ pub(crate) fn build(
         }
         let (mut agents, counts) = per_config.remove(name.as_str()).unwrap_or_default();
         agents.sort_by(|a, b| a.instance_uid.cmp(&b.instance_uid));
-        let interesting = !agents.is_empty() || !matches!(change, Some(Change::Unchanged) | None);
+        let telemetry = telemetry::change(
+            base.as_ref().and_then(|(_, _, r)| r.as_ref()),
+            revision,
+            name,
+        );
+        if telemetry.is_some() {
+            summary.telemetry_changed += 1;
+        }
+        let interesting = !agents.is_empty()
+            || telemetry.is_some()
+            || !matches!(change, Some(Change::Unchanged) | None);
         if !interesting {
             continue;
         }
@@ -586,10 +602,12 @@ pub(crate) fn build(
             agents,
             counts: fleet.as_ref().map(|_| counts),
             version,
+            telemetry,
         });
     }
 
     let changes_pending = summary.agents_to_update > 0
+        || summary.telemetry_changed > 0
         || summary.configurations_added
             + summary.configurations_removed
             + summary.configurations_changed

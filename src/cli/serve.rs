@@ -77,9 +77,14 @@ pub struct Args {
     #[arg(long, env = "GITAMP_HEARTBEAT", value_name = "DURATION", default_value = "30s",
           value_parser = super::duration::at_least_a_second)]
     pub heartbeat: Duration,
-    /// Largest OpAMP message accepted, in bytes.
+    /// Largest OpAMP message accepted, in bytes (also the limit of an OTLP request to the
+    /// own-telemetry receiver, before and after gzip).
     #[arg(long, env = "GITAMP_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Do not serve the own-telemetry receiver (OTLP/HTTP `/v1/metrics` on the OpAMP listener)
+    /// nor offer it to agents: only destinations declared in Git are offered.
+    #[arg(long, env = "GITAMP_NO_OTLP_RECEIVER")]
+    pub no_otlp_receiver: bool,
     /// Start N simulated agents (WebSocket) against this server, with labels that the example
     /// repository's configurations select: a live demo with no collector installed.
     #[arg(long, env = "GITAMP_DEMO_AGENTS", default_value_t = 0)]
@@ -175,6 +180,12 @@ impl Args {
             ),
             _ => None,
         };
+        let tls_ca_pem = match &self.tls_cert {
+            Some(cert) => Some(certificates_only(
+                &std::fs::read(cert).context("reading --tls-cert")?,
+            )),
+            None => None,
+        };
         let signatures = self.signature_files(source.as_ref())?;
         let notifications = self
             .notifications
@@ -198,6 +209,8 @@ impl Args {
             secrets,
             tls,
             heartbeat: self.heartbeat,
+            otlp_receiver: !self.no_otlp_receiver,
+            tls_ca_pem,
             max_message_bytes: self.max_message_bytes,
             demo_agents: self.demo_agents,
             otelcol,
@@ -317,4 +330,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(crate::server::run(config))?;
     Ok(ExitCode::from(super::exit::OK))
+}
+
+/// The `CERTIFICATE` blocks of a PEM file (a chain file may also hold a key: it never leaves).
+fn certificates_only(pem: &[u8]) -> bytes::Bytes {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    let mut out = String::new();
+    let mut rest = &*text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        out.push_str(&rest[start..start + len + END.len()]);
+        out.push('\n');
+        rest = &rest[start + len + END.len()..];
+    }
+    bytes::Bytes::from(out)
 }

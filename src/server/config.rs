@@ -35,8 +35,13 @@ pub struct ServerConfig {
     pub secrets: Secrets,
     /// TLS for both listeners.
     pub tls: Option<TlsConfig>,
-    /// Agent heartbeat interval expected.
+    /// Agent heartbeat interval expected (and offered to agents that heartbeat).
     pub heartbeat: Duration,
+    /// Serve the own-telemetry OTLP receiver on the OpAMP listener and offer it by default.
+    pub otlp_receiver: bool,
+    /// Over TLS: the certificate chain (PEM, certificates only), offered to agents as the CA
+    /// to trust in an OpAMP connection-settings offer.
+    pub tls_ca_pem: Option<bytes::Bytes>,
     /// Largest OpAMP message accepted, in bytes.
     pub max_message_bytes: usize,
     /// Simulated agents to start against this server (the demo).

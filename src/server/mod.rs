@@ -18,6 +18,7 @@ pub mod demo;
 pub mod events;
 pub mod notify;
 pub mod outbound;
+pub mod own_telemetry;
 pub mod reconciler;
 pub mod state;
 
@@ -289,6 +290,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         max_message_bytes: config.max_message_bytes,
         heartbeat_interval: config.heartbeat,
         secret: config.secrets.agent_secret.clone(),
+        otlp_receiver: config.otlp_receiver,
+        tls_ca_pem: config.tls_ca_pem.clone(),
         ..OpampSettings::default()
     };
     let opamp_listener = bind_for_storms(config.opamp_listen)

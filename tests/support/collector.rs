@@ -36,12 +36,35 @@ pub struct Supervised {
     pub logs: Arc<Mutex<Vec<String>>>,
     endpoint: String,
     labels: Vec<(String, String)>,
+    /// Reports its own metrics (`reports_own_metrics`), exported every second.
+    own_metrics: bool,
 }
 
 impl Supervised {
     /// Start a supervisor that connects to `endpoint` (`ws://…/v1/opamp` or `http://…`) and
     /// describes its collector with `labels` (non-identifying attributes, plus `host.name`).
     pub fn start(endpoint: &str, name: &str, labels: &[(&str, &str)]) -> Supervised {
+        Supervised::start_with(endpoint, name, labels, false)
+    }
+
+    /// A collector that reports its own metrics to whatever the server offers, every second
+    /// (`OTEL_METRIC_EXPORT_INTERVAL`, which the collector's periodic reader honours). Until an
+    /// offer arrives its own Prometheus endpoint listens on a free port (a config file merged
+    /// before the offer's), never on the shared default :8888.
+    pub fn start_reporting_own_metrics(
+        endpoint: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Supervised {
+        Supervised::start_with(endpoint, name, labels, true)
+    }
+
+    fn start_with(
+        endpoint: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        own_metrics: bool,
+    ) -> Supervised {
         let dir = tempfile::Builder::new()
             .prefix(&format!("gitamp-sup-{name}-"))
             .tempdir()
@@ -57,6 +80,7 @@ impl Supervised {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            own_metrics,
         };
         s.spawn();
         s
@@ -74,7 +98,7 @@ impl Supervised {
         for (k, v) in &self.labels {
             attributes.insert(k.clone(), v.clone().into());
         }
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "server": { "endpoint": self.endpoint },
             "capabilities": {
                 "accepts_remote_config": true,
@@ -97,6 +121,20 @@ impl Supervised {
             "storage": { "directory": self.dir.path().join("storage") },
             "telemetry": { "logs": { "level": "debug" } },
         });
+        if self.own_metrics {
+            let local = self.dir.path().join("telemetry-port.yaml");
+            let port = free_port();
+            let _ = std::fs::write(
+                &local,
+                format!(
+                    "service:\n  telemetry:\n    metrics:\n      readers:\n        - pull:\n            exporter:\n              prometheus:\n                host: 127.0.0.1\n                port: {port}\n"
+                ),
+            );
+            config["capabilities"]["reports_own_metrics"] = true.into();
+            config["agent"]["args"] = serde_json::json!([]);
+            config["agent"]["env"]["OTEL_METRIC_EXPORT_INTERVAL"] = "1000".into();
+            config["agent"]["config_files"] = serde_json::json!([local, "$OWN_TELEMETRY_CONFIG"]);
+        }
         serde_json::to_string_pretty(&config).unwrap_or_default()
     }
 

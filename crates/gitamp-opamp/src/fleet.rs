@@ -33,6 +33,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::offers::{AgentOffers, OfferSettings, OffersView, OwnTelemetry, SettingsStatus};
 use crate::outbox::{OutboxSender, Push};
 use crate::packages::{PackageOffer, PackageReport};
 use crate::proto;
@@ -174,6 +175,10 @@ pub struct AgentSnapshot {
     /// The last package offer that went out (its all-packages hash).
     #[serde(skip)]
     pub last_offer: Option<Sent>,
+    /// Connection-settings offers: what was offered and what the agent said (only in the
+    /// API's snapshots, [`Fleet::agents`] and [`Fleet::agent`]).
+    #[serde(skip)]
+    pub offers: Option<OffersView>,
 }
 
 /// Handle used to push frames to a WebSocket connection.
@@ -226,6 +231,8 @@ pub(crate) struct AgentEntry {
     /// Sequence number and time of the agent_disconnect that ended the last session,
     /// to recognise late messages of that session (see `session`).
     left: Option<(u64, Instant)>,
+    /// Connection-settings offers (heartbeat interval, own telemetry): see `offers`.
+    pub(crate) offers: AgentOffers,
 }
 
 impl AgentEntry {
@@ -252,6 +259,7 @@ impl AgentEntry {
             last_offer: None,
             conn: None,
             left: None,
+            offers: AgentOffers::default(),
         }
     }
 
@@ -281,6 +289,7 @@ impl AgentEntry {
             unread_statuses: Vec::new(),
             package_statuses: self.package_statuses.clone(),
             last_offer: self.last_offer,
+            offers: effective_config.then(|| self.offers.view()),
         }
     }
 
@@ -432,6 +441,24 @@ impl AgentEntry {
         self.capabilities & proto::AgentCapabilities::AcceptsPackages as u64 != 0
     }
 
+    /// Records the agent's ConnectionSettingsStatus; a FAILED one is logged (and counted): the
+    /// offer is not sent again until something in it changes.
+    pub(crate) fn set_settings_status(&mut self, status: SettingsStatus) -> bool {
+        if self.offers.status.as_ref() == Some(&status) {
+            return false;
+        }
+        if status.status == "failed" {
+            crate::telemetry::offer_rejected();
+            tracing::warn!(
+                agent = %uid_text(&self.uid),
+                error = %status.error,
+                "agent rejected the connection settings offered to it"
+            );
+        }
+        self.offers.status = Some(status);
+        true
+    }
+
     /// The agent said goodbye with message `seq`.
     pub(crate) fn said_goodbye(&mut self, seq: u64) {
         self.disconnect();
@@ -507,6 +534,10 @@ fn replace_shared<T: PartialEq>(slot: &mut Option<Arc<T>>, new: T) -> bool {
 #[derive(Debug)]
 pub struct Fleet {
     agents: RwLock<HashMap<Uid, Arc<Mutex<AgentEntry>>>>,
+    /// What connection-settings offers are built from (set by the router).
+    offer_settings: RwLock<Arc<OfferSettings>>,
+    /// What agents report through the own-telemetry receiver.
+    throughput: crate::otlp::throughput::Throughput,
     events: broadcast::Sender<FleetEvent>,
     /// Every config of the served revision (see [`Fleet::set_served`]).
     served: RwLock<Arc<[Arc<RemoteConfig>]>>,
@@ -531,6 +562,8 @@ impl Fleet {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Self {
             agents: RwLock::new(HashMap::new()),
+            offer_settings: RwLock::default(),
+            throughput: Default::default(),
             events,
             served: RwLock::new(Arc::from(Vec::new())),
             clock: Clock::new(),
@@ -557,6 +590,63 @@ impl Fleet {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Sets what connection-settings offers are built from (the OpAMP router does, from its
+    /// settings).
+    pub fn set_offer_settings(&self, settings: OfferSettings) {
+        *self
+            .offer_settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+    }
+
+    /// Items each agent's pipeline components handle, from their own metrics.
+    pub fn throughput(&self) -> &crate::otlp::throughput::Throughput {
+        &self.throughput
+    }
+
+    /// What connection-settings offers are built from.
+    pub fn offer_settings(&self) -> Arc<OfferSettings> {
+        self.offer_settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets where a known agent's own telemetry goes (the reconciler decides, from its
+    /// configuration). A changed offer goes out at once on a live WebSocket (best effort: a
+    /// full queue leaves it for the next reply), else in the reply to its next message.
+    pub fn set_own_telemetry(&self, uid: &Uid, own: Arc<OwnTelemetry>) {
+        let Some(entry) = self.get(uid) else {
+            return;
+        };
+        let settings = self.offer_settings();
+        let mut e = lock(&entry);
+        if !e.offers.set_own(own) || !e.connected {
+            return;
+        }
+        let Some(tx) = e.conn.as_ref().and_then(|c| c.tx.clone()) else {
+            return;
+        };
+        let caps = e.capabilities;
+        let mut offers = e.offers.clone();
+        let Some(offer) = offers.take_due(caps, true, &settings) else {
+            return;
+        };
+        let out = Outgoing {
+            msg: proto::ServerToAgent {
+                instance_uid: Bytes::copy_from_slice(uid),
+                capabilities: SERVER_CAPABILITIES,
+                connection_settings: Some(offer),
+                ..Default::default()
+            },
+            remote_config: None,
+            packages: None,
+        };
+        if tx.try_send(Push::frame(&out)).is_ok() {
+            e.offers = offers;
+        }
     }
 
     /// Subscribes to fleet events (see the module docs about lag).

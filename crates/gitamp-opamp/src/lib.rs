@@ -18,6 +18,8 @@ pub mod proto {
 
 pub mod fleet;
 pub mod frame;
+pub mod offers;
+pub mod otlp;
 pub mod outbox;
 pub mod packages;
 pub mod report;

@@ -29,6 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::fleet::{AgentEntry, Fleet, FleetEvent, lock};
+use crate::offers::{Reach, SettingsStatus};
 use crate::outbox::OutboxSender;
 use crate::packages::PackageReport;
 use crate::proto::{self, AgentCapabilities as Cap};
@@ -50,6 +51,8 @@ pub struct Connection {
     pub(crate) tx: Option<OutboxSender>,
     /// UIDs seen on this stream, disconnected when the transport closes.
     pub(crate) uids: HashSet<Uid>,
+    /// How the agent reached us (for connection-settings offers).
+    pub(crate) reach: Option<Arc<Reach>>,
 }
 
 impl Connection {
@@ -60,7 +63,14 @@ impl Connection {
             transport,
             tx,
             uids: HashSet::new(),
+            reach: None,
         }
+    }
+
+    /// The same, with how the agent reached us (its `Host` and `Authorization` headers).
+    pub fn with_reach(mut self, reach: Reach) -> Self {
+        self.reach = Some(Arc::new(reach));
+        self
     }
 
     /// UIDs currently bound to this stream.
@@ -279,6 +289,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
     let mut flags = 0u64;
     let remote_config: Option<Arc<RemoteConfig>>;
     let mut packages = None;
+    let mut connection_settings = None;
     {
         let mut e = lock(&entry);
         if e.is_straggler(
@@ -306,6 +317,18 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
             flags |= proto::ServerToAgentFlags::ReportFullState as u64;
         }
 
+        if let Some(reach) = &conn.reach
+            && e.offers.reach.as_ref() != Some(reach)
+        {
+            e.offers.reach = Some(Arc::clone(reach));
+        }
+        if msg.sequence_num == 0 && msg.agent_description.is_some() {
+            // A new agent process: it forgot what it was offered.
+            e.offers.agent_restarted(msg.capabilities);
+        }
+        if let Some(s) = &msg.connection_settings_status {
+            e.set_settings_status(SettingsStatus::of(s));
+        }
         let changes = apply_reports(&mut e, &msg, fleet);
         if changes.any() {
             events.push(FleetEvent::Reported(target, changes));
@@ -321,6 +344,11 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
                 conn.uids.insert(target);
             }
             remote_config = e.take_pending(conn.id, fleet.clock().now());
+            connection_settings = e.offers.take_due(
+                msg.capabilities,
+                conn.transport == Transport::Ws,
+                &fleet.offer_settings(),
+            );
             if let Some(c) = &remote_config {
                 events.push(FleetEvent::ConfigSent(e.uid(), *c.hash(), conn.id));
             }
@@ -342,6 +370,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
             agent_identification: new_uid.map(|n| proto::AgentIdentification {
                 new_instance_uid: Bytes::copy_from_slice(&n),
             }),
+            connection_settings,
             ..Default::default()
         },
         remote_config,

@@ -28,7 +28,8 @@ pub const SERVER_CAPABILITIES: u64 = proto::ServerCapabilities::AcceptsStatus as
     | proto::ServerCapabilities::OffersRemoteConfig as u64
     | proto::ServerCapabilities::AcceptsEffectiveConfig as u64
     | proto::ServerCapabilities::OffersPackages as u64
-    | proto::ServerCapabilities::AcceptsPackagesStatus as u64;
+    | proto::ServerCapabilities::AcceptsPackagesStatus as u64
+    | proto::ServerCapabilities::OffersConnectionSettings as u64;
 
 /// A remote configuration (`AgentRemoteConfig`) for one or more agents.
 ///

@@ -16,7 +16,13 @@ const T: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_agents_one_gzip_keepalive_connection() {
-    let server = Server::start().await;
+    // The server offers its heartbeat interval as the agents' poll interval (they honour it,
+    // as opamp-go does): 1 s keeps this test's polls quick.
+    let server = Server::start_with(gitamp_opamp::OpampSettings {
+        heartbeat_interval: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
     let fleet = run_fleet(
         N,
         FleetTransport::Http {

@@ -29,8 +29,9 @@ use agent_support::wire::{
 
 const T: Duration = Duration::from_secs(10);
 // AcceptsStatus 0x1, OffersRemoteConfig 0x2, AcceptsEffectiveConfig 0x4, OffersPackages 0x8,
-// AcceptsPackagesStatus 0x10 (the spec's values, written out rather than read from the code).
-const SERVER_CAPS: u64 = 0x1f;
+// AcceptsPackagesStatus 0x10, OffersConnectionSettings 0x20 (the spec's values, written out
+// rather than read from the code).
+const SERVER_CAPS: u64 = 0x3f;
 
 fn full(
     u: Uid,

@@ -276,6 +276,9 @@ pub(super) fn text(report: &Report, colour: bool) -> String {
         if c.only_sensitive_values_changed {
             let _ = writeln!(out, "  only sensitive values changed (masked in the diff)");
         }
+        if let Some(t) = &c.telemetry {
+            let _ = writeln!(out, "  own telemetry: {}", st.yellow(&t.line()));
+        }
         if let Some(counts) = &c.counts {
             let line = counts_line(counts);
             let _ = writeln!(
@@ -485,6 +488,9 @@ pub(super) fn markdown(report: &Report) -> String {
         }
         if let Some(v) = &c.version {
             let _ = writeln!(out, "\nAgent version: {}.", version_text(v));
+        }
+        if let Some(t) = &c.telemetry {
+            let _ = writeln!(out, "\nOwn telemetry: {}.", t.line());
         }
         if let Some(counts) = &c.counts {
             let line = counts_line(counts);

@@ -42,6 +42,9 @@ impl Reconciler {
             let Some((_, Some(plan))) = planner.agent(uid) else {
                 continue;
             };
+            if let Some(own) = self.own_telemetry.for_agent(plan.configuration.as_deref()) {
+                self.fleet.set_own_telemetry(uid, own);
+            }
             let Action::Push(hash) = plan.action else {
                 if self.handed_over.remove(uid).is_some() {
                     self.fleet.deliver(uid, None);

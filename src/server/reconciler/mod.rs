@@ -118,6 +118,8 @@ pub struct Reconciler {
     offers_handed: HashMap<Uid, ConfigHash>,
     /// Operators' requests from the API (`with_commands`); taken by the run loop.
     commands: Option<tokio::sync::mpsc::Receiver<Command>>,
+    /// Where each configuration's agents send their own telemetry (offered with the plan).
+    own_telemetry: crate::server::own_telemetry::Policy,
 }
 
 /// The clock for a plan made now.
@@ -169,6 +171,7 @@ impl Reconciler {
             halted_upgrades: HashSet::new(),
             offers_handed: HashMap::new(),
             commands: None,
+            own_telemetry: Default::default(),
         }
     }
 

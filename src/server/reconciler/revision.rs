@@ -178,6 +178,8 @@ impl Reconciler {
         }
         self.retain_served(&revision.revision, &desired_configs);
         self.fleet.set_served(self.retained.values().cloned());
+        self.own_telemetry
+            .set_revision(&revision, self.fleet.offer_settings().receiver);
         self.state.serving.store(Some(Arc::new(Serving::new(
             Arc::new(revision),
             desired_configs,

@@ -107,6 +107,10 @@ pub const NO_SOURCES: Code = Code::error("E030", "no-sources");
 pub const NO_DESTINATIONS: Code = Code::error("E031", "no-destinations");
 /// `In`/`NotIn` without values, or `Exists`/`DoesNotExist` with values.
 pub const SELECTOR_VALUES: Code = Code::error("E032", "invalid-selector-expression");
+/// `spec.telemetry`: an endpoint that is not an http(s) URL with a host.
+pub const TELEMETRY_ENDPOINT: Code = Code::error("E036", "invalid-telemetry-endpoint");
+/// `spec.telemetry`: a header that is not valid, or a credential written in Git.
+pub const TELEMETRY_HEADER: Code = Code::error("E037", "invalid-telemetry-header");
 
 // --- agent versions (see `agent_version`) -------------------------------------------------
 /// A package URL that is not an absolute http:// or https:// URL.
@@ -161,6 +165,8 @@ pub const ALL: &[Code] = &[
     DUPLICATE_PLATFORM,
     UNKNOWN_AGENT_VERSION,
     DUPLICATE_VERSION,
+    TELEMETRY_ENDPOINT,
+    TELEMETRY_HEADER,
     OVERLAPPING_SELECTORS,
     SENSITIVE_LITERAL,
     BATCH_SIZE_IGNORED,

@@ -8,6 +8,7 @@ pub mod load;
 pub mod model;
 pub mod params;
 pub mod schema;
+pub mod telemetry;
 pub mod validate;
 
 use std::collections::BTreeMap;

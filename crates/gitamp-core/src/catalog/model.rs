@@ -593,6 +593,10 @@ pub struct ConfigurationSpec {
     /// The AgentVersion (by name) its agents are upgraded to, through the same rollout policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// Where its agents send their own metrics and logs (default: gitamp's own receiver, for
+    /// metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<super::telemetry::OwnTelemetrySpec>,
 }
 
 /// A Configuration: which agents, and which sources, processors and destinations they run.

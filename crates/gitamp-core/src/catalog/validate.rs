@@ -526,6 +526,7 @@ fn check_configuration(
             None => {}
         }
     }
+    super::telemetry::check(c, diags);
     if let Some(rollout) = &c.spec.rollout
         && rollout.strategy == RolloutStrategy::AllAtOnce
         && rollout.batch_size.is_some()
@@ -721,6 +722,30 @@ spec:
   destinations:
     - {name: out, type: debug, parameters: {level: basic}}
 ";
+
+    #[test]
+    fn own_telemetry_is_checked_at_its_line() {
+        let telemetry = format!(
+            "{CONFIG}  telemetry:
+    metrics:
+      endpoint: otlp.example.com:4318
+      headers:
+        Authorization: Bearer literal
+        X-Scope-OrgID: team-a
+    logs:
+      endpoint: https://logs.example.com/v1/logs
+      headers: {{Authorization: 'Bearer ${{env:LOGS_TOKEN}}'}}
+"
+        );
+        let (c, codes) = run(&[("c.yaml", &telemetry)]);
+        assert_eq!(codes, vec!["E036 c.yaml:15", "E037 c.yaml:17"]);
+        let spec = c.configurations["main"]
+            .spec
+            .telemetry
+            .clone()
+            .expect("telemetry");
+        assert_eq!(spec.logs.expect("logs").headers.len(), 1);
+    }
 
     #[test]
     fn inline_resources_are_registered() {

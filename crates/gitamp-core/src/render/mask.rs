@@ -130,11 +130,49 @@ pub fn mask_effective(effective: &str, masked_desired: Option<&str>, secrets: &[
     if let Some(Ok(desired)) = masked_desired.map(serde_saphyr::from_str::<Value>) {
         mask_positions(&mut tree, &desired);
     }
+    if let Some(telemetry) = tree.pointer_mut("/service/telemetry") {
+        mask_headers(telemetry);
+    }
     mask_values(&mut tree, secrets);
     match to_yaml(&tree) {
         Ok(yaml) => yaml,
         // The tree came from YAML, so this does not happen; never fall back to the raw text.
         Err(e) => format!("# effective config could not be shown: {e}\n"),
+    }
+}
+
+/// Hides every header value under the collector's own telemetry settings: an own-telemetry
+/// offer's credentials (the agent secret, or a declared `${env:...}` already resolved) are
+/// written there by the supervisor, and the repository's secrets do not list them.
+fn mask_headers(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            for (k, v) in o.iter_mut() {
+                if k == "headers" {
+                    mask_header_values(v);
+                } else {
+                    mask_headers(v);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(mask_headers),
+        _ => {}
+    }
+}
+
+/// `{name: value}` or `[{name, value}]`: the values become `***`.
+fn mask_header_values(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            for (k, v) in o.iter_mut() {
+                if !(k == "name" && v.is_string()) {
+                    *v = Value::String(MASK.to_string());
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(mask_header_values),
+        Value::String(_) => *v = Value::String(MASK.to_string()),
+        _ => {}
     }
 }
 
@@ -208,6 +246,17 @@ mod tests {
         assert_eq!(extract("Bearer abc", "Bearer ***"), ["abc"]);
         assert_eq!(extract("a:x/b:y", "a:***/b:***"), ["x", "y"]);
         assert_eq!(extract("zzz", "pre-***"), ["zzz"]);
+    }
+
+    #[test]
+    fn own_telemetry_headers_are_always_hidden() {
+        let effective = "service:\n  telemetry:\n    metrics:\n      readers:\n        - periodic:\n            exporter:\n              otlp:\n                endpoint: http://gitamp:4320/v1/metrics\n                headers:\n                  Authorization: Bearer agent-secret\n        - periodic:\n            exporter:\n              otlp:\n                headers: [{name: X-Key, value: k1}]\n";
+        let shown = mask_effective(effective, None, &[]);
+        assert!(
+            !shown.contains("agent-secret") && !shown.contains("k1"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://gitamp:4320/v1/metrics") && shown.contains("X-Key"));
     }
 
     #[test]

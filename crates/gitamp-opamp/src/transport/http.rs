@@ -22,7 +22,7 @@ const PROTOBUF: &str = "application/x-protobuf";
 
 /// Why a request body was refused.
 #[derive(Debug, thiserror::Error)]
-enum BodyError {
+pub(crate) enum BodyError {
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
     #[error("unsupported content encoding")]
@@ -33,15 +33,21 @@ enum BodyError {
     Timeout(std::time::Duration),
 }
 
-impl IntoResponse for BodyError {
-    fn into_response(self) -> Response {
-        let status = match self {
+impl BodyError {
+    /// The HTTP status it is answered with.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Encoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
             Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-        };
-        (status, self.to_string()).into_response()
+        }
+    }
+}
+
+impl IntoResponse for BodyError {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
     }
 }
 
@@ -121,12 +127,14 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-async fn decode_request(
+/// The request body, gunzipped if it says so: at most `limit` bytes before and after
+/// decompression (a gzip bomb stops at the limit), whole within `timeout`.
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
     timeout: std::time::Duration,
-) -> Result<AgentToServer, BodyError> {
+) -> Result<Bytes, BodyError> {
     let raw = tokio::time::timeout(timeout, read_limited(body, headers, limit))
         .await
         .map_err(|_| BodyError::Timeout(timeout))??;
@@ -139,6 +147,16 @@ async fn decode_request(
         Some("gzip" | "x-gzip") => gunzip_limited(&raw, limit)?,
         Some(_) => return Err(BodyError::Encoding),
     };
+    Ok(plain)
+}
+
+async fn decode_request(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<AgentToServer, BodyError> {
+    let plain = read_body(headers, body, limit, timeout).await?;
     AgentToServer::decode(plain)
         .map_err(|e| BodyError::Invalid(format!("not an AgentToServer: {e}")))
 }
@@ -169,7 +187,8 @@ pub(super) async fn post(
             return err.into_response();
         }
     };
-    let mut conn = Connection::new(state.next_conn_id(), Transport::Http, None);
+    let mut conn = Connection::new(state.next_conn_id(), Transport::Http, None)
+        .with_reach(super::reach_of(&headers));
     let mut reply = handle_message(&state.fleet, &mut conn, msg);
     if !reply.fit(limit, 0) {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();

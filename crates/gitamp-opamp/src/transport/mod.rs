@@ -4,7 +4,7 @@
 //! [`OpampSettings::path`]. Authentication (optional shared secret) runs before any
 //! state is touched, on the upgrade request and on every POST.
 
-mod http;
+pub(crate) mod http;
 mod tls;
 pub mod websocket;
 mod ws;
@@ -56,6 +56,14 @@ pub struct OpampSettings {
     /// its first byte, else the connection is closed with 1008; waiting between messages is
     /// not timed.
     pub body_read_timeout: Duration,
+    /// Serve gitamp's own-telemetry receiver (OTLP/HTTP metrics) on
+    /// [`OTLP_METRICS_PATH`](crate::offers::OTLP_METRICS_PATH) and offer it to agents that report
+    /// their own metrics and whose configuration declares no destination (default true).
+    pub otlp_receiver: bool,
+    /// Over TLS: the certificate chain (PEM) offered to agents as the CA to trust when an
+    /// OpAMP connection-settings offer replaces their settings (the supervisor skips
+    /// verification when an offer carries none).
+    pub tls_ca_pem: Option<bytes::Bytes>,
 }
 
 impl Default for OpampSettings {
@@ -69,6 +77,8 @@ impl Default for OpampSettings {
             secret: None,
             max_connections: None,
             body_read_timeout: Duration::from_secs(30),
+            otlp_receiver: true,
+            tls_ca_pem: None,
         }
     }
 }
@@ -85,6 +95,8 @@ impl std::fmt::Debug for OpampSettings {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("max_connections", &self.max_connections)
             .field("body_read_timeout", &self.body_read_timeout)
+            .field("otlp_receiver", &self.otlp_receiver)
+            .field("tls", &self.tls_ca_pem.is_some())
             .finish()
     }
 }
@@ -165,6 +177,20 @@ impl Listener {
     }
 }
 
+/// How an agent reached us, from the request that carried its message.
+pub(crate) fn reach_of(headers: &HeaderMap) -> crate::offers::Reach {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    crate::offers::Reach {
+        host: text(axum::http::header::HOST).unwrap_or_default(),
+        authorization: text(AUTHORIZATION),
+    }
+}
+
 fn digest(s: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(Sha256::digest(s.as_bytes()).as_slice());
@@ -177,6 +203,12 @@ pub fn router(fleet: Arc<Fleet>, settings: OpampSettings) -> Router {
     if tokio::runtime::Handle::try_current().is_ok() {
         spawn_sweeper(&fleet, &settings);
     }
+    fleet.set_offer_settings(crate::offers::OfferSettings {
+        heartbeat: Some(settings.heartbeat_interval),
+        opamp_path: settings.path.clone(),
+        tls_ca_pem: settings.tls_ca_pem.clone(),
+        receiver: settings.otlp_receiver,
+    });
     let state = Arc::new(Listener {
         secret_digest: settings.secret.as_deref().map(digest),
         fleet,
@@ -185,9 +217,14 @@ pub fn router(fleet: Arc<Fleet>, settings: OpampSettings) -> Router {
         settings,
     });
     let path = state.settings.path.clone();
-    Router::new()
-        .route(&path, get(ws::upgrade).post(http::post))
-        .with_state(state)
+    let mut router = Router::new().route(&path, get(ws::upgrade).post(http::post));
+    if state.settings.otlp_receiver {
+        router = router.route(
+            crate::offers::OTLP_METRICS_PATH,
+            axum::routing::post(crate::otlp::post_metrics),
+        );
+    }
+    router.with_state(state)
 }
 
 /// Starts the task that marks silent agents disconnected (every half heartbeat

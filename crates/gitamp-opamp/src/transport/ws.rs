@@ -42,10 +42,11 @@ pub(super) async fn upgrade(State(state): State<Arc<Listener>>, mut req: Request
     let Some(slot) = state.admit() else {
         return super::unavailable();
     };
+    let reach = super::reach_of(req.headers());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(TokioIo::new(upgraded), state).await,
+            Ok(upgraded) => run(TokioIo::new(upgraded), state, reach).await,
             Err(err) => tracing::debug!(error = %err, "websocket upgrade failed"),
         }
         drop(slot);
@@ -132,7 +133,7 @@ impl Answers {
 }
 
 /// Serves one upgraded connection until either side closes it.
-async fn run<S>(io: S, state: Arc<Listener>)
+async fn run<S>(io: S, state: Arc<Listener>, reach: crate::offers::Reach)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -149,7 +150,7 @@ where
     });
     let mut incoming = std::pin::pin!(incoming);
     let (tx, rx) = outbox(state.settings.outbound_queue);
-    let mut conn = Connection::new(id, Transport::Ws, Some(tx));
+    let mut conn = Connection::new(id, Transport::Ws, Some(tx)).with_reach(reach);
     // Pings let a half-open TCP connection fail on write; liveness never depends on pongs.
     let mut ping = tokio::time::interval(
         state

@@ -1,0 +1,549 @@
+//! Connection-settings offers (`ServerToAgent.connection_settings`): the heartbeat interval the
+//! server wants, and where an agent sends its own metrics and logs.
+//!
+//! What the real clients do with an offer decides what is sent (opamp-go v0.23, the collector's
+//! supervisor v0.158):
+//! - opamp-go applies `opamp.heartbeat_interval_seconds` itself to any agent with
+//!   ReportsHeartbeat, without a reconnect; an HTTP client refuses 0. So the interval is always
+//!   positive (at least 1 s).
+//! - only an agent with AcceptsOpAMPConnectionSettings hands `opamp` to its owner, and the
+//!   supervisor then *replaces* its server settings with the offer and reconnects: no TLS
+//!   certificate means "skip verification", no headers means none. So the `opamp` part always
+//!   repeats how the agent reached us: the URL (scheme, the `Host` it sent, the path), its own
+//!   `Authorization` header, and over TLS our certificate chain as the CA to trust.
+//! - `own_metrics` / `own_logs` reach an agent only with ReportsOwnMetrics / ReportsOwnLogs; the
+//!   supervisor writes them into the collector's `service.telemetry` (OTLP/HTTP periodic reader
+//!   for metrics) and restarts the collector, so an unchanged offer must never be resent.
+//!
+//! Every offer carries a hash over everything in it; an agent is sent an offer when its hash
+//! differs from the last one it was sent. The agent's ConnectionSettingsStatus (if it reports
+//! one) is kept as reported: a FAILED offer is shown, never retried in a loop (the same hash is
+//! not sent again until something in it changes).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::proto::{self, AgentCapabilities as Cap};
+use crate::ser::ser_hex;
+
+/// The path of gitamp's own OTLP/HTTP metrics receiver on the OpAMP listener.
+pub const OTLP_METRICS_PATH: &str = "/v1/metrics";
+
+/// One OTLP/HTTP destination for an agent's own telemetry, as declared in Git. Header values
+/// are sent as written (secrets as `${env:NAME}`, which the collector resolves on its side).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Destination {
+    /// The full OTLP/HTTP URL (e.g. `https://otlp.example.com/v1/metrics`).
+    pub endpoint: String,
+    /// Request headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Where an agent's own telemetry goes: what the reconciler decides for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum OwnTelemetry {
+    /// Nowhere (no destination declared and gitamp's receiver is off): an agent that reports its
+    /// own telemetry is offered an empty destination, which turns it off.
+    None,
+    /// gitamp's own receiver, metrics only (the URL is the one the agent reached us at).
+    Gitamp,
+    /// Declared in the agent's configuration.
+    Declared {
+        /// Own metrics destination.
+        metrics: Option<Destination>,
+        /// Own logs destination.
+        logs: Option<Destination>,
+    },
+}
+
+/// How an agent reached this server: what an `opamp` offer must repeat, and what a default
+/// own-metrics URL is built from. Taken from the request that carried its message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// `Host` header of the upgrade or POST (empty if absent).
+    pub host: String,
+    /// The agent's `Authorization` header, repeated so an agent that replaces its settings
+    /// keeps its credentials.
+    pub authorization: Option<String>,
+}
+
+impl std::fmt::Debug for Reach {
+    // Hand-written: the credentials never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reach")
+            .field("host", &self.host)
+            .field("authorization", &self.authorization.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// Server-wide facts every offer is built from.
+#[derive(Debug, Clone, Default)]
+pub struct OfferSettings {
+    /// The heartbeat interval to offer (the interval liveness is judged by); `None` offers none.
+    pub heartbeat: Option<Duration>,
+    /// The OpAMP path (for the `opamp` offer's URL).
+    pub opamp_path: String,
+    /// Over TLS: the server's certificate chain (PEM), offered as the CA to trust.
+    pub tls_ca_pem: Option<Bytes>,
+    /// gitamp's own receiver is served: agents with no declared destination are offered it.
+    pub receiver: bool,
+}
+
+impl OfferSettings {
+    fn scheme(&self, ws: bool) -> &'static str {
+        match (self.tls_ca_pem.is_some(), ws) {
+            (false, false) => "http",
+            (false, true) => "ws",
+            (true, false) => "https",
+            (true, true) => "wss",
+        }
+    }
+
+    /// Whole seconds, rounded down so an agent never beats slower than liveness expects; none
+    /// under 1 s (OpAMP cannot say it, 0 means "no heartbeats" and HTTP clients reject it).
+    pub fn heartbeat_seconds(&self) -> Option<u64> {
+        self.heartbeat.map(|d| d.as_secs()).filter(|s| *s > 0)
+    }
+}
+
+/// What an agent reported about the last offer it processed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SettingsStatus {
+    /// The hash of the offer it refers to.
+    #[serde(serialize_with = "ser_hex")]
+    pub hash: Bytes,
+    /// `applied`, `applying`, `failed` or `unset`.
+    pub status: &'static str,
+    /// The agent's error text (FAILED).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+impl SettingsStatus {
+    /// From the wire message.
+    pub fn of(s: &proto::ConnectionSettingsStatus) -> SettingsStatus {
+        let status = match proto::ConnectionSettingsStatuses::try_from(s.status) {
+            Ok(proto::ConnectionSettingsStatuses::Applied) => "applied",
+            Ok(proto::ConnectionSettingsStatuses::Applying) => "applying",
+            Ok(proto::ConnectionSettingsStatuses::Failed) => "failed",
+            _ => "unset",
+        };
+        SettingsStatus {
+            hash: Bytes::copy_from_slice(&s.last_connection_settings_hash),
+            status,
+            error: s.error_message.clone(),
+        }
+    }
+}
+
+/// One agent's offer state, kept in its registry entry.
+#[derive(Debug, Clone, Default)]
+pub struct AgentOffers {
+    /// How it reached us last.
+    pub(crate) reach: Option<Arc<Reach>>,
+    /// Where its own telemetry should go (set by the reconciler; none until it decided, and
+    /// nothing of it is offered until then).
+    pub(crate) own: Option<Arc<OwnTelemetry>>,
+    /// The last offer sent to it.
+    pub(crate) sent: Option<SentOffer>,
+    /// The inputs of the last offer composed: a message with the same ones has nothing new to
+    /// offer, so most messages skip composing and hashing.
+    composed_from: Option<Inputs>,
+    /// What it reported about an offer.
+    pub(crate) status: Option<SettingsStatus>,
+}
+
+/// What was last offered to an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SentOffer {
+    /// The hash of the whole offer.
+    hash: [u8; 32],
+    /// A digest of its `opamp` part: an unchanged part is left out of the next offer, since an
+    /// agent that accepts it reconnects on every one it gets.
+    opamp: Option<[u8; 32]>,
+    /// The heartbeat interval offered.
+    heartbeat: Option<u64>,
+}
+
+/// What an offer is built from, compared cheaply: the shared values by identity (they are
+/// replaced, never changed in place; holding them keeps an address from being reused).
+#[derive(Debug, Clone)]
+struct Inputs {
+    caps: u64,
+    ws: bool,
+    reach: Arc<Reach>,
+    own: Option<Arc<OwnTelemetry>>,
+    settings: Arc<OfferSettings>,
+}
+
+impl Inputs {
+    fn same(
+        &self,
+        caps: u64,
+        ws: bool,
+        offers: &AgentOffers,
+        settings: &Arc<OfferSettings>,
+    ) -> bool {
+        self.caps == caps
+            && self.ws == ws
+            && offers
+                .reach
+                .as_ref()
+                .is_some_and(|r| Arc::ptr_eq(r, &self.reach))
+            && match (&offers.own, &self.own) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && Arc::ptr_eq(settings, &self.settings)
+    }
+}
+
+/// What the API shows of an agent's offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OffersView {
+    /// The heartbeat interval last offered, in seconds (none offered: the agent's default).
+    pub heartbeat_interval_seconds: Option<u64>,
+    /// Hash of the last offer sent.
+    pub offered_hash: Option<String>,
+    /// Where its own telemetry goes (header values masked); none before the plan decided.
+    pub own_telemetry: Option<OwnTelemetry>,
+    /// What it reported about the offer (ConnectionSettingsStatus), if it reports one.
+    pub status: Option<SettingsStatus>,
+}
+
+impl AgentOffers {
+    /// The offer due on a message with capabilities `caps` over `ws` (a WebSocket) or HTTP:
+    /// `Some` when it differs from the last one sent (recorded as sent).
+    pub(crate) fn take_due(
+        &mut self,
+        caps: u64,
+        ws: bool,
+        settings: &Arc<OfferSettings>,
+    ) -> Option<proto::ConnectionSettingsOffers> {
+        if self
+            .composed_from
+            .as_ref()
+            .is_some_and(|i| i.same(caps, ws, self, settings))
+        {
+            return None;
+        }
+        let reach = Arc::clone(self.reach.as_ref()?);
+        self.composed_from = Some(Inputs {
+            caps,
+            ws,
+            reach: Arc::clone(&reach),
+            own: self.own.clone(),
+            settings: Arc::clone(settings),
+        });
+        let mut offer = compose(caps, ws, settings, &reach, self.own.as_deref())?;
+        let hash: [u8; 32] = offer.hash[..].try_into().ok()?;
+        if self.sent.map(|s| s.hash) == Some(hash) {
+            return None;
+        }
+        let opamp = offer.opamp.as_ref().map(digest);
+        let heartbeat = offer.opamp.as_ref().map(|o| o.heartbeat_interval_seconds);
+        if opamp.is_some() && self.sent.and_then(|s| s.opamp) == opamp {
+            offer.opamp = None;
+        }
+        self.sent = Some(SentOffer {
+            hash,
+            opamp,
+            heartbeat,
+        });
+        Some(offer)
+    }
+
+    /// Forget what was sent: the agent process restarted (it forgot the heartbeat interval),
+    /// unless it replaces its connection on an `opamp` offer (resending then would make it
+    /// reconnect again, in a loop).
+    pub(crate) fn agent_restarted(&mut self, caps: u64) {
+        if caps & Cap::AcceptsOpAmpConnectionSettings as u64 == 0 {
+            self.sent = None;
+            self.composed_from = None;
+        }
+    }
+
+    /// Sets the destination; true if it changed.
+    pub(crate) fn set_own(&mut self, own: Arc<OwnTelemetry>) -> bool {
+        if self.own.as_deref() == Some(&*own) {
+            return false;
+        }
+        self.own = Some(own);
+        true
+    }
+
+    /// What the API shows.
+    pub(crate) fn view(&self) -> OffersView {
+        OffersView {
+            heartbeat_interval_seconds: self.sent.and_then(|s| s.heartbeat),
+            offered_hash: self.sent.map(|s| hex::encode(&s.hash[..8])),
+            own_telemetry: self.own.as_deref().map(masked),
+            status: self.status.clone(),
+        }
+    }
+}
+
+/// The destination with every header value replaced by `***`: header values are credentials
+/// more often than not, and they are never shown.
+pub fn masked(own: &OwnTelemetry) -> OwnTelemetry {
+    let mask = |d: &Option<Destination>| {
+        d.as_ref().map(|d| Destination {
+            endpoint: d.endpoint.clone(),
+            headers: d
+                .headers
+                .keys()
+                .map(|k| (k.clone(), "***".to_owned()))
+                .collect(),
+        })
+    };
+    match own {
+        OwnTelemetry::Declared { metrics, logs } => OwnTelemetry::Declared {
+            metrics: mask(metrics),
+            logs: mask(logs),
+        },
+        other => other.clone(),
+    }
+}
+
+fn digest(m: &impl Message) -> [u8; 32] {
+    Sha256::digest(m.encode_to_vec()).into()
+}
+
+fn has(caps: u64, c: Cap) -> bool {
+    caps & c as u64 != 0
+}
+
+fn headers(pairs: impl IntoIterator<Item = (String, String)>) -> Option<proto::Headers> {
+    let headers: Vec<_> = pairs
+        .into_iter()
+        .map(|(key, value)| proto::Header { key, value })
+        .collect();
+    (!headers.is_empty()).then_some(proto::Headers { headers })
+}
+
+fn telemetry(d: &Destination) -> proto::TelemetryConnectionSettings {
+    proto::TelemetryConnectionSettings {
+        destination_endpoint: d.endpoint.clone(),
+        headers: headers(d.headers.clone()),
+        ..Default::default()
+    }
+}
+
+/// The complete offer for an agent, with its hash, or `None` when there is nothing to offer
+/// it (no capability asks for any part).
+pub fn compose(
+    caps: u64,
+    ws: bool,
+    settings: &OfferSettings,
+    reach: &Reach,
+    own: Option<&OwnTelemetry>,
+) -> Option<proto::ConnectionSettingsOffers> {
+    let authorization = || {
+        reach
+            .authorization
+            .clone()
+            .map(|v| ("Authorization".to_owned(), v))
+    };
+    let opamp = settings
+        .heartbeat_seconds()
+        .filter(|_| has(caps, Cap::ReportsHeartbeat) && !reach.host.is_empty())
+        .map(|secs| proto::OpAmpConnectionSettings {
+            destination_endpoint: format!(
+                "{}://{}{}",
+                settings.scheme(ws),
+                reach.host,
+                settings.opamp_path
+            ),
+            headers: headers(authorization()),
+            certificate: settings
+                .tls_ca_pem
+                .clone()
+                .map(|ca_cert| proto::TlsCertificate {
+                    ca_cert,
+                    ..Default::default()
+                }),
+            heartbeat_interval_seconds: secs,
+            ..Default::default()
+        });
+    // An empty destination turns the agent's own telemetry off (the supervisor removes it).
+    let off = || Some(proto::TelemetryConnectionSettings::default());
+    let (metrics, logs) = match own {
+        None => (None, None),
+        Some(OwnTelemetry::None) => (off(), off()),
+        Some(OwnTelemetry::Gitamp) if reach.host.is_empty() => (None, None),
+        Some(OwnTelemetry::Gitamp) => (
+            Some(proto::TelemetryConnectionSettings {
+                destination_endpoint: format!(
+                    "{}://{}{OTLP_METRICS_PATH}",
+                    settings.scheme(false),
+                    reach.host
+                ),
+                headers: headers(authorization()),
+                ..Default::default()
+            }),
+            off(),
+        ),
+        Some(OwnTelemetry::Declared { metrics, logs }) => (
+            metrics.as_ref().map(telemetry).or_else(off),
+            logs.as_ref().map(telemetry).or_else(off),
+        ),
+    };
+    let mut offer = proto::ConnectionSettingsOffers {
+        opamp,
+        own_metrics: metrics.filter(|_| has(caps, Cap::ReportsOwnMetrics)),
+        own_logs: logs.filter(|_| has(caps, Cap::ReportsOwnLogs)),
+        ..Default::default()
+    };
+    if offer.opamp.is_none() && offer.own_metrics.is_none() && offer.own_logs.is_none() {
+        return None;
+    }
+    // The encoding is deterministic (no maps in these messages; headers in key order).
+    offer.hash = Bytes::copy_from_slice(&digest(&offer));
+    Some(offer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HB: u64 = Cap::ReportsStatus as u64 | Cap::ReportsHeartbeat as u64;
+
+    fn settings() -> OfferSettings {
+        OfferSettings {
+            heartbeat: Some(Duration::from_secs(5)),
+            opamp_path: "/v1/opamp".into(),
+            tls_ca_pem: None,
+            receiver: true,
+        }
+    }
+
+    fn reach() -> Reach {
+        Reach {
+            host: "gitamp:4320".into(),
+            authorization: Some("Bearer s3cret".into()),
+        }
+    }
+
+    #[test]
+    fn opamp_offer_repeats_how_the_agent_reached_us() {
+        let o = compose(HB, true, &settings(), &reach(), Some(&OwnTelemetry::None)).expect("offer");
+        let opamp = o.opamp.expect("opamp");
+        assert_eq!(opamp.destination_endpoint, "ws://gitamp:4320/v1/opamp");
+        assert_eq!(opamp.heartbeat_interval_seconds, 5);
+        let h = opamp.headers.expect("headers").headers;
+        assert_eq!(
+            (h[0].key.as_str(), h[0].value.as_str()),
+            ("Authorization", "Bearer s3cret")
+        );
+        assert!(opamp.certificate.is_none());
+        assert_eq!(o.hash.len(), 32);
+        let tls = OfferSettings {
+            tls_ca_pem: Some(Bytes::from_static(b"PEM")),
+            ..settings()
+        };
+        let o = compose(HB, false, &tls, &reach(), Some(&OwnTelemetry::None)).expect("offer");
+        let opamp = o.opamp.expect("opamp");
+        assert_eq!(opamp.destination_endpoint, "https://gitamp:4320/v1/opamp");
+        assert_eq!(&opamp.certificate.expect("ca").ca_cert[..], b"PEM");
+    }
+
+    #[test]
+    fn each_part_needs_its_capability_and_the_interval_is_positive() {
+        let s = OfferSettings {
+            heartbeat: Some(Duration::from_millis(1500)),
+            ..settings()
+        };
+        assert_eq!(s.heartbeat_seconds(), Some(1));
+        let sub_second = OfferSettings {
+            heartbeat: Some(Duration::from_millis(200)),
+            ..settings()
+        };
+        assert_eq!(sub_second.heartbeat_seconds(), None);
+        let status_only = Cap::ReportsStatus as u64;
+        assert!(compose(status_only, true, &s, &reach(), Some(&OwnTelemetry::Gitamp)).is_none());
+        let metrics = status_only | Cap::ReportsOwnMetrics as u64;
+        let o = compose(metrics, true, &s, &reach(), Some(&OwnTelemetry::Gitamp)).expect("offer");
+        assert!(o.opamp.is_none());
+        assert_eq!(
+            o.own_metrics.expect("metrics").destination_endpoint,
+            "http://gitamp:4320/v1/metrics"
+        );
+        let declared = OwnTelemetry::Declared {
+            metrics: None,
+            logs: Some(Destination {
+                endpoint: "https://logs.example/v1/logs".into(),
+                headers: BTreeMap::from([("X-Key".into(), "${env:KEY}".into())]),
+            }),
+        };
+        // Logs declared, agent reports only its metrics: their destination is turned off.
+        let o = compose(metrics, true, &s, &reach(), Some(&declared)).expect("offer");
+        assert_eq!(
+            o.own_metrics,
+            Some(proto::TelemetryConnectionSettings::default())
+        );
+        assert!(o.own_logs.is_none());
+        let logs = status_only | Cap::ReportsOwnLogs as u64;
+        let o = compose(logs, true, &s, &reach(), Some(&declared)).expect("offer");
+        assert_eq!(
+            o.own_logs.expect("logs").headers.expect("h").headers[0].value,
+            "${env:KEY}"
+        );
+    }
+
+    #[test]
+    fn an_offer_goes_once_per_hash_and_again_after_a_restart() {
+        let mut a = AgentOffers {
+            reach: Some(Arc::new(reach())),
+            ..AgentOffers::default()
+        };
+        let first = a.take_due(HB, true, &Arc::new(settings())).expect("first");
+        assert!(a.take_due(HB, true, &Arc::new(settings())).is_none());
+        // A change of destination is a new offer with another hash.
+        assert!(a.set_own(Arc::new(OwnTelemetry::Gitamp)));
+        assert!(!a.set_own(Arc::new(OwnTelemetry::Gitamp)));
+        let caps = HB | Cap::ReportsOwnMetrics as u64;
+        let second = a
+            .take_due(caps, true, &Arc::new(settings()))
+            .expect("changed");
+        assert_ne!(first.hash, second.hash);
+        // Its opamp part did not change: left out (an agent accepting it would reconnect).
+        assert!(second.opamp.is_none());
+        assert!(second.own_metrics.is_some());
+        a.agent_restarted(caps);
+        assert!(
+            a.take_due(caps, true, &Arc::new(settings()))
+                .expect("again")
+                .opamp
+                .is_some()
+        );
+        // An agent that reconnects on an opamp offer is not sent it again after a restart.
+        let accepts = caps | Cap::AcceptsOpAmpConnectionSettings as u64;
+        a.take_due(accepts, true, &Arc::new(settings()));
+        a.agent_restarted(accepts);
+        assert!(a.take_due(accepts, true, &Arc::new(settings())).is_none());
+        assert_eq!(a.view().heartbeat_interval_seconds, Some(5));
+    }
+
+    #[test]
+    fn header_values_are_masked_in_views() {
+        let declared = OwnTelemetry::Declared {
+            metrics: Some(Destination {
+                endpoint: "https://m.example/v1/metrics".into(),
+                headers: BTreeMap::from([("Authorization".into(), "Bearer x".into())]),
+            }),
+            logs: None,
+        };
+        let json = serde_json::to_string(&masked(&declared)).expect("json");
+        assert!(!json.contains("Bearer"), "{json}");
+        assert!(json.contains("***"));
+    }
+}
