@@ -118,18 +118,26 @@ async fn a_supervised_collector_reports_the_items_its_pipeline_handles() {
             .ok_or_else(|| format!("accepted {accepted:?}, sent {sent:?}: {}", d["throughput"]))
     })
     .await;
-    let d = detail(server, &uid).await;
-    let receiver = d["throughput"]["components"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["kind"] == "receiver"))
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        receiver["rates"]["accepted"]
-            .as_f64()
-            .is_some_and(|r| r >= 0.0),
-        "a current rate once two exports were seen: {receiver}"
-    );
+    // A rate needs two exports of one collector process (a restart starts the sums again), so
+    // it may follow the totals by an export interval.
+    eventually(
+        WAIT,
+        "a current rate once two exports were seen",
+        async || {
+            let d = detail(server, &uid).await;
+            let receiver = d["throughput"]["components"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["kind"] == "receiver"))
+                .cloned()
+                .unwrap_or_default();
+            receiver["rates"]["accepted"]
+                .as_f64()
+                .is_some_and(|r| r >= 0.0)
+                .then_some(())
+                .ok_or_else(|| receiver.to_string())
+        },
+    )
+    .await;
 
     // Per configuration, and the fleet's aggregates on /metrics (no per-agent series).
     let conf = get_json(&server.api_url("/api/v1/configurations/core")).await;

@@ -235,6 +235,17 @@ pub(crate) struct AgentEntry {
     pub(crate) offers: AgentOffers,
 }
 
+/// How much of an agent a snapshot copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Detail {
+    /// Everything, the effective config included (one agent's detail, a whole-fleet copy).
+    Full,
+    /// What a list shows: no effective config (copying 100,000 of them cost most of a list).
+    Brief,
+    /// What the planner reads: neither the effective config nor the offers it does not use.
+    Planner,
+}
+
 impl AgentEntry {
     fn new(uid: Uid, transport: Transport) -> Self {
         Self {
@@ -263,13 +274,13 @@ impl AgentEntry {
         }
     }
 
-    fn snapshot_with(&self, effective_config: bool) -> AgentSnapshot {
+    fn snapshot_with(&self, detail: Detail) -> AgentSnapshot {
         AgentSnapshot {
             uid: self.uid,
             description: self.description.clone(),
             capabilities: self.capabilities,
             health: self.health.clone(),
-            effective_config: if effective_config {
+            effective_config: if detail == Detail::Full {
                 self.effective_config.clone()
             } else {
                 None
@@ -289,14 +300,14 @@ impl AgentEntry {
             unread_statuses: Vec::new(),
             package_statuses: self.package_statuses.clone(),
             last_offer: self.last_offer,
-            offers: effective_config.then(|| self.offers.view()),
+            offers: (detail != Detail::Planner).then(|| self.offers.view()),
         }
     }
 
     /// What the planner reads: the snapshot without the effective config, with the statuses
     /// not read yet (consumed).
     fn observed(&mut self) -> AgentSnapshot {
-        let mut snap = self.snapshot_with(false);
+        let mut snap = self.snapshot_with(Detail::Planner);
         snap.unread_statuses = std::mem::take(&mut self.unread_statuses);
         snap
     }
@@ -705,7 +716,7 @@ impl Fleet {
         let mut v: Vec<_> = self
             .entries()
             .iter()
-            .map(|e| lock(e).snapshot_with(true))
+            .map(|e| lock(e).snapshot_with(Detail::Full))
             .collect();
         v.sort_by_key(|a| a.uid);
         v
@@ -731,7 +742,7 @@ impl Fleet {
         let mut v: Vec<_> = self
             .entries()
             .iter()
-            .map(|e| lock(e).snapshot_with(false))
+            .map(|e| lock(e).snapshot_with(Detail::Brief))
             .collect();
         v.sort_by_key(|a| a.uid);
         v
@@ -739,12 +750,12 @@ impl Fleet {
 
     /// Snapshot of one agent.
     pub fn agent(&self, uid: &Uid) -> Option<AgentSnapshot> {
-        self.get(uid).map(|e| lock(&e).snapshot_with(true))
+        self.get(uid).map(|e| lock(&e).snapshot_with(Detail::Full))
     }
 
     /// One agent without its effective config, consuming nothing (what the store records).
     pub fn brief(&self, uid: &Uid) -> Option<AgentSnapshot> {
-        self.get(uid).map(|e| lock(&e).snapshot_with(false))
+        self.get(uid).map(|e| lock(&e).snapshot_with(Detail::Brief))
     }
 
     /// What the planner reads of one agent: its snapshot without the effective config (which
