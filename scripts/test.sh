@@ -3,6 +3,9 @@
 # every test of the workspace. Safe to run again: each install step is a no-op when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# What to undo on the way out, whatever the outcome (a denied-starts policy, the test cluster).
+on_exit=()
+trap 'for undo in "${on_exit[@]}"; do eval "$undo"; done' EXIT
 
 # System packages the build links against (present on the usual image; a fresh machine may lack them).
 need_apt=()
@@ -25,7 +28,7 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/bin/promtool ]; then
   echo "installing Debian package: prometheus (for promtool; its server is not started)"
   policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    on_exit+=('rm -f /usr/sbin/policy-rc.d')
     printf '#!/bin/sh\nexit 101\n' >"$policy"
     chmod +x "$policy"
   fi
@@ -40,6 +43,13 @@ scripts/python-env.sh
 scripts/lint-tools.sh
 
 export GITAMP_PYTHON="$PWD/.venv/bin/python"
+
+# PostgreSQL for the store and replica tests (tests/support/postgres.rs): Debian's package,
+# then a private cluster under target/ on its own port, stopped on the way out.
+scripts/postgres-env.sh install
+pg_env="$(scripts/postgres-env.sh start)"
+on_exit+=('scripts/postgres-env.sh stop')
+eval "$pg_env"
 
 # Go-built test peers, from the Go module proxy: a real collector (Collector Builder), the
 # collector's opampsupervisor, and the opamp-go driver. Cached outside the clone and rebuilt only

@@ -37,7 +37,7 @@ use crate::source::{
     self, DirOptions, DirWatcher, GitOptions, GitPoller, GitSource, SignatureCheck, SourceSpec,
     SyncEvent, SyncInfo,
 };
-use crate::store::{SqliteStore, Store, StoreWriter, WriterOptions};
+use crate::store::{AnyStore, Store, StoreWriter, WriterOptions};
 use crate::telemetry;
 use reconciler::Reconciler;
 use state::AppState;
@@ -102,7 +102,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
     // The store, and what it remembers from the last run.
     let store = Arc::new(
-        SqliteStore::open(&config.data_dir)
+        AnyStore::open(config.store.as_deref(), &config.data_dir)
             .await
             .context("opening the store")?,
     );

@@ -8,6 +8,7 @@
 //! - [`cli`]: the `gitamp` command with a clean environment, and its output;
 //! - [`poll`]: [`eventually`], the one way to wait: for an observed state, never for time;
 //! - [`logs`]: log lines of in-process code, to wait for;
+//! - [`postgres`]: the store backends (SQLite, the private PostgreSQL cluster), `both_backends!`;
 //! - [`rand`]: one seeded PRNG; [`routes`]: the API's routes; [`corpus`]: diagnostics corpora;
 //! - [`release`]: `scripts/release.sh` on the test build, and the release's file names;
 //! - [`peers`], [`collector`], [`opamp_go`]: the Go-built peers (collector, supervisor,
@@ -25,6 +26,7 @@ pub mod logs;
 pub mod opamp_go;
 pub mod peers;
 pub mod poll;
+pub mod postgres;
 pub mod rand;
 pub mod release;
 pub mod routes;
