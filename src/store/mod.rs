@@ -397,6 +397,8 @@ pub trait Store: Send + Sync + 'static {
 /// The store `gitamp serve` runs on: SQLite in the data directory (the default, one server) or
 /// PostgreSQL (`--store postgres://…`, shared by several replicas). An enum, not `dyn`: the
 /// trait's `impl Future` methods are not object-safe, and a match per batch costs nothing.
+// One per process, behind an `Arc`: the size of the PostgreSQL variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum AnyStore {
     Sqlite(SqliteStore),

@@ -33,6 +33,8 @@ pub struct PgStore {
     opts: StoreOptions,
     /// The URL without its password, for messages.
     shown: String,
+    /// How to open a connection of one's own (the leader lock's, a listener's).
+    connect: PgConnectOptions,
     /// This process's replica id: stamped on the agents it holds (`agents.replica`).
     replica: Option<String>,
 }
@@ -62,7 +64,7 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await
             .map_err(open_err)?;
         MIGRATOR.run(&pool).await.map_err(|err| match err {
@@ -77,6 +79,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             opts,
+            connect,
             shown,
             replica: None,
         })
@@ -87,6 +90,10 @@ impl PgStore {
     pub fn for_replica(mut self, replica: &str) -> PgStore {
         self.replica = Some(replica.to_string());
         self
+    }
+
+    pub fn connect_options(&self) -> &PgConnectOptions {
+        &self.connect
     }
 
     pub fn pool(&self) -> &PgPool {

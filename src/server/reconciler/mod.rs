@@ -108,6 +108,9 @@ pub struct Reconciler {
     convergence_unsaved: bool,
     /// Operators' requests from the API (`with_commands`); taken by the run loop.
     commands: Option<tokio::sync::mpsc::Receiver<Command>>,
+    /// Replicas: the leader's judge commits accepted revisions to the shared database before
+    /// any replica serves them, so this one keeps them in its own history only.
+    accepted_recorded_elsewhere: bool,
 }
 
 /// The clock for a plan made now.
@@ -156,7 +159,16 @@ impl Reconciler {
             stored_convergence: None,
             convergence_unsaved: false,
             commands: None,
+            accepted_recorded_elsewhere: false,
         }
+    }
+
+    /// A replica's reconciler (src/server/cluster): accepted revisions are already in the
+    /// shared store when they arrive; writing them again would repeat each in the history
+    /// once per replica.
+    pub fn with_accepted_recorded_elsewhere(mut self) -> Reconciler {
+        self.accepted_recorded_elsewhere = true;
+        self
     }
 
     /// Resume the convergence figures of the revision served before a restart (the newest

@@ -1,0 +1,282 @@
+//! Several `gitamp serve` processes on one PostgreSQL database (the private cluster of
+//! `scripts/postgres-env.sh`), with real agents over WebSocket:
+//!
+//! - agents spread over three replicas converge on each commit, whichever replica the webhook
+//!   reaches, with no redundant push, and every replica serves the same revision; a commit the
+//!   leader rejects is served by none;
+//! - the status API of any replica lists every replica (one leader) and counts the whole fleet;
+//! - `kill -9` of the leader: another replica takes over (the time is printed, not asserted)
+//!   and a commit pushed meanwhile reaches the agents;
+//! - a replica started with another repository is refused (exit 2).
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use gitamp_opamp::agent::AgentHandle;
+use support::agents::{redundant, stop_all};
+use support::postgres::fresh_database;
+use support::{GitFixture, Server, eventually, get_json, start_agents, wait_all_applied};
+
+const WAIT: Duration = Duration::from_secs(60);
+const CONFIG: &str = "linux-production";
+
+/// N replicas of one fleet: one Git remote, one database, a data directory each.
+struct Fleet {
+    fixture: GitFixture,
+    url: String,
+    token: String,
+    dirs: tempfile::TempDir,
+    servers: Vec<Server>,
+}
+
+impl Fleet {
+    async fn start(name: &str, n: usize) -> Fleet {
+        let fixture = GitFixture::with_example_repo();
+        let url = fresh_database(name).await;
+        let dirs = tempfile::tempdir().expect("tempdir");
+        let token = "replica-webhook-token".to_string();
+        let mut fleet = Fleet {
+            fixture,
+            url,
+            token,
+            dirs,
+            servers: Vec::new(),
+        };
+        for i in 0..n {
+            let server = fleet.start_replica(i);
+            fleet.servers.push(server);
+        }
+        fleet
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dirs.path().join(format!("replica-{i}"))
+    }
+
+    fn args(&self) -> Vec<String> {
+        let token_file = support::write_token(self.dirs.path(), &self.token);
+        vec![
+            "--repo".into(),
+            self.fixture.remote_url(),
+            "--poll".into(),
+            "3600".into(),
+            "--opamp-listen".into(),
+            "127.0.0.1:0".into(),
+            "--api-listen".into(),
+            "127.0.0.1:0".into(),
+            "--webhook-token-file".into(),
+            token_file.display().to_string(),
+            "--store".into(),
+            self.url.clone(),
+        ]
+    }
+
+    fn start_replica(&self, i: usize) -> Server {
+        let args = self.args();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start(&self.data_dir(i), &argv)
+    }
+
+    /// The index of the replica that says it leads, once exactly one of the live ones does.
+    async fn leader(&self, live: &[usize]) -> usize {
+        eventually(WAIT, "exactly one live replica leads", async || {
+            let mut leaders = Vec::new();
+            for &i in live {
+                let status = get_json(&self.servers[i].api_url("/api/v1/status")).await;
+                if status["cluster"]["leader"] == true {
+                    leaders.push(i);
+                }
+            }
+            match leaders.as_slice() {
+                [one] => Ok(*one),
+                other => Err(format!("leaders: {other:?}")),
+            }
+        })
+        .await
+    }
+
+    async fn webhook(&self, i: usize) {
+        let status = support::post_webhook(&self.servers[i], &self.token).await;
+        assert_eq!(status / 100, 2, "webhook answered {status}");
+    }
+
+    async fn served(&self, i: usize) -> Option<String> {
+        get_json(&self.servers[i].api_url("/api/v1/status")).await["current_revision"]
+            .as_str()
+            .map(str::to_string)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_spread_over_three_replicas_converge_on_every_commit() {
+    let fleet = Fleet::start("replicas_three_converge", 3).await;
+    let agents: Vec<Vec<AgentHandle>> = (0..3)
+        .map(|i| start_agents(3, &format!("replica{i}"), &fleet.servers[i].ws_url()))
+        .collect();
+    let all: Vec<AgentHandle> = agents.iter().flatten().cloned().collect();
+    let first = fleet.fixture.expected_hashes()[CONFIG];
+    wait_all_applied(&all, first, WAIT, "the first revision, on every replica").await;
+    let leader = fleet.leader(&[0, 1, 2]).await;
+
+    // Any replica's status lists the three (one leader) and counts all nine agents.
+    for i in 0..3 {
+        let url = fleet.servers[i].api_url("/api/v1/status");
+        eventually(WAIT, "the whole fleet in the status", async || {
+            let status = get_json(&url).await;
+            let c = &status["cluster"];
+            let replicas = c["replicas"].as_array().cloned().unwrap_or_default();
+            let leaders = replicas.iter().filter(|r| r["role"] == "leader").count();
+            let held: u64 = replicas.iter().filter_map(|r| r["agents"].as_u64()).sum();
+            if replicas.len() == 3 && leaders == 1 && c["fleet_connected"] == 9 && held == 9 {
+                Ok(())
+            } else {
+                Err(format!("{c}"))
+            }
+        })
+        .await;
+    }
+
+    // A commit announced to a follower (relayed to the leader) reaches every agent.
+    fleet.fixture.set_team("replicas-2");
+    let sha = fleet.fixture.commit_all("team replicas-2");
+    fleet.fixture.push(false);
+    let follower = (leader + 1) % 3;
+    fleet.webhook(follower).await;
+    let second = fleet.fixture.expected_hashes()[CONFIG];
+    assert_ne!(first, second);
+    wait_all_applied(&all, second, WAIT, "the commit, on every replica").await;
+    for i in 0..3 {
+        assert_eq!(
+            fleet.served(i).await.as_deref(),
+            Some(sha.as_str()),
+            "replica {i}"
+        );
+    }
+    // Recorded once in the shared history, not once per replica.
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&fleet.url)
+        .await
+        .expect("connect");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM revisions WHERE revision = $1")
+        .bind(&sha)
+        .fetch_one(&mut db)
+        .await
+        .expect("count");
+    assert_eq!(rows, 1, "revision rows for {sha}");
+    // A commit the leader rejects is served by no replica.
+    fleet.fixture.write(
+        "configurations/broken.yaml",
+        "apiVersion: gitamp.dev/v1\nkind: Configuration\nmetadata:\n  name: broken\nspec:\n  priority: 50\n  selector:\n    matchLabels: {team: nobody}\n  sources: [otlp-default]\n  destinations: [does-not-exist]\n",
+    );
+    fleet.fixture.set_team("rejected");
+    let bad = fleet.fixture.commit_all("a bad commit");
+    fleet.fixture.push(false);
+    fleet.webhook(leader).await;
+    let url = fleet.servers[leader].api_url("/api/v1/status");
+    eventually(WAIT, "the leader rejects the bad commit", async || {
+        let status = get_json(&url).await;
+        (status["last_rejected"]["revision"] == bad.as_str()).then_some(())
+    })
+    .await;
+    // Every follower re-reads the database's revision (a webhook to each makes it poll the
+    // leader, and the recheck runs anyway): still the good one.
+    for i in 0..3 {
+        assert_eq!(
+            fleet.served(i).await.as_deref(),
+            Some(sha.as_str()),
+            "replica {i}"
+        );
+    }
+    assert_eq!(redundant(&all), 0, "redundant pushes");
+    for a in &all {
+        assert!(
+            support::agents::has_applied(a, second),
+            "an agent left the good config"
+        );
+    }
+    stop_all(&all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_hands_over_and_a_commit_meanwhile_is_applied() {
+    let mut fleet = Fleet::start("replicas_leader_killed", 2).await;
+    let leader = fleet.leader(&[0, 1]).await;
+    let survivor = 1 - leader;
+    let agents = start_agents(3, "survivor", &fleet.servers[survivor].ws_url());
+    let first = fleet.fixture.expected_hashes()[CONFIG];
+    wait_all_applied(&agents, first, WAIT, "the first revision").await;
+
+    fleet.servers[leader].kill9();
+    let killed = Instant::now();
+    fleet.fixture.set_team("after-failover");
+    let sha = fleet.fixture.commit_all("pushed while the leader is dead");
+    fleet.fixture.push(false);
+    let took = fleet.leader(&[survivor]).await;
+    assert_eq!(took, survivor);
+    let failover = killed.elapsed();
+    fleet.webhook(survivor).await;
+    let second = fleet.fixture.expected_hashes()[CONFIG];
+    wait_all_applied(
+        &agents,
+        second,
+        WAIT,
+        "the commit pushed during the failover",
+    )
+    .await;
+    println!(
+        "leader kill -9 -> new leader in {:.2} s; -> commit applied in {:.2} s",
+        failover.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(fleet.served(survivor).await.as_deref(), Some(sha.as_str()));
+    assert_eq!(redundant(&agents), 0, "redundant pushes");
+
+    // The dead replica leaves the listing.
+    let url = fleet.servers[survivor].api_url("/api/v1/status");
+    eventually(WAIT, "the dead replica is retired", async || {
+        let status = get_json(&url).await;
+        let n = status["cluster"]["replicas"].as_array().map_or(0, Vec::len);
+        (n == 1)
+            .then_some(())
+            .ok_or(format!("{}", status["cluster"]))
+    })
+    .await;
+    stop_all(&agents).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_another_repository_or_ref_is_refused() {
+    let fleet = Fleet::start("replicas_mismatch", 1).await;
+    let other = GitFixture::with_example_repo();
+    for (repo, git_ref) in [
+        (other.remote_url(), None),
+        (fleet.fixture.remote_url(), Some("some-other-branch")),
+    ] {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gitamp"));
+        cmd.args(["serve", "--data-dir"])
+            .arg(data.path())
+            .args(["--repo", &repo, "--store", &fleet.url])
+            .args([
+                "--opamp-listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "127.0.0.1:0",
+            ]);
+        if let Some(r) = git_ref {
+            cmd.args(["--ref", r]);
+        }
+        let out = cmd.output().expect("run gitamp serve");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+        assert!(
+            stderr.contains("every replica on one database must serve the same repository"),
+            "stderr: {stderr}"
+        );
+    }
+    // The first replica serves on.
+    assert!(
+        get_json(&fleet.servers[0].api_url("/api/v1/status")).await["current_revision"].is_string()
+    );
+}
