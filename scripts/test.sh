@@ -44,6 +44,22 @@ scripts/lint-tools.sh
 
 export GITAMP_PYTHON="$PWD/.venv/bin/python"
 
+# HAProxy (Debian's package) balances three replicas in tests/replicas_balancer.rs; the tests run
+# their own instance with their own config. The package's service is not started (denied
+# starts) and is disabled after.
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  echo "installing Debian package: haproxy (its service is not started)"
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    on_exit+=('rm -f /usr/sbin/policy-rc.d')
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
+  systemctl disable haproxy.service >/dev/null 2>&1 || true
+fi
+
 # PostgreSQL for the store and replica tests (tests/support/postgres.rs): Debian's package,
 # then a private cluster under target/ on its own port, stopped on the way out.
 scripts/postgres-env.sh install
