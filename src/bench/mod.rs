@@ -5,6 +5,7 @@
 pub mod fleet;
 pub mod harness;
 pub mod reconcile;
+pub mod replicas;
 pub mod repo;
 pub mod rollout;
 
