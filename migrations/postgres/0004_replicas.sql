@@ -9,7 +9,10 @@ CREATE TABLE replicas (
     leader         BOOLEAN NOT NULL DEFAULT FALSE,
     agents         BIGINT NOT NULL DEFAULT 0,
     started_at     BIGINT NOT NULL,
-    heartbeat_at   BIGINT NOT NULL
+    heartbeat_at   BIGINT NOT NULL,
+    -- The accepted revision this replica has fetched and compiled, ready to serve: every
+    -- replica switches to a new revision once all live ones are ready (src/server/cluster).
+    ready          TEXT
 );
 
 -- One row: the source the fleet's replicas serve (repository URL without credentials, ref, path).

@@ -103,7 +103,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
     // The store, and what it remembers from the last run.
     let replica_id = cluster::replica_id(config.opamp_listen.port());
-    let store = match AnyStore::open(config.store.as_deref(), &config.data_dir)
+    // Each replica's sessions carry its id, so PostgreSQL itself says which replicas are alive
+    // (a killed one's sessions end with it): see `cluster::Cluster::ready_for`.
+    let store_url = config
+        .store
+        .as_deref()
+        .map(|url| cluster::with_application_name(url, &replica_id));
+    let store = match AnyStore::open(store_url.as_deref(), &config.data_dir)
         .await
         .context("opening the store")?
     {
@@ -130,6 +136,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         store: pg.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         git: None,
+        otelcol: config.otelcol.clone().map(Arc::new),
     });
     let agent_records = store.load_agent_resume().await.context("loading agents")?;
     let rollout_records = store.load_rollouts().await.context("loading rollouts")?;
@@ -257,13 +264,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                         Some(replica) => {
                             app.poller = Some(replica.wake.clone());
                             let (to_judge, judged) = mpsc::channel::<SyncEvent>(16);
-                            tokio::spawn(cluster::judge(
-                                replica.store.clone(),
-                                judged,
-                                sync_tx.clone(),
-                                config.otelcol.clone().map(Arc::new),
-                            ));
-                            replica.git = Some((git_source, to_judge));
+                            replica.git = Some((git_source, to_judge, judged));
                         }
                         None => {
                             let poller = GitPoller::new(git_source).restoring(restore);
@@ -421,8 +422,14 @@ struct Replica {
     store: crate::store::PgStore,
     /// Webhooks ring this; the poller waits on it while this replica leads.
     wake: Arc<tokio::sync::Notify>,
-    /// A Git source, and the judge's input its poller feeds.
-    git: Option<(GitSource, mpsc::Sender<SyncEvent>)>,
+    /// A Git source, and the judge's input its poller feeds (both ends).
+    git: Option<(
+        GitSource,
+        mpsc::Sender<SyncEvent>,
+        mpsc::Receiver<SyncEvent>,
+    )>,
+    /// `--otelcol`, for the judge.
+    otelcol: Option<Arc<crate::otelcol::Otelcol>>,
 }
 
 impl Replica {
@@ -446,7 +453,13 @@ impl Replica {
         app.cluster.store(Some(member.clone()));
         tokio::spawn(member.clone().lead(self.wake.clone(), cancel.clone()));
         tokio::spawn(member.clone().heartbeat(app.clone(), cancel.clone()));
-        if let Some((git, to_judge)) = self.git {
+        if let Some((git, to_judge, judged)) = self.git {
+            tokio::spawn(cluster::judge(
+                member.clone(),
+                judged,
+                to_reconciler.clone(),
+                self.otelcol,
+            ));
             tokio::spawn(cluster::follow(
                 member.clone(),
                 git.clone(),

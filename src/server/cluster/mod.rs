@@ -53,6 +53,9 @@ pub struct ClusterOptions {
     pub dead_after: Duration,
     /// A follower re-reads the current revision at least this often, notice or not.
     pub recheck: Duration,
+    /// Longest wait for every live replica to be ready for a new revision; a replica that
+    /// cannot fetch or compile it by then is left behind.
+    pub barrier: Duration,
 }
 
 impl Default for ClusterOptions {
@@ -62,6 +65,7 @@ impl Default for ClusterOptions {
             heartbeat: Duration::from_secs(2),
             dead_after: Duration::from_secs(10),
             recheck: Duration::from_secs(30),
+            barrier: Duration::from_secs(10),
         }
     }
 }
@@ -157,7 +161,29 @@ pub fn replica_id(opamp_port: u16) -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "gitamp".into());
+    // Also the sessions' application_name (see `with_application_name`): safe characters,
+    // within PostgreSQL's 63 bytes.
     format!("{host}:{opamp_port}:{}", std::process::id())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-.:_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(63)
+        .collect()
+}
+
+/// `url` with `application_name` set to the replica id (left as it is when the URL sets one,
+/// or is not a PostgreSQL URL).
+pub fn with_application_name(url: &str, id: &str) -> String {
+    if !crate::store::is_postgres_url(url) || url.contains("application_name=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={id}")
 }
 
 impl Cluster {
@@ -196,6 +222,14 @@ impl Cluster {
             leader_tx,
             view,
         }))
+    }
+
+    /// The fleet as last read, with this replica's role as of now (a heartbeat that cannot
+    /// reach the database leaves the rest as it was).
+    pub fn status(&self) -> ClusterView {
+        let mut view = (**self.view.load()).clone();
+        view.leader = self.is_leader();
+        view
     }
 
     pub fn is_leader(&self) -> bool {
@@ -264,6 +298,9 @@ impl Cluster {
             {
                 wakes = None;
             }
+            // One check per tick, whatever else wakes the loop.
+            let mut tick = tokio::time::interval(self.opts.lock_retry);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let alive = tokio::select! {
                     _ = cancel.cancelled() => {
@@ -271,7 +308,7 @@ impl Cluster {
                         self.leader_tx.send_replace(false);
                         return;
                     }
-                    _ = tokio::time::sleep(self.opts.lock_retry) => {
+                    _ = tick.tick() => {
                         tokio::time::timeout(
                             self.opts.lock_retry * 3,
                             sqlx::query("SELECT 1").execute(&mut conn),
@@ -280,7 +317,13 @@ impl Cluster {
                         .is_ok_and(|r| r.is_ok())
                     }
                     n = recv_wake(&mut wakes) => {
-                        if n { wake.notify_one(); }
+                        match n {
+                            Some(true) => wake.notify_one(),
+                            Some(false) => {}
+                            // The listener's connection failed: no relayed webhooks until the
+                            // next term (the poll interval still applies).
+                            None => wakes = None,
+                        }
                         true
                     }
                 };
@@ -394,6 +437,60 @@ impl Cluster {
         Ok(())
     }
 
+    /// Say this replica is ready to serve `revision` (fetched and compiled), then wait until
+    /// every live replica is, or [`ClusterOptions::barrier`] passed. All replicas then switch
+    /// within a few tens of milliseconds of each other: an agent whose polls alternate replicas
+    /// is not sent the new config by one and the old one back by another that had not
+    /// switched yet. Without the database, this replica waits for nothing (it serves nothing
+    /// new then anyway: no notice reaches it).
+    pub async fn ready_for(&self, revision: &str) {
+        if let Err(err) = sqlx::query("UPDATE replicas SET ready = $2 WHERE id = $1")
+            .bind(&self.id)
+            .bind(revision)
+            .execute(self.pool())
+            .await
+        {
+            warn!(error = %err, "Marking this replica ready failed.");
+            return;
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let cutoff = now_ms() - self.opts.dead_after.as_millis() as i64;
+            let behind: Result<i64, _> = sqlx::query_scalar(
+                "SELECT count(*) FROM replicas r WHERE r.heartbeat_at >= $1 \
+                 AND r.ready IS DISTINCT FROM $2 AND EXISTS \
+                 (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id)",
+            )
+            .bind(cutoff)
+            .bind(revision)
+            .fetch_one(self.pool())
+            .await;
+            match behind {
+                Ok(0) => {
+                    debug!(
+                        revision,
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "Every replica is ready."
+                    );
+                    return;
+                }
+                Ok(n) if started.elapsed() >= self.opts.barrier => {
+                    warn!(
+                        revision,
+                        replicas_behind = n,
+                        "Not every replica is ready for the revision; serving it anyway."
+                    );
+                    return;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(err) => {
+                    warn!(error = %err, "Waiting for the other replicas failed; serving now.");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Ask the leader to poll now (a webhook reached a follower).
     pub async fn relay_wake(&self) {
         if let Err(err) = sqlx::query("SELECT pg_notify($1, '')")
@@ -410,10 +507,15 @@ fn telemetry_leader(leader: bool) {
     metrics::gauge!("gitamp_cluster_leader").set(if leader { 1.0 } else { 0.0 });
 }
 
-/// One wake notice, or never when there is no listener.
-async fn recv_wake(listener: &mut Option<PgListener>) -> bool {
+/// One wake notice (`Some(true)`), a reconnected listener (`Some(false)`), a failed one
+/// (`None`); never when there is no listener.
+async fn recv_wake(listener: &mut Option<PgListener>) -> Option<bool> {
     match listener {
-        Some(l) => matches!(l.try_recv().await, Ok(Some(_))),
+        Some(l) => match l.try_recv().await {
+            Ok(Some(_)) => Some(true),
+            Ok(None) => Some(false),
+            Err(_) => None,
+        },
         None => std::future::pending().await,
     }
 }
@@ -432,7 +534,7 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 /// reconciler records rejections). If the database cannot take the accepted revision, this
 /// replica does not serve it: the next poll tries again.
 pub async fn judge(
-    store: PgStore,
+    cluster: Arc<Cluster>,
     mut from_poller: mpsc::Receiver<SyncEvent>,
     to_reconciler: mpsc::Sender<SyncEvent>,
     otelcol: Option<Arc<crate::otelcol::Otelcol>>,
@@ -450,6 +552,7 @@ pub async fn judge(
                 })
                 .await;
                 if let Ok(Ok(revision)) = compiled {
+                    let store = &cluster.store;
                     // The same revision again (a new leader's first poll): already committed.
                     let known = store.last_accepted_revision().await.ok().flatten();
                     if known.as_deref() == Some(revision.revision.as_str()) {
@@ -476,6 +579,7 @@ pub async fn judge(
                         continue;
                     }
                     info!(revision = %revision.revision, "Accepted revision committed for every replica.");
+                    cluster.ready_for(&revision.revision).await;
                 }
             }
         }
@@ -517,6 +621,13 @@ pub async fn follow(
                 Ok(Some(current)) if served.as_deref() != Some(current.as_str()) => {
                     match fetch(&git, &current).await {
                         Some(snapshot) => {
+                            // Compiled here first, so that "ready" means ready (the core is
+                            // deterministic: the reconciler's compile gives the same).
+                            let snap = snapshot.snapshot.clone();
+                            let _ =
+                                tokio::task::spawn_blocking(move || gitamp_core::compile(&snap))
+                                    .await;
+                            cluster.ready_for(&current).await;
                             info!(revision = %current, "Serving the revision the leader accepted.");
                             let info = SyncInfo {
                                 skipped: snapshot.skipped,
@@ -538,7 +649,17 @@ pub async fn follow(
                         }
                     }
                 }
-                Ok(_) => {}
+                Ok(Some(current)) => {
+                    // Serving it already (from the cache at start): say so, or others wait.
+                    let _ = sqlx::query(
+                        "UPDATE replicas SET ready = $2 WHERE id = $1 AND ready IS DISTINCT FROM $2",
+                    )
+                    .bind(&cluster.id)
+                    .bind(&current)
+                    .execute(cluster.pool())
+                    .await;
+                }
+                Ok(None) => {}
                 Err(err) => warn!(error = %err, "Reading the leader's revision failed."),
             }
         }
