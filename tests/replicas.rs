@@ -50,6 +50,25 @@ async fn agents_spread_over_three_replicas_converge_on_every_commit() {
         .await;
     }
 
+    // `gitamp status` on a follower shows the fleet and the replicas too.
+    let follower_api = fleet.servers[(leader + 1) % 3].api_url("");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitamp"))
+        .args(["status", "--server", follower_api.trim_end_matches('/')])
+        .output()
+        .expect("gitamp status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("9 agents (9 connected) over 3 replicas"),
+        "{text}"
+    );
+    assert_eq!(text.matches(" leader ").count(), 1, "{text}");
+    assert_eq!(text.matches(" follower ").count(), 2, "{text}");
+
     // A commit announced to a follower (relayed to the leader) reaches every agent.
     fleet.fixture.set_team("replicas-2");
     let sha = fleet.fixture.commit_all("team replicas-2");
