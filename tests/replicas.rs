@@ -50,6 +50,21 @@ async fn agents_spread_over_three_replicas_converge_on_every_commit() {
         .await;
     }
 
+    // So does /metrics on any replica.
+    let follower = &fleet.servers[(leader + 1) % 3];
+    eventually(WAIT, "the fleet's gauges on a follower", async || {
+        let got = (
+            support::metric(follower, "gitamp_cluster_fleet_connected_agents").await,
+            support::metric(follower, "gitamp_cluster_replicas").await,
+            support::metric(follower, "gitamp_cluster_leader").await,
+            support::metric(&fleet.servers[leader], "gitamp_cluster_leader").await,
+        );
+        (got == (9.0, 3.0, 0.0, 1.0))
+            .then_some(())
+            .ok_or(format!("{got:?}"))
+    })
+    .await;
+
     // `gitamp status` on a follower shows the fleet and the replicas too.
     let follower_api = fleet.servers[(leader + 1) % 3].api_url("");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gitamp"))

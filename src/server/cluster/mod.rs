@@ -210,6 +210,7 @@ impl Cluster {
         .await
         .map_err(q("registering the replica"))?;
         info!(replica = %id, "Joined the replicas on PostgreSQL.");
+        telemetry_leader(false);
         let (leader_tx, _) = watch::channel(false);
         let view = arc_swap::ArcSwap::from_pointee(ClusterView {
             replica: id.clone(),
@@ -415,6 +416,7 @@ impl Cluster {
         .fetch_one(self.pool())
         .await
         .map_err(q("counting the fleet"))?;
+        let rows_len = rows.len();
         let replicas = rows
             .into_iter()
             .map(|(id, opamp, api, leader, agents, beat)| ReplicaView {
@@ -427,6 +429,9 @@ impl Cluster {
                 last_heartbeat: crate::api::rfc3339(crate::store::from_ms(beat)),
             })
             .collect();
+        metrics::gauge!("gitamp_cluster_replicas").set(rows_len as f64);
+        metrics::gauge!("gitamp_cluster_fleet_agents").set(total.max(0) as f64);
+        metrics::gauge!("gitamp_cluster_fleet_connected_agents").set(connected.max(0) as f64);
         self.view.store(Arc::new(ClusterView {
             replica: self.id.clone(),
             leader,
