@@ -330,16 +330,53 @@ impl Store for PgStore {
                     .map_err(q("announcing the revision"))?;
             }
         }
-        if !batch.revisions.is_empty() {
+        for chunk in batch.events.chunks(ROWS_PER_STATEMENT) {
             sqlx::query(
-                "DELETE FROM revisions WHERE id <= \
-                 (SELECT id FROM revisions ORDER BY id DESC LIMIT 1 OFFSET $1)",
+                "INSERT INTO events (time, agent_uid, kind, message) \
+                 SELECT e.time, e.agent_uid, e.kind, e.message \
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+                 WITH ORDINALITY AS e(time, agent_uid, kind, message, n) ORDER BY e.n",
             )
-            .bind(i64::from(self.opts.max_revisions))
+            .bind(chunk.iter().map(|e| e.time).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|e| e.agent_uid.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(chunk.iter().map(|e| e.kind.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|e| e.message.clone()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await
-            .map_err(q("pruning revisions"))?;
+            .map_err(q("appending events"))?;
         }
+        for c in batch.configs.values() {
+            sqlx::query(
+                "INSERT INTO configs (hash, config_map, revision, time) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(&c.hash)
+            .bind(to_json(&c.config_map))
+            .bind(&c.revision)
+            .bind(c.time)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("saving a config"))?;
+        }
+        if let Some(keep) = &batch.prune_configs {
+            sqlx::query(
+                "DELETE FROM configs WHERE hash NOT IN \
+                 (SELECT applied_hash FROM agents WHERE applied_hash IS NOT NULL) \
+                 AND NOT (hash = ANY($1))",
+            )
+            .bind(keep)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("pruning configs"))?;
+        }
+        // Rows every replica writes (a configuration's rollout, a revision's convergence) come
+        // last: their row locks are then held only until the commit just after, not while this
+        // batch's agents and events are written (replicas otherwise queued behind each other).
         for (configuration, target) in &batch.rollout_deletes {
             sqlx::query(
                 "DELETE FROM rollouts WHERE configuration = $1 \
@@ -393,25 +430,18 @@ impl Store for PgStore {
             .await
             .map_err(q("pruning convergence"))?;
         }
-        for chunk in batch.events.chunks(ROWS_PER_STATEMENT) {
+        tx.commit().await.map_err(q("commit"))?;
+        // Retention in statements of their own, after the commit: every replica prunes the same
+        // old rows, and inside the batch each would wait for the others' whole transactions.
+        if !batch.revisions.is_empty() {
             sqlx::query(
-                "INSERT INTO events (time, agent_uid, kind, message) \
-                 SELECT e.time, e.agent_uid, e.kind, e.message \
-                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[]) \
-                 WITH ORDINALITY AS e(time, agent_uid, kind, message, n) ORDER BY e.n",
+                "DELETE FROM revisions WHERE id <= \
+                 (SELECT id FROM revisions ORDER BY id DESC LIMIT 1 OFFSET $1)",
             )
-            .bind(chunk.iter().map(|e| e.time).collect::<Vec<_>>())
-            .bind(
-                chunk
-                    .iter()
-                    .map(|e| e.agent_uid.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(chunk.iter().map(|e| e.kind.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|e| e.message.clone()).collect::<Vec<_>>())
-            .execute(&mut *tx)
+            .bind(i64::from(self.opts.max_revisions))
+            .execute(&self.pool)
             .await
-            .map_err(q("appending events"))?;
+            .map_err(q("pruning revisions"))?;
         }
         if !batch.events.is_empty() {
             sqlx::query(
@@ -419,35 +449,11 @@ impl Store for PgStore {
                  (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1)",
             )
             .bind(i64::from(self.opts.max_events))
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await
             .map_err(q("pruning events"))?;
         }
-        for c in batch.configs.values() {
-            sqlx::query(
-                "INSERT INTO configs (hash, config_map, revision, time) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (hash) DO NOTHING",
-            )
-            .bind(&c.hash)
-            .bind(to_json(&c.config_map))
-            .bind(&c.revision)
-            .bind(c.time)
-            .execute(&mut *tx)
-            .await
-            .map_err(q("saving a config"))?;
-        }
-        if let Some(keep) = &batch.prune_configs {
-            sqlx::query(
-                "DELETE FROM configs WHERE hash NOT IN \
-                 (SELECT applied_hash FROM agents WHERE applied_hash IS NOT NULL) \
-                 AND NOT (hash = ANY($1))",
-            )
-            .bind(keep)
-            .execute(&mut *tx)
-            .await
-            .map_err(q("pruning configs"))?;
-        }
-        tx.commit().await.map_err(q("commit"))
+        Ok(())
     }
 
     async fn load_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
