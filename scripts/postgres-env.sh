@@ -22,7 +22,7 @@ port="${GITAMP_TEST_POSTGRES_PORT:-55432}"
 
 bindir() {
   local d
-  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  d="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -1)"
   if [ -z "$d" ] || [ ! -x "$d/initdb" ]; then
     echo "postgres-env: no PostgreSQL server under /usr/lib/postgresql (run: $0 install)" >&2
     exit 1

@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # What to undo on the way out, whatever the outcome (a denied-starts policy, the test cluster).
 on_exit=()
-trap 'for undo in "${on_exit[@]}"; do eval "$undo"; done' EXIT
+undo_all() {
+  local undo
+  for undo in "${on_exit[@]}"; do eval "$undo"; done
+}
+trap undo_all EXIT
 
 # System packages the build links against (present on the usual image; a fresh machine may lack them).
 need_apt=()
