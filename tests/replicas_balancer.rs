@@ -296,11 +296,14 @@ async fn three_replicas_behind_haproxy_survive_kill_9_of_a_follower_and_of_the_l
 /// HTTP agents through the balancer in HTTP mode (each poll balanced on its own, so consecutive
 /// polls land on different replicas) must get each config exactly once.
 ///
-/// Known to fail: a replica learns an HTTP agent's status only from the polls that reach it,
-/// and OpAMP agents report an unchanged status once, so a replica that missed the APPLIED report
-/// (it went to another replica) still sees the old hash and pushes the new config again (seen:
-/// 3 configs received, 1 redundant). The fix is to treat a sequence-number gap as "state
-/// unknown": no push until a full report (which the server then asks for) arrives.
+/// Known to fail, two ways seen: a replica learns an HTTP agent's status only from the polls
+/// that reach it, and OpAMP agents report an unchanged status once, so a replica that missed
+/// the APPLIED report (it went to another replica) still sees the old hash and sends the new
+/// config again (3 received, 1 redundant); and a poll reaching a replica in the few tens of
+/// milliseconds before it switches to the new revision is sent the old config back (4 received,
+/// 0 redundant). The fix is to treat a sequence-number gap as "state unknown" (no push until a
+/// full report, which the server then asks for, arrives) and to hold drift corrections for an
+/// agent reporting a hash this replica does not know until it has re-read the current revision.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "known gap (README, Operating several servers): HTTP polls alternating replicas can get a config twice"]
 async fn http_agents_whose_polls_alternate_replicas_get_each_config_once() {
