@@ -7,7 +7,8 @@
 #   scripts/postgres-env.sh stop      pg_ctl stop (fast)
 #
 # The cluster runs as the `postgres` user (initdb refuses root), with its own data directory,
-# port and unix-socket directory under $CARGO_TARGET_DIR (default target/), listening on
+# port and unix-socket directory under $CARGO_TARGET_DIR (default target/; /tmp/gitamp-pg-test
+# when the `postgres` user cannot reach that, e.g. a clone under /root), listening on
 # loopback only, trust authentication (loopback, throwaway data). Usage from a shell:
 #   scripts/postgres-env.sh install && eval "$(scripts/postgres-env.sh start)"
 #   ... cargo test ...; scripts/postgres-env.sh stop
@@ -15,7 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-root="$target/pg-test"
+# GITAMP_TEST_POSTGRES_ROOT (exported by `start`) keeps later calls on the same cluster.
+root="${GITAMP_TEST_POSTGRES_ROOT:-$target/pg-test}"
+# The `postgres` user must reach it: a clone under /root (mode 0700) cannot host it.
+if [ "$(id -u)" = 0 ] && [ -z "${GITAMP_TEST_POSTGRES_ROOT:-}" ] &&
+  ! runuser -u postgres -- test -x "$target" 2>/dev/null; then
+  root="/tmp/gitamp-pg-test"
+fi
 data="$root/data"
 sockets="$root/run"
 port="${GITAMP_TEST_POSTGRES_PORT:-55432}"
@@ -77,6 +84,7 @@ case "${1:-}" in
     echo "export GITAMP_TEST_POSTGRES=postgres://postgres@127.0.0.1:$port/postgres"
     echo "export GITAMP_TEST_POSTGRES_BIN=$bin"
     echo "export GITAMP_TEST_POSTGRES_DATA=$data"
+    echo "export GITAMP_TEST_POSTGRES_ROOT=$root"
     ;;
   stop)
     if [ -f "$data/postmaster.pid" ]; then

@@ -164,17 +164,12 @@ macro_rules! both_backends {
 /// that made it: a database outage for the tests of what replicas do meanwhile. Only a test
 /// binary of its own may do this (the cluster is shared by every test running at that time).
 pub fn cluster(action: &str) {
-    let data = std::env::var("GITAMP_TEST_POSTGRES_DATA")
-        .unwrap_or_else(|_| panic!("GITAMP_TEST_POSTGRES_DATA is not set: {}", admin_url()));
-    // The script keeps the cluster in $CARGO_TARGET_DIR/pg-test/data.
-    let target = Path::new(&data)
-        .parent()
-        .and_then(Path::parent)
-        .expect("the cluster's data directory is <target>/pg-test/data");
+    let root = std::env::var("GITAMP_TEST_POSTGRES_ROOT")
+        .unwrap_or_else(|_| panic!("GITAMP_TEST_POSTGRES_ROOT is not set: {}", admin_url()));
     let script = crate::support::workspace().join("scripts/postgres-env.sh");
     let out = std::process::Command::new(script)
         .arg(action)
-        .env("CARGO_TARGET_DIR", target)
+        .env("GITAMP_TEST_POSTGRES_ROOT", root)
         .output()
         .expect("run scripts/postgres-env.sh");
     assert!(
