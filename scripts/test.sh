@@ -3,6 +3,13 @@
 # every test of the workspace. Safe to run again: each install step is a no-op when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# What to undo on the way out, whatever the outcome (a denied-starts policy, the test cluster).
+on_exit=()
+undo_all() {
+  local undo
+  for undo in "${on_exit[@]}"; do eval "$undo"; done
+}
+trap undo_all EXIT
 
 # System packages the build links against (present on the usual image; a fresh machine may lack them).
 need_apt=()
@@ -25,7 +32,7 @@ if ! command -v promtool >/dev/null 2>&1 && [ ! -x /usr/bin/promtool ]; then
   echo "installing Debian package: prometheus (for promtool; its server is not started)"
   policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    on_exit+=('rm -f /usr/sbin/policy-rc.d')
     printf '#!/bin/sh\nexit 101\n' >"$policy"
     chmod +x "$policy"
   fi
@@ -44,6 +51,28 @@ export GITAMP_PYTHON="$PWD/.venv/bin/python"
 # The web page's browser tests (tests/web_ui.rs): Debian's Chromium and Node.js, and the pinned
 # playwright-core and axe-core from npm.
 scripts/web-env.sh
+# HAProxy (Debian's package) balances three replicas in tests/replicas_balancer.rs; the tests run
+# their own instance with their own config. The package's service is not started (denied
+# starts) and is disabled after.
+if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+  echo "installing Debian package: haproxy (its service is not started)"
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    on_exit+=('rm -f /usr/sbin/policy-rc.d')
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy
+  systemctl disable haproxy.service >/dev/null 2>&1 || true
+fi
+
+# PostgreSQL for the store and replica tests (tests/support/postgres.rs): Debian's package,
+# then a private cluster under target/ on its own port, stopped on the way out.
+scripts/postgres-env.sh install
+pg_env="$(scripts/postgres-env.sh start)"
+on_exit+=('scripts/postgres-env.sh stop')
+eval "$pg_env"
 
 # Go-built test peers, from the Go module proxy: a real collector (Collector Builder), the
 # collector's opampsupervisor, and the opamp-go driver. Cached outside the clone and rebuilt only

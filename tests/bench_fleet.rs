@@ -49,3 +49,35 @@ fn bench_fleet_ws_and_http_run_every_phase() {
         assert!(r["rss_kib"].as_u64().unwrap_or(0) > 0, "{r}");
     }
 }
+
+/// `--replicas 2` on the private PostgreSQL cluster: both replicas serve, the rollout reaches
+/// every agent, and the database's figures are there.
+#[test]
+fn bench_fleet_replicas_run_on_postgres() {
+    let url = support::postgres::admin_url();
+    for transport in ["ws", "http"] {
+        let out = support::cli::gitamp_command()
+            .args(["bench", "fleet", "--transport", transport, "--agents", "50"])
+            .args(["--replicas", "2", "--processes", "2", "--ramp", "0"])
+            .args(["--heartbeat", "2", "--duration", "2", "--connections", "2"])
+            .args(["--rollout", "--timeout", "40", "--store", &url])
+            .output()
+            .expect("running gitamp bench fleet --replicas");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "bench fleet --replicas failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("RESULT "))
+            .unwrap_or_else(|| panic!("no RESULT line in {stdout}"));
+        let r: serde_json::Value = serde_json::from_str(line).expect("RESULT is JSON");
+        assert_eq!(r["replicas"], 2, "{r}");
+        assert_eq!(r["held"], serde_json::json!([25, 25]), "{r}");
+        assert_eq!(r["rollout"]["done"], 50, "{transport}: {r}");
+        assert!(r["rollout"]["rows"].as_i64().unwrap_or(0) > 0, "{r}");
+        assert_eq!(r["redundant_pushes_total"], 0, "{transport}: {r}");
+    }
+}

@@ -10,6 +10,8 @@
 //!   graceful stop every agent row reports the final desired hash and every rollout row targets
 //!   its configuration's current hash.
 //!
+//! Both run on SQLite and on PostgreSQL (`--store`).
+//!
 //! The seed is fixed (override with `GITAMP_CRASH_SEED`) so a failure replays; the seed and
 //! the kill point of each round are printed. Timeouts are generous upper bounds, never speed
 //! assertions.
@@ -19,10 +21,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use gitamp::store::{SqliteStore, Store};
+use gitamp::store::Store;
 use gitamp_core::ConfigHash;
 use gitamp_opamp::agent::AgentHandle;
 use support::agents::{applied_count, received_count, redundant, stop_all};
+use support::postgres::TestDb;
 use support::rand::{Prng, seed_from_env};
 use support::{GitOpsServer, eventually, get_json, post_webhook, start_agents, wait_all_applied};
 
@@ -85,13 +88,12 @@ fn assert_only_accepted(agents: &[AgentHandle], accepted: &BTreeSet<ConfigHash>,
 
 /// What a crashed server left on disk only names hashes of accepted revisions.
 async fn check_store_after_crash(
+    db: &TestDb,
     data_dir: &std::path::Path,
     accepted_all: &BTreeMap<String, BTreeSet<String>>,
     round: usize,
 ) {
-    let store = SqliteStore::open(data_dir)
-        .await
-        .expect("store opens after kill -9");
+    let store = db.open_server_store(data_dir).await;
     let agents = store.load_agents().await.expect("agents load");
     let linux: &BTreeSet<String> = &accepted_all[CONFIG];
     for a in &agents {
@@ -124,14 +126,15 @@ async fn check_store_after_crash(
 
 const BROKEN: &str = "apiVersion: gitamp.dev/v1\nkind: Configuration\nmetadata:\n  name: broken\nspec:\n  priority: 50\n  selector:\n    matchLabels: {team: nobody}\n  sources: [otlp-default]\n  destinations: [does-not-exist]\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consistent() {
+async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consistent(db: TestDb) {
     let seed = seed_from_env("GITAMP_CRASH_SEED", 0x6d5a_1f2c_9e37_b401);
     println!("crash recovery seed {seed} (set GITAMP_CRASH_SEED to replay another)");
     let mut rng = Prng::new(seed);
     let started = Instant::now();
 
-    let mut gitops = GitOpsServer::start("example-repo", &[]);
+    let store_args = db.serve_args();
+    let store_args: Vec<&str> = store_args.iter().map(String::as_str).collect();
+    let mut gitops = GitOpsServer::start("example-repo", &store_args);
     let data_dir = gitops.data_dir();
 
     // Every (configuration, hash) an accepted revision renders, hex.
@@ -210,7 +213,7 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
             }
         }
         gitops.server.kill9();
-        check_store_after_crash(&data_dir, &accepted_all, round).await;
+        check_store_after_crash(&db, &data_dir, &accepted_all, round).await;
         assert_only_accepted(&agents, &accepted, round);
 
         gitops.restart();
@@ -234,7 +237,7 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
     })
     .await;
     gitops.server.stop_gracefully();
-    let store = SqliteStore::open(&data_dir).await.expect("store opens");
+    let store = db.open_server_store(&data_dir).await;
     let rows = store.load_agents().await.expect("agents load");
     assert_eq!(rows.len(), AGENTS, "one row per agent: {rows:?}");
     let want_hex = final_hashes[CONFIG].to_hex();
@@ -266,8 +269,7 @@ async fn kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consiste
 /// Events survive a `kill -9`: those a run stored (its revision accepted, an agent connecting
 /// and leaving) are in `/api/v1/events` of the next run before any agent connects to it, and
 /// in the agent's own events once it is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_survive_a_restart() {
+async fn events_survive_a_restart(db: TestDb) {
     use gitamp::store::EventRecord;
     use gitamp_opamp::agent::{AgentOptions, ClientTransport, SimAgent, WsOptions, spawn_agent};
     use support::{GitFixture, Server};
@@ -277,7 +279,8 @@ async fn events_survive_a_restart() {
     let data_dir = data.path().join("data");
     let remote = fixture.remote_url();
     let opamp = format!("127.0.0.1:{}", support::server::free_port());
-    let argv = [
+    let store_args = db.serve_args();
+    let mut argv = vec![
         "--repo",
         remote.as_str(),
         "--poll",
@@ -287,6 +290,7 @@ async fn events_survive_a_restart() {
         "--api-listen",
         "127.0.0.1:0",
     ];
+    argv.extend(store_args.iter().map(String::as_str));
     let uid = [0x5e; 16];
     let uid_text = uuid::Uuid::from_bytes(uid).hyphenated().to_string();
     let start_agent = |url: &str| {
@@ -309,7 +313,7 @@ async fn events_survive_a_restart() {
     assert!(agent.stop(WAIT).await, "the agent stops");
 
     // Kill only once the store has committed them: a crash loses what was never committed.
-    let store = SqliteStore::open(&data_dir).await.expect("store opens");
+    let store = db.open_server_store(&data_dir).await;
     let has = |events: &[EventRecord], kind: &str, agent: Option<&str>| {
         events
             .iter()
@@ -377,3 +381,11 @@ async fn events_survive_a_restart() {
     );
     agent.stop(WAIT).await;
 }
+
+both_backends!(
+    kill_9_at_random_rollout_points_repeatedly_converges_and_stays_consistent(
+        flavor = "multi_thread",
+        worker_threads = 2
+    ),
+    events_survive_a_restart(flavor = "multi_thread", worker_threads = 2),
+);

@@ -5,7 +5,7 @@
 //! store (a rollout rewrites every agent's record; re-serializing unchanged ones was a cost of
 //! its own). So a dropped record must not lose them: the agent's next record carries them
 //! again. The writer here runs on the test's own single thread, so its queue (one slot) fills
-//! and stays full until the test awaits a flush: a real SQLite store, no mocks.
+//! and stays full until the test awaits a flush: a real store (SQLite, then PostgreSQL), no mocks.
 
 mod support;
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use gitamp::server::reconciler::Reconciler;
 use gitamp::server::state::AppState;
-use gitamp::store::{SqliteStore, Store, StoreWriter, WriterOptions};
+use gitamp::store::{Store, StoreWriter, WriterOptions};
 use gitamp_opamp::agent::{AgentOptions, ApplyPolicy, SimAgent};
 use gitamp_opamp::frame::decode_frame;
 use gitamp_opamp::outbox::outbox;
@@ -22,6 +22,7 @@ use gitamp_opamp::proto::{AgentToServer, ServerToAgent};
 use gitamp_opamp::report::Transport;
 use gitamp_opamp::session::{Connection, handle_message};
 use gitamp_opamp::{Fleet, FleetEvent};
+use support::postgres::TestDb;
 use tokio::sync::broadcast;
 
 fn drain(events: &mut broadcast::Receiver<FleetEvent>, reconciler: &mut Reconciler) {
@@ -30,10 +31,8 @@ fn drain(events: &mut broadcast::Receiver<FleetEvent>, reconciler: &mut Reconcil
     }
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_dropped_record_does_not_lose_the_agents_labels_and_description() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+async fn a_dropped_record_does_not_lose_the_agents_labels_and_description(db: TestDb) {
+    let store = Arc::new(db.open().await);
     let options = WriterOptions {
         queue: 1,
         ..WriterOptions::default()
@@ -97,10 +96,8 @@ async fn a_dropped_record_does_not_lose_the_agents_labels_and_description() {
 
 /// A new revision does not wait out the pause that gathers fleet events: at 100,000 agents that
 /// pause is two plans long (seconds), and the rollout would wait behind routine reports.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_revision_ends_the_wait_for_more_fleet_events() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+async fn a_new_revision_ends_the_wait_for_more_fleet_events(db: TestDb) {
+    let store = Arc::new(db.open().await);
     let (writer, _task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
     let fleet = Arc::new(Fleet::new());
     let events = fleet.subscribe();
@@ -152,3 +149,8 @@ async fn a_new_revision_ends_the_wait_for_more_fleet_events() {
     cancel.cancel();
     let _ = run.await;
 }
+
+both_backends!(
+    a_dropped_record_does_not_lose_the_agents_labels_and_description(flavor = "current_thread"),
+    a_new_revision_ends_the_wait_for_more_fleet_events(flavor = "multi_thread", worker_threads = 2),
+);

@@ -300,6 +300,7 @@ pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> 
             .duration_since(app.started_at)
             .map_or(0, |d| d.as_secs()),
         view_computed_at: view.computed_at.map(rfc3339),
+        cluster: app.cluster.load_full().map(|c| c.status()),
     })
 }
 

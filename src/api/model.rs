@@ -46,6 +46,9 @@ pub struct StatusResponse {
     pub uptime_seconds: u64,
     /// When the reconciler last planned the fleet.
     pub view_computed_at: Option<String>,
+    /// Several replicas on PostgreSQL: every replica and the whole fleet's counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::server::cluster::ClusterView>,
 }
 
 /// Agents per sync status (every status present, zeros included).

@@ -66,6 +66,14 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5m",
           value_parser = crate::cli::duration::positive)]
     pub timeout: Duration,
+    /// Run N `gitamp serve` replicas on the PostgreSQL server of `--store` (a fresh database
+    /// `gitamp_bench_fleet` is made there), worker i talking to replica i mod N (so
+    /// `--processes` at least N). 0: one server on SQLite.
+    #[arg(long, default_value_t = 0)]
+    pub replicas: usize,
+    /// With `--replicas`: a PostgreSQL URL whose user may create databases.
+    #[arg(long, env = "GITAMP_BENCH_STORE", value_name = "URL")]
+    pub store: Option<String>,
     /// Internal: run as a worker against this OpAMP URL.
     #[arg(long, hide = true)]
     pub worker_url: Option<String>,
@@ -86,7 +94,7 @@ fn source_ips(worker: usize, transport: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-fn unix_ns() -> u64 {
+pub(super) fn unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -98,6 +106,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     if let Some(url) = args.worker_url.clone() {
         return runtime.block_on(worker(args, url));
+    }
+    if args.replicas > 0 {
+        return runtime.block_on(super::replicas::parent(args));
     }
     runtime.block_on(parent(args))
 }
@@ -347,15 +358,15 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
 
 /// CPU seconds of all worker processes (the simulated agents share the machine's cores with the
 /// server: the rollout's CPU budget is theirs and the server's together).
-fn workers_cpu(workers: &[Worker]) -> f64 {
+pub(super) fn workers_cpu(workers: &[Worker]) -> f64 {
     workers
         .iter()
         .filter_map(|w| super::harness::cpu_seconds(w.child.id()))
         .sum()
 }
 
-struct Worker {
-    child: Child,
+pub(super) struct Worker {
+    pub(super) child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
@@ -373,6 +384,36 @@ impl Worker {
         }
         Ok(serde_json::from_str(&line)?)
     }
+}
+
+/// Worker `index` of `args`'s `P`, running `agents` agents against `url`.
+pub(super) fn spawn_worker(
+    exe: &std::path::Path,
+    args: &Args,
+    agents: usize,
+    index: usize,
+    url: &str,
+) -> anyhow::Result<Worker> {
+    let p = args.processes.max(1);
+    let mut child = Command::new(exe)
+        .args(["bench", "fleet", "--transport", &args.transport])
+        .args(["--agents", &agents.to_string()])
+        .args(["--ramp", &(args.ramp / p as f64).to_string()])
+        .args(["--heartbeat", &crate::cli::duration::to_arg(args.heartbeat)])
+        .args(["--connections", &(args.connections / p).max(1).to_string()])
+        .args(["--worker-url", url, "--worker-index", &index.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting a worker")?;
+    let stdin = child.stdin.take().context("worker stdin")?;
+    let stdout = BufReader::new(child.stdout.take().context("worker stdout")?);
+    Ok(Worker {
+        child,
+        stdin,
+        stdout,
+    })
 }
 
 /// Sends `cmd` to every worker, then reads one answer from each (in a blocking thread so the
@@ -401,7 +442,7 @@ async fn server_synced(
     }
 }
 
-async fn broadcast(workers: &mut Vec<Worker>, cmd: &str) -> anyhow::Result<Vec<Value>> {
+pub(super) async fn broadcast(workers: &mut Vec<Worker>, cmd: &str) -> anyhow::Result<Vec<Value>> {
     for w in workers.iter_mut() {
         w.send(cmd)?;
     }
@@ -415,7 +456,7 @@ async fn broadcast(workers: &mut Vec<Worker>, cmd: &str) -> anyhow::Result<Vec<V
     answers
 }
 
-fn sum(vals: &[Value], key: &str) -> u64 {
+pub(super) fn sum(vals: &[Value], key: &str) -> u64 {
     vals.iter().map(|v| v[key].as_u64().unwrap_or(0)).sum()
 }
 
@@ -471,25 +512,7 @@ async fn parent(args: Args) -> anyhow::Result<ExitCode> {
     let ramp_start = Instant::now();
     for i in 0..p {
         let agents = args.agents / p + usize::from(i < args.agents % p);
-        let mut child = Command::new(&exe)
-            .args(["bench", "fleet", "--transport", &args.transport])
-            .args(["--agents", &agents.to_string()])
-            .args(["--ramp", &(args.ramp / p as f64).to_string()])
-            .args(["--heartbeat", &crate::cli::duration::to_arg(args.heartbeat)])
-            .args(["--connections", &(args.connections / p).max(1).to_string()])
-            .args(["--worker-url", &url, "--worker-index", &i.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting a worker")?;
-        let stdin = child.stdin.take().context("worker stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("worker stdout")?);
-        workers.push(Worker {
-            child,
-            stdin,
-            stdout,
-        });
+        workers.push(spawn_worker(&exe, &args, agents, i, &url)?);
     }
     let result = phases(
         &args,

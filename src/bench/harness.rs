@@ -159,25 +159,44 @@ pub struct Server {
     remote: PathBuf,
     token_file: PathBuf,
     heartbeat: Duration,
+    /// `--store` (replicas on PostgreSQL); `None` is SQLite in the data directory.
+    store: Option<String>,
 }
 
 impl Server {
     /// Starts the server on free ports.
     pub fn start(repo: &BenchRepo, heartbeat: Duration) -> anyhow::Result<Server> {
+        Self::start_replica(repo, heartbeat, None, 0)
+    }
+
+    /// Starts replica `index` of a fleet sharing `store` (its own data directory), or the one
+    /// server on SQLite when `store` is `None`.
+    pub fn start_replica(
+        repo: &BenchRepo,
+        heartbeat: Duration,
+        store: Option<&str>,
+        index: usize,
+    ) -> anyhow::Result<Server> {
         let token = "bench-token".to_string();
         let token_file = repo.dir.path().join("token");
         std::fs::write(&token_file, &token)?;
+        let data = match index {
+            0 => repo.dir.path().join("data"),
+            i => repo.dir.path().join(format!("data-{i}")),
+        };
         Self::spawn(
             &repo.remote,
             &token_file,
-            &repo.dir.path().join("data"),
+            &data,
             "127.0.0.1:0",
             "127.0.0.1:0",
             heartbeat,
             token,
+            store.map(str::to_string),
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         remote: &Path,
         token_file: &Path,
@@ -186,6 +205,7 @@ impl Server {
         api: &str,
         heartbeat: Duration,
         token: String,
+        store: Option<String>,
     ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("locating this binary")?;
         // GITAMP_BENCH_SERVER_WRAPPER="heaptrack -o /tmp/ht" (or "perf record -g -o ...") runs
@@ -216,6 +236,7 @@ impl Server {
             .arg(token_file)
             .arg("--data-dir")
             .arg(data_dir)
+            .args(store.iter().flat_map(|s| ["--store", s.as_str()]))
             // GITAMP_BENCH_SERVER_LOG=<file> keeps the server's log (level from RUST_LOG).
             .env(
                 "RUST_LOG",
@@ -283,6 +304,7 @@ impl Server {
             remote: remote.to_path_buf(),
             token_file: token_file.to_path_buf(),
             heartbeat,
+            store,
         })
     }
 
@@ -301,6 +323,7 @@ impl Server {
                 &self.api,
                 self.heartbeat,
                 self.token.clone(),
+                self.store.clone(),
             ) {
                 Ok(s) => {
                     *self = s;

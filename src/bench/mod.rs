@@ -6,6 +6,7 @@ pub mod fleet;
 pub mod harness;
 pub mod otlp;
 pub mod reconcile;
+pub mod replicas;
 pub mod repo;
 pub mod rollout;
 

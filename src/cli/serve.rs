@@ -51,6 +51,11 @@ pub struct Args {
     /// Where the store (gitamp.db) and the Git cache live; created on first run.
     #[arg(long, env = "GITAMP_DATA_DIR", default_value = "gitamp-data")]
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL (postgres://user:password@host:port/db): the database shared by several
+    /// replicas of gitamp serve (README, "Operating several servers"). Unset: SQLite in
+    /// --data-dir, for one server.
+    #[arg(long, env = "GITAMP_STORE", value_name = "URL")]
+    pub store: Option<String>,
     /// GitHub webhook secret (X-Hub-Signature-256), read from this file.
     #[arg(long, env = "GITAMP_WEBHOOK_SECRET_FILE")]
     pub webhook_secret_file: Option<PathBuf>,
@@ -194,6 +199,12 @@ impl Args {
             .transpose()
             .context("--notifications")?;
         let commit_status = self.commit_status_config(source.as_ref())?;
+        let store = self.store.filter(|s| !s.is_empty());
+        if let Some(url) = &store
+            && !crate::store::is_postgres_url(url)
+        {
+            return Err(crate::store::StoreError::BadUrl(crate::source::redact_url(url)).into());
+        }
         let log_format = match self.log_format.as_str() {
             "json" => LogFormat::Json,
             _ => LogFormat::Text,
@@ -206,6 +217,7 @@ impl Args {
             opamp_path: self.opamp_path,
             api_listen: self.api_listen,
             data_dir: self.data_dir,
+            store,
             secrets,
             tls,
             heartbeat: self.heartbeat,

@@ -142,6 +142,28 @@ pub fn text(s: &StatusResponse) -> String {
     if !counts.is_empty() {
         let _ = writeln!(o, "  {}", counts.join(", "));
     }
+    if let Some(c) = &s.cluster {
+        let _ = writeln!(
+            o,
+            "fleet:           {} agents ({} connected) over {} replicas",
+            c.fleet_agents,
+            c.fleet_connected,
+            c.replicas.len()
+        );
+        for r in &c.replicas {
+            let _ = writeln!(
+                o,
+                "  {}{} {} opamp={} api={} agents={} heartbeat={}",
+                r.id,
+                if r.this { " (this)" } else { "" },
+                r.role,
+                r.opamp_address,
+                r.api_address,
+                r.agents,
+                r.last_heartbeat
+            );
+        }
+    }
     let up = s.uptime_seconds;
     let _ = writeln!(
         o,

@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub api_listen: SocketAddr,
     /// Where the store and the Git cache live; created if missing.
     pub data_dir: PathBuf,
+    /// `--store postgres://…`: the shared database of several replicas; `None` is SQLite in
+    /// `data_dir`.
+    pub store: Option<String>,
     /// Tokens and secrets, already read from their files.
     pub secrets: Secrets,
     /// TLS for both listeners.

@@ -11,6 +11,7 @@
 //! One writer (the reconciler) and many readers (API handlers read `AppState`); the OpAMP
 //! message path touches only the fleet registry, never the reconciler.
 
+pub mod cluster;
 pub mod commit_status;
 pub mod config;
 pub mod convergence;
@@ -38,7 +39,7 @@ use crate::source::{
     self, DirOptions, DirWatcher, GitOptions, GitPoller, GitSource, SignatureCheck, SourceSpec,
     SyncEvent, SyncInfo,
 };
-use crate::store::{SqliteStore, Store, StoreWriter, WriterOptions};
+use crate::store::{AnyStore, Store, StoreWriter, WriterOptions};
 use crate::telemetry;
 use reconciler::Reconciler;
 use state::AppState;
@@ -102,11 +103,42 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
 
     // The store, and what it remembers from the last run.
-    let store = Arc::new(
-        SqliteStore::open(&config.data_dir)
-            .await
-            .context("opening the store")?,
-    );
+    let replica_id = cluster::replica_id(config.opamp_listen.port());
+    // Each replica's sessions carry its id, so PostgreSQL itself says which replicas are alive
+    // (a killed one's sessions end with it): see `cluster::Cluster::ready_for`.
+    let store_url = config
+        .store
+        .as_deref()
+        .map(|url| cluster::with_application_name(url, &replica_id));
+    let store = match AnyStore::open(store_url.as_deref(), &config.data_dir)
+        .await
+        .context("opening the store")?
+    {
+        AnyStore::Postgres(pg) => {
+            // Replicas: every one serves the same source, or the fleet would split.
+            let identity = match &config.source {
+                None => "embedded:example-repo".to_string(),
+                Some(SourceSpec::Git(git)) => format!(
+                    "{} ref={} path={}",
+                    source::redact_url(&git.url),
+                    git.git_ref.as_deref().unwrap_or("(default branch)"),
+                    git.sub_path.as_deref().unwrap_or("/"),
+                ),
+                Some(SourceSpec::Dir(_)) => return Err(cluster::ClusterError::NotGit.into()),
+            };
+            cluster::check_source(&pg, &identity).await?;
+            AnyStore::Postgres(pg.for_replica(&replica_id))
+        }
+        sqlite => sqlite,
+    };
+    let store = Arc::new(store);
+    // What a replica starts once it knows its addresses (`None`: one server on SQLite).
+    let mut replica = store.postgres().map(|pg| Replica {
+        store: pg.clone(),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        git: None,
+        otelcol: config.otelcol.clone().map(Arc::new),
+    });
     let agent_records = store.load_agent_resume().await.context("loading agents")?;
     let rollout_records = store.load_rollouts().await.context("loading rollouts")?;
     let config_records = store.load_configs().await.context("loading kept configs")?;
@@ -228,9 +260,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                             }
                         }
                     }
-                    let poller = GitPoller::new(git_source).restoring(restore);
-                    app.poller = Some(poller.wake_handle());
-                    tokio::spawn(poller.run(sync_tx.clone(), cancel.clone()));
+                    match replica.as_mut() {
+                        // A replica polls only while it leads, through the judge.
+                        Some(replica) => {
+                            app.poller = Some(replica.wake.clone());
+                            let (to_judge, judged) = mpsc::channel::<SyncEvent>(16);
+                            replica.git = Some((git_source, to_judge, judged));
+                        }
+                        None => {
+                            let poller = GitPoller::new(git_source).restoring(restore);
+                            app.poller = Some(poller.wake_handle());
+                            tokio::spawn(poller.run(sync_tx.clone(), cancel.clone()));
+                        }
+                    }
                 }
             }
         }
@@ -267,6 +309,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_retained_configs(&config_records)
         .with_stored_convergence(newest_convergence)
         .with_commands(command_rx);
+    if replica.as_ref().is_some_and(|r| r.git.is_some()) {
+        reconciler = reconciler.with_accepted_recorded_elsewhere();
+    }
     if let Some(otelcol) = config.otelcol.clone() {
         info!(otelcol = %otelcol.path().display(), "Every new revision must pass the collector's validate.");
         reconciler.set_otelcol(otelcol);
@@ -282,7 +327,6 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     }
     let fleet_rx = fleet.subscribe();
     let reconciler_task = tokio::spawn(reconciler.run(sync_rx, fleet_rx, cancel.clone()));
-    drop(sync_tx);
 
     // The OpAMP listener.
     let settings = OpampSettings {
@@ -311,6 +355,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         crate::api::router(app.clone()),
         tls.clone(),
     ));
+    if let Some(replica) = replica.take() {
+        replica
+            .start(
+                replica_id,
+                opamp_addr,
+                api_addr,
+                app.clone(),
+                sync_tx.clone(),
+                &cancel,
+            )
+            .await?;
+    }
+    drop(sync_tx);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let ws_scheme = if tls.is_some() { "wss" } else { "ws" };
     info!(
@@ -360,6 +417,74 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let _ = store_task.await;
     store.close().await;
     Ok(())
+}
+
+/// A replica's parts, gathered while the server starts and started once its addresses are
+/// known (src/server/cluster).
+struct Replica {
+    store: crate::store::PgStore,
+    /// Webhooks ring this; the poller waits on it while this replica leads.
+    wake: Arc<tokio::sync::Notify>,
+    /// A Git source, and the judge's input its poller feeds (both ends).
+    git: Option<(
+        GitSource,
+        mpsc::Sender<SyncEvent>,
+        mpsc::Receiver<SyncEvent>,
+    )>,
+    /// `--otelcol`, for the judge.
+    otelcol: Option<Arc<crate::otelcol::Otelcol>>,
+}
+
+impl Replica {
+    async fn start(
+        self,
+        id: String,
+        opamp: SocketAddr,
+        api: SocketAddr,
+        app: Arc<AppState>,
+        to_reconciler: mpsc::Sender<SyncEvent>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let member = cluster::Cluster::join(
+            self.store,
+            id,
+            &opamp.to_string(),
+            &api.to_string(),
+            cluster::ClusterOptions::default(),
+        )
+        .await?;
+        app.cluster.store(Some(member.clone()));
+        tokio::spawn(member.clone().lead(self.wake.clone(), cancel.clone()));
+        tokio::spawn(member.clone().heartbeat(app.clone(), cancel.clone()));
+        if let Some((git, to_judge, judged)) = self.git {
+            tokio::spawn(cluster::judge(
+                member.clone(),
+                judged,
+                to_reconciler.clone(),
+                self.otelcol,
+            ));
+            tokio::spawn(cluster::follow(
+                member.clone(),
+                git.clone(),
+                app,
+                to_reconciler,
+                cancel.clone(),
+            ));
+            tokio::spawn(cluster::relay_webhooks(
+                member.clone(),
+                self.wake.clone(),
+                cancel.clone(),
+            ));
+            tokio::spawn(cluster::poll_while_leading(
+                member,
+                git,
+                self.wake,
+                to_judge,
+                cancel.clone(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where local demo agents connect: the listener's address, with an unspecified IP replaced by

@@ -43,6 +43,8 @@ pub struct AppState {
     pub api_token: Option<String>,
     pub metrics: PrometheusHandle,
     pub started_at: SystemTime,
+    /// This replica's membership when several share a PostgreSQL store (set once joined).
+    pub cluster: ArcSwapOption<crate::server::cluster::Cluster>,
     /// Where [`AppState::emit`] queues events for the store; empty keeps them in memory only.
     /// Swappable so that shutdown can let go of it: the writer task ends only once every
     /// handle is dropped, and API handlers keep this state alive past that point.
@@ -402,6 +404,7 @@ impl AppState {
             api_token: None,
             metrics,
             started_at: SystemTime::now(),
+            cluster: ArcSwapOption::empty(),
             event_store: ArcSwapOption::empty(),
             notifier: ArcSwapOption::empty(),
         }

@@ -801,6 +801,13 @@ impl GitPoller {
         }
     }
 
+    /// Poll early when `wake` is notified (instead of a notifier of its own): a replica starts a
+    /// poller each time it becomes leader, and webhooks must reach whichever runs.
+    pub fn with_wake(mut self, wake: Arc<Notify>) -> GitPoller {
+        self.wake = wake;
+        self
+    }
+
     /// Call `notify_one()` on this to poll now (a webhook said the remote changed).
     pub fn wake_handle(&self) -> Arc<Notify> {
         self.wake.clone()

@@ -8,6 +8,7 @@
 //! [`Store`] is the backend interface (SQLite now, PostgreSQL for replicas later); it uses
 //! `impl Future` in the trait (no `async_trait`), so it is used through generics, not `dyn`.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
+pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, StoreOptions};
 
 /// Milliseconds since the Unix epoch: the store's time unit (one INTEGER column, same on
@@ -277,6 +279,20 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    /// `--store postgres://…` that cannot be reached or refuses us (the URL shown without
+    /// its password).
+    #[error("connecting to the PostgreSQL store {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// `--store` that is neither a PostgreSQL URL nor empty.
+    #[error(
+        "--store {0:?} is not a PostgreSQL URL (postgres://user:password@host:port/database); \
+         leave it unset for the SQLite store in --data-dir"
+    )]
+    BadUrl(String),
     #[error("migrating the store schema: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A downgrade: the store carries a schema step this binary does not know, so reading it
@@ -375,6 +391,96 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ConvergenceRecord>, StoreError>> + Send {
         let _ = limit;
         async { Ok(Vec::new()) }
+    }
+}
+
+/// The store `gitamp serve` runs on: SQLite in the data directory (the default, one server) or
+/// PostgreSQL (`--store postgres://…`, shared by several replicas). An enum, not `dyn`: the
+/// trait's `impl Future` methods are not object-safe, and a match per batch costs nothing.
+// One per process, behind an `Arc`: the size of the PostgreSQL variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Whether `--store` names PostgreSQL.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl AnyStore {
+    /// Open the store `--store` names (`None`: SQLite in `data_dir`).
+    pub async fn open(
+        url: Option<&str>,
+        data_dir: &std::path::Path,
+    ) -> Result<AnyStore, StoreError> {
+        match url {
+            None => Ok(AnyStore::Sqlite(SqliteStore::open(data_dir).await?)),
+            Some(url) if is_postgres_url(url) => Ok(AnyStore::Postgres(
+                PgStore::connect(url, StoreOptions::default()).await?,
+            )),
+            Some(other) => Err(StoreError::BadUrl(postgres::redact(other))),
+        }
+    }
+
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match self {
+            AnyStore::Postgres(pg) => Some(pg),
+            AnyStore::Sqlite(_) => None,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            AnyStore::Sqlite(s) => s.close().await,
+            AnyStore::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Forwards every method to the backend.
+macro_rules! each_backend {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Sqlite($s) => $e,
+            AnyStore::Postgres($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+        each_backend!(self, s => s.apply(batch).await)
+    }
+    async fn load_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        each_backend!(self, s => s.load_agents().await)
+    }
+    async fn load_agent_resume(&self) -> Result<Vec<AgentResume>, StoreError> {
+        each_backend!(self, s => s.load_agent_resume().await)
+    }
+    async fn load_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        each_backend!(self, s => s.load_rollouts().await)
+    }
+    async fn load_configs(&self) -> Result<Vec<ConfigRecord>, StoreError> {
+        each_backend!(self, s => s.load_configs().await)
+    }
+    async fn last_accepted_revision(&self) -> Result<Option<String>, StoreError> {
+        each_backend!(self, s => s.last_accepted_revision().await)
+    }
+    async fn revisions(&self, limit: u32) -> Result<Vec<RevisionRecord>, StoreError> {
+        each_backend!(self, s => s.revisions(limit).await)
+    }
+    async fn recent_events(
+        &self,
+        agent: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        each_backend!(self, s => s.recent_events(agent, limit).await)
+    }
+    async fn load_convergence(&self, limit: u32) -> Result<Vec<ConvergenceRecord>, StoreError> {
+        each_backend!(self, s => s.load_convergence(limit).await)
     }
 }
 

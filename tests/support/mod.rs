@@ -8,6 +8,8 @@
 //! - [`cli`]: the `gitamp` command with a clean environment, and its output;
 //! - [`poll`]: [`eventually`], the one way to wait: for an observed state, never for time;
 //! - [`logs`]: log lines of in-process code, to wait for;
+//! - [`postgres`]: the store backends (SQLite, the private PostgreSQL cluster), `both_backends!`;
+//! - [`replicas`]: N replicas of one fleet on PostgreSQL ([`replicas::Fleet`]);
 //! - [`rand`]: one seeded PRNG; [`routes`]: the API's routes; [`corpus`]: diagnostics corpora;
 //! - [`release`]: `scripts/release.sh` on the test build, and the release's file names;
 //! - [`peers`], [`collector`], [`opamp_go`]: the Go-built peers (collector, supervisor,
@@ -25,8 +27,10 @@ pub mod logs;
 pub mod opamp_go;
 pub mod peers;
 pub mod poll;
+pub mod postgres;
 pub mod rand;
 pub mod release;
+pub mod replicas;
 pub mod routes;
 pub mod server;
 pub mod wire;

@@ -120,6 +120,9 @@ pub struct Reconciler {
     commands: Option<tokio::sync::mpsc::Receiver<Command>>,
     /// Where each configuration's agents send their own telemetry (offered with the plan).
     own_telemetry: crate::server::own_telemetry::Policy,
+    /// Replicas: the leader's judge commits accepted revisions to the shared database before
+    /// any replica serves them, so this one keeps them in its own history only.
+    accepted_recorded_elsewhere: bool,
 }
 
 /// The clock for a plan made now.
@@ -172,7 +175,16 @@ impl Reconciler {
             offers_handed: HashMap::new(),
             commands: None,
             own_telemetry: Default::default(),
+            accepted_recorded_elsewhere: false,
         }
+    }
+
+    /// A replica's reconciler (src/server/cluster): accepted revisions are already in the
+    /// shared store when they arrive; writing them again would repeat each in the history
+    /// once per replica.
+    pub fn with_accepted_recorded_elsewhere(mut self) -> Reconciler {
+        self.accepted_recorded_elsewhere = true;
+        self
     }
 
     /// Resume the convergence figures of the revision served before a restart (the newest

@@ -171,7 +171,13 @@ impl Reconciler {
             revision: revision.revision.clone(),
             configurations: desired_configs.len(),
         });
-        self.record_revision(record);
+        if self.accepted_recorded_elsewhere {
+            if let Ok(mut h) = self.state.history.lock() {
+                h.record_revision(record);
+            }
+        } else {
+            self.record_revision(record);
+        }
         {
             let mut sync = self.state.sync.lock().unwrap_or_else(|p| p.into_inner());
             sync.current_revision = Some(revision.revision.clone());

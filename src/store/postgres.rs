@@ -1,0 +1,602 @@
+//! The PostgreSQL backend (`--store postgres://…`): the shared state of several `gitamp serve`
+//! replicas (README, "Operating several servers").
+//!
+//! Same tables and columns as SQLite (migrations/postgres mirror migrations/sqlite step for
+//! step), same semantics. Each batch is one transaction; agents, rollouts and events go in as
+//! multi-row statements over `UNNEST` of one array per column, so a 20,000-agent plan is a
+//! handful of statements (one prepared shape each) instead of thousands of round trips.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection as _, PgConnection, Row};
+use tracing::info;
+
+use super::sqlite::StoreOptions;
+use super::{
+    AgentRecord, AgentResume, Batch, ConfigRecord, ConvergenceRecord, EventRecord, RevisionRecord,
+    RolloutRecord, Store, StoreError,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Rows per multi-row statement: bounds one statement's size (and the server's memory for its
+/// arrays) while keeping a plan's burst to a few statements.
+const ROWS_PER_STATEMENT: usize = 5_000;
+
+/// How long opening the store waits for the database before giving up with a clear error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    opts: StoreOptions,
+    /// The URL without its password, for messages.
+    shown: String,
+    /// How to open a connection of one's own (the leader lock's, a listener's).
+    connect: PgConnectOptions,
+    /// This process's replica id: stamped on the agents it holds (`agents.replica`).
+    replica: Option<String>,
+}
+
+/// `url` with any password replaced, for logs and errors.
+pub fn redact(url: &str) -> String {
+    crate::source::redact_url(url)
+}
+
+impl PgStore {
+    /// Connect to `url` and bring the schema up to date (the migrator holds an advisory lock,
+    /// so replicas starting together migrate once). A schema from a newer gitamp is refused.
+    pub async fn connect(url: &str, opts: StoreOptions) -> Result<PgStore, StoreError> {
+        let shown = redact(url);
+        let open_err = |source| StoreError::Connect {
+            url: shown.clone(),
+            source,
+        };
+        let connect: PgConnectOptions = url.parse().map_err(open_err)?;
+        // One connection first, so the error says why (refused, no such database, bad
+        // password) rather than the pool's "timed out waiting for a connection".
+        let probe = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&connect))
+            .await
+            .map_err(|_| open_err(sqlx::Error::PoolTimedOut))?
+            .map_err(open_err)?;
+        let _ = probe.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(connect.clone())
+            .await
+            .map_err(open_err)?;
+        MIGRATOR.run(&pool).await.map_err(|err| match err {
+            sqlx::migrate::MigrateError::VersionMissing(found) => StoreError::Newer {
+                path: shown.clone().into(),
+                found,
+                known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+            },
+            other => StoreError::Migrate(other),
+        })?;
+        info!(url = %shown, "Opened the PostgreSQL store.");
+        Ok(PgStore {
+            pool,
+            opts,
+            connect,
+            shown,
+            replica: None,
+        })
+    }
+
+    /// Stamp agents this process writes as connected with `replica` (the whole-fleet view
+    /// says which replica holds each agent).
+    pub fn for_replica(mut self, replica: &str) -> PgStore {
+        self.replica = Some(replica.to_string());
+        self
+    }
+
+    pub fn connect_options(&self) -> &PgConnectOptions {
+        &self.connect
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The URL without its password.
+    pub fn shown_url(&self) -> &str {
+        &self.shown
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Query { what, source }
+}
+
+fn to_json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Json { what, source })
+}
+
+/// One multi-row agent upsert. A NULL labels, description or health keeps the stored value
+/// (see [`AgentRecord`]); a new row keeps the NULL, which readers see as the default.
+const UPSERT_AGENTS: &str = "\
+INSERT INTO agents (instance_uid, capabilities, reported_hash, remote_config_status, \
+ remote_config_error, effective_config_hash, sent_hash, sent_at, failed_hashes, applied_hash, \
+ last_error, connected, last_seen, labels, description, health, replica) \
+SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+ $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bool[], $13::bigint[], \
+ $14::text[], $15::text[], $16::text[], $17::text[]) \
+ON CONFLICT (instance_uid) DO UPDATE SET capabilities = excluded.capabilities, \
+ reported_hash = excluded.reported_hash, remote_config_status = excluded.remote_config_status, \
+ remote_config_error = excluded.remote_config_error, \
+ effective_config_hash = excluded.effective_config_hash, sent_hash = excluded.sent_hash, \
+ sent_at = excluded.sent_at, failed_hashes = excluded.failed_hashes, \
+ applied_hash = excluded.applied_hash, last_error = excluded.last_error, \
+ connected = excluded.connected, last_seen = excluded.last_seen, \
+ labels = COALESCE(excluded.labels, agents.labels), \
+ description = COALESCE(excluded.description, agents.description), \
+ health = COALESCE(excluded.health, agents.health), \
+ replica = CASE WHEN excluded.connected THEN excluded.replica \
+  WHEN agents.replica = excluded.replica THEN NULL ELSE agents.replica END";
+
+/// The columns of [`UPSERT_AGENTS`], one array each.
+#[derive(Default)]
+struct AgentColumns {
+    uid: Vec<String>,
+    capabilities: Vec<i64>,
+    reported_hash: Vec<Option<String>>,
+    remote_config_status: Vec<Option<String>>,
+    remote_config_error: Vec<Option<String>>,
+    effective_config_hash: Vec<Option<String>>,
+    sent_hash: Vec<Option<String>>,
+    sent_at: Vec<Option<i64>>,
+    failed_hashes: Vec<String>,
+    applied_hash: Vec<Option<String>>,
+    last_error: Vec<Option<String>>,
+    connected: Vec<bool>,
+    last_seen: Vec<i64>,
+    labels: Vec<Option<String>>,
+    description: Vec<Option<String>>,
+    health: Vec<Option<String>>,
+    replica: Vec<Option<String>>,
+}
+
+impl AgentColumns {
+    fn push(&mut self, a: &AgentRecord, replica: Option<&String>) {
+        self.uid.push(a.instance_uid.clone());
+        self.capabilities.push(a.capabilities as i64);
+        self.reported_hash.push(a.reported_hash.clone());
+        self.remote_config_status
+            .push(a.remote_config_status.clone());
+        self.remote_config_error.push(a.remote_config_error.clone());
+        self.effective_config_hash
+            .push(a.effective_config_hash.clone());
+        self.sent_hash.push(a.sent_hash.clone());
+        self.sent_at.push(a.sent_at);
+        self.failed_hashes.push(to_json(&a.failed_hashes));
+        self.applied_hash.push(a.applied_hash.clone());
+        self.last_error.push(a.last_error.clone());
+        self.connected.push(a.connected);
+        self.last_seen.push(a.last_seen);
+        self.labels.push(a.labels.as_ref().map(to_json));
+        self.description.push(a.description.as_ref().map(to_json));
+        self.health.push(a.health.as_ref().map(to_json));
+        self.replica.push(replica.cloned());
+    }
+
+    async fn write(self, tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        sqlx::query(UPSERT_AGENTS)
+            .bind(self.uid)
+            .bind(self.capabilities)
+            .bind(self.reported_hash)
+            .bind(self.remote_config_status)
+            .bind(self.remote_config_error)
+            .bind(self.effective_config_hash)
+            .bind(self.sent_hash)
+            .bind(self.sent_at)
+            .bind(self.failed_hashes)
+            .bind(self.applied_hash)
+            .bind(self.last_error)
+            .bind(self.connected)
+            .bind(self.last_seen)
+            .bind(self.labels)
+            .bind(self.description)
+            .bind(self.health)
+            .bind(self.replica)
+            .execute(tx)
+            .await
+            .map_err(q("upserting agents"))?;
+        Ok(())
+    }
+}
+
+/// The agent columns read back, with NULL optional JSON read as SQLite's defaults.
+const AGENT_SELECT: &str = "SELECT instance_uid, COALESCE(labels, '{}') AS labels, \
+ COALESCE(description, 'null') AS description, capabilities, COALESCE(health, 'null') AS health, \
+ reported_hash, remote_config_status, remote_config_error, effective_config_hash, sent_hash, \
+ sent_at, failed_hashes, applied_hash, last_error, connected, last_seen FROM agents";
+
+fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
+    let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
+    let description: String = row.try_get("description").map_err(q("reading agents"))?;
+    let health: String = row.try_get("health").map_err(q("reading agents"))?;
+    let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
+    let capabilities: i64 = row.try_get("capabilities").map_err(q("reading agents"))?;
+    Ok(AgentRecord {
+        instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
+        labels: Some(from_json("agents.labels", &labels)?),
+        description: Some(from_json("agents.description", &description)?),
+        capabilities: capabilities as u64,
+        health: Some(from_json("agents.health", &health)?),
+        reported_hash: row.try_get("reported_hash").map_err(q("reading agents"))?,
+        remote_config_status: row
+            .try_get("remote_config_status")
+            .map_err(q("reading agents"))?,
+        remote_config_error: row
+            .try_get("remote_config_error")
+            .map_err(q("reading agents"))?,
+        effective_config_hash: row
+            .try_get("effective_config_hash")
+            .map_err(q("reading agents"))?,
+        sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
+        sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
+        failed_hashes: from_json("agents.failed_hashes", &failed)?,
+        applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+        last_error: row.try_get("last_error").map_err(q("reading agents"))?,
+        connected: row.try_get("connected").map_err(q("reading agents"))?,
+        last_seen: row.try_get("last_seen").map_err(q("reading agents"))?,
+    })
+}
+
+fn revision_from_row(row: &PgRow) -> Result<RevisionRecord, StoreError> {
+    let diagnostics: String = row.try_get("diagnostics").map_err(q("reading revisions"))?;
+    Ok(RevisionRecord {
+        revision: row.try_get("revision").map_err(q("reading revisions"))?,
+        time: row.try_get("time").map_err(q("reading revisions"))?,
+        accepted: row.try_get("accepted").map_err(q("reading revisions"))?,
+        diagnostics: from_json("revisions.diagnostics", &diagnostics)?,
+        source_error: row
+            .try_get("source_error")
+            .map_err(q("reading revisions"))?,
+    })
+}
+
+/// The channel an accepted revision is announced on (payload: the revision), sent inside the
+/// transaction that records it, so PostgreSQL delivers it only once the row is committed.
+pub const REVISION_CHANNEL: &str = "gitamp_revision";
+
+impl Store for PgStore {
+    async fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(q("begin"))?;
+        let mut deletes: Vec<String> = Vec::new();
+        let mut upserts: Vec<&AgentRecord> = Vec::new();
+        for (uid, agent) in &batch.agents {
+            match agent {
+                Some(a) => upserts.push(a),
+                None => deletes.push(uid.clone()),
+            }
+        }
+        if !deletes.is_empty() {
+            sqlx::query("DELETE FROM agents WHERE instance_uid = ANY($1)")
+                .bind(&deletes)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("deleting agents"))?;
+        }
+        for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
+            let mut cols = AgentColumns::default();
+            for a in chunk {
+                cols.push(a, self.replica.as_ref());
+            }
+            cols.write(&mut tx).await?;
+        }
+        for r in &batch.revisions {
+            sqlx::query(
+                "INSERT INTO revisions (revision, time, accepted, diagnostics, source_error) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&r.revision)
+            .bind(r.time)
+            .bind(r.accepted)
+            .bind(to_json(&r.diagnostics))
+            .bind(&r.source_error)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("recording a revision"))?;
+            if r.accepted {
+                sqlx::query(
+                    "INSERT INTO current_revision (id, revision, time) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, \
+                     time = excluded.time",
+                )
+                .bind(&r.revision)
+                .bind(r.time)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("setting the current revision"))?;
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(REVISION_CHANNEL)
+                    .bind(&r.revision)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(q("announcing the revision"))?;
+            }
+        }
+        for chunk in batch.events.chunks(ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO events (time, agent_uid, kind, message) \
+                 SELECT e.time, e.agent_uid, e.kind, e.message \
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[]) \
+                 WITH ORDINALITY AS e(time, agent_uid, kind, message, n) ORDER BY e.n",
+            )
+            .bind(chunk.iter().map(|e| e.time).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|e| e.agent_uid.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(chunk.iter().map(|e| e.kind.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|e| e.message.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await
+            .map_err(q("appending events"))?;
+        }
+        for c in batch.configs.values() {
+            sqlx::query(
+                "INSERT INTO configs (hash, config_map, revision, time) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (hash) DO NOTHING",
+            )
+            .bind(&c.hash)
+            .bind(to_json(&c.config_map))
+            .bind(&c.revision)
+            .bind(c.time)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("saving a config"))?;
+        }
+        if let Some(keep) = &batch.prune_configs {
+            sqlx::query(
+                "DELETE FROM configs WHERE hash NOT IN \
+                 (SELECT applied_hash FROM agents WHERE applied_hash IS NOT NULL) \
+                 AND NOT (hash = ANY($1))",
+            )
+            .bind(keep)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("pruning configs"))?;
+        }
+        // Rows every replica writes (a configuration's rollout, a revision's convergence) come
+        // last: their row locks are then held only until the commit just after, not while this
+        // batch's agents and events are written (replicas otherwise queued behind each other).
+        for (configuration, target) in &batch.rollout_deletes {
+            sqlx::query(
+                "DELETE FROM rollouts WHERE configuration = $1 \
+                 AND ($2::text IS NULL OR target_hash = $2)",
+            )
+            .bind(configuration)
+            .bind(target)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("deleting a rollout"))?;
+        }
+        if !batch.rollouts.is_empty() {
+            let rs: Vec<&RolloutRecord> = batch.rollouts.values().collect();
+            sqlx::query(
+                "INSERT INTO rollouts (configuration, target_hash, progress, updated_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
+                 ON CONFLICT (configuration, target_hash) \
+                 DO UPDATE SET progress = excluded.progress, updated_at = excluded.updated_at",
+            )
+            .bind(
+                rs.iter()
+                    .map(|r| r.configuration.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rs.iter().map(|r| r.target_hash.clone()).collect::<Vec<_>>())
+            .bind(rs.iter().map(|r| to_json(&r.progress)).collect::<Vec<_>>())
+            .bind(rs.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await
+            .map_err(q("saving rollouts"))?;
+        }
+        for c in batch.convergence.values() {
+            sqlx::query(
+                "INSERT INTO convergence (revision, accepted_at, record) VALUES ($1, $2, $3) \
+                 ON CONFLICT (revision) DO UPDATE SET record = excluded.record",
+            )
+            .bind(&c.revision)
+            .bind(c.accepted_at)
+            .bind(to_json(&c.record))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("saving convergence"))?;
+        }
+        if !batch.convergence.is_empty() {
+            sqlx::query(
+                "DELETE FROM convergence WHERE revision NOT IN \
+                 (SELECT revision FROM convergence ORDER BY accepted_at DESC LIMIT $1)",
+            )
+            .bind(i64::from(self.opts.max_revisions))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("pruning convergence"))?;
+        }
+        tx.commit().await.map_err(q("commit"))?;
+        // Retention in statements of their own, after the commit: every replica prunes the same
+        // old rows, and inside the batch each would wait for the others' whole transactions.
+        if !batch.revisions.is_empty() {
+            sqlx::query(
+                "DELETE FROM revisions WHERE id <= \
+                 (SELECT id FROM revisions ORDER BY id DESC LIMIT 1 OFFSET $1)",
+            )
+            .bind(i64::from(self.opts.max_revisions))
+            .execute(&self.pool)
+            .await
+            .map_err(q("pruning revisions"))?;
+        }
+        if !batch.events.is_empty() {
+            sqlx::query(
+                "DELETE FROM events WHERE id <= \
+                 (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1)",
+            )
+            .bind(i64::from(self.opts.max_events))
+            .execute(&self.pool)
+            .await
+            .map_err(q("pruning events"))?;
+        }
+        Ok(())
+    }
+
+    async fn load_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let sql = format!("{AGENT_SELECT} ORDER BY instance_uid");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("loading agents"))?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
+    async fn load_agent_resume(&self) -> Result<Vec<AgentResume>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT instance_uid, COALESCE(labels, '{}') AS labels, sent_hash, sent_at, \
+             failed_hashes, applied_hash, last_error FROM agents ORDER BY instance_uid",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading agents"))?;
+        rows.iter()
+            .map(|row| {
+                let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
+                let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
+                Ok(AgentResume {
+                    instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
+                    labels: from_json("agents.labels", &labels)?,
+                    sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
+                    sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
+                    failed_hashes: from_json("agents.failed_hashes", &failed)?,
+                    applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+                    last_error: row.try_get("last_error").map_err(q("reading agents"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT configuration, target_hash, progress, updated_at FROM rollouts \
+             ORDER BY configuration, target_hash",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading rollouts"))?;
+        rows.iter()
+            .map(|row| {
+                let progress: String = row.try_get("progress").map_err(q("reading rollouts"))?;
+                Ok(RolloutRecord {
+                    configuration: row
+                        .try_get("configuration")
+                        .map_err(q("reading rollouts"))?,
+                    target_hash: row.try_get("target_hash").map_err(q("reading rollouts"))?,
+                    progress: from_json("rollouts.progress", &progress)?,
+                    updated_at: row.try_get("updated_at").map_err(q("reading rollouts"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_configs(&self) -> Result<Vec<ConfigRecord>, StoreError> {
+        let rows =
+            sqlx::query("SELECT hash, config_map, revision, time FROM configs ORDER BY hash")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(q("loading configs"))?;
+        rows.iter()
+            .map(|row| {
+                let map: String = row.try_get("config_map").map_err(q("reading configs"))?;
+                Ok(ConfigRecord {
+                    hash: row.try_get("hash").map_err(q("reading configs"))?,
+                    config_map: from_json("configs.config_map", &map)?,
+                    revision: row.try_get("revision").map_err(q("reading configs"))?,
+                    time: row.try_get("time").map_err(q("reading configs"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_accepted_revision(&self) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT revision FROM current_revision WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("reading the current revision"))
+    }
+
+    async fn revisions(&self, limit: u32) -> Result<Vec<RevisionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT revision, time, accepted, diagnostics, source_error FROM revisions \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading revisions"))?;
+        rows.iter().map(revision_from_row).collect()
+    }
+
+    async fn recent_events(
+        &self,
+        agent: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT time, agent_uid, kind, message FROM events \
+             WHERE ($1::text IS NULL OR agent_uid = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(agent)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading events"))?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    time: row.try_get("time").map_err(q("reading events"))?,
+                    agent_uid: row.try_get("agent_uid").map_err(q("reading events"))?,
+                    kind: row.try_get("kind").map_err(q("reading events"))?,
+                    message: row.try_get("message").map_err(q("reading events"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn load_convergence(&self, limit: u32) -> Result<Vec<ConvergenceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT revision, accepted_at, record FROM convergence \
+             ORDER BY accepted_at DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("loading convergence"))?;
+        rows.iter()
+            .map(|row| {
+                let record: String = row.try_get("record").map_err(q("reading convergence"))?;
+                Ok(ConvergenceRecord {
+                    revision: row.try_get("revision").map_err(q("reading convergence"))?,
+                    accepted_at: row
+                        .try_get("accepted_at")
+                        .map_err(q("reading convergence"))?,
+                    record: from_json("convergence.record", &record)?,
+                })
+            })
+            .collect()
+    }
+}

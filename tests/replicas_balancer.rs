@@ -1,0 +1,371 @@
+//! Three replicas behind a real load balancer (HAProxy from Debian's package, installed by
+//! scripts/test.sh), on the private PostgreSQL cluster:
+//!
+//! - WebSocket agents through the balancer (TCP mode) spread over the three replicas and
+//!   converge on a commit;
+//! - HTTP agents through the balancer (HTTP mode, consecutive polls on different replicas) get
+//!   each config once: a known gap, that test is ignored (see it);
+//! - `kill -9` of a follower mid-rollout: its agents reconnect through the balancer to the
+//!   others and converge, with no redundant push;
+//! - `kill -9` of the leader: the last replica takes over and a commit pushed then reaches every
+//!   agent.
+//!
+//! Times are printed, never asserted.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gitamp_opamp::agent::{
+    AgentHandle, ClientTransport, HttpPool, HttpPoolOptions, SimAgent, spawn_agent,
+};
+use support::agents::{linux_production, received_count, redundant, stop_all};
+use support::postgres::fresh_database;
+use support::{
+    GitFixture, Server, eventually, free_port, get_json, start_agents, wait_all_applied,
+};
+
+const WAIT: Duration = Duration::from_secs(90);
+const CONFIG: &str = "linux-production";
+
+/// HAProxy in the foreground on its own config, killed when dropped.
+struct Balancer {
+    child: Child,
+    ws_port: u16,
+    http_port: u16,
+}
+
+impl Balancer {
+    fn start(dir: &Path, replicas: &[std::net::SocketAddr]) -> Balancer {
+        let haproxy = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or_else(|| {
+                panic!(
+                    "haproxy is not installed: run scripts/test.sh (it installs Debian's haproxy)"
+                )
+            });
+        let (ws_port, http_port) = (free_port(), free_port());
+        let servers = |check: &str| {
+            replicas
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("    server r{i} {a} {check}\n"))
+                .collect::<String>()
+        };
+        let config = format!(
+            "global\n    maxconn 4000\n\
+             defaults\n    timeout connect 2s\n    timeout client 1h\n    timeout server 1h\n    \
+             retries 3\n    option redispatch\n\
+             frontend opamp_ws\n    mode tcp\n    bind 127.0.0.1:{ws_port}\n    default_backend ws\n\
+             backend ws\n    mode tcp\n    balance roundrobin\n{}\
+             frontend opamp_http\n    mode http\n    bind 127.0.0.1:{http_port}\n    \
+             option http-server-close\n    default_backend http\n\
+             backend http\n    mode http\n    balance roundrobin\n    option http-server-close\n{}",
+            servers("check inter 300 fall 1 rise 2"),
+            servers("check inter 300 fall 1 rise 2"),
+        );
+        let path = dir.join("haproxy.cfg");
+        std::fs::write(&path, config).expect("write haproxy.cfg");
+        let check = Command::new(haproxy)
+            .args(["-c", "-q", "-f"])
+            .arg(&path)
+            .output()
+            .expect("haproxy -c");
+        assert!(
+            check.status.success(),
+            "haproxy refused its config: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let child = Command::new(haproxy)
+            .args(["-db", "-f"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        support::eventually_blocking(Duration::from_secs(10), "haproxy listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", ws_port))
+                .ok()
+                .map(|_| ())
+        });
+        Balancer {
+            child,
+            ws_port,
+            http_port,
+        }
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/opamp", self.ws_port)
+    }
+
+    fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/opamp", self.http_port)
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Each agent's counts, for a failure message.
+fn describe(agents: &[AgentHandle]) -> String {
+    agents
+        .iter()
+        .map(|a| {
+            let s = a.state();
+            format!(
+                "{} connections={} connected={} received={} redundant={} applied={:?}\n",
+                support::agents::uid_of(a),
+                s.connections,
+                s.connected,
+                s.remote_configs_received,
+                s.redundant_configs_received,
+                s.applied_hash().map(hex::encode),
+            )
+        })
+        .collect()
+}
+
+fn replica_args(fixture: &GitFixture, url: &str, token_file: &Path) -> Vec<String> {
+    vec![
+        "--repo".into(),
+        fixture.remote_url(),
+        "--poll".into(),
+        "3600".into(),
+        "--opamp-listen".into(),
+        format!("127.0.0.1:{}", free_port()),
+        "--api-listen".into(),
+        "127.0.0.1:0".into(),
+        "--webhook-token-file".into(),
+        token_file.display().to_string(),
+        "--store".into(),
+        url.to_string(),
+    ]
+}
+
+async fn is_leader(server: &Server) -> bool {
+    get_json(&server.api_url("/api/v1/status")).await["cluster"]["leader"] == true
+}
+
+/// Agents each replica holds, by its own status (None: it does not answer).
+async fn held(servers: &[Server], live: &[usize]) -> Vec<u64> {
+    let mut out = Vec::new();
+    for &i in live {
+        let status = get_json(&servers[i].api_url("/api/v1/status")).await;
+        out.push(status["agents"]["connected"].as_u64().unwrap_or(0));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_behind_haproxy_survive_kill_9_of_a_follower_and_of_the_leader() {
+    let fixture = GitFixture::with_example_repo();
+    let url = fresh_database("replicas_balancer").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "balancer-webhook-token";
+    let token_file = support::write_token(dir.path(), token);
+    let data = |i: usize| -> PathBuf { dir.path().join(format!("replica-{i}")) };
+    let mut servers: Vec<Server> = (0..3)
+        .map(|i| {
+            let args = replica_args(&fixture, &url, &token_file);
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start(&data(i), &argv)
+        })
+        .collect();
+    let addrs: Vec<_> = servers.iter().map(|s| s.opamp).collect();
+    let balancer = Balancer::start(dir.path(), &addrs);
+
+    // 12 WebSocket agents through the balancer.
+    let agents = start_agents(12, "lb-ws", &balancer.ws_url());
+    let first = fixture.expected_hashes()[CONFIG];
+    wait_all_applied(
+        &agents,
+        first,
+        WAIT,
+        "the first revision through the balancer",
+    )
+    .await;
+    let spread = held(&servers, &[0, 1, 2]).await;
+    println!("agents connected per replica: {spread:?}");
+    assert!(
+        spread.iter().all(|n| *n > 0),
+        "round robin left a replica without agents: {spread:?}"
+    );
+
+    // A commit; kill -9 a follower as soon as the first agent has the new config.
+    let leader = eventually(WAIT, "one replica leads", async || {
+        let mut leaders = Vec::new();
+        for (i, s) in servers.iter().enumerate() {
+            if is_leader(s).await {
+                leaders.push(i);
+            }
+        }
+        match leaders.as_slice() {
+            [one] => Ok(*one),
+            other => Err(format!("leaders: {other:?}")),
+        }
+    })
+    .await;
+    let victim = (leader + 1) % 3;
+    fixture.set_team("lb-2");
+    fixture.commit_all("team lb-2");
+    fixture.push(false);
+    assert_eq!(
+        support::post_webhook(&servers[leader], token).await / 100,
+        2
+    );
+    let second = fixture.expected_hashes()[CONFIG];
+    eventually(WAIT, "the rollout has started", async || {
+        (received_count(&agents, second) > 0).then_some(())
+    })
+    .await;
+    servers[victim].kill9();
+    let killed = Instant::now();
+    wait_all_applied(&agents, second, WAIT, "every agent, the victim's included").await;
+    println!(
+        "follower kill -9 mid-rollout: every agent applied within {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
+    let live: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let ws_agents = &agents[..];
+    let moved = eventually(
+        WAIT,
+        "the victim's agents reconnected elsewhere",
+        async || {
+            let moved = ws_agents
+                .iter()
+                .filter(|a| a.state().connections >= 2)
+                .count();
+            let connected = ws_agents.iter().filter(|a| a.state().connected).count();
+            (moved > 0 && connected == 12)
+                .then_some(moved)
+                .ok_or(format!("{moved} moved, {connected} of 12 connected"))
+        },
+    )
+    .await;
+    println!(
+        "follower kill -9: its {moved} WebSocket agents reconnected through the balancer, all \
+         12 connected {:.2} s after",
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        redundant(&agents),
+        0,
+        "redundant pushes:\n{}",
+        describe(&agents)
+    );
+
+    // kill -9 of the leader: the last replica leads, and a commit pushed then arrives.
+    servers[leader].kill9();
+    let killed = Instant::now();
+    let last = live.into_iter().find(|i| *i != leader).expect("one left");
+    fixture.set_team("lb-3");
+    fixture.commit_all("team lb-3");
+    fixture.push(false);
+    eventually(WAIT, "the last replica leads", async || {
+        is_leader(&servers[last]).await.then_some(())
+    })
+    .await;
+    let took_over = killed.elapsed();
+    assert_eq!(support::post_webhook(&servers[last], token).await / 100, 2);
+    let third = fixture.expected_hashes()[CONFIG];
+    wait_all_applied(&agents, third, WAIT, "the commit after the leader died").await;
+    println!(
+        "leader kill -9: new leader after {:.2} s, commit applied by all after {:.2} s",
+        took_over.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        redundant(&agents),
+        0,
+        "redundant pushes:\n{}",
+        describe(&agents)
+    );
+    stop_all(&agents).await;
+    drop(balancer);
+}
+
+/// HTTP agents through the balancer in HTTP mode (each poll balanced on its own, so consecutive
+/// polls land on different replicas) must get each config exactly once.
+///
+/// Known to fail, two ways seen: a replica learns an HTTP agent's status only from the polls
+/// that reach it, and OpAMP agents report an unchanged status once, so a replica that missed
+/// the APPLIED report (it went to another replica) still sees the old hash and sends the new
+/// config again (3 received, 1 redundant); and a poll reaching a replica in the few tens of
+/// milliseconds before it switches to the new revision is sent the old config back (4 received,
+/// 0 redundant). The fix is to treat a sequence-number gap as "state unknown" (no push until a
+/// full report, which the server then asks for, arrives) and to hold drift corrections for an
+/// agent reporting a hash this replica does not know until it has re-read the current revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known gap (README, Operating several servers): HTTP polls alternating replicas can get a config twice"]
+async fn http_agents_whose_polls_alternate_replicas_get_each_config_once() {
+    let fixture = GitFixture::with_example_repo();
+    let url = fresh_database("replicas_balancer_http").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = "balancer-webhook-token";
+    let token_file = support::write_token(dir.path(), token);
+    let servers: Vec<Server> = (0..3)
+        .map(|i| {
+            let args = replica_args(&fixture, &url, &token_file);
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start(&dir.path().join(format!("replica-{i}")), &argv)
+        })
+        .collect();
+    let addrs: Vec<_> = servers.iter().map(|s| s.opamp).collect();
+    let balancer = Balancer::start(dir.path(), &addrs);
+    let pool = Arc::new(
+        HttpPool::new(
+            &balancer.http_url(),
+            HttpPoolOptions {
+                connections: 1,
+                ..HttpPoolOptions::default()
+            },
+        )
+        .expect("HTTP pool"),
+    );
+    let agents: Vec<AgentHandle> = (0..3)
+        .map(|i| {
+            let mut opts = linux_production(&format!("lb-http-{i:02}"));
+            opts.heartbeat_interval = Duration::from_secs(1);
+            spawn_agent(
+                SimAgent::new(opts),
+                ClientTransport::Http(pool.clone()),
+                &balancer.http_url(),
+            )
+        })
+        .collect();
+    let first = fixture.expected_hashes()[CONFIG];
+    wait_all_applied(&agents, first, WAIT, "the first revision over HTTP").await;
+    fixture.set_team("lb-http-2");
+    fixture.commit_all("team lb-http-2");
+    fixture.push(false);
+    assert_eq!(support::post_webhook(&servers[0], token).await / 100, 2);
+    let second = fixture.expected_hashes()[CONFIG];
+    wait_all_applied(&agents, second, WAIT, "the commit over HTTP").await;
+    // A few more polls around the replicas: a late second push would show.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for a in &agents {
+        assert_eq!(
+            a.state().remote_configs_received,
+            2,
+            "each config once:\n{}",
+            describe(&agents)
+        );
+    }
+    assert_eq!(
+        redundant(&agents),
+        0,
+        "redundant pushes:\n{}",
+        describe(&agents)
+    );
+    stop_all(&agents).await;
+    drop(balancer);
+}
