@@ -29,7 +29,6 @@ use std::time::{Duration, SystemTime};
 // tokio's clock (the standard one outside a runtime), so liveness can be tested with paused time.
 use tokio::time::Instant;
 
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -41,7 +40,7 @@ use crate::report::{
     Changes, ConfigFile, ConnectionInfo, Description, Health, RemoteState, RemoteStatus, Transport,
 };
 use crate::ser::ser_uid;
-use crate::wire::{Outgoing, RemoteConfig, SERVER_CAPABILITIES, Uid, uid_text};
+use crate::wire::{Outgoing, RemoteConfig, Uid, uid_text};
 
 /// Capacity of the event channel; see the module docs for what happens on lag. A rollout to
 /// N WebSocket agents produces 2N reports within about a second while the reconciler is busy
@@ -452,6 +451,25 @@ impl AgentEntry {
         self.capabilities & proto::AgentCapabilities::AcceptsPackages as u64 != 0
     }
 
+    /// Queues `out` on the agent's live WebSocket at once; the connection's id when it was
+    /// queued. `None`: no live WebSocket, or its queue is full, and what `out` carries goes with
+    /// the reply to the agent's next message instead.
+    fn push_now(&self, out: &Outgoing, what: &str) -> Option<u64> {
+        let conn = self.conn.as_ref().filter(|_| self.connected)?;
+        let tx = conn.tx.as_ref()?;
+        match tx.try_send(Push::frame(out)) {
+            Ok(()) => Some(conn.id),
+            Err(err) => {
+                tracing::debug!(
+                    agent = %uid_text(&self.uid),
+                    error = %err,
+                    "{what} not queued; it goes out with the next reply"
+                );
+                None
+            }
+        }
+    }
+
     /// Records the agent's ConnectionSettingsStatus; a FAILED one is logged (and counted): the
     /// offer is not sent again until something in it changes.
     pub(crate) fn set_settings_status(&mut self, status: SettingsStatus) -> bool {
@@ -637,25 +655,19 @@ impl Fleet {
         if !e.offers.set_own(own) || !e.connected {
             return;
         }
-        let Some(tx) = e.conn.as_ref().and_then(|c| c.tx.clone()) else {
-            return;
-        };
         let caps = e.capabilities;
         let mut offers = e.offers.clone();
         let Some(offer) = offers.take_due(caps, true, &settings) else {
             return;
         };
-        let out = Outgoing {
-            msg: proto::ServerToAgent {
-                instance_uid: Bytes::copy_from_slice(uid),
-                capabilities: SERVER_CAPABILITIES,
+        let out = Outgoing::push(
+            uid,
+            proto::ServerToAgent {
                 connection_settings: Some(offer),
                 ..Default::default()
             },
-            remote_config: None,
-            packages: None,
-        };
-        if tx.try_send(Push::frame(&out)).is_ok() {
+        );
+        if e.push_now(&out, "connection-settings offer").is_some() {
             e.offers = offers;
         }
     }
@@ -800,38 +812,19 @@ impl Fleet {
         if let Some(effective) = e.effective_config.as_mut() {
             share_bodies(effective, &config);
         }
-        let queue = e
-            .conn
-            .as_ref()
-            .filter(|_| e.connected)
-            .and_then(|c| c.tx.clone().map(|tx| (c.id, tx)));
-        if let Some((conn, tx)) = queue {
-            let out = Outgoing {
-                msg: proto::ServerToAgent {
-                    instance_uid: Bytes::copy_from_slice(uid),
-                    capabilities: SERVER_CAPABILITIES,
-                    ..Default::default()
-                },
-                remote_config: Some(Arc::clone(&config)),
-                packages: None,
+        let out = Outgoing {
+            remote_config: Some(Arc::clone(&config)),
+            ..Outgoing::push(uid, proto::ServerToAgent::default())
+        };
+        if let Some(conn) = e.push_now(&out, "config push") {
+            let sent = Sent {
+                hash: *config.hash(),
+                conn,
+                at: self.clock.now(),
             };
-            match tx.try_send(Push::frame(&out)) {
-                Ok(()) => {
-                    let sent = Sent {
-                        hash: *config.hash(),
-                        conn,
-                        at: self.clock.now(),
-                    };
-                    e.pending = None;
-                    e.last_sent = Some(sent);
-                    return Delivery::Queued(sent);
-                }
-                Err(err) => tracing::debug!(
-                    agent = %uid_text(uid),
-                    error = %err,
-                    "config push not queued; it goes out with the next reply"
-                ),
-            }
+            e.pending = None;
+            e.last_sent = Some(sent);
+            return Delivery::Queued(sent);
         }
         e.pending = Some(config);
         Delivery::Pending
@@ -849,38 +842,19 @@ impl Fleet {
             e.pending_offer = None;
             return Delivery::Dropped;
         }
-        let queue = e
-            .conn
-            .as_ref()
-            .filter(|_| e.connected)
-            .and_then(|c| c.tx.clone().map(|tx| (c.id, tx)));
-        if let Some((conn, tx)) = queue {
-            let out = Outgoing {
-                msg: proto::ServerToAgent {
-                    instance_uid: Bytes::copy_from_slice(uid),
-                    capabilities: SERVER_CAPABILITIES,
-                    ..Default::default()
-                },
-                remote_config: None,
-                packages: Some(Arc::clone(&offer)),
+        let out = Outgoing {
+            packages: Some(Arc::clone(&offer)),
+            ..Outgoing::push(uid, proto::ServerToAgent::default())
+        };
+        if let Some(conn) = e.push_now(&out, "package offer") {
+            let sent = Sent {
+                hash: *offer.all_hash(),
+                conn,
+                at: self.clock.now(),
             };
-            match tx.try_send(Push::frame(&out)) {
-                Ok(()) => {
-                    let sent = Sent {
-                        hash: *offer.all_hash(),
-                        conn,
-                        at: self.clock.now(),
-                    };
-                    e.pending_offer = None;
-                    e.last_offer = Some(sent);
-                    return Delivery::Queued(sent);
-                }
-                Err(err) => tracing::debug!(
-                    agent = %uid_text(uid),
-                    error = %err,
-                    "package offer not queued; it goes out with the next reply"
-                ),
-            }
+            e.pending_offer = None;
+            e.last_offer = Some(sent);
+            return Delivery::Queued(sent);
         }
         e.pending_offer = Some(offer);
         Delivery::Pending

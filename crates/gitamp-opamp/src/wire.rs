@@ -127,6 +127,20 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// A message the server pushes unasked on a WebSocket: `msg` (its `instance_uid` and
+    /// `capabilities` set here) with nothing shared appended yet.
+    pub fn push(uid: &Uid, msg: proto::ServerToAgent) -> Outgoing {
+        Outgoing {
+            msg: proto::ServerToAgent {
+                instance_uid: Bytes::copy_from_slice(uid),
+                capabilities: SERVER_CAPABILITIES,
+                ..msg
+            },
+            remote_config: None,
+            packages: None,
+        }
+    }
+
     /// Encoded length of the full message.
     pub fn encoded_len(&self) -> usize {
         self.msg.encoded_len()
