@@ -135,20 +135,10 @@ fn describe(agents: &[AgentHandle]) -> String {
 }
 
 fn replica_args(fixture: &GitFixture, url: &str, token_file: &Path) -> Vec<String> {
-    vec![
-        "--repo".into(),
-        fixture.remote_url(),
-        "--poll".into(),
-        "3600".into(),
-        "--opamp-listen".into(),
-        format!("127.0.0.1:{}", free_port()),
-        "--api-listen".into(),
-        "127.0.0.1:0".into(),
-        "--webhook-token-file".into(),
-        token_file.display().to_string(),
-        "--store".into(),
-        url.to_string(),
-    ]
+    let opamp = format!("127.0.0.1:{}", free_port());
+    let mut args = support::gitops_args(fixture, &opamp, token_file);
+    args.extend(["--store".into(), url.to_string()]);
+    args
 }
 
 async fn is_leader(server: &Server) -> bool {

@@ -22,7 +22,7 @@ pub fn agent_columns(a: &AgentSnapshot) -> (Option<u64>, Option<String>) {
     };
     (
         o.heartbeat_interval_seconds,
-        o.own_telemetry.as_ref().map(own_telemetry::summary),
+        o.own_telemetry.as_deref().map(own_telemetry::summary),
     )
 }
 

@@ -47,8 +47,8 @@ pub use poll::{eventually, eventually_blocking};
 pub use rand::Prng;
 pub use routes::ROUTES;
 pub use server::{
-    GitOpsServer, Server, agents, free_port, get_json, metric, plan_after, post_webhook, sample,
-    samples, scrape, write_token,
+    GitOpsServer, Server, agents, free_port, get_json, gitops_args, metric, plan_after,
+    post_webhook, sample, samples, scrape, write_token,
 };
 
 /// The workspace root (where example-repo/ lives).

@@ -44,20 +44,9 @@ impl Fleet {
 
     pub fn args(&self) -> Vec<String> {
         let token_file = super::write_token(self.dirs.path(), &self.token);
-        vec![
-            "--repo".into(),
-            self.fixture.remote_url(),
-            "--poll".into(),
-            "3600".into(),
-            "--opamp-listen".into(),
-            "127.0.0.1:0".into(),
-            "--api-listen".into(),
-            "127.0.0.1:0".into(),
-            "--webhook-token-file".into(),
-            token_file.display().to_string(),
-            "--store".into(),
-            self.url.clone(),
-        ]
+        let mut args = super::gitops_args(&self.fixture, "127.0.0.1:0", &token_file);
+        args.extend(["--store".into(), self.url.clone()]);
+        args
     }
 
     pub fn start_replica(&self, i: usize) -> Server {

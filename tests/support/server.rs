@@ -290,6 +290,23 @@ pub struct GitOpsServer {
     data: tempfile::TempDir,
 }
 
+/// The flags of a server that follows `fixture`'s remote (polling only when told, webhooks
+/// signed with the token in `token_file`), its OpAMP listener on `opamp_listen`.
+pub fn gitops_args(fixture: &GitFixture, opamp_listen: &str, token_file: &Path) -> Vec<String> {
+    vec![
+        "--repo".into(),
+        fixture.remote_url(),
+        "--poll".into(),
+        "3600".into(),
+        "--opamp-listen".into(),
+        opamp_listen.into(),
+        "--api-listen".into(),
+        "127.0.0.1:0".into(),
+        "--webhook-token-file".into(),
+        token_file.display().to_string(),
+    ]
+}
+
 impl GitOpsServer {
     /// Serve `tree` (relative to the workspace) with `extra` flags.
     pub fn start(tree: &str, extra: &[&str]) -> GitOpsServer {
@@ -297,18 +314,8 @@ impl GitOpsServer {
         let data = tempfile::tempdir().expect("tempdir");
         let token = "gitops-webhook-token".to_string();
         let token_file = write_token(data.path(), &token);
-        let mut args: Vec<String> = vec![
-            "--repo".into(),
-            fixture.remote_url(),
-            "--poll".into(),
-            "3600".into(),
-            "--opamp-listen".into(),
-            format!("127.0.0.1:{}", free_port()),
-            "--api-listen".into(),
-            "127.0.0.1:0".into(),
-            "--webhook-token-file".into(),
-            token_file.display().to_string(),
-        ];
+        let opamp = format!("127.0.0.1:{}", free_port());
+        let mut args = gitops_args(&fixture, &opamp, &token_file);
         args.extend(extra.iter().map(|a| a.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = Server::start(&data.path().join("data"), &argv);

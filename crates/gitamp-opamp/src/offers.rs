@@ -152,6 +152,8 @@ pub struct AgentOffers {
     /// Where its own telemetry should go (set by the reconciler; none until it decided, and
     /// nothing of it is offered until then).
     pub(crate) own: Option<Arc<OwnTelemetry>>,
+    /// `own` as shown (masked once when set, not on every snapshot of the agent).
+    own_shown: Option<Arc<OwnTelemetry>>,
     /// The last offer sent to it.
     pub(crate) sent: Option<SentOffer>,
     /// The inputs of the last offer composed: a message with the same ones has nothing new to
@@ -215,7 +217,7 @@ pub struct OffersView {
     /// Hash of the last offer sent.
     pub offered_hash: Option<String>,
     /// Where its own telemetry goes (header values masked); none before the plan decided.
-    pub own_telemetry: Option<OwnTelemetry>,
+    pub own_telemetry: Option<Arc<OwnTelemetry>>,
     /// What it reported about the offer (ConnectionSettingsStatus), if it reports one.
     pub status: Option<SettingsStatus>,
 }
@@ -277,6 +279,7 @@ impl AgentOffers {
         if self.own.as_deref() == Some(&*own) {
             return false;
         }
+        self.own_shown = Some(Arc::new(masked(&own)));
         self.own = Some(own);
         true
     }
@@ -286,7 +289,7 @@ impl AgentOffers {
         OffersView {
             heartbeat_interval_seconds: self.sent.and_then(|s| s.heartbeat),
             offered_hash: self.sent.map(|s| hex::encode(&s.hash[..8])),
-            own_telemetry: self.own.as_deref().map(masked),
+            own_telemetry: self.own_shown.clone(),
             status: self.status.clone(),
         }
     }
