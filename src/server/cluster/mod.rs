@@ -24,6 +24,10 @@
 //! - The database remembers the repository, ref and path its fleet serves: a replica started
 //!   with another one is refused.
 
+mod rollouts;
+
+pub use rollouts::{adopt_rollouts, lead_rollouts, relay_resume};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +92,12 @@ pub enum ClusterError {
         what: &'static str,
         #[source]
         source: sqlx::Error,
+    },
+    #[error("{what}: {source}")]
+    Store {
+        what: &'static str,
+        #[source]
+        source: crate::store::StoreError,
     },
 }
 

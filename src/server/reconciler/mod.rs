@@ -48,7 +48,8 @@ use crate::store::{ConfigRecord, StoreWriter};
 use crate::telemetry;
 
 pub use command::Command;
-use persist::{RolloutStamp, config_from_record};
+use persist::config_from_record;
+pub(crate) use persist::{RolloutStamp, rollout_writes};
 pub use persist::{agents_from_records, rollouts_from_records};
 
 /// The reconciler's state. Per agent it keeps only what serves one of its steps: the planner
@@ -123,6 +124,9 @@ pub struct Reconciler {
     /// Replicas: the leader's judge commits accepted revisions to the shared database before
     /// any replica serves them, so this one keeps them in its own history only.
     accepted_recorded_elsewhere: bool,
+    /// Replicas: rollouts are stepped by the leader over the whole fleet and adopted here
+    /// ([`Command::AdoptRollouts`]); this reconciler neither steps nor writes them.
+    adopts_rollouts: bool,
 }
 
 /// The clock for a plan made now.
@@ -176,6 +180,7 @@ impl Reconciler {
             commands: None,
             own_telemetry: Default::default(),
             accepted_recorded_elsewhere: false,
+            adopts_rollouts: false,
         }
     }
 
@@ -184,6 +189,13 @@ impl Reconciler {
     /// once per replica.
     pub fn with_accepted_recorded_elsewhere(mut self) -> Reconciler {
         self.accepted_recorded_elsewhere = true;
+        self
+    }
+
+    /// A replica's reconciler (src/server/cluster/rollouts.rs): admit by the rollouts the
+    /// leader steps over the whole fleet, from the first plan on.
+    pub fn with_adopted_rollouts(mut self) -> Reconciler {
+        self.adopts_rollouts = true;
         self
     }
 

@@ -194,7 +194,13 @@ impl Reconciler {
             Some(planner) => planner.set_desired(desired),
             None => {
                 let rollouts = std::mem::take(&mut self.resumed_rollouts);
-                self.planner = Some(Planner::new(desired, rollouts));
+                self.planner = Some(if self.adopts_rollouts {
+                    let mut planner = Planner::new(desired, BTreeMap::new());
+                    planner.adopt_rollouts(rollouts);
+                    planner
+                } else {
+                    Planner::new(desired, rollouts)
+                });
             }
         }
         // No re-read of the fleet: the planner already holds every agent as last reported

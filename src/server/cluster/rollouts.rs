@@ -1,0 +1,464 @@
+//! Fleet-wide rollouts: a batch is admitted across every replica, not per replica.
+//!
+//! ```text
+//!  leader:        agents table ──changed rows (NOTIFY gitamp_agents)──► FleetRollouts
+//!                 (a RolloutBook over every agent's progress) ──► rollouts table
+//!                 ──NOTIFY gitamp_rollouts──►
+//!  every replica: read the rollouts ──Command::AdoptRollouts──► its reconciler's planner
+//! ```
+//!
+//! - The **leader** keeps one [`RolloutBook`] over the whole fleet: each agent's progress
+//!   towards its configuration's target, derived from the shared `agents` table with the same
+//!   pure rules as a single server (`select`, `sync_status`). It reads only the rows written
+//!   since its last read (`PgStore::changed_agents`), steps the rollouts whose scope changed,
+//!   and writes the rollouts that moved (the halt and completion events with them).
+//! - **Every replica** (the leader too) adopts those rollouts: its planner admits by them and
+//!   steps none of its own, so an agent on replica B waits for the batch that includes agents
+//!   on replica A. Its own agents' progress reaches the leader through its write-behind store.
+//! - Notices say whether admission moved (`admission`) or only the counts (`counts`): counts
+//!   are written at most every [`COUNTS_EVERY`], so a rollout to 60,000 agents does not make
+//!   every replica re-read its member list on every step.
+//! - An operator's resume reaching any replica is relayed to the leader (`gitamp_resume`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gitamp_core::ConfigHash;
+use gitamp_core::plan::select::Selection;
+use gitamp_core::plan::status::SyncStatus;
+use gitamp_core::plan::{
+    AgentProgress, Desired, ObservedAgent, ReportedStatus, ResumeError, Rollout, RolloutBook,
+    RolloutPhase, RolloutProgress, Target, sync_status,
+};
+use gitamp_opamp::proto::AgentCapabilities;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Cluster, ClusterError, q, sleep_or_cancel};
+use crate::server::events::Event;
+use crate::server::reconciler::{Command, RolloutStamp, rollout_writes, rollouts_from_records};
+use crate::server::state::AppState;
+use crate::store::postgres::{AGENTS_CHANNEL, FleetAgentRow, RESUME_CHANNEL, ROLLOUTS_CHANNEL};
+use crate::store::{Batch, Store};
+
+/// Rollouts whose counts alone moved are written at most this often.
+const COUNTS_EVERY: Duration = Duration::from_secs(2);
+/// A burst of notices is gathered this long before the leader reads and steps once.
+const GATHER: Duration = Duration::from_millis(100);
+/// Without notices, the leader reads and every replica re-reads the rollouts this often.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// Whether `a` and `b` admit the same agents: same target and phase and, for a batched rollout
+/// in progress, the same admitted prefix. An all-at-once rollout admits by its phase alone.
+pub fn same_admission(a: &Rollout, b: &Rollout) -> bool {
+    use gitamp_core::catalog::model::RolloutStrategy;
+    a.target == b.target
+        && a.phase == b.phase
+        && (a.policy.strategy == RolloutStrategy::AllAtOnce
+            || a.phase != RolloutPhase::Progressing
+            || (a.admitted == b.admitted
+                && a.agents
+                    .iter()
+                    .take(a.admitted)
+                    .eq(b.agents.iter().take(b.admitted))))
+}
+
+/// The leader's book over the whole fleet.
+pub struct FleetRollouts {
+    revision: String,
+    desired: Arc<Desired>,
+    book: RolloutBook,
+    /// Each agent in the book, by uid: the configuration whose scope holds it.
+    placed: HashMap<String, String>,
+    /// What was last written of each rollout.
+    persisted: BTreeMap<String, RolloutStamp>,
+    /// Each rollout as last announced, to tell an admission change from a count change.
+    announced: BTreeMap<String, Rollout>,
+    counts_written: Option<Instant>,
+    /// The next step steps every rollout (a new revision, a fresh start).
+    full: bool,
+}
+
+impl FleetRollouts {
+    /// A book for `revision`, resuming `stored` (the rollouts the database holds).
+    pub fn new(revision: String, desired: Arc<Desired>, stored: BTreeMap<String, Rollout>) -> Self {
+        FleetRollouts {
+            revision,
+            desired,
+            persisted: stored
+                .iter()
+                .map(|(k, r)| (k.clone(), RolloutStamp::of(r)))
+                .collect(),
+            announced: stored.clone(),
+            book: RolloutBook::new(stored),
+            placed: HashMap::new(),
+            counts_written: None,
+            full: true,
+        }
+    }
+
+    /// Serve another revision: every agent is placed again from a full read.
+    pub fn set_desired(&mut self, revision: String, desired: Arc<Desired>) {
+        self.revision = revision;
+        self.desired = desired;
+        self.book.clear_scopes();
+        self.placed.clear();
+        self.full = true;
+    }
+
+    /// Fold agents' records in: each goes to its configuration's scope, or out of every scope.
+    pub fn fold(&mut self, rows: &[FleetAgentRow]) {
+        for row in rows {
+            // Rollouts name agents as the planner does (`uid_text`), the store in plain hex.
+            let Some(uid) = hex::decode(&row.instance_uid)
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(|b| gitamp_opamp::wire::uid_text(&b))
+            else {
+                continue;
+            };
+            let now = progress_of(row, &self.desired);
+            let before = self.placed.get(&uid);
+            if let Some(old) = before
+                && now.as_ref().is_none_or(|(name, _)| name != old)
+            {
+                self.book.remove(old, &uid);
+            }
+            match now {
+                Some((name, progress)) => {
+                    self.book.set(&name, &uid, progress);
+                    if before != Some(&name) {
+                        self.placed.insert(uid, name);
+                    }
+                }
+                None => {
+                    self.placed.remove(&uid);
+                }
+            }
+        }
+    }
+
+    /// An operator's resume (relayed from any replica).
+    pub fn resume(&mut self, configuration: &str) -> Result<RolloutProgress, ResumeError> {
+        self.book.resume(configuration)
+    }
+
+    /// Step what changed; returns the events of superseded rollouts.
+    pub fn step(&mut self) -> Vec<Event> {
+        let targets = self.desired.configurations.values().filter_map(|c| {
+            c.hash.map(|hash| Target {
+                name: c.name(),
+                hash,
+                policy: c.rollout(),
+            })
+        });
+        let full = std::mem::take(&mut self.full);
+        self.book.step(targets, full, true);
+        self.book
+            .take_superseded()
+            .into_iter()
+            .filter_map(|old| match old.phase {
+                RolloutPhase::Superseded { by: Some(by) } => Some(Event::RolloutSuperseded {
+                    configuration: old.configuration.clone(),
+                    target: old.target,
+                    by,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The writes due now, and whether admission moved (else only counts, if anything). A
+    /// move of admission or phase is written at once; counts at most every [`COUNTS_EVERY`].
+    pub fn writes(&mut self, emit: impl FnMut(Event)) -> Option<(Batch, bool)> {
+        let rollouts = self.book.rollouts();
+        let admission = rollouts.len() != self.announced.len()
+            || rollouts.iter().any(|(name, r)| {
+                self.announced
+                    .get(name)
+                    .is_none_or(|old| !same_admission(old, r))
+            });
+        let counts_due = self
+            .counts_written
+            .is_none_or(|at| at.elapsed() >= COUNTS_EVERY);
+        if !admission && !counts_due {
+            return None;
+        }
+        let (ops, _) = rollout_writes(rollouts, &mut self.persisted, emit);
+        if ops.is_empty() {
+            return None;
+        }
+        self.counts_written = Some(Instant::now());
+        self.announced = rollouts.clone();
+        Some((Batch::from_ops(ops), admission))
+    }
+}
+
+/// Where one agent stands in the fleet's rollouts: its configuration and progress, or `None`
+/// when no rollout counts it (unmanaged, in conflict, incompatible), as the planner decides
+/// for the agents it holds. What only the holding replica knows (that an agent drifted) is
+/// not in the row; it does not move a rollout.
+pub fn progress_of(row: &FleetAgentRow, desired: &Desired) -> Option<(String, AgentProgress)> {
+    let selection = desired.select(&row.labels);
+    let Selection::One(name) = &selection else {
+        return None;
+    };
+    let hash = desired.hash_of(name)?;
+    let hex = |h: &Option<String>| h.as_deref().and_then(ConfigHash::from_hex);
+    let caps = row.capabilities;
+    let mut agent = ObservedAgent {
+        connected: row.live,
+        accepts_remote_config: caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0,
+        reports_remote_config: caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0,
+        sent_hash: hex(&row.sent_hash),
+        failed_hashes: row
+            .failed_hashes
+            .iter()
+            .filter_map(|h| ConfigHash::from_hex(h))
+            .collect(),
+        healthy: row.healthy,
+        last_applied: hex(&row.applied_hash),
+        ..ObservedAgent::default()
+    };
+    agent.reported_hash = hex(&row.reported_hash);
+    agent.reported_status = match row.remote_config_status.as_deref() {
+        Some("APPLIED") => ReportedStatus::Applied,
+        Some("APPLYING") => ReportedStatus::Applying,
+        Some("FAILED") => ReportedStatus::Failed {
+            error: String::new(),
+        },
+        _ => ReportedStatus::Unset,
+    };
+    let status = sync_status(&agent, &selection, Some(hash));
+    if status == SyncStatus::Incompatible {
+        return None;
+    }
+    Some((name.clone(), AgentProgress::of(&agent, status, Some(hash))))
+}
+
+/// While this replica leads, step the fleet's rollouts; otherwise wait to lead.
+pub async fn lead_rollouts(cluster: Arc<Cluster>, state: Arc<AppState>, cancel: CancellationToken) {
+    let mut leadership = cluster.leadership();
+    loop {
+        while !*leadership.borrow_and_update() {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = leadership.changed() => if r.is_err() { return },
+            }
+        }
+        let term = cancel.child_token();
+        let run = leader_term(cluster.clone(), state.clone(), term.clone());
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                r = &mut run => {
+                    if let Err(err) = r {
+                        warn!(error = %err, "Stepping the fleet's rollouts failed; retrying.");
+                    }
+                    break;
+                }
+                r = leadership.changed() => {
+                    if r.is_err() || !*leadership.borrow_and_update() {
+                        term.cancel();
+                    }
+                }
+            }
+        }
+        if cancel.is_cancelled() {
+            return;
+        }
+        if cluster.is_leader() && sleep_or_cancel(cluster.opts.lock_retry, &cancel).await {
+            return;
+        }
+    }
+}
+
+/// One leadership term: resume the stored rollouts, then read, step and write until `term`.
+async fn leader_term(
+    cluster: Arc<Cluster>,
+    state: Arc<AppState>,
+    term: CancellationToken,
+) -> Result<(), ClusterError> {
+    let store = &cluster.store;
+    let mut listener = PgListener::connect_with(store.pool())
+        .await
+        .map_err(q("listening for agent changes"))?;
+    listener
+        .listen_all([AGENTS_CHANNEL, RESUME_CHANNEL])
+        .await
+        .map_err(q("listening for agent changes"))?;
+    let mut fleet: Option<FleetRollouts> = None;
+    let mut watermark = "0".to_string();
+    info!("Stepping rollouts over the whole fleet.");
+    loop {
+        if let Some(serving) = state.serving.load_full() {
+            let revision = &serving.revision.revision;
+            match fleet.as_mut() {
+                Some(f) if &f.revision == revision => {}
+                Some(f) => {
+                    let desired = Arc::new(Desired::from_revision(&serving.revision));
+                    f.set_desired(revision.clone(), desired);
+                    watermark = "0".into();
+                }
+                None => {
+                    let stored = store
+                        .load_rollouts()
+                        .await
+                        .map_err(|e| ClusterError::Store {
+                            what: "loading the rollouts",
+                            source: e,
+                        })?;
+                    let desired = Arc::new(Desired::from_revision(&serving.revision));
+                    fleet = Some(FleetRollouts::new(
+                        revision.clone(),
+                        desired,
+                        rollouts_from_records(&stored),
+                    ));
+                    watermark = "0".into();
+                }
+            }
+        }
+        if let Some(f) = fleet.as_mut() {
+            let (rows, next) =
+                store
+                    .changed_agents(&watermark)
+                    .await
+                    .map_err(|e| ClusterError::Store {
+                        what: "reading the fleet's agents",
+                        source: e,
+                    })?;
+            if let Some(next) = next {
+                watermark = next;
+            }
+            f.fold(&rows);
+            for event in f.step() {
+                state.emit(event);
+            }
+            write_rollouts(&cluster, &state, f).await?;
+        }
+        // Wait for a notice (or the recheck), then gather the rest of the burst.
+        let notice = tokio::select! {
+            _ = term.cancelled() => return Ok(()),
+            n = tokio::time::timeout(RECHECK, listener.recv()) => n,
+        };
+        match notice {
+            Ok(Ok(n)) if n.channel() == RESUME_CHANNEL => {
+                let name = n.payload().to_string();
+                match fleet.as_mut().map(|f| f.resume(&name)) {
+                    Some(Ok(progress)) => {
+                        info!(configuration = %name, "Resumed the fleet's rollout.");
+                        state.emit(Event::RolloutResumed {
+                            configuration: name,
+                            target: progress.target,
+                            excused: progress.excused,
+                        });
+                    }
+                    Some(Err(err)) => {
+                        debug!(configuration = %name, error = %err, "Nothing to resume.")
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(err)) => return Err(q("listening for agent changes")(err)),
+        }
+        if sleep_or_cancel(GATHER, &term).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Write what moved, committed at once, and announce it.
+async fn write_rollouts(
+    cluster: &Cluster,
+    state: &AppState,
+    fleet: &mut FleetRollouts,
+) -> Result<(), ClusterError> {
+    let Some((batch, admission)) = fleet.writes(|e| state.emit(e)) else {
+        return Ok(());
+    };
+    cluster
+        .store
+        .apply(&batch)
+        .await
+        .map_err(|e| ClusterError::Store {
+            what: "writing the fleet's rollouts",
+            source: e,
+        })?;
+    let kind = if admission { "admission" } else { "counts" };
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ROLLOUTS_CHANNEL)
+        .bind(kind)
+        .execute(cluster.store.pool())
+        .await
+        .map_err(q("announcing the rollouts"))?;
+    Ok(())
+}
+
+/// Every replica: hand the rollouts the database holds to the reconciler whenever the leader
+/// announces new ones (and every [`RECHECK`]), so this replica admits by them.
+pub async fn adopt_rollouts(
+    cluster: Arc<Cluster>,
+    state: Arc<AppState>,
+    cancel: CancellationToken,
+) {
+    let Some(reconciler) = state.reconciler.clone() else {
+        return;
+    };
+    let mut listener: Option<PgListener> = None;
+    let mut last: Option<BTreeMap<String, Rollout>> = None;
+    loop {
+        if listener.is_none() {
+            match PgListener::connect_with(cluster.store.pool()).await {
+                Ok(mut l) => {
+                    if l.listen(ROLLOUTS_CHANNEL).await.is_ok() {
+                        listener = Some(l);
+                    }
+                }
+                Err(err) => debug!(error = %err, "Rollouts listener: cannot connect."),
+            }
+        }
+        match cluster.store.load_rollouts().await {
+            Ok(records) => {
+                let rollouts = rollouts_from_records(&records);
+                if last.as_ref() != Some(&rollouts) {
+                    last = Some(rollouts.clone());
+                    if reconciler
+                        .send(Command::AdoptRollouts(rollouts))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            Err(err) => debug!(error = %err, "Reading the fleet's rollouts failed."),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            got = async {
+                match listener.as_mut() {
+                    Some(l) => tokio::time::timeout(RECHECK, l.try_recv()).await,
+                    None => { tokio::time::sleep(cluster.opts.lock_retry).await; Ok(Ok(None)) }
+                }
+            } => match got {
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(_)) => listener = None,
+            },
+        }
+    }
+}
+
+/// An operator's resume that reached this replica goes to the leader, which steps rollouts.
+pub async fn relay_resume(cluster: &Cluster, configuration: &str) -> Result<(), ClusterError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(RESUME_CHANNEL)
+        .bind(configuration)
+        .execute(cluster.store.pool())
+        .await
+        .map_err(q("relaying the resume to the leader"))?;
+    Ok(())
+}
