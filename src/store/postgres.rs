@@ -146,6 +146,8 @@ ON CONFLICT (instance_uid) DO UPDATE SET written_by = pg_current_xact_id(), \
  applied_hash = excluded.applied_hash, last_error = excluded.last_error, \
  connected = excluded.connected, last_seen = excluded.last_seen, \
  labels = COALESCE(excluded.labels, agents.labels), \
+ labels_written_by = CASE WHEN excluded.labels IS NULL THEN agents.labels_written_by \
+  ELSE pg_current_xact_id() END, \
  description = COALESCE(excluded.description, agents.description), \
  health = COALESCE(excluded.health, agents.health), \
  replica = CASE WHEN excluded.connected THEN excluded.replica ELSE NULL END \
@@ -293,7 +295,8 @@ pub const AGENTS_CHANNEL: &str = "gitamp_agents";
 /// Agents' records written by transactions at or after a watermark, with the watermark for
 /// the next read: the oldest transaction still running now (rows it writes will carry an id
 /// at or above it). Rows may be read twice; none is missed.
-const CHANGED_AGENTS: &str = "SELECT instance_uid, COALESCE(labels, '{}') AS labels, \
+const CHANGED_AGENTS: &str = "SELECT instance_uid, \
+ CASE WHEN labels_written_by >= $1::text::xid8 THEN COALESCE(labels, '{}') END AS labels, \
  capabilities, COALESCE(health, 'null') AS health, reported_hash, remote_config_status, \
  sent_hash, failed_hashes, applied_hash, \
  (connected AND replica IS NOT NULL AND replica IN (SELECT id FROM replicas)) AS live, \
@@ -304,7 +307,8 @@ const CHANGED_AGENTS: &str = "SELECT instance_uid, COALESCE(labels, '{}') AS lab
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetAgentRow {
     pub instance_uid: String,
-    pub labels: std::collections::BTreeMap<String, String>,
+    /// `None` when they were not written since the watermark (the reader knows them).
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
     pub capabilities: u64,
     /// The `health` JSON's `healthy`, when it reports health.
     pub healthy: Option<bool>,
@@ -336,14 +340,14 @@ impl PgStore {
             if next.is_none() {
                 next = row.try_get::<String, _>("next").ok();
             }
-            let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
+            let labels: Option<String> = row.try_get("labels").map_err(q("reading agents"))?;
             let health: String = row.try_get("health").map_err(q("reading agents"))?;
             let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
             let capabilities: i64 = row.try_get("capabilities").map_err(q("reading agents"))?;
             let health: serde_json::Value = from_json("agents.health", &health)?;
             out.push(FleetAgentRow {
                 instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
-                labels: from_json("agents.labels", &labels)?,
+                labels: labels.map(|l| from_json("agents.labels", &l)).transpose()?,
                 capabilities: capabilities as u64,
                 healthy: health.get("healthy").and_then(serde_json::Value::as_bool),
                 reported_hash: row.try_get("reported_hash").map_err(q("reading agents"))?,

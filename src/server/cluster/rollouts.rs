@@ -70,8 +70,10 @@ pub struct FleetRollouts {
     revision: String,
     desired: Arc<Desired>,
     book: RolloutBook,
-    /// Each agent in the book, by uid: the configuration whose scope holds it.
-    placed: HashMap<String, String>,
+    /// Every agent seen, by uid: the configuration that selects it alone, if one does (rows
+    /// carry labels only when they were written since the last read), and whether its scope
+    /// holds it.
+    placed: HashMap<String, (Option<String>, bool)>,
     /// What was last written of each rollout.
     persisted: BTreeMap<String, RolloutStamp>,
     /// Each rollout as last announced, to tell an admission change from a count change.
@@ -119,24 +121,28 @@ impl FleetRollouts {
             else {
                 continue;
             };
-            let now = progress_of(row, &self.desired);
             let before = self.placed.get(&uid);
-            if let Some(old) = before
-                && now.as_ref().is_none_or(|(name, _)| name != old)
+            let selected = match (&row.labels, before) {
+                (Some(labels), _) => match self.desired.select(labels) {
+                    Selection::One(name) => Some(name),
+                    Selection::None | Selection::Conflict(_) => None,
+                },
+                (None, Some((selected, _))) => selected.clone(),
+                // Labels unknown (cannot happen after the first, full read): wait for them.
+                (None, None) => continue,
+            };
+            let now = selected
+                .as_deref()
+                .and_then(|name| progress_of(row, &self.desired, name));
+            if let Some((Some(old), true)) = before
+                && (now.is_none() || selected.as_ref() != Some(old))
             {
                 self.book.remove(old, &uid);
             }
-            match now {
-                Some((name, progress)) => {
-                    self.book.set(&name, &uid, progress);
-                    if before != Some(&name) {
-                        self.placed.insert(uid, name);
-                    }
-                }
-                None => {
-                    self.placed.remove(&uid);
-                }
+            if let (Some(name), Some(progress)) = (&selected, now) {
+                self.book.set(name, &uid, progress);
             }
+            self.placed.insert(uid, (selected, now.is_some()));
         }
     }
 
@@ -196,16 +202,16 @@ impl FleetRollouts {
     }
 }
 
-/// Where one agent stands in the fleet's rollouts: its configuration and progress, or `None`
-/// when no rollout counts it (unmanaged, in conflict, incompatible), as the planner decides
-/// for the agents it holds. What only the holding replica knows (that an agent drifted) is
-/// not in the row; it does not move a rollout.
-pub fn progress_of(row: &FleetAgentRow, desired: &Desired) -> Option<(String, AgentProgress)> {
-    let selection = desired.select(&row.labels);
-    let Selection::One(name) = &selection else {
-        return None;
-    };
-    let hash = desired.hash_of(name)?;
+/// Where one agent that `configuration` alone selects stands in its rollout, or `None` when
+/// no rollout counts it (incompatible), as the planner decides for the agents it holds. What
+/// only the holding replica knows (that an agent drifted) is not in the row; it does not move
+/// a rollout.
+pub fn progress_of(
+    row: &FleetAgentRow,
+    desired: &Desired,
+    configuration: &str,
+) -> Option<AgentProgress> {
+    let hash = desired.hash_of(configuration)?;
     let hex = |h: &Option<String>| h.as_deref().and_then(ConfigHash::from_hex);
     let caps = row.capabilities;
     let mut agent = ObservedAgent {
@@ -231,11 +237,9 @@ pub fn progress_of(row: &FleetAgentRow, desired: &Desired) -> Option<(String, Ag
         },
         _ => ReportedStatus::Unset,
     };
+    let selection = Selection::One(configuration.to_string());
     let status = sync_status(&agent, &selection, Some(hash));
-    if status == SyncStatus::Incompatible {
-        return None;
-    }
-    Some((name.clone(), AgentProgress::of(&agent, status, Some(hash))))
+    (status != SyncStatus::Incompatible).then(|| AgentProgress::of(&agent, status, Some(hash)))
 }
 
 /// While this replica leads, step the fleet's rollouts; otherwise wait to lead.
