@@ -8,7 +8,8 @@
 //!   its first agent at once);
 //! - every replica shows the same fleet-wide rollout (8 agents, 2 failed);
 //! - `gitamp resume` on a follower is relayed to the leader: the rest of the fleet applies the
-//!   config, the rollout completes with the 2 failures excused, with no redundant push.
+//!   config, the rollout completes with the 2 failures excused, with no redundant push;
+//! - the commit's convergence on every replica counts the whole fleet (8 targeted).
 
 mod support;
 
@@ -67,7 +68,7 @@ async fn a_batch_is_admitted_fleet_wide_and_a_halt_holds_every_replica() {
         "team: platform",
         &format!("team: {DEFAULT_FAIL_MARKER}"),
     );
-    fleet
+    let sha = fleet
         .fixture
         .commit_all("a change the first batch cannot apply");
     fleet.fixture.push(false);
@@ -123,6 +124,22 @@ async fn a_batch_is_admitted_fleet_wide_and_a_halt_holds_every_replica() {
                 (r["phase"]["phase"] == "complete" && r["excused"] == 2 && r["total"] == 8)
                     .then_some(())
                     .ok_or(format!("replica {i}: {r}"))
+            },
+        )
+        .await;
+    }
+    // The commit's convergence is the fleet's on every replica (the leader's figures): six
+    // applied, the two excused agents rolled back.
+    for i in 0..3 {
+        let url = fleet.servers[i].api_url(&format!("/api/v1/revisions/{sha}"));
+        eventually(
+            WAIT,
+            "every replica shows the fleet's convergence",
+            async || {
+                let c = get_json(&url).await["convergence"].clone();
+                (c["targeted"] == 8 && c["applied"] == 6 && c["rolled_back"] == 2)
+                    .then_some(())
+                    .ok_or(format!("replica {i}: {c}"))
             },
         )
         .await;

@@ -162,6 +162,9 @@ pub struct Cluster {
     leader_tx: watch::Sender<bool>,
     /// Latest fleet-wide view (read by the API).
     pub view: arc_swap::ArcSwap<ClusterView>,
+    /// This replica's own convergence figures of the revision it serves (its agents only):
+    /// the leader takes its push → applied times into the fleet's figures.
+    pub local_convergence: arc_swap::ArcSwapOption<crate::server::convergence::Convergence>,
 }
 
 /// A replica id readable in a listing: host, OpAMP port, process id.
@@ -232,6 +235,7 @@ impl Cluster {
             opts,
             leader_tx,
             view,
+            local_convergence: arc_swap::ArcSwapOption::empty(),
         }))
     }
 

@@ -37,11 +37,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Cluster, ClusterError, q, sleep_or_cancel};
+use crate::server::convergence::Convergence;
 use crate::server::events::Event;
 use crate::server::reconciler::{Command, RolloutStamp, rollout_writes, rollouts_from_records};
 use crate::server::state::AppState;
 use crate::store::postgres::{AGENTS_CHANNEL, FleetAgentRow, RESUME_CHANNEL, ROLLOUTS_CHANNEL};
-use crate::store::{Batch, Store};
+use crate::store::{Batch, ConvergenceRecord, Store, StoreOp};
+
+/// `t` in ms since the Unix epoch.
+fn to_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Rollouts whose counts alone moved are written at most this often.
 const COUNTS_EVERY: Duration = Duration::from_secs(2);
@@ -81,12 +88,29 @@ pub struct FleetRollouts {
     counts_written: Option<Instant>,
     /// The next step steps every rollout (a new revision, a fresh start).
     full: bool,
+    /// When the served revision was accepted (ms since the Unix epoch).
+    accepted_at: u64,
+    /// The fleet's convergence figures as last written.
+    convergence: Option<Convergence>,
+    /// The replaced revision's final figures, to write.
+    superseded: Option<Convergence>,
+    /// A step has looked at every agent since the revision changed.
+    planned: bool,
 }
 
 impl FleetRollouts {
     /// A book for `revision`, resuming `stored` (the rollouts the database holds).
-    pub fn new(revision: String, desired: Arc<Desired>, stored: BTreeMap<String, Rollout>) -> Self {
+    pub fn new(
+        revision: String,
+        desired: Arc<Desired>,
+        accepted_at: u64,
+        stored: BTreeMap<String, Rollout>,
+    ) -> Self {
         FleetRollouts {
+            accepted_at,
+            convergence: None,
+            superseded: None,
+            planned: false,
             revision,
             desired,
             persisted: stored
@@ -102,7 +126,13 @@ impl FleetRollouts {
     }
 
     /// Serve another revision: every agent is placed again from a full read.
-    pub fn set_desired(&mut self, revision: String, desired: Arc<Desired>) {
+    pub fn set_desired(&mut self, revision: String, desired: Arc<Desired>, accepted_at: u64) {
+        if let Some(mut old) = self.convergence.take() {
+            old.superseded_by = Some(revision.clone());
+            self.superseded = Some(old);
+        }
+        self.accepted_at = accepted_at;
+        self.planned = false;
         self.revision = revision;
         self.desired = desired;
         self.book.clear_scopes();
@@ -162,6 +192,7 @@ impl FleetRollouts {
         });
         let full = std::mem::take(&mut self.full);
         self.book.step(targets, full, true);
+        self.planned = true;
         self.book
             .take_superseded()
             .into_iter()
@@ -176,9 +207,45 @@ impl FleetRollouts {
             .collect()
     }
 
+    /// The served revision's convergence over the whole fleet: the counts from every agent's
+    /// progress in the book, the push → applied times from `local` (the leader's own agents':
+    /// each replica times only the pushes it made, and the leader's are a sample of the fleet).
+    pub fn convergence(&self, local: Option<&Convergence>) -> Convergence {
+        let mut c = Convergence {
+            revision: self.revision.clone(),
+            accepted_at: self.accepted_at,
+            planned: self.planned,
+            latency: local
+                .filter(|l| l.revision == self.revision)
+                .map(|l| l.latency.clone())
+                .unwrap_or_default(),
+            ..Convergence::default()
+        };
+        for config in self.desired.configurations.values() {
+            let Some(scope) = self.book.scope(config.name()) else {
+                continue;
+            };
+            for progress in scope.values() {
+                c.targeted += 1;
+                match progress.status {
+                    SyncStatus::Synced => c.applied += 1,
+                    SyncStatus::Failed => c.failed += 1,
+                    SyncStatus::RolledBack => c.rolled_back += 1,
+                    _ => c.waiting += 1,
+                }
+            }
+        }
+        c
+    }
+
     /// The writes due now, and whether admission moved (else only counts, if anything). A
-    /// move of admission or phase is written at once; counts at most every [`COUNTS_EVERY`].
-    pub fn writes(&mut self, emit: impl FnMut(Event)) -> Option<(Batch, bool)> {
+    /// move of admission or phase, and a change of the fleet's convergence verdict, is written
+    /// at once; counts at most every [`COUNTS_EVERY`].
+    pub fn writes(
+        &mut self,
+        local: Option<&Convergence>,
+        emit: impl FnMut(Event),
+    ) -> Option<(Batch, bool)> {
         let rollouts = self.book.rollouts();
         let admission = rollouts.len() != self.announced.len()
             || rollouts.iter().any(|(name, r)| {
@@ -186,20 +253,43 @@ impl FleetRollouts {
                     .get(name)
                     .is_none_or(|old| !same_admission(old, r))
             });
+        let convergence = self.convergence(local);
+        let verdict_moved = self.convergence.as_ref().is_none_or(|old| {
+            old.converged() != convergence.converged()
+                || old.planned != convergence.planned
+                || (old.failed + old.rolled_back == 0)
+                    != (convergence.failed + convergence.rolled_back == 0)
+        });
         let counts_due = self
             .counts_written
             .is_none_or(|at| at.elapsed() >= COUNTS_EVERY);
-        if !admission && !counts_due {
+        if !admission && !verdict_moved && !counts_due && self.superseded.is_none() {
             return None;
         }
-        let (ops, _) = rollout_writes(rollouts, &mut self.persisted, emit);
+        let (mut ops, _) = rollout_writes(rollouts, &mut self.persisted, emit);
+        if let Some(done) = self.superseded.take() {
+            ops.push(convergence_op(&done));
+        }
+        if self.convergence.as_ref() != Some(&convergence) {
+            ops.push(convergence_op(&convergence));
+            self.convergence = Some(convergence);
+        }
         if ops.is_empty() {
             return None;
         }
         self.counts_written = Some(Instant::now());
         self.announced = rollouts.clone();
-        Some((Batch::from_ops(ops), admission))
+        Some((Batch::from_ops(ops), admission || verdict_moved))
     }
+}
+
+/// The store's copy of a convergence record.
+fn convergence_op(c: &Convergence) -> StoreOp {
+    StoreOp::SaveConvergence(ConvergenceRecord {
+        revision: c.revision.clone(),
+        accepted_at: i64::try_from(c.accepted_at).unwrap_or(i64::MAX),
+        record: serde_json::to_value(c).unwrap_or_default(),
+    })
 }
 
 /// Where one agent that `configuration` alone selects stands in its rollout, or `None` when
@@ -303,7 +393,7 @@ async fn leader_term(
                 Some(f) if &f.revision == revision => {}
                 Some(f) => {
                     let desired = Arc::new(Desired::from_revision(&serving.revision));
-                    f.set_desired(revision.clone(), desired);
+                    f.set_desired(revision.clone(), desired, to_ms(serving.accepted_at));
                     watermark = "0".into();
                 }
                 None => {
@@ -318,6 +408,7 @@ async fn leader_term(
                     fleet = Some(FleetRollouts::new(
                         revision.clone(),
                         desired,
+                        to_ms(serving.accepted_at),
                         rollouts_from_records(&stored),
                     ));
                     watermark = "0".into();
@@ -381,7 +472,8 @@ async fn write_rollouts(
     state: &AppState,
     fleet: &mut FleetRollouts,
 ) -> Result<(), ClusterError> {
-    let Some((batch, admission)) = fleet.writes(|e| state.emit(e)) else {
+    let local = cluster.local_convergence.load_full();
+    let Some((batch, admission)) = fleet.writes(local.as_deref(), |e| state.emit(e)) else {
         return Ok(());
     };
     cluster
@@ -440,6 +532,17 @@ pub async fn adopt_rollouts(
                 }
             }
             Err(err) => debug!(error = %err, "Reading the fleet's rollouts failed."),
+        }
+        // The fleet's convergence figures (the leader's), for the API and commit statuses.
+        match cluster.store.load_convergence(2).await {
+            Ok(records) => {
+                if let Ok(mut h) = state.history.lock() {
+                    for c in crate::server::convergence::from_store(records) {
+                        h.record_convergence(c);
+                    }
+                }
+            }
+            Err(err) => debug!(error = %err, "Reading the fleet's convergence failed."),
         }
         tokio::select! {
             _ = cancel.cancelled() => return,

@@ -155,7 +155,7 @@ impl Reconciler {
             resumed_rollouts: rollouts,
             persisted: agents
                 .iter()
-                .map(|(uid, a)| (*uid, persist::Digest::of(a)))
+                .map(|(uid, a)| (*uid, persist::Digest::of(a, false)))
                 .collect(),
             resumed_agents: agents,
             dirty: HashSet::new(),

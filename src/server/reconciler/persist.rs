@@ -29,7 +29,10 @@ pub(super) struct Digest {
 }
 
 impl Digest {
-    pub(super) fn of(a: &ObservedAgent) -> Digest {
+    /// Replicas also store what the agent last reported (`with_reports`): the leader derives
+    /// every agent's progress from the stored record (src/server/cluster/rollouts.rs). A
+    /// single server does not need it (the agent reports again when it reconnects).
+    pub(super) fn of(a: &ObservedAgent, with_reports: bool) -> Digest {
         let mut failed = DefaultHasher::new();
         a.failed_hashes.hash(&mut failed);
         let failed = failed.finish();
@@ -42,6 +45,9 @@ impl Digest {
             &a.last_error,
         )
             .hash(&mut all);
+        if with_reports {
+            (a.reported_hash, &a.reported_status, a.connected).hash(&mut all);
+        }
         Digest {
             all: all.finish(),
             failed,
@@ -94,7 +100,7 @@ impl Reconciler {
             let Some((agent, _)) = planner.agent(uid) else {
                 continue;
             };
-            let digest = Digest::of(agent);
+            let digest = Digest::of(agent, self.adopts_rollouts);
             let before = self.persisted.get(uid).copied();
             let relabelled = observed.labels_changed.contains(uid);
             if before == Some(digest) && !relabelled {
