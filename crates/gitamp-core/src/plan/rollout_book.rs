@@ -316,10 +316,22 @@ mod tests {
         assert!(s.decisions.is_empty(), "an adopting book steps nothing");
         assert!(follower.rollouts()["c"].admits("b"));
         assert!(!follower.rollouts()["c"].admits("c"));
+        assert!(
+            matches!(follower.resume("c"), Err(ResumeError::NotHalted(_))),
+            "a progressing rollout has nothing to resume"
+        );
+        let mut halted = leader.rollouts().clone();
+        if let Some(r) = halted.get_mut("c") {
+            r.phase = RolloutPhase::Halted {
+                reason: "test".into(),
+            };
+        }
+        let mut other = RolloutBook::default();
+        other.adopt(halted);
         assert_eq!(
-            follower.resume("c"),
+            other.resume("c"),
             Err(ResumeError::SteppedElsewhere),
-            "only the book that steps resumes"
+            "only the book that steps resumes a halted rollout"
         );
 
         // Its own scope changing moves nothing; the same rollout adopted again is no news.
