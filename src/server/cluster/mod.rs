@@ -409,7 +409,8 @@ impl Cluster {
                 info!(replicas = gone.rows_affected(), "Retired silent replicas.");
             }
             sqlx::query(
-                "UPDATE agents SET connected = FALSE, replica = NULL WHERE replica IS NOT NULL \
+                "UPDATE agents SET connected = FALSE, replica = NULL, \
+                 written_by = pg_current_xact_id() WHERE replica IS NOT NULL \
                  AND replica NOT IN (SELECT id FROM replicas)",
             )
             .execute(self.pool())

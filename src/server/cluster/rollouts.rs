@@ -569,3 +569,108 @@ pub async fn relay_resume(cluster: &Cluster, configuration: &str) -> Result<(), 
         .map_err(q("relaying the resume to the leader"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded example's desired state (linux-production: batches of 25%, 1 failure
+    /// tolerated).
+    fn desired() -> Arc<Desired> {
+        let revision = gitamp_core::compile(&crate::embedded::snapshot()).expect("the example");
+        Arc::new(Desired::from_revision(&revision))
+    }
+
+    fn row(i: u8, desired: &Desired, applied: bool) -> FleetAgentRow {
+        let hash = desired
+            .hash_of("linux-production")
+            .expect("rendered")
+            .to_hex();
+        let labels = [
+            ("deployment.environment", "production"),
+            ("os.type", "linux"),
+            ("service.name", "checkout"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        FleetAgentRow {
+            instance_uid: hex::encode([i; 16]),
+            labels: Some(labels),
+            capabilities: AgentCapabilities::AcceptsRemoteConfig as u64
+                | AgentCapabilities::ReportsRemoteConfig as u64,
+            healthy: None,
+            reported_hash: applied.then(|| hash.clone()),
+            remote_config_status: applied.then(|| "APPLIED".to_string()),
+            sent_hash: applied.then_some(hash),
+            failed_hashes: Vec::new(),
+            applied_hash: None,
+            live: true,
+        }
+    }
+
+    #[test]
+    fn the_leader_admits_batches_over_rows_of_every_replica_and_counts_the_fleet() {
+        let desired = desired();
+        let mut fleet = FleetRollouts::new("r1".into(), desired.clone(), 0, BTreeMap::new());
+        let rows: Vec<FleetAgentRow> = (0..8).map(|i| row(i, &desired, false)).collect();
+        fleet.fold(&rows);
+        fleet.step();
+        let rollout = &fleet.book.rollouts()["linux-production"];
+        assert_eq!((rollout.agents.len(), rollout.admitted), (8, 2), "25% of 8");
+        let (batch, admission) = fleet.writes(None, |_| {}).expect("a first write");
+        assert!(admission);
+        assert!(
+            batch.rollouts.keys().any(|(c, _)| c == "linux-production"),
+            "{:?}",
+            batch.rollouts.keys()
+        );
+        assert_eq!(batch.convergence.len(), 1);
+        // Nothing moved: nothing to write (counts are due only every COUNTS_EVERY).
+        assert!(fleet.writes(None, |_| {}).is_none());
+
+        // The first batch applied (rows without labels: the leader knows where they belong).
+        let mut applied: Vec<FleetAgentRow> = (0..2).map(|i| row(i, &desired, true)).collect();
+        for r in &mut applied {
+            r.labels = None;
+        }
+        fleet.fold(&applied);
+        fleet.step();
+        let rollout = &fleet.book.rollouts()["linux-production"];
+        assert_eq!(rollout.admitted, 4, "the next batch");
+        let c = fleet.convergence(None);
+        assert_eq!((c.targeted, c.applied, c.waiting), (8, 2, 6), "{c:?}");
+
+        // An agent re-labelled out of the configuration leaves its scope.
+        let mut gone = row(7, &desired, false);
+        if let Some(l) = gone.labels.as_mut() {
+            l.insert("deployment.environment".into(), "nowhere".into());
+        }
+        fleet.fold(&[gone]);
+        fleet.step();
+        assert_eq!(fleet.book.rollouts()["linux-production"].agents.len(), 7);
+    }
+
+    #[test]
+    fn admission_ignores_counts_and_an_all_at_once_rollouts_members() {
+        let desired = desired();
+        let mut fleet = FleetRollouts::new("r1".into(), desired.clone(), 0, BTreeMap::new());
+        fleet.fold(&(0..4).map(|i| row(i, &desired, false)).collect::<Vec<_>>());
+        fleet.step();
+        let a = fleet.book.rollouts()["linux-production"].clone();
+        let mut b = a.clone();
+        b.synced += 1;
+        assert!(same_admission(&a, &b), "counts alone");
+        b.admitted += 1;
+        assert!(!same_admission(&a, &b), "one more admitted");
+        let mut all = a.clone();
+        all.policy.strategy = gitamp_core::catalog::model::RolloutStrategy::AllAtOnce;
+        let mut more = all.clone();
+        more.agents.insert("another".into());
+        more.admitted += 1;
+        assert!(
+            same_admission(&all, &more),
+            "all at once admits everyone anyway"
+        );
+    }
+}
