@@ -17,22 +17,15 @@ use std::time::Duration;
 
 use gitamp_opamp::agent::{AgentHandle, ApplyPolicy, DEFAULT_FAIL_MARKER};
 use serde_json::Value;
-use support::agents::{linux_production, received_count, redundant, start_agents_with, stop_all};
+use support::agents::{
+    fixed_uid, linux_production, received_count, redundant, start_agents_with, stop_all,
+};
 use support::cli::{code, explain, gitamp_async, stdout};
 use support::replicas::Fleet;
 use support::{eventually, get_json, wait_all_applied};
 
 const WAIT: Duration = Duration::from_secs(60);
 const CONFIG: &str = "linux-production";
-
-/// Agent `i`'s UID: the rollout orders agents by UID.
-fn fixed_uid(i: usize) -> [u8; 16] {
-    let mut uid = [
-        0x01, 0x93, 0, 0, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0x10,
-    ];
-    uid[15] = u8::try_from(i).expect("small fleet");
-    uid
-}
 
 async fn rollout_on(fleet: &Fleet, i: usize) -> Value {
     let c = get_json(&fleet.servers[i].api_url(&format!("/api/v1/configurations/{CONFIG}"))).await;

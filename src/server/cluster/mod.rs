@@ -726,14 +726,13 @@ async fn fetch(git: &GitSource, sha: &str) -> Option<crate::source::SourceSnapsh
     found.ok().flatten()
 }
 
-/// Run a Git poller (feeding the judge) while this replica leads, and none otherwise.
-pub async fn poll_while_leading(
-    cluster: Arc<Cluster>,
-    git: GitSource,
-    wake: Arc<Notify>,
-    to_judge: mpsc::Sender<SyncEvent>,
-    cancel: CancellationToken,
-) {
+/// Run `work` for each term this replica leads: started when it takes the lead, cancelled
+/// (through the token it is given) and awaited when it loses it; returns once `cancel` fires.
+pub async fn each_term<F, Fut>(cluster: Arc<Cluster>, cancel: CancellationToken, mut work: F)
+where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut leadership = cluster.leadership();
     loop {
         while !*leadership.borrow_and_update() {
@@ -743,8 +742,7 @@ pub async fn poll_while_leading(
             }
         }
         let term = cancel.child_token();
-        let poller = crate::source::GitPoller::new(git.clone()).with_wake(wake.clone());
-        let task = tokio::spawn(poller.run(to_judge.clone(), term.clone()));
+        let task = tokio::spawn(work(term.clone()));
         while *leadership.borrow_and_update() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -756,8 +754,28 @@ pub async fn poll_while_leading(
         if cancel.is_cancelled() {
             return;
         }
-        info!("No longer leading: the Git poller stopped.");
     }
+}
+
+/// Run a Git poller (feeding the judge) while this replica leads, and none otherwise.
+pub async fn poll_while_leading(
+    cluster: Arc<Cluster>,
+    git: GitSource,
+    wake: Arc<Notify>,
+    to_judge: mpsc::Sender<SyncEvent>,
+    cancel: CancellationToken,
+) {
+    each_term(cluster, cancel, |term| {
+        let poller = crate::source::GitPoller::new(git.clone()).with_wake(wake.clone());
+        let to_judge = to_judge.clone();
+        async move {
+            poller.run(to_judge, term.clone()).await;
+            if term.is_cancelled() {
+                info!("No longer leading: the Git poller stopped.");
+            }
+        }
+    })
+    .await;
 }
 
 /// A follower that received a webhook asks the leader to poll.

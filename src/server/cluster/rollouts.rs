@@ -332,41 +332,27 @@ pub fn progress_of(
     (status != SyncStatus::Incompatible).then(|| AgentProgress::of(&agent, status, Some(hash)))
 }
 
-/// While this replica leads, step the fleet's rollouts; otherwise wait to lead.
+/// While this replica leads, step the fleet's rollouts (a failed term starts again after a
+/// pause); otherwise wait to lead.
 pub async fn lead_rollouts(cluster: Arc<Cluster>, state: Arc<AppState>, cancel: CancellationToken) {
-    let mut leadership = cluster.leadership();
-    loop {
-        while !*leadership.borrow_and_update() {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                r = leadership.changed() => if r.is_err() { return },
-            }
-        }
-        let term = cancel.child_token();
-        let run = leader_term(cluster.clone(), state.clone(), term.clone());
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                r = &mut run => {
-                    if let Err(err) = r {
-                        warn!(error = %err, "Stepping the fleet's rollouts failed; retrying.");
+    let retry = cluster.opts.lock_retry;
+    super::each_term(cluster.clone(), cancel, |term| {
+        let (cluster, state) = (cluster.clone(), state.clone());
+        async move {
+            loop {
+                match leader_term(cluster.clone(), state.clone(), term.clone()).await {
+                    Ok(()) => return,
+                    Err(err) => {
+                        warn!(error = %err, "Stepping the fleet's rollouts failed; retrying.")
                     }
-                    break;
                 }
-                r = leadership.changed() => {
-                    if r.is_err() || !*leadership.borrow_and_update() {
-                        term.cancel();
-                    }
+                if sleep_or_cancel(retry, &term).await {
+                    return;
                 }
             }
         }
-        if cancel.is_cancelled() {
-            return;
-        }
-        if cluster.is_leader() && sleep_or_cancel(cluster.opts.lock_retry, &cancel).await {
-            return;
-        }
-    }
+    })
+    .await;
 }
 
 /// One leadership term: resume the stored rollouts, then read, step and write until `term`.
