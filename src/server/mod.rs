@@ -499,6 +499,18 @@ impl Replica {
     }
 }
 
+/// Run `work` on this thread while the runtime moves its other tasks elsewhere: a long plan or
+/// step must not hold up the connections queued behind it. A single-threaded runtime (tests
+/// with paused time) has nowhere to move them: it runs inline.
+pub(crate) fn off_worker<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
+    }
+}
+
 /// Where local demo agents connect: the listener's address, with an unspecified IP replaced by
 /// loopback.
 fn loopback(addr: std::net::SocketAddr) -> std::net::SocketAddr {

@@ -52,7 +52,9 @@ fn to_ms(t: std::time::SystemTime) -> u64 {
 
 /// Rollouts whose counts alone moved are written at most this often.
 const COUNTS_EVERY: Duration = Duration::from_secs(2);
-/// A burst of notices is gathered this long before the leader reads and steps once.
+/// A burst of notices is gathered at least this long before the leader reads and steps once
+/// (and twice as long as the last read and step took, so the leader spends at most a third of
+/// a core on it however large the fleet).
 const GATHER: Duration = Duration::from_millis(100);
 /// Without notices, the leader reads and every replica re-reads the rollouts this often.
 const RECHECK: Duration = Duration::from_secs(5);
@@ -401,6 +403,7 @@ async fn leader_term(
                 }
             }
         }
+        let started = Instant::now();
         if let Some(f) = fleet.as_mut() {
             let (rows, next) =
                 store
@@ -413,8 +416,12 @@ async fn leader_term(
             if let Some(next) = next {
                 watermark = next;
             }
-            f.fold(&rows);
-            for event in f.step() {
+            // A full read of a large fleet is a few hundred ms of work: off the async threads.
+            let events = crate::server::off_worker(|| {
+                f.fold(&rows);
+                f.step()
+            });
+            for event in events {
                 state.emit(event);
             }
             write_rollouts(&cluster, &state, f).await?;
@@ -446,7 +453,7 @@ async fn leader_term(
             Ok(Ok(_)) | Err(_) => {}
             Ok(Err(err)) => return Err(q("listening for agent changes")(err)),
         }
-        if sleep_or_cancel(GATHER, &term).await {
+        if sleep_or_cancel(GATHER.max(started.elapsed() * 2), &term).await {
             return Ok(());
         }
     }
