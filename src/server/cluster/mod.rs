@@ -444,9 +444,7 @@ impl Cluster {
                 last_heartbeat: crate::api::rfc3339(crate::store::from_ms(beat)),
             })
             .collect();
-        metrics::gauge!("gitamp_cluster_replicas").set(rows_len as f64);
-        metrics::gauge!("gitamp_cluster_fleet_agents").set(total.max(0) as f64);
-        metrics::gauge!("gitamp_cluster_fleet_connected_agents").set(connected.max(0) as f64);
+        crate::telemetry::cluster_fleet(rows_len, total, connected);
         self.view.store(Arc::new(ClusterView {
             replica: self.id.clone(),
             leader,
@@ -524,7 +522,7 @@ impl Cluster {
 }
 
 fn telemetry_leader(leader: bool) {
-    metrics::gauge!("gitamp_cluster_leader").set(if leader { 1.0 } else { 0.0 });
+    crate::telemetry::cluster_leader(leader);
 }
 
 /// One wake notice (`Some(true)`), a reconnected listener (`Some(false)`), a failed one

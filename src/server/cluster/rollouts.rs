@@ -421,6 +421,7 @@ async fn leader_term(
                 f.fold(&rows);
                 f.step()
             });
+            crate::telemetry::cluster_rollout_step(started.elapsed(), rows.len());
             for event in events {
                 state.emit(event);
             }
