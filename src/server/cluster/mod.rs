@@ -26,7 +26,7 @@
 
 mod rollouts;
 
-pub use rollouts::{adopt_rollouts, lead_rollouts, relay_resume};
+pub use rollouts::{FleetRollouts, adopt_rollouts, lead_rollouts, relay_resume};
 
 use std::sync::Arc;
 use std::time::Duration;
