@@ -457,3 +457,152 @@ pub(crate) fn counts(entries: &[Entry<'_>]) -> std::collections::BTreeMap<String
 pub(crate) fn now() -> u64 {
     u64::try_from(now_ms()).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use gitamp_core::catalog::model::{RolloutPolicy, Selector};
+    use gitamp_core::plan::DesiredConfig;
+
+    use super::*;
+
+    const DESIRED: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const OLD: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn desired() -> Desired {
+        let selector = Selector {
+            match_labels: BTreeMap::from([("os".to_string(), "linux".to_string())]),
+            match_expressions: Vec::new(),
+        };
+        Desired::new(
+            "rev",
+            [DesiredConfig::new(
+                "linux",
+                selector,
+                0,
+                RolloutPolicy::default(),
+                ConfigHash::from_hex(DESIRED),
+            )],
+        )
+    }
+
+    /// A connected Linux agent with every capability, held by replica `b`.
+    fn row(uid_byte: u8) -> FleetRow {
+        FleetRow {
+            instance_uid: hex::encode([uid_byte; 16]),
+            labels: BTreeMap::from([("os".to_string(), "linux".to_string())]),
+            capabilities: AgentCapabilities::AcceptsRemoteConfig as u64
+                | AgentCapabilities::ReportsRemoteConfig as u64,
+            connected: true,
+            replica: Some("b".into()),
+            last_seen: 1_000,
+            ..FleetRow::default()
+        }
+    }
+
+    fn status(row: FleetRow) -> (String, Option<String>) {
+        let a = remote_agent(row, Some(&desired()), 5_000).expect("a uid");
+        let v = a.view.expect("a view");
+        (v.status, v.reason)
+    }
+
+    #[test]
+    fn a_remote_agent_gets_the_status_its_own_replica_would_give() {
+        let mut applied = row(1);
+        applied.reported_hash = Some(DESIRED.into());
+        applied.remote_config_status = Some("APPLIED".into());
+        assert_eq!(status(applied).0, "synced");
+
+        let mut failed = row(2);
+        failed.reported_hash = Some(DESIRED.into());
+        failed.remote_config_status = Some("FAILED".into());
+        failed.remote_config_error = Some("boom".into());
+        failed.failed_hashes = vec![DESIRED.into()];
+        assert_eq!(status(failed), ("failed".into(), Some("boom".into())));
+
+        let mut sent = row(3);
+        sent.reported_hash = Some(OLD.into());
+        sent.remote_config_status = Some("APPLIED".into());
+        sent.sent_hash = Some(DESIRED.into());
+        sent.sent_at = Some(4_000);
+        assert_eq!(status(sent).0, "applying");
+
+        let mut windows = row(4);
+        windows.labels.insert("os".into(), "windows".into());
+        assert_eq!(status(windows).0, "unmanaged");
+
+        // Connected per the row but held by no replica (a replica retired meanwhile).
+        let mut orphan = row(5);
+        orphan.replica = None;
+        let a = remote_agent(orphan, Some(&desired()), 5_000).expect("a uid");
+        assert_eq!(a.view.map(|v| v.status).as_deref(), Some("disconnected"));
+        assert_eq!(a.replica, None);
+        assert!(!a.snapshot.connection.connected);
+
+        // Nothing served: no status to compute.
+        assert!(
+            remote_agent(row(6), None, 5_000)
+                .expect("a uid")
+                .view
+                .is_none()
+        );
+        // Not a UID gitamp wrote.
+        let mut odd = row(7);
+        odd.instance_uid = "not-hex".into();
+        assert!(remote_agent(odd, Some(&desired()), 5_000).is_none());
+    }
+
+    #[test]
+    fn merge_takes_each_agent_from_whoever_holds_it() {
+        let remote = |uid: u8, replica: Option<&str>, last_seen: i64| {
+            let mut r = row(uid);
+            r.replica = replica.map(str::to_string);
+            r.connected = replica.is_some();
+            r.last_seen = last_seen;
+            remote_agent(r, Some(&desired()), 5_000).expect("a uid")
+        };
+        let local = |uid: u8, connected: bool, last_seen: i64| {
+            let mut a = remote(uid, None, last_seen).snapshot;
+            a.connection.connected = connected;
+            a
+        };
+        // 1: here, connected (the table still says b); 2: left here, now held by b;
+        // 3: left both, b saw it last; 4: left both, here saw it last; 5: here only; 6: b only.
+        let locals = vec![
+            local(1, true, 10),
+            local(2, false, 10),
+            local(3, false, 10),
+            local(4, false, 30),
+            local(5, false, 10),
+        ];
+        let remotes = vec![
+            remote(1, Some("b"), 5),
+            remote(2, Some("b"), 20),
+            remote(3, None, 20),
+            remote(4, None, 20),
+            remote(6, Some("b"), 20),
+        ];
+        let view = FleetView::default();
+        let merged = merge(&locals, &view, "a", &remotes);
+        let got: Vec<(u8, bool, Option<&str>)> = merged
+            .iter()
+            .map(|e| (e.agent.uid[0], e.remote, e.replica))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, false, Some("a")),
+                (2, true, Some("b")),
+                (3, true, None),
+                (4, false, None),
+                (5, false, None),
+                (6, true, Some("b")),
+            ]
+        );
+        // Local agents this view has not planned are left out, as in `gitamp_agents`.
+        let counts = counts(&merged);
+        let want = BTreeMap::from([("disconnected".to_string(), 1), ("pending".to_string(), 2)]);
+        assert_eq!(counts, want);
+    }
+}
