@@ -6,7 +6,7 @@
 //!   its status computed by the reading replica, and filters (`status`, `q`, `configuration`,
 //!   `selector`, `sort`, paging) across replicas;
 //! - `GET /api/v1/agents/{id}` answers for an agent another replica holds;
-//! - `/metrics` counts the fleet per status (`gitamp_cluster_fleet_agents_by_status`);
+//! - `/metrics`, `/api/v1/status` and `gitamp status` count the fleet per status;
 //! - `gitamp agents --server` shows them all with a REPLICA column;
 //! - and with the database refusing connections (this test's database only), the list answers
 //!   with the asked replica's agents and says so (`gitamp-fleet: replica`).
@@ -226,6 +226,27 @@ async fn every_replica_lists_counts_and_describes_the_whole_fleet() {
         support::server::sample(&text, "gitamp_agents", &[("status", "synced")]),
         Some(2.0),
         "replica 2's own synced agents"
+    );
+
+    // So do its status and `gitamp status`.
+    let status = get_json(&fleet.servers[2].api_url("/api/v1/status")).await;
+    let by_status = &status["cluster"]["fleet_by_status"];
+    assert_eq!(
+        (
+            &by_status["synced"],
+            &by_status["failed"],
+            &by_status["disconnected"]
+        ),
+        (&6.into(), &1.into(), &1.into()),
+        "{status}"
+    );
+    let api = fleet.servers[2].api_url("");
+    let out = support::cli::gitamp(&["status", "--server", api.trim_end_matches('/')]);
+    let text = support::cli::stdout(&out);
+    assert!(
+        text.contains("\n  disconnected 1, failed 1, synced 6\n"),
+        "{}",
+        support::cli::explain(&out)
     );
 
     // `gitamp agents` against one replica shows them all, with the replica holding each.

@@ -251,7 +251,29 @@ pub(crate) async fn metrics(State(api): State<Arc<Api>>) -> Response {
     (headers, crate::telemetry::scrape(&api.app, fleet.as_ref())).into_response()
 }
 
-pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> {
+pub(crate) async fn status(
+    State(api): State<Arc<Api>>,
+) -> (axum::http::HeaderMap, Json<StatusResponse>) {
+    let Json(mut status) = local_status(&api);
+    // A replica adds the whole fleet's statuses (`api::fleet`), when the database answers.
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(member) = api.app.cluster.load_full()
+        && let Some(cluster) = status.cluster.as_mut()
+    {
+        let read = api.fleet.read(&api.app, &member).await;
+        headers = read.headers();
+        if let super::fleet::FleetRead::Whole(remote) = &read {
+            let plan = api.app.view.load_full();
+            let local = api.app.fleet.briefs();
+            let entries = super::fleet::merge(&local, &plan, &member.id, &remote.agents);
+            cluster.fleet_by_status = Some(counts_with_zeros(&super::fleet::counts(&entries)));
+        }
+    }
+    (headers, Json(status))
+}
+
+/// The status as this process knows it (a replica's `cluster` from its last heartbeat).
+fn local_status(api: &Api) -> Json<StatusResponse> {
     let app = &api.app;
     let serving = app.serving.load_full();
     let view = app.view.load_full();
