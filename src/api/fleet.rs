@@ -143,6 +143,11 @@ impl FleetCache {
                 .await
             {
                 Ok(Ok(rows)) => {
+                    tracing::debug!(
+                        rows = rows.len(),
+                        read_ms = started.elapsed().as_millis() as u64,
+                        "Read the other replicas' rows."
+                    );
                     let built = tokio::task::spawn_blocking(move || {
                         build(rows, serving.as_deref(), SystemTime::now())
                     })
