@@ -2,7 +2,7 @@
 //! from memory, the others' from the shared `agents` table.
 //!
 //! The table is read at most once per [`REFRESH`] whatever the number of requests (one read at a
-//! time; the others wait for it or take the last one), off the reconciler: a page of 100 at
+//! time; the others take the last one, or wait for it when it is too old), off the reconciler: a page of 100 at
 //! 60,000 agents does not read 60,000 rows per request. A remote agent's status is computed here
 //! with the planner's pure rules (`plan_agent` over the served revision's selection and hashes),
 //! from an `ObservedAgent` built of its row. What only the holding replica knows is absent:
@@ -31,6 +31,8 @@ use crate::store::{from_ms, now_ms};
 
 /// The shared table is read at most this often for all requests together.
 pub const REFRESH: Duration = Duration::from_secs(1);
+/// How old a read may be answered while a newer one is made behind it.
+pub const SERVED_STALE: Duration = Duration::from_secs(5);
 /// Longest wait for one read; past it the answer is this replica's agents alone.
 const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -112,31 +114,56 @@ struct Attempt {
 #[derive(Default)]
 pub(crate) struct FleetCache {
     last: Mutex<Option<Attempt>>,
-    /// One read at a time.
-    reading: tokio::sync::Mutex<()>,
+    /// One read at a time (owned by a background refresh while it runs).
+    reading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl FleetCache {
-    fn fresh(&self, revision: &Option<String>) -> Option<FleetRead> {
+    /// The last read for `revision` and its age.
+    fn last(&self, revision: &Option<String>) -> Option<(Duration, FleetRead)> {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         last.as_ref()
-            .filter(|a| a.at.elapsed() < REFRESH && &a.revision == revision)
-            .map(|a| a.read.clone())
+            .filter(|a| &a.revision == revision)
+            .map(|a| (a.at.elapsed(), a.read.clone()))
     }
 
-    /// The other replicas' agents, read again if the last read is older than [`REFRESH`] or
-    /// was computed for another revision. A failed read is not retried before [`REFRESH`]
-    /// either, so an unreachable database costs one wait per second, not one per request.
-    pub async fn read(&self, app: &AppState, cluster: &Cluster) -> FleetRead {
-        let serving = app.serving.load_full();
-        let revision = serving.as_ref().map(|s| s.revision.revision.clone());
-        if let Some(read) = self.fresh(&revision) {
-            return read;
+    /// The other replicas' agents. A read younger than [`REFRESH`] is shared; an older
+    /// successful one (up to [`SERVED_STALE`]) is answered at once while one request reads the
+    /// table again behind it (`gitamp-fleet-read-at` gives its age); past that, or after a
+    /// failed read, or for another revision, the request waits for a new read. A failed read is
+    /// not retried before [`REFRESH`] either, so an unreachable database costs one wait per
+    /// second, not one per request.
+    pub async fn read(self: &Arc<Self>, app: &Arc<AppState>, cluster: &Arc<Cluster>) -> FleetRead {
+        let revision = app
+            .serving
+            .load()
+            .as_ref()
+            .map(|s| s.revision.revision.clone());
+        match self.last(&revision) {
+            Some((age, read)) if age < REFRESH => return read,
+            Some((age, read @ FleetRead::Whole(_))) if age < SERVED_STALE => {
+                if let Ok(one) = Arc::clone(&self.reading).try_lock_owned() {
+                    let (cache, app, cluster) = (self.clone(), app.clone(), cluster.clone());
+                    tokio::spawn(async move {
+                        let _one = one;
+                        cache.refresh(&app, &cluster).await;
+                    });
+                }
+                return read;
+            }
+            _ => {}
         }
         let _one = self.reading.lock().await;
-        if let Some(read) = self.fresh(&revision) {
-            return read;
+        match self.last(&revision) {
+            Some((age, read)) if age < REFRESH => read,
+            _ => self.refresh(app, cluster).await,
         }
+    }
+
+    /// Read the table now (the caller holds `reading`) and keep what came of it.
+    async fn refresh(&self, app: &AppState, cluster: &Cluster) -> FleetRead {
+        let serving = app.serving.load_full();
+        let revision = serving.as_ref().map(|s| s.revision.revision.clone());
         let started = Instant::now();
         let read =
             match tokio::time::timeout(READ_TIMEOUT, cluster.store().fleet_agents(&cluster.id))

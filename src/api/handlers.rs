@@ -684,7 +684,7 @@ pub(crate) async fn agents(
 /// others' could be read.
 async fn fleet_agents(
     api: &Api,
-    cluster: &crate::server::cluster::Cluster,
+    cluster: &Arc<crate::server::cluster::Cluster>,
     filter: &AgentFilter<'_>,
     (sort, descending): (AgentSort, bool),
     paging: Paging,

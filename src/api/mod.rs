@@ -81,7 +81,7 @@ pub(crate) struct Api {
     /// The limit on open `GET /api/v1/stream`s.
     pub(crate) streams: stream::Streams,
     /// The other replicas' agents, read at most once a second (replicas only).
-    pub(crate) fleet: fleet::FleetCache,
+    pub(crate) fleet: Arc<fleet::FleetCache>,
 }
 
 /// The status API router. Mount it on the API listener.
@@ -89,7 +89,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Arc::new(Api {
         app: state,
         streams: stream::Streams::new(stream::MAX_STREAMS),
-        fleet: fleet::FleetCache::default(),
+        fleet: Arc::new(fleet::FleetCache::default()),
     });
     let protected = Router::new()
         .route("/metrics", get(handlers::metrics))
