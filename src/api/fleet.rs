@@ -106,6 +106,9 @@ impl FleetRead {
 
 struct Attempt {
     at: Instant,
+    /// How long it took: the next read waits at least as long, so reads of a large table
+    /// under load take at most half of a core's time.
+    took: Duration,
     revision: Option<String>,
     read: FleetRead,
 }
@@ -119,15 +122,17 @@ pub(crate) struct FleetCache {
 }
 
 impl FleetCache {
-    /// The last read for `revision` and its age.
-    fn last(&self, revision: &Option<String>) -> Option<(Duration, FleetRead)> {
+    /// The last read for `revision`, whether it is still fresh, and its age.
+    fn last(&self, revision: &Option<String>) -> Option<(bool, Duration, FleetRead)> {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        last.as_ref()
-            .filter(|a| &a.revision == revision)
-            .map(|a| (a.at.elapsed(), a.read.clone()))
+        last.as_ref().filter(|a| &a.revision == revision).map(|a| {
+            let age = a.at.elapsed();
+            (age < REFRESH.max(a.took), age, a.read.clone())
+        })
     }
 
-    /// The other replicas' agents. A read younger than [`REFRESH`] is shared; an older
+    /// The other replicas' agents. A read younger than [`REFRESH`] (or than the time it took)
+    /// is shared; an older
     /// successful one (up to [`SERVED_STALE`]) is answered at once while one request reads the
     /// table again behind it (`gitamp-fleet-read-at` gives its age); past that, or after a
     /// failed read, or for another revision, the request waits for a new read. A failed read is
@@ -140,8 +145,8 @@ impl FleetCache {
             .as_ref()
             .map(|s| s.revision.revision.clone());
         match self.last(&revision) {
-            Some((age, read)) if age < REFRESH => return read,
-            Some((age, read @ FleetRead::Whole(_))) if age < SERVED_STALE => {
+            Some((true, _, read)) => return read,
+            Some((false, age, read @ FleetRead::Whole(_))) if age < SERVED_STALE => {
                 if let Ok(one) = Arc::clone(&self.reading).try_lock_owned() {
                     let (cache, app, cluster) = (self.clone(), app.clone(), cluster.clone());
                     tokio::spawn(async move {
@@ -155,7 +160,7 @@ impl FleetCache {
         }
         let _one = self.reading.lock().await;
         match self.last(&revision) {
-            Some((age, read)) if age < REFRESH => read,
+            Some((true, _, read)) => read,
             _ => self.refresh(app, cluster).await,
         }
     }
@@ -203,6 +208,7 @@ impl FleetCache {
         }
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Attempt {
             at: Instant::now(),
+            took: started.elapsed(),
             revision,
             read: read.clone(),
         });
