@@ -70,6 +70,10 @@ pub const SYNC_LAST_ATTEMPT: &str = "gitamp_sync_last_attempt_timestamp_seconds"
 /// Items per second the fleet's pipeline components handle, from agents' own metrics (labels
 /// `kind`: receiver, processor, exporter; `measure`: accepted, refused, sent, failed).
 pub const OWN_TELEMETRY_ITEMS: &str = "gitamp_own_telemetry_items_per_second";
+/// Agents per sync status over the whole fleet, every replica's (label `status`): only on
+/// replicas, the same on each (`gitamp_agents` stays the replica's own, so summing it over
+/// replicas counts the fleet once); absent from a scrape that could not read the database.
+pub const CLUSTER_FLEET_AGENTS_BY_STATUS: &str = "gitamp_cluster_fleet_agents_by_status";
 /// Agents whose own metrics gitamp's receiver holds.
 pub const OWN_TELEMETRY_AGENTS: &str = "gitamp_own_telemetry_agents";
 /// Estimated memory the receiver's per-agent figures hold, in bytes.
@@ -307,12 +311,15 @@ pub fn webhook(provider: &'static str, outcome: WebhookResult) {
 }
 
 /// The whole `/metrics` text: what the recorder holds, then [`StateMetrics`] as of now.
-pub fn scrape(app: &AppState) -> String {
+/// `fleet`: a replica's whole-fleet counts per status ([`CLUSTER_FLEET_AGENTS_BY_STATUS`]).
+pub fn scrape(app: &AppState, fleet: Option<&BTreeMap<String, usize>>) -> String {
     let mut text = app.metrics.render();
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    StateMetrics::of(app).render_into(&mut text);
+    let mut state = StateMetrics::of(app);
+    state.fleet_agents = fleet.map(every_status);
+    state.render_into(&mut text);
     text
 }
 
@@ -333,6 +340,8 @@ pub struct StateMetrics {
     pub own_telemetry: (BTreeMap<(&'static str, &'static str), f64>, usize),
     /// [`OWN_TELEMETRY_BYTES`].
     pub own_telemetry_bytes: usize,
+    /// On a replica: agents per sync status over every replica's ([`CLUSTER_FLEET_AGENTS_BY_STATUS`]).
+    pub fleet_agents: Option<BTreeMap<&'static str, usize>>,
 }
 
 impl StateMetrics {
@@ -366,6 +375,7 @@ impl StateMetrics {
             last_sync_attempt,
             own_telemetry: own_telemetry_rates(&app.fleet),
             own_telemetry_bytes: app.fleet.throughput().approx_bytes(),
+            fleet_agents: None,
         }
     }
 
@@ -374,6 +384,21 @@ impl StateMetrics {
         family(out, AGENTS, "Agents by sync status.");
         for (status, n) in &self.agents {
             sample(out, AGENTS, &[("status", status)], *n as f64);
+        }
+        if let Some(fleet) = &self.fleet_agents {
+            family(
+                out,
+                CLUSTER_FLEET_AGENTS_BY_STATUS,
+                "Agents by sync status over the whole fleet (every replica's).",
+            );
+            for (status, n) in fleet {
+                sample(
+                    out,
+                    CLUSTER_FLEET_AGENTS_BY_STATUS,
+                    &[("status", status)],
+                    *n as f64,
+                );
+            }
         }
         family(
             out,
@@ -559,9 +584,14 @@ mod tests {
             last_sync_attempt: None,
             own_telemetry: Default::default(),
             own_telemetry_bytes: 0,
+            fleet_agents: None,
         };
         let mut text = String::new();
         state.render_into(&mut text);
+        assert!(
+            !text.contains(CLUSTER_FLEET_AGENTS_BY_STATUS),
+            "a single server: {text}"
+        );
         for line in [
             "# HELP gitamp_agents Agents by sync status.",
             "# TYPE gitamp_agents gauge",
@@ -580,9 +610,20 @@ mod tests {
             );
         }
         state.served_revision = None;
+        state.fleet_agents = Some(every_status(&BTreeMap::from([("synced".to_string(), 7)])));
         let mut text = String::new();
         state.render_into(&mut text);
         assert!(!text.contains("revision=\""), "{text}");
+        for line in [
+            "# TYPE gitamp_cluster_fleet_agents_by_status gauge",
+            "gitamp_cluster_fleet_agents_by_status{status=\"synced\"} 7",
+            "gitamp_cluster_fleet_agents_by_status{status=\"failed\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing in:\n{text}"
+            );
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! with simulated agents connected, with all its checks (status codes, response schemas, content
 //! types, headers, negative and positive data, unsupported methods), once on a server without an
 //! API token and once on a server with one (its requests then carry the token; a request without
-//! it must get the documented 401, checked here).
+//! it must get the documented 401, checked here), and once on a replica of two on PostgreSQL
+//! (the whole fleet in the list, an agent another replica holds in the detail, the
+//! `gitamp-fleet` headers).
 //!
 //! schemathesis comes from the project's Python environment (`scripts/python-env.sh`, pinned in
 //! `tests/interop/requirements.txt`), found next to `GITAMP_PYTHON` or in `.venv`. Without it the
@@ -54,8 +56,8 @@ fn schemathesis_or_skip() -> Option<PathBuf> {
 
 /// A few agents in several states: production Linux (a batched rollout), staging, and one that
 /// accepts no remote config (`incompatible`).
-fn agents(server: &GitOpsServer) -> Vec<AgentHandle> {
-    start_agents_with(5, &server.server.ws_url(), |i| match i {
+fn agents(ws_url: &str) -> Vec<AgentHandle> {
+    start_agents_with(5, ws_url, |i| match i {
         0..=1 => support::agents::linux_production(&format!("contract-prod-{i}")),
         2..=3 => AgentOptions::collector("checkout", &format!("contract-staging-{i}"), "staging")
             .label("os.type", "linux"),
@@ -97,7 +99,7 @@ async fn serve(files: &Path, token: Option<&str>) -> Served {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = GitOpsServer::start("example-repo", &args);
-    let agents = agents(&server);
+    let agents = agents(&server.server.ws_url());
     let client = reqwest::Client::new();
     let url = server.server.api_url("/api/v1/agents");
     let agent_id = eventually(KIT_WAIT, "every agent planned", async || {
@@ -126,17 +128,36 @@ async fn serve(files: &Path, token: Option<&str>) -> Served {
     }
 }
 
+/// What schemathesis runs against: the API's base URL, the served revision, a real agent's id
+/// and the served document.
+struct Target {
+    base: String,
+    revision: String,
+    agent_id: String,
+    document: String,
+}
+
+impl Served {
+    fn target(&self) -> Target {
+        Target {
+            base: self.server.server.api_url(""),
+            revision: support::git(&self.server.fixture.work(), &["rev-parse", "HEAD"]),
+            agent_id: self.agent_id.clone(),
+            document: self.document.clone(),
+        }
+    }
+}
+
 /// Run schemathesis over every operation of the served document; panic with its report when a
 /// check fails.
-fn run_schemathesis(cli: &Path, served: &Served, token: Option<&str>, work: &Path) {
-    let server = &served.server;
-    let base = server.server.api_url("");
+fn run_schemathesis(cli: &Path, served: &Target, token: Option<&str>, work: &Path) {
+    let base = served.base.clone();
     // A label selector's grammar (balanced parentheses, operators) is more than a JSON Schema
     // says, so a schema-valid `selector` may be a 400 naming what is wrong: expected there.
     // A real agent's id for `/api/v1/agents/{id}` and the served revision for
     // `/api/v1/revisions/{revision}`, so their details (the largest schemas) are checked on
     // 200s, not only on 404s for generated ids.
-    let revision = support::git(&server.fixture.work(), &["rev-parse", "HEAD"]);
+    let revision = &served.revision;
     let config = work.join("schemathesis.toml");
     std::fs::write(
         &config,
@@ -244,7 +265,7 @@ async fn schemathesis_finds_no_disagreement_without_a_token() {
     let work = tempfile::tempdir().expect("tempdir");
     let work_path = work.path().to_path_buf();
     let served = tokio::task::spawn_blocking(move || {
-        run_schemathesis(&cli, &served, None, &work_path);
+        run_schemathesis(&cli, &served.target(), None, &work_path);
         served
     })
     .await
@@ -304,10 +325,92 @@ async fn schemathesis_finds_no_disagreement_with_a_token() {
     let work = tempfile::tempdir().expect("tempdir");
     let work_path = work.path().to_path_buf();
     let served = tokio::task::spawn_blocking(move || {
-        run_schemathesis(&cli, &served, Some(API_TOKEN), &work_path);
+        run_schemathesis(&cli, &served.target(), Some(API_TOKEN), &work_path);
         served
     })
     .await
     .expect("schemathesis run");
     stop_all(&served.agents).await;
+}
+
+/// A replica lists and describes agents other replicas hold, with headers and fields single
+/// servers do not have: they must agree with the document too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_no_disagreement_on_a_replica() {
+    let Some(cli) = schemathesis_or_skip() else {
+        return;
+    };
+    // Two replicas with every webhook provider configured, as `serve` does for one server.
+    let mut fleet = support::replicas::Fleet::start("api_contract_replica", 0).await;
+    let files = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, value: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, value).expect("write secret file");
+        path.display().to_string()
+    };
+    let mut args = fleet.args();
+    args.extend([
+        "--webhook-secret-file".to_string(),
+        write("github-secret", "contract-github-secret"),
+        "--gitlab-token-file".to_string(),
+        write("gitlab-token", "contract-gitlab-token"),
+    ]);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    for i in 0..2 {
+        let server = support::Server::start(&fleet.data_dir(i), &argv);
+        fleet.servers.push(server);
+    }
+    let there = agents(&fleet.servers[1].ws_url());
+    let here = start_agents_with(2, &fleet.servers[0].ws_url(), |i| {
+        support::agents::linux_production(&format!("contract-here-{i}"))
+    });
+    let total = there.len() + here.len();
+    let held_there = support::agents::uid_of(&there[0]);
+    let client = reqwest::Client::new();
+    let url = fleet.servers[0].api_url("/api/v1/agents");
+    eventually(
+        KIT_WAIT,
+        "replica 0 lists every agent planned",
+        async || {
+            let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
+            let whole = resp
+                .headers()
+                .get("gitamp-fleet")
+                .and_then(|v| v.to_str().ok())
+                == Some("whole");
+            let page: Value = resp.json().await.map_err(|e| e.to_string())?;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            let planned = items.iter().filter(|a| a["status"] != "unknown").count();
+            let remote = items
+                .iter()
+                .any(|a| a["uid"] == held_there.as_str() && a["replica"].is_string());
+            (whole && planned == total && remote)
+                .then_some(())
+                .ok_or(format!(
+                    "{planned} of {total} planned (whole: {whole}): {page}"
+                ))
+        },
+    )
+    .await;
+    let revision = fleet.served(0).await.expect("a served revision");
+    let (code, document) = api_get(
+        &client,
+        &fleet.servers[0].api_url("/api/v1/openapi.json"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{document}");
+    let target = Target {
+        base: fleet.servers[0].api_url(""),
+        revision,
+        agent_id: held_there,
+        document,
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let work_path = work.path().to_path_buf();
+    tokio::task::spawn_blocking(move || run_schemathesis(&cli, &target, None, &work_path))
+        .await
+        .expect("schemathesis run");
+    stop_all(&there).await;
+    stop_all(&here).await;
 }

@@ -231,17 +231,49 @@ pub(crate) async fn readyz(State(api): State<Arc<Api>>) -> Response {
 /// Prometheus text: the recorded series and the gauges read from the state as of now (the
 /// latest plan, the served revision).
 pub(crate) async fn metrics(State(api): State<Arc<Api>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        crate::telemetry::scrape(&api.app),
-    )
-        .into_response()
+    // A replica counts the whole fleet too (`api::fleet`), when the database answers.
+    let mut fleet = None;
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(cluster) = api.app.cluster.load_full() {
+        let read = api.fleet.read(&api.app, &cluster).await;
+        headers = read.headers();
+        if let super::fleet::FleetRead::Whole(remote) = &read {
+            let view = api.app.view.load_full();
+            let local = api.app.fleet.briefs();
+            let entries = super::fleet::merge(&local, &view, &cluster.id, &remote.agents);
+            fleet = Some(super::fleet::counts(&entries));
+        }
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    (headers, crate::telemetry::scrape(&api.app, fleet.as_ref())).into_response()
 }
 
-pub(crate) async fn status(State(api): State<Arc<Api>>) -> Json<StatusResponse> {
+pub(crate) async fn status(
+    State(api): State<Arc<Api>>,
+) -> (axum::http::HeaderMap, Json<StatusResponse>) {
+    let Json(mut status) = local_status(&api);
+    // A replica adds the whole fleet's statuses (`api::fleet`), when the database answers.
+    let mut headers = axum::http::HeaderMap::new();
+    if let Some(member) = api.app.cluster.load_full()
+        && let Some(cluster) = status.cluster.as_mut()
+    {
+        let read = api.fleet.read(&api.app, &member).await;
+        headers = read.headers();
+        if let super::fleet::FleetRead::Whole(remote) = &read {
+            let plan = api.app.view.load_full();
+            let local = api.app.fleet.briefs();
+            let entries = super::fleet::merge(&local, &plan, &member.id, &remote.agents);
+            cluster.fleet_by_status = Some(counts_with_zeros(&super::fleet::counts(&entries)));
+        }
+    }
+    (headers, Json(status))
+}
+
+/// The status as this process knows it (a replica's `cluster` from its last heartbeat).
+fn local_status(api: &Api) -> Json<StatusResponse> {
     let app = &api.app;
     let serving = app.serving.load_full();
     let view = app.view.load_full();
@@ -337,6 +369,7 @@ fn agent_item(a: &AgentSnapshot, view: Option<&AgentView>, secrets: &[String]) -
     let caps = a.capabilities;
     let (heartbeat_interval_seconds, telemetry_destination) = super::throughput::agent_columns(a);
     AgentItem {
+        replica: None,
         heartbeat_interval_seconds,
         telemetry_destination,
         instance_uid: uid.clone(),
@@ -503,11 +536,44 @@ fn text_matches(a: &AgentSnapshot, needle: &str) -> bool {
 /// Longest free-text filter: a name or a host, never a document.
 pub const MAX_TEXT_FILTER: usize = 256;
 
+/// The filters of one `GET /api/v1/agents`, checked.
+struct AgentFilter<'q> {
+    selector: Option<gitamp_core::catalog::model::Selector>,
+    statuses: Option<Vec<&'q str>>,
+    configuration: Option<&'q str>,
+    /// Lower case.
+    text: Option<String>,
+}
+
+impl AgentFilter<'_> {
+    /// What the plan's view alone decides (status, configuration).
+    fn planned(&self, v: Option<&AgentView>) -> bool {
+        let status = v.map_or(UNKNOWN_STATUS, |v| v.status.as_str());
+        if self.statuses.as_ref().is_some_and(|s| !s.contains(&status)) {
+            return false;
+        }
+        self.configuration
+            .is_none_or(|c| v.and_then(|v| v.configuration.as_deref()) == Some(c))
+    }
+
+    /// Whether the labels and the free text keep the agent (the view aside).
+    fn reported(&self, a: &AgentSnapshot) -> bool {
+        self.selector.as_ref().is_none_or(|sel| {
+            let labels = a
+                .description
+                .as_ref()
+                .map(|d| d.labels())
+                .unwrap_or_default();
+            matches(sel, &labels)
+        }) && self.text.as_deref().is_none_or(|t| text_matches(a, t))
+    }
+}
+
 pub(crate) async fn agents(
     State(api): State<Arc<Api>>,
     paging: Paging,
     q: Result<Query<AgentsQuery>, QueryRejection>,
-) -> ApiResult<Json<Page<AgentItem>>> {
+) -> ApiResult<(axum::http::HeaderMap, Json<Page<AgentItem>>)> {
     let q = filters(q)?;
     let selector = filter_value(q.selector.as_deref())
         .map(selector::parse)
@@ -536,20 +602,20 @@ pub(crate) async fn agents(
         .transpose()
         .map_err(ApiError::bad_request)?
         .unwrap_or((AgentSort::Id, false));
+    let filter = AgentFilter {
+        selector,
+        statuses,
+        configuration,
+        text,
+    };
+    if let Some(cluster) = api.app.cluster.load_full() {
+        return Ok(fleet_agents(&api, &cluster, &filter, (sort, descending), paging).await);
+    }
     let Paging { limit, offset } = paging;
     let view = api.app.view.load_full();
     let (_, secrets) = secrets_now(&api);
-    // What the plan's view alone decides (status, configuration).
-    let planned = |uid: &Uid| {
-        let v = view.agents.get(uid);
-        let status = v.map_or(UNKNOWN_STATUS, |v| v.status.as_str());
-        if statuses.as_ref().is_some_and(|s| !s.contains(&status)) {
-            return false;
-        }
-        configuration.is_none_or(|c| v.and_then(|v| v.configuration.as_deref()) == Some(c))
-    };
-    let needs_reports = selector.is_some()
-        || text.is_some()
+    let needs_reports = filter.selector.is_some()
+        || filter.text.is_some()
         || matches!(
             sort,
             AgentSort::Name | AgentSort::Host | AgentSort::LastSeen
@@ -558,18 +624,9 @@ pub(crate) async fn agents(
         // Labels or times decide: every agent's brief (no effective configs: the bulk of a
         // snapshot), sorted by id, then filtered and ordered.
         let fleet = api.app.fleet.briefs();
-        let matching = fleet.iter().filter(|a| {
-            planned(&a.uid)
-                && selector.as_ref().is_none_or(|sel| {
-                    let labels = a
-                        .description
-                        .as_ref()
-                        .map(|d| d.labels())
-                        .unwrap_or_default();
-                    matches(sel, &labels)
-                })
-                && text.as_deref().is_none_or(|t| text_matches(a, t))
-        });
+        let matching = fleet
+            .iter()
+            .filter(|a| filter.planned(view.agents.get(&a.uid)) && filter.reported(a));
         let mut ordered: Vec<&AgentSnapshot> = if sort == AgentSort::Id {
             matching.collect()
         } else {
@@ -596,7 +653,7 @@ pub(crate) async fn agents(
             .fleet
             .uids()
             .into_iter()
-            .filter(|u| planned(u))
+            .filter(|u| filter.planned(view.agents.get(u)))
             .collect();
         if sort != AgentSort::Id {
             ordered.sort_by_cached_key(|u| view_sort_key(sort, view.agents.get(u)));
@@ -611,12 +668,75 @@ pub(crate) async fn agents(
             .collect();
         (ordered.len(), items)
     };
-    Ok(Json(Page {
-        items,
-        total,
-        offset,
-        limit,
-    }))
+    Ok((
+        axum::http::HeaderMap::new(),
+        Json(Page {
+            items,
+            total,
+            offset,
+            limit,
+        }),
+    ))
+}
+
+/// `GET /api/v1/agents` on a replica: this replica's agents and the others' from the shared
+/// table (`api::fleet`), filtered, ordered and paged alike; the headers say whether the
+/// others' could be read.
+async fn fleet_agents(
+    api: &Api,
+    cluster: &Arc<crate::server::cluster::Cluster>,
+    filter: &AgentFilter<'_>,
+    (sort, descending): (AgentSort, bool),
+    paging: Paging,
+) -> (axum::http::HeaderMap, Json<Page<AgentItem>>) {
+    let read = api.fleet.read(&api.app, cluster).await;
+    let remote = match &read {
+        super::fleet::FleetRead::Whole(f) => f.agents.as_slice(),
+        super::fleet::FleetRead::Unavailable(_) => &[],
+    };
+    let view = api.app.view.load_full();
+    let (_, secrets) = secrets_now(api);
+    let local = api.app.fleet.briefs();
+    let entries = super::fleet::merge(&local, &view, &cluster.id, remote);
+    let matching = entries
+        .iter()
+        .filter(|e| filter.planned(e.view) && filter.reported(e.agent));
+    let mut ordered: Vec<&super::fleet::Entry> = if sort == AgentSort::Id {
+        matching.collect()
+    } else {
+        let mut keyed: Vec<(SortKey, &super::fleet::Entry)> = matching
+            .map(|e| (sort_key(sort, e.agent, e.view), e))
+            .collect();
+        keyed.sort_by(|x, y| x.0.cmp(&y.0));
+        keyed.into_iter().map(|(_, e)| e).collect()
+    };
+    if descending {
+        ordered.reverse();
+    }
+    let items = paging
+        .of(ordered.iter())
+        .map(|e| fleet_item(e, &secrets))
+        .collect();
+    (
+        read.headers(),
+        Json(Page {
+            items,
+            total: ordered.len(),
+            offset: paging.offset,
+            limit: paging.limit,
+        }),
+    )
+}
+
+/// One agent of the merged list, with the replica holding it.
+fn fleet_item(e: &super::fleet::Entry, secrets: &[String]) -> AgentItem {
+    let mut item = agent_item(e.agent, e.view, secrets);
+    item.replica = e.replica.map(str::to_string);
+    if e.remote {
+        // Not stored: only the holding replica knows it.
+        item.transport = "unknown".to_string();
+    }
+    item
 }
 
 /// Names of the capability bits set in `bits`.
@@ -642,14 +762,47 @@ fn capability_names(bits: u64) -> Vec<String> {
 pub(crate) async fn agent(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-) -> ApiResult<Json<AgentDetail>> {
+) -> ApiResult<(axum::http::HeaderMap, Json<AgentDetail>)> {
     let not_found = || ApiError::not_found(format!("no agent {id:?}"));
     let uid = parse_uid(&id).ok_or_else(not_found)?;
-    let a = api.app.fleet.agent(&uid).ok_or_else(not_found)?;
+    let local = api.app.fleet.agent(&uid);
+    let mut headers = axum::http::HeaderMap::new();
+    let mut remote = None;
+    if let Some(cluster) = api.app.cluster.load_full()
+        && local.as_ref().is_none_or(|a| !a.connection.connected)
+    {
+        // Another replica may hold it, or only the shared table know it.
+        let read = super::fleet::read_one(&api.app, &cluster, &uid).await;
+        headers = read.headers();
+        remote = match read {
+            super::fleet::OneRead::Found(r) => Some(*r),
+            super::fleet::OneRead::Missing | super::fleet::OneRead::Unavailable(_) => None,
+        };
+    }
+    let (a, v, replica, held_elsewhere) = match (local, remote) {
+        (Some(l), Some(r))
+            if r.replica.is_none() && r.snapshot.connection.last_seen <= l.connection.last_seen =>
+        {
+            (l, None, None, false)
+        }
+        (_, Some(r)) => (r.snapshot, r.view, r.replica, true),
+        (Some(l), None) => (l, None, None, false),
+        (None, None) => return Err(not_found()),
+    };
     let view = api.app.view.load_full();
-    let v = view.agents.get(&uid);
+    let v = if held_elsewhere {
+        v.as_ref()
+    } else {
+        view.agents.get(&uid)
+    };
     let (serving, secrets) = secrets_now(&api);
-    let item = agent_item(&a, v, &secrets);
+    let mut item = agent_item(&a, v, &secrets);
+    if held_elsewhere {
+        item.transport = "unknown".to_string();
+        item.replica = replica;
+    } else if a.connection.connected {
+        item.replica = api.app.cluster.load_full().map(|c| c.id.clone());
+    }
 
     let rendered = serving.as_ref().and_then(|s| {
         let name = v.and_then(|v| v.configuration.as_deref())?;
@@ -721,28 +874,31 @@ pub(crate) async fn agent(
         mask_health(&mut h, &secrets);
         serde_json::to_value(h).unwrap_or(serde_json::Value::Null)
     });
-    Ok(Json(AgentDetail {
-        description: a.description.as_ref().map(|d| DescriptionItem {
-            identifying: d.identifying.clone(),
-            non_identifying: d.non_identifying.clone(),
+    Ok((
+        headers,
+        Json(AgentDetail {
+            description: a.description.as_ref().map(|d| DescriptionItem {
+                identifying: d.identifying.clone(),
+                non_identifying: d.non_identifying.clone(),
+            }),
+            capabilities: Capabilities {
+                bits: a.capabilities,
+                names: capability_names(a.capabilities),
+            },
+            health,
+            sequence_num: a.sequence_num,
+            desired_config,
+            effective_config,
+            config_diff,
+            config_same_meaning,
+            config_differences: differences,
+            config_compare_error: config_compare_error.map(|e| mask::mask_text(&e, &secrets)),
+            events,
+            connection_settings: super::throughput::connection_settings(&a),
+            throughput: super::throughput::agent(&api.app.fleet, &uid),
+            agent: item,
         }),
-        capabilities: Capabilities {
-            bits: a.capabilities,
-            names: capability_names(a.capabilities),
-        },
-        health,
-        sequence_num: a.sequence_num,
-        desired_config,
-        effective_config,
-        config_diff,
-        config_same_meaning,
-        config_differences: differences,
-        config_compare_error: config_compare_error.map(|e| mask::mask_text(&e, &secrets)),
-        events,
-        connection_settings: super::throughput::connection_settings(&a),
-        throughput: super::throughput::agent(&api.app.fleet, &uid),
-        agent: item,
-    }))
+    ))
 }
 
 /// Component errors may quote the config they failed on.

@@ -17,6 +17,7 @@
 //! handler answers 500 instead of taking the listener down.
 
 mod actions;
+mod fleet;
 mod handlers;
 pub mod stream;
 pub mod web;
@@ -79,6 +80,8 @@ pub(crate) struct Api {
     pub(crate) app: Arc<AppState>,
     /// The limit on open `GET /api/v1/stream`s.
     pub(crate) streams: stream::Streams,
+    /// The other replicas' agents, read at most once a second (replicas only).
+    pub(crate) fleet: Arc<fleet::FleetCache>,
 }
 
 /// The status API router. Mount it on the API listener.
@@ -86,6 +89,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Arc::new(Api {
         app: state,
         streams: stream::Streams::new(stream::MAX_STREAMS),
+        fleet: Arc::new(fleet::FleetCache::default()),
     });
     let protected = Router::new()
         .route("/metrics", get(handlers::metrics))

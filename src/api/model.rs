@@ -188,6 +188,10 @@ pub struct AgentItem {
     /// Where its own telemetry goes: `gitamp`, `none`, or the declared endpoint.
     #[serde(default)]
     pub telemetry_destination: Option<String>,
+    /// The replica holding its connection (several servers on PostgreSQL); null when none
+    /// does, and always on a single server.
+    #[serde(default)]
+    pub replica: Option<String>,
 }
 
 /// `GET /api/v1/agents/{id}`.

@@ -68,27 +68,33 @@ fn table(items: &[serde_json::Value], wide: bool) -> anyhow::Result<String> {
         Some(false) => "unhealthy",
         None => "-",
     };
+    // Replicas name the one holding each agent; a single server has none to show.
+    let replicas = agents.iter().any(|a| a.replica.is_some());
+    let replica = |a: &AgentItem| output::or_dash(a.replica.as_deref());
     let table = if wide {
         output::table(
-            &[
-                "UID",
-                "STATUS",
-                "CONFIGURATION",
-                "CONNECTED",
-                "TRANSPORT",
-                "HEALTH",
-                "REPORTED",
-                "INSTALLED",
-                "DESIRED VERSION",
-                "UPGRADE",
-                "LAST SEEN",
-                "HEARTBEAT",
-                "TELEMETRY",
-                "LABELS",
-                "REASON",
-            ],
+            &with_replica(
+                &[
+                    "UID",
+                    "STATUS",
+                    "CONFIGURATION",
+                    "CONNECTED",
+                    "TRANSPORT",
+                    "HEALTH",
+                    "REPORTED",
+                    "INSTALLED",
+                    "DESIRED VERSION",
+                    "UPGRADE",
+                    "LAST SEEN",
+                    "HEARTBEAT",
+                    "TELEMETRY",
+                    "LABELS",
+                    "REASON",
+                ],
+                replicas.then_some((4, "REPLICA")),
+            ),
             agents.iter().map(|a| {
-                vec![
+                let mut row = vec![
                     a.uid.clone(),
                     a.status.clone(),
                     output::or_dash(a.configuration.as_deref()),
@@ -108,23 +114,30 @@ fn table(items: &[serde_json::Value], wide: bool) -> anyhow::Result<String> {
                     output::or_dash(a.telemetry_destination.as_deref()),
                     all_labels(&a.labels),
                     output::or_dash(a.reason.as_deref().or(a.upgrade_reason.as_deref())),
-                ]
+                ];
+                if replicas {
+                    row.insert(4, replica(a));
+                }
+                row
             }),
             true,
         )
     } else {
         output::table(
-            &[
-                "UID",
-                "STATUS",
-                "CONFIGURATION",
-                "HEALTH",
-                "SEEN",
-                "LABELS",
-                "REASON",
-            ],
+            &with_replica(
+                &[
+                    "UID",
+                    "STATUS",
+                    "CONFIGURATION",
+                    "HEALTH",
+                    "SEEN",
+                    "LABELS",
+                    "REASON",
+                ],
+                replicas.then_some((3, "REPLICA")),
+            ),
             agents.iter().map(|a| {
-                vec![
+                let mut row = vec![
                     output::short_uid(&a.uid).to_string(),
                     a.status.clone(),
                     output::or_dash(a.configuration.as_deref()),
@@ -134,12 +147,25 @@ fn table(items: &[serde_json::Value], wide: bool) -> anyhow::Result<String> {
                     a.reason
                         .as_deref()
                         .map_or_else(|| "-".into(), |r| output::shorten(r, REASON_CHARS)),
-                ]
+                ];
+                if replicas {
+                    row.insert(3, replica(a));
+                }
+                row
             }),
             false,
         )
     };
     Ok(format!("{table}{} agent(s)\n", agents.len()))
+}
+
+/// `header` with `extra`'s column inserted at its index.
+fn with_replica<'a>(header: &[&'a str], extra: Option<(usize, &'a str)>) -> Vec<&'a str> {
+    let mut all = header.to_vec();
+    if let Some((at, name)) = extra {
+        all.insert(at, name);
+    }
+    all
 }
 
 /// A reason longer than this is cut in the table (`-o wide`, `-o json` and the API have it

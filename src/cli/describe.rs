@@ -228,8 +228,12 @@ fn write_map(o: &mut String, heading: &str, map: &BTreeMap<String, String>) {
 
 fn connection(a: &crate::api::model::AgentItem) -> String {
     if a.connected {
+        let to = a
+            .replica
+            .as_deref()
+            .map_or_else(String::new, |r| format!(" to replica {r}"));
         format!(
-            "connected over {} since {}, last seen {} ago",
+            "connected{to} over {} since {}, last seen {} ago",
             a.transport,
             a.connected_since
                 .as_deref()

@@ -150,6 +150,16 @@ pub fn text(s: &StatusResponse) -> String {
             c.fleet_connected,
             c.replicas.len()
         );
+        let counts: Vec<String> = c
+            .fleet_by_status
+            .iter()
+            .flatten()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        if !counts.is_empty() {
+            let _ = writeln!(o, "  {}", counts.join(", "));
+        }
         for r in &c.replicas {
             let _ = writeln!(
                 o,

@@ -8,6 +8,7 @@
 //! [`Store`] is the backend interface (SQLite now, PostgreSQL for replicas later); it uses
 //! `impl Future` in the trait (no `async_trait`), so it is used through generics, not `dyn`.
 
+pub mod fleet;
 pub mod postgres;
 pub mod sqlite;
 

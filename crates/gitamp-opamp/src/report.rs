@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::proto;
 use crate::ser::{ser_hex, ser_lossy, ser_opt_time, ser_time};
@@ -49,8 +49,10 @@ impl Changes {
     }
 }
 
-/// Agent description flattened to string attributes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Agent description flattened to string attributes. Deserializable: a replica reads another
+/// replica's agents back from the shared store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Description {
     /// Identifying attributes (service.name, service.instance.id, ...).
     pub identifying: BTreeMap<String, String>,
@@ -88,8 +90,9 @@ impl Description {
     }
 }
 
-/// Component health, recursively.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Component health, recursively (deserializable, like [`Description`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Health {
     /// Component is up and healthy.
     pub healthy: bool,

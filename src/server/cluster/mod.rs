@@ -152,6 +152,10 @@ pub struct ClusterView {
     /// Agents the database knows, and those connected to some live replica.
     pub fleet_agents: u64,
     pub fleet_connected: u64,
+    /// Agents per sync status over the whole fleet (`api::fleet`), filled in by the status
+    /// API; absent when the database could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_by_status: Option<std::collections::BTreeMap<String, usize>>,
 }
 
 /// This process's membership: its id, its database, its leadership.
@@ -257,6 +261,11 @@ impl Cluster {
 
     fn pool(&self) -> &PgPool {
         self.store.pool()
+    }
+
+    /// The shared store (the status API reads the other replicas' agents from it).
+    pub fn store(&self) -> &PgStore {
+        &self.store
     }
 
     /// Contend for leadership until `cancel`: take the lock when free, hold it on a dedicated
@@ -451,6 +460,7 @@ impl Cluster {
             replicas,
             fleet_agents: total.max(0) as u64,
             fleet_connected: connected.max(0) as u64,
+            fleet_by_status: None,
         }));
         Ok(())
     }

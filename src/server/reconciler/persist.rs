@@ -43,6 +43,9 @@ impl Digest {
             a.sent_at,
             a.last_applied,
             &a.last_error,
+            // The shared table says which agents are connected, and where (replicas list the
+            // whole fleet from it): a disconnect alone is written too.
+            a.connected,
         )
             .hash(&mut all);
         if with_reports {
