@@ -4,7 +4,7 @@
 //! - WebSocket agents through the balancer (TCP mode) spread over the three replicas and
 //!   converge on a commit;
 //! - HTTP agents through the balancer (HTTP mode, consecutive polls on different replicas) get
-//!   each config once: a known gap, that test is ignored (see it);
+//!   each config once;
 //! - `kill -9` of a follower mid-rollout: its agents reconnect through the balancer to the
 //!   others and converge, with no redundant push;
 //! - `kill -9` of the leader: the last replica takes over and a commit pushed then reaches every
@@ -284,27 +284,28 @@ async fn three_replicas_behind_haproxy_survive_kill_9_of_a_follower_and_of_the_l
 }
 
 /// HTTP agents through the balancer in HTTP mode (each poll balanced on its own, so consecutive
-/// polls land on different replicas) must get each config exactly once.
+/// polls land on different replicas) get each config exactly once.
 ///
-/// Known to fail, two ways seen: a replica learns an HTTP agent's status only from the polls
-/// that reach it, and OpAMP agents report an unchanged status once, so a replica that missed
-/// the APPLIED report (it went to another replica) still sees the old hash and sends the new
-/// config again (3 received, 1 redundant); and a poll reaching a replica in the few tens of
-/// milliseconds before it switches to the new revision is sent the old config back (4 received,
-/// 0 redundant). The fix is to treat a sequence-number gap as "state unknown" (no push until a
-/// full report, which the server then asks for, arrives) and to hold drift corrections for an
-/// agent reporting a hash this replica does not know until it has re-read the current revision.
+/// A replica learns an HTTP agent's state only from the polls that reach it, and OpAMP agents
+/// report an unchanged status once. Before the fix this test saw a replica that missed the
+/// APPLIED report send the config again (3 received, 1 redundant), a config resent by a
+/// replica whose record of the send was 10 s old, and an agent a replica had only heard a
+/// heartbeat from sent the `default` configuration (no labels yet): 4 received. Now a replica
+/// that missed some of the agent's messages (a sequence gap) asks for its full state and sends
+/// nothing until that report reaches it (asking again when it went to another replica).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap (README, Operating several servers): HTTP polls alternating replicas can get a config twice"]
 async fn http_agents_whose_polls_alternate_replicas_get_each_config_once() {
     let fixture = GitFixture::with_example_repo();
     let url = fresh_database("replicas_balancer_http").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let token = "balancer-webhook-token";
     let token_file = support::write_token(dir.path(), token);
+    // Polls every second (the replicas offer their heartbeat interval, which replaces the
+    // agents' own): many polls, each balanced on its own, in a short test.
     let servers: Vec<Server> = (0..3)
         .map(|i| {
-            let args = replica_args(&fixture, &url, &token_file);
+            let mut args = replica_args(&fixture, &url, &token_file);
+            args.extend(["--heartbeat".into(), "1".into()]);
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             Server::start(&dir.path().join(format!("replica-{i}")), &argv)
         })
@@ -321,6 +322,7 @@ async fn http_agents_whose_polls_alternate_replicas_get_each_config_once() {
         )
         .expect("HTTP pool"),
     );
+    let started = Instant::now();
     let agents: Vec<AgentHandle> = (0..3)
         .map(|i| {
             let mut opts = linux_production(&format!("lb-http-{i:02}"));
@@ -332,16 +334,76 @@ async fn http_agents_whose_polls_alternate_replicas_get_each_config_once() {
             )
         })
         .collect();
+    let all_applied = async |hash, what: &str| {
+        eventually(WAIT, what, async || {
+            if support::agents::all_applied(&agents, hash) {
+                Ok(())
+            } else {
+                Err(describe(&agents))
+            }
+        })
+        .await
+    };
     let first = fixture.expected_hashes()[CONFIG];
-    wait_all_applied(&agents, first, WAIT, "the first revision over HTTP").await;
+    all_applied(first, "the first revision over HTTP").await;
+    println!(
+        "HTTP through the balancer: first revision applied by all 3 agents after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     fixture.set_team("lb-http-2");
     fixture.commit_all("team lb-http-2");
     fixture.push(false);
+    let pushed = Instant::now();
     assert_eq!(support::post_webhook(&servers[0], token).await / 100, 2);
     let second = fixture.expected_hashes()[CONFIG];
-    wait_all_applied(&agents, second, WAIT, "the commit over HTTP").await;
-    // A few more polls around the replicas: a late second push would show.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    all_applied(second, "the commit over HTTP").await;
+    println!(
+        "HTTP through the balancer: commit applied by all 3 agents {:.2} s after the webhook",
+        pushed.elapsed().as_secs_f64()
+    );
+    // The polls did alternate: every replica has heard from every agent.
+    for (i, server) in servers.iter().enumerate() {
+        for a in &agents {
+            let uid = support::agents::uid_of(a);
+            let url = server.api_url(&format!("/api/v1/agents/{uid}"));
+            eventually(
+                WAIT,
+                &format!("replica {i} knows agent {uid}"),
+                async || {
+                    let status = reqwest::get(&url)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .status();
+                    status.is_success().then_some(()).ok_or(status.to_string())
+                },
+            )
+            .await;
+        }
+    }
+    // Six more polls each, around the replicas, after the last APPLIED: a late second push
+    // (a replica that missed the report) would go out in the reply to one of them.
+    let polled: Vec<u64> = agents.iter().map(|a| a.state().heartbeats_sent).collect();
+    eventually(WAIT, "six more polls from every agent", async || {
+        let behind = agents
+            .iter()
+            .zip(&polled)
+            .filter(|(a, before)| a.state().heartbeats_sent < *before + 6)
+            .count();
+        (behind == 0)
+            .then_some(())
+            .ok_or(format!("{behind} agents behind"))
+    })
+    .await;
+    for a in &agents {
+        let s = a.state();
+        println!(
+            "agent {}: {} messages, {} full-state requests answered, {} configs received",
+            support::agents::uid_of(a),
+            s.messages_sent,
+            s.full_state_requests,
+            s.remote_configs_received,
+        );
+    }
     for a in &agents {
         assert_eq!(
             a.state().remote_configs_received,

@@ -313,7 +313,15 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
         }
         let disconnecting = msg.agent_disconnect.is_some();
         let incomplete = lacks_reported_state(msg.capabilities, &msg);
-        if e.take_sequence(msg.sequence_num, created, incomplete, disconnecting) {
+        let was_awaiting = e.awaiting_report();
+        let described = msg.agent_description.is_some();
+        if e.take_sequence(
+            msg.sequence_num,
+            created,
+            incomplete,
+            described,
+            disconnecting,
+        ) {
             flags |= proto::ServerToAgentFlags::ReportFullState as u64;
         }
 
@@ -329,7 +337,9 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
         if let Some(s) = &msg.connection_settings_status {
             e.set_settings_status(SettingsStatus::of(s));
         }
-        let changes = apply_reports(&mut e, &msg, fleet);
+        let mut changes = apply_reports(&mut e, &msg, fleet);
+        // The plan held back while it waited: it plans again even if nothing else changed.
+        changes.full_state = was_awaiting && !e.awaiting_report();
         if changes.any() {
             events.push(FleetEvent::Reported(target, changes));
         }
@@ -548,6 +558,59 @@ mod tests {
         assert!(!full_state(&handle_message(&fleet, &mut c, full(11, b""))));
         // A gap with a complete report does not ask.
         assert!(!full_state(&handle_message(&fleet, &mut c, full(20, b""))));
+    }
+
+    #[test]
+    fn an_http_agent_whose_full_report_went_to_another_server_is_asked_again() {
+        // Polls balanced over several servers: this one sees 1, then 5 (a gap), asks; the full
+        // report (6) goes elsewhere, so 8 comes without a description: asked again. A config
+        // handed over meanwhile waits for the report, which says whether it is still wanted.
+        let fleet = Fleet::new();
+        let mut c = http();
+        handle_message(&fleet, &mut c, full(1, &[1; 32]));
+        assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(5))));
+        assert!(fleet.agent(&UID).expect("registered").awaiting_report);
+        let d = RemoteConfig::one_yaml_file(Bytes::from_static(b"a: 2"), [2; 32]);
+        assert_eq!(fleet.deliver(&UID, Some(d.clone())), Delivery::Pending);
+        let r = handle_message(&fleet, &mut c, heartbeat(8));
+        assert!(full_state(&r) && r.remote_config.is_none());
+        assert!(fleet.agent(&UID).expect("registered").awaiting_report);
+        // A repeated number is the client's own numbering: accepted as the answer.
+        let r = handle_message(&fleet, &mut c, heartbeat(8));
+        assert!(!full_state(&r));
+        assert!(!fleet.agent(&UID).expect("registered").awaiting_report);
+        assert_eq!(r.remote_config.map(|r| *r.hash()), Some([2; 32]));
+
+        // Another server sent [2] and the agent applied it: this one's pending [3] is not
+        // sent until the full report, and then only because it is still wanted; a pending
+        // [2] would be dropped by it.
+        let mut events = fleet.subscribe();
+        assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(20))));
+        fleet.deliver(&UID, Some(d));
+        let r = handle_message(&fleet, &mut c, full(22, &[2; 32]));
+        assert!(!full_state(&r) && r.remote_config.is_none());
+        let replanned = std::iter::from_fn(|| events.try_recv().ok())
+            .any(|e| matches!(e, FleetEvent::Reported(_, ch) if ch.full_state));
+        assert!(
+            replanned,
+            "the full report's arrival is an event the plan follows"
+        );
+        assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(30))));
+        let other = RemoteConfig::one_yaml_file(Bytes::from_static(b"a: 3"), [3; 32]);
+        fleet.deliver(&UID, Some(other));
+        let r = handle_message(&fleet, &mut c, full(31, &[2; 32]));
+        assert_eq!(r.remote_config.map(|r| *r.hash()), Some([3; 32]));
+    }
+
+    #[test]
+    fn a_websocket_is_never_asked_twice_in_a_row() {
+        // Its answer comes on the same connection: whatever it is, it is the answer.
+        let fleet = Fleet::new();
+        let mut c = Connection::new(2, Transport::Ws, None);
+        handle_message(&fleet, &mut c, full(1, b""));
+        assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(5))));
+        assert!(!full_state(&handle_message(&fleet, &mut c, heartbeat(9))));
+        assert!(!fleet.agent(&UID).expect("registered").awaiting_report);
     }
 
     #[test]
