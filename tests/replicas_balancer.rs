@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use gitamp_opamp::agent::{
     AgentHandle, ClientTransport, HttpPool, HttpPoolOptions, SimAgent, spawn_agent,
 };
+use gitamp_opamp::proto::RemoteConfigStatuses;
 use support::agents::{linux_production, received_count, redundant, stop_all};
 use support::postgres::fresh_database;
 use support::{
@@ -344,6 +345,20 @@ async fn http_agents_whose_polls_alternate_replicas_get_each_config_once() {
         })
         .await
     };
+    let six_more_polls = async |what: &str| {
+        let polled: Vec<u64> = agents.iter().map(|a| a.state().heartbeats_sent).collect();
+        eventually(WAIT, what, async || {
+            let behind = agents
+                .iter()
+                .zip(&polled)
+                .filter(|(a, before)| a.state().heartbeats_sent < *before + 6)
+                .count();
+            (behind == 0)
+                .then_some(())
+                .ok_or(format!("{behind} agents behind"))
+        })
+        .await
+    };
     let first = fixture.expected_hashes()[CONFIG];
     all_applied(first, "the first revision over HTTP").await;
     println!(
@@ -382,18 +397,68 @@ async fn http_agents_whose_polls_alternate_replicas_get_each_config_once() {
     }
     // Six more polls each, around the replicas, after the last APPLIED: a late second push
     // (a replica that missed the report) would go out in the reply to one of them.
-    let polled: Vec<u64> = agents.iter().map(|a| a.state().heartbeats_sent).collect();
-    eventually(WAIT, "six more polls from every agent", async || {
-        let behind = agents
-            .iter()
-            .zip(&polled)
-            .filter(|(a, before)| a.state().heartbeats_sent < *before + 6)
-            .count();
-        (behind == 0)
-            .then_some(())
-            .ok_or(format!("{behind} agents behind"))
-    })
+    six_more_polls("six more polls from every agent").await;
+
+    // A commit every agent fails (the simulated agents fail a config carrying the marker): the
+    // agents that tried it are rolled back, and the failed config is never sent twice, although
+    // each FAILED report reached one replica only (the others read it from the database).
+    fixture.set_team(gitamp_opamp::agent::DEFAULT_FAIL_MARKER);
+    fixture.commit_all("a config the agents fail");
+    fixture.push(false);
+    let failing_pushed = Instant::now();
+    assert_eq!(support::post_webhook(&servers[0], token).await / 100, 2);
+    let failing = fixture.expected_hashes()[CONFIG];
+    let failed = |a: &AgentHandle| {
+        a.state()
+            .saw_status(&failing.0, RemoteConfigStatuses::Failed)
+    };
+    let runs_failing = |a: &AgentHandle| {
+        let s = a.state();
+        s.current_status
+            .as_ref()
+            .is_some_and(|c| c.last_remote_config_hash[..] == failing.0[..])
+    };
+    eventually(
+        WAIT,
+        "an agent failed, and every one that did is rolled back",
+        async || {
+            let failures = agents.iter().filter(|a| failed(a)).count();
+            let rolled_back = agents
+                .iter()
+                .all(|a| !runs_failing(a) && a.state().applied_hash().is_some());
+            (failures > 0 && rolled_back)
+                .then_some(())
+                .ok_or_else(|| describe(&agents))
+        },
+    )
     .await;
+    println!(
+        "HTTP through the balancer: {} of 3 agents failed the commit and were rolled back {:.2} s \
+         after the webhook",
+        agents.iter().filter(|a| failed(a)).count(),
+        failing_pushed.elapsed().as_secs_f64()
+    );
+    six_more_polls("six more polls from every agent after the rollback").await;
+    for a in &agents {
+        let s = a.state();
+        let tries = s
+            .status_history
+            .iter()
+            .filter(|c| c.hash[..] == failing.0[..] && c.status == RemoteConfigStatuses::Applying)
+            .count();
+        assert!(
+            tries <= 1,
+            "the failed config went out {tries} times:\n{}",
+            describe(&agents)
+        );
+        let expected = if failed(a) { 4 } else { 2 };
+        assert_eq!(
+            s.remote_configs_received,
+            expected,
+            "each config once (a failed agent: the failing one and its rollback too):\n{}",
+            describe(&agents)
+        );
+    }
     for a in &agents {
         let s = a.state();
         println!(
@@ -402,14 +467,6 @@ async fn http_agents_whose_polls_alternate_replicas_get_each_config_once() {
             s.messages_sent,
             s.full_state_requests,
             s.remote_configs_received,
-        );
-    }
-    for a in &agents {
-        assert_eq!(
-            a.state().remote_configs_received,
-            2,
-            "each config once:\n{}",
-            describe(&agents)
         );
     }
     assert_eq!(

@@ -129,7 +129,8 @@ pub enum Delivery {
     /// It waits for the agent's next message and goes out in the reply (an HTTP agent, or a
     /// full WebSocket queue); [`FleetEvent::ConfigSent`] says when.
     Pending,
-    /// Not sent: the agent already reports this hash, or no longer accepts remote config.
+    /// Not sent: the agent already reports this hash, no longer accepts remote config, or the
+    /// server awaits the full report it asked for (the plan decides again with it).
     Dropped,
     /// The agent is unknown.
     Unknown,
@@ -507,6 +508,12 @@ impl AgentEntry {
         true
     }
 
+    /// Forgets the config handed over and not sent yet (the plan hands it over again if it
+    /// still wants it sent).
+    pub(crate) fn withdraw_pending(&mut self) {
+        self.pending = None;
+    }
+
     /// The agent said goodbye with message `seq`.
     pub(crate) fn said_goodbye(&mut self, seq: u64) {
         self.disconnect();
@@ -514,8 +521,9 @@ impl AgentEntry {
     }
 
     /// The config handed over for this agent, if it may go out now in a reply on `conn`
-    /// (recorded as sent at `now`). While the full report this server asked for has not
-    /// arrived, it stays handed over: that report says whether it is still wanted.
+    /// (recorded as sent at `now`). Nothing goes out while the full report this server asked
+    /// for has not arrived (and what was handed over before it is withdrawn when it does:
+    /// `session`).
     pub(crate) fn take_pending(&mut self, conn: u64, now: SystemTime) -> Option<Arc<RemoteConfig>> {
         if self.awaiting_report() {
             return None;
@@ -836,9 +844,9 @@ impl Fleet {
             share_bodies(effective, &config);
         }
         if e.awaiting_report() {
-            // What it runs is one round trip away: the reply to its full report decides.
-            e.pending = Some(config);
-            return Delivery::Pending;
+            // What it runs is one round trip away: the plan decides again with its report.
+            e.pending = None;
+            return Delivery::Dropped;
         }
         let out = Outgoing {
             remote_config: Some(Arc::clone(&config)),

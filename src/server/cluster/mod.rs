@@ -245,6 +245,11 @@ impl Cluster {
         self.store.pool()
     }
 
+    /// The shared store (the reconciler reads agents' rows from it: `reconciler::evidence`).
+    pub fn store(&self) -> &PgStore {
+        &self.store
+    }
+
     /// Contend for leadership until `cancel`: take the lock when free, hold it on a dedicated
     /// connection, and step down the moment that connection stops answering.
     pub async fn lead(self: Arc<Self>, wake: Arc<Notify>, cancel: CancellationToken) {
