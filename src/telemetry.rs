@@ -75,6 +75,19 @@ pub const OWN_TELEMETRY_AGENTS: &str = "gitamp_own_telemetry_agents";
 /// Estimated memory the receiver's per-agent figures hold, in bytes.
 pub const OWN_TELEMETRY_BYTES: &str = "gitamp_own_telemetry_memory_bytes";
 
+/// Replicas: 1 on the replica that leads, else 0.
+pub const CLUSTER_LEADER: &str = "gitamp_cluster_leader";
+/// Replicas: live replicas (rows in the shared `replicas` table), as of the last heartbeat.
+pub const CLUSTER_REPLICAS: &str = "gitamp_cluster_replicas";
+/// Replicas: agents the shared database knows.
+pub const CLUSTER_FLEET_AGENTS: &str = "gitamp_cluster_fleet_agents";
+/// Replicas: agents connected to some live replica.
+pub const CLUSTER_FLEET_CONNECTED: &str = "gitamp_cluster_fleet_connected_agents";
+/// Replicas, the leader: seconds per read and step of the fleet-wide rollouts.
+pub const CLUSTER_ROLLOUT_STEP: &str = "gitamp_cluster_rollout_step_seconds";
+/// Replicas, the leader: agent rows read to step the fleet-wide rollouts.
+pub const CLUSTER_ROWS_READ: &str = "gitamp_cluster_agent_rows_read_total";
+
 /// The webhook providers, as the `provider` label spells them.
 pub const WEBHOOK_PROVIDERS: [&str; 3] = ["github", "gitlab", "generic"];
 
@@ -182,6 +195,30 @@ fn describe() {
         "Notifications by endpoint and outcome: sent, retried (an attempt failed), failed \
          (given up), dropped (the endpoint's queue was full)."
     );
+    describe_gauge!(
+        CLUSTER_LEADER,
+        "Replicas: 1 on the replica that leads, else 0."
+    );
+    describe_gauge!(
+        CLUSTER_REPLICAS,
+        "Replicas: live replicas on the shared database."
+    );
+    describe_gauge!(
+        CLUSTER_FLEET_AGENTS,
+        "Replicas: agents the shared database knows."
+    );
+    describe_gauge!(
+        CLUSTER_FLEET_CONNECTED,
+        "Replicas: agents connected to some live replica."
+    );
+    describe_histogram!(
+        CLUSTER_ROLLOUT_STEP,
+        "Replicas, on the leader: seconds per read and step of the fleet-wide rollouts."
+    );
+    describe_counter!(
+        CLUSTER_ROWS_READ,
+        "Replicas, on the leader: agent rows read to step the fleet-wide rollouts."
+    );
     // The OpAMP layer names and describes its own.
     gitamp_opamp::telemetry::describe();
 }
@@ -210,6 +247,24 @@ fn register_at_start() {
         counter!(EVENTS, "kind" => kind.as_str()).absolute(0);
     }
     gitamp_opamp::telemetry::register_at_start();
+}
+
+/// Replicas: whether this one leads.
+pub fn cluster_leader(leader: bool) {
+    gauge!(CLUSTER_LEADER).set(if leader { 1.0 } else { 0.0 });
+}
+
+/// Replicas: what the last heartbeat read of the fleet.
+pub fn cluster_fleet(replicas: usize, agents: i64, connected: i64) {
+    gauge!(CLUSTER_REPLICAS).set(replicas as f64);
+    gauge!(CLUSTER_FLEET_AGENTS).set(agents.max(0) as f64);
+    gauge!(CLUSTER_FLEET_CONNECTED).set(connected.max(0) as f64);
+}
+
+/// Replicas, the leader: one read and step of the fleet-wide rollouts.
+pub fn cluster_rollout_step(duration: Duration, rows: usize) {
+    histogram!(CLUSTER_ROLLOUT_STEP).record(duration.as_secs_f64());
+    counter!(CLUSTER_ROWS_READ).increment(rows as u64);
 }
 
 /// A revision was accepted or rejected.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use gitamp_opamp::agent::{AgentHandle, AgentOptions, ApplyPolicy, DEFAULT_FAIL_MARKER};
 use serde_json::Value;
-use support::agents::{linux_production, uid_of};
+use support::agents::{fixed_uid, linux_production, uid_of};
 use support::cli::{code, explain, gitamp_command, json_of, stderr, stdout};
 use support::{GitOpsServer, Server, eventually, get_json, start_agents_with};
 
@@ -45,14 +45,6 @@ fn short_of(agent: &AgentHandle) -> String {
 fn ok(o: &std::process::Output) -> String {
     assert_eq!(code(o), 0, "{}", explain(o));
     stdout(o)
-}
-
-/// The UID agent `i` of a test fleet gets: the rollout orders agents by UID, so agent 0 and 1
-/// make up the first batch of 25% of 8.
-fn fixed_uid(i: usize) -> [u8; 16] {
-    let mut uid = [0x01, 0x93, 0, 0, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0];
-    uid[15] = u8::try_from(i).expect("small fleet");
-    uid
 }
 
 /// A halted rollout resumed from the CLI goes on from its halted batch (the failures so far

@@ -6,7 +6,8 @@
 //! - HTTP agents through the balancer (HTTP mode, consecutive polls on different replicas) get
 //!   each config once;
 //! - `kill -9` of a follower mid-rollout: its agents reconnect through the balancer to the
-//!   others and converge, with no redundant push;
+//!   others and converge, with no redundant push, and the rollout's batches hold fleet-wide
+//!   throughout (no more agents have the config than the leader's rollout admits);
 //! - `kill -9` of the leader: the last replica takes over and a commit pushed then reaches every
 //!   agent.
 //!
@@ -142,6 +143,46 @@ fn replica_args(fixture: &GitFixture, url: &str, token_file: &Path) -> Vec<Strin
     args
 }
 
+/// Until aborted, check that the agents that received `target` never outnumber the agents the
+/// fleet's rollout of it admits (read after them): a batch is admitted fleet-wide before any
+/// replica pushes it. A failed check ends the task with a panic, which the caller re-raises.
+async fn batches_hold(url: String, agents: Vec<AgentHandle>, target: gitamp_core::ConfigHash) {
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .expect("connect");
+    let mut most = 0;
+    loop {
+        let received = received_count(&agents, target)
+            + agents
+                .iter()
+                .filter(|a| support::agents::has_applied(a, target))
+                .filter(|a| !support::agents::last_received(a, target))
+                .count();
+        let admitted: Option<String> = sqlx::query_scalar(
+            "SELECT progress FROM rollouts WHERE configuration = $1 AND target_hash = $2",
+        )
+        .bind(CONFIG)
+        .bind(target.to_hex())
+        .fetch_optional(&mut db)
+        .await
+        .expect("read the rollout");
+        let admitted = admitted
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+            .and_then(|p| p["admitted"].as_u64())
+            .unwrap_or(0) as usize;
+        // An all-at-once rollout would admit everyone: this fixture's is batched (25%).
+        assert!(
+            received <= admitted || admitted == agents.len(),
+            "{received} agents have the config, the fleet's rollout admits {admitted}"
+        );
+        if received > most {
+            most = received;
+            println!("batches hold: {received} agents have it, {admitted} admitted");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn is_leader(server: &Server) -> bool {
     get_json(&server.api_url("/api/v1/status")).await["cluster"]["leader"] == true
 }
@@ -214,6 +255,9 @@ async fn three_replicas_behind_haproxy_survive_kill_9_of_a_follower_and_of_the_l
         2
     );
     let second = fixture.expected_hashes()[CONFIG];
+    // Batches hold fleet-wide, across the kill: no more agents ever have the new config than
+    // the leader's rollout (in the database, which a replica adopts before it pushes) admits.
+    let holds = tokio::spawn(batches_hold(url.clone(), agents.clone(), second));
     eventually(WAIT, "the rollout has started", async || {
         (received_count(&agents, second) > 0).then_some(())
     })
@@ -221,6 +265,12 @@ async fn three_replicas_behind_haproxy_survive_kill_9_of_a_follower_and_of_the_l
     servers[victim].kill9();
     let killed = Instant::now();
     wait_all_applied(&agents, second, WAIT, "every agent, the victim's included").await;
+    holds.abort();
+    if let Err(e) = holds.await
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
     println!(
         "follower kill -9 mid-rollout: every agent applied within {:.2} s",
         killed.elapsed().as_secs_f64()

@@ -16,7 +16,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use gitamp_core::plan::{ResumeError, RolloutPhase};
+use gitamp_core::plan::{ResumeError, RolloutPhase, RolloutProgress};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -87,7 +87,11 @@ pub(crate) async fn resume(State(api): State<Arc<Api>>, Path(name): Path<String>
     if reconciler.send(command).await.is_err() {
         return unavailable().into_response();
     }
-    match answer.await {
+    let answer = match answer.await {
+        Ok(Err(ResumeError::SteppedElsewhere)) => resume_on_leader(&api, &name).await,
+        other => other,
+    };
+    match answer {
         Ok(Ok(rollout)) => (
             StatusCode::ACCEPTED,
             Json(json!({"outcome": "resumed", "configuration": name, "rollout": rollout})),
@@ -114,6 +118,46 @@ pub(crate) async fn resume(State(api): State<Arc<Api>>, Path(name): Path<String>
             )
             .into_response()
         }
+        Ok(Err(ResumeError::SteppedElsewhere)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the leading replica did not resume the rollout of {name:?} within \
+                 {RELAYED_RESUME_WAIT:?}; see /api/v1/status for the replicas"
+            ),
+        )
+        .into_response(),
         Err(_) => unavailable().into_response(),
     }
+}
+
+/// How long a replica waits to see the leader resume a rollout it relayed.
+const RELAYED_RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Several replicas: the leader steps rollouts, so the resume is relayed to it; the answer is
+/// the rollout as this replica sees it once it adopted the resumed one (still
+/// `SteppedElsewhere` if that took longer than [`RELAYED_RESUME_WAIT`]).
+async fn resume_on_leader(
+    api: &Api,
+    name: &str,
+) -> Result<Result<RolloutProgress, ResumeError>, oneshot::error::RecvError> {
+    let Some(cluster) = api.app.cluster.load_full() else {
+        return Ok(Err(ResumeError::SteppedElsewhere));
+    };
+    if let Err(err) = crate::server::cluster::relay_resume(&cluster, name).await {
+        tracing::warn!(error = %err, "Relaying a resume to the leader failed.");
+        return Ok(Err(ResumeError::SteppedElsewhere));
+    }
+    let started = std::time::Instant::now();
+    while started.elapsed() < RELAYED_RESUME_WAIT {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let view = api.app.view.load_full();
+        if let Some(c) = view.configurations.get(name)
+            && !c.rollout_halted
+            && let Some(rollout) = c.rollout.clone()
+            && let Ok(progress) = serde_json::from_value::<RolloutProgress>(rollout)
+        {
+            return Ok(Ok(progress));
+        }
+    }
+    Ok(Err(ResumeError::SteppedElsewhere))
 }

@@ -3,6 +3,7 @@
 //! they matter.
 
 pub mod fleet;
+pub mod fleet_rollouts;
 pub mod harness;
 pub mod otlp;
 pub mod reconcile;
@@ -26,6 +27,9 @@ pub enum BenchCommand {
     /// The own-telemetry receiver's cost per agent: N collectors' self-metrics every interval
     /// against a `gitamp serve` child (CPU and RSS against a window without them).
     Otlp(otlp::Args),
+    /// Replicas: the leader's cost of stepping rollouts over N agents' rows, and every
+    /// replica's of adopting them, in process.
+    FleetRollouts(fleet_rollouts::Args),
 }
 
 /// Run one benchmark.
@@ -36,5 +40,6 @@ pub fn run(command: BenchCommand) -> anyhow::Result<std::process::ExitCode> {
         BenchCommand::Fleet(args) => fleet::run(args),
         BenchCommand::Reconcile(args) => reconcile::run(args),
         BenchCommand::Otlp(args) => otlp::run(args),
+        BenchCommand::FleetRollouts(args) => fleet_rollouts::run(args),
     }
 }

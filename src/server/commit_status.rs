@@ -234,6 +234,12 @@ pub async fn run(config: CommitStatusConfig, app: Arc<AppState>, cancel: Cancell
             _ = tokio::time::sleep(delay) => {}
             _ = cancel.cancelled() => return,
         }
+        // Replicas: the leader alone writes commit statuses (one writer, as Argo CD's one
+        // controller); a replica that starts leading sends what it sees once.
+        if app.cluster.load().as_ref().is_some_and(|c| !c.is_leader()) {
+            sent.clear();
+            continue;
+        }
         let wanted = wanted(&app);
         let mut failed = false;
         for (revision, want) in &wanted {

@@ -45,6 +45,22 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether it is about the whole fleet rather than one agent or one replica's traffic:
+    /// with several replicas, the leader alone stores and notifies these.
+    pub fn fleet_wide(self) -> bool {
+        matches!(
+            self,
+            EventKind::RevisionAccepted
+                | EventKind::RevisionRejected
+                | EventKind::FetchError
+                | EventKind::FileSkipped
+                | EventKind::RolloutHalted
+                | EventKind::RolloutCompleted
+                | EventKind::RolloutSuperseded
+                | EventKind::RolloutResumed
+        )
+    }
+
     pub const ALL: [EventKind; 22] = [
         EventKind::RevisionAccepted,
         EventKind::RevisionRejected,

@@ -310,7 +310,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_stored_convergence(newest_convergence)
         .with_commands(command_rx);
     if replica.as_ref().is_some_and(|r| r.git.is_some()) {
-        reconciler = reconciler.with_accepted_recorded_elsewhere();
+        reconciler = reconciler
+            .with_accepted_recorded_elsewhere()
+            .with_adopted_rollouts();
     }
     if let Some(otelcol) = config.otelcol.clone() {
         info!(otelcol = %otelcol.path().display(), "Every new revision must pass the collector's validate.");
@@ -457,6 +459,16 @@ impl Replica {
         tokio::spawn(member.clone().lead(self.wake.clone(), cancel.clone()));
         tokio::spawn(member.clone().heartbeat(app.clone(), cancel.clone()));
         if let Some((git, to_judge, judged)) = self.git {
+            tokio::spawn(cluster::lead_rollouts(
+                member.clone(),
+                app.clone(),
+                cancel.clone(),
+            ));
+            tokio::spawn(cluster::adopt_rollouts(
+                member.clone(),
+                app.clone(),
+                cancel.clone(),
+            ));
             tokio::spawn(cluster::judge(
                 member.clone(),
                 judged,
@@ -484,6 +496,18 @@ impl Replica {
             ));
         }
         Ok(())
+    }
+}
+
+/// Run `work` on this thread while the runtime moves its other tasks elsewhere: a long plan or
+/// step must not hold up the connections queued behind it. A single-threaded runtime (tests
+/// with paused time) has nowhere to move them: it runs inline.
+pub(crate) fn off_worker<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
     }
 }
 

@@ -417,6 +417,16 @@ impl AppState {
         let record = event.record();
         event.log(&record);
         telemetry::event(event.kind().as_str());
+        // Replicas: an event about the whole fleet (a revision, a rollout) happens on every
+        // replica; the leader alone stores and notifies it, so people hear of it once.
+        let shared = !event.kind().fleet_wide()
+            || self.cluster.load().as_ref().is_none_or(|c| c.is_leader());
+        if !shared {
+            if let Ok(mut h) = self.history.lock() {
+                h.record_event(record);
+            }
+            return;
+        }
         if let Some(store) = &*self.event_store.load() {
             let queued = store.has_headroom()
                 && store

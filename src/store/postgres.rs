@@ -126,7 +126,10 @@ fn from_json<T: serde::de::DeserializeOwned>(
 }
 
 /// One multi-row agent upsert. A NULL labels, description or health keeps the stored value
-/// (see [`AgentRecord`]); a new row keeps the NULL, which readers see as the default.
+/// (see [`AgentRecord`]); a new row keeps the NULL, which readers see as the default. Only the
+/// replica holding an agent's connection writes its record: a "disconnected" record from a
+/// replica the agent has left (it reconnected to another) changes nothing. Every write stamps
+/// the row with its transaction (`written_by`, see [`CHANGED_AGENTS`]).
 const UPSERT_AGENTS: &str = "\
 INSERT INTO agents (instance_uid, capabilities, reported_hash, remote_config_status, \
  remote_config_error, effective_config_hash, sent_hash, sent_at, failed_hashes, applied_hash, \
@@ -134,7 +137,8 @@ INSERT INTO agents (instance_uid, capabilities, reported_hash, remote_config_sta
 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
  $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bool[], $13::bigint[], \
  $14::text[], $15::text[], $16::text[], $17::text[]) \
-ON CONFLICT (instance_uid) DO UPDATE SET capabilities = excluded.capabilities, \
+ON CONFLICT (instance_uid) DO UPDATE SET written_by = pg_current_xact_id(), \
+ capabilities = excluded.capabilities, \
  reported_hash = excluded.reported_hash, remote_config_status = excluded.remote_config_status, \
  remote_config_error = excluded.remote_config_error, \
  effective_config_hash = excluded.effective_config_hash, sent_hash = excluded.sent_hash, \
@@ -142,10 +146,13 @@ ON CONFLICT (instance_uid) DO UPDATE SET capabilities = excluded.capabilities, \
  applied_hash = excluded.applied_hash, last_error = excluded.last_error, \
  connected = excluded.connected, last_seen = excluded.last_seen, \
  labels = COALESCE(excluded.labels, agents.labels), \
+ labels_written_by = CASE WHEN excluded.labels IS NULL THEN agents.labels_written_by \
+  ELSE pg_current_xact_id() END, \
  description = COALESCE(excluded.description, agents.description), \
  health = COALESCE(excluded.health, agents.health), \
- replica = CASE WHEN excluded.connected THEN excluded.replica \
-  WHEN agents.replica = excluded.replica THEN NULL ELSE agents.replica END";
+ replica = CASE WHEN excluded.connected THEN excluded.replica ELSE NULL END \
+ WHERE excluded.connected OR agents.replica IS NULL OR agents.replica IS NOT DISTINCT FROM \
+ excluded.replica";
 
 /// The columns of [`UPSERT_AGENTS`], one array each.
 #[derive(Default)]
@@ -306,6 +313,97 @@ fn revision_from_row(row: &PgRow) -> Result<RevisionRecord, StoreError> {
 /// transaction that records it, so PostgreSQL delivers it only once the row is committed.
 pub const REVISION_CHANNEL: &str = "gitamp_revision";
 
+/// The channel the leader announces the rollouts it wrote on (payload: `admission` when an
+/// admission moved, `counts` when only counts did): every replica adopts them
+/// (src/server/cluster/rollouts.rs).
+pub const ROLLOUTS_CHANNEL: &str = "gitamp_rollouts";
+
+/// The channel an operator's resume reaches the leader on (payload: the configuration).
+pub const RESUME_CHANNEL: &str = "gitamp_resume";
+
+/// The channel a batch that wrote agents' records is announced on (no payload), in its
+/// transaction: the leader reads what changed ([`PgStore::changed_agents`]).
+pub const AGENTS_CHANNEL: &str = "gitamp_agents";
+
+/// Agents' records written by transactions at or after a watermark, with the watermark for
+/// the next read: the oldest transaction still running now (rows it writes will carry an id
+/// at or above it). Rows may be read twice; none is missed.
+const CHANGED_AGENTS: &str = "SELECT instance_uid, \
+ CASE WHEN labels_written_by >= $1::text::xid8 THEN COALESCE(labels, '{}') END AS labels, \
+ capabilities, COALESCE(health, 'null') AS health, reported_hash, remote_config_status, \
+ sent_hash, failed_hashes, applied_hash, \
+ (connected AND replica IS NOT NULL AND replica IN (SELECT id FROM replicas)) AS live, \
+ pg_snapshot_xmin(pg_current_snapshot())::text AS next \
+ FROM agents WHERE written_by >= $1::text::xid8";
+
+/// One agent's record as the leader's fleet-wide rollouts read it ([`PgStore::changed_agents`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetAgentRow {
+    pub instance_uid: String,
+    /// `None` when they were not written since the watermark (the reader knows them).
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    pub capabilities: u64,
+    /// The `health` JSON's `healthy`, when it reports health.
+    pub healthy: Option<bool>,
+    pub reported_hash: Option<String>,
+    /// As stored: the report's status name (`APPLIED`, `FAILED`, ...).
+    pub remote_config_status: Option<String>,
+    pub sent_hash: Option<String>,
+    pub failed_hashes: Vec<String>,
+    pub applied_hash: Option<String>,
+    /// Connected to a replica that is alive (has a row in `replicas`).
+    pub live: bool,
+}
+
+impl PgStore {
+    /// The agents' records written since `watermark` (`"0"` for every row), and the watermark
+    /// for the next read. See [`CHANGED_AGENTS`].
+    pub async fn changed_agents(
+        &self,
+        watermark: &str,
+    ) -> Result<(Vec<FleetAgentRow>, Option<String>), StoreError> {
+        let rows = sqlx::query(CHANGED_AGENTS)
+            .bind(watermark)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("reading changed agents"))?;
+        let mut next = None;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if next.is_none() {
+                next = row.try_get::<String, _>("next").ok();
+            }
+            let labels: Option<String> = row.try_get("labels").map_err(q("reading agents"))?;
+            let health: String = row.try_get("health").map_err(q("reading agents"))?;
+            let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
+            let capabilities: i64 = row.try_get("capabilities").map_err(q("reading agents"))?;
+            let health: serde_json::Value = from_json("agents.health", &health)?;
+            out.push(FleetAgentRow {
+                instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
+                labels: labels.map(|l| from_json("agents.labels", &l)).transpose()?,
+                capabilities: capabilities as u64,
+                healthy: health.get("healthy").and_then(serde_json::Value::as_bool),
+                reported_hash: row.try_get("reported_hash").map_err(q("reading agents"))?,
+                remote_config_status: row
+                    .try_get("remote_config_status")
+                    .map_err(q("reading agents"))?,
+                sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
+                failed_hashes: from_json("agents.failed_hashes", &failed)?,
+                applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+                live: row.try_get("live").map_err(q("reading agents"))?,
+            });
+        }
+        if next.is_none() {
+            // No row changed: the watermark moves to now's oldest running transaction.
+            next = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(q("reading the transaction watermark"))?;
+        }
+        Ok((out, next))
+    }
+}
+
 impl Store for PgStore {
     async fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(q("begin"))?;
@@ -330,6 +428,13 @@ impl Store for PgStore {
                 cols.push(a, self.replica.as_ref());
             }
             cols.write(&mut tx).await?;
+        }
+        if !upserts.is_empty() || !deletes.is_empty() {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(AGENTS_CHANNEL)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("announcing agent changes"))?;
         }
         for r in &batch.revisions {
             sqlx::query(

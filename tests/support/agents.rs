@@ -45,6 +45,14 @@ pub fn start_agents(n: usize, prefix: &str, url: &str) -> Vec<AgentHandle> {
     start_agents_with(n, url, |i| linux_production(&format!("{prefix}-{i:02}")))
 }
 
+/// The UID agent `i` of a test fleet gets: a rollout orders agents by UID, so agents 0 and 1
+/// make up the first batch of 25% of 8.
+pub fn fixed_uid(i: usize) -> [u8; 16] {
+    let mut uid = [0x01, 0x93, 0, 0, 0, 0, 0x70, 0, 0x80, 0, 0, 0, 0, 0, 0, 0];
+    uid[15] = u8::try_from(i).expect("small fleet");
+    uid
+}
+
 /// The agent's instance UID as the status API shows it (`/api/v1/agents/{id}`).
 pub fn uid_of(agent: &AgentHandle) -> String {
     let uid = <[u8; 16]>::try_from(&agent.state().instance_uid[..]).expect("16-byte uid");

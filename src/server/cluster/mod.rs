@@ -24,6 +24,10 @@
 //! - The database remembers the repository, ref and path its fleet serves: a replica started
 //!   with another one is refused.
 
+mod rollouts;
+
+pub use rollouts::{FleetRollouts, adopt_rollouts, lead_rollouts, relay_resume};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +93,12 @@ pub enum ClusterError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("{what}: {source}")]
+    Store {
+        what: &'static str,
+        #[source]
+        source: crate::store::StoreError,
+    },
 }
 
 fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> ClusterError {
@@ -152,6 +162,9 @@ pub struct Cluster {
     leader_tx: watch::Sender<bool>,
     /// Latest fleet-wide view (read by the API).
     pub view: arc_swap::ArcSwap<ClusterView>,
+    /// This replica's own convergence figures of the revision it serves (its agents only):
+    /// the leader takes its push → applied times into the fleet's figures.
+    pub local_convergence: arc_swap::ArcSwapOption<crate::server::convergence::Convergence>,
 }
 
 /// A replica id readable in a listing: host, OpAMP port, process id.
@@ -222,6 +235,7 @@ impl Cluster {
             opts,
             leader_tx,
             view,
+            local_convergence: arc_swap::ArcSwapOption::empty(),
         }))
     }
 
@@ -400,7 +414,8 @@ impl Cluster {
                 info!(replicas = gone.rows_affected(), "Retired silent replicas.");
             }
             sqlx::query(
-                "UPDATE agents SET connected = FALSE, replica = NULL WHERE replica IS NOT NULL \
+                "UPDATE agents SET connected = FALSE, replica = NULL, \
+                 written_by = pg_current_xact_id() WHERE replica IS NOT NULL \
                  AND replica NOT IN (SELECT id FROM replicas)",
             )
             .execute(self.pool())
@@ -434,9 +449,7 @@ impl Cluster {
                 last_heartbeat: crate::api::rfc3339(crate::store::from_ms(beat)),
             })
             .collect();
-        metrics::gauge!("gitamp_cluster_replicas").set(rows_len as f64);
-        metrics::gauge!("gitamp_cluster_fleet_agents").set(total.max(0) as f64);
-        metrics::gauge!("gitamp_cluster_fleet_connected_agents").set(connected.max(0) as f64);
+        crate::telemetry::cluster_fleet(rows_len, total, connected);
         self.view.store(Arc::new(ClusterView {
             replica: self.id.clone(),
             leader,
@@ -514,7 +527,7 @@ impl Cluster {
 }
 
 fn telemetry_leader(leader: bool) {
-    metrics::gauge!("gitamp_cluster_leader").set(if leader { 1.0 } else { 0.0 });
+    crate::telemetry::cluster_leader(leader);
 }
 
 /// One wake notice (`Some(true)`), a reconnected listener (`Some(false)`), a failed one
@@ -716,14 +729,13 @@ async fn fetch(git: &GitSource, sha: &str) -> Option<crate::source::SourceSnapsh
     found.ok().flatten()
 }
 
-/// Run a Git poller (feeding the judge) while this replica leads, and none otherwise.
-pub async fn poll_while_leading(
-    cluster: Arc<Cluster>,
-    git: GitSource,
-    wake: Arc<Notify>,
-    to_judge: mpsc::Sender<SyncEvent>,
-    cancel: CancellationToken,
-) {
+/// Run `work` for each term this replica leads: started when it takes the lead, cancelled
+/// (through the token it is given) and awaited when it loses it; returns once `cancel` fires.
+pub async fn each_term<F, Fut>(cluster: Arc<Cluster>, cancel: CancellationToken, mut work: F)
+where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut leadership = cluster.leadership();
     loop {
         while !*leadership.borrow_and_update() {
@@ -733,8 +745,7 @@ pub async fn poll_while_leading(
             }
         }
         let term = cancel.child_token();
-        let poller = crate::source::GitPoller::new(git.clone()).with_wake(wake.clone());
-        let task = tokio::spawn(poller.run(to_judge.clone(), term.clone()));
+        let task = tokio::spawn(work(term.clone()));
         while *leadership.borrow_and_update() {
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -746,8 +757,28 @@ pub async fn poll_while_leading(
         if cancel.is_cancelled() {
             return;
         }
-        info!("No longer leading: the Git poller stopped.");
     }
+}
+
+/// Run a Git poller (feeding the judge) while this replica leads, and none otherwise.
+pub async fn poll_while_leading(
+    cluster: Arc<Cluster>,
+    git: GitSource,
+    wake: Arc<Notify>,
+    to_judge: mpsc::Sender<SyncEvent>,
+    cancel: CancellationToken,
+) {
+    each_term(cluster, cancel, |term| {
+        let poller = crate::source::GitPoller::new(git.clone()).with_wake(wake.clone());
+        let to_judge = to_judge.clone();
+        async move {
+            poller.run(to_judge, term.clone()).await;
+            if term.is_cancelled() {
+                info!("No longer leading: the Git poller stopped.");
+            }
+        }
+    })
+    .await;
 }
 
 /// A follower that received a webhook asks the leader to poll.

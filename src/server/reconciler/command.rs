@@ -2,7 +2,9 @@
 //! the API does not change the plan itself: it sends a [`Command`] with a one-shot channel for
 //! the answer, and the run loop ([`super::scheduler`]) handles it between plans.
 
-use gitamp_core::plan::{ResumeError, RolloutProgress};
+use std::collections::BTreeMap;
+
+use gitamp_core::plan::{ResumeError, Rollout, RolloutProgress};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Reconciler;
@@ -17,6 +19,9 @@ pub enum Command {
         configuration: String,
         reply: oneshot::Sender<Result<RolloutProgress, ResumeError>>,
     },
+    /// Several replicas: the rollouts the leader stepped over the whole fleet, as the database
+    /// holds them now; this replica admits by them (`Planner::adopt_rollouts`).
+    AdoptRollouts(BTreeMap<String, Rollout>),
 }
 
 impl Reconciler {
@@ -36,6 +41,10 @@ impl Reconciler {
                 // The caller may have given up (its request timed out): the resume stands.
                 let _ = reply.send(result);
             }
+            Command::AdoptRollouts(rollouts) => match self.planner.as_mut() {
+                Some(planner) => planner.adopt_rollouts(rollouts),
+                None => self.resumed_rollouts = rollouts,
+            },
         }
     }
 

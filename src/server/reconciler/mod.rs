@@ -49,7 +49,8 @@ use crate::store::{ConfigRecord, StoreWriter};
 use crate::telemetry;
 
 pub use command::Command;
-use persist::{RolloutStamp, config_from_record};
+use persist::config_from_record;
+pub(crate) use persist::{RolloutStamp, rollout_writes};
 pub use persist::{agents_from_records, rollouts_from_records};
 
 /// The reconciler's state. Per agent it keeps only what serves one of its steps: the planner
@@ -129,6 +130,9 @@ pub struct Reconciler {
     evidence: Option<tokio::sync::mpsc::UnboundedSender<Uid>>,
     /// Agents whose row is being read: the plan sends them nothing until it is folded in.
     awaiting_evidence: HashSet<Uid>,
+    /// Replicas: rollouts are stepped by the leader over the whole fleet and adopted here
+    /// ([`Command::AdoptRollouts`]); this reconciler neither steps nor writes them.
+    adopts_rollouts: bool,
 }
 
 /// The clock for a plan made now.
@@ -157,7 +161,7 @@ impl Reconciler {
             resumed_rollouts: rollouts,
             persisted: agents
                 .iter()
-                .map(|(uid, a)| (*uid, persist::Digest::of(a)))
+                .map(|(uid, a)| (*uid, persist::Digest::of(a, false)))
                 .collect(),
             resumed_agents: agents,
             dirty: HashSet::new(),
@@ -184,6 +188,7 @@ impl Reconciler {
             accepted_recorded_elsewhere: false,
             evidence: None,
             awaiting_evidence: HashSet::new(),
+            adopts_rollouts: false,
         }
     }
 
@@ -192,6 +197,13 @@ impl Reconciler {
     /// once per replica.
     pub fn with_accepted_recorded_elsewhere(mut self) -> Reconciler {
         self.accepted_recorded_elsewhere = true;
+        self
+    }
+
+    /// A replica's reconciler (src/server/cluster/rollouts.rs): admit by the rollouts the
+    /// leader steps over the whole fleet, from the first plan on.
+    pub fn with_adopted_rollouts(mut self) -> Reconciler {
+        self.adopts_rollouts = true;
         self
     }
 

@@ -29,7 +29,10 @@ pub(super) struct Digest {
 }
 
 impl Digest {
-    pub(super) fn of(a: &ObservedAgent) -> Digest {
+    /// Replicas also store what the agent last reported (`with_reports`): the leader derives
+    /// every agent's progress from the stored record (src/server/cluster/rollouts.rs). A
+    /// single server does not need it (the agent reports again when it reconnects).
+    pub(super) fn of(a: &ObservedAgent, with_reports: bool) -> Digest {
         let mut failed = DefaultHasher::new();
         a.failed_hashes.hash(&mut failed);
         let failed = failed.finish();
@@ -42,6 +45,9 @@ impl Digest {
             &a.last_error,
         )
             .hash(&mut all);
+        if with_reports {
+            (a.reported_hash, &a.reported_status, a.connected).hash(&mut all);
+        }
         Digest {
             all: all.finish(),
             failed,
@@ -52,7 +58,7 @@ impl Digest {
 /// What was last persisted of a rollout: everything but its member list, so a plan decides
 /// whether to write it in O(1) instead of comparing (and cloning) thousands of agent IDs.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct RolloutStamp {
+pub(crate) struct RolloutStamp {
     target: ConfigHash,
     policy: gitamp_core::catalog::model::RolloutPolicy,
     members: usize,
@@ -66,7 +72,7 @@ pub(super) struct RolloutStamp {
 }
 
 impl RolloutStamp {
-    pub(super) fn of(r: &Rollout) -> RolloutStamp {
+    pub(crate) fn of(r: &Rollout) -> RolloutStamp {
         RolloutStamp {
             target: r.target,
             policy: r.policy.clone(),
@@ -94,7 +100,7 @@ impl Reconciler {
             let Some((agent, _)) = planner.agent(uid) else {
                 continue;
             };
-            let digest = Digest::of(agent);
+            let digest = Digest::of(agent, self.adopts_rollouts);
             let before = self.persisted.get(uid).copied();
             let relabelled = observed.labels_changed.contains(uid);
             if before == Some(digest) && !relabelled {
@@ -158,71 +164,93 @@ impl Reconciler {
         }
     }
 
-    /// Write rollouts that changed since the last write; log halts.
+    /// Write rollouts that changed since the last write; log halts. A planner that adopts
+    /// the leader's rollouts (several replicas) writes none: the leader does.
     pub(super) fn persist_rollouts(&mut self) {
         let Some(planner) = self.planner.as_ref() else {
             return;
         };
-        let mut ops = Vec::new();
-        for (name, rollout) in planner.rollouts() {
-            let stamp = RolloutStamp::of(rollout);
-            let before = self.persisted_rollouts.get(name);
-            if before == Some(&stamp) {
-                continue;
-            }
-            if before.is_none_or(|b| b.phase != stamp.phase || b.target != stamp.target) {
-                self.durable_now = true;
-            }
-            if let RolloutPhase::Halted { reason } = &rollout.phase
-                && !matches!(before.map(|b| &b.phase), Some(RolloutPhase::Halted { .. }))
-            {
-                self.state.emit(Event::RolloutHalted {
-                    configuration: name.clone(),
-                    reason: reason.clone(),
-                });
-            }
-            // A rollout seen before (not one read back complete at start) that completes now.
-            if rollout.phase == RolloutPhase::Complete
-                && before.is_some_and(|b| b.target == stamp.target && b.phase != stamp.phase)
-            {
-                self.state.emit(Event::RolloutCompleted {
-                    configuration: name.clone(),
-                    target: rollout.target,
-                    synced: rollout.synced,
-                    failed: rollout.failed,
-                });
-            }
-            if let Some(old) = before.filter(|o| o.target != rollout.target) {
-                ops.push(StoreOp::DeleteRollout {
-                    configuration: name.clone(),
-                    target_hash: Some(old.target.to_hex()),
-                });
-            }
-            ops.push(StoreOp::SaveRollout(RolloutRecord {
-                configuration: name.clone(),
-                target_hash: rollout.target.to_hex(),
-                progress: serde_json::to_value(rollout).unwrap_or_default(),
-                updated_at: store::now_ms(),
-            }));
-            self.persisted_rollouts.insert(name.clone(), stamp);
+        if planner.adopts_rollouts() {
+            return;
         }
-        let gone: Vec<String> = self
-            .persisted_rollouts
-            .keys()
-            .filter(|name| !planner.rollouts().contains_key(*name))
-            .cloned()
-            .collect();
-        for name in gone {
-            self.persisted_rollouts.remove(&name);
-            ops.push(StoreOp::DeleteRollout {
-                configuration: name,
-                target_hash: None,
+        let state = &self.state;
+        let (ops, durable) =
+            rollout_writes(planner.rollouts(), &mut self.persisted_rollouts, |e| {
+                state.emit(e)
             });
-        }
+        self.durable_now |= durable;
         for op in ops {
             self.write(op);
         }
     }
+}
+
+/// The store writes for the rollouts that moved since they were last persisted (`persisted`,
+/// updated), the events their moves make (a halt, a completion), and whether one of them must
+/// be committed at once (started, halted, finished: see ARCHITECTURE.md, "Durability"). The one
+/// rule for a server's own rollouts and for the leader's fleet-wide ones.
+pub(crate) fn rollout_writes(
+    rollouts: &BTreeMap<String, Rollout>,
+    persisted: &mut BTreeMap<String, RolloutStamp>,
+    mut emit: impl FnMut(Event),
+) -> (Vec<StoreOp>, bool) {
+    let mut ops = Vec::new();
+    let mut durable = false;
+    for (name, rollout) in rollouts {
+        let stamp = RolloutStamp::of(rollout);
+        let before = persisted.get(name);
+        if before == Some(&stamp) {
+            continue;
+        }
+        if before.is_none_or(|b| b.phase != stamp.phase || b.target != stamp.target) {
+            durable = true;
+        }
+        if let RolloutPhase::Halted { reason } = &rollout.phase
+            && !matches!(before.map(|b| &b.phase), Some(RolloutPhase::Halted { .. }))
+        {
+            emit(Event::RolloutHalted {
+                configuration: name.clone(),
+                reason: reason.clone(),
+            });
+        }
+        // A rollout seen before (not one read back complete at start) that completes now.
+        if rollout.phase == RolloutPhase::Complete
+            && before.is_some_and(|b| b.target == stamp.target && b.phase != stamp.phase)
+        {
+            emit(Event::RolloutCompleted {
+                configuration: name.clone(),
+                target: rollout.target,
+                synced: rollout.synced,
+                failed: rollout.failed,
+            });
+        }
+        if let Some(old) = before.filter(|o| o.target != rollout.target) {
+            ops.push(StoreOp::DeleteRollout {
+                configuration: name.clone(),
+                target_hash: Some(old.target.to_hex()),
+            });
+        }
+        ops.push(StoreOp::SaveRollout(RolloutRecord {
+            configuration: name.clone(),
+            target_hash: rollout.target.to_hex(),
+            progress: serde_json::to_value(rollout).unwrap_or_default(),
+            updated_at: store::now_ms(),
+        }));
+        persisted.insert(name.clone(), stamp);
+    }
+    let gone: Vec<String> = persisted
+        .keys()
+        .filter(|name| !rollouts.contains_key(*name))
+        .cloned()
+        .collect();
+    for name in gone {
+        persisted.remove(&name);
+        ops.push(StoreOp::DeleteRollout {
+            configuration: name,
+            target_hash: None,
+        });
+    }
+    (ops, durable)
 }
 
 /// The durable image of one agent: what the registry saw plus the planner's record.

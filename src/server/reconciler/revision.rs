@@ -194,7 +194,13 @@ impl Reconciler {
             Some(planner) => planner.set_desired(desired),
             None => {
                 let rollouts = std::mem::take(&mut self.resumed_rollouts);
-                self.planner = Some(Planner::new(desired, rollouts));
+                self.planner = Some(if self.adopts_rollouts {
+                    let mut planner = Planner::new(desired, BTreeMap::new());
+                    planner.adopt_rollouts(rollouts);
+                    planner
+                } else {
+                    Planner::new(desired, rollouts)
+                });
             }
         }
         // No re-read of the fleet: the planner already holds every agent as last reported
@@ -234,7 +240,9 @@ impl Reconciler {
             Some(old) => {
                 // Its last figures, final: written now, not left for a later plan.
                 let done = old.superseded(revision);
-                self.write(convergence_op(&done));
+                if !self.adopts_rollouts {
+                    self.write(convergence_op(&done));
+                }
                 self.show_convergence(done);
                 Tracker::new(revision, now, None)
             }
@@ -251,12 +259,20 @@ impl Reconciler {
     /// from [`Reconciler::store_convergence`], after the records a restart needs (they change
     /// at every plan of a rollout).
     pub(super) fn note_convergence(&mut self, c: Convergence) {
-        self.convergence_unsaved = true;
+        self.convergence_unsaved = !self.adopts_rollouts;
         self.show_convergence(c);
     }
 
-    /// Into the API's history.
+    /// Into the API's history. A replica's figures cover only its own agents: the leader
+    /// writes the fleet's (src/server/cluster/rollouts.rs), which every replica shows; this
+    /// replica's own are kept for the leader's push → applied times.
     fn show_convergence(&self, c: Convergence) {
+        if self.adopts_rollouts {
+            if let Some(cluster) = self.state.cluster.load_full() {
+                cluster.local_convergence.store(Some(Arc::new(c)));
+            }
+            return;
+        }
         if let Ok(mut h) = self.state.history.lock() {
             h.record_convergence(c);
         }

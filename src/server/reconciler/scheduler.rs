@@ -114,17 +114,10 @@ impl Reconciler {
         asked.map_or(resync, |at| at.min(resync))
     }
 
-    /// Plan on this thread while the runtime moves its other tasks elsewhere: a large plan
-    /// (a new revision, a resync) must not hold up the connections queued behind it. A
-    /// single-threaded runtime (tests with paused time) has nowhere to move them: it plans
-    /// inline.
+    /// Plan off the async threads (`server::off_worker`): a large plan (a new revision, a
+    /// resync) must not hold up the connections queued behind it.
     pub(super) fn reconcile_off_worker(&mut self) {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-            tokio::task::block_in_place(|| self.reconcile());
-        } else {
-            self.reconcile();
-        }
+        crate::server::off_worker(|| self.reconcile());
     }
 
     /// Pretend the last plan took `cost`: the pause that gathers a burst of fleet events is

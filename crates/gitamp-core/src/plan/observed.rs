@@ -13,7 +13,7 @@ use crate::config_map::ConfigHash;
 use crate::plan::selector::Labels;
 
 /// The last `RemoteConfigStatus.status` the agent reported (OpAMP `RemoteConfigStatuses`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportedStatus {
     /// UNSET (0), or no status ever reported.

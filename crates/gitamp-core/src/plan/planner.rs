@@ -27,7 +27,8 @@ use crate::config_map::ConfigHash;
 use crate::plan::desired::Desired;
 use crate::plan::fleet_plan::{ConfigurationPlan, empty_configurations, reached};
 use crate::plan::observed::ObservedAgent;
-use crate::plan::rollout::{AgentProgress, Rollout, RolloutPhase, RolloutProgress};
+use crate::plan::rollout::{AgentProgress, Rollout, RolloutProgress};
+use crate::plan::rollout_book::{ResumeError, RolloutBook, Target};
 use crate::plan::select::Selection;
 use crate::plan::status::{StatusCounts, SyncStatus, sync_status};
 use crate::plan::upgrade::{Offer, UpgradeStatus, plan_upgrade, upgrade_status};
@@ -50,19 +51,14 @@ struct Entry {
 #[derive(Debug)]
 pub struct Planner<K> {
     desired: Arc<Desired>,
-    rollouts: BTreeMap<String, Rollout>,
+    /// Each configuration's rollout of its config, over every agent it selects with a hash
+    /// (not incompatible), by instance UID.
+    rollouts: RolloutBook,
     /// Per configuration pinning an agent version, the upgrade's rollout: the same state
     /// machine over upgrade statuses (see [`crate::plan::upgrade`]). Kept in memory only: after
     /// a restart it starts again from what the agents report (upgraded agents count as done).
-    upgrades: BTreeMap<String, Rollout>,
-    /// The upgrade rollouts' scopes, as `scopes` for configs.
-    upgrade_scopes: HashMap<String, BTreeMap<String, AgentProgress>>,
-    /// Configurations whose upgrade scope changed since the last plan.
-    upgrade_scope_changed: HashSet<String>,
+    upgrades: RolloutBook,
     entries: HashMap<K, Entry>,
-    /// Per configuration, every agent it selects with a hash (not incompatible), by instance
-    /// UID: the scope its rollout is stepped over.
-    scopes: HashMap<String, BTreeMap<String, AgentProgress>>,
     /// Every agent by status, and each configuration's share.
     summary: StatusCounts,
     /// Agents connected (whatever their status: an unmanaged agent counts too).
@@ -70,30 +66,12 @@ pub struct Planner<K> {
     configurations: BTreeMap<String, ConfigurationPlan>,
     /// Agents whose inputs changed since the last plan.
     dirty: HashSet<K>,
-    /// Configurations whose rollout scope changed since the last plan.
-    scope_changed: HashSet<String>,
     /// Re-plan every agent and step every rollout at the next plan.
     full: bool,
-    /// Configurations whose rollout an operator resumed since the last plan: their agents are
-    /// re-planned whatever the step decides (the halted batch is admitted again).
-    resumed: HashSet<String>,
-    /// Rollouts superseded since the last [`Planner::take_superseded`].
-    superseded: Vec<Rollout>,
     /// Agents to re-plan at a time (ms since the Unix epoch), from their plans' `requeue_at`.
     /// An agent re-planned earlier for another reason may leave a stale entry: re-planning it
     /// once more at that time changes nothing.
     wakeups: BTreeMap<u64, Vec<K>>,
-}
-
-/// Why [`Planner::resume`] resumed nothing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResumeError {
-    /// The configuration has no rollout: it is not served, or did not render.
-    #[error("the configuration has no rollout")]
-    NoRollout,
-    /// Its rollout is not halted (it is progressing, complete or superseded): as it stands.
-    #[error("its rollout is not halted")]
-    NotHalted(Box<RolloutProgress>),
 }
 
 impl<K: Hash + Eq + Clone> Planner<K> {
@@ -101,20 +79,14 @@ impl<K: Hash + Eq + Clone> Planner<K> {
     pub fn new(desired: Arc<Desired>, rollouts: BTreeMap<String, Rollout>) -> Self {
         let mut planner = Planner {
             desired,
-            rollouts,
-            upgrades: BTreeMap::new(),
-            upgrade_scopes: HashMap::new(),
-            upgrade_scope_changed: HashSet::new(),
+            rollouts: RolloutBook::new(rollouts),
+            upgrades: RolloutBook::default(),
             entries: HashMap::new(),
-            scopes: HashMap::new(),
             summary: StatusCounts::default(),
             connected: 0,
             configurations: BTreeMap::new(),
             dirty: HashSet::new(),
-            scope_changed: HashSet::new(),
             full: true,
-            resumed: HashSet::new(),
-            superseded: Vec::new(),
             wakeups: BTreeMap::new(),
         };
         planner.reset_configurations();
@@ -132,8 +104,8 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         self.reset_configurations();
         self.summary = StatusCounts::default();
         self.connected = 0;
-        self.scopes.clear();
-        self.upgrade_scopes.clear();
+        self.rollouts.clear_scopes();
+        self.upgrades.clear_scopes();
         let keys: Vec<K> = self.entries.keys().cloned().collect();
         for key in keys {
             if let Some(mut entry) = self.entries.remove(&key) {
@@ -186,27 +158,26 @@ impl<K: Hash + Eq + Clone> Planner<K> {
 
     /// True if the next plan has agents or rollouts to look at (not counting wakeups).
     pub fn has_work(&self) -> bool {
-        self.full
-            || !self.dirty.is_empty()
-            || !self.scope_changed.is_empty()
-            || !self.upgrade_scope_changed.is_empty()
-            || !self.resumed.is_empty()
+        self.full || !self.dirty.is_empty() || self.rollouts.has_work() || self.upgrades.has_work()
     }
 
     /// Resume `configuration`'s halted rollout ([`Rollout::resume`]: from the batch it halted
     /// in, its failures so far excused). The next plan steps it and re-plans its agents.
     pub fn resume(&mut self, configuration: &str) -> Result<RolloutProgress, ResumeError> {
-        let empty = BTreeMap::new();
-        let scope = self.scopes.get(configuration).unwrap_or(&empty);
-        let rollout = self
-            .rollouts
-            .get_mut(configuration)
-            .ok_or(ResumeError::NoRollout)?;
-        if !rollout.resume(scope) {
-            return Err(ResumeError::NotHalted(Box::new(rollout.progress())));
-        }
-        self.resumed.insert(configuration.to_string());
-        Ok(rollout.progress())
+        self.rollouts.resume(configuration)
+    }
+
+    /// Take the config rollouts stepped elsewhere (the leader of several replicas steps them
+    /// over the whole fleet) instead of stepping them here: from now on this planner admits
+    /// by `rollouts` alone, and re-plans the agents of the configurations whose admission
+    /// moved at the next plan.
+    pub fn adopt_rollouts(&mut self, rollouts: BTreeMap<String, Rollout>) {
+        self.rollouts.adopt(rollouts);
+    }
+
+    /// Whether this planner adopts rollouts stepped elsewhere ([`Planner::adopt_rollouts`]).
+    pub fn adopts_rollouts(&self) -> bool {
+        self.rollouts.adopting()
     }
 
     /// The earliest time (ms since the Unix epoch) some agent's plan asked to be looked at
@@ -255,7 +226,11 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                 let (admitted, on_failure) = match &entry.selection {
                     Selection::One(name) => match self.desired.configurations.get(name) {
                         Some(c) => (
-                            reached(c, self.rollouts.get(name), &entry.agent.instance_uid),
+                            reached(
+                                c,
+                                self.rollouts.rollouts().get(name),
+                                &entry.agent.instance_uid,
+                            ),
                             c.on_failure(),
                         ),
                         None => (false, OnFailure::default()),
@@ -274,7 +249,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                     && let Some(c) = self.desired.configurations.get(name)
                     && let Some(version) = &c.version
                 {
-                    let admitted = match self.upgrades.get(name) {
+                    let admitted = match self.upgrades.rollouts().get(name) {
                         Some(r) if r.target == version.target => {
                             r.admits(&entry.agent.instance_uid)
                         }
@@ -362,7 +337,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
 
     /// The upgrade rollouts (configuration name → rollout of its pinned version).
     pub fn upgrades(&self) -> &BTreeMap<String, Rollout> {
-        &self.upgrades
+        self.upgrades.rollouts()
     }
 
     /// Every agent by status.
@@ -382,12 +357,12 @@ impl<K: Hash + Eq + Clone> Planner<K> {
 
     /// The rollouts (configuration name → rollout).
     pub fn rollouts(&self) -> &BTreeMap<String, Rollout> {
-        &self.rollouts
+        self.rollouts.rollouts()
     }
 
     /// Rollouts superseded (a new hash, or their configuration is gone) since the last call.
     pub fn take_superseded(&mut self) -> Vec<Rollout> {
-        std::mem::take(&mut self.superseded)
+        self.rollouts.take_superseded()
     }
 
     fn reset_configurations(&mut self) {
@@ -422,10 +397,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                     healthy: entry.agent.healthy,
                     failed_target,
                 };
-                let scope = self.upgrade_scopes.entry(name.clone()).or_default();
-                if scope.insert(entry.agent.instance_uid.clone(), progress) != Some(progress) {
-                    self.upgrade_scope_changed.insert(name.clone());
-                }
+                self.upgrades.set(name, &entry.agent.instance_uid, progress);
             }
         }
         self.summary.add(entry.status);
@@ -438,19 +410,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                 if entry.desired_hash.is_some() && entry.status != SyncStatus::Incompatible {
                     let progress =
                         AgentProgress::of(&entry.agent, entry.status, entry.desired_hash);
-                    // Clone the names only when a map needs a new key: this runs for every
-                    // agent a plan records.
-                    if !self.scopes.contains_key(name) {
-                        self.scopes.insert(name.clone(), BTreeMap::new());
-                    }
-                    let scope = self.scopes.get_mut(name).expect("inserted above");
-                    let old = match scope.get_mut(&entry.agent.instance_uid) {
-                        Some(p) => Some(std::mem::replace(p, progress)),
-                        None => scope.insert(entry.agent.instance_uid.clone(), progress),
-                    };
-                    if old != Some(progress) && !self.scope_changed.contains(name) {
-                        self.scope_changed.insert(name.clone());
-                    }
+                    self.rollouts.set(name, &entry.agent.instance_uid, progress);
                 }
             }
             Selection::Conflict(names) => {
@@ -469,11 +429,8 @@ impl<K: Hash + Eq + Clone> Planner<K> {
     fn unaccount(&mut self, key: &K) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
         self.summary.remove(entry.status);
-        if let (Some(_), Selection::One(name)) = (entry.upgrade, &entry.selection)
-            && let Some(scope) = self.upgrade_scopes.get_mut(name)
-            && scope.remove(&entry.agent.instance_uid).is_some()
-        {
-            self.upgrade_scope_changed.insert(name.clone());
+        if let (Some(_), Selection::One(name)) = (entry.upgrade, &entry.selection) {
+            self.upgrades.remove(name, &entry.agent.instance_uid);
         }
         self.connected -= usize::from(entry.agent.connected);
         match &entry.selection {
@@ -481,12 +438,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
                 if let Some(c) = self.configurations.get_mut(name) {
                     c.counts.remove(entry.status);
                 }
-                if let Some(scope) = self.scopes.get_mut(name)
-                    && scope.remove(&entry.agent.instance_uid).is_some()
-                    && !self.scope_changed.contains(name)
-                {
-                    self.scope_changed.insert(name.clone());
-                }
+                self.rollouts.remove(name, &entry.agent.instance_uid);
             }
             Selection::Conflict(names) => {
                 for n in names {
@@ -500,105 +452,48 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         Some(entry)
     }
 
-    /// Start, replace and step the upgrade rollouts, as [`Planner::step_rollouts`] does for
-    /// configs (none is persisted or reported superseded: see `upgrades`). Returns the
-    /// configurations whose upgrade admission changed.
-    fn step_upgrades(&mut self, full: bool) -> HashSet<String> {
-        self.upgrades.retain(|name, _| {
-            self.desired
-                .configurations
-                .get(name)
-                .is_some_and(|c| c.version.is_some())
+    /// Start, supersede and step the config rollouts (and the upgrade rollouts, none of which
+    /// is persisted or reported superseded: see `upgrades`) whose scope changed, all of them
+    /// on a full plan. Returns the configurations whose admission changed.
+    fn step_rollouts(&mut self, full: bool) -> HashSet<String> {
+        let upgrade_targets = self.desired.configurations.values().filter_map(|c| {
+            c.version.as_ref().map(|v| Target {
+                name: c.name(),
+                hash: v.target,
+                policy: c.rollout(),
+            })
         });
-        let changed = std::mem::take(&mut self.upgrade_scope_changed);
-        let mut admission_changed = HashSet::new();
-        let empty = BTreeMap::new();
-        for c in self.desired.configurations.values() {
-            let Some(version) = &c.version else { continue };
-            let name = c.name();
-            let fresh = self
-                .upgrades
-                .get(name)
-                .is_none_or(|r| r.target != version.target);
-            if fresh {
-                self.upgrades.insert(
-                    name.to_string(),
-                    Rollout::new(name, version.target, c.rollout()),
-                );
-            }
-            let Some(rollout) = self.upgrades.get_mut(name) else {
-                continue;
-            };
-            rollout.policy = c.rollout();
-            if full || fresh || changed.contains(name) {
-                let before = (rollout.admitted, rollout.phase.clone());
-                rollout.step(self.upgrade_scopes.get(name).unwrap_or(&empty));
-                if fresh || before != (rollout.admitted, rollout.phase.clone()) {
-                    admission_changed.insert(name.to_string());
-                }
-            }
+        let upgrades = self.upgrades.step(upgrade_targets, full, false);
+        for (name, rollout) in self.upgrades.rollouts() {
             if let Some(cp) = self.configurations.get_mut(name) {
                 cp.upgrade = Some(rollout.progress());
             }
         }
-        admission_changed
-    }
-
-    /// Supersede stale rollouts, start new ones, and step every rollout whose scope changed
-    /// (all of them on a full plan). Returns the configurations whose admission changed.
-    fn step_rollouts(&mut self, full: bool) -> HashSet<String> {
-        let stale: Vec<String> = self
-            .rollouts
-            .keys()
-            .filter(|name| self.desired.hash_of(name).is_none())
-            .cloned()
-            .collect();
-        for name in stale {
-            if let Some(mut old) = self.rollouts.remove(&name) {
-                old.phase = RolloutPhase::Superseded { by: None };
-                self.superseded.push(old);
+        let targets = self.desired.configurations.values().filter_map(|c| {
+            c.hash.map(|hash| Target {
+                name: c.name(),
+                hash,
+                policy: c.rollout(),
+            })
+        });
+        let stepped = self.rollouts.step(targets, full, true);
+        for (name, decision) in stepped.decisions {
+            if let Some(cp) = self.configurations.get_mut(&name) {
+                cp.decision = Some(decision);
             }
         }
-        let mut admission_changed = self.step_upgrades(full);
-        let empty = BTreeMap::new();
-        let scope_changed = std::mem::take(&mut self.scope_changed);
-        let resumed = std::mem::take(&mut self.resumed);
         for c in self.desired.configurations.values() {
             let Some(hash) = c.hash else { continue };
-            let name = c.name();
-            let fresh = match self.rollouts.get_mut(name) {
-                Some(r) if r.target == hash => {
-                    r.policy = c.rollout();
-                    false
-                }
-                _ => {
-                    let new = Rollout::new(name, hash, c.rollout());
-                    if let Some(mut old) = self.rollouts.insert(name.to_string(), new) {
-                        old.phase = RolloutPhase::Superseded { by: Some(hash) };
-                        self.superseded.push(old);
-                    }
-                    true
-                }
-            };
-            let resumed = resumed.contains(name);
-            let stepped = full || fresh || resumed || scope_changed.contains(name);
-            let Some(rollout) = self.rollouts.get_mut(name) else {
-                continue;
-            };
-            if stepped {
-                let before = (rollout.admitted, rollout.phase.clone());
-                let decision = rollout.step(self.scopes.get(name).unwrap_or(&empty));
-                if before != (rollout.admitted, rollout.phase.clone()) || fresh || resumed {
-                    admission_changed.insert(name.to_string());
-                }
-                if let Some(cp) = self.configurations.get_mut(name) {
-                    cp.decision = Some(decision);
-                }
-            }
-            if let Some(cp) = self.configurations.get_mut(name) {
+            if let (Some(cp), Some(rollout)) = (
+                self.configurations.get_mut(c.name()),
+                self.rollouts.rollouts().get(c.name()),
+            ) && rollout.target == hash
+            {
                 cp.rollout = Some(rollout.progress());
             }
         }
+        let mut admission_changed = upgrades.admission_changed;
+        admission_changed.extend(stepped.admission_changed);
         admission_changed
     }
 }

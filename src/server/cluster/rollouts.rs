@@ -1,0 +1,670 @@
+//! Fleet-wide rollouts: a batch is admitted across every replica, not per replica.
+//!
+//! ```text
+//!  leader:        agents table ──changed rows (NOTIFY gitamp_agents)──► FleetRollouts
+//!                 (a RolloutBook over every agent's progress) ──► rollouts table
+//!                 ──NOTIFY gitamp_rollouts──►
+//!  every replica: read the rollouts ──Command::AdoptRollouts──► its reconciler's planner
+//! ```
+//!
+//! - The **leader** keeps one [`RolloutBook`] over the whole fleet: each agent's progress
+//!   towards its configuration's target, derived from the shared `agents` table with the same
+//!   pure rules as a single server (`select`, `sync_status`). It reads only the rows written
+//!   since its last read (`PgStore::changed_agents`), steps the rollouts whose scope changed,
+//!   and writes the rollouts that moved (the halt and completion events with them).
+//! - **Every replica** (the leader too) adopts those rollouts: its planner admits by them and
+//!   steps none of its own, so an agent on replica B waits for the batch that includes agents
+//!   on replica A. Its own agents' progress reaches the leader through its write-behind store.
+//! - Notices say whether admission moved (`admission`) or only the counts (`counts`): counts
+//!   are written at most every [`COUNTS_EVERY`], so a rollout to 60,000 agents does not make
+//!   every replica re-read its member list on every step.
+//! - An operator's resume reaching any replica is relayed to the leader (`gitamp_resume`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gitamp_core::ConfigHash;
+use gitamp_core::plan::select::Selection;
+use gitamp_core::plan::status::SyncStatus;
+use gitamp_core::plan::{
+    AgentProgress, Desired, ObservedAgent, ReportedStatus, ResumeError, Rollout, RolloutBook,
+    RolloutPhase, RolloutProgress, Target, sync_status,
+};
+use gitamp_opamp::proto::AgentCapabilities;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Cluster, ClusterError, q, sleep_or_cancel};
+use crate::server::convergence::Convergence;
+use crate::server::events::Event;
+use crate::server::reconciler::{Command, RolloutStamp, rollout_writes, rollouts_from_records};
+use crate::server::state::AppState;
+use crate::store::postgres::{AGENTS_CHANNEL, FleetAgentRow, RESUME_CHANNEL, ROLLOUTS_CHANNEL};
+use crate::store::{Batch, ConvergenceRecord, Store, StoreOp};
+
+/// `t` in ms since the Unix epoch.
+fn to_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Rollouts whose counts alone moved are written at most this often.
+const COUNTS_EVERY: Duration = Duration::from_secs(2);
+/// A burst of notices is gathered at least this long before the leader reads and steps once
+/// (and twice as long as the last read and step took, so the leader spends at most a third of
+/// a core on it however large the fleet).
+const GATHER: Duration = Duration::from_millis(100);
+/// Without notices, the leader reads and every replica re-reads the rollouts this often.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// Whether `a` and `b` admit the same agents: same target and phase and, for a batched rollout
+/// in progress, the same admitted prefix. An all-at-once rollout admits by its phase alone.
+pub fn same_admission(a: &Rollout, b: &Rollout) -> bool {
+    use gitamp_core::catalog::model::RolloutStrategy;
+    a.target == b.target
+        && a.phase == b.phase
+        && (a.policy.strategy == RolloutStrategy::AllAtOnce
+            || a.phase != RolloutPhase::Progressing
+            || (a.admitted == b.admitted
+                && a.agents
+                    .iter()
+                    .take(a.admitted)
+                    .eq(b.agents.iter().take(b.admitted))))
+}
+
+/// The leader's book over the whole fleet.
+pub struct FleetRollouts {
+    revision: String,
+    desired: Arc<Desired>,
+    book: RolloutBook,
+    /// Every agent seen, by uid: the configuration that selects it alone, if one does (rows
+    /// carry labels only when they were written since the last read), and whether its scope
+    /// holds it.
+    placed: HashMap<String, (Option<String>, bool)>,
+    /// What was last written of each rollout.
+    persisted: BTreeMap<String, RolloutStamp>,
+    /// Each rollout as last announced, to tell an admission change from a count change.
+    announced: BTreeMap<String, Rollout>,
+    counts_written: Option<Instant>,
+    /// The next step steps every rollout (a new revision, a fresh start).
+    full: bool,
+    /// When the served revision was accepted (ms since the Unix epoch).
+    accepted_at: u64,
+    /// The fleet's convergence figures as last written.
+    convergence: Option<Convergence>,
+    /// The replaced revision's final figures, to write.
+    superseded: Option<Convergence>,
+    /// A step has looked at every agent since the revision changed.
+    planned: bool,
+}
+
+impl FleetRollouts {
+    /// A book for `revision`, resuming `stored` (the rollouts the database holds).
+    pub fn new(
+        revision: String,
+        desired: Arc<Desired>,
+        accepted_at: u64,
+        stored: BTreeMap<String, Rollout>,
+    ) -> Self {
+        FleetRollouts {
+            accepted_at,
+            convergence: None,
+            superseded: None,
+            planned: false,
+            revision,
+            desired,
+            persisted: stored
+                .iter()
+                .map(|(k, r)| (k.clone(), RolloutStamp::of(r)))
+                .collect(),
+            announced: stored.clone(),
+            book: RolloutBook::new(stored),
+            placed: HashMap::new(),
+            counts_written: None,
+            full: true,
+        }
+    }
+
+    /// Serve another revision: every agent is placed again from a full read.
+    pub fn set_desired(&mut self, revision: String, desired: Arc<Desired>, accepted_at: u64) {
+        if let Some(mut old) = self.convergence.take() {
+            old.superseded_by = Some(revision.clone());
+            self.superseded = Some(old);
+        }
+        self.accepted_at = accepted_at;
+        self.planned = false;
+        self.revision = revision;
+        self.desired = desired;
+        self.book.clear_scopes();
+        self.placed.clear();
+        self.full = true;
+    }
+
+    /// Fold agents' records in: each goes to its configuration's scope, or out of every scope.
+    pub fn fold(&mut self, rows: &[FleetAgentRow]) {
+        for row in rows {
+            // Rollouts name agents as the planner does (`uid_text`), the store in plain hex.
+            let Some(uid) = hex::decode(&row.instance_uid)
+                .ok()
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(|b| gitamp_opamp::wire::uid_text(&b))
+            else {
+                continue;
+            };
+            let before = self.placed.get(&uid);
+            let selected = match (&row.labels, before) {
+                (Some(labels), _) => match self.desired.select(labels) {
+                    Selection::One(name) => Some(name),
+                    Selection::None | Selection::Conflict(_) => None,
+                },
+                (None, Some((selected, _))) => selected.clone(),
+                // Labels unknown (cannot happen after the first, full read): wait for them.
+                (None, None) => continue,
+            };
+            let now = selected
+                .as_deref()
+                .and_then(|name| progress_of(row, &self.desired, name));
+            if let Some((Some(old), true)) = before
+                && (now.is_none() || selected.as_ref() != Some(old))
+            {
+                self.book.remove(old, &uid);
+            }
+            if let (Some(name), Some(progress)) = (&selected, now) {
+                self.book.set(name, &uid, progress);
+            }
+            self.placed.insert(uid, (selected, now.is_some()));
+        }
+    }
+
+    /// An operator's resume (relayed from any replica).
+    pub fn resume(&mut self, configuration: &str) -> Result<RolloutProgress, ResumeError> {
+        self.book.resume(configuration)
+    }
+
+    /// Step what changed; returns the events of superseded rollouts.
+    pub fn step(&mut self) -> Vec<Event> {
+        let targets = self.desired.configurations.values().filter_map(|c| {
+            c.hash.map(|hash| Target {
+                name: c.name(),
+                hash,
+                policy: c.rollout(),
+            })
+        });
+        let full = std::mem::take(&mut self.full);
+        self.book.step(targets, full, true);
+        self.planned = true;
+        self.book
+            .take_superseded()
+            .into_iter()
+            .filter_map(|old| match old.phase {
+                RolloutPhase::Superseded { by: Some(by) } => Some(Event::RolloutSuperseded {
+                    configuration: old.configuration.clone(),
+                    target: old.target,
+                    by,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The served revision's convergence over the whole fleet: the counts from every agent's
+    /// progress in the book, the push → applied times from `local` (the leader's own agents':
+    /// each replica times only the pushes it made, and the leader's are a sample of the fleet).
+    pub fn convergence(&self, local: Option<&Convergence>) -> Convergence {
+        let mut c = Convergence {
+            revision: self.revision.clone(),
+            accepted_at: self.accepted_at,
+            planned: self.planned,
+            latency: local
+                .filter(|l| l.revision == self.revision)
+                .map(|l| l.latency.clone())
+                .unwrap_or_default(),
+            ..Convergence::default()
+        };
+        for config in self.desired.configurations.values() {
+            let Some(scope) = self.book.scope(config.name()) else {
+                continue;
+            };
+            for progress in scope.values() {
+                c.targeted += 1;
+                match progress.status {
+                    SyncStatus::Synced => c.applied += 1,
+                    SyncStatus::Failed => c.failed += 1,
+                    SyncStatus::RolledBack => c.rolled_back += 1,
+                    _ => c.waiting += 1,
+                }
+            }
+        }
+        c
+    }
+
+    /// The writes due now, and whether admission moved (else only counts, if anything). A
+    /// move of admission or phase, and a change of the fleet's convergence verdict, is written
+    /// at once; counts at most every [`COUNTS_EVERY`].
+    pub fn writes(
+        &mut self,
+        local: Option<&Convergence>,
+        emit: impl FnMut(Event),
+    ) -> Option<(Batch, bool)> {
+        let rollouts = self.book.rollouts();
+        let admission = rollouts.len() != self.announced.len()
+            || rollouts.iter().any(|(name, r)| {
+                self.announced
+                    .get(name)
+                    .is_none_or(|old| !same_admission(old, r))
+            });
+        let convergence = self.convergence(local);
+        let verdict_moved = self.convergence.as_ref().is_none_or(|old| {
+            old.converged() != convergence.converged()
+                || old.planned != convergence.planned
+                || (old.failed + old.rolled_back == 0)
+                    != (convergence.failed + convergence.rolled_back == 0)
+        });
+        let counts_due = self
+            .counts_written
+            .is_none_or(|at| at.elapsed() >= COUNTS_EVERY);
+        if !admission && !verdict_moved && !counts_due && self.superseded.is_none() {
+            return None;
+        }
+        let (mut ops, _) = rollout_writes(rollouts, &mut self.persisted, emit);
+        if let Some(done) = self.superseded.take() {
+            ops.push(convergence_op(&done));
+        }
+        if self.convergence.as_ref() != Some(&convergence) {
+            ops.push(convergence_op(&convergence));
+            self.convergence = Some(convergence);
+        }
+        if ops.is_empty() {
+            return None;
+        }
+        self.counts_written = Some(Instant::now());
+        self.announced = rollouts.clone();
+        Some((Batch::from_ops(ops), admission || verdict_moved))
+    }
+}
+
+/// The store's copy of a convergence record.
+fn convergence_op(c: &Convergence) -> StoreOp {
+    StoreOp::SaveConvergence(ConvergenceRecord {
+        revision: c.revision.clone(),
+        accepted_at: i64::try_from(c.accepted_at).unwrap_or(i64::MAX),
+        record: serde_json::to_value(c).unwrap_or_default(),
+    })
+}
+
+/// Where one agent that `configuration` alone selects stands in its rollout, or `None` when
+/// no rollout counts it (incompatible), as the planner decides for the agents it holds. What
+/// only the holding replica knows (that an agent drifted) is not in the row; it does not move
+/// a rollout.
+pub fn progress_of(
+    row: &FleetAgentRow,
+    desired: &Desired,
+    configuration: &str,
+) -> Option<AgentProgress> {
+    let hash = desired.hash_of(configuration)?;
+    let hex = |h: &Option<String>| h.as_deref().and_then(ConfigHash::from_hex);
+    let caps = row.capabilities;
+    let mut agent = ObservedAgent {
+        connected: row.live,
+        accepts_remote_config: caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0,
+        reports_remote_config: caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0,
+        sent_hash: hex(&row.sent_hash),
+        failed_hashes: row
+            .failed_hashes
+            .iter()
+            .filter_map(|h| ConfigHash::from_hex(h))
+            .collect(),
+        healthy: row.healthy,
+        last_applied: hex(&row.applied_hash),
+        ..ObservedAgent::default()
+    };
+    agent.reported_hash = hex(&row.reported_hash);
+    agent.reported_status = match row.remote_config_status.as_deref() {
+        Some("APPLIED") => ReportedStatus::Applied,
+        Some("APPLYING") => ReportedStatus::Applying,
+        Some("FAILED") => ReportedStatus::Failed {
+            error: String::new(),
+        },
+        _ => ReportedStatus::Unset,
+    };
+    let selection = Selection::One(configuration.to_string());
+    let status = sync_status(&agent, &selection, Some(hash));
+    (status != SyncStatus::Incompatible).then(|| AgentProgress::of(&agent, status, Some(hash)))
+}
+
+/// While this replica leads, step the fleet's rollouts (a failed term starts again after a
+/// pause); otherwise wait to lead.
+pub async fn lead_rollouts(cluster: Arc<Cluster>, state: Arc<AppState>, cancel: CancellationToken) {
+    let retry = cluster.opts.lock_retry;
+    super::each_term(cluster.clone(), cancel, |term| {
+        let (cluster, state) = (cluster.clone(), state.clone());
+        async move {
+            loop {
+                match leader_term(cluster.clone(), state.clone(), term.clone()).await {
+                    Ok(()) => return,
+                    Err(err) => {
+                        warn!(error = %err, "Stepping the fleet's rollouts failed; retrying.")
+                    }
+                }
+                if sleep_or_cancel(retry, &term).await {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// One leadership term: resume the stored rollouts, then read, step and write until `term`.
+async fn leader_term(
+    cluster: Arc<Cluster>,
+    state: Arc<AppState>,
+    term: CancellationToken,
+) -> Result<(), ClusterError> {
+    let store = &cluster.store;
+    let mut listener = PgListener::connect_with(store.pool())
+        .await
+        .map_err(q("listening for agent changes"))?;
+    listener
+        .listen_all([AGENTS_CHANNEL, RESUME_CHANNEL])
+        .await
+        .map_err(q("listening for agent changes"))?;
+    let mut fleet: Option<FleetRollouts> = None;
+    let mut watermark = "0".to_string();
+    info!("Stepping rollouts over the whole fleet.");
+    loop {
+        if let Some(serving) = state.serving.load_full() {
+            let revision = &serving.revision.revision;
+            match fleet.as_mut() {
+                Some(f) if &f.revision == revision => {}
+                Some(f) => {
+                    let desired = Arc::new(Desired::from_revision(&serving.revision));
+                    f.set_desired(revision.clone(), desired, to_ms(serving.accepted_at));
+                    watermark = "0".into();
+                }
+                None => {
+                    let stored = store
+                        .load_rollouts()
+                        .await
+                        .map_err(|e| ClusterError::Store {
+                            what: "loading the rollouts",
+                            source: e,
+                        })?;
+                    let desired = Arc::new(Desired::from_revision(&serving.revision));
+                    fleet = Some(FleetRollouts::new(
+                        revision.clone(),
+                        desired,
+                        to_ms(serving.accepted_at),
+                        rollouts_from_records(&stored),
+                    ));
+                    watermark = "0".into();
+                }
+            }
+        }
+        let started = Instant::now();
+        if let Some(f) = fleet.as_mut() {
+            let (rows, next) =
+                store
+                    .changed_agents(&watermark)
+                    .await
+                    .map_err(|e| ClusterError::Store {
+                        what: "reading the fleet's agents",
+                        source: e,
+                    })?;
+            if let Some(next) = next {
+                watermark = next;
+            }
+            // A full read of a large fleet is a few hundred ms of work: off the async threads.
+            let events = crate::server::off_worker(|| {
+                f.fold(&rows);
+                f.step()
+            });
+            crate::telemetry::cluster_rollout_step(started.elapsed(), rows.len());
+            for event in events {
+                state.emit(event);
+            }
+            write_rollouts(&cluster, &state, f).await?;
+        }
+        // Wait for a notice (or the recheck), then gather the rest of the burst.
+        let notice = tokio::select! {
+            _ = term.cancelled() => return Ok(()),
+            n = tokio::time::timeout(RECHECK, listener.recv()) => n,
+        };
+        match notice {
+            Ok(Ok(n)) if n.channel() == RESUME_CHANNEL => {
+                let name = n.payload().to_string();
+                match fleet.as_mut().map(|f| f.resume(&name)) {
+                    Some(Ok(progress)) => {
+                        info!(configuration = %name, "Resumed the fleet's rollout.");
+                        state.emit(Event::RolloutResumed {
+                            configuration: name,
+                            target: progress.target,
+                            excused: progress.excused,
+                        });
+                    }
+                    Some(Err(err)) => {
+                        debug!(configuration = %name, error = %err, "Nothing to resume.")
+                    }
+                    None => {}
+                }
+                continue;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(err)) => return Err(q("listening for agent changes")(err)),
+        }
+        if sleep_or_cancel(GATHER.max(started.elapsed() * 2), &term).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Write what moved, committed at once, and announce it.
+async fn write_rollouts(
+    cluster: &Cluster,
+    state: &AppState,
+    fleet: &mut FleetRollouts,
+) -> Result<(), ClusterError> {
+    let local = cluster.local_convergence.load_full();
+    let Some((batch, admission)) = fleet.writes(local.as_deref(), |e| state.emit(e)) else {
+        return Ok(());
+    };
+    cluster
+        .store
+        .apply(&batch)
+        .await
+        .map_err(|e| ClusterError::Store {
+            what: "writing the fleet's rollouts",
+            source: e,
+        })?;
+    let kind = if admission { "admission" } else { "counts" };
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(ROLLOUTS_CHANNEL)
+        .bind(kind)
+        .execute(cluster.store.pool())
+        .await
+        .map_err(q("announcing the rollouts"))?;
+    Ok(())
+}
+
+/// Every replica: hand the rollouts the database holds to the reconciler whenever the leader
+/// announces new ones (and every [`RECHECK`]), so this replica admits by them.
+pub async fn adopt_rollouts(
+    cluster: Arc<Cluster>,
+    state: Arc<AppState>,
+    cancel: CancellationToken,
+) {
+    let Some(reconciler) = state.reconciler.clone() else {
+        return;
+    };
+    let mut listener: Option<PgListener> = None;
+    let mut last: Option<BTreeMap<String, Rollout>> = None;
+    loop {
+        if listener.is_none() {
+            match PgListener::connect_with(cluster.store.pool()).await {
+                Ok(mut l) => {
+                    if l.listen(ROLLOUTS_CHANNEL).await.is_ok() {
+                        listener = Some(l);
+                    }
+                }
+                Err(err) => debug!(error = %err, "Rollouts listener: cannot connect."),
+            }
+        }
+        match cluster.store.load_rollouts().await {
+            Ok(records) => {
+                let rollouts = rollouts_from_records(&records);
+                if last.as_ref() != Some(&rollouts) {
+                    last = Some(rollouts.clone());
+                    if reconciler
+                        .send(Command::AdoptRollouts(rollouts))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            Err(err) => debug!(error = %err, "Reading the fleet's rollouts failed."),
+        }
+        // The fleet's convergence figures (the leader's), for the API and commit statuses.
+        match cluster.store.load_convergence(2).await {
+            Ok(records) => {
+                if let Ok(mut h) = state.history.lock() {
+                    for c in crate::server::convergence::from_store(records) {
+                        h.record_convergence(c);
+                    }
+                }
+            }
+            Err(err) => debug!(error = %err, "Reading the fleet's convergence failed."),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            got = async {
+                match listener.as_mut() {
+                    Some(l) => tokio::time::timeout(RECHECK, l.try_recv()).await,
+                    None => { tokio::time::sleep(cluster.opts.lock_retry).await; Ok(Ok(None)) }
+                }
+            } => match got {
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(_)) => listener = None,
+            },
+        }
+    }
+}
+
+/// An operator's resume that reached this replica goes to the leader, which steps rollouts.
+pub async fn relay_resume(cluster: &Cluster, configuration: &str) -> Result<(), ClusterError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(RESUME_CHANNEL)
+        .bind(configuration)
+        .execute(cluster.store.pool())
+        .await
+        .map_err(q("relaying the resume to the leader"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded example's desired state (linux-production: batches of 25%, 1 failure
+    /// tolerated).
+    fn desired() -> Arc<Desired> {
+        let revision = gitamp_core::compile(&crate::embedded::snapshot()).expect("the example");
+        Arc::new(Desired::from_revision(&revision))
+    }
+
+    fn row(i: u8, desired: &Desired, applied: bool) -> FleetAgentRow {
+        let hash = desired
+            .hash_of("linux-production")
+            .expect("rendered")
+            .to_hex();
+        let labels = [
+            ("deployment.environment", "production"),
+            ("os.type", "linux"),
+            ("service.name", "checkout"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        FleetAgentRow {
+            instance_uid: hex::encode([i; 16]),
+            labels: Some(labels),
+            capabilities: AgentCapabilities::AcceptsRemoteConfig as u64
+                | AgentCapabilities::ReportsRemoteConfig as u64,
+            healthy: None,
+            reported_hash: applied.then(|| hash.clone()),
+            remote_config_status: applied.then(|| "APPLIED".to_string()),
+            sent_hash: applied.then_some(hash),
+            failed_hashes: Vec::new(),
+            applied_hash: None,
+            live: true,
+        }
+    }
+
+    #[test]
+    fn the_leader_admits_batches_over_rows_of_every_replica_and_counts_the_fleet() {
+        let desired = desired();
+        let mut fleet = FleetRollouts::new("r1".into(), desired.clone(), 0, BTreeMap::new());
+        let rows: Vec<FleetAgentRow> = (0..8).map(|i| row(i, &desired, false)).collect();
+        fleet.fold(&rows);
+        fleet.step();
+        let rollout = &fleet.book.rollouts()["linux-production"];
+        assert_eq!((rollout.agents.len(), rollout.admitted), (8, 2), "25% of 8");
+        let (batch, admission) = fleet.writes(None, |_| {}).expect("a first write");
+        assert!(admission);
+        assert!(
+            batch.rollouts.keys().any(|(c, _)| c == "linux-production"),
+            "{:?}",
+            batch.rollouts.keys()
+        );
+        assert_eq!(batch.convergence.len(), 1);
+        // Nothing moved: nothing to write (counts are due only every COUNTS_EVERY).
+        assert!(fleet.writes(None, |_| {}).is_none());
+
+        // The first batch applied (rows without labels: the leader knows where they belong).
+        let mut applied: Vec<FleetAgentRow> = (0..2).map(|i| row(i, &desired, true)).collect();
+        for r in &mut applied {
+            r.labels = None;
+        }
+        fleet.fold(&applied);
+        fleet.step();
+        let rollout = &fleet.book.rollouts()["linux-production"];
+        assert_eq!(rollout.admitted, 4, "the next batch");
+        let c = fleet.convergence(None);
+        assert_eq!((c.targeted, c.applied, c.waiting), (8, 2, 6), "{c:?}");
+
+        // An agent re-labelled out of the configuration leaves its scope.
+        let mut gone = row(7, &desired, false);
+        if let Some(l) = gone.labels.as_mut() {
+            l.insert("deployment.environment".into(), "nowhere".into());
+        }
+        fleet.fold(&[gone]);
+        fleet.step();
+        assert_eq!(fleet.book.rollouts()["linux-production"].agents.len(), 7);
+    }
+
+    #[test]
+    fn admission_ignores_counts_and_an_all_at_once_rollouts_members() {
+        let desired = desired();
+        let mut fleet = FleetRollouts::new("r1".into(), desired.clone(), 0, BTreeMap::new());
+        fleet.fold(&(0..4).map(|i| row(i, &desired, false)).collect::<Vec<_>>());
+        fleet.step();
+        let a = fleet.book.rollouts()["linux-production"].clone();
+        let mut b = a.clone();
+        b.synced += 1;
+        assert!(same_admission(&a, &b), "counts alone");
+        b.admitted += 1;
+        assert!(!same_admission(&a, &b), "one more admitted");
+        let mut all = a.clone();
+        all.policy.strategy = gitamp_core::catalog::model::RolloutStrategy::AllAtOnce;
+        let mut more = all.clone();
+        more.agents.insert("another".into());
+        more.admitted += 1;
+        assert!(
+            same_admission(&all, &more),
+            "all at once admits everyone anyway"
+        );
+    }
+}
