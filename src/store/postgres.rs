@@ -263,6 +263,39 @@ fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
     })
 }
 
+/// What a reconciler resumes an agent from (see [`AgentResume`]).
+const RESUME_SELECT: &str = "SELECT instance_uid, COALESCE(labels, '{}') AS labels, sent_hash, \
+ sent_at, failed_hashes, applied_hash, last_error FROM agents";
+
+fn resume_from_row(row: &PgRow) -> Result<AgentResume, StoreError> {
+    let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
+    let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
+    Ok(AgentResume {
+        instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
+        labels: from_json("agents.labels", &labels)?,
+        sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
+        sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
+        failed_hashes: from_json("agents.failed_hashes", &failed)?,
+        applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+        last_error: row.try_get("last_error").map_err(q("reading agents"))?,
+    })
+}
+
+impl PgStore {
+    /// What the shared database says of these agents (lower-case hex uids): a replica reads it
+    /// for an agent whose messages went to other replicas, since what it remembers of the
+    /// agent (FAILED hashes, sends) is its own (src/server/reconciler/evidence.rs).
+    pub async fn agent_resume_of(&self, uids: &[String]) -> Result<Vec<AgentResume>, StoreError> {
+        let sql = format!("{RESUME_SELECT} WHERE instance_uid = ANY($1)");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(uids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("reading agents"))?;
+        rows.iter().map(resume_from_row).collect()
+    }
+}
+
 fn revision_from_row(row: &PgRow) -> Result<RevisionRecord, StoreError> {
     let diagnostics: String = row.try_get("diagnostics").map_err(q("reading revisions"))?;
     Ok(RevisionRecord {
@@ -571,28 +604,12 @@ impl Store for PgStore {
     }
 
     async fn load_agent_resume(&self) -> Result<Vec<AgentResume>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT instance_uid, COALESCE(labels, '{}') AS labels, sent_hash, sent_at, \
-             failed_hashes, applied_hash, last_error FROM agents ORDER BY instance_uid",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("loading agents"))?;
-        rows.iter()
-            .map(|row| {
-                let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
-                let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
-                Ok(AgentResume {
-                    instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
-                    labels: from_json("agents.labels", &labels)?,
-                    sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
-                    sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
-                    failed_hashes: from_json("agents.failed_hashes", &failed)?,
-                    applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
-                    last_error: row.try_get("last_error").map_err(q("reading agents"))?,
-                })
-            })
-            .collect()
+        let sql = format!("{RESUME_SELECT} ORDER BY instance_uid");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("loading agents"))?;
+        rows.iter().map(resume_from_row).collect()
     }
 
     async fn load_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {

@@ -129,7 +129,8 @@ pub enum Delivery {
     /// It waits for the agent's next message and goes out in the reply (an HTTP agent, or a
     /// full WebSocket queue); [`FleetEvent::ConfigSent`] says when.
     Pending,
-    /// Not sent: the agent already reports this hash, or no longer accepts remote config.
+    /// Not sent: the agent already reports this hash, no longer accepts remote config, or the
+    /// server awaits the full report it asked for (the plan decides again with it).
     Dropped,
     /// The agent is unknown.
     Unknown,
@@ -155,8 +156,10 @@ pub struct AgentSnapshot {
     pub connection: ConnectionInfo,
     /// Last sequence number received.
     pub sequence_num: u64,
-    /// The server asked for the agent's full state and has no remote config status from it
-    /// yet (a reconnect after a server restart): what it runs is one round trip away.
+    /// The server asked for the agent's full state and has not received it yet (a reconnect
+    /// after a server restart, a lost message, or an HTTP agent whose last polls went to other
+    /// servers): what it runs is one round trip away, and what this server last heard of it
+    /// may be out of date. Nothing is sent to it meanwhile.
     pub awaiting_report: bool,
     /// Hash of a config handed over with [`Fleet::deliver`] that has not gone out yet.
     #[serde(skip)]
@@ -213,9 +216,10 @@ pub(crate) struct AgentEntry {
     last_seen_mono: Instant,
     /// Last sequence number; `None` until the first message is processed.
     sequence_num: Option<u64>,
-    /// Set when the last reply asked for full state; the next message is then
-    /// accepted as the full report whatever its sequence number (convergence with
-    /// clients whose numbering repeats or skips).
+    /// Set when a reply asked for full state, until the full report arrives: the next message
+    /// is accepted as it whatever its sequence number (convergence with clients whose
+    /// numbering repeats or skips), unless it is an HTTP poll that came after a gap without a
+    /// description (see [`AgentEntry::take_sequence`]). While set, [`AgentEntry::awaiting_report`].
     full_state_requested: bool,
     /// Handed over by the plan, not yet gone out.
     pending: Option<Arc<RemoteConfig>>,
@@ -311,8 +315,11 @@ impl AgentEntry {
         snap
     }
 
-    fn awaiting_report(&self) -> bool {
-        self.full_state_requested && self.remote_status.is_none()
+    /// What this server knows of the agent may be out of date until the full report it asked
+    /// for arrives: no config goes out meanwhile (a plan made on it could resend a config
+    /// another server sent, or that the agent already applied).
+    pub(crate) fn awaiting_report(&self) -> bool {
+        self.full_state_requested
     }
 
     pub(crate) fn uid(&self) -> Uid {
@@ -365,25 +372,38 @@ impl AgentEntry {
     }
 
     /// Takes the sequence number of a message; returns whether to ask for the full state
-    /// (`incomplete`: the message lacks state the agent's capabilities say it reports). After
-    /// asking once, the next message is the full report whatever its number.
+    /// (`incomplete`: the message lacks state the agent's capabilities say it reports;
+    /// `described`: it carries the agent description, as every full report does). After
+    /// asking, the next message is the full report whatever its number, except an HTTP poll
+    /// that skipped numbers without a description: the agent's polls may be balanced over
+    /// several servers, so the full report went to another one, and this server asks again
+    /// (a WebSocket's answer comes on the same connection, so a WebSocket is never asked twice
+    /// in a row).
     pub(crate) fn take_sequence(
         &mut self,
         seq: u64,
         created: bool,
         incomplete: bool,
+        described: bool,
         disconnecting: bool,
     ) -> bool {
         let in_sequence = !created
             && self
                 .sequence_num
                 .is_some_and(|prev| prev.wrapping_add(1) == seq);
+        // Messages this server did not see (a repeated or lower number is a client's own
+        // numbering, accepted as it is).
+        let skipped = !created
+            && self
+                .sequence_num
+                .is_some_and(|prev| seq > prev.wrapping_add(1));
         self.sequence_num = Some(seq);
-        if self.full_state_requested {
-            self.full_state_requested = false;
-            return false;
-        }
-        let ask = !in_sequence && !disconnecting && incomplete;
+        let ask = if self.full_state_requested {
+            let answered_elsewhere = self.transport == Transport::Http && skipped && !described;
+            answered_elsewhere && !disconnecting
+        } else {
+            !in_sequence && !disconnecting && incomplete
+        };
         self.full_state_requested = ask;
         ask
     }
@@ -488,6 +508,12 @@ impl AgentEntry {
         true
     }
 
+    /// Forgets the config handed over and not sent yet (the plan hands it over again if it
+    /// still wants it sent).
+    pub(crate) fn withdraw_pending(&mut self) {
+        self.pending = None;
+    }
+
     /// The agent said goodbye with message `seq`.
     pub(crate) fn said_goodbye(&mut self, seq: u64) {
         self.disconnect();
@@ -495,8 +521,13 @@ impl AgentEntry {
     }
 
     /// The config handed over for this agent, if it may go out now in a reply on `conn`
-    /// (recorded as sent at `now`).
+    /// (recorded as sent at `now`). Nothing goes out while the full report this server asked
+    /// for has not arrived (and what was handed over before it is withdrawn when it does:
+    /// `session`).
     pub(crate) fn take_pending(&mut self, conn: u64, now: SystemTime) -> Option<Arc<RemoteConfig>> {
+        if self.awaiting_report() {
+            return None;
+        }
         let pending = self.pending.take()?;
         if !self.still_wanted(&pending) {
             return None;
@@ -811,6 +842,11 @@ impl Fleet {
         }
         if let Some(effective) = e.effective_config.as_mut() {
             share_bodies(effective, &config);
+        }
+        if e.awaiting_report() {
+            // What it runs is one round trip away: the plan decides again with its report.
+            e.pending = None;
+            return Delivery::Dropped;
         }
         let out = Outgoing {
             remote_config: Some(Arc::clone(&config)),

@@ -35,6 +35,8 @@ pub struct Changes {
     pub remote_config_status: bool,
     /// Package statuses changed.
     pub package_statuses: bool,
+    /// The full report the server asked for arrived: what the agent runs is known again.
+    pub full_state: bool,
 }
 
 impl Changes {
@@ -46,6 +48,7 @@ impl Changes {
             || self.effective_config
             || self.remote_config_status
             || self.package_statuses
+            || self.full_state
     }
 }
 

@@ -313,7 +313,15 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
         }
         let disconnecting = msg.agent_disconnect.is_some();
         let incomplete = lacks_reported_state(msg.capabilities, &msg);
-        if e.take_sequence(msg.sequence_num, created, incomplete, disconnecting) {
+        let was_awaiting = e.awaiting_report();
+        let described = msg.agent_description.is_some();
+        if e.take_sequence(
+            msg.sequence_num,
+            created,
+            incomplete,
+            described,
+            disconnecting,
+        ) {
             flags |= proto::ServerToAgentFlags::ReportFullState as u64;
         }
 
@@ -329,7 +337,14 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
         if let Some(s) = &msg.connection_settings_status {
             e.set_settings_status(SettingsStatus::of(s));
         }
-        let changes = apply_reports(&mut e, &msg, fleet);
+        let mut changes = apply_reports(&mut e, &msg, fleet);
+        // The full report asked for: a config handed over before it was planned on what may
+        // be out of date, so it is withdrawn, and the plan decides again (even if nothing
+        // else changed).
+        changes.full_state = was_awaiting && !e.awaiting_report();
+        if changes.full_state {
+            e.withdraw_pending();
+        }
         if changes.any() {
             events.push(FleetEvent::Reported(target, changes));
         }
@@ -548,6 +563,59 @@ mod tests {
         assert!(!full_state(&handle_message(&fleet, &mut c, full(11, b""))));
         // A gap with a complete report does not ask.
         assert!(!full_state(&handle_message(&fleet, &mut c, full(20, b""))));
+    }
+
+    #[test]
+    fn an_http_agent_whose_full_report_went_to_another_server_is_asked_again() {
+        // Polls balanced over several servers: this one sees 1, then 5 (a gap), asks; the full
+        // report (6) goes elsewhere, so 8 comes without a description: asked again. Nothing is
+        // sent meanwhile: the plan decides again once the report is here.
+        let fleet = Fleet::new();
+        let mut events = fleet.subscribe();
+        let mut c = http();
+        handle_message(&fleet, &mut c, full(1, &[1; 32]));
+        assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(5))));
+        assert!(fleet.agent(&UID).expect("registered").awaiting_report);
+        let d = RemoteConfig::one_yaml_file(Bytes::from_static(b"a: 2"), [2; 32]);
+        assert_eq!(fleet.deliver(&UID, Some(d.clone())), Delivery::Dropped);
+        let r = handle_message(&fleet, &mut c, heartbeat(8));
+        assert!(full_state(&r) && r.remote_config.is_none());
+        assert!(fleet.agent(&UID).expect("registered").awaiting_report);
+        // A repeated number is the client's own numbering: accepted as the answer, and an
+        // event the plan follows.
+        let r = handle_message(&fleet, &mut c, heartbeat(8));
+        assert!(!full_state(&r));
+        assert!(!fleet.agent(&UID).expect("registered").awaiting_report);
+        let replanned = std::iter::from_fn(|| events.try_recv().ok())
+            .any(|e| matches!(e, FleetEvent::Reported(_, ch) if ch.full_state));
+        assert!(
+            replanned,
+            "the full report's arrival is an event the plan follows"
+        );
+        assert_eq!(fleet.deliver(&UID, Some(d)), Delivery::Pending);
+        let r = handle_message(&fleet, &mut c, heartbeat(9));
+        assert_eq!(r.remote_config.map(|r| *r.hash()), Some([2; 32]));
+
+        // A config handed over before a gap was planned on what may be out of date (another
+        // server may have sent it since): withdrawn when the full report arrives.
+        let other = RemoteConfig::one_yaml_file(Bytes::from_static(b"a: 3"), [3; 32]);
+        assert_eq!(fleet.deliver(&UID, Some(other)), Delivery::Pending);
+        let r = handle_message(&fleet, &mut c, heartbeat(20));
+        assert!(full_state(&r) && r.remote_config.is_none());
+        let r = handle_message(&fleet, &mut c, full(22, &[2; 32]));
+        assert!(!full_state(&r) && r.remote_config.is_none());
+        assert_eq!(fleet.agent(&UID).expect("registered").pending_hash, None);
+    }
+
+    #[test]
+    fn a_websocket_is_never_asked_twice_in_a_row() {
+        // Its answer comes on the same connection: whatever it is, it is the answer.
+        let fleet = Fleet::new();
+        let mut c = Connection::new(2, Transport::Ws, None);
+        handle_message(&fleet, &mut c, full(1, b""));
+        assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(5))));
+        assert!(!full_state(&handle_message(&fleet, &mut c, heartbeat(9))));
+        assert!(!fleet.agent(&UID).expect("registered").awaiting_report);
     }
 
     #[test]

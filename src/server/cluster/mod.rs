@@ -263,7 +263,8 @@ impl Cluster {
         self.store.pool()
     }
 
-    /// The shared store (the status API reads the other replicas' agents from it).
+    /// The shared store (the status API reads the other replicas' agents from it, the
+    /// reconciler an agent's row: `reconciler::evidence`).
     pub fn store(&self) -> &PgStore {
         &self.store
     }

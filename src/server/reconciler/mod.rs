@@ -26,6 +26,7 @@
 
 mod act;
 mod command;
+mod evidence;
 mod observe;
 mod packages;
 mod persist;
@@ -124,6 +125,11 @@ pub struct Reconciler {
     /// Replicas: the leader's judge commits accepted revisions to the shared database before
     /// any replica serves them, so this one keeps them in its own history only.
     accepted_recorded_elsewhere: bool,
+    /// Replicas: where to ask for the database's row of an agent that came from elsewhere
+    /// ([`evidence`]); set by the run loop.
+    evidence: Option<tokio::sync::mpsc::UnboundedSender<Uid>>,
+    /// Agents whose row is being read: the plan sends them nothing until it is folded in.
+    awaiting_evidence: HashSet<Uid>,
     /// Replicas: rollouts are stepped by the leader over the whole fleet and adopted here
     /// ([`Command::AdoptRollouts`]); this reconciler neither steps nor writes them.
     adopts_rollouts: bool,
@@ -180,6 +186,8 @@ impl Reconciler {
             commands: None,
             own_telemetry: Default::default(),
             accepted_recorded_elsewhere: false,
+            evidence: None,
+            awaiting_evidence: HashSet::new(),
             adopts_rollouts: false,
         }
     }

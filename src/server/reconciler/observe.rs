@@ -45,6 +45,7 @@ impl Reconciler {
         match event {
             FleetEvent::Connected(uid) => {
                 self.described.insert(*uid);
+                self.ask_evidence(*uid);
                 self.state.emit(Event::Connected { agent: *uid });
             }
             FleetEvent::Disconnected(uid) => {
@@ -55,6 +56,9 @@ impl Reconciler {
             FleetEvent::Reported(uid, changes) => {
                 if changes.description || changes.health {
                     self.described.insert(*uid);
+                }
+                if changes.full_state {
+                    self.ask_evidence(*uid);
                 }
             }
             FleetEvent::PackagesSent(uid, ..) => {
@@ -91,12 +95,14 @@ impl Reconciler {
             let mut relabelled = false;
             let mut sent = None;
             let mut packages = packages::Folded::Nothing;
+            let reading_its_row = self.awaiting_evidence.contains(&snap.uid);
             planner.update(snap.uid, |agent| {
                 if let Some(resumed) = resumed {
                     *agent = resumed;
                 }
                 sent = fold_sent(&snap, agent);
                 relabelled = observe_into(&snap, agent);
+                agent.awaiting_report |= reading_its_row;
                 packages = packages::fold(&snap, agent, &desired);
                 relabelled
             });

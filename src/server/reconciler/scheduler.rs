@@ -31,10 +31,13 @@ impl Reconciler {
     ) {
         let mut source_open = true;
         let mut commands = self.commands.take();
+        let (ask, mut evidence) = super::evidence::spawn(self.state.clone());
+        self.evidence = Some(ask);
         loop {
             let wake = tokio::time::sleep_until(self.next_wake());
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                Some(answer) = evidence.recv() => self.on_evidence(answer),
                 command = super::command::next(&mut commands) => match command {
                     Some(command) => self.on_command(command),
                     None => commands = None,

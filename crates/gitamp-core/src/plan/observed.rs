@@ -65,9 +65,10 @@ pub struct ObservedAgent {
     pub connection: Option<u64>,
     /// It is reached only in the replies to its polls (OpAMP over plain HTTP), not pushed to.
     pub polls: bool,
-    /// The server asked for its full state and does not know its config yet (a reconnect after
-    /// a server restart): its report, one round trip away, says what it runs, so nothing is
-    /// sent before it (it may already run the desired config).
+    /// The server asked for its full state and has not received it yet (a reconnect after a
+    /// server restart, a lost message, an HTTP agent whose polls went to other replicas): its
+    /// report, one round trip away, says what it runs, so nothing is sent before it (it may
+    /// already run the desired config, or have been sent it by another replica).
     pub awaiting_report: bool,
     /// Every hash this agent reported FAILED for. Kept per (agent, hash) because a supervisor
     /// that rolls back reports FAILED(new) then APPLIED(old): comparing hashes alone would push

@@ -41,7 +41,7 @@ pub fn push_decision(agent: &ObservedAgent, hash: ConfigHash, timing: Timing) ->
     {
         return PushDecision::Not;
     }
-    if agent.reports_remote_config && agent.awaiting_report && agent.reported_hash.is_none() {
+    if agent.awaiting_report {
         return PushDecision::Not;
     }
     if agent.sent_hash != Some(hash) {
@@ -113,7 +113,11 @@ mod tests {
         let mut a = ObservedAgent::new("a");
         a.awaiting_report = true;
         assert_eq!(push_decision(&a, h(1), Timing::at(T0)), PushDecision::Not);
+        // A status heard before the request may be out of date (another server's reply
+        // carried a config since): still not.
         a.reported_hash = Some(h(2));
+        assert_eq!(push_decision(&a, h(1), Timing::at(T0)), PushDecision::Not);
+        a.awaiting_report = false;
         assert_eq!(push_decision(&a, h(1), Timing::at(T0)), PushDecision::Now);
     }
 
