@@ -71,12 +71,21 @@ pub struct Args {
     /// `--processes` at least N). 0: one server on SQLite.
     #[arg(long, default_value_t = 0)]
     pub replicas: usize,
+    /// With `--replicas` (WebSocket): after the rollout, kill -9 one follower; its agents,
+    /// which know every replica's address, fail over to the others by themselves (no
+    /// balancer). Measures the time until all of them re-synced elsewhere and the pushes
+    /// that were not needed.
+    #[arg(long)]
+    pub kill_one: bool,
     /// With `--replicas`: a PostgreSQL URL whose user may create databases.
     #[arg(long, env = "GITAMP_BENCH_STORE", value_name = "URL")]
     pub store: Option<String>,
     /// Internal: run as a worker against this OpAMP URL.
     #[arg(long, hide = true)]
     pub worker_url: Option<String>,
+    /// Internal: the other servers a worker's WebSocket agents fail over to, in order.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub worker_failover: Vec<String>,
     /// Internal: this worker's index (chooses its source addresses).
     #[arg(long, hide = true, default_value_t = 0)]
     pub worker_index: usize,
@@ -203,6 +212,7 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
         ws: WsOptions {
             // A restarted server comes back within a second or two; do not hammer it.
             reconnect_delay: Duration::from_millis(500),
+            failover: args.worker_failover.clone().into(),
             ..WsOptions::default()
         },
         ..SimFleetOptions::default()
@@ -393,15 +403,21 @@ pub(super) fn spawn_worker(
     agents: usize,
     index: usize,
     url: &str,
+    failover: &[String],
 ) -> anyhow::Result<Worker> {
     let p = args.processes.max(1);
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(["bench", "fleet", "--transport", &args.transport])
         .args(["--agents", &agents.to_string()])
         .args(["--ramp", &(args.ramp / p as f64).to_string()])
         .args(["--heartbeat", &crate::cli::duration::to_arg(args.heartbeat)])
         .args(["--connections", &(args.connections / p).max(1).to_string()])
-        .args(["--worker-url", url, "--worker-index", &index.to_string()])
+        .args(["--worker-url", url, "--worker-index", &index.to_string()]);
+    if !failover.is_empty() {
+        command.args(["--worker-failover", &failover.join(",")]);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -443,12 +459,22 @@ async fn server_synced(
 }
 
 pub(super) async fn broadcast(workers: &mut Vec<Worker>, cmd: &str) -> anyhow::Result<Vec<Value>> {
-    for w in workers.iter_mut() {
-        w.send(cmd)?;
+    broadcast_to(workers, |_| true, cmd).await
+}
+
+/// [`broadcast`] to the workers whose index `pick` chooses.
+pub(super) async fn broadcast_to(
+    workers: &mut Vec<Worker>,
+    pick: impl Fn(usize) -> bool,
+    cmd: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let picked: Vec<usize> = (0..workers.len()).filter(|&i| pick(i)).collect();
+    for &i in &picked {
+        workers[i].send(cmd)?;
     }
     let mut taken = std::mem::take(workers);
     let (taken, answers) = tokio::task::spawn_blocking(move || {
-        let answers: anyhow::Result<Vec<Value>> = taken.iter_mut().map(Worker::recv).collect();
+        let answers: anyhow::Result<Vec<Value>> = picked.iter().map(|&i| taken[i].recv()).collect();
         (taken, answers)
     })
     .await?;
@@ -512,7 +538,7 @@ async fn parent(args: Args) -> anyhow::Result<ExitCode> {
     let ramp_start = Instant::now();
     for i in 0..p {
         let agents = args.agents / p + usize::from(i < args.agents % p);
-        workers.push(spawn_worker(&exe, &args, agents, i, &url)?);
+        workers.push(spawn_worker(&exe, &args, agents, i, &url, &[])?);
     }
     let result = phases(
         &args,
