@@ -279,8 +279,11 @@ async fn phases(
             .map(|at| at - fired)
             .collect();
         lat.sort_by(f64::total_cmp);
-        let (p50, p99, max) = (
+        let (first, p10, p50, p90, p99, max) = (
+            percentile(&lat, 0.0),
+            percentile(&lat, 0.1),
             percentile(&lat, 0.5),
+            percentile(&lat, 0.9),
             percentile(&lat, 0.99),
             percentile(&lat, 1.0),
         );
@@ -291,18 +294,20 @@ async fn phases(
         let pg_cpu = cpu_between(&pg_r, &db.cpu().await);
         let rows = db.rows_written().await - rows_r;
         let after = broadcast(workers, "stats").await?;
+        let agents_cpu = workers_cpu(workers) - wcpu_r;
         println!(
-            "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms ({took:.1} s); \
+            "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms \
+             (first {first:.0}, p10 {p10:.0}, p90 {p90:.0}; {took:.1} s); \
              replicas' CPU {replicas_cpu:.2} s, PostgreSQL CPU {pg_cpu:.2} s ({:.0} % of the replicas'), agents' CPU {:.2} s; \
              {rows} rows written ({:.0}/s over {window:.1} s); redundant pushes {}",
             100.0 * pg_cpu / replicas_cpu.max(1e-9),
-            workers_cpu(workers) - wcpu_r,
+            agents_cpu,
             rows as f64 / window,
             sum(&after, "redundant"),
         );
         summary["rollout"] = json!({
-            "done": done, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
-            "replicas_cpu_s": replicas_cpu, "pg_cpu_s": pg_cpu, "rows": rows,
+            "done": done, "first_ms": first, "p10_ms": p10, "p50_ms": p50, "p90_ms": p90,
+            "p99_ms": p99, "max_ms": max, "replicas_cpu_s": replicas_cpu, "pg_cpu_s": pg_cpu, "rows": rows,
             "rows_per_s": rows as f64 / window,
         });
     }
