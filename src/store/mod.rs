@@ -238,7 +238,8 @@ impl Batch {
         }
     }
 
-    /// Takes the agent records of `agents` (queued after everything in this batch).
+    /// Takes every record waiting in `queue` (each queued after what this batch holds of its
+    /// agent, so it wins).
     fn take_agents(&mut self, queue: &mut AgentQueue) {
         self.ops += std::mem::take(&mut queue.ops);
         if self.agents.is_empty() {
