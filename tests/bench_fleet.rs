@@ -51,7 +51,8 @@ fn bench_fleet_ws_and_http_run_every_phase() {
 }
 
 /// `--replicas 2` on the private PostgreSQL cluster: both replicas serve, the rollout reaches
-/// every agent, and the database's figures are there.
+/// every agent, and the database's figures are there; over WebSocket, `--kill-one` kills the
+/// follower and its agents all re-sync on the other replica by themselves.
 #[test]
 fn bench_fleet_replicas_run_on_postgres() {
     let url = support::postgres::admin_url();
@@ -61,6 +62,7 @@ fn bench_fleet_replicas_run_on_postgres() {
             .args(["--replicas", "2", "--processes", "2", "--ramp", "0"])
             .args(["--heartbeat", "2", "--duration", "2", "--connections", "2"])
             .args(["--rollout", "--timeout", "40", "--store", &url])
+            .args((transport == "ws").then_some("--kill-one"))
             .output()
             .expect("running gitamp bench fleet --replicas");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -79,5 +81,11 @@ fn bench_fleet_replicas_run_on_postgres() {
         assert_eq!(r["rollout"]["done"], 50, "{transport}: {r}");
         assert!(r["rollout"]["rows"].as_i64().unwrap_or(0) > 0, "{r}");
         assert_eq!(r["redundant_pushes_total"], 0, "{transport}: {r}");
+        if transport == "ws" {
+            let k = &r["kill_one"];
+            assert_eq!(k["moved"], 25, "{r}");
+            assert_eq!(k["resynced"], 25, "{r}");
+            assert_eq!(k["redundant_pushes"], 0, "{r}");
+        }
     }
 }

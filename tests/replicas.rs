@@ -7,14 +7,18 @@
 //! - the status API of any replica lists every replica (one leader) and counts the whole fleet;
 //! - `kill -9` of the leader: another replica takes over (the time is printed, not asserted)
 //!   and a commit pushed meanwhile reaches the agents;
+//! - `kill -9` of a follower without a balancer: its agents, given every replica's address,
+//!   fail over to the others themselves, re-sync, converge on the next commit, and none is
+//!   pushed a config it runs;
 //! - a replica started with another repository is refused (exit 2).
 
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gitamp_opamp::agent::AgentHandle;
-use support::agents::{redundant, stop_all};
+use gitamp_opamp::agent::{AgentHandle, ClientTransport, SimAgent, WsOptions, spawn_agent};
+use support::agents::{linux_production, redundant, stop_all};
 use support::replicas::Fleet;
 use support::{GitFixture, eventually, get_json, start_agents, wait_all_applied};
 
@@ -188,6 +192,80 @@ async fn kill_9_of_the_leader_hands_over_and_a_commit_meanwhile_is_applied() {
             .ok_or(format!("{}", status["cluster"]))
     })
     .await;
+    stop_all(&agents).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_follower_its_agents_fail_over_to_the_others_by_themselves() {
+    let mut fleet = Fleet::start("replicas_client_failover", 3).await;
+    let leader = fleet.leader(&[0, 1, 2]).await;
+    let victim = (leader + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    let failover: Arc<[String]> = others.iter().map(|&i| fleet.servers[i].ws_url()).collect();
+    let agents: Vec<AgentHandle> = (0..6)
+        .map(|i| {
+            let ws = WsOptions {
+                reconnect_delay: Duration::from_millis(200),
+                failover: failover.clone(),
+                failover_offset: i,
+                ..WsOptions::default()
+            };
+            spawn_agent(
+                SimAgent::new(linux_production(&format!("failover-{i:02}"))),
+                ClientTransport::WebSocket(ws),
+                &fleet.servers[victim].ws_url(),
+            )
+        })
+        .collect();
+    let first = fleet.fixture.expected_hashes()[CONFIG];
+    wait_all_applied(&agents, first, WAIT, "the first revision, on the victim").await;
+    let full_before: Vec<u64> = agents.iter().map(|a| a.state().full_reports_sent).collect();
+
+    fleet.servers[victim].kill9();
+    let killed = Instant::now();
+    // Every agent connected again (to a survivor: the victim is gone) and re-sent its full
+    // state, which a replica that never saw it asks for.
+    eventually(WAIT, "every agent re-synced on a survivor", async || {
+        let behind = agents
+            .iter()
+            .zip(&full_before)
+            .filter(|(a, before)| {
+                let s = a.state();
+                !(s.connected && s.connections >= 2 && s.full_reports_sent > **before)
+            })
+            .count();
+        (behind == 0)
+            .then_some(())
+            .ok_or(format!("{behind} not yet"))
+    })
+    .await;
+    let resynced = killed.elapsed();
+    // The survivors hold all six, spread over both (agents start at different offsets).
+    let held = eventually(WAIT, "the survivors hold the six agents", async || {
+        let mut held = Vec::new();
+        for &i in &others {
+            let status = get_json(&fleet.servers[i].api_url("/api/v1/status")).await;
+            held.push(status["agents"]["connected"].as_u64().unwrap_or(0));
+        }
+        (held.iter().sum::<u64>() == 6)
+            .then_some(held.clone())
+            .ok_or(format!("{held:?}"))
+    })
+    .await;
+    assert!(held.iter().all(|&n| n > 0), "spread over both: {held:?}");
+
+    // They are planned where they are now: the next commit reaches them all.
+    fleet.fixture.set_team("after-client-failover");
+    fleet.fixture.commit_all("after the follower died");
+    fleet.fixture.push(false);
+    fleet.webhook(leader).await;
+    let second = fleet.fixture.expected_hashes()[CONFIG];
+    wait_all_applied(&agents, second, WAIT, "the commit, on the survivors").await;
+    println!(
+        "follower kill -9 -> all 6 agents re-synced on the survivors {held:?} in {:.2} s",
+        resynced.as_secs_f64()
+    );
+    assert_eq!(redundant(&agents), 0, "redundant pushes");
     stop_all(&agents).await;
 }
 

@@ -71,12 +71,21 @@ pub struct Args {
     /// `--processes` at least N). 0: one server on SQLite.
     #[arg(long, default_value_t = 0)]
     pub replicas: usize,
+    /// With `--replicas` (WebSocket): after the rollout, kill -9 one follower; its agents,
+    /// which know every replica's address, fail over to the others by themselves (no
+    /// balancer). Measures the time until all of them re-synced elsewhere and the pushes
+    /// that were not needed.
+    #[arg(long)]
+    pub kill_one: bool,
     /// With `--replicas`: a PostgreSQL URL whose user may create databases.
     #[arg(long, env = "GITAMP_BENCH_STORE", value_name = "URL")]
     pub store: Option<String>,
     /// Internal: run as a worker against this OpAMP URL.
     #[arg(long, hide = true)]
     pub worker_url: Option<String>,
+    /// Internal: the other servers a worker's WebSocket agents fail over to, in order.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    pub worker_failover: Vec<String>,
     /// Internal: this worker's index (chooses its source addresses).
     #[arg(long, hide = true, default_value_t = 0)]
     pub worker_index: usize,
@@ -130,8 +139,7 @@ impl Tracked {
             (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
         let mut heartbeats = 0u64;
         for a in &self.fleet.agents {
-            let rx = a.subscribe();
-            let s = rx.borrow();
+            let s = a.state_ref();
             connected += s.connected as u64;
             applied += s.applied_hash().is_some() as u64;
             sent += s.messages_sent;
@@ -203,6 +211,7 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
         ws: WsOptions {
             // A restarted server comes back within a second or two; do not hammer it.
             reconnect_delay: Duration::from_millis(500),
+            failover: args.worker_failover.clone().into(),
             ..WsOptions::default()
         },
         ..SimFleetOptions::default()
@@ -255,8 +264,7 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                         .agents
                         .iter()
                         .filter_map(|a| {
-                            let s = a.subscribe();
-                            let s = s.borrow();
+                            let s = a.state_ref();
                             (s.applied_generations >= g)
                                 .then_some(s.last_applied_unix_ns as f64 / 1e6)
                         })
@@ -266,11 +274,13 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                     t.fleet
                         .agents
                         .iter()
-                        .filter(|a| a.subscribe().borrow().applied_generations >= g)
+                        .filter(|a| a.state_ref().applied_generations >= g)
                         .count()
                 };
+                // Each agent stamps its own apply time, so the poll's period is not in the
+                // figures; a short one only took CPU from the server under test.
                 while done(&t) < n && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 let ms = applied(&t);
                 reply(json!({
@@ -283,19 +293,19 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                     .fleet
                     .agents
                     .iter()
-                    .map(|a| a.subscribe().borrow().full_reports_sent)
+                    .map(|a| a.state_ref().full_reports_sent)
                     .collect();
                 t.marked_connections = t
                     .fleet
                     .agents
                     .iter()
-                    .map(|a| a.subscribe().borrow().connections)
+                    .map(|a| a.state_ref().connections)
                     .collect();
                 t.marked_redundant = t
                     .fleet
                     .agents
                     .iter()
-                    .map(|a| a.subscribe().borrow().redundant_configs_received)
+                    .map(|a| a.state_ref().redundant_configs_received)
                     .sum();
                 reply(json!({"type": "ok"}));
             }
@@ -310,8 +320,7 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                     let mut reconnected = 0;
                     let mut resynced = 0;
                     for (i, a) in t.fleet.agents.iter().enumerate() {
-                        let rx = a.subscribe();
-                        let s = rx.borrow();
+                        let s = a.state_ref();
                         if !ws || (s.connected && s.connections > t.marked_connections[i]) {
                             reconnected += 1;
                         }
@@ -327,7 +336,7 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                             .fleet
                             .agents
                             .iter()
-                            .map(|a| a.subscribe().borrow().redundant_configs_received)
+                            .map(|a| a.state_ref().redundant_configs_received)
                             .sum();
                         reply(json!({
                             "type": "resync", "agents": n, "reconnected": reconnected,
@@ -338,7 +347,7 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                         }));
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
             Some("stop") => {
@@ -393,15 +402,21 @@ pub(super) fn spawn_worker(
     agents: usize,
     index: usize,
     url: &str,
+    failover: &[String],
 ) -> anyhow::Result<Worker> {
     let p = args.processes.max(1);
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(["bench", "fleet", "--transport", &args.transport])
         .args(["--agents", &agents.to_string()])
         .args(["--ramp", &(args.ramp / p as f64).to_string()])
         .args(["--heartbeat", &crate::cli::duration::to_arg(args.heartbeat)])
         .args(["--connections", &(args.connections / p).max(1).to_string()])
-        .args(["--worker-url", url, "--worker-index", &index.to_string()])
+        .args(["--worker-url", url, "--worker-index", &index.to_string()]);
+    if !failover.is_empty() {
+        command.args(["--worker-failover", &failover.join(",")]);
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -443,12 +458,22 @@ async fn server_synced(
 }
 
 pub(super) async fn broadcast(workers: &mut Vec<Worker>, cmd: &str) -> anyhow::Result<Vec<Value>> {
-    for w in workers.iter_mut() {
-        w.send(cmd)?;
+    broadcast_to(workers, |_| true, cmd).await
+}
+
+/// [`broadcast`] to the workers whose index `pick` chooses.
+pub(super) async fn broadcast_to(
+    workers: &mut Vec<Worker>,
+    pick: impl Fn(usize) -> bool,
+    cmd: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let picked: Vec<usize> = (0..workers.len()).filter(|&i| pick(i)).collect();
+    for &i in &picked {
+        workers[i].send(cmd)?;
     }
     let mut taken = std::mem::take(workers);
     let (taken, answers) = tokio::task::spawn_blocking(move || {
-        let answers: anyhow::Result<Vec<Value>> = taken.iter_mut().map(Worker::recv).collect();
+        let answers: anyhow::Result<Vec<Value>> = picked.iter().map(|&i| taken[i].recv()).collect();
         (taken, answers)
     })
     .await?;
@@ -512,7 +537,7 @@ async fn parent(args: Args) -> anyhow::Result<ExitCode> {
     let ramp_start = Instant::now();
     for i in 0..p {
         let agents = args.agents / p + usize::from(i < args.agents % p);
-        workers.push(spawn_worker(&exe, &args, agents, i, &url)?);
+        workers.push(spawn_worker(&exe, &args, agents, i, &url, &[])?);
     }
     let result = phases(
         &args,

@@ -5,7 +5,10 @@
 //! figures per replica (RSS per agent it holds, CPU) and the database's share: PostgreSQL's
 //! CPU (its server processes, found through `pg_stat_activity`) and rows written per second
 //! (`pg_stat_database`). Worker i talks to replica i mod N directly (no balancer: the
-//! balancer's failover is what tests/replicas_balancer.rs checks).
+//! balancer's failover is what tests/replicas_balancer.rs checks); its WebSocket agents know
+//! the other replicas' addresses and fail over to them by themselves, which `--kill-one`
+//! measures (a balancer in front of 60,000 agents would need two sockets per agent, past the
+//! 20,000 files a process may open here).
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -15,7 +18,9 @@ use anyhow::{Context, bail};
 use serde_json::json;
 use sqlx::Connection as _;
 
-use super::fleet::{Args, Worker, broadcast, spawn_worker, sum, unix_ns, workers_cpu};
+use super::fleet::{
+    Args, Worker, broadcast, broadcast_to, spawn_worker, sum, unix_ns, workers_cpu,
+};
 use super::harness::{BenchRepo, Server, cpu_seconds, percentile};
 
 /// The database the benchmark makes (dropped and made again at each run: replicas refuse a
@@ -101,7 +106,10 @@ pub async fn parent(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if args.restart {
-        bail!("--restart is for one server; with --replicas see tests/replicas_balancer.rs");
+        bail!("--restart is for one server; with --replicas, --kill-one kills a replica");
+    }
+    if args.kill_one && (args.transport != "ws" || r < 2) {
+        bail!("--kill-one needs WebSocket agents and at least 2 replicas");
     }
     let admin = args
         .store
@@ -150,12 +158,19 @@ pub async fn parent(args: Args) -> anyhow::Result<ExitCode> {
         let agents = args.agents / p + usize::from(i < args.agents % p);
         held[i % r] += agents;
         let target = format!("{scheme}://{}/v1/opamp", servers[i % r].opamp);
-        workers.push(spawn_worker(&exe, &args, agents, i, &target)?);
+        // The other replicas, from the next one on (each agent starts at its own offset).
+        let failover: Vec<String> = match args.transport.as_str() {
+            "ws" => (1..r)
+                .map(|k| format!("ws://{}/v1/opamp", servers[(i + k) % r].opamp))
+                .collect(),
+            _ => Vec::new(),
+        };
+        workers.push(spawn_worker(&exe, &args, agents, i, &target, &failover)?);
     }
     let result = phases(
         &args,
         &repo,
-        &servers,
+        &mut servers,
         &held,
         &idle,
         &client,
@@ -179,7 +194,7 @@ pub async fn parent(args: Args) -> anyhow::Result<ExitCode> {
 async fn phases(
     args: &Args,
     repo: &BenchRepo,
-    servers: &[Server],
+    servers: &mut [Server],
     held: &[usize],
     idle: &[u64],
     client: &reqwest::Client,
@@ -264,8 +279,11 @@ async fn phases(
             .map(|at| at - fired)
             .collect();
         lat.sort_by(f64::total_cmp);
-        let (p50, p99, max) = (
+        let (first, p10, p50, p90, p99, max) = (
+            percentile(&lat, 0.0),
+            percentile(&lat, 0.1),
             percentile(&lat, 0.5),
+            percentile(&lat, 0.9),
             percentile(&lat, 0.99),
             percentile(&lat, 1.0),
         );
@@ -276,23 +294,138 @@ async fn phases(
         let pg_cpu = cpu_between(&pg_r, &db.cpu().await);
         let rows = db.rows_written().await - rows_r;
         let after = broadcast(workers, "stats").await?;
+        let agents_cpu = workers_cpu(workers) - wcpu_r;
         println!(
-            "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms ({took:.1} s); \
+            "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms \
+             (first {first:.0}, p10 {p10:.0}, p90 {p90:.0}; {took:.1} s); \
              replicas' CPU {replicas_cpu:.2} s, PostgreSQL CPU {pg_cpu:.2} s ({:.0} % of the replicas'), agents' CPU {:.2} s; \
              {rows} rows written ({:.0}/s over {window:.1} s); redundant pushes {}",
             100.0 * pg_cpu / replicas_cpu.max(1e-9),
-            workers_cpu(workers) - wcpu_r,
+            agents_cpu,
             rows as f64 / window,
             sum(&after, "redundant"),
         );
         summary["rollout"] = json!({
-            "done": done, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
-            "replicas_cpu_s": replicas_cpu, "pg_cpu_s": pg_cpu, "rows": rows,
+            "done": done, "first_ms": first, "p10_ms": p10, "p50_ms": p50, "p90_ms": p90,
+            "p99_ms": p99, "max_ms": max, "replicas_cpu_s": replicas_cpu, "pg_cpu_s": pg_cpu, "rows": rows,
             "rows_per_s": rows as f64 / window,
         });
+    }
+    if args.kill_one {
+        summary["kill_one"] = kill_one(args, servers, held, client, workers, db).await?;
     }
     let last = broadcast(workers, "stats").await?;
     summary["redundant_pushes_total"] = json!(sum(&last, "redundant"));
     summary["transport_errors"] = json!(sum(&last, "errors"));
     Ok(summary)
+}
+
+/// Whether replica `s` says it leads.
+async fn is_leader(s: &Server, client: &reqwest::Client) -> anyhow::Result<bool> {
+    let status: serde_json::Value = client
+        .get(format!("http://{}/api/v1/status", s.api))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(status["cluster"]["leader"] == true)
+}
+
+/// kill -9 of one follower: the time until every one of its agents connected to another
+/// replica and re-sent its full state there (the agents' side), until the survivors' status
+/// counts the whole fleet connected and synced (the servers' side), and the pushes that were
+/// not needed (the agents ran the served config all along: every push is redundant).
+async fn kill_one(
+    args: &Args,
+    servers: &mut [Server],
+    held: &[usize],
+    client: &reqwest::Client,
+    workers: &mut Vec<Worker>,
+    db: &mut Database,
+) -> anyhow::Result<serde_json::Value> {
+    let r = servers.len();
+    let n = args.agents as u64;
+    // A follower: a leader's death adds an election (tests/replicas.rs measures that one).
+    let mut victim = None;
+    for i in (0..r).rev() {
+        if !is_leader(&servers[i], client).await? {
+            victim = Some(i);
+            break;
+        }
+    }
+    let v = victim.context("no follower to kill")?;
+    let survivors: Vec<usize> = (0..r).filter(|&i| i != v).collect();
+    let theirs = |w: usize| w % r == v;
+    broadcast_to(workers, theirs, "mark").await?;
+    let before = broadcast(workers, "stats").await?;
+    let cpu = |s: &[Server]| -> f64 { survivors.iter().map(|&i| s[i].cpu_seconds()).sum() };
+    let (cpu_k, pg_k, rows_k, wcpu_k) = (
+        cpu(servers),
+        db.cpu().await,
+        db.rows_written().await,
+        workers_cpu(workers),
+    );
+    let killed_ms = unix_ns() as f64 / 1e6;
+    let killed = Instant::now();
+    let _ = servers[v].child.kill();
+    let _ = servers[v].child.wait();
+    let timeout = args.timeout;
+    let survivors_ref = &survivors;
+    let servers_ref = &*servers;
+    // The servers' side: every agent connected and synced on the survivors.
+    let server_side = async move {
+        loop {
+            let (mut connected, mut synced) = (0, 0);
+            for &i in survivors_ref {
+                if let Ok((c, s)) = servers_ref[i].agent_counts(client).await {
+                    connected += c;
+                    synced += s;
+                }
+            }
+            if connected >= n && synced >= n {
+                return Some(killed.elapsed().as_secs_f64() * 1e3);
+            }
+            if killed.elapsed() > timeout {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    let cmd = format!("wait-resync {}", timeout.as_millis());
+    let (answers, synced_ms) = tokio::join!(broadcast_to(workers, theirs, &cmd), server_side);
+    let answers = answers?;
+    let latest = |key: &str| {
+        answers
+            .iter()
+            .filter_map(|a| a[key].as_f64())
+            .fold(f64::NAN, f64::max)
+            - killed_ms
+    };
+    let (reconnected_ms, resynced_ms) = (latest("reconnected_unix_ms"), latest("resynced_unix_ms"));
+    let moved = sum(&answers, "agents");
+    let resynced = sum(&answers, "resynced");
+    let after = broadcast(workers, "stats").await?;
+    let redundant = sum(&after, "redundant").saturating_sub(sum(&before, "redundant"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let window = killed.elapsed().as_secs_f64();
+    let replicas_cpu = cpu(servers) - cpu_k;
+    let pg_cpu = cpu_between(&pg_k, &db.cpu().await);
+    let rows = db.rows_written().await - rows_k;
+    let agents_cpu = workers_cpu(workers) - wcpu_k;
+    let rss: Vec<u64> = survivors.iter().map(|&i| servers[i].rss_kib()).collect();
+    println!(
+        "kill -9 of follower {v} ({} agents): all reconnected elsewhere {reconnected_ms:.0} ms and re-sent full state {resynced_ms:.0} ms after \
+         ({resynced} of {moved} re-synced); survivors saw all {n} connected and synced after {} ms; redundant pushes {redundant}; \
+         survivors' CPU {replicas_cpu:.2} s, PostgreSQL CPU {pg_cpu:.2} s, agents' CPU {agents_cpu:.2} s; {rows} rows written ({:.0}/s over {window:.1} s); \
+         survivors' RSS {rss:?} KiB",
+        held[v],
+        synced_ms.map_or("-".to_string(), |m| format!("{m:.0}")),
+        rows as f64 / window,
+    );
+    Ok(json!({
+        "victim": v, "moved": moved, "resynced": resynced, "reconnected_ms": reconnected_ms,
+        "resynced_ms": resynced_ms, "servers_synced_ms": synced_ms, "redundant_pushes": redundant,
+        "replicas_cpu_s": replicas_cpu, "pg_cpu_s": pg_cpu, "agents_cpu_s": agents_cpu,
+        "rows": rows, "survivors_rss_kib": rss,
+    }))
 }

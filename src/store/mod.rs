@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
@@ -210,25 +210,10 @@ impl Batch {
     pub fn push(&mut self, op: StoreOp) {
         self.ops += 1;
         match op {
-            StoreOp::UpsertAgent(mut a) => {
-                // A pending upsert's labels, description or health survive a later one that
-                // keeps them.
-                if let Some(Some(pending)) = self.agents.get_mut(&a.instance_uid) {
-                    if a.labels.is_none() {
-                        a.labels = pending.labels.take();
-                    }
-                    if a.description.is_none() {
-                        a.description = pending.description.take();
-                    }
-                    if a.health.is_none() {
-                        a.health = pending.health.take();
-                    }
-                }
-                self.agents.insert(a.instance_uid.clone(), Some(a));
+            StoreOp::UpsertAgent(a) => {
+                coalesce_agent(&mut self.agents, a.instance_uid.clone(), Some(a))
             }
-            StoreOp::DeleteAgent(uid) => {
-                self.agents.insert(uid, None);
-            }
+            StoreOp::DeleteAgent(uid) => coalesce_agent(&mut self.agents, uid, None),
             StoreOp::RecordRevision(r) => self.revisions.push(r),
             StoreOp::SaveRollout(r) => {
                 self.rollouts
@@ -254,6 +239,19 @@ impl Batch {
         }
     }
 
+    /// Takes every record waiting in `queue` (each queued after what this batch holds of its
+    /// agent, so it wins).
+    fn take_agents(&mut self, queue: &mut AgentQueue) {
+        self.ops += std::mem::take(&mut queue.ops);
+        if self.agents.is_empty() {
+            self.agents = std::mem::take(&mut queue.records);
+        } else {
+            for (uid, record) in std::mem::take(&mut queue.records) {
+                coalesce_agent(&mut self.agents, uid, record);
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.agents.is_empty()
             && self.revisions.is_empty()
@@ -264,6 +262,30 @@ impl Batch {
             && self.prune_configs.is_none()
             && self.convergence.is_empty()
     }
+}
+
+/// Queues `record` (`None`: a delete) of agent `uid` over a pending one: the newest wins, but a
+/// pending upsert's labels, description or health survive a later one that keeps them.
+fn coalesce_agent(
+    agents: &mut BTreeMap<String, Option<AgentRecord>>,
+    uid: String,
+    record: Option<AgentRecord>,
+) {
+    let record = record.map(|mut a| {
+        if let Some(Some(pending)) = agents.get_mut(&uid) {
+            if a.labels.is_none() {
+                a.labels = pending.labels.take();
+            }
+            if a.description.is_none() {
+                a.description = pending.description.take();
+            }
+            if a.health.is_none() {
+                a.health = pending.health.take();
+            }
+        }
+        a
+    });
+    agents.insert(uid, record);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -492,7 +514,8 @@ pub struct WriterOptions {
     pub max_delay: Duration,
     /// Commit as soon as this many ops are pending.
     pub max_ops: usize,
-    /// Capacity of the op queue; `send` waits (and `try_send` fails) when it is full.
+    /// Capacity of the queue of ops other than agent records; `send` waits (and `try_send`
+    /// fails) when it is full. Agent records are not counted: see [`StoreWriter`].
     pub queue: usize,
 }
 
@@ -515,10 +538,41 @@ enum Msg {
     Flush(oneshot::Sender<Result<(), String>>),
 }
 
+/// Agent records waiting for the writer: the newest per agent (see [`coalesce_agent`]).
+#[derive(Default)]
+struct AgentQueue {
+    records: BTreeMap<String, Option<AgentRecord>>,
+    /// Records queued since the writer last took them (for the size trigger and the logs).
+    ops: usize,
+}
+
+/// What producers and the writer task share besides the op channel.
+struct Shared {
+    agents: std::sync::Mutex<AgentQueue>,
+    /// Wakes the writer when the agent queue stops being empty or reaches `max_ops`.
+    wake: Notify,
+    max_ops: usize,
+}
+
+impl Shared {
+    fn agents(&self) -> std::sync::MutexGuard<'_, AgentQueue> {
+        // A producer that panicked while holding the lock left a consistent map (inserts only).
+        self.agents.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Handle to the write-behind task: cheap to clone, one per producer.
+///
+/// Agent records never wait and are never dropped: a burst (a rollout's plan writes a record
+/// per agent, a reconnect storm thousands a second) would overflow any bounded queue while a
+/// slow commit runs, and a dropped record was a lost applied hash until the agent's next
+/// change. They are coalesced per agent instead (the newest replaces the queued one), so what
+/// is queued is bounded by the fleet, not by the burst. Every other op goes through a bounded
+/// channel, in order.
 #[derive(Clone)]
 pub struct StoreWriter {
     tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
 }
 
 impl StoreWriter {
@@ -526,29 +580,62 @@ impl StoreWriter {
     /// is dropped.
     pub fn spawn<S: Store>(store: Arc<S>, opts: WriterOptions) -> (StoreWriter, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(opts.queue.max(1));
-        let task = tokio::spawn(writer_loop(store, opts, rx));
-        (StoreWriter { tx }, task)
+        let shared = Arc::new(Shared {
+            agents: std::sync::Mutex::new(AgentQueue::default()),
+            wake: Notify::new(),
+            max_ops: opts.max_ops.max(1),
+        });
+        let task = tokio::spawn(writer_loop(store, opts, rx, shared.clone()));
+        (StoreWriter { tx, shared }, task)
     }
 
-    /// Queue an op, waiting for room (backpressure).
+    /// Queues an agent's record (or its deletion) over any queued one of the same agent.
+    fn queue_agent(&self, uid: String, record: Option<AgentRecord>) -> Result<(), StoreError> {
+        if self.tx.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        let wake = {
+            let mut q = self.shared.agents();
+            let was_empty = q.records.is_empty();
+            coalesce_agent(&mut q.records, uid, record);
+            q.ops += 1;
+            was_empty || q.ops == self.shared.max_ops
+        };
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queue an op, waiting for room (backpressure); agent records never wait.
     pub async fn send(&self, op: StoreOp) -> Result<(), StoreError> {
-        self.tx
-            .send(Msg::Op(op))
-            .await
-            .map_err(|_| StoreError::Closed)
+        match op {
+            StoreOp::UpsertAgent(a) => self.queue_agent(a.instance_uid.clone(), Some(a)),
+            StoreOp::DeleteAgent(uid) => self.queue_agent(uid, None),
+            op => self
+                .tx
+                .send(Msg::Op(op))
+                .await
+                .map_err(|_| StoreError::Closed),
+        }
     }
 
-    /// Queue an op without waiting: for paths that must never block on the disk.
+    /// Queue an op without waiting: for paths that must never block on the disk. Only ops
+    /// other than agent records can find the queue full.
     pub fn try_send(&self, op: StoreOp) -> Result<(), StoreError> {
-        self.tx.try_send(Msg::Op(op)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => StoreError::Full,
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })
+        match op {
+            StoreOp::UpsertAgent(a) => self.queue_agent(a.instance_uid.clone(), Some(a)),
+            StoreOp::DeleteAgent(uid) => self.queue_agent(uid, None),
+            op => self.tx.try_send(Msg::Op(op)).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Full,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            }),
+        }
     }
 
-    /// Whether at most a quarter of the queue is taken: producers of ops that may be dropped
-    /// (events) stop there, so those that must not be (agent records, which a reconnect
-    /// storm's plan writes by the thousand right after as many events) keep the rest.
+    /// Whether at most a quarter of the op queue is taken: producers of ops that may be
+    /// dropped (events) stop there, so those that must not be (revisions, rollouts) keep the
+    /// rest.
     pub fn has_headroom(&self) -> bool {
         self.tx.capacity() >= self.tx.max_capacity() - self.tx.max_capacity() / 4
     }
@@ -574,43 +661,70 @@ impl StoreWriter {
     }
 }
 
-async fn writer_loop<S: Store>(store: Arc<S>, opts: WriterOptions, mut rx: mpsc::Receiver<Msg>) {
+async fn writer_loop<S: Store>(
+    store: Arc<S>,
+    opts: WriterOptions,
+    mut rx: mpsc::Receiver<Msg>,
+    shared: Arc<Shared>,
+) {
     let mut batch = Batch::default();
     let mut deadline: Option<Instant> = None;
+    let max_ops = shared.max_ops;
+    // Commits `batch` with every agent record queued so far (those queued before a flush
+    // included: they are in the map by the time its message is read).
+    let commit_all = async |batch: &mut Batch| {
+        batch.take_agents(&mut shared.agents());
+        commit(&*store, batch).await
+    };
     loop {
-        let msg = match deadline {
-            Some(d) => tokio::select! {
-                m = rx.recv() => m,
-                _ = tokio::time::sleep_until(d) => {
-                    let _ = commit(&*store, &mut batch).await;
-                    deadline = None;
-                    continue;
-                }
-            },
-            None => rx.recv().await,
+        let msg = tokio::select! {
+            m = rx.recv() => Some(m),
+            () = shared.wake.notified() => None,
+            () = sleep_until_some(deadline) => {
+                let _ = commit_all(&mut batch).await;
+                deadline = None;
+                continue;
+            }
         };
         match msg {
+            // Agent records arrived.
             None => {
-                let _ = commit(&*store, &mut batch).await;
-                break;
-            }
-            Some(Msg::Op(op)) => {
-                batch.push(op);
-                if batch.ops >= opts.max_ops {
-                    let _ = commit(&*store, &mut batch).await;
+                if batch.ops + shared.agents().ops >= max_ops {
+                    let _ = commit_all(&mut batch).await;
                     deadline = None;
                 } else if deadline.is_none() {
                     deadline = Some(Instant::now() + opts.max_delay);
                 }
             }
-            Some(Msg::Flush(reply)) => {
-                let result = commit(&*store, &mut batch).await;
+            Some(None) => {
+                let _ = commit_all(&mut batch).await;
+                break;
+            }
+            Some(Some(Msg::Op(op))) => {
+                batch.push(op);
+                if batch.ops >= max_ops {
+                    let _ = commit_all(&mut batch).await;
+                    deadline = None;
+                } else if deadline.is_none() {
+                    deadline = Some(Instant::now() + opts.max_delay);
+                }
+            }
+            Some(Some(Msg::Flush(reply))) => {
+                let result = commit_all(&mut batch).await;
                 deadline = None;
                 let _ = reply.send(result);
             }
         }
     }
     debug!("Store writer stopped.");
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Apply the pending batch; retry once (a busy database, a transient I/O error), then drop it:

@@ -43,6 +43,13 @@ impl AgentHandle {
         self.state.borrow().instance_uid.clone()
     }
 
+    /// Reads the agent's state in place: no copy and no new receiver, for a load generator
+    /// that looks at tens of thousands of agents several times a second.
+    /// Do not hold it across an `.await`: the agent waits for it to update its state.
+    pub fn state_ref(&self) -> watch::Ref<'_, AgentState> {
+        self.state.borrow()
+    }
+
     /// A receiver that wakes on every state change.
     pub fn subscribe(&self) -> watch::Receiver<AgentState> {
         self.state.clone()

@@ -56,7 +56,7 @@ pub struct SimFleetOptions {
     pub host_prefix: String,
     /// Last word on each agent's options.
     pub customize: Option<Customize>,
-    /// WebSocket options (the local address is set per agent from the transport).
+    /// WebSocket options (the local address and the failover offset are set per agent).
     pub ws: WsOptions,
     /// HTTP pool options (connections and gzip come from the transport).
     pub http: HttpPoolOptions,
@@ -178,6 +178,7 @@ pub fn run_fleet(
                     if !ips.is_empty() {
                         o.local_ip = Some(ips[i % ips.len()]);
                     }
+                    o.failover_offset = i;
                     ClientTransport::WebSocket(o)
                 }),
                 with_scheme(server_url, true),

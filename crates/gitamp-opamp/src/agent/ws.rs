@@ -227,6 +227,9 @@ impl Writer {
 }
 
 enum After {
+    /// The connection died (or the server closed it): try the next server.
+    Failover,
+    /// A blip asked for by the handle: the same server again.
     Reconnect,
     Stop,
 }
@@ -239,10 +242,13 @@ pub(crate) async fn run(
     mut ctl: mpsc::UnboundedReceiver<Control>,
 ) {
     let mut first = true;
+    // Which server of `url` and `opts.failover` (see `WsOptions::server`).
+    let mut attempt = 0;
     loop {
+        let server = opts.server(&url, attempt);
         // A Stop queued before we ever connected ends the agent without connecting.
         let connected = tokio::select! {
-            r = tokio::time::timeout(opts.connect_timeout, connect(&url, &opts)) => {
+            r = tokio::time::timeout(opts.connect_timeout, connect(server, &opts)) => {
                 r.unwrap_or_else(|_| Err("connect timed out".to_owned()))
             }
             c = ctl.recv() => match c {
@@ -255,6 +261,7 @@ pub(crate) async fn run(
             Ok(halves) => halves,
             Err(e) => {
                 agent.note_transport_error(e);
+                attempt += 1;
                 if wait_or_stop(&mut ctl, &mut agent, opts.reconnect_delay).await {
                     break;
                 }
@@ -272,7 +279,10 @@ pub(crate) async fn run(
         agent.note_connected(false);
         match after {
             After::Stop => break,
-            After::Reconnect => {
+            After::Failover | After::Reconnect => {
+                if matches!(after, After::Failover) {
+                    attempt += 1;
+                }
                 if wait_or_stop(&mut ctl, &mut agent, opts.reconnect_delay).await {
                     break;
                 }
@@ -311,7 +321,7 @@ async fn session(
 ) -> After {
     if let Err(e) = writer.send(std::slice::from_ref(&hello)).await {
         agent.note_transport_error(e);
-        return After::Reconnect;
+        return After::Failover;
     }
     // The stream keeps a read in progress between polls (`MessageReader::next` is not
     // cancel-safe), so `select!` may drop its `next()` without losing half a frame.
@@ -332,7 +342,7 @@ async fn session(
                         if !answers.is_empty() {
                             if let Err(e) = writer.send(&answers).await {
                                 agent.note_transport_error(e);
-                                return After::Reconnect;
+                                return After::Failover;
                             }
                             next_hb = Instant::now() + agent.heartbeat_interval();
                         }
@@ -342,7 +352,7 @@ async fn session(
                 Ok(Incoming::Ping(payload)) => {
                     if let Err(e) = writer.pong(&payload).await {
                         agent.note_transport_error(e);
-                        return After::Reconnect;
+                        return After::Failover;
                     }
                 }
                 // Text is not OpAMP; pongs need no answer.
@@ -350,7 +360,7 @@ async fn session(
                 Ok(Incoming::Close(_)) => {
                     // Answer the close (§5.5.1); the server closes the connection.
                     let _ = writer.close(CLOSE_NORMAL).await;
-                    return After::Reconnect;
+                    return After::Failover;
                 }
                 Err(e) => {
                     // A connection that simply ended (a killed server's look) is not counted as
@@ -358,14 +368,14 @@ async fn session(
                     if !matches!(&e, websocket::ReadError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof) {
                         agent.note_transport_error(format!("read: {e}"));
                     }
-                    return After::Reconnect;
+                    return After::Failover;
                 }
             },
             _ = tokio::time::sleep_until(next_hb), if beats => {
                 let hb = agent.heartbeat();
                 if let Err(e) = writer.send(std::slice::from_ref(&hb)).await {
                     agent.note_transport_error(e);
-                    return After::Reconnect;
+                    return After::Failover;
                 }
                 next_hb = Instant::now() + agent.heartbeat_interval();
             }
@@ -375,7 +385,7 @@ async fn session(
                     let hb = agent.heartbeat();
                     if let Err(e) = writer.send(std::slice::from_ref(&hb)).await {
                         agent.note_transport_error(e);
-                        return After::Reconnect;
+                        return After::Failover;
                     }
                     next_hb = Instant::now() + agent.heartbeat_interval();
                 }
