@@ -332,7 +332,8 @@ const CHANGED_AGENTS: &str = "SELECT instance_uid, \
  CASE WHEN labels_written_by >= $1::text::xid8 THEN COALESCE(labels, '{}') END AS labels, \
  capabilities, COALESCE(health, 'null') AS health, reported_hash, remote_config_status, \
  sent_hash, failed_hashes, applied_hash, \
- (connected AND replica IS NOT NULL AND replica IN (SELECT id FROM replicas)) AS live, \
+ (connected AND replica IS NOT NULL AND replica IN (SELECT id FROM replicas r WHERE EXISTS \
+  (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id))) AS live, \
  pg_snapshot_xmin(pg_current_snapshot())::text AS next \
  FROM agents WHERE written_by >= $1::text::xid8";
 
@@ -351,11 +352,24 @@ pub struct FleetAgentRow {
     pub sent_hash: Option<String>,
     pub failed_hashes: Vec<String>,
     pub applied_hash: Option<String>,
-    /// Connected to a replica that is alive (has a row in `replicas`).
+    /// Connected to a replica that is alive: it has a row in `replicas` and sessions open
+    /// (a killed process's sessions end with it, long before its row is retired).
     pub live: bool,
 }
 
 impl PgStore {
+    /// The replicas alive now: a row in `replicas` and sessions open (their sessions carry
+    /// the replica's id as `application_name`), sorted.
+    pub async fn live_replicas(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT r.id FROM replicas r WHERE EXISTS (SELECT 1 FROM pg_stat_activity a \
+             WHERE a.application_name = r.id) ORDER BY r.id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("reading the live replicas"))
+    }
+
     /// The agents' records written since `watermark` (`"0"` for every row), and the watermark
     /// for the next read. See [`CHANGED_AGENTS`].
     pub async fn changed_agents(

@@ -373,8 +373,22 @@ async fn leader_term(
         .map_err(q("listening for agent changes"))?;
     let mut fleet: Option<FleetRollouts> = None;
     let mut watermark = "0".to_string();
+    let mut live: Option<Vec<String>> = None;
     info!("Stepping rollouts over the whole fleet.");
     loop {
+        // A replica gone (killed: its sessions ended) leaves its agents' rows as they were:
+        // read every row again, so they count as disconnected at once, not once the heartbeat
+        // retires the replica.
+        if let Ok(now) = store.live_replicas().await {
+            if live
+                .as_ref()
+                .is_some_and(|was| was.iter().any(|r| !now.contains(r)))
+            {
+                info!("A replica is gone: reading every agent again.");
+                watermark = "0".into();
+            }
+            live = Some(now);
+        }
         if let Some(serving) = state.serving.load_full() {
             let revision = &serving.revision.revision;
             match fleet.as_mut() {
@@ -422,15 +436,25 @@ async fn leader_term(
                 f.step()
             });
             crate::telemetry::cluster_rollout_step(started.elapsed(), rows.len());
+            debug!(
+                revision = %f.revision,
+                rows = rows.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "Stepped the fleet's rollouts."
+            );
             for event in events {
                 state.emit(event);
             }
             write_rollouts(&cluster, &state, f).await?;
         }
+        let cost = started.elapsed();
         // Wait for a notice (or the recheck), then gather the rest of the burst.
+        let stepped = fleet.as_ref().map(|f| f.revision.clone());
         let notice = tokio::select! {
             _ = term.cancelled() => return Ok(()),
             n = tokio::time::timeout(RECHECK, listener.recv()) => n,
+            // A new revision served: its rollouts start now, not at the recheck.
+            _ = served_other_than(&state, stepped) => continue,
         };
         match notice {
             Ok(Ok(n)) if n.channel() == RESUME_CHANNEL => {
@@ -454,9 +478,25 @@ async fn leader_term(
             Ok(Ok(_)) | Err(_) => {}
             Ok(Err(err)) => return Err(q("listening for agent changes")(err)),
         }
-        if sleep_or_cancel(GATHER.max(started.elapsed() * 2), &term).await {
+        if sleep_or_cancel(GATHER.max(cost * 2), &term).await {
             return Ok(());
         }
+    }
+}
+
+/// Returns once this replica serves a revision other than `revision` (checked every 100 ms: the
+/// reconciler swaps what it serves and says so to nobody in particular).
+async fn served_other_than(state: &AppState, revision: Option<String>) {
+    loop {
+        let now = state
+            .serving
+            .load()
+            .as_ref()
+            .map(|s| s.revision.revision.clone());
+        if now.is_some() && now != revision {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
