@@ -16,8 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use gitamp_core::ConfigHash;
 use gitamp_core::catalog::model::OnFailure;
-use gitamp_core::plan::{Desired, ObservedAgent, ReportedStatus, Timing, plan_agent};
-use gitamp_opamp::proto::AgentCapabilities;
+use gitamp_core::plan::{Desired, Timing, plan_agent};
 use gitamp_opamp::report::{
     ConnectionInfo, Description, Health, RemoteState, RemoteStatus, Transport,
 };
@@ -278,10 +277,6 @@ fn build(rows: Vec<FleetRow>, serving: Option<&Serving>, now: SystemTime) -> Rem
     }
 }
 
-fn hash(hex: Option<&str>) -> Option<ConfigHash> {
-    hex.and_then(ConfigHash::from_hex)
-}
-
 fn remote_state(name: Option<&str>) -> Option<RemoteState> {
     name.map(|n| match n {
         "APPLIED" => RemoteState::Applied,
@@ -299,42 +294,14 @@ pub(crate) fn remote_agent(
     now_ms: u64,
 ) -> Option<RemoteAgent> {
     let uid: Uid = hex::decode(&row.instance_uid).ok()?.try_into().ok()?;
-    let connected = row.connected && row.replica.is_some();
-    let state = remote_state(row.remote_config_status.as_deref());
-    let reported_status = match state {
-        Some(RemoteState::Applied) => ReportedStatus::Applied,
-        Some(RemoteState::Applying) => ReportedStatus::Applying,
-        Some(RemoteState::Failed) => ReportedStatus::Failed {
-            error: row.remote_config_error.clone().unwrap_or_default(),
-        },
-        Some(RemoteState::Unset) | None => ReportedStatus::Unset,
-    };
-    let failed_hashes: Vec<ConfigHash> = row
-        .failed_hashes
-        .iter()
-        .filter_map(|h| ConfigHash::from_hex(h))
-        .collect();
-    let sent =
-        hash(row.sent_hash.as_deref()).zip(row.sent_at.map(|t| u64::try_from(t).unwrap_or(0)));
-    let last_applied = hash(row.applied_hash.as_deref());
+    let mut observed = row.observed();
+    observed.instance_uid = uid_text(&uid);
+    let connected = observed.connected;
+    let failed_hashes: Vec<ConfigHash> = observed.failed_hashes.iter().copied().collect();
+    let sent = observed.sent_hash.zip(observed.sent_at);
+    let last_applied = observed.last_applied;
     let view = desired.map(|desired| {
-        let observed = ObservedAgent {
-            instance_uid: uid_text(&uid),
-            labels: row.labels.clone(),
-            connected,
-            accepts_remote_config: row.capabilities & AgentCapabilities::AcceptsRemoteConfig as u64
-                != 0,
-            reports_remote_config: row.capabilities & AgentCapabilities::ReportsRemoteConfig as u64
-                != 0,
-            reported_hash: hash(row.reported_hash.as_deref()),
-            reported_status,
-            sent_hash: sent.map(|(h, _)| h),
-            sent_at: sent.map(|(_, at)| at),
-            failed_hashes: failed_hashes.iter().copied().collect(),
-            last_applied,
-            last_error: row.last_error.clone(),
-            ..ObservedAgent::default()
-        };
+        observed.labels = row.labels.clone();
         let selection = desired.select(&observed.labels);
         let desired_hash = match &selection {
             gitamp_core::plan::select::Selection::One(name) => desired.hash_of(name),
@@ -386,15 +353,17 @@ pub(crate) fn remote_agent(
         capabilities: row.capabilities,
         health: health.map(Arc::new),
         effective_config: None,
-        remote_config_status: state.map(|status| RemoteStatus {
-            hash: row
-                .reported_hash
-                .as_deref()
-                .and_then(|h| hex::decode(h).ok())
-                .unwrap_or_default()
-                .into(),
-            status,
-            error: row.remote_config_error.clone().unwrap_or_default(),
+        remote_config_status: remote_state(row.remote_config_status.as_deref()).map(|status| {
+            RemoteStatus {
+                hash: row
+                    .reported_hash
+                    .as_deref()
+                    .and_then(|h| hex::decode(h).ok())
+                    .unwrap_or_default()
+                    .into(),
+                status,
+                error: row.remote_config_error.clone().unwrap_or_default(),
+            }
         }),
         connection: ConnectionInfo {
             connected,
@@ -504,6 +473,7 @@ mod tests {
     use gitamp_core::plan::DesiredConfig;
 
     use super::*;
+    use gitamp_opamp::proto::AgentCapabilities;
 
     const DESIRED: &str = "1111111111111111111111111111111111111111111111111111111111111111";
     const OLD: &str = "2222222222222222222222222222222222222222222222222222222222222222";
@@ -534,6 +504,7 @@ mod tests {
                 | AgentCapabilities::ReportsRemoteConfig as u64,
             connected: true,
             replica: Some("b".into()),
+            live: true,
             last_seen: 1_000,
             ..FleetRow::default()
         }
@@ -573,6 +544,7 @@ mod tests {
         // Connected per the row but held by no replica (a replica retired meanwhile).
         let mut orphan = row(5);
         orphan.replica = None;
+        orphan.live = false;
         let a = remote_agent(orphan, Some(&desired()), 5_000).expect("a uid");
         assert_eq!(a.view.map(|v| v.status).as_deref(), Some("disconnected"));
         assert_eq!(a.replica, None);
@@ -597,6 +569,7 @@ mod tests {
             let mut r = row(uid);
             r.replica = replica.map(str::to_string);
             r.connected = replica.is_some();
+            r.live = replica.is_some();
             r.last_seen = last_seen;
             remote_agent(r, Some(&desired()), 5_000).expect("a uid")
         };

@@ -20,7 +20,7 @@ use gitamp_core::plan::{Desired, Rollout};
 use gitamp_opamp::proto::AgentCapabilities;
 
 use crate::server::cluster::FleetRollouts;
-use crate::store::postgres::FleetAgentRow;
+use crate::store::fleet::FleetRow;
 
 /// Options of the fleet-wide rollouts benchmark.
 #[derive(Debug, clap::Args)]
@@ -36,12 +36,12 @@ pub struct Args {
     pub rounds: usize,
 }
 
-fn row(i: usize, hash: Option<&str>, applied: bool, labels: bool) -> FleetAgentRow {
+fn row(i: usize, hash: Option<&str>, applied: bool, labels: bool) -> FleetRow {
     let mut uid = [0u8; 16];
     uid[8..].copy_from_slice(&(i as u64).to_be_bytes());
-    FleetAgentRow {
+    FleetRow {
         instance_uid: hex::encode(uid),
-        labels: labels.then(|| {
+        labels: if labels {
             [
                 ("deployment.environment", "production".to_string()),
                 ("os.type", "linux".to_string()),
@@ -51,16 +51,19 @@ fn row(i: usize, hash: Option<&str>, applied: bool, labels: bool) -> FleetAgentR
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect()
-        }),
+        } else {
+            Default::default()
+        },
+        labels_fresh: labels,
         capabilities: AgentCapabilities::AcceptsRemoteConfig as u64
             | AgentCapabilities::ReportsRemoteConfig as u64,
-        healthy: None,
         reported_hash: hash.filter(|_| applied).map(str::to_string),
         remote_config_status: applied.then(|| "APPLIED".to_string()),
         sent_hash: hash.map(str::to_string),
-        failed_hashes: Vec::new(),
         applied_hash: hash.filter(|_| applied).map(str::to_string),
+        connected: true,
         live: true,
+        ..FleetRow::default()
     }
 }
 
@@ -88,16 +91,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (mut full, mut traffic, mut write, mut adopt) = (vec![], vec![], vec![], vec![]);
     let mut size = 0;
     for _ in 0..args.rounds.max(1) {
-        let rows: Vec<FleetAgentRow> = (0..n).map(|i| row(i, None, false, true)).collect();
+        let rows: Vec<FleetRow> = (0..n).map(|i| row(i, None, false, true)).collect();
         let mut fleet = FleetRollouts::new("r".into(), desired.clone(), 0, BTreeMap::new());
         let t = Instant::now();
         fleet.fold(&rows);
         fleet.step();
         full.push(t.elapsed());
 
-        let sent: Vec<FleetAgentRow> = (0..n).map(|i| row(i, Some(&hash), false, false)).collect();
-        let applied: Vec<FleetAgentRow> =
-            (0..n).map(|i| row(i, Some(&hash), true, false)).collect();
+        let sent: Vec<FleetRow> = (0..n).map(|i| row(i, Some(&hash), false, false)).collect();
+        let applied: Vec<FleetRow> = (0..n).map(|i| row(i, Some(&hash), true, false)).collect();
         let t = Instant::now();
         for chunk in sent.chunks(args.chunk.max(1)) {
             fleet.fold(chunk);

@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use gitamp_core::ConfigHash;
+use gitamp_core::plan::{ObservedAgent, ReportedStatus};
+use gitamp_opamp::proto::AgentCapabilities;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -33,15 +36,44 @@ pub struct FleetRow {
     pub last_seen: UnixMillis,
     /// The replica holding its connection (`None`: none).
     pub replica: Option<String>,
+    /// Connected to a replica that is alive: it has a row in `replicas` and sessions open (a
+    /// killed process's sessions end with it, long before its row is retired).
+    pub live: bool,
+    /// `labels` were read (the leader's incremental read leaves out labels not written since
+    /// its last read: it knows them).
+    pub labels_fresh: bool,
     /// Only in [`PgStore::fleet_agent`]: the description and health as stored (JSON).
     pub description: Option<serde_json::Value>,
     pub health: Option<serde_json::Value>,
 }
 
-const FLEET_COLUMNS: &str = "instance_uid, COALESCE(labels, '{}') AS labels, capabilities, \
- (health::json ->> 'healthy')::boolean AS healthy, reported_hash, remote_config_status, \
- remote_config_error, sent_hash, sent_at, failed_hashes, applied_hash, last_error, connected, \
- last_seen, replica";
+/// The columns of a [`FleetRow`] but its labels.
+macro_rules! row_columns {
+    () => {
+        "instance_uid, capabilities, (health::json ->> 'healthy')::boolean AS healthy, \
+         reported_hash, remote_config_status, remote_config_error, sent_hash, sent_at, \
+         failed_hashes, applied_hash, last_error, connected, last_seen, replica, \
+         (connected AND replica IN (SELECT r.id FROM replicas r WHERE EXISTS \
+         (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id))) AS live"
+    };
+}
+
+const FLEET_COLUMNS: &str = concat!(
+    row_columns!(),
+    ", COALESCE(labels, '{}') AS labels, TRUE AS labels_fresh"
+);
+
+/// Agents' rows written by transactions at or after a watermark, with the watermark for the
+/// next read: the oldest transaction still running now (rows it writes will carry an id at or
+/// above it). Rows may be read twice; none is missed. Labels only when written since.
+const CHANGED_AGENTS: &str = concat!(
+    "SELECT ",
+    row_columns!(),
+    ", CASE WHEN labels_written_by >= $1::text::xid8 THEN COALESCE(labels, '{}') ELSE '{}' END \
+     AS labels, (labels_written_by >= $1::text::xid8) AS labels_fresh, \
+     pg_snapshot_xmin(pg_current_snapshot())::text AS next \
+     FROM agents WHERE written_by >= $1::text::xid8"
+);
 
 fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { what, source }
@@ -51,7 +83,7 @@ fn json<T: serde::de::DeserializeOwned>(what: &'static str, text: &str) -> Resul
     serde_json::from_str(text).map_err(|source| StoreError::Json { what, source })
 }
 
-fn fleet_row(row: &PgRow) -> Result<FleetRow, StoreError> {
+pub(super) fn fleet_row(row: &PgRow) -> Result<FleetRow, StoreError> {
     let r = |source| StoreError::Query {
         what: "reading the fleet's agents",
         source,
@@ -75,12 +107,91 @@ fn fleet_row(row: &PgRow) -> Result<FleetRow, StoreError> {
         connected: row.try_get("connected").map_err(r)?,
         last_seen: row.try_get("last_seen").map_err(r)?,
         replica: row.try_get("replica").map_err(r)?,
+        live: row
+            .try_get::<Option<bool>, _>("live")
+            .map_err(r)?
+            .unwrap_or(false),
+        labels_fresh: row.try_get("labels_fresh").map_err(r)?,
         description: None,
         health: None,
     })
 }
 
+impl FleetRow {
+    /// The record the plan reads, as the replica holding the agent would have it (its labels
+    /// left out: callers that select by them have them in the row). What only that replica
+    /// knows (an agent that drifted, its connection) is not stored.
+    pub fn observed(&self) -> ObservedAgent {
+        let hash = |h: &Option<String>| h.as_deref().and_then(ConfigHash::from_hex);
+        let caps = self.capabilities;
+        let sent = hash(&self.sent_hash).zip(self.sent_at.map(|t| u64::try_from(t).unwrap_or(0)));
+        ObservedAgent {
+            connected: self.live,
+            accepts_remote_config: caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0,
+            reports_remote_config: caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0,
+            reported_hash: hash(&self.reported_hash),
+            reported_status: match self.remote_config_status.as_deref() {
+                Some("APPLIED") => ReportedStatus::Applied,
+                Some("APPLYING") => ReportedStatus::Applying,
+                Some("FAILED") => ReportedStatus::Failed {
+                    error: self.remote_config_error.clone().unwrap_or_default(),
+                },
+                _ => ReportedStatus::Unset,
+            },
+            sent_hash: sent.map(|(h, _)| h),
+            sent_at: sent.map(|(_, at)| at),
+            failed_hashes: self
+                .failed_hashes
+                .iter()
+                .filter_map(|h| ConfigHash::from_hex(h))
+                .collect(),
+            healthy: self.healthy,
+            last_applied: hash(&self.applied_hash),
+            last_error: self.last_error.clone(),
+            ..ObservedAgent::default()
+        }
+    }
+}
+
 impl PgStore {
+    /// The replicas alive now: a row in `replicas` and sessions open (their sessions carry
+    /// the replica's id as `application_name`), sorted.
+    pub async fn live_replicas(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT r.id FROM replicas r WHERE EXISTS (SELECT 1 FROM pg_stat_activity a \
+             WHERE a.application_name = r.id) ORDER BY r.id",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(q("reading the live replicas"))
+    }
+
+    /// The agents' rows written since `watermark` (`"0"` for every row), and the watermark for
+    /// the next read. See [`CHANGED_AGENTS`]; rows are written with `written_by` by
+    /// [`super::postgres`]'s upsert.
+    pub async fn changed_agents(
+        &self,
+        watermark: &str,
+    ) -> Result<(Vec<FleetRow>, Option<String>), StoreError> {
+        let rows = sqlx::query(CHANGED_AGENTS)
+            .bind(watermark)
+            .fetch_all(self.pool())
+            .await
+            .map_err(q("reading changed agents"))?;
+        let mut next = rows
+            .first()
+            .and_then(|r| r.try_get::<String, _>("next").ok());
+        let out = rows.iter().map(fleet_row).collect::<Result<Vec<_>, _>>()?;
+        if next.is_none() {
+            // No row changed: the watermark moves to now's oldest running transaction.
+            next = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+                .fetch_one(self.pool())
+                .await
+                .map_err(q("reading the transaction watermark"))?;
+        }
+        Ok((out, next))
+    }
+
     /// Every agent but those `replica` holds (it knows its own from memory), by id: the
     /// agents other replicas hold and those no replica holds.
     pub async fn fleet_agents(&self, replica: &str) -> Result<Vec<FleetRow>, StoreError> {

@@ -129,7 +129,7 @@ fn from_json<T: serde::de::DeserializeOwned>(
 /// (see [`AgentRecord`]); a new row keeps the NULL, which readers see as the default. Only the
 /// replica holding an agent's connection writes its record: a "disconnected" record from a
 /// replica the agent has left (it reconnected to another) changes nothing. Every write stamps
-/// the row with its transaction (`written_by`, see [`CHANGED_AGENTS`]).
+/// the row with its transaction (`written_by`, see [`PgStore::changed_agents`]).
 const UPSERT_AGENTS: &str = "\
 INSERT INTO agents (instance_uid, capabilities, reported_hash, remote_config_status, \
  remote_config_error, effective_config_hash, sent_hash, sent_at, failed_hashes, applied_hash, \
@@ -324,99 +324,6 @@ pub const RESUME_CHANNEL: &str = "gitamp_resume";
 /// The channel a batch that wrote agents' records is announced on (no payload), in its
 /// transaction: the leader reads what changed ([`PgStore::changed_agents`]).
 pub const AGENTS_CHANNEL: &str = "gitamp_agents";
-
-/// Agents' records written by transactions at or after a watermark, with the watermark for
-/// the next read: the oldest transaction still running now (rows it writes will carry an id
-/// at or above it). Rows may be read twice; none is missed.
-const CHANGED_AGENTS: &str = "SELECT instance_uid, \
- CASE WHEN labels_written_by >= $1::text::xid8 THEN COALESCE(labels, '{}') END AS labels, \
- capabilities, COALESCE(health, 'null') AS health, reported_hash, remote_config_status, \
- sent_hash, failed_hashes, applied_hash, \
- (connected AND replica IS NOT NULL AND replica IN (SELECT id FROM replicas r WHERE EXISTS \
-  (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id))) AS live, \
- pg_snapshot_xmin(pg_current_snapshot())::text AS next \
- FROM agents WHERE written_by >= $1::text::xid8";
-
-/// One agent's record as the leader's fleet-wide rollouts read it ([`PgStore::changed_agents`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FleetAgentRow {
-    pub instance_uid: String,
-    /// `None` when they were not written since the watermark (the reader knows them).
-    pub labels: Option<std::collections::BTreeMap<String, String>>,
-    pub capabilities: u64,
-    /// The `health` JSON's `healthy`, when it reports health.
-    pub healthy: Option<bool>,
-    pub reported_hash: Option<String>,
-    /// As stored: the report's status name (`APPLIED`, `FAILED`, ...).
-    pub remote_config_status: Option<String>,
-    pub sent_hash: Option<String>,
-    pub failed_hashes: Vec<String>,
-    pub applied_hash: Option<String>,
-    /// Connected to a replica that is alive: it has a row in `replicas` and sessions open
-    /// (a killed process's sessions end with it, long before its row is retired).
-    pub live: bool,
-}
-
-impl PgStore {
-    /// The replicas alive now: a row in `replicas` and sessions open (their sessions carry
-    /// the replica's id as `application_name`), sorted.
-    pub async fn live_replicas(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT r.id FROM replicas r WHERE EXISTS (SELECT 1 FROM pg_stat_activity a \
-             WHERE a.application_name = r.id) ORDER BY r.id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(q("reading the live replicas"))
-    }
-
-    /// The agents' records written since `watermark` (`"0"` for every row), and the watermark
-    /// for the next read. See [`CHANGED_AGENTS`].
-    pub async fn changed_agents(
-        &self,
-        watermark: &str,
-    ) -> Result<(Vec<FleetAgentRow>, Option<String>), StoreError> {
-        let rows = sqlx::query(CHANGED_AGENTS)
-            .bind(watermark)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("reading changed agents"))?;
-        let mut next = None;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if next.is_none() {
-                next = row.try_get::<String, _>("next").ok();
-            }
-            let labels: Option<String> = row.try_get("labels").map_err(q("reading agents"))?;
-            let health: String = row.try_get("health").map_err(q("reading agents"))?;
-            let failed: String = row.try_get("failed_hashes").map_err(q("reading agents"))?;
-            let capabilities: i64 = row.try_get("capabilities").map_err(q("reading agents"))?;
-            let health: serde_json::Value = from_json("agents.health", &health)?;
-            out.push(FleetAgentRow {
-                instance_uid: row.try_get("instance_uid").map_err(q("reading agents"))?,
-                labels: labels.map(|l| from_json("agents.labels", &l)).transpose()?,
-                capabilities: capabilities as u64,
-                healthy: health.get("healthy").and_then(serde_json::Value::as_bool),
-                reported_hash: row.try_get("reported_hash").map_err(q("reading agents"))?,
-                remote_config_status: row
-                    .try_get("remote_config_status")
-                    .map_err(q("reading agents"))?,
-                sent_hash: row.try_get("sent_hash").map_err(q("reading agents"))?,
-                failed_hashes: from_json("agents.failed_hashes", &failed)?,
-                applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
-                live: row.try_get("live").map_err(q("reading agents"))?,
-            });
-        }
-        if next.is_none() {
-            // No row changed: the watermark moves to now's oldest running transaction.
-            next = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-                .fetch_one(&self.pool)
-                .await
-                .map_err(q("reading the transaction watermark"))?;
-        }
-        Ok((out, next))
-    }
-}
 
 impl Store for PgStore {
     async fn apply(&self, batch: &Batch) -> Result<(), StoreError> {

@@ -24,14 +24,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gitamp_core::ConfigHash;
 use gitamp_core::plan::select::Selection;
 use gitamp_core::plan::status::SyncStatus;
 use gitamp_core::plan::{
-    AgentProgress, Desired, ObservedAgent, ReportedStatus, ResumeError, Rollout, RolloutBook,
-    RolloutPhase, RolloutProgress, Target, sync_status,
+    AgentProgress, Desired, ResumeError, Rollout, RolloutBook, RolloutPhase, RolloutProgress,
+    Target, sync_status,
 };
-use gitamp_opamp::proto::AgentCapabilities;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -41,7 +39,8 @@ use crate::server::convergence::Convergence;
 use crate::server::events::Event;
 use crate::server::reconciler::{Command, RolloutStamp, rollout_writes, rollouts_from_records};
 use crate::server::state::AppState;
-use crate::store::postgres::{AGENTS_CHANNEL, FleetAgentRow, RESUME_CHANNEL, ROLLOUTS_CHANNEL};
+use crate::store::fleet::FleetRow;
+use crate::store::postgres::{AGENTS_CHANNEL, RESUME_CHANNEL, ROLLOUTS_CHANNEL};
 use crate::store::{Batch, ConvergenceRecord, Store, StoreOp};
 
 /// `t` in ms since the Unix epoch.
@@ -143,7 +142,7 @@ impl FleetRollouts {
     }
 
     /// Fold agents' records in: each goes to its configuration's scope, or out of every scope.
-    pub fn fold(&mut self, rows: &[FleetAgentRow]) {
+    pub fn fold(&mut self, rows: &[FleetRow]) {
         for row in rows {
             // Rollouts name agents as the planner does (`uid_text`), the store in plain hex.
             let Some(uid) = hex::decode(&row.instance_uid)
@@ -154,14 +153,14 @@ impl FleetRollouts {
                 continue;
             };
             let before = self.placed.get(&uid);
-            let selected = match (&row.labels, before) {
-                (Some(labels), _) => match self.desired.select(labels) {
+            let selected = match (row.labels_fresh, before) {
+                (true, _) => match self.desired.select(&row.labels) {
                     Selection::One(name) => Some(name),
                     Selection::None | Selection::Conflict(_) => None,
                 },
-                (None, Some((selected, _))) => selected.clone(),
+                (false, Some((selected, _))) => selected.clone(),
                 // Labels unknown (cannot happen after the first, full read): wait for them.
-                (None, None) => continue,
+                (false, None) => continue,
             };
             let now = selected
                 .as_deref()
@@ -299,36 +298,12 @@ fn convergence_op(c: &Convergence) -> StoreOp {
 /// only the holding replica knows (that an agent drifted) is not in the row; it does not move
 /// a rollout.
 pub fn progress_of(
-    row: &FleetAgentRow,
+    row: &FleetRow,
     desired: &Desired,
     configuration: &str,
 ) -> Option<AgentProgress> {
     let hash = desired.hash_of(configuration)?;
-    let hex = |h: &Option<String>| h.as_deref().and_then(ConfigHash::from_hex);
-    let caps = row.capabilities;
-    let mut agent = ObservedAgent {
-        connected: row.live,
-        accepts_remote_config: caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0,
-        reports_remote_config: caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0,
-        sent_hash: hex(&row.sent_hash),
-        failed_hashes: row
-            .failed_hashes
-            .iter()
-            .filter_map(|h| ConfigHash::from_hex(h))
-            .collect(),
-        healthy: row.healthy,
-        last_applied: hex(&row.applied_hash),
-        ..ObservedAgent::default()
-    };
-    agent.reported_hash = hex(&row.reported_hash);
-    agent.reported_status = match row.remote_config_status.as_deref() {
-        Some("APPLIED") => ReportedStatus::Applied,
-        Some("APPLYING") => ReportedStatus::Applying,
-        Some("FAILED") => ReportedStatus::Failed {
-            error: String::new(),
-        },
-        _ => ReportedStatus::Unset,
-    };
+    let agent = row.observed();
     let selection = Selection::One(configuration.to_string());
     let status = sync_status(&agent, &selection, Some(hash));
     (status != SyncStatus::Incompatible).then(|| AgentProgress::of(&agent, status, Some(hash)))
@@ -607,6 +582,7 @@ pub async fn relay_resume(cluster: &Cluster, configuration: &str) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gitamp_opamp::proto::AgentCapabilities;
 
     /// The embedded example's desired state (linux-production: batches of 25%, 1 failure
     /// tolerated).
@@ -615,7 +591,7 @@ mod tests {
         Arc::new(Desired::from_revision(&revision))
     }
 
-    fn row(i: u8, desired: &Desired, applied: bool) -> FleetAgentRow {
+    fn row(i: u8, desired: &Desired, applied: bool) -> FleetRow {
         let hash = desired
             .hash_of("linux-production")
             .expect("rendered")
@@ -628,18 +604,18 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        FleetAgentRow {
+        FleetRow {
             instance_uid: hex::encode([i; 16]),
-            labels: Some(labels),
+            labels,
+            labels_fresh: true,
             capabilities: AgentCapabilities::AcceptsRemoteConfig as u64
                 | AgentCapabilities::ReportsRemoteConfig as u64,
-            healthy: None,
             reported_hash: applied.then(|| hash.clone()),
             remote_config_status: applied.then(|| "APPLIED".to_string()),
             sent_hash: applied.then_some(hash),
-            failed_hashes: Vec::new(),
-            applied_hash: None,
+            connected: true,
             live: true,
+            ..FleetRow::default()
         }
     }
 
@@ -647,7 +623,7 @@ mod tests {
     fn the_leader_admits_batches_over_rows_of_every_replica_and_counts_the_fleet() {
         let desired = desired();
         let mut fleet = FleetRollouts::new("r1".into(), desired.clone(), 0, BTreeMap::new());
-        let rows: Vec<FleetAgentRow> = (0..8).map(|i| row(i, &desired, false)).collect();
+        let rows: Vec<FleetRow> = (0..8).map(|i| row(i, &desired, false)).collect();
         fleet.fold(&rows);
         fleet.step();
         let rollout = &fleet.book.rollouts()["linux-production"];
@@ -664,9 +640,10 @@ mod tests {
         assert!(fleet.writes(None, |_| {}).is_none());
 
         // The first batch applied (rows without labels: the leader knows where they belong).
-        let mut applied: Vec<FleetAgentRow> = (0..2).map(|i| row(i, &desired, true)).collect();
+        let mut applied: Vec<FleetRow> = (0..2).map(|i| row(i, &desired, true)).collect();
         for r in &mut applied {
-            r.labels = None;
+            r.labels.clear();
+            r.labels_fresh = false;
         }
         fleet.fold(&applied);
         fleet.step();
@@ -677,9 +654,8 @@ mod tests {
 
         // An agent re-labelled out of the configuration leaves its scope.
         let mut gone = row(7, &desired, false);
-        if let Some(l) = gone.labels.as_mut() {
-            l.insert("deployment.environment".into(), "nowhere".into());
-        }
+        gone.labels
+            .insert("deployment.environment".into(), "nowhere".into());
         fleet.fold(&[gone]);
         fleet.step();
         assert_eq!(fleet.book.rollouts()["linux-production"].agents.len(), 7);
