@@ -164,8 +164,25 @@ impl FleetCache {
         }
     }
 
-    /// Read the table now (the caller holds `reading`) and keep what came of it.
-    async fn refresh(&self, app: &AppState, cluster: &Cluster) -> FleetRead {
+    /// Forget a read nobody asked for since it was made: past [`SERVED_STALE`] no request
+    /// answers from it, and a replica must not hold every other replica's agents while no one
+    /// looks (its memory is sized by the agents it holds).
+    fn forget_if_unused(self: &Arc<Self>, at: Instant) {
+        let cache = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(SERVED_STALE).await;
+            if let Some(cache) = cache.upgrade() {
+                let mut last = cache.last.lock().unwrap_or_else(|p| p.into_inner());
+                if last.as_ref().is_some_and(|a| a.at == at) {
+                    *last = None;
+                }
+            }
+        });
+    }
+
+    /// Read the table now (the caller holds `reading`) and keep what came of it (for at most
+    /// [`SERVED_STALE`] unless a newer read replaces it).
+    async fn refresh(self: &Arc<Self>, app: &AppState, cluster: &Cluster) -> FleetRead {
         let serving = app.serving.load_full();
         let revision = serving.as_ref().map(|s| s.revision.revision.clone());
         let started = Instant::now();
@@ -205,12 +222,14 @@ impl FleetCache {
                 "Cannot read the other replicas' agents; answering with this replica's."
             ),
         }
+        let at = Instant::now();
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Attempt {
-            at: Instant::now(),
+            at,
             took: started.elapsed(),
             revision,
             read: read.clone(),
         });
+        self.forget_if_unused(at);
         read
     }
 }
