@@ -154,6 +154,19 @@ impl FleetRow {
 }
 
 impl PgStore {
+    /// Which rollout records there are and when each was written, without their progress
+    /// (each holds every member of the fleet): a replica re-reads them whole only when one
+    /// moved.
+    pub async fn rollout_stamps(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT configuration, target_hash, updated_at FROM rollouts \
+             ORDER BY configuration, target_hash",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(q("reading the rollouts' stamps"))
+    }
+
     /// The replicas alive now: a row in `replicas` and sessions open (their sessions carry
     /// the replica's id as `application_name`), sorted.
     pub async fn live_replicas(&self) -> Result<Vec<String>, StoreError> {

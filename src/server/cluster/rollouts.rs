@@ -58,19 +58,38 @@ const GATHER: Duration = Duration::from_millis(100);
 /// Without notices, the leader reads and every replica re-reads the rollouts this often.
 const RECHECK: Duration = Duration::from_secs(5);
 
-/// Whether `a` and `b` admit the same agents: same target and phase and, for a batched rollout
-/// in progress, the same admitted prefix. An all-at-once rollout admits by its phase alone.
-pub fn same_admission(a: &Rollout, b: &Rollout) -> bool {
-    use gitamp_core::catalog::model::RolloutStrategy;
-    a.target == b.target
-        && a.phase == b.phase
-        && (a.policy.strategy == RolloutStrategy::AllAtOnce
-            || a.phase != RolloutPhase::Progressing
-            || (a.admitted == b.admitted
-                && a.agents
-                    .iter()
-                    .take(a.admitted)
-                    .eq(b.agents.iter().take(b.admitted))))
+/// Whom a rollout admits, in a few words: its target and phase and, for a batched rollout in
+/// progress, its admitted prefix (as a hash). An all-at-once rollout admits by its phase alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Admission {
+    target: gitamp_core::ConfigHash,
+    phase: RolloutPhase,
+    admitted: usize,
+    prefix: u64,
+}
+
+impl Admission {
+    fn of(r: &Rollout) -> Admission {
+        use gitamp_core::catalog::model::RolloutStrategy;
+        use std::hash::{Hash, Hasher};
+        let batched =
+            r.policy.strategy != RolloutStrategy::AllAtOnce && r.phase == RolloutPhase::Progressing;
+        let (admitted, prefix) = if batched {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for uid in r.agents.iter().take(r.admitted) {
+                uid.hash(&mut h);
+            }
+            (r.admitted, h.finish())
+        } else {
+            (0, 0)
+        };
+        Admission {
+            target: r.target,
+            phase: r.phase.clone(),
+            admitted,
+            prefix,
+        }
+    }
 }
 
 /// The leader's book over the whole fleet.
@@ -81,11 +100,14 @@ pub struct FleetRollouts {
     /// Every agent seen, by uid: the configuration that selects it alone, if one does (rows
     /// carry labels only when they were written since the last read), and whether its scope
     /// holds it.
-    placed: HashMap<String, (Option<String>, bool)>,
+    placed: HashMap<[u8; 16], (Option<Arc<str>>, bool)>,
+    /// The configurations' names, shared by the agents `placed` holds.
+    names: HashMap<String, Arc<str>>,
     /// What was last written of each rollout.
     persisted: BTreeMap<String, RolloutStamp>,
-    /// Each rollout as last announced, to tell an admission change from a count change.
-    announced: BTreeMap<String, Rollout>,
+    /// Whom each rollout admitted as last announced, to tell an admission change from a count
+    /// change (not the rollouts themselves: each holds every member).
+    announced: BTreeMap<String, Admission>,
     counts_written: Option<Instant>,
     /// The next step steps every rollout (a new revision, a fresh start).
     full: bool,
@@ -118,7 +140,11 @@ impl FleetRollouts {
                 .iter()
                 .map(|(k, r)| (k.clone(), RolloutStamp::of(r)))
                 .collect(),
-            announced: stored.clone(),
+            announced: stored
+                .iter()
+                .map(|(k, r)| (k.clone(), Admission::of(r)))
+                .collect(),
+            names: HashMap::new(),
             book: RolloutBook::new(stored),
             placed: HashMap::new(),
             counts_written: None,
@@ -144,18 +170,25 @@ impl FleetRollouts {
     /// Fold agents' records in: each goes to its configuration's scope, or out of every scope.
     pub fn fold(&mut self, rows: &[FleetRow]) {
         for row in rows {
-            // Rollouts name agents as the planner does (`uid_text`), the store in plain hex.
-            let Some(uid) = hex::decode(&row.instance_uid)
+            let Some(key) = hex::decode(&row.instance_uid)
                 .ok()
                 .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .map(|b| gitamp_opamp::wire::uid_text(&b))
             else {
                 continue;
             };
-            let before = self.placed.get(&uid);
+            // Rollouts name agents as the planner does (`uid_text`), the store in plain hex.
+            let uid = gitamp_opamp::wire::uid_text(&key);
+            let before = self.placed.get(&key);
             let selected = match (row.labels_fresh, before) {
                 (true, _) => match self.desired.select(&row.labels) {
-                    Selection::One(name) => Some(name),
+                    Selection::One(name) => Some(match self.names.get(&name) {
+                        Some(shared) => shared.clone(),
+                        None => {
+                            let shared: Arc<str> = Arc::from(name.as_str());
+                            self.names.insert(name, shared.clone());
+                            shared
+                        }
+                    }),
                     Selection::None | Selection::Conflict(_) => None,
                 },
                 (false, Some((selected, _))) => selected.clone(),
@@ -173,7 +206,7 @@ impl FleetRollouts {
             if let (Some(name), Some(progress)) = (&selected, now) {
                 self.book.set(name, &uid, progress);
             }
-            self.placed.insert(uid, (selected, now.is_some()));
+            self.placed.insert(key, (selected, now.is_some()));
         }
     }
 
@@ -249,11 +282,9 @@ impl FleetRollouts {
     ) -> Option<(Batch, bool)> {
         let rollouts = self.book.rollouts();
         let admission = rollouts.len() != self.announced.len()
-            || rollouts.iter().any(|(name, r)| {
-                self.announced
-                    .get(name)
-                    .is_none_or(|old| !same_admission(old, r))
-            });
+            || rollouts
+                .iter()
+                .any(|(name, r)| self.announced.get(name) != Some(&Admission::of(r)));
         let convergence = self.convergence(local);
         let verdict_moved = self.convergence.as_ref().is_none_or(|old| {
             old.converged() != convergence.converged()
@@ -279,7 +310,10 @@ impl FleetRollouts {
             return None;
         }
         self.counts_written = Some(Instant::now());
-        self.announced = rollouts.clone();
+        self.announced = rollouts
+            .iter()
+            .map(|(k, r)| (k.clone(), Admission::of(r)))
+            .collect();
         Some((Batch::from_ops(ops), admission || verdict_moved))
     }
 }
@@ -514,7 +548,9 @@ pub async fn adopt_rollouts(
         return;
     };
     let mut listener: Option<PgListener> = None;
-    let mut last: Option<BTreeMap<String, Rollout>> = None;
+    // What was last handed over, as (configuration, target, written at) of each record: not
+    // the rollouts themselves (each holds every member of the fleet).
+    let mut last: Option<Vec<(String, String, i64)>> = None;
     loop {
         if listener.is_none() {
             match PgListener::connect_with(cluster.store.pool()).await {
@@ -526,20 +562,24 @@ pub async fn adopt_rollouts(
                 Err(err) => debug!(error = %err, "Rollouts listener: cannot connect."),
             }
         }
-        match cluster.store.load_rollouts().await {
-            Ok(records) => {
-                let rollouts = rollouts_from_records(&records);
-                if last.as_ref() != Some(&rollouts) {
-                    last = Some(rollouts.clone());
-                    if reconciler
-                        .send(Command::AdoptRollouts(rollouts))
-                        .await
-                        .is_err()
-                    {
-                        return;
+        match cluster.store.rollout_stamps().await {
+            Ok(written) if last.as_ref() != Some(&written) => {
+                match cluster.store.load_rollouts().await {
+                    Ok(records) => {
+                        last = Some(written);
+                        let rollouts = rollouts_from_records(&records);
+                        if reconciler
+                            .send(Command::AdoptRollouts(rollouts))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
+                    Err(err) => debug!(error = %err, "Reading the fleet's rollouts failed."),
                 }
             }
+            Ok(_) => {}
             Err(err) => debug!(error = %err, "Reading the fleet's rollouts failed."),
         }
         // The fleet's convergence figures (the leader's), for the API and commit statuses.
@@ -661,6 +701,10 @@ mod tests {
         assert_eq!(fleet.book.rollouts()["linux-production"].agents.len(), 7);
     }
 
+    fn same(a: &Rollout, b: &Rollout) -> bool {
+        Admission::of(a) == Admission::of(b)
+    }
+
     #[test]
     fn admission_ignores_counts_and_an_all_at_once_rollouts_members() {
         let desired = desired();
@@ -670,17 +714,14 @@ mod tests {
         let a = fleet.book.rollouts()["linux-production"].clone();
         let mut b = a.clone();
         b.synced += 1;
-        assert!(same_admission(&a, &b), "counts alone");
+        assert!(same(&a, &b), "counts alone");
         b.admitted += 1;
-        assert!(!same_admission(&a, &b), "one more admitted");
+        assert!(!same(&a, &b), "one more admitted");
         let mut all = a.clone();
         all.policy.strategy = gitamp_core::catalog::model::RolloutStrategy::AllAtOnce;
         let mut more = all.clone();
         more.agents.insert("another".into());
         more.admitted += 1;
-        assert!(
-            same_admission(&all, &more),
-            "all at once admits everyone anyway"
-        );
+        assert!(same(&all, &more), "all at once admits everyone anyway");
     }
 }
