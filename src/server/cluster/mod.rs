@@ -549,6 +549,62 @@ async fn recv_wake(listener: &mut Option<PgListener>) -> Option<bool> {
     }
 }
 
+/// A LISTEN on one channel that reconnects by itself. Notices are hints: the caller re-reads
+/// what they announce after every [`Notices::wait`], whether a notice came, the connection was
+/// lost (notices may have been missed) or the recheck passed.
+struct Notices {
+    pool: PgPool,
+    channel: &'static str,
+    what: &'static str,
+    listener: Option<PgListener>,
+}
+
+impl Notices {
+    fn new(pool: &PgPool, channel: &'static str, what: &'static str) -> Notices {
+        Notices {
+            pool: pool.clone(),
+            channel,
+            what,
+            listener: None,
+        }
+    }
+
+    /// Listen, if not listening yet: before the caller reads, so a notice sent after its read
+    /// is not missed.
+    async fn ensure(&mut self) {
+        if self.listener.is_some() {
+            return;
+        }
+        match PgListener::connect_with(&self.pool).await {
+            Ok(mut l) => {
+                if l.listen(self.channel).await.is_ok() {
+                    self.listener = Some(l);
+                }
+            }
+            Err(err) => debug!(error = %err, listener = self.what, "Listener: cannot connect."),
+        }
+    }
+
+    /// The next notice's payload, or `None` after `recheck` or a lost connection (after `retry`
+    /// when there is no connection to wait on).
+    async fn wait(&mut self, recheck: Duration, retry: Duration) -> Option<String> {
+        self.ensure().await;
+        let Some(l) = self.listener.as_mut() else {
+            tokio::time::sleep(retry).await;
+            return None;
+        };
+        match tokio::time::timeout(recheck, l.try_recv()).await {
+            Ok(Ok(Some(n))) => Some(n.payload().to_string()),
+            Ok(Ok(None)) | Err(_) => None,
+            Ok(Err(err)) => {
+                debug!(error = %err, listener = self.what, "Listener failed; reconnecting.");
+                self.listener = None;
+                None
+            }
+        }
+    }
+}
+
 /// True when cancelled.
 async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     tokio::select! {
@@ -629,18 +685,9 @@ pub async fn follow(
     to_reconciler: mpsc::Sender<SyncEvent>,
     cancel: CancellationToken,
 ) {
-    let mut listener: Option<PgListener> = None;
+    let mut notices = Notices::new(cluster.pool(), REVISION_CHANNEL, "revisions");
     loop {
-        if listener.is_none() {
-            match PgListener::connect_with(cluster.pool()).await {
-                Ok(mut l) => {
-                    if l.listen(REVISION_CHANNEL).await.is_ok() {
-                        listener = Some(l);
-                    }
-                }
-                Err(err) => debug!(error = %err, "Revision listener: cannot connect."),
-            }
-        }
+        notices.ensure().await;
         let served = state
             .serving
             .load_full()
@@ -693,23 +740,11 @@ pub async fn follow(
             }
         }
         // Wait for a notice, the recheck, or the end.
-        let recheck = cluster.opts.recheck;
         tokio::select! {
             _ = cancel.cancelled() => return,
-            got = async {
-                match listener.as_mut() {
-                    Some(l) => tokio::time::timeout(recheck, l.try_recv()).await,
-                    None => { tokio::time::sleep(cluster.opts.lock_retry).await; Ok(Ok(None)) }
-                }
-            } => {
-                match got {
-                    // The connection was lost (notices may have been missed): re-read.
-                    Ok(Ok(None)) | Err(_) => {}
-                    Ok(Ok(Some(n))) => debug!(revision = %n.payload(), "Revision notice."),
-                    Ok(Err(err)) => {
-                        debug!(error = %err, "Revision listener failed; reconnecting.");
-                        listener = None;
-                    }
+            got = notices.wait(cluster.opts.recheck, cluster.opts.lock_retry) => {
+                if let Some(revision) = got {
+                    debug!(%revision, "Revision notice.");
                 }
             }
         }

@@ -547,21 +547,12 @@ pub async fn adopt_rollouts(
     let Some(reconciler) = state.reconciler.clone() else {
         return;
     };
-    let mut listener: Option<PgListener> = None;
+    let mut notices = super::Notices::new(cluster.store.pool(), ROLLOUTS_CHANNEL, "rollouts");
     // What was last handed over, as (configuration, target, written at) of each record: not
     // the rollouts themselves (each holds every member of the fleet).
     let mut last: Option<Vec<(String, String, i64)>> = None;
     loop {
-        if listener.is_none() {
-            match PgListener::connect_with(cluster.store.pool()).await {
-                Ok(mut l) => {
-                    if l.listen(ROLLOUTS_CHANNEL).await.is_ok() {
-                        listener = Some(l);
-                    }
-                }
-                Err(err) => debug!(error = %err, "Rollouts listener: cannot connect."),
-            }
-        }
+        notices.ensure().await;
         match cluster.store.rollout_stamps().await {
             Ok(written) if last.as_ref() != Some(&written) => {
                 match cluster.store.load_rollouts().await {
@@ -595,15 +586,7 @@ pub async fn adopt_rollouts(
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            got = async {
-                match listener.as_mut() {
-                    Some(l) => tokio::time::timeout(RECHECK, l.try_recv()).await,
-                    None => { tokio::time::sleep(cluster.opts.lock_retry).await; Ok(Ok(None)) }
-                }
-            } => match got {
-                Ok(Ok(_)) | Err(_) => {}
-                Ok(Err(_)) => listener = None,
-            },
+            _ = notices.wait(RECHECK, cluster.opts.lock_retry) => {}
         }
     }
 }
