@@ -4,7 +4,9 @@
 //! - the replicas keep serving their agents from memory (connected, their config kept);
 //! - a commit made meanwhile is served by none of them: the database does not back it;
 //! - once the database is back they reconnect, a leader takes the commit, every agent applies
-//!   it with no redundant push, and the database holds every agent's acknowledged state.
+//!   it with no redundant push, and the database holds every agent's acknowledged state;
+//! - a replica the leader retired while it was cut off (its row gone, its agents marked
+//!   disconnected) writes its agents' records again on its next heartbeat.
 
 mod support;
 
@@ -92,16 +94,51 @@ async fn replicas_serve_on_without_the_database_push_nothing_it_does_not_back_an
         .await
         .expect("connect");
     let want = second.to_hex();
-    eventually(WAIT, "every agent's APPLIED report stored", async || {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM agents WHERE reported_hash = $1 AND connected",
-        )
-        .bind(&want)
-        .fetch_one(&mut db)
+    let all_stored = async |db: &mut sqlx::PgConnection, what: &str| {
+        eventually(WAIT, what, async || {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM agents WHERE reported_hash = $1 AND connected \
+                 AND replica IS NOT NULL",
+            )
+            .bind(&want)
+            .fetch_one(&mut *db)
+            .await
+            .map_err(|e| e.to_string())?;
+            (n == 6).then_some(()).ok_or(format!("{n} of 6 rows"))
+        })
         .await
-        .map_err(|e| e.to_string())?;
-        (n == 6).then_some(()).ok_or(format!("{n} of 6 rows"))
-    })
-    .await;
+    };
+    all_stored(&mut db, "every agent's APPLIED report stored").await;
+    // Every row was stale after the outage, and no replica was gone: none was retired.
+    for (i, server) in fleet.servers.iter().enumerate() {
+        let logs = server.logs();
+        assert!(
+            !logs.contains("Retired silent replicas"),
+            "replica {i} retired a replica that was there all along"
+        );
+    }
+
+    // What the leader does to a replica silent past `dead_after` while its agents stay: the
+    // replica's row goes and its agents are marked disconnected. The replica is not gone.
+    let follower = 1 - fleet.leader(&[0, 1]).await;
+    let id =
+        get_json(&fleet.servers[follower].api_url("/api/v1/status")).await["cluster"]["replica"]
+            .as_str()
+            .expect("the replica's id")
+            .to_string();
+    sqlx::query("DELETE FROM replicas WHERE id = $1")
+        .bind(&id)
+        .execute(&mut db)
+        .await
+        .expect("retire the follower");
+    let cut: u64 =
+        sqlx::query("UPDATE agents SET connected = FALSE, replica = NULL WHERE replica = $1")
+            .bind(&id)
+            .execute(&mut db)
+            .await
+            .expect("disconnect its agents")
+            .rows_affected();
+    assert!(cut > 0, "the follower held none of the agents");
+    all_stored(&mut db, "the retired replica's agents written again").await;
     stop_all(&agents).await;
 }

@@ -114,3 +114,114 @@ async fn a_schema_from_a_newer_gitamp_is_refused_and_left_as_it_was() {
     );
     let _ = conn.close().await;
 }
+
+/// While the database refuses connections the writer holds what it could not commit (agent
+/// records coalesced per agent, events, revisions) and retries on its own: once the database
+/// is back, every write lands with no further op or flush.
+#[tokio::test]
+async fn writes_refused_while_the_database_is_away_are_held_and_land_once_it_is_back() {
+    use gitamp::store::{AgentRecord, EventRecord, StoreOp, StoreWriter, WriterOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let name = "store_postgres_writer_outage";
+    let url = fresh_database(name).await;
+    let store = Arc::new(
+        gitamp::store::PgStore::connect(&url, Default::default())
+            .await
+            .expect("open a new store"),
+    );
+    let (writer, _task) = StoreWriter::spawn(
+        store.clone(),
+        WriterOptions {
+            max_delay: Duration::from_millis(50),
+            max_ops: 1_000,
+            queue: 64,
+        },
+    );
+    let agent = |uid: &str, applied: &str| AgentRecord {
+        instance_uid: uid.to_string(),
+        applied_hash: Some(applied.to_string()),
+        connected: true,
+        ..Default::default()
+    };
+    let mut admin = sqlx::PgConnection::connect(&admin_url())
+        .await
+        .expect("connect as admin");
+    let allow = async |admin: &mut sqlx::PgConnection, on: bool| {
+        let sql = if on {
+            "ALTER DATABASE store_postgres_writer_outage WITH ALLOW_CONNECTIONS true"
+        } else {
+            "ALTER DATABASE store_postgres_writer_outage WITH ALLOW_CONNECTIONS false"
+        };
+        sqlx::query(sql)
+            .execute(&mut *admin)
+            .await
+            .expect("alter the database");
+        if !on {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(name)
+            .execute(&mut *admin)
+            .await
+            .expect("cut the store's sessions");
+        }
+    };
+
+    allow(&mut admin, false).await;
+    writer
+        .send(StoreOp::UpsertAgent(agent("0a", "h1")))
+        .await
+        .unwrap();
+    writer
+        .send(StoreOp::AppendEvent(EventRecord {
+            time: 1,
+            agent_uid: Some("0a".into()),
+            kind: "config_sent".into(),
+            message: "sent while the database was away".into(),
+        }))
+        .await
+        .unwrap();
+    let refused = writer.flush().await;
+    assert!(
+        refused.is_err(),
+        "a flush with the database away: {refused:?}"
+    );
+    // Newer records queued on top of the held batch: the newest of each agent wins.
+    writer
+        .send(StoreOp::UpsertAgent(agent("0a", "h2")))
+        .await
+        .unwrap();
+    writer
+        .send(StoreOp::UpsertAgent(agent("0b", "h2")))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    allow(&mut admin, true).await;
+
+    support::eventually(
+        Duration::from_secs(60),
+        "the held writes to land",
+        async || {
+            let agents = store.load_agents().await.map_err(|e| e.to_string())?;
+            let applied: Vec<(String, Option<String>)> = agents
+                .iter()
+                .map(|a| (a.instance_uid.clone(), a.applied_hash.clone()))
+                .collect();
+            let events = store
+                .recent_events(None, 10)
+                .await
+                .map_err(|e| e.to_string())?;
+            let want = vec![
+                ("0a".to_string(), Some("h2".to_string())),
+                ("0b".to_string(), Some("h2".to_string())),
+            ];
+            (applied == want && events.len() == 1)
+                .then_some(())
+                .ok_or(format!("agents {applied:?}, {} events", events.len()))
+        },
+    )
+    .await;
+    let _ = admin.close().await;
+}

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, StoreOptions};
@@ -249,6 +249,24 @@ impl Batch {
             for (uid, record) in std::mem::take(&mut queue.records) {
                 coalesce_agent(&mut self.agents, uid, record);
             }
+        }
+    }
+
+    /// Events a batch holds at most while the store refuses it: the oldest go first (agent
+    /// records, revisions and rollouts are bounded by the fleet and the repository; events
+    /// by nothing).
+    pub const MAX_HELD_EVENTS: usize = 10_000;
+
+    /// Drops the oldest events past [`Batch::MAX_HELD_EVENTS`] (and a tenth more).
+    fn bound_events(&mut self) {
+        // In steps of a tenth, so a long outage warns every thousand events, not every one.
+        if self.events.len() > Batch::MAX_HELD_EVENTS + Batch::MAX_HELD_EVENTS / 10 {
+            let excess = self.events.len() - Batch::MAX_HELD_EVENTS;
+            warn!(
+                dropped = excess,
+                "Store unreachable: oldest held events dropped."
+            );
+            self.events.drain(..excess);
         }
     }
 
@@ -669,19 +687,34 @@ async fn writer_loop<S: Store>(
 ) {
     let mut batch = Batch::default();
     let mut deadline: Option<Instant> = None;
+    // While the store refuses writes: when to try again, and the wait after that one.
+    let mut retry: Option<Retry> = None;
     let max_ops = shared.max_ops;
     // Commits `batch` with every agent record queued so far (those queued before a flush
-    // included: they are in the map by the time its message is read).
-    let commit_all = async |batch: &mut Batch| {
+    // included: they are in the map by the time its message is read). A batch the store
+    // refused stays pending, with a retry scheduled; the next commit carries it and every op
+    // queued since.
+    let commit_all = async |batch: &mut Batch, retry: &mut Option<Retry>| {
         batch.take_agents(&mut shared.agents());
-        commit(&*store, batch).await
+        let result = commit(&*store, batch).await;
+        *retry = match (&result, retry.take()) {
+            (Ok(()), Some(_)) => {
+                info!("Store writes succeed again; the held batch is committed.");
+                None
+            }
+            (Ok(()), None) => None,
+            (Err(_), previous) => Some(Retry::after(previous)),
+        };
+        result
     };
     loop {
+        // A refused batch waits for its retry, not for the size trigger or the usual delay.
+        let wake_at = retry.as_ref().map(|r| r.at).or(deadline);
         let msg = tokio::select! {
             m = rx.recv() => Some(m),
             () = shared.wake.notified() => None,
-            () = sleep_until_some(deadline) => {
-                let _ = commit_all(&mut batch).await;
+            () = sleep_until_some(wake_at) => {
+                let _ = commit_all(&mut batch, &mut retry).await;
                 deadline = None;
                 continue;
             }
@@ -689,34 +722,61 @@ async fn writer_loop<S: Store>(
         match msg {
             // Agent records arrived.
             None => {
-                if batch.ops + shared.agents().ops >= max_ops {
-                    let _ = commit_all(&mut batch).await;
+                if retry.is_none() && batch.ops + shared.agents().ops >= max_ops {
+                    let _ = commit_all(&mut batch, &mut retry).await;
                     deadline = None;
                 } else if deadline.is_none() {
                     deadline = Some(Instant::now() + opts.max_delay);
                 }
             }
             Some(None) => {
-                let _ = commit_all(&mut batch).await;
+                if commit_all(&mut batch, &mut retry).await.is_err() {
+                    error!(
+                        agents = batch.agents.len(),
+                        events = batch.events.len(),
+                        "Store writer stopping with writes the store refused; they are lost."
+                    );
+                }
                 break;
             }
             Some(Some(Msg::Op(op))) => {
                 batch.push(op);
-                if batch.ops >= max_ops {
-                    let _ = commit_all(&mut batch).await;
+                batch.bound_events();
+                if retry.is_none() && batch.ops >= max_ops {
+                    let _ = commit_all(&mut batch, &mut retry).await;
                     deadline = None;
                 } else if deadline.is_none() {
                     deadline = Some(Instant::now() + opts.max_delay);
                 }
             }
             Some(Some(Msg::Flush(reply))) => {
-                let result = commit_all(&mut batch).await;
+                let result = commit_all(&mut batch, &mut retry).await;
                 deadline = None;
                 let _ = reply.send(result);
             }
         }
     }
     debug!("Store writer stopped.");
+}
+
+/// The next attempt at a batch the store refused: the wait doubles from [`Retry::FIRST`] up
+/// to [`Retry::MAX`], so an unreachable database is tried a few times a minute, not per op.
+struct Retry {
+    at: Instant,
+    wait: Duration,
+}
+
+impl Retry {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn after(previous: Option<Retry>) -> Retry {
+        let wait = previous.map_or(Retry::FIRST, |p| (p.wait * 2).min(Retry::MAX));
+        Retry {
+            at: Instant::now() + wait,
+            wait,
+        }
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -727,9 +787,10 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
-/// Apply the pending batch; retry once (a busy database, a transient I/O error), then drop it:
-/// the fleet re-sends agent state on its next change, and the error is logged and returned
-/// to a waiting `flush`.
+/// Apply the pending batch; retry once at once (a busy database, a transient I/O error). A
+/// batch the store still refuses is put back in `batch` (the caller retries it later), the
+/// error logged and returned to a waiting `flush`: an unreachable database loses no agent
+/// record, revision or rollout, only the oldest events past [`Batch::MAX_HELD_EVENTS`].
 async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Result<(), String> {
     if batch.is_empty() {
         return Ok(());
@@ -754,7 +815,13 @@ async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Result<(), String> {
             Ok(())
         }
         Err(e) => {
-            error!(error = %e, ops = pending.ops, "Store write failed; batch dropped.");
+            error!(
+                error = %e,
+                agents = pending.agents.len(),
+                events = pending.events.len(),
+                "Store write failed; the batch is held and retried."
+            );
+            *batch = pending;
             Err(e.to_string())
         }
     }

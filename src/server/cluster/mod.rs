@@ -42,6 +42,12 @@ use crate::source::{GitSource, SyncEvent, SyncInfo};
 use crate::store::postgres::REVISION_CHANNEL;
 use crate::store::{Batch, PgStore, RevisionRecord, Store, StoreOp, now_ms};
 
+/// What one heartbeat found.
+struct Beat {
+    /// This replica's row was gone: the leader retired it while it could not beat.
+    retired: bool,
+}
+
 /// The advisory-lock key of leadership ("gitamp" in ASCII).
 const LEADER_LOCK: i64 = 0x6769_7461_6d70;
 /// The channel a follower's webhook is relayed to the leader on.
@@ -364,12 +370,38 @@ impl Cluster {
 
     /// Refresh this replica's row and read the fleet's, every heartbeat; the leader also
     /// retires silent replicas and disconnects their agents.
+    ///
+    /// A leader retires others only after its own beats have landed for
+    /// [`ClusterOptions::dead_after`]: after a database outage every replica's row is stale,
+    /// and none of them is gone. A replica that finds itself retired anyway (cut off longer
+    /// than that while its agents stayed) writes its agents' records again.
     pub async fn heartbeat(self: Arc<Self>, state: Arc<AppState>, cancel: CancellationToken) {
+        let mut beating_since: Option<std::time::Instant> = None;
+        let mut rewrite_owed = false;
         loop {
             let leader = self.is_leader();
             let agents = state.view.load().connected as i64;
-            if let Err(err) = self.beat(leader, agents).await {
-                warn!(error = %err, "Replica heartbeat failed; serving on from memory.");
+            let may_retire = beating_since.is_some_and(|t| t.elapsed() >= self.opts.dead_after);
+            match self.beat(leader, agents, may_retire).await {
+                Ok(Beat { retired }) => {
+                    beating_since.get_or_insert_with(std::time::Instant::now);
+                    if retired {
+                        warn!(
+                            "This replica was retired while cut off from the database; \
+                             writing its agents' records again."
+                        );
+                        rewrite_owed = true;
+                    }
+                }
+                Err(err) => {
+                    beating_since = None;
+                    warn!(error = %err, "Replica heartbeat failed; serving on from memory.");
+                }
+            }
+            if rewrite_owed && let Some(reconciler) = &state.reconciler {
+                rewrite_owed = reconciler
+                    .try_send(crate::server::reconciler::Command::RewriteAgents)
+                    .is_err();
             }
             if sleep_or_cancel(self.opts.heartbeat, &cancel).await {
                 let _ = sqlx::query("DELETE FROM replicas WHERE id = $1")
@@ -381,7 +413,12 @@ impl Cluster {
         }
     }
 
-    async fn beat(&self, leader: bool, agents: i64) -> Result<(), ClusterError> {
+    async fn beat(
+        &self,
+        leader: bool,
+        agents: i64,
+        may_retire: bool,
+    ) -> Result<Beat, ClusterError> {
         let now = now_ms();
         let updated = sqlx::query(
             "UPDATE replicas SET heartbeat_at = $2, leader = $3, agents = $4 WHERE id = $1",
@@ -393,7 +430,8 @@ impl Cluster {
         .execute(self.pool())
         .await
         .map_err(q("heartbeat"))?;
-        if updated.rows_affected() == 0 {
+        let retired = updated.rows_affected() == 0;
+        if retired {
             // Retired while cut off: back in the listing.
             sqlx::query(
                 "INSERT INTO replicas (id, opamp_address, api_address, leader, agents, \
@@ -408,7 +446,7 @@ impl Cluster {
             .await
             .map_err(q("heartbeat"))?;
         }
-        if leader {
+        if leader && may_retire {
             let cutoff = now - self.opts.dead_after.as_millis() as i64;
             let gone = sqlx::query("DELETE FROM replicas WHERE heartbeat_at < $1")
                 .bind(cutoff)
@@ -463,7 +501,7 @@ impl Cluster {
             fleet_connected: connected.max(0) as u64,
             fleet_by_status: None,
         }));
-        Ok(())
+        Ok(Beat { retired })
     }
 
     /// Say this replica is ready to serve `revision` (fetched and compiled), then wait until

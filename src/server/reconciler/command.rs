@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use gitamp_core::plan::{ResumeError, Rollout, RolloutProgress};
 use tokio::sync::{mpsc, oneshot};
+use tracing::info;
 
 use super::Reconciler;
 use crate::server::events::Event;
@@ -22,6 +23,9 @@ pub enum Command {
     /// Several replicas: the rollouts the leader stepped over the whole fleet, as the database
     /// holds them now; this replica admits by them (`Planner::adopt_rollouts`).
     AdoptRollouts(BTreeMap<String, Rollout>),
+    /// Several replicas: the leader retired this replica while it was cut off from the
+    /// database and marked its agents disconnected there; write every agent's record again.
+    RewriteAgents,
 }
 
 impl Reconciler {
@@ -45,7 +49,21 @@ impl Reconciler {
                 Some(planner) => planner.adopt_rollouts(rollouts),
                 None => self.resumed_rollouts = rollouts,
             },
+            Command::RewriteAgents => self.rewrite_agents(),
         }
+    }
+
+    /// Forget what the store was last sent of each agent and send every record again, at
+    /// once: the shared table no longer says what this replica holds.
+    fn rewrite_agents(&mut self) {
+        let Some(planner) = self.planner.as_ref() else {
+            return;
+        };
+        let uids: Vec<_> = planner.agents().map(|(uid, _)| *uid).collect();
+        info!(agents = uids.len(), "Writing every agent's record again.");
+        self.persisted.clear();
+        self.persist(&uids, &Default::default());
+        self.store.commit_now();
     }
 
     /// Resume the rollout, record it, and plan at once: the halted batch's agents get their
