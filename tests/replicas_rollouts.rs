@@ -9,7 +9,9 @@
 //! - every replica shows the same fleet-wide rollout (8 agents, 2 failed);
 //! - `gitamp resume` on a follower is relayed to the leader: the rest of the fleet applies the
 //!   config, the rollout completes with the 2 failures excused, with no redundant push;
-//! - the commit's convergence on every replica counts the whole fleet (8 targeted).
+//! - the commit's convergence on every replica counts the whole fleet (8 targeted);
+//! - a burst of agent-change notices (a ramp announces every batch) makes the leader read and
+//!   step a few times, not once per notice.
 
 mod support;
 
@@ -139,4 +141,41 @@ async fn a_batch_is_admitted_fleet_wide_and_a_halt_holds_every_replica() {
     }
     assert_eq!(redundant(&agents), 0, "redundant pushes");
     stop_all(&agents).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_notices_is_one_read_not_one_per_notice() {
+    let fleet = Fleet::start("replicas_notice_burst", 2).await;
+    let leader = fleet.leader(&[0, 1]).await;
+    let steps = async || {
+        support::server::metric(
+            &fleet.servers[leader],
+            "gitamp_cluster_rollout_step_seconds_count",
+        )
+        .await
+    };
+    // Idle: one read per recheck at most.
+    eventually(WAIT, "the leader's first steps", async || {
+        (steps().await >= 1.0).then_some(())
+    })
+    .await;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&fleet.url)
+        .await
+        .expect("connect");
+    // 200 notices, as 200 replicas' batches would send them, in one transaction each.
+    for _ in 0..200 {
+        sqlx::query("SELECT pg_notify('gitamp_agents', '')")
+            .execute(&mut db)
+            .await
+            .expect("notify");
+    }
+    let before = steps().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let taken = steps().await - before;
+    // One read per notice would be ~30 in 3 s (a 100 ms gather each); the burst is one or
+    // two reads, and the 5 s recheck may add one.
+    assert!(
+        taken <= 4.0,
+        "the leader read {taken} times in 3 s after one burst of notices"
+    );
 }

@@ -225,3 +225,57 @@ async fn writes_refused_while_the_database_is_away_are_held_and_land_once_it_is_
     .await;
     let _ = admin.close().await;
 }
+
+/// An agent's row is updated in place (a heap-only tuple: no new index entries) when a record
+/// changes what it reports: no index covers a column every write changes (migration 0006).
+#[tokio::test]
+async fn agent_updates_are_heap_only() {
+    use gitamp::store::{AgentRecord, Batch, StoreOp};
+    use std::time::Duration;
+
+    let url = fresh_database("store_postgres_hot_updates").await;
+    let store = gitamp::store::PgStore::connect(&url, Default::default())
+        .await
+        .expect("open a new store");
+    let batch = |applied: &str| {
+        Batch::from_ops((0..100).map(|i| {
+            StoreOp::UpsertAgent(AgentRecord {
+                instance_uid: format!("{i:032x}"),
+                applied_hash: Some(applied.to_string()),
+                connected: true,
+                ..Default::default()
+            })
+        }))
+    };
+    store.apply(&batch("h1")).await.expect("insert");
+    store.apply(&batch("h2")).await.expect("update");
+    store.apply(&batch("h3")).await.expect("update");
+    store.close().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    // Statistics reach pg_stat_user_tables once the writing sessions flush them (at close).
+    support::eventually(Duration::from_secs(30), "200 updates counted", async || {
+        let (updated, hot): (i64, i64) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'agents'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+        (updated >= 200)
+            .then_some(hot)
+            .ok_or(format!("{updated} updates, {hot} heap-only"))
+    })
+    .await;
+    let (updated, hot): (i64, i64) = sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'agents'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("table statistics");
+    // An index on a column every write changes makes none heap-only; the page's free space
+    // (fill factor 70) takes most, pruning the rest as the pages are read again.
+    assert!(
+        hot * 2 >= updated,
+        "{hot} of {updated} agent updates were heap-only"
+    );
+    let _ = conn.close().await;
+}

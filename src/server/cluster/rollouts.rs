@@ -465,31 +465,43 @@ async fn leader_term(
             // A new revision served: its rollouts start now, not at the recheck.
             _ = served_other_than(&state, stepped) => continue,
         };
-        match notice {
-            Ok(Ok(n)) if n.channel() == RESUME_CHANNEL => {
-                let name = n.payload().to_string();
-                match fleet.as_mut().map(|f| f.resume(&name)) {
-                    Some(Ok(progress)) => {
-                        info!(configuration = %name, "Resumed the fleet's rollout.");
-                        state.emit(Event::RolloutResumed {
-                            configuration: name,
-                            target: progress.target,
-                            excused: progress.excused,
-                        });
-                    }
-                    Some(Err(err)) => {
-                        debug!(configuration = %name, error = %err, "Nothing to resume.")
-                    }
-                    None => {}
-                }
-                continue;
-            }
-            Ok(Ok(_)) | Err(_) => {}
+        let first = match notice {
+            Ok(Ok(n)) => Some(n),
+            Err(_) => None,
             Ok(Err(err)) => return Err(q("listening for agent changes")(err)),
-        }
-        if sleep_or_cancel(GATHER.max(cost * 2), &term).await {
+        };
+        let resumes = first
+            .as_ref()
+            .is_some_and(|n| n.channel() == RESUME_CHANNEL);
+        if !resumes && sleep_or_cancel(GATHER.max(cost * 2), &term).await {
             return Ok(());
         }
+        // The notices that arrived meanwhile make one read and one step: a ramp's thousands
+        // of batches each announced themselves, and reading once per notice kept the leader
+        // reading empty changes ten times a second long after the ramp.
+        let mut notices: Vec<_> = first.into_iter().collect();
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::ZERO, listener.recv()).await {
+            notices.push(n);
+        }
+        for n in notices.iter().filter(|n| n.channel() == RESUME_CHANNEL) {
+            resume(fleet.as_mut(), &state, n.payload());
+        }
+    }
+}
+
+/// An operator's resume relayed to the leader: resume the fleet's rollout of `name`.
+fn resume(fleet: Option<&mut FleetRollouts>, state: &AppState, name: &str) {
+    match fleet.map(|f| f.resume(name)) {
+        Some(Ok(progress)) => {
+            info!(configuration = %name, "Resumed the fleet's rollout.");
+            state.emit(Event::RolloutResumed {
+                configuration: name.to_string(),
+                target: progress.target,
+                excused: progress.excused,
+            });
+        }
+        Some(Err(err)) => debug!(configuration = %name, error = %err, "Nothing to resume."),
+        None => {}
     }
 }
 
