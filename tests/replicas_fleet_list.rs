@@ -195,6 +195,20 @@ async fn every_replica_lists_counts_and_describes_the_whole_fleet() {
     );
     assert!(detail["effective_config"].is_null(), "{detail}");
     assert!(detail["desired_config"].is_string(), "{detail}");
+    // Its health as it changes (the leader holds a batch for an unhealthy agent, from this
+    // row), not as first described.
+    assert_eq!(detail["health"]["healthy"], true, "{detail}");
+    r1[0].set_healthy(false);
+    let url = fleet.servers[0].api_url(&format!("/api/v1/agents/{r1_agent}"));
+    eventually(WAIT, "replica 0 sees the agent unhealthy", async || {
+        let (_, d) = get_with_fleet(&url).await;
+        (d["health"]["healthy"] == false)
+            .then_some(())
+            .ok_or(d["health"].to_string())
+    })
+    .await;
+    r1[0].set_healthy(true);
+
     // The same agent from its own replica: held here, with what only it knows.
     let own = get_json(&fleet.servers[1].api_url(&format!("/api/v1/agents/{r1_agent}"))).await;
     assert_eq!(own["replica"], ids[1].as_str(), "{own}");

@@ -106,7 +106,9 @@ impl Reconciler {
             let digest = Digest::of(agent, self.adopts_rollouts);
             let before = self.persisted.get(uid).copied();
             let relabelled = observed.labels_changed.contains(uid);
-            if before == Some(digest) && !relabelled {
+            // A new description or health is written too: the leader of several replicas
+            // holds a batch for an agent reporting unhealthy, and reads that from the row.
+            if before == Some(digest) && !relabelled && !self.described.contains(uid) {
                 continue;
             }
             // A failure must survive a crash (it stops re-sends and holds rollouts); an

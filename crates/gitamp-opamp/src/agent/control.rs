@@ -55,6 +55,8 @@ impl Default for WsOptions {
 pub(crate) enum Control {
     InjectGap,
     HeartbeatNow,
+    /// Report this health (`ComponentHealth.healthy`) now.
+    SetHealthy(bool),
     /// Drop the connection without agent_disconnect (a network blip), then reconnect.
     Reconnect,
     /// Send agent_disconnect, close, end.

@@ -86,6 +86,11 @@ impl AgentHandle {
         let _ = self.control.send(Control::HeartbeatNow);
     }
 
+    /// Reports `healthy` (and from now on in every full report), at once.
+    pub fn set_healthy(&self, healthy: bool) {
+        let _ = self.control.send(Control::SetHealthy(healthy));
+    }
+
     /// WebSocket: drops the connection without agent_disconnect and reconnects, keeping all
     /// agent state. HTTP: no effect (there is no session to drop).
     pub fn reconnect(&self) {
@@ -193,6 +198,7 @@ async fn run_http(
                 match c {
                     Control::InjectGap => agent.inject_sequence_gap(),
                     Control::HeartbeatNow => queue.push_back(agent.heartbeat()),
+                    Control::SetHealthy(h) => queue.push_back(agent.health_report(h)),
                     Control::Reconnect => {}
                     Control::Stop => {
                         queue.clear();
@@ -210,6 +216,7 @@ async fn run_http(
             c = ctl.recv() => match c {
                 Some(Control::InjectGap) => agent.inject_sequence_gap(),
                 Some(Control::HeartbeatNow) => queue.push_back(agent.heartbeat()),
+                Some(Control::SetHealthy(h)) => queue.push_back(agent.health_report(h)),
                 Some(Control::Reconnect) => {}
                 Some(Control::Stop) | None => {
                     queue.push_back(agent.disconnect_message());

@@ -317,6 +317,8 @@ pub struct SimAgent {
     last_applied: Option<Bytes>,
     effective: Option<AgentConfigMap>,
     started_unix_nano: u64,
+    /// What it reports as `ComponentHealth.healthy` (a test may change it).
+    healthy: bool,
     heartbeat_interval: Duration,
     state: watch::Sender<AgentState>,
 }
@@ -423,6 +425,7 @@ impl SimAgent {
             status: None,
             last_applied: None,
             started_unix_nano: now_unix_nano(),
+            healthy: true,
             heartbeat_interval,
             state,
             opts,
@@ -529,9 +532,9 @@ impl SimAgent {
 
     fn health(&self) -> ComponentHealth {
         ComponentHealth {
-            healthy: true,
+            healthy: self.healthy,
             start_time_unix_nano: self.started_unix_nano,
-            status: "running".to_owned(),
+            status: if self.healthy { "running" } else { "degraded" }.to_owned(),
             status_time_unix_nano: now_unix_nano(),
             ..ComponentHealth::default()
         }
@@ -577,6 +580,14 @@ impl SimAgent {
     pub fn heartbeat(&mut self) -> AgentToServer {
         let m = self.base_message();
         self.state.send_modify(|s| s.heartbeats_sent += 1);
+        m
+    }
+
+    /// A report of its health, now `healthy`.
+    pub fn health_report(&mut self, healthy: bool) -> AgentToServer {
+        self.healthy = healthy;
+        let mut m = self.base_message();
+        m.health = Some(self.health());
         m
     }
 

@@ -389,6 +389,13 @@ async fn session(
                     }
                     next_hb = Instant::now() + agent.heartbeat_interval();
                 }
+                Some(Control::SetHealthy(h)) => {
+                    let report = agent.health_report(h);
+                    if let Err(e) = writer.send(std::slice::from_ref(&report)).await {
+                        agent.note_transport_error(e);
+                        return After::Failover;
+                    }
+                }
                 Some(Control::Reconnect) => {
                     // A network blip: no agent_disconnect, no close handshake.
                     return After::Reconnect;
