@@ -279,3 +279,51 @@ async fn agent_updates_are_heap_only() {
     );
     let _ = conn.close().await;
 }
+
+/// A batch the database refuses for what it holds (here a NUL byte, which PostgreSQL text
+/// cannot store) is dropped, not retried: holding it would hold every later write.
+#[tokio::test]
+async fn a_batch_the_database_refuses_for_its_content_is_dropped_and_later_writes_land() {
+    use gitamp::store::{AgentRecord, StoreOp, StoreWriter, WriterOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let url = fresh_database("store_postgres_poison_batch").await;
+    let store = Arc::new(
+        gitamp::store::PgStore::connect(&url, Default::default())
+            .await
+            .expect("open a new store"),
+    );
+    let (writer, _task) = StoreWriter::spawn(
+        store.clone(),
+        WriterOptions {
+            max_delay: Duration::from_millis(50),
+            max_ops: 1_000,
+            queue: 64,
+        },
+    );
+    let agent = |uid: &str| AgentRecord {
+        instance_uid: uid.to_string(),
+        connected: true,
+        ..Default::default()
+    };
+    writer
+        .send(StoreOp::UpsertAgent(agent("bad\0uid")))
+        .await
+        .unwrap();
+    let refused = writer.flush().await;
+    assert!(refused.is_err(), "a NUL byte stored: {refused:?}");
+    writer
+        .send(StoreOp::UpsertAgent(agent("0c")))
+        .await
+        .unwrap();
+    writer.flush().await.expect("the next batch lands");
+    let uids: Vec<String> = store
+        .load_agents()
+        .await
+        .expect("agents")
+        .into_iter()
+        .map(|a| a.instance_uid)
+        .collect();
+    assert_eq!(uids, vec!["0c".to_string()]);
+}

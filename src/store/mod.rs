@@ -367,6 +367,53 @@ pub enum StoreError {
     Write(String),
 }
 
+impl StoreError {
+    /// Whether the same write may succeed later: the database is away, busy, shutting down or
+    /// out of room. A write it refuses for what it holds (a value it cannot store, a broken
+    /// constraint) fails the same way every time, so a batch holding one is not retried.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Query { source, .. }
+            | StoreError::Connect { source, .. }
+            | StoreError::Open { source, .. } => transient(source),
+            StoreError::Io { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+fn transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // An extended result code: busy, locked, I/O error, disk full, cannot open.
+                return code
+                    .parse::<u32>()
+                    .is_ok_and(|extended| matches!(extended & 0xff, 5 | 6 | 10 | 13 | 14));
+            }
+            // PostgreSQL's SQLSTATE: connection exception (08), insufficient resources (53),
+            // object not in prerequisite state (55: lock not available, not accepting
+            // connections), operator intervention (57: shutting down), system error (58),
+            // serialization failure and deadlock (40001, 40P01).
+            ["08", "53", "55", "57", "58"]
+                .iter()
+                .any(|class| code.starts_with(class))
+                || code == "40001"
+                || code == "40P01"
+        }
+        _ => false,
+    }
+}
+
 /// The part of an [`AgentRecord`] a restarted reconciler resumes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentResume {
@@ -703,6 +750,8 @@ async fn writer_loop<S: Store>(
                 None
             }
             (Ok(()), None) => None,
+            // A batch refused for what it holds was dropped: nothing to retry.
+            (Err(_), _) if batch.is_empty() => None,
             (Err(_), previous) => Some(Retry::after(previous)),
         };
         result
@@ -788,9 +837,11 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 }
 
 /// Apply the pending batch; retry once at once (a busy database, a transient I/O error). A
-/// batch the store still refuses is put back in `batch` (the caller retries it later), the
-/// error logged and returned to a waiting `flush`: an unreachable database loses no agent
-/// record, revision or rollout, only the oldest events past [`Batch::MAX_HELD_EVENTS`].
+/// batch that still fails for a passing reason ([`StoreError::is_transient`]) is put back in
+/// `batch` (the caller retries it later), the error logged and returned to a waiting `flush`:
+/// an unreachable database loses no agent record, revision or rollout, only the oldest events
+/// past [`Batch::MAX_HELD_EVENTS`]. A batch the store refuses for what it holds is dropped, as
+/// holding it would hold every later write behind it.
 async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Result<(), String> {
     if batch.is_empty() {
         return Ok(());
@@ -802,6 +853,18 @@ async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Result<(), String> {
         warn!(error = %e, ops = pending.ops, "Store write failed; retrying once.");
         tokio::time::sleep(Duration::from_millis(100)).await;
         result = store.apply(&pending).await;
+    }
+    if let Err(e) = &result
+        && !e.is_transient()
+    {
+        // The store refuses what the batch holds: retrying it would stop every later write.
+        error!(
+            error = %e,
+            agents = pending.agents.len(),
+            events = pending.events.len(),
+            "Store write refused; the batch is dropped."
+        );
+        return Err(e.to_string());
     }
     match result {
         Ok(()) => {

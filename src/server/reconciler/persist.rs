@@ -49,7 +49,8 @@ impl Digest {
         )
             .hash(&mut all);
         if with_reports {
-            (a.reported_hash, &a.reported_status, a.connected).hash(&mut all);
+            // Health too: the leader holds a batch for an agent that reports unhealthy.
+            (a.reported_hash, &a.reported_status, a.connected, a.healthy).hash(&mut all);
         }
         Digest {
             all: all.finish(),
@@ -106,9 +107,7 @@ impl Reconciler {
             let digest = Digest::of(agent, self.adopts_rollouts);
             let before = self.persisted.get(uid).copied();
             let relabelled = observed.labels_changed.contains(uid);
-            // A new description or health is written too: the leader of several replicas
-            // holds a batch for an agent reporting unhealthy, and reads that from the row.
-            if before == Some(digest) && !relabelled && !self.described.contains(uid) {
+            if before == Some(digest) && !relabelled {
                 continue;
             }
             // A failure must survive a crash (it stops re-sends and holds rollouts); an
