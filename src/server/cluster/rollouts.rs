@@ -55,11 +55,6 @@ const COUNTS_EVERY: Duration = Duration::from_secs(2);
 /// (and twice as long as the last read and step took, so the leader spends at most a third of
 /// a core on it however large the fleet).
 const GATHER: Duration = Duration::from_millis(100);
-/// The gather while no agent waits for the leader's step (no rollout is admitting batches):
-/// its steps then only move counts, which are written at most every [`COUNTS_EVERY`]. In a
-/// 60,000-agent all-at-once rollout, reading every 100 ms took a tenth of the machine while
-/// the replicas pushed.
-const COUNTS_GATHER: Duration = Duration::from_secs(1);
 /// Without notices, the leader reads and every replica re-reads the rollouts this often.
 const RECHECK: Duration = Duration::from_secs(5);
 
@@ -73,18 +68,13 @@ struct Admission {
     prefix: u64,
 }
 
-/// Whether `r` admits its members batch by batch as the leader steps it (a batched rollout in
-/// progress): agents then wait for the leader's steps. An all-at-once rollout admits everyone
-/// at once, on every replica.
-fn admits_in_batches(r: &Rollout) -> bool {
-    r.policy.strategy != gitamp_core::catalog::model::RolloutStrategy::AllAtOnce
-        && r.phase == RolloutPhase::Progressing
-}
-
 impl Admission {
     fn of(r: &Rollout) -> Admission {
+        use gitamp_core::catalog::model::RolloutStrategy;
         use std::hash::{Hash, Hasher};
-        let (admitted, prefix) = if admits_in_batches(r) {
+        let batched =
+            r.policy.strategy != RolloutStrategy::AllAtOnce && r.phase == RolloutPhase::Progressing;
+        let (admitted, prefix) = if batched {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             for uid in r.agents.iter().take(r.admitted) {
                 uid.hash(&mut h);
@@ -132,11 +122,6 @@ pub struct FleetRollouts {
 }
 
 impl FleetRollouts {
-    /// Whether agents wait for this leader's steps: a rollout admits batch by batch.
-    pub fn admission_pending(&self) -> bool {
-        self.book.rollouts().values().any(admits_in_batches)
-    }
-
     /// A book for `revision`, resuming `stored` (the rollouts the database holds).
     pub fn new(
         revision: String,
@@ -488,12 +473,7 @@ async fn leader_term(
         let resumes = first
             .as_ref()
             .is_some_and(|n| n.channel() == RESUME_CHANNEL);
-        let gather = if fleet.as_ref().is_some_and(FleetRollouts::admission_pending) {
-            GATHER
-        } else {
-            COUNTS_GATHER
-        };
-        if !resumes && sleep_or_cancel(gather.max(cost * 2), &term).await {
+        if !resumes && sleep_or_cancel(GATHER.max(cost * 2), &term).await {
             return Ok(());
         }
         // The notices that arrived meanwhile make one read and one step: a ramp's thousands
@@ -738,33 +718,5 @@ mod tests {
         more.agents.insert("another".into());
         more.admitted += 1;
         assert!(same(&all, &more), "all at once admits everyone anyway");
-    }
-
-    #[test]
-    fn agents_wait_for_the_leader_only_while_a_rollout_admits_batch_by_batch() {
-        use gitamp_core::catalog::model::RolloutStrategy;
-        let desired = desired();
-        let mut fleet = FleetRollouts::new("r1".into(), desired.clone(), 0, BTreeMap::new());
-        assert!(!fleet.admission_pending(), "no rollout");
-        fleet.fold(&(0..4).map(|i| row(i, &desired, false)).collect::<Vec<_>>());
-        fleet.step();
-        assert!(
-            fleet.admission_pending(),
-            "batches of 25%, the first admitted"
-        );
-        let mut r = fleet.book.rollouts()["linux-production"].clone();
-        r.policy.strategy = RolloutStrategy::AllAtOnce;
-        assert!(!admits_in_batches(&r), "all at once");
-        r = fleet.book.rollouts()["linux-production"].clone();
-        r.phase = RolloutPhase::Complete;
-        assert!(!admits_in_batches(&r), "complete");
-        fleet.fold(&(0..4).map(|i| row(i, &desired, true)).collect::<Vec<_>>());
-        fleet.step();
-        fleet.step();
-        assert_eq!(
-            fleet.book.rollouts()["linux-production"].phase,
-            RolloutPhase::Complete
-        );
-        assert!(!fleet.admission_pending(), "every agent applied");
     }
 }
