@@ -790,7 +790,9 @@ async fn writer_loop<S: Store>(
             }
             Some(Some(Msg::Op(op))) => {
                 batch.push(op);
-                batch.bound_events();
+                if retry.is_some() {
+                    batch.bound_events();
+                }
                 if retry.is_none() && batch.ops >= max_ops {
                     let _ = commit_all(&mut batch, &mut retry).await;
                     deadline = None;
