@@ -5,7 +5,7 @@
 # each 50 ms, printed: never asserted), how many times the table was read meanwhile (the
 # server's debug log), filtered and sorted pages and /metrics, and the process's RSS.
 #
-#   N=60000 GITAMP_TEST_POSTGRES=postgres://postgres@127.0.0.1:55432/postgres \
+#   N=60000 GITAMP_TEST_POSTGRES=postgres://postgres@127.0.0.1:15432/postgres \
 #     scripts/bench-fleet-list.sh          # after `cargo build --release`
 #
 # Uses (and drops first) the database `fleetlist_bench` of that cluster, API port 18080.

@@ -25,7 +25,9 @@ if [ "$(id -u)" = 0 ] && [ -z "${GITAMP_TEST_POSTGRES_ROOT:-}" ] &&
 fi
 data="$root/data"
 sockets="$root/run"
-port="${GITAMP_TEST_POSTGRES_PORT:-55432}"
+# Below the ephemeral range (32768-60999 on Linux): a port in it can be held by an outgoing
+# connection (even one in TIME-WAIT), and the cluster then cannot start or restart.
+port="${GITAMP_TEST_POSTGRES_PORT:-15432}"
 
 bindir() {
   local d
