@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection as _, PgConnection, Row};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::sqlite::StoreOptions;
 use super::{
@@ -496,25 +496,30 @@ impl Store for PgStore {
         tx.commit().await.map_err(q("commit"))?;
         // Retention in statements of their own, after the commit: every replica prunes the same
         // old rows, and inside the batch each would wait for the others' whole transactions.
-        if !batch.revisions.is_empty() {
-            sqlx::query(
+        // The batch is committed by now: a failed prune (replicas pruning the same rows at once
+        // can deadlock) is logged, not returned, or the writer would apply the batch again and
+        // store its events twice; the next batch prunes.
+        if !batch.revisions.is_empty()
+            && let Err(err) = sqlx::query(
                 "DELETE FROM revisions WHERE id <= \
                  (SELECT id FROM revisions ORDER BY id DESC LIMIT 1 OFFSET $1)",
             )
             .bind(i64::from(self.opts.max_revisions))
             .execute(&self.pool)
             .await
-            .map_err(q("pruning revisions"))?;
+        {
+            warn!(error = %err, "Pruning old revisions failed; the next batch prunes them.");
         }
-        if !batch.events.is_empty() {
-            sqlx::query(
+        if !batch.events.is_empty()
+            && let Err(err) = sqlx::query(
                 "DELETE FROM events WHERE id <= \
                  (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1)",
             )
             .bind(i64::from(self.opts.max_events))
             .execute(&self.pool)
             .await
-            .map_err(q("pruning events"))?;
+        {
+            warn!(error = %err, "Pruning old events failed; the next batch prunes them.");
         }
         Ok(())
     }
