@@ -122,14 +122,12 @@ impl FleetRow {
     /// left out: callers that select by them have them in the row). What only that replica
     /// knows (an agent that drifted, its connection) is not stored.
     pub fn observed(&self) -> ObservedAgent {
-        let hash = |h: &Option<String>| h.as_deref().and_then(ConfigHash::from_hex);
         let caps = self.capabilities;
-        let sent = hash(&self.sent_hash).zip(self.sent_at.map(|t| u64::try_from(t).unwrap_or(0)));
         ObservedAgent {
             connected: self.live,
             accepts_remote_config: caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0,
             reports_remote_config: caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0,
-            reported_hash: hash(&self.reported_hash),
+            reported_hash: self.reported_hash.as_deref().and_then(ConfigHash::from_hex),
             reported_status: match self.remote_config_status.as_deref() {
                 Some("APPLIED") => ReportedStatus::Applied,
                 Some("APPLYING") => ReportedStatus::Applying,
@@ -138,17 +136,14 @@ impl FleetRow {
                 },
                 _ => ReportedStatus::Unset,
             },
-            sent_hash: sent.map(|(h, _)| h),
-            sent_at: sent.map(|(_, at)| at),
-            failed_hashes: self
-                .failed_hashes
-                .iter()
-                .filter_map(|h| ConfigHash::from_hex(h))
-                .collect(),
             healthy: self.healthy,
-            last_applied: hash(&self.applied_hash),
-            last_error: self.last_error.clone(),
-            ..ObservedAgent::default()
+            ..super::stored_plan(
+                self.sent_hash.as_deref(),
+                self.sent_at,
+                &self.failed_hashes,
+                self.applied_hash.as_deref(),
+                self.last_error.as_ref(),
+            )
         }
     }
 }

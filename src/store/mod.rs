@@ -414,6 +414,34 @@ fn transient(err: &sqlx::Error) -> bool {
     }
 }
 
+/// What the store keeps of the planner's record of an agent, decoded (hex hashes, ms since the
+/// epoch): the one reading of those columns, for a restarted reconciler
+/// (`agents_from_records`) and for another replica's row ([`fleet::FleetRow::observed`]).
+/// Unreadable hashes are left out; the other fields are the default.
+pub fn stored_plan(
+    sent_hash: Option<&str>,
+    sent_at: Option<i64>,
+    failed_hashes: &[String],
+    applied_hash: Option<&str>,
+    last_error: Option<&String>,
+) -> gitamp_core::plan::ObservedAgent {
+    use gitamp_core::ConfigHash;
+    let sent = sent_hash
+        .and_then(ConfigHash::from_hex)
+        .zip(sent_at.map(|t| u64::try_from(t).unwrap_or(0)));
+    gitamp_core::plan::ObservedAgent {
+        sent_hash: sent.map(|(h, _)| h),
+        sent_at: sent.map(|(_, at)| at),
+        failed_hashes: failed_hashes
+            .iter()
+            .filter_map(|h| ConfigHash::from_hex(h))
+            .collect(),
+        last_applied: applied_hash.and_then(ConfigHash::from_hex),
+        last_error: last_error.cloned(),
+        ..Default::default()
+    }
+}
+
 /// The part of an [`AgentRecord`] a restarted reconciler resumes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentResume {

@@ -298,24 +298,16 @@ pub fn agents_from_records(records: &[AgentResume]) -> HashMap<Uid, ObservedAgen
         .iter()
         .filter_map(|r| {
             let uid: Uid = hex::decode(&r.instance_uid).ok()?.try_into().ok()?;
-            let sent = r
-                .sent_hash
-                .as_deref()
-                .and_then(ConfigHash::from_hex)
-                .zip(r.sent_at.map(|t| u64::try_from(t.max(0)).unwrap_or(0)));
             let agent = ObservedAgent {
                 instance_uid: gitamp_opamp::wire::uid_text(&uid),
                 labels: r.labels.clone(),
-                sent_hash: sent.map(|(h, _)| h),
-                sent_at: sent.map(|(_, at)| at),
-                failed_hashes: r
-                    .failed_hashes
-                    .iter()
-                    .filter_map(|h| ConfigHash::from_hex(h))
-                    .collect(),
-                last_applied: r.applied_hash.as_deref().and_then(ConfigHash::from_hex),
-                last_error: r.last_error.clone(),
-                ..ObservedAgent::default()
+                ..store::stored_plan(
+                    r.sent_hash.as_deref(),
+                    r.sent_at,
+                    &r.failed_hashes,
+                    r.applied_hash.as_deref(),
+                    r.last_error.as_ref(),
+                )
             };
             Some((uid, agent))
         })
