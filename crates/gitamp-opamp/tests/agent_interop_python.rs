@@ -99,10 +99,7 @@ async fn python_client_gets_config_and_acknowledges() {
         .map(|n| (n.clone(), desired(&collector_yaml(n))))
         .collect();
     for (name, id) in &by_name {
-        assert_ne!(
-            Delivery::Unknown,
-            server.fleet.deliver(id, Some(configs[name].clone()))
-        );
+        server.hand_over_until_sent(id, &configs[name], T).await;
     }
 
     for i in 0..K {

@@ -85,6 +85,35 @@ impl Server {
         .await
     }
 
+    /// Plays the planner's part for one config: hands `config` over again whenever it is
+    /// neither waiting to go out nor sent, until it has gone out. The registry drops a config
+    /// handed over while the agent owes the full report it was asked for, and withdraws one
+    /// when that report arrives (the planner decides again then); clients whose sequence
+    /// numbers repeat or skip (the Python client) are asked for full state often.
+    pub async fn hand_over_until_sent(
+        &self,
+        uid: &Uid,
+        config: &Arc<RemoteConfig>,
+        timeout: Duration,
+    ) {
+        eventually(timeout, "the config sent", async || {
+            let snap = self.fleet.agent(uid).ok_or("agent unknown")?;
+            if snap
+                .last_sent
+                .as_ref()
+                .is_some_and(|s| s.hash == *config.hash())
+            {
+                return Ok(());
+            }
+            if snap.pending_hash.as_ref() != Some(config.hash()) {
+                let d = self.fleet.deliver(uid, Some(config.clone()));
+                return Err(format!("handed over again: {d:?}"));
+            }
+            Err("waiting to go out".to_owned())
+        })
+        .await
+    }
+
     /// Polls until `pred` holds for the whole registry.
     pub async fn wait_fleet(
         &self,
