@@ -286,6 +286,26 @@ fn resume_from_row(row: &PgRow) -> Result<AgentResume, StoreError> {
 }
 
 impl PgStore {
+    /// Deletes the rows of `table` (an id-keyed history: `revisions`, `events`) older than its
+    /// newest `keep`. Rows another replica's prune holds are skipped, not waited for (that prune
+    /// deletes them), so prunes never wait on each other nor deadlock. The batch is committed by
+    /// now: a failed prune is logged, not returned, or the writer would apply the batch again
+    /// and store its events twice; the next batch prunes.
+    async fn prune_oldest(&self, table: &'static str, keep: u32) {
+        let sql = format!(
+            "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE id <= \
+             (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET $1) \
+             ORDER BY id FOR UPDATE SKIP LOCKED)"
+        );
+        if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(i64::from(keep))
+            .execute(&self.pool)
+            .await
+        {
+            warn!(error = %err, table, "Pruning old rows failed; the next batch prunes them.");
+        }
+    }
+
     /// What the shared database says of these agents (lower-case hex uids): a replica reads it
     /// for an agent whose messages went to other replicas, since what it remembers of the
     /// agent (FAILED hashes, sends) is its own (src/server/reconciler/evidence.rs).
@@ -496,30 +516,12 @@ impl Store for PgStore {
         tx.commit().await.map_err(q("commit"))?;
         // Retention in statements of their own, after the commit: every replica prunes the same
         // old rows, and inside the batch each would wait for the others' whole transactions.
-        // The batch is committed by now: a failed prune (replicas pruning the same rows at once
-        // can deadlock) is logged, not returned, or the writer would apply the batch again and
-        // store its events twice; the next batch prunes.
-        if !batch.revisions.is_empty()
-            && let Err(err) = sqlx::query(
-                "DELETE FROM revisions WHERE id <= \
-                 (SELECT id FROM revisions ORDER BY id DESC LIMIT 1 OFFSET $1)",
-            )
-            .bind(i64::from(self.opts.max_revisions))
-            .execute(&self.pool)
-            .await
-        {
-            warn!(error = %err, "Pruning old revisions failed; the next batch prunes them.");
+        if !batch.revisions.is_empty() {
+            self.prune_oldest("revisions", self.opts.max_revisions)
+                .await;
         }
-        if !batch.events.is_empty()
-            && let Err(err) = sqlx::query(
-                "DELETE FROM events WHERE id <= \
-                 (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1)",
-            )
-            .bind(i64::from(self.opts.max_events))
-            .execute(&self.pool)
-            .await
-        {
-            warn!(error = %err, "Pruning old events failed; the next batch prunes them.");
+        if !batch.events.is_empty() {
+            self.prune_oldest("events", self.opts.max_events).await;
         }
         Ok(())
     }
