@@ -771,18 +771,22 @@ async fn writer_loop<S: Store>(
     // queued since.
     let commit_all = async |batch: &mut Batch, retry: &mut Option<Retry>| {
         batch.take_agents(&mut shared.agents());
-        let result = commit(&*store, batch).await;
-        *retry = match (&result, retry.take()) {
-            (Ok(()), Some(_)) => {
-                info!("Store writes succeed again; the held batch is committed.");
-                None
+        match commit(&*store, batch).await {
+            Outcome::Committed => {
+                if retry.take().is_some() {
+                    info!("Store writes succeed again; the held batch is committed.");
+                }
+                Ok(())
             }
-            (Ok(()), None) => None,
-            // A batch refused for what it holds was dropped: nothing to retry.
-            (Err(_), _) if batch.is_empty() => None,
-            (Err(_), previous) => Some(Retry::after(previous)),
-        };
-        result
+            Outcome::Dropped(err) => {
+                *retry = None;
+                Err(err)
+            }
+            Outcome::Held(err) => {
+                *retry = Some(Retry::after(retry.take()));
+                Err(err)
+            }
+        }
     };
     loop {
         // A refused batch waits for its retry, not for the size trigger or the usual delay.
@@ -866,15 +870,23 @@ async fn sleep_until_some(deadline: Option<Instant>) {
     }
 }
 
+/// What became of a batch handed to [`commit`].
+enum Outcome {
+    /// In the store (or there was nothing to write).
+    Committed,
+    /// Refused for a passing reason ([`StoreError::is_transient`]): put back, to be retried.
+    Held(String),
+    /// Refused for what it holds: gone, as holding it would hold every later write behind it.
+    Dropped(String),
+}
+
 /// Apply the pending batch; retry once at once (a busy database, a transient I/O error). A
-/// batch that still fails for a passing reason ([`StoreError::is_transient`]) is put back in
-/// `batch` (the caller retries it later), the error logged and returned to a waiting `flush`:
-/// an unreachable database loses no agent record, revision or rollout, only the oldest events
-/// past [`Batch::MAX_HELD_EVENTS`]. A batch the store refuses for what it holds is dropped, as
-/// holding it would hold every later write behind it.
-async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Result<(), String> {
+/// batch that still fails for a passing reason is put back in `batch` (the caller retries it
+/// later) and the error logged: an unreachable database loses no agent record, revision or
+/// rollout, only the oldest events past [`Batch::MAX_HELD_EVENTS`].
+async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Outcome {
     if batch.is_empty() {
-        return Ok(());
+        return Outcome::Committed;
     }
     let pending = std::mem::take(batch);
     let started = std::time::Instant::now();
@@ -883,18 +895,6 @@ async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Result<(), String> {
         warn!(error = %e, ops = pending.ops, "Store write failed; retrying once.");
         tokio::time::sleep(Duration::from_millis(100)).await;
         result = store.apply(&pending).await;
-    }
-    if let Err(e) = &result
-        && !e.is_transient()
-    {
-        // The store refuses what the batch holds: retrying it would stop every later write.
-        error!(
-            error = %e,
-            agents = pending.agents.len(),
-            events = pending.events.len(),
-            "Store write refused; the batch is dropped."
-        );
-        return Err(e.to_string());
     }
     match result {
         Ok(()) => {
@@ -905,7 +905,16 @@ async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Result<(), String> {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "Store batch committed."
             );
-            Ok(())
+            Outcome::Committed
+        }
+        Err(e) if !e.is_transient() => {
+            error!(
+                error = %e,
+                agents = pending.agents.len(),
+                events = pending.events.len(),
+                "Store write refused; the batch is dropped."
+            );
+            Outcome::Dropped(e.to_string())
         }
         Err(e) => {
             error!(
@@ -915,7 +924,7 @@ async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Result<(), String> {
                 "Store write failed; the batch is held and retried."
             );
             *batch = pending;
-            Err(e.to_string())
+            Outcome::Held(e.to_string())
         }
     }
 }
