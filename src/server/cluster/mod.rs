@@ -42,10 +42,13 @@ use crate::source::{GitSource, SyncEvent, SyncInfo};
 use crate::store::postgres::REVISION_CHANNEL;
 use crate::store::{Batch, PgStore, RevisionRecord, Store, StoreOp, now_ms};
 
-/// What one heartbeat found.
-struct Beat {
-    /// This replica's row was gone: the leader retired it while it could not beat.
-    retired: bool,
+/// What one heartbeat found of this replica's own row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Beat {
+    /// There, refreshed.
+    Listed,
+    /// Gone: the leader retired this replica while it could not beat (listed again now).
+    Retired,
 }
 
 /// The advisory-lock key of leadership ("gitamp" in ASCII).
@@ -383,9 +386,9 @@ impl Cluster {
             let agents = state.view.load().connected as i64;
             let may_retire = beating_since.is_some_and(|t| t.elapsed() >= self.opts.dead_after);
             match self.beat(leader, agents, may_retire).await {
-                Ok(Beat { retired }) => {
+                Ok(found) => {
                     beating_since.get_or_insert_with(std::time::Instant::now);
-                    if retired {
+                    if found == Beat::Retired {
                         warn!(
                             "This replica was retired while cut off from the database; \
                              writing its agents' records again."
@@ -430,8 +433,12 @@ impl Cluster {
         .execute(self.pool())
         .await
         .map_err(q("heartbeat"))?;
-        let retired = updated.rows_affected() == 0;
-        if retired {
+        let found = if updated.rows_affected() == 0 {
+            Beat::Retired
+        } else {
+            Beat::Listed
+        };
+        if found == Beat::Retired {
             // Retired while cut off: back in the listing.
             sqlx::query(
                 "INSERT INTO replicas (id, opamp_address, api_address, leader, agents, \
@@ -501,7 +508,7 @@ impl Cluster {
             fleet_connected: connected.max(0) as u64,
             fleet_by_status: None,
         }));
-        Ok(Beat { retired })
+        Ok(found)
     }
 
     /// Say this replica is ready to serve `revision` (fetched and compiled), then wait until
