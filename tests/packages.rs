@@ -13,53 +13,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gitamp_opamp::proto;
-use sha2::{Digest, Sha256};
 use support::cli::gitamp_async;
 use support::opamp_go::GoAgent;
+use support::packages::{GOOD, NEWER, agent_version, down_url, package_server, sha256_hex};
 use support::wire::{kv, post_opamp};
 use support::{GitOpsServer, agents, eventually, get_json};
 
 const FIXTURE: &str = "tests/fixtures/collector-fleet";
 const WAIT: Duration = Duration::from_secs(90);
-const GOOD: &[u8] = b"collector 1.0.0 package bytes\n";
-const NEWER: &[u8] = b"collector 2.0.0 package bytes\n";
-const CORRUPT: &[u8] = b"collector 2.0.0 package bytes, truncated in transit";
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-/// An HTTP server with the package files: `/good` and `/newer` (served corrupted).
-async fn package_server() -> String {
-    let app = axum::Router::new()
-        .route("/good", axum::routing::get(|| async { GOOD }))
-        .route("/newer", axum::routing::get(|| async { CORRUPT }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}")
-}
-
-/// A URL on a port nothing listens on.
-fn down_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    format!("http://127.0.0.1:{port}/collector.tar.gz")
-}
-
-fn agent_version(name: &str, version: &str, url: &str, sha256: &str) -> String {
-    format!(
-        "apiVersion: gitamp.dev/v1\nkind: AgentVersion\nmetadata:\n  name: {name}\nspec:\n  \
-         version: {version}\n  platforms:\n    - os: linux\n      arch: amd64\n      url: {url}\n      \
-         sha256: {sha256}\n"
-    )
-}
-
 fn item<'a>(list: &'a [serde_json::Value], uid: &str) -> Option<&'a serde_json::Value> {
     list.iter().find(|a| a["uid"].as_str() == Some(uid))
 }

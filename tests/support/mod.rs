@@ -25,6 +25,7 @@ pub mod corpus;
 pub mod git;
 pub mod logs;
 pub mod opamp_go;
+pub mod packages;
 pub mod peers;
 pub mod poll;
 pub mod postgres;
