@@ -36,6 +36,9 @@ fn agent(uid: &str, seen: i64) -> AgentRecord {
         last_error: Some("invalid keys: batch/x".into()),
         connected: true,
         last_seen: seen,
+        // Written by replicas for the leader, not read back (a restarted replica's agents
+        // report their packages again).
+        packages: None,
     }
 }
 

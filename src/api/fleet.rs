@@ -7,8 +7,9 @@
 //! with the planner's pure rules (`plan_agent` over the served revision's selection and hashes),
 //! from an `ObservedAgent` built of its row. What only the holding replica knows is absent:
 //! `drifted` (the row has no "was synced on" hash: such an agent reads `applying` or
-//! `pending` elsewhere), its transport (`unknown`), when it connected, its agent version and
-//! upgrade, its offers, its effective config.
+//! `pending` elsewhere), its transport (`unknown`), when it connected, its offers, its
+//! effective config. Its agent version and upgrade status come from the package facts its
+//! replica writes to the row.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use gitamp_core::ConfigHash;
 use gitamp_core::catalog::model::OnFailure;
+use gitamp_core::plan::upgrade::plan_upgrade;
 use gitamp_core::plan::{Desired, Timing, plan_agent};
 use gitamp_opamp::report::{
     ConnectionInfo, Description, Health, RemoteState, RemoteStatus, Transport,
@@ -24,7 +26,7 @@ use gitamp_opamp::wire::uid_text;
 use gitamp_opamp::{AgentSnapshot, Uid};
 
 use crate::server::cluster::Cluster;
-use crate::server::state::{AgentView, AppState, FleetView, Serving};
+use crate::server::state::{AgentView, AppState, FleetView, Serving, UpgradeView};
 use crate::store::fleet::FleetRow;
 use crate::store::{from_ms, now_ms};
 
@@ -335,6 +337,32 @@ pub(crate) fn remote_agent(
             OnFailure::Keep,
             Timing::at(now_ms),
         );
+        let version = plan
+            .configuration
+            .as_ref()
+            .and_then(|name| desired.configurations.get(name))
+            .and_then(|c| c.version.as_ref());
+        // Whether the upgrade rollout admits it is the holding replica's to say: a remote
+        // agent still to be offered the version shows no reason.
+        let upgrade = version.map(|v| {
+            let up = plan_upgrade(
+                &observed,
+                v,
+                &desired.versions,
+                true,
+                OnFailure::Keep,
+                Timing::at(now_ms),
+            );
+            UpgradeView {
+                status: up.status.as_str(),
+                desired_version: up.desired_version,
+                reason: up.detail,
+            }
+        });
+        let installed_version = observed
+            .packages
+            .running(version.map(|v| v.package.as_str()))
+            .map(str::to_string);
         AgentView {
             status: plan.status.as_str().to_string(),
             configuration: plan.configuration,
@@ -343,8 +371,8 @@ pub(crate) fn remote_agent(
             last_applied,
             sent,
             failed_hashes: failed_hashes.clone(),
-            installed_version: None,
-            upgrade: None,
+            installed_version,
+            upgrade,
         }
     });
     let description = match row.description.as_ref() {

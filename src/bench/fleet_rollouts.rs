@@ -92,7 +92,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut size = 0;
     for _ in 0..args.rounds.max(1) {
         let rows: Vec<FleetRow> = (0..n).map(|i| row(i, None, false, true)).collect();
-        let mut fleet = FleetRollouts::new("r".into(), desired.clone(), 0, BTreeMap::new());
+        let mut fleet = FleetRollouts::new(
+            "r".into(),
+            desired.clone(),
+            0,
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
         let t = Instant::now();
         fleet.fold(&rows);
         fleet.step();
@@ -112,10 +118,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         traffic.push(t.elapsed());
 
         let t = Instant::now();
-        let (batch, _) = fleet
+        let writes = fleet
             .writes(None, |_| {})
             .ok_or_else(|| anyhow::anyhow!("nothing to write"))?;
-        let json: Vec<String> = batch
+        let json: Vec<String> = writes
+            .batch
             .rollouts
             .values()
             .map(|r| r.progress.to_string())

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use gitamp_core::ConfigHash;
-use gitamp_core::plan::{ObservedAgent, ReportedStatus};
+use gitamp_core::plan::upgrade::AgentPackages;
+use gitamp_core::plan::{ObservedAgent, ReportedStatus, Rollout};
 use gitamp_opamp::proto::AgentCapabilities;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -42,6 +43,8 @@ pub struct FleetRow {
     /// `labels` were read (the leader's incremental read leaves out labels not written since
     /// its last read: it knows them).
     pub labels_fresh: bool,
+    /// What it reports of its packages (default when the row has none).
+    pub packages: AgentPackages,
     /// Only in [`PgStore::fleet_agent`]: the description and health as stored (JSON).
     pub description: Option<serde_json::Value>,
     pub health: Option<serde_json::Value>,
@@ -52,7 +55,7 @@ macro_rules! row_columns {
     () => {
         "instance_uid, capabilities, (health::json ->> 'healthy')::boolean AS healthy, \
          reported_hash, remote_config_status, remote_config_error, sent_hash, sent_at, \
-         failed_hashes, applied_hash, last_error, connected, last_seen, replica, \
+         failed_hashes, applied_hash, last_error, connected, last_seen, replica, packages, \
          (connected AND replica IN (SELECT r.id FROM replicas r WHERE EXISTS \
          (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id))) AS live"
     };
@@ -91,7 +94,12 @@ pub(super) fn fleet_row(row: &PgRow) -> Result<FleetRow, StoreError> {
     let labels: String = row.try_get("labels").map_err(r)?;
     let failed: String = row.try_get("failed_hashes").map_err(r)?;
     let capabilities: i64 = row.try_get("capabilities").map_err(r)?;
+    let packages: Option<String> = row.try_get("packages").map_err(r)?;
     Ok(FleetRow {
+        packages: packages
+            .map(|p| json("agents.packages", &p))
+            .transpose()?
+            .unwrap_or_default(),
         instance_uid: row.try_get("instance_uid").map_err(r)?,
         labels: json("agents.labels", &labels)?,
         capabilities: capabilities as u64,
@@ -137,6 +145,7 @@ impl FleetRow {
                 _ => ReportedStatus::Unset,
             },
             healthy: self.healthy,
+            packages: self.packages.clone(),
             ..super::stored_plan(
                 self.sent_hash.as_deref(),
                 self.sent_at,
@@ -160,6 +169,69 @@ impl PgStore {
         .fetch_all(self.pool())
         .await
         .map_err(q("reading the rollouts' stamps"))
+    }
+
+    /// The leader's upgrade rollouts (configuration → the rollout of its pinned agent version);
+    /// a record that does not parse (written by another gitamp) is left out.
+    pub async fn load_upgrade_rollouts(&self) -> Result<BTreeMap<String, Rollout>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT configuration, progress FROM upgrade_rollouts")
+                .fetch_all(self.pool())
+                .await
+                .map_err(q("reading the upgrade rollouts"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(name, progress)| {
+                Some((name, serde_json::from_str::<Rollout>(&progress).ok()?))
+            })
+            .collect())
+    }
+
+    /// Which upgrade rollouts there are and when each was written, without their progress.
+    pub async fn upgrade_rollout_stamps(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT configuration, updated_at FROM upgrade_rollouts ORDER BY configuration",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(q("reading the upgrade rollouts' stamps"))
+    }
+
+    /// Replace the upgrade rollouts with `rollouts`, in one transaction (the leader's write).
+    pub async fn save_upgrade_rollouts(
+        &self,
+        rollouts: &BTreeMap<String, Rollout>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(q("writing the upgrade rollouts"))?;
+        let names: Vec<&String> = rollouts.keys().collect();
+        sqlx::query("DELETE FROM upgrade_rollouts WHERE NOT (configuration = ANY($1))")
+            .bind(&names)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the upgrade rollouts"))?;
+        for (name, rollout) in rollouts {
+            let progress = serde_json::to_string(rollout).map_err(|source| StoreError::Json {
+                what: "upgrade_rollouts.progress",
+                source,
+            })?;
+            sqlx::query(
+                "INSERT INTO upgrade_rollouts (configuration, progress, updated_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (configuration) DO UPDATE SET \
+                 progress = excluded.progress, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(progress)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("writing the upgrade rollouts"))?;
+        }
+        tx.commit().await.map_err(q("writing the upgrade rollouts"))
     }
 
     /// The replicas alive now: a row in `replicas` and sessions open (their sessions carry

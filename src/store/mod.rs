@@ -84,6 +84,11 @@ pub struct AgentRecord {
     pub last_error: Option<String>,
     pub connected: bool,
     pub last_seen: UnixMillis,
+    /// What the agent reports of its packages (the planner's `AgentPackages`, JSON), for the
+    /// leader's fleet-wide upgrade rollouts; `None` in an upsert keeps the stored value. Only
+    /// the shared PostgreSQL store keeps it: a single server's agents report their packages
+    /// again when they reconnect.
+    pub packages: Option<serde_json::Value>,
 }
 
 /// One rendered config map, content-addressed, kept so that a rollback can send it after the
@@ -283,7 +288,8 @@ impl Batch {
 }
 
 /// Queues `record` (`None`: a delete) of agent `uid` over a pending one: the newest wins, but a
-/// pending upsert's labels, description or health survive a later one that keeps them.
+/// pending upsert's labels, description, health or packages survive a later one that keeps
+/// them.
 fn coalesce_agent(
     agents: &mut BTreeMap<String, Option<AgentRecord>>,
     uid: String,
@@ -299,6 +305,9 @@ fn coalesce_agent(
             }
             if a.health.is_none() {
                 a.health = pending.health.take();
+            }
+            if a.packages.is_none() {
+                a.packages = pending.packages.take();
             }
         }
         a

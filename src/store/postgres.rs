@@ -129,7 +129,8 @@ fn from_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(text).map_err(|source| StoreError::Json { what, source })
 }
 
-/// One multi-row agent upsert. A NULL labels, description or health keeps the stored value
+/// One multi-row agent upsert. A NULL labels, description, health or packages keeps the stored
+/// value
 /// (see [`AgentRecord`]); a new row keeps the NULL, which readers see as the default. Only the
 /// replica holding an agent's connection writes its record: a "disconnected" record from a
 /// replica the agent has left (it reconnected to another) changes nothing. Every write stamps
@@ -137,10 +138,10 @@ fn from_json<T: serde::de::DeserializeOwned>(
 const UPSERT_AGENTS: &str = "\
 INSERT INTO agents (instance_uid, capabilities, reported_hash, remote_config_status, \
  remote_config_error, effective_config_hash, sent_hash, sent_at, failed_hashes, applied_hash, \
- last_error, connected, last_seen, labels, description, health, replica) \
+ last_error, connected, last_seen, labels, description, health, replica, packages) \
 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
  $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bool[], $13::bigint[], \
- $14::text[], $15::text[], $16::text[], $17::text[]) \
+ $14::text[], $15::text[], $16::text[], $17::text[], $18::text[]) \
 ON CONFLICT (instance_uid) DO UPDATE SET written_by = pg_current_xact_id(), \
  capabilities = excluded.capabilities, \
  reported_hash = excluded.reported_hash, remote_config_status = excluded.remote_config_status, \
@@ -154,6 +155,7 @@ ON CONFLICT (instance_uid) DO UPDATE SET written_by = pg_current_xact_id(), \
   ELSE pg_current_xact_id() END, \
  description = COALESCE(excluded.description, agents.description), \
  health = COALESCE(excluded.health, agents.health), \
+ packages = COALESCE(excluded.packages, agents.packages), \
  replica = CASE WHEN excluded.connected THEN excluded.replica ELSE NULL END \
  WHERE excluded.connected OR agents.replica IS NULL OR agents.replica IS NOT DISTINCT FROM \
  excluded.replica";
@@ -178,6 +180,7 @@ struct AgentColumns {
     description: Vec<Option<String>>,
     health: Vec<Option<String>>,
     replica: Vec<Option<String>>,
+    packages: Vec<Option<String>>,
 }
 
 impl AgentColumns {
@@ -201,6 +204,7 @@ impl AgentColumns {
         self.description.push(a.description.as_ref().map(to_json));
         self.health.push(a.health.as_ref().map(to_json));
         self.replica.push(replica.cloned());
+        self.packages.push(a.packages.as_ref().map(to_json));
     }
 
     async fn write(self, tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
@@ -222,6 +226,7 @@ impl AgentColumns {
             .bind(self.description)
             .bind(self.health)
             .bind(self.replica)
+            .bind(self.packages)
             .execute(tx)
             .await
             .map_err(q("upserting agents"))?;
@@ -264,6 +269,8 @@ fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
         last_error: row.try_get("last_error").map_err(q("reading agents"))?,
         connected: row.try_get("connected").map_err(q("reading agents"))?,
         last_seen: row.try_get("last_seen").map_err(q("reading agents"))?,
+        // Not read back: a restarted replica's agents report their packages again.
+        packages: None,
     })
 }
 

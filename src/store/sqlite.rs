@@ -159,6 +159,7 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
         last_error: row.try_get("last_error").map_err(q("reading agents"))?,
         connected: row.try_get("connected").map_err(q("reading agents"))?,
         last_seen: row.try_get("last_seen").map_err(q("reading agents"))?,
+        packages: None,
     })
 }
 

@@ -25,10 +25,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gitamp_core::plan::select::Selection;
+use gitamp_core::plan::selector::Labels;
 use gitamp_core::plan::status::SyncStatus;
+use gitamp_core::plan::upgrade::{ARCH_LABEL, OS_LABEL, upgrade_progress, upgrade_status};
 use gitamp_core::plan::{
-    AgentProgress, Desired, ResumeError, Rollout, RolloutBook, RolloutPhase, RolloutProgress,
-    Target, sync_status,
+    AgentProgress, Desired, ObservedAgent, ResumeError, Rollout, RolloutBook, RolloutPhase,
+    RolloutProgress, Target, sync_status,
 };
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +43,7 @@ use crate::server::reconciler::{Command, RolloutStamp, rollout_writes, rollouts_
 use crate::server::state::AppState;
 use crate::store::fleet::FleetRow;
 use crate::store::postgres::{AGENTS_CHANNEL, RESUME_CHANNEL, ROLLOUTS_CHANNEL};
-use crate::store::{Batch, ConvergenceRecord, Store, StoreOp};
+use crate::store::{Batch, ConvergenceRecord, PgStore, Store, StoreOp};
 
 /// `t` in ms since the Unix epoch.
 fn to_ms(t: std::time::SystemTime) -> u64 {
@@ -97,17 +99,25 @@ pub struct FleetRollouts {
     revision: String,
     desired: Arc<Desired>,
     book: RolloutBook,
-    /// Every agent seen, by uid: the configuration that selects it alone, if one does (rows
-    /// carry labels only when they were written since the last read), and whether its scope
-    /// holds it.
-    placed: HashMap<[u8; 16], (Option<Arc<str>>, bool)>,
+    /// Each configuration's upgrade to its pinned agent version, over the whole fleet too.
+    upgrades: RolloutBook,
+    /// Every agent seen, by uid (rows carry labels only when they were written since the last
+    /// read: what the leader needs of them is kept here).
+    placed: HashMap<[u8; 16], Placed>,
     /// The configurations' names, shared by the agents `placed` holds.
     names: HashMap<String, Arc<str>>,
+    /// The platforms (`os.type`, `host.arch`) agents run on, shared by the agents `placed`
+    /// holds.
+    platforms: HashMap<Labels, Arc<Labels>>,
+    /// The upgrade rollouts as last written (all of them: a handful of configurations).
+    upgrades_written: Option<BTreeMap<String, Rollout>>,
     /// What was last written of each rollout.
     persisted: BTreeMap<String, RolloutStamp>,
     /// Whom each rollout admitted as last announced, to tell an admission change from a count
     /// change (not the rollouts themselves: each holds every member).
     announced: BTreeMap<String, Admission>,
+    /// The same of each upgrade rollout.
+    announced_upgrades: BTreeMap<String, Admission>,
     counts_written: Option<Instant>,
     /// The next step steps every rollout (a new revision, a fresh start).
     full: bool,
@@ -121,15 +131,34 @@ pub struct FleetRollouts {
     planned: bool,
 }
 
+/// What the leader keeps of one agent between reads.
+#[derive(Debug, Clone, Default)]
+struct Placed {
+    /// The configuration that selects it alone, if one does.
+    configuration: Option<Arc<str>>,
+    /// Its platform labels: what an upgrade offers it depends on them.
+    platform: Option<Arc<Labels>>,
+    /// Its configuration's config rollout counts it.
+    in_rollout: bool,
+    /// Its configuration's upgrade rollout counts it.
+    in_upgrade: bool,
+}
+
 impl FleetRollouts {
-    /// A book for `revision`, resuming `stored` (the rollouts the database holds).
+    /// A book for `revision`, resuming `stored` and `stored_upgrades` (the config and upgrade
+    /// rollouts the database holds).
     pub fn new(
         revision: String,
         desired: Arc<Desired>,
         accepted_at: u64,
         stored: BTreeMap<String, Rollout>,
+        stored_upgrades: BTreeMap<String, Rollout>,
     ) -> Self {
         FleetRollouts {
+            announced_upgrades: admissions(&stored_upgrades),
+            upgrades_written: Some(stored_upgrades.clone()),
+            upgrades: RolloutBook::new(stored_upgrades),
+            platforms: HashMap::new(),
             accepted_at,
             convergence: None,
             superseded: None,
@@ -163,11 +192,13 @@ impl FleetRollouts {
         self.revision = revision;
         self.desired = desired;
         self.book.clear_scopes();
+        self.upgrades.clear_scopes();
         self.placed.clear();
         self.full = true;
     }
 
-    /// Fold agents' records in: each goes to its configuration's scope, or out of every scope.
+    /// Fold agents' records in: each goes to its configuration's scopes (config and upgrade
+    /// rollouts), or out of every scope.
     pub fn fold(&mut self, rows: &[FleetRow]) {
         for row in rows {
             let Some(key) = hex::decode(&row.instance_uid)
@@ -178,36 +209,88 @@ impl FleetRollouts {
             };
             // Rollouts name agents as the planner does (`uid_text`), the store in plain hex.
             let uid = gitamp_opamp::wire::uid_text(&key);
-            let before = self.placed.get(&key);
-            let selected = match (row.labels_fresh, before) {
-                (true, _) => match self.desired.select(&row.labels) {
-                    Selection::One(name) => Some(match self.names.get(&name) {
-                        Some(shared) => shared.clone(),
-                        None => {
-                            let shared: Arc<str> = Arc::from(name.as_str());
-                            self.names.insert(name, shared.clone());
-                            shared
-                        }
-                    }),
-                    Selection::None | Selection::Conflict(_) => None,
-                },
-                (false, Some((selected, _))) => selected.clone(),
+            let before = self.placed.get(&key).cloned();
+            let (configuration, platform) = match (row.labels_fresh, &before) {
+                (true, _) => (
+                    self.configuration_of(&row.labels),
+                    self.platform_of(&row.labels),
+                ),
+                (false, Some(p)) => (p.configuration.clone(), p.platform.clone()),
                 // Labels unknown (cannot happen after the first, full read): wait for them.
                 (false, None) => continue,
             };
-            let now = selected
-                .as_deref()
-                .and_then(|name| progress_of(row, &self.desired, name));
-            if let Some((Some(old), true)) = before
-                && (now.is_none() || selected.as_ref() != Some(old))
+            let mut agent = row.observed();
+            let name = configuration.as_deref();
+            let now = name.and_then(|name| progress_of(&agent, &self.desired, name));
+            let version = name
+                .and_then(|name| self.desired.configurations.get(name))
+                .and_then(|c| c.version.as_ref());
+            let upgrade = version.and_then(|version| {
+                // The offer depends on the platform labels alone.
+                agent.labels = platform.as_deref().cloned().unwrap_or_default();
+                upgrade_progress(&agent, version, upgrade_status(&agent, version))
+            });
+            if let Some(before) = &before
+                && let Some(old) = &before.configuration
             {
-                self.book.remove(old, &uid);
+                let moved = configuration.as_ref() != Some(old);
+                if before.in_rollout && (moved || now.is_none()) {
+                    self.book.remove(old, &uid);
+                }
+                if before.in_upgrade && (moved || upgrade.is_none()) {
+                    self.upgrades.remove(old, &uid);
+                }
             }
-            if let (Some(name), Some(progress)) = (&selected, now) {
-                self.book.set(name, &uid, progress);
+            if let Some(name) = name {
+                if let Some(progress) = now {
+                    self.book.set(name, &uid, progress);
+                }
+                if let Some(progress) = upgrade {
+                    self.upgrades.set(name, &uid, progress);
+                }
             }
-            self.placed.insert(key, (selected, now.is_some()));
+            self.placed.insert(
+                key,
+                Placed {
+                    configuration,
+                    platform,
+                    in_rollout: now.is_some(),
+                    in_upgrade: upgrade.is_some(),
+                },
+            );
         }
+    }
+
+    /// The configuration that alone selects an agent labelled `labels`, its name shared.
+    fn configuration_of(&mut self, labels: &Labels) -> Option<Arc<str>> {
+        let Selection::One(name) = self.desired.select(labels) else {
+            return None;
+        };
+        Some(match self.names.get(&name) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = Arc::from(name.as_str());
+                self.names.insert(name, shared.clone());
+                shared
+            }
+        })
+    }
+
+    /// The platform labels of `labels` (what an upgrade's offer depends on), shared.
+    fn platform_of(&mut self, labels: &Labels) -> Option<Arc<Labels>> {
+        let platform: Labels = [OS_LABEL, ARCH_LABEL]
+            .into_iter()
+            .filter_map(|k| labels.get(k).map(|v| (k.to_string(), v.clone())))
+            .collect();
+        if platform.is_empty() {
+            return None;
+        }
+        Some(
+            self.platforms
+                .entry(platform)
+                .or_insert_with_key(|p| Arc::new(p.clone()))
+                .clone(),
+        )
     }
 
     /// An operator's resume (relayed from any replica).
@@ -226,6 +309,15 @@ impl FleetRollouts {
         });
         let full = std::mem::take(&mut self.full);
         self.book.step(targets, full, true);
+        let upgrade_targets = self.desired.configurations.values().filter_map(|c| {
+            c.version.as_ref().map(|v| Target {
+                name: c.name(),
+                hash: v.target,
+                policy: c.rollout(),
+            })
+        });
+        // Superseded upgrades are replaced, not reported (as on a single server).
+        self.upgrades.step(upgrade_targets, full, false);
         self.planned = true;
         self.book
             .take_superseded()
@@ -272,19 +364,17 @@ impl FleetRollouts {
         c
     }
 
-    /// The writes due now, and whether admission moved (else only counts, if anything). A
-    /// move of admission or phase, and a change of the fleet's convergence verdict, is written
-    /// at once; counts at most every [`COUNTS_EVERY`].
+    /// The writes due now (see [`Writes`]). A move of admission or phase, and a change of the
+    /// fleet's convergence verdict, is written at once; counts at most every [`COUNTS_EVERY`].
     pub fn writes(
         &mut self,
         local: Option<&Convergence>,
-        emit: impl FnMut(Event),
-    ) -> Option<(Batch, bool)> {
+        mut emit: impl FnMut(Event),
+    ) -> Option<Writes> {
         let rollouts = self.book.rollouts();
-        let admission = rollouts.len() != self.announced.len()
-            || rollouts
-                .iter()
-                .any(|(name, r)| self.announced.get(name) != Some(&Admission::of(r)));
+        let upgrades = self.upgrades.rollouts();
+        let admission =
+            moved(rollouts, &self.announced) || moved(upgrades, &self.announced_upgrades);
         let convergence = self.convergence(local);
         let verdict_moved = self.convergence.as_ref().is_none_or(|old| {
             old.converged() != convergence.converged()
@@ -298,7 +388,7 @@ impl FleetRollouts {
         if !admission && !verdict_moved && !counts_due && self.superseded.is_none() {
             return None;
         }
-        let (mut ops, _) = rollout_writes(rollouts, &mut self.persisted, emit);
+        let (mut ops, _) = rollout_writes(rollouts, &mut self.persisted, &mut emit);
         if let Some(done) = self.superseded.take() {
             ops.push(convergence_op(&done));
         }
@@ -306,16 +396,71 @@ impl FleetRollouts {
             ops.push(convergence_op(&convergence));
             self.convergence = Some(convergence);
         }
-        if ops.is_empty() {
+        let upgrades_moved = self.upgrades_written.as_ref() != Some(upgrades);
+        if upgrades_moved {
+            for (name, rollout) in upgrades {
+                let RolloutPhase::Halted { reason } = &rollout.phase else {
+                    continue;
+                };
+                let was_halted = self
+                    .upgrades_written
+                    .as_ref()
+                    .and_then(|w| w.get(name))
+                    .is_some_and(|w| {
+                        w.target == rollout.target && matches!(w.phase, RolloutPhase::Halted { .. })
+                    });
+                if !was_halted {
+                    let version = self
+                        .desired
+                        .configurations
+                        .get(name)
+                        .and_then(|c| c.version.as_ref())
+                        .map_or_else(String::new, |v| v.version.clone());
+                    emit(Event::RolloutHalted {
+                        configuration: name.clone(),
+                        reason: format!("upgrade to agent version {version}: {reason}"),
+                    });
+                }
+            }
+            self.upgrades_written = Some(upgrades.clone());
+        }
+        if ops.is_empty() && !upgrades_moved {
             return None;
         }
         self.counts_written = Some(Instant::now());
-        self.announced = rollouts
-            .iter()
-            .map(|(k, r)| (k.clone(), Admission::of(r)))
-            .collect();
-        Some((Batch::from_ops(ops), admission || verdict_moved))
+        self.announced = admissions(rollouts);
+        self.announced_upgrades = admissions(upgrades);
+        Some(Writes {
+            batch: Batch::from_ops(ops),
+            upgrades: upgrades_moved.then(|| upgrades.clone()),
+            admission: admission || verdict_moved,
+        })
     }
+}
+
+/// What the leader writes after a step.
+pub struct Writes {
+    /// The config rollouts and convergence figures that moved.
+    pub batch: Batch,
+    /// Every upgrade rollout, when one moved.
+    pub upgrades: Option<BTreeMap<String, Rollout>>,
+    /// Admission moved (else only counts).
+    pub admission: bool,
+}
+
+/// Whether any rollout admits otherwise than `announced` says.
+fn moved(rollouts: &BTreeMap<String, Rollout>, announced: &BTreeMap<String, Admission>) -> bool {
+    rollouts.len() != announced.len()
+        || rollouts
+            .iter()
+            .any(|(name, r)| announced.get(name) != Some(&Admission::of(r)))
+}
+
+fn admissions(rollouts: &BTreeMap<String, Rollout>) -> BTreeMap<String, Admission> {
+    rollouts
+        .iter()
+        .map(|(k, r)| (k.clone(), Admission::of(r)))
+        .collect()
 }
 
 /// The store's copy of a convergence record.
@@ -332,15 +477,14 @@ fn convergence_op(c: &Convergence) -> StoreOp {
 /// only the holding replica knows (that an agent drifted) is not in the row; it does not move
 /// a rollout.
 pub fn progress_of(
-    row: &FleetRow,
+    agent: &ObservedAgent,
     desired: &Desired,
     configuration: &str,
 ) -> Option<AgentProgress> {
     let hash = desired.hash_of(configuration)?;
-    let agent = row.observed();
     let selection = Selection::One(configuration.to_string());
-    let status = sync_status(&agent, &selection, Some(hash));
-    (status != SyncStatus::Incompatible).then(|| AgentProgress::of(&agent, status, Some(hash)))
+    let status = sync_status(agent, &selection, Some(hash));
+    (status != SyncStatus::Incompatible).then(|| AgentProgress::of(agent, status, Some(hash)))
 }
 
 /// While this replica leads, step the fleet's rollouts (a failed term starts again after a
@@ -408,19 +552,19 @@ async fn leader_term(
                     watermark = "0".into();
                 }
                 None => {
-                    let stored = store
-                        .load_rollouts()
-                        .await
-                        .map_err(|e| ClusterError::Store {
-                            what: "loading the rollouts",
-                            source: e,
-                        })?;
+                    let loading = |e| ClusterError::Store {
+                        what: "loading the rollouts",
+                        source: e,
+                    };
+                    let stored = store.load_rollouts().await.map_err(loading)?;
+                    let upgrades = store.load_upgrade_rollouts().await.map_err(loading)?;
                     let desired = Arc::new(Desired::from_revision(&serving.revision));
                     fleet = Some(FleetRollouts::new(
                         revision.clone(),
                         desired,
                         to_ms(serving.accepted_at),
                         rollouts_from_records(&stored),
+                        upgrades,
                     ));
                     watermark = "0".into();
                 }
@@ -528,18 +672,26 @@ async fn write_rollouts(
     fleet: &mut FleetRollouts,
 ) -> Result<(), ClusterError> {
     let local = cluster.local_convergence.load_full();
-    let Some((batch, admission)) = fleet.writes(local.as_deref(), |e| state.emit(e)) else {
+    let Some(writes) = fleet.writes(local.as_deref(), |e| state.emit(e)) else {
         return Ok(());
     };
-    cluster
-        .store
-        .apply(&batch)
-        .await
-        .map_err(|e| ClusterError::Store {
-            what: "writing the fleet's rollouts",
-            source: e,
-        })?;
-    let kind = if admission { "admission" } else { "counts" };
+    let failed = |e| ClusterError::Store {
+        what: "writing the fleet's rollouts",
+        source: e,
+    };
+    cluster.store.apply(&writes.batch).await.map_err(failed)?;
+    if let Some(upgrades) = &writes.upgrades {
+        cluster
+            .store
+            .save_upgrade_rollouts(upgrades, crate::store::now_ms())
+            .await
+            .map_err(failed)?;
+    }
+    let kind = if writes.admission {
+        "admission"
+    } else {
+        "counts"
+    };
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(ROLLOUTS_CHANNEL)
         .bind(kind)
@@ -560,22 +712,17 @@ pub async fn adopt_rollouts(
         return;
     };
     let mut notices = super::Notices::new(cluster.store.pool(), ROLLOUTS_CHANNEL, "rollouts");
-    // What was last handed over, as (configuration, target, written at) of each record: not
-    // the rollouts themselves (each holds every member of the fleet).
-    let mut last: Option<Vec<(String, String, i64)>> = None;
+    // What was last handed over, as when each record was written: not the rollouts
+    // themselves (each holds every member of the fleet).
+    let mut last: Option<Stamps> = None;
     loop {
         notices.ensure().await;
-        match cluster.store.rollout_stamps().await {
+        match stamps(&cluster.store).await {
             Ok(written) if last.as_ref() != Some(&written) => {
-                match cluster.store.load_rollouts().await {
-                    Ok(records) => {
+                match load_adopted(&cluster.store).await {
+                    Ok(command) => {
                         last = Some(written);
-                        let rollouts = rollouts_from_records(&records);
-                        if reconciler
-                            .send(Command::AdoptRollouts(rollouts))
-                            .await
-                            .is_err()
-                        {
+                        if reconciler.send(command).await.is_err() {
                             return;
                         }
                     }
@@ -601,6 +748,25 @@ pub async fn adopt_rollouts(
             _ = notices.wait(RECHECK, cluster.opts.lock_retry) => {}
         }
     }
+}
+
+/// When each config rollout (configuration, target) and upgrade rollout (configuration) was
+/// written.
+type Stamps = (Vec<(String, String, i64)>, Vec<(String, i64)>);
+
+async fn stamps(store: &PgStore) -> Result<Stamps, crate::store::StoreError> {
+    Ok((
+        store.rollout_stamps().await?,
+        store.upgrade_rollout_stamps().await?,
+    ))
+}
+
+/// The leader's rollouts as the database holds them, for the reconciler to adopt.
+async fn load_adopted(store: &PgStore) -> Result<Command, crate::store::StoreError> {
+    Ok(Command::AdoptRollouts {
+        rollouts: rollouts_from_records(&store.load_rollouts().await?),
+        upgrades: store.load_upgrade_rollouts().await?,
+    })
 }
 
 /// An operator's resume that reached this replica goes to the leader, which steps rollouts.
@@ -657,14 +823,25 @@ mod tests {
     #[test]
     fn the_leader_admits_batches_over_rows_of_every_replica_and_counts_the_fleet() {
         let desired = desired();
-        let mut fleet = FleetRollouts::new("r1".into(), desired.clone(), 0, BTreeMap::new());
+        let mut fleet = FleetRollouts::new(
+            "r1".into(),
+            desired.clone(),
+            0,
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
         let rows: Vec<FleetRow> = (0..8).map(|i| row(i, &desired, false)).collect();
         fleet.fold(&rows);
         fleet.step();
         let rollout = &fleet.book.rollouts()["linux-production"];
         assert_eq!((rollout.agents.len(), rollout.admitted), (8, 2), "25% of 8");
-        let (batch, admission) = fleet.writes(None, |_| {}).expect("a first write");
-        assert!(admission);
+        let writes = fleet.writes(None, |_| {}).expect("a first write");
+        assert!(writes.admission);
+        assert!(
+            writes.upgrades.is_none(),
+            "no version pinned: no upgrade rollout"
+        );
+        let batch = writes.batch;
         assert!(
             batch.rollouts.keys().any(|(c, _)| c == "linux-production"),
             "{:?}",
@@ -703,7 +880,13 @@ mod tests {
     #[test]
     fn admission_ignores_counts_and_an_all_at_once_rollouts_members() {
         let desired = desired();
-        let mut fleet = FleetRollouts::new("r1".into(), desired.clone(), 0, BTreeMap::new());
+        let mut fleet = FleetRollouts::new(
+            "r1".into(),
+            desired.clone(),
+            0,
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
         fleet.fold(&(0..4).map(|i| row(i, &desired, false)).collect::<Vec<_>>());
         fleet.step();
         let a = fleet.book.rollouts()["linux-production"].clone();

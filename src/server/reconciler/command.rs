@@ -20,9 +20,13 @@ pub enum Command {
         configuration: String,
         reply: oneshot::Sender<Result<RolloutProgress, ResumeError>>,
     },
-    /// Several replicas: the rollouts the leader stepped over the whole fleet, as the database
-    /// holds them now; this replica admits by them (`Planner::adopt_rollouts`).
-    AdoptRollouts(BTreeMap<String, Rollout>),
+    /// Several replicas: the config and upgrade rollouts the leader stepped over the whole
+    /// fleet, as the database holds them now; this replica admits by them
+    /// (`Planner::adopt_rollouts`, `Planner::adopt_upgrades`).
+    AdoptRollouts {
+        rollouts: BTreeMap<String, Rollout>,
+        upgrades: BTreeMap<String, Rollout>,
+    },
     /// Several replicas: the leader retired this replica while it was cut off from the
     /// database and marked its agents disconnected there; write every agent's record again.
     RewriteAgents,
@@ -45,9 +49,15 @@ impl Reconciler {
                 // The caller may have given up (its request timed out): the resume stands.
                 let _ = reply.send(result);
             }
-            Command::AdoptRollouts(rollouts) => match self.planner.as_mut() {
-                Some(planner) => planner.adopt_rollouts(rollouts),
-                None => self.resumed_rollouts = rollouts,
+            Command::AdoptRollouts { rollouts, upgrades } => match self.planner.as_mut() {
+                Some(planner) => {
+                    planner.adopt_rollouts(rollouts);
+                    planner.adopt_upgrades(upgrades);
+                }
+                None => {
+                    self.resumed_rollouts = rollouts;
+                    self.adopted_upgrades = upgrades;
+                }
             },
             Command::RewriteAgents => self.rewrite_agents(),
         }

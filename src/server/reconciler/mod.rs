@@ -64,6 +64,8 @@ pub struct Reconciler {
     planner: Option<Planner<Uid>>,
     /// Rollouts loaded from the store, handed to the planner with the first revision.
     resumed_rollouts: BTreeMap<String, Rollout>,
+    /// Replicas: the leader's upgrade rollouts adopted before the first revision was served.
+    adopted_upgrades: BTreeMap<String, Rollout>,
     /// Agents as the store remembered them, each folded into the planner when first seen.
     resumed_agents: HashMap<Uid, ObservedAgent>,
     /// Agents named by fleet events since the last plan.
@@ -159,6 +161,7 @@ impl Reconciler {
                 .map(|(k, r)| (k.clone(), RolloutStamp::of(r)))
                 .collect(),
             resumed_rollouts: rollouts,
+            adopted_upgrades: BTreeMap::new(),
             persisted: agents
                 .iter()
                 .map(|(uid, a)| (*uid, persist::Digest::of(a, false)))

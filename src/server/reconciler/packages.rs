@@ -162,6 +162,10 @@ impl Reconciler {
         for (uid, hash, at, conn) in queued {
             planner.note_offer(&uid, hash, at, Some(conn));
         }
+        if planner.adopts_rollouts() {
+            // Several replicas: the leader steps the upgrades and says when one halts.
+            return;
+        }
         for (name, rollout) in planner.upgrades() {
             let RolloutPhase::Halted { reason } = &rollout.phase else {
                 self.halted_upgrades.remove(name);

@@ -9,6 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use gitamp_core::ConfigHash;
+use gitamp_core::plan::upgrade::AgentPackages;
 use gitamp_core::plan::{ObservedAgent, Rollout, RolloutPhase};
 use gitamp_opamp::{AgentSnapshot, RemoteConfig, Uid};
 use tracing::warn;
@@ -26,6 +27,9 @@ use crate::store::{
 pub(super) struct Digest {
     all: u64,
     failed: u64,
+    /// Its package facts (replicas only: the leader steps upgrade rollouts from them), written
+    /// only when they change.
+    packages: u64,
 }
 
 impl Digest {
@@ -48,13 +52,21 @@ impl Digest {
             a.connected,
         )
             .hash(&mut all);
+        let mut packages = 0;
         if with_reports {
             // Health too: the leader holds a batch for an agent that reports unhealthy.
             (a.reported_hash, &a.reported_status, a.connected, a.healthy).hash(&mut all);
+            if a.packages != AgentPackages::default() {
+                let mut h = DefaultHasher::new();
+                a.packages.hash(&mut h);
+                packages = h.finish();
+                packages.hash(&mut all);
+            }
         }
         Digest {
             all: all.finish(),
             failed,
+            packages,
         }
     }
 }
@@ -130,13 +142,15 @@ impl Reconciler {
                     fetched.as_ref()
                 }
             };
+            // Package facts only when they changed (an agent that never accepted packages
+            // has none: the row's NULL reads as none).
+            let packages = (before.map_or(0, |b| b.packages) != digest.packages)
+                .then(|| serde_json::to_value(&agent.packages).unwrap_or_default());
             if let Some(snap) = snap {
                 let described = self.described.remove(uid);
-                records.push((
-                    *uid,
-                    agent_record(snap, labels, agent, described),
-                    described,
-                ));
+                let mut record = agent_record(snap, labels, agent, described);
+                record.packages = packages;
+                records.push((*uid, record, described));
             }
         }
         for (uid, record, described) in records {
@@ -288,6 +302,7 @@ fn agent_record(
         last_error: agent.last_error.clone(),
         connected: snap.connection.connected,
         last_seen: store::to_ms(snap.connection.last_seen),
+        packages: None,
     }
 }
 

@@ -203,8 +203,7 @@ fn note_transition(
     applied
 }
 
-/// The version an agent reports running: of the package its configuration's pinned version
-/// names, else of the first package it reports.
+/// The version an agent reports running (see `AgentPackages::running`).
 fn installed_version(
     agent: &ObservedAgent,
     plan: &AgentPlan,
@@ -215,15 +214,6 @@ fn installed_version(
         .as_ref()
         .and_then(|name| desired.configurations.get(name))
         .and_then(|c| c.version.as_ref())
-        .and_then(|v| agent.packages.installed(&v.package));
-    pinned
-        .or_else(|| {
-            agent
-                .packages
-                .reported
-                .values()
-                .map(|p| p.has_version.as_str())
-                .find(|v| !v.is_empty())
-        })
-        .map(str::to_string)
+        .map(|v| v.package.as_str());
+    agent.packages.running(pinned).map(str::to_string)
 }

@@ -197,6 +197,7 @@ impl Reconciler {
                 self.planner = Some(if self.adopts_rollouts {
                     let mut planner = Planner::new(desired, BTreeMap::new());
                     planner.adopt_rollouts(rollouts);
+                    planner.adopt_upgrades(std::mem::take(&mut self.adopted_upgrades));
                     planner
                 } else {
                     Planner::new(desired, rollouts)

@@ -31,7 +31,7 @@ use crate::plan::rollout::{AgentProgress, Rollout, RolloutProgress};
 use crate::plan::rollout_book::{ResumeError, RolloutBook, Target};
 use crate::plan::select::Selection;
 use crate::plan::status::{StatusCounts, SyncStatus, sync_status};
-use crate::plan::upgrade::{Offer, UpgradeStatus, plan_upgrade, upgrade_status};
+use crate::plan::upgrade::{UpgradeStatus, plan_upgrade, upgrade_progress, upgrade_status};
 use crate::plan::{AgentPlan, Timing, plan_agent};
 
 /// What the planner knows of one agent.
@@ -175,6 +175,12 @@ impl<K: Hash + Eq + Clone> Planner<K> {
     /// moved at the next plan.
     pub fn adopt_rollouts(&mut self, rollouts: BTreeMap<String, Rollout>) {
         self.rollouts.adopt(rollouts);
+    }
+
+    /// Take the upgrade rollouts stepped elsewhere, as [`Planner::adopt_rollouts`] does the
+    /// config rollouts: a batch of an agent-version upgrade is admitted fleet-wide too.
+    pub fn adopt_upgrades(&mut self, upgrades: BTreeMap<String, Rollout>) {
+        self.upgrades.adopt(upgrades);
     }
 
     /// Whether this planner adopts rollouts stepped elsewhere ([`Planner::adopt_rollouts`]).
@@ -388,17 +394,7 @@ impl<K: Hash + Eq + Clone> Planner<K> {
         {
             let status = upgrade_status(&entry.agent, version);
             entry.upgrade = Some(status);
-            if !matches!(
-                status,
-                UpgradeStatus::Incompatible | UpgradeStatus::NoPackage
-            ) {
-                let failed_target = Offer::of(version, &entry.agent.labels)
-                    .is_some_and(|o| entry.agent.packages.failed.contains(&o.all_hash));
-                let progress = AgentProgress {
-                    status: status.as_sync(),
-                    healthy: entry.agent.healthy,
-                    failed_target,
-                };
+            if let Some(progress) = upgrade_progress(&entry.agent, version, status) {
                 self.upgrades.set(name, &entry.agent.instance_uid, progress);
             }
         }

@@ -21,6 +21,7 @@ use crate::catalog::model::OnFailure;
 use crate::config_map::ConfigHash;
 use crate::plan::Timing;
 use crate::plan::observed::ObservedAgent;
+use crate::plan::rollout::AgentProgress;
 use crate::plan::selector::Labels;
 use crate::plan::status::SyncStatus;
 
@@ -140,7 +141,7 @@ impl Offer {
 }
 
 /// `PackageStatus.status` as reported (OpAMP `PackageStatusEnum`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PackageState {
     /// Installed (0).
@@ -157,7 +158,7 @@ pub enum PackageState {
 }
 
 /// One package of the agent's last `PackageStatuses`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReportedPackage {
     /// `agent_has_version`: what it runs.
@@ -173,7 +174,7 @@ pub struct ReportedPackage {
 }
 
 /// The package facts of one agent, part of its one record ([`ObservedAgent::packages`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AgentPackages {
     /// Capabilities AcceptsPackages and ReportsPackageStatuses: without both nothing is
@@ -233,6 +234,17 @@ impl AgentPackages {
             .get(package)
             .map(|p| p.has_version.as_str())
             .filter(|v| !v.is_empty())
+    }
+
+    /// The agent version it runs, as people read it: of `pinned` (the package its
+    /// configuration's version names), else of the first package it reports.
+    pub fn running(&self, pinned: Option<&str>) -> Option<&str> {
+        pinned.and_then(|p| self.installed(p)).or_else(|| {
+            self.reported
+                .values()
+                .map(|p| p.has_version.as_str())
+                .find(|v| !v.is_empty())
+        })
     }
 }
 
@@ -306,6 +318,29 @@ pub struct UpgradePlan {
     /// Plan it again then (ms since the Unix epoch): a held-back re-offer may go out.
     #[serde(skip)]
     pub requeue_at: Option<u64>,
+}
+
+/// Where `agent` stands in the upgrade rollout to `version`, or `None` when no upgrade rollout
+/// counts it (incompatible, no package for its platform). The one rule for a server's own
+/// upgrade rollouts and the leader's fleet-wide ones.
+pub fn upgrade_progress(
+    agent: &ObservedAgent,
+    version: &Arc<DesiredVersion>,
+    status: UpgradeStatus,
+) -> Option<AgentProgress> {
+    if matches!(
+        status,
+        UpgradeStatus::Incompatible | UpgradeStatus::NoPackage
+    ) {
+        return None;
+    }
+    let failed_target = Offer::of(version, &agent.labels)
+        .is_some_and(|o| agent.packages.failed.contains(&o.all_hash));
+    Some(AgentProgress {
+        status: status.as_sync(),
+        healthy: agent.healthy,
+        failed_target,
+    })
 }
 
 /// Where `agent` stands against `version` (without a rollout: that is [`plan_upgrade`]).
