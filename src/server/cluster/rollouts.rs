@@ -211,10 +211,17 @@ impl FleetRollouts {
             let uid = gitamp_opamp::wire::uid_text(&key);
             let before = self.placed.get(&key).cloned();
             let (configuration, platform) = match (row.labels_fresh, &before) {
-                (true, _) => (
-                    self.configuration_of(&row.labels),
-                    self.platform_of(&row.labels),
-                ),
+                (true, _) => {
+                    let configuration = self.configuration_of(&row.labels);
+                    // Kept only where an upgrade needs it (a revision that pins a version
+                    // anew is read in full again).
+                    let pins = configuration
+                        .as_deref()
+                        .and_then(|name| self.desired.configurations.get(name))
+                        .is_some_and(|c| c.version.is_some());
+                    let platform = pins.then(|| self.platform_of(&row.labels)).flatten();
+                    (configuration, platform)
+                }
                 (false, Some(p)) => (p.configuration.clone(), p.platform.clone()),
                 // Labels unknown (cannot happen after the first, full read): wait for them.
                 (false, None) => continue,
