@@ -15,7 +15,9 @@ use bytes::Bytes;
 use gitamp_opamp::proto;
 use support::cli::gitamp_async;
 use support::opamp_go::GoAgent;
-use support::packages::{GOOD, NEWER, agent_version, down_url, package_server, sha256_hex};
+use support::packages::{
+    GOOD, NEWER, agent_version, corrupted_version, down_url, package_server, sha256_hex,
+};
 use support::wire::{kv, post_opamp};
 use support::{GitOpsServer, agents, eventually, get_json};
 
@@ -149,15 +151,9 @@ async fn versions_from_git_are_installed_by_opamp_go_and_failures_halt_the_upgra
     //    rollout (one at a time, no failure tolerated) fails with the client's error, keeps
     //    1.0.0 and is offered it back; the rollout halts, so the other edge agent is never
     //    offered 2.0.0.
-    gitops.fixture.write(
-        "versions/collector-2.yaml",
-        &agent_version(
-            "collector-2",
-            "2.0.0",
-            &format!("{files}/newer"),
-            &sha256_hex(NEWER),
-        ),
-    );
+    gitops
+        .fixture
+        .write("versions/collector-2.yaml", &corrupted_version(&files));
     gitops.fixture.edit(
         "configurations/edge.yaml",
         "agentVersion: collector-1",

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::opamp_go::GoAgent;
-use support::packages::{NEWER, agent_version, package_server, sha256_hex};
+use support::packages::{corrupted_version, package_server};
 use support::replicas::Fleet;
 use support::{agents, eventually, get_json};
 
@@ -77,15 +77,9 @@ async fn an_upgrade_batch_is_admitted_fleet_wide_and_its_halt_holds_every_replic
     let leader = fleet.leader(&[0, 1]).await;
 
     // A version whose file arrives corrupted, pinned by the agents' configuration.
-    fleet.fixture.write(
-        "versions/collector-2.yaml",
-        &agent_version(
-            "collector-2",
-            "2.0.0",
-            &format!("{files}/newer"),
-            &sha256_hex(NEWER),
-        ),
-    );
+    fleet
+        .fixture
+        .write("versions/collector-2.yaml", &corrupted_version(&files));
     let path = format!("configurations/{CONFIG}.yaml");
     let text = fleet.fixture.read(&path);
     fleet.fixture.write(

@@ -42,3 +42,14 @@ pub fn agent_version(name: &str, version: &str, url: &str, sha256: &str) -> Stri
          sha256: {sha256}\n"
     )
 }
+
+/// `versions/collector-2.yaml`: collector 2.0.0, whose file (`/newer` of [`package_server`] at
+/// `files`) arrives corrupted.
+pub fn corrupted_version(files: &str) -> String {
+    agent_version(
+        "collector-2",
+        "2.0.0",
+        &format!("{files}/newer"),
+        &sha256_hex(NEWER),
+    )
+}
