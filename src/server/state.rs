@@ -26,8 +26,10 @@ pub const EVENT_HISTORY: usize = 2000;
 /// Shared server state. Cheap to clone behind an `Arc`.
 pub struct AppState {
     pub fleet: Arc<Fleet>,
-    /// The accepted revision being served (None until the first good one).
+    /// The accepted revision being served (None until the first good one). Set through
+    /// [`AppState::serve`], which wakes those waiting for a change ([`AppState::serving_changed`]).
     pub serving: ArcSwapOption<Serving>,
+    serving_changed: Notify,
     /// The latest plan over the whole fleet, recomputed by the reconciler.
     pub view: ArcSwap<FleetView>,
     pub sync: Mutex<SyncView>,
@@ -395,6 +397,7 @@ impl AppState {
         AppState {
             fleet,
             serving: ArcSwapOption::empty(),
+            serving_changed: Notify::new(),
             view: ArcSwap::from_pointee(FleetView::default()),
             sync: Mutex::new(SyncView::default()),
             history: Mutex::new(History::default()),
@@ -408,6 +411,18 @@ impl AppState {
             event_store: ArcSwapOption::empty(),
             notifier: ArcSwapOption::empty(),
         }
+    }
+
+    /// Serve `serving` from now on, and say so to whoever waits ([`AppState::serving_changed`]).
+    pub fn serve(&self, serving: Serving) {
+        self.serving.store(Some(Arc::new(serving)));
+        self.serving_changed.notify_waiters();
+    }
+
+    /// Returns once [`AppState::serve`] was called after this future was first polled (check
+    /// what is served after creating it, then await it: no change is missed in between).
+    pub fn serving_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.serving_changed.notified()
     }
 
     /// Record an event: log it, count it, keep it in the bounded history and queue it for the

@@ -656,10 +656,13 @@ fn resume(fleet: Option<&mut FleetRollouts>, state: &AppState, name: &str) {
     }
 }
 
-/// Returns once this replica serves a revision other than `revision` (checked every 100 ms: the
-/// reconciler swaps what it serves and says so to nobody in particular).
+/// Returns once this replica serves a revision other than `revision`.
 async fn served_other_than(state: &AppState, revision: Option<String>) {
     loop {
+        let changed = state.serving_changed();
+        tokio::pin!(changed);
+        // Registered before the check: a change between the check and the wait is not missed.
+        changed.as_mut().enable();
         let now = state
             .serving
             .load()
@@ -668,7 +671,7 @@ async fn served_other_than(state: &AppState, revision: Option<String>) {
         if now.is_some() && now != revision {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        changed.await;
     }
 }
 

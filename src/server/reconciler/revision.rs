@@ -186,10 +186,8 @@ impl Reconciler {
         self.fleet.set_served(self.retained.values().cloned());
         self.own_telemetry
             .set_revision(&revision, self.fleet.offer_settings().receiver);
-        self.state.serving.store(Some(Arc::new(Serving::new(
-            Arc::new(revision),
-            desired_configs,
-        ))));
+        self.state
+            .serve(Serving::new(Arc::new(revision), desired_configs));
         match self.planner.as_mut() {
             Some(planner) => planner.set_desired(desired),
             None => {
