@@ -194,6 +194,7 @@ impl FleetRollouts {
         self.book.clear_scopes();
         self.upgrades.clear_scopes();
         self.placed.clear();
+        self.platforms.clear();
         self.full = true;
     }
 
