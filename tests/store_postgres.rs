@@ -326,7 +326,7 @@ async fn a_batch_the_database_refuses_for_its_content_is_dropped_and_later_write
 }
 
 /// Replicas commit events at once and each prunes the events table after its batch: no prune
-/// fails (rows another replica's prune holds are skipped, not waited for), and the table ends
+/// fails (a prune another replica is running is skipped, not waited for), and the table ends
 /// with exactly the newest `max_events`. (The deadlock seen in a 60,000-agent benchmark did not
 /// reproduce here; this holds the pruning's result under concurrency.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,4 +396,69 @@ async fn replicas_pruning_events_at_once_keep_exactly_the_newest() {
         .expect("span of ids");
     assert_eq!(span, left, "the rows kept are the newest, with no gap");
     let _ = conn.close().await;
+}
+
+/// While another session holds a table's prune (its advisory lock), a replica's batch commits
+/// at once and leaves the pruning to a later batch: prunes never wait on each other.
+#[tokio::test]
+async fn a_prune_another_replica_runs_is_skipped_not_waited_for() {
+    use gitamp::store::{Batch, EventRecord, PgStore, StoreOp, StoreOptions};
+    use std::time::Duration;
+    let url = fresh_database("store_postgres_prune_skipped").await;
+    let store = PgStore::connect(
+        &url,
+        StoreOptions {
+            max_events: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("open a store");
+    let events = |n: usize| {
+        Batch::from_ops((0..n).map(|i| {
+            StoreOp::AppendEvent(EventRecord {
+                time: 0,
+                agent_uid: None,
+                kind: "test".into(),
+                message: format!("event {i}"),
+            })
+        }))
+    };
+    let mut other = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let count = async |c: &mut sqlx::PgConnection| -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(c)
+            .await
+            .expect("count events")
+    };
+    // Another replica's prune, in a transaction it keeps open.
+    sqlx::query("BEGIN")
+        .execute(&mut other)
+        .await
+        .expect("begin");
+    let held: bool = sqlx::query_scalar(
+        "SELECT pg_try_advisory_xact_lock(hashtext('gitamp'), hashtext('prune events'))",
+    )
+    .fetch_one(&mut other)
+    .await
+    .expect("take the prune lock");
+    assert!(held);
+    tokio::time::timeout(Duration::from_secs(10), store.apply(&events(30)))
+        .await
+        .expect("the batch does not wait for the other prune")
+        .expect("commit");
+    let mut mine = sqlx::PgConnection::connect(&url).await.expect("connect");
+    assert_eq!(
+        count(&mut mine).await,
+        30,
+        "pruning was left to a later batch"
+    );
+    sqlx::query("COMMIT")
+        .execute(&mut other)
+        .await
+        .expect("commit");
+    store.apply(&events(1)).await.expect("commit");
+    assert_eq!(count(&mut mine).await, 10, "the next batch prunes");
+    let _ = other.close().await;
+    let _ = mine.close().await;
 }
