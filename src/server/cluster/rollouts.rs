@@ -110,7 +110,8 @@ pub struct FleetRollouts {
     /// holds.
     platforms: HashMap<Labels, Arc<Labels>>,
     /// The upgrade rollouts as last written (all of them: a handful of configurations).
-    upgrades_written: Option<BTreeMap<String, Rollout>>,
+    /// (Stamps, so a step decides in O(1) per rollout, not by comparing member lists.)
+    upgrades_written: BTreeMap<String, RolloutStamp>,
     /// What was last written of each rollout.
     persisted: BTreeMap<String, RolloutStamp>,
     /// Whom each rollout admitted as last announced, to tell an admission change from a count
@@ -156,7 +157,7 @@ impl FleetRollouts {
     ) -> Self {
         FleetRollouts {
             announced_upgrades: admissions(&stored_upgrades),
-            upgrades_written: Some(stored_upgrades.clone()),
+            upgrades_written: stamps_of(&stored_upgrades),
             upgrades: RolloutBook::new(stored_upgrades),
             platforms: HashMap::new(),
             accepted_at,
@@ -404,7 +405,8 @@ impl FleetRollouts {
             ops.push(convergence_op(&convergence));
             self.convergence = Some(convergence);
         }
-        let upgrades_moved = self.upgrades_written.as_ref() != Some(upgrades);
+        let stamps = stamps_of(upgrades);
+        let upgrades_moved = stamps != self.upgrades_written;
         if upgrades_moved {
             for (name, rollout) in upgrades {
                 let RolloutPhase::Halted { reason } = &rollout.phase else {
@@ -412,11 +414,9 @@ impl FleetRollouts {
                 };
                 let was_halted = self
                     .upgrades_written
-                    .as_ref()
-                    .and_then(|w| w.get(name))
-                    .is_some_and(|w| {
-                        w.target == rollout.target && matches!(w.phase, RolloutPhase::Halted { .. })
-                    });
+                    .get(name)
+                    .and_then(RolloutStamp::halted_on)
+                    == Some(rollout.target);
                 if !was_halted {
                     let version = self
                         .desired
@@ -430,7 +430,7 @@ impl FleetRollouts {
                     });
                 }
             }
-            self.upgrades_written = Some(upgrades.clone());
+            self.upgrades_written = stamps;
         }
         if ops.is_empty() && !upgrades_moved {
             return None;
@@ -462,6 +462,13 @@ fn moved(rollouts: &BTreeMap<String, Rollout>, announced: &BTreeMap<String, Admi
         || rollouts
             .iter()
             .any(|(name, r)| announced.get(name) != Some(&Admission::of(r)))
+}
+
+fn stamps_of(rollouts: &BTreeMap<String, Rollout>) -> BTreeMap<String, RolloutStamp> {
+    rollouts
+        .iter()
+        .map(|(k, r)| (k.clone(), RolloutStamp::of(r)))
+        .collect()
 }
 
 fn admissions(rollouts: &BTreeMap<String, Rollout>) -> BTreeMap<String, Admission> {

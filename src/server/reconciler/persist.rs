@@ -88,6 +88,11 @@ pub(crate) struct RolloutStamp {
 }
 
 impl RolloutStamp {
+    /// The target of a halted rollout (`None`: not halted).
+    pub(crate) fn halted_on(&self) -> Option<ConfigHash> {
+        matches!(self.phase, RolloutPhase::Halted { .. }).then_some(self.target)
+    }
+
     pub(crate) fn of(r: &Rollout) -> RolloutStamp {
         RolloutStamp {
             target: r.target,
