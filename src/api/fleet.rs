@@ -381,7 +381,11 @@ pub(crate) fn remote_agent(
             .flatten(),
         // The list needs the labels alone (identifying attributes win in both).
         None => (!row.labels.is_empty()).then(|| Description {
-            identifying: row.labels.clone(),
+            identifying: row
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             non_identifying: Default::default(),
         }),
     };

@@ -823,7 +823,11 @@ pub(crate) async fn agent(
             .as_deref()
             .and_then(|k| files.get(k))
             .or_else(|| files.get(""))
-            .or_else(|| (files.len() == 1).then(|| files.values().next()).flatten());
+            .or_else(|| {
+                (files.len() == 1)
+                    .then(|| files.iter().next().map(|(_, f)| f))
+                    .flatten()
+            });
         let text = match chosen {
             Some(f) => String::from_utf8_lossy(&f.body).into_owned(),
             None => files
@@ -878,8 +882,8 @@ pub(crate) async fn agent(
         headers,
         Json(AgentDetail {
             description: a.description.as_ref().map(|d| DescriptionItem {
-                identifying: d.identifying.clone(),
-                non_identifying: d.non_identifying.clone(),
+                identifying: strings(&d.identifying),
+                non_identifying: strings(&d.non_identifying),
             }),
             capabilities: Capabilities {
                 bits: a.capabilities,
@@ -1139,4 +1143,12 @@ pub(crate) async fn events(
         offset: paging.offset,
         limit: paging.limit,
     }))
+}
+
+/// Attributes as the API's map.
+fn strings(attributes: &gitamp_opamp::report::Attributes) -> BTreeMap<String, String> {
+    attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }

@@ -36,10 +36,20 @@ pub fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 /// Resident set size of a process in KiB, from /proc/<pid>/status.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The largest resident set size the process has had, in KiB (what an out-of-memory killer
+/// or a container limit meets).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
 }
@@ -340,6 +350,10 @@ impl Server {
 
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.pid).unwrap_or(0)
+    }
+
+    pub fn peak_rss_kib(&self) -> u64 {
+        peak_rss_kib(self.pid).unwrap_or(0)
     }
 
     pub fn cpu_seconds(&self) -> f64 {

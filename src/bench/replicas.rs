@@ -295,11 +295,21 @@ async fn phases(
         let rows = db.rows_written().await - rows_r;
         let after = broadcast(workers, "stats").await?;
         let agents_cpu = workers_cpu(workers) - wcpu_r;
+        // The leader reads every agent's row when a revision comes: what that costs shows in
+        // the peak, not in the steady RSS above.
+        let peak: Vec<u64> = servers.iter().map(Server::peak_rss_kib).collect();
+        let peak_per_agent: Vec<f64> = peak
+            .iter()
+            .zip(idle)
+            .zip(held)
+            .map(|((p, i), h)| ((p.saturating_sub(*i) as f64 / (*h).max(1) as f64) * 10.0).round() / 10.0)
+            .collect();
         println!(
             "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms \
              (first {first:.0}, p10 {p10:.0}, p90 {p90:.0}; {took:.1} s); \
              replicas' CPU {replicas_cpu:.2} s, PostgreSQL CPU {pg_cpu:.2} s ({:.0} % of the replicas'), agents' CPU {:.2} s; \
-             {rows} rows written ({:.0}/s over {window:.1} s); redundant pushes {}",
+             {rows} rows written ({:.0}/s over {window:.1} s); redundant pushes {}; \
+             peak RSS per replica so far {peak_per_agent:?} KiB/agent held",
             100.0 * pg_cpu / replicas_cpu.max(1e-9),
             agents_cpu,
             rows as f64 / window,
@@ -308,7 +318,8 @@ async fn phases(
         summary["rollout"] = json!({
             "done": done, "first_ms": first, "p10_ms": p10, "p50_ms": p50, "p90_ms": p90,
             "p99_ms": p99, "max_ms": max, "replicas_cpu_s": replicas_cpu, "pg_cpu_s": pg_cpu, "rows": rows,
-            "rows_per_s": rows as f64 / window,
+            "rows_per_s": rows as f64 / window, "peak_rss_kib": peak,
+            "peak_kib_per_agent": peak_per_agent,
         });
     }
     if args.kill_one {

@@ -246,22 +246,38 @@ impl PgStore {
         .map_err(q("reading the live replicas"))
     }
 
-    /// The agents' rows written since `watermark` (`"0"` for every row), and the watermark for
-    /// the next read. See [`CHANGED_AGENTS`]; rows are written with `written_by` by
-    /// [`super::postgres`]'s upsert.
+    /// The agents' rows written since `watermark` (`"0"` for every row), handed to `each` in
+    /// chunks of `chunk` as they arrive, and the watermark for the next read. See
+    /// [`CHANGED_AGENTS`]; rows are written with `written_by` by [`super::postgres`]'s upsert.
+    ///
+    /// Streamed, not collected: a full read of 60,000 rows with their labels was ~170 MB on the
+    /// leader at once (the rows, and the driver's buffer of the whole result).
     pub async fn changed_agents(
         &self,
         watermark: &str,
-    ) -> Result<(Vec<FleetRow>, Option<String>), StoreError> {
-        let rows = sqlx::query(CHANGED_AGENTS)
+        chunk: usize,
+        mut each: impl FnMut(&[FleetRow]),
+    ) -> Result<Option<String>, StoreError> {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query(CHANGED_AGENTS)
             .bind(watermark)
-            .fetch_all(self.pool())
-            .await
-            .map_err(q("reading changed agents"))?;
-        let mut next = rows
-            .first()
-            .and_then(|r| r.try_get::<String, _>("next").ok());
-        let out = rows.iter().map(fleet_row).collect::<Result<Vec<_>, _>>()?;
+            .fetch(self.pool());
+        let mut next = None;
+        let mut batch = Vec::with_capacity(chunk.max(1));
+        while let Some(row) = rows.try_next().await.map_err(q("reading changed agents"))? {
+            if next.is_none() {
+                next = row.try_get::<String, _>("next").ok();
+            }
+            batch.push(fleet_row(&row)?);
+            if batch.len() >= chunk.max(1) {
+                each(&batch);
+                batch.clear();
+            }
+        }
+        drop(rows);
+        if !batch.is_empty() {
+            each(&batch);
+        }
         if next.is_none() {
             // No row changed: the watermark moves to now's oldest running transaction.
             next = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
@@ -269,7 +285,7 @@ impl PgStore {
                 .await
                 .map_err(q("reading the transaction watermark"))?;
         }
-        Ok((out, next))
+        Ok(next)
     }
 
     /// Every agent but those `replica` holds (it knows its own from memory), by id: the

@@ -22,7 +22,7 @@
 //! Nothing is lost with them: remote config statuses not yet read by the planner wait in
 //! the entry ([`AgentSnapshot::unread_statuses`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -37,7 +37,7 @@ use crate::outbox::{OutboxSender, Push};
 use crate::packages::{PackageOffer, PackageReport};
 use crate::proto;
 use crate::report::{
-    Changes, ConfigFile, ConnectionInfo, Description, Health, RemoteState, RemoteStatus, Transport,
+    Changes, ConfigFiles, ConnectionInfo, Description, Health, RemoteState, RemoteStatus, Transport,
 };
 use crate::ser::ser_uid;
 use crate::wire::{Outgoing, RemoteConfig, Uid, uid_text};
@@ -149,7 +149,7 @@ pub struct AgentSnapshot {
     /// Health, once reported (shared with the registry, not copied).
     pub health: Option<Arc<Health>>,
     /// Effective config files by name, once reported.
-    pub effective_config: Option<BTreeMap<String, ConfigFile>>,
+    pub effective_config: Option<ConfigFiles>,
     /// Remote config status, once reported.
     pub remote_config_status: Option<RemoteStatus>,
     /// Connection state.
@@ -206,7 +206,7 @@ pub(crate) struct AgentEntry {
     description: Option<Arc<Description>>,
     capabilities: u64,
     health: Option<Arc<Health>>,
-    effective_config: Option<BTreeMap<String, ConfigFile>>,
+    effective_config: Option<ConfigFiles>,
     remote_status: Option<RemoteStatus>,
     unread_statuses: Vec<RemoteStatus>,
     connected: bool,
@@ -420,7 +420,7 @@ impl AgentEntry {
         replace_shared(&mut self.health, h)
     }
 
-    pub(crate) fn set_effective_config(&mut self, files: BTreeMap<String, ConfigFile>) -> bool {
+    pub(crate) fn set_effective_config(&mut self, files: ConfigFiles) -> bool {
         replace(&mut self.effective_config, files)
     }
 
@@ -562,7 +562,7 @@ impl AgentEntry {
 /// Makes reported bodies equal to a served config's files share its bytes: an agent that
 /// reported its config before it was assigned (after a server restart, every agent) would
 /// otherwise keep its own copy of the same few KiB.
-fn share_bodies(effective: &mut BTreeMap<String, ConfigFile>, config: &RemoteConfig) {
+fn share_bodies(effective: &mut ConfigFiles, config: &RemoteConfig) {
     for (name, file) in effective.iter_mut() {
         if let Some(body) = config.same_body(name, &file.body) {
             file.body = body;

@@ -58,15 +58,19 @@ impl Changes {
 #[serde(default)]
 pub struct Description {
     /// Identifying attributes (service.name, service.instance.id, ...).
-    pub identifying: BTreeMap<String, String>,
+    pub identifying: Attributes,
     /// Non-identifying attributes (host.*, os.*, ...).
-    pub non_identifying: BTreeMap<String, String>,
+    pub non_identifying: Attributes,
 }
 
 impl Description {
     /// All attributes, identifying ones winning on key clashes: the agent's labels.
     pub fn labels(&self) -> BTreeMap<String, String> {
-        let mut all = self.non_identifying.clone();
+        let mut all: BTreeMap<String, String> = self
+            .non_identifying
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         all.extend(self.identifying.iter().map(|(k, v)| (k.clone(), v.clone())));
         all
     }
@@ -119,6 +123,113 @@ pub struct ConfigFile {
     pub body: Bytes,
     /// MIME type, possibly empty.
     pub content_type: String,
+}
+
+/// A small map from names, sorted by name: what the registry keeps per agent where an agent
+/// reports a handful of entries (its attributes, its effective config's files).
+///
+/// A boxed slice rather than a `BTreeMap`: a map's first node is ~550 bytes for string pairs and
+/// ~900 for config files, whatever it holds. In a heap profile of a replica with 5,000 agents the
+/// three maps each agent kept were 2.2 KiB of its ~10 KiB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortedMap<V>(Box<[(String, V)]>);
+
+/// An agent's effective config: its files by name.
+pub type ConfigFiles = SortedMap<ConfigFile>;
+
+/// Attributes of an agent's description, flattened to strings.
+pub type Attributes = SortedMap<String>;
+
+impl<V> Default for SortedMap<V> {
+    fn default() -> Self {
+        SortedMap(Box::default())
+    }
+}
+
+impl<V> SortedMap<V> {
+    /// The value under `name`.
+    pub fn get(&self, name: &str) -> Option<&V> {
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Whether `name` is in it.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The entries in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+
+    /// The entries in name order, values to change in place.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&String, &mut V)> {
+        self.0.iter_mut().map(|(n, v)| (&*n, v))
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No entry.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Entries by name; of two with one name, the last wins (as collecting into a map would).
+impl<V> FromIterator<(String, V)> for SortedMap<V> {
+    fn from_iter<I: IntoIterator<Item = (String, V)>>(entries: I) -> Self {
+        let mut entries: Vec<(String, V)> = entries.into_iter().collect();
+        // Stable: equal names keep their order, and the last of each run is kept below.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<(String, V)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match kept.last_mut() {
+                Some(last) if last.0 == entry.0 => *last = entry,
+                _ => kept.push(entry),
+            }
+        }
+        SortedMap(kept.into_boxed_slice())
+    }
+}
+
+impl<'a, V> IntoIterator for &'a SortedMap<V> {
+    type Item = (&'a String, &'a V);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, V)>,
+        fn(&'a (String, V)) -> (&'a String, &'a V),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(n, v)| (n, v))
+    }
+}
+
+/// `map["name"]`: panics when absent, as a map's index does.
+impl<V> std::ops::Index<&str> for SortedMap<V> {
+    type Output = V;
+
+    fn index(&self, name: &str) -> &V {
+        self.get(name)
+            .unwrap_or_else(|| panic!("no entry named {name:?}"))
+    }
+}
+
+impl<V: Serialize> Serialize for SortedMap<V> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for SortedMap<V> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(BTreeMap::<String, V>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 /// Remote config status as reported.
@@ -175,4 +286,57 @@ pub struct ConnectionInfo {
     /// The connection of the last message (this process's id; an HTTP request counts as one).
     #[serde(skip)]
     pub id: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn sorted_map_sorts_and_the_last_of_a_name_wins() {
+        let m = attrs(&[
+            ("os.type", "linux"),
+            ("host.name", "a"),
+            ("os.type", "windows"),
+        ]);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["os.type"], "windows");
+        assert_eq!(m.get("host.name").map(String::as_str), Some("a"));
+        assert_eq!(m.get("absent"), None);
+        assert!(!m.contains_key("absent"));
+        let names: Vec<&String> = m.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["host.name", "os.type"]);
+    }
+
+    #[test]
+    fn sorted_map_reads_and_writes_as_a_json_object() {
+        let m = attrs(&[("b", "2"), ("a", "1")]);
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(text, r#"{"a":"1","b":"2"}"#);
+        let back: Attributes = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, m);
+        let d: Description =
+            serde_json::from_str(r#"{"identifying":{"service.name":"x"}}"#).unwrap();
+        assert_eq!(d.identifying["service.name"], "x");
+        assert!(d.non_identifying.is_empty());
+    }
+
+    #[test]
+    fn labels_let_identifying_attributes_win() {
+        let d = Description {
+            identifying: attrs(&[("service.name", "id")]),
+            non_identifying: attrs(&[("service.name", "other"), ("os.type", "linux")]),
+        };
+        let labels = d.labels();
+        assert_eq!(labels["service.name"], "id");
+        assert_eq!(labels["os.type"], "linux");
+        assert!(d.labels_equal(&labels));
+    }
 }

@@ -22,7 +22,7 @@
 //! - every non-error reply echoes `instance_uid` and carries the server capabilities;
 //!   an error reply carries only `instance_uid` and `error_response`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,8 @@ use crate::outbox::OutboxSender;
 use crate::packages::PackageReport;
 use crate::proto::{self, AgentCapabilities as Cap};
 use crate::report::{
-    Changes, ConfigFile, Description, Health, RemoteState, RemoteStatus, Transport,
+    Attributes, Changes, ConfigFile, ConfigFiles, Description, Health, RemoteState, RemoteStatus,
+    Transport,
 };
 use crate::wire::{Outgoing, RemoteConfig, SERVER_CAPABILITIES, Uid, uid_text};
 
@@ -150,7 +151,7 @@ fn any_to_json(v: &proto::AnyValue) -> serde_json::Value {
     }
 }
 
-fn flatten(kvs: &[proto::KeyValue]) -> BTreeMap<String, String> {
+fn flatten(kvs: &[proto::KeyValue]) -> Attributes {
     kvs.iter()
         .map(|kv| {
             let v = match kv.value.as_ref().map(any_to_json) {
@@ -194,9 +195,9 @@ fn effective_of(
     e: &proto::EffectiveConfig,
     desired: Option<&RemoteConfig>,
     fleet: &Fleet,
-) -> BTreeMap<String, ConfigFile> {
+) -> ConfigFiles {
     let Some(map) = &e.config_map else {
-        return BTreeMap::new();
+        return ConfigFiles::default();
     };
     let mut served = None;
     map.config_map
@@ -495,7 +496,12 @@ mod tests {
         };
         let body_of = |fleet: &Fleet| {
             let a = fleet.agent(&UID).expect("registered");
-            a.effective_config.expect("reported")[""].body.clone()
+            a.effective_config
+                .expect("reported")
+                .get("")
+                .expect("the default file")
+                .body
+                .clone()
         };
         // Reported before any config is assigned: a copy, not a view of the message.
         let own = Bytes::from(served.to_vec());

@@ -59,6 +59,8 @@ const COUNTS_EVERY: Duration = Duration::from_secs(2);
 const GATHER: Duration = Duration::from_millis(100);
 /// Without notices, the leader reads and every replica re-reads the rollouts this often.
 const RECHECK: Duration = Duration::from_secs(5);
+/// Rows folded at a time while a read streams in: what the leader holds of a read at once.
+const READ_CHUNK: usize = 1_000;
 
 /// Whom a rollout admits, in a few words: its target and phase and, for a batched rollout in
 /// progress, its admitted prefix (as a hash). An all-at-once rollout admits by its phase alone.
@@ -587,26 +589,27 @@ async fn leader_term(
         }
         let started = Instant::now();
         if let Some(f) = fleet.as_mut() {
-            let (rows, next) =
-                store
-                    .changed_agents(&watermark)
-                    .await
-                    .map_err(|e| ClusterError::Store {
-                        what: "reading the fleet's agents",
-                        source: e,
-                    })?;
+            let mut read = 0;
+            // A full read of a large fleet is a few hundred ms of work: off the async threads,
+            // a chunk at a time as the rows arrive.
+            let next = store
+                .changed_agents(&watermark, READ_CHUNK, |rows| {
+                    read += rows.len();
+                    crate::server::off_worker(|| f.fold(rows));
+                })
+                .await
+                .map_err(|e| ClusterError::Store {
+                    what: "reading the fleet's agents",
+                    source: e,
+                })?;
             if let Some(next) = next {
                 watermark = next;
             }
-            // A full read of a large fleet is a few hundred ms of work: off the async threads.
-            let events = crate::server::off_worker(|| {
-                f.fold(&rows);
-                f.step()
-            });
-            crate::telemetry::cluster_rollout_step(started.elapsed(), rows.len());
+            let events = crate::server::off_worker(|| f.step());
+            crate::telemetry::cluster_rollout_step(started.elapsed(), read);
             debug!(
                 revision = %f.revision,
-                rows = rows.len(),
+                rows = read,
                 ms = started.elapsed().as_millis() as u64,
                 "Stepped the fleet's rollouts."
             );
