@@ -302,7 +302,9 @@ async fn phases(
             .iter()
             .zip(idle)
             .zip(held)
-            .map(|((p, i), h)| ((p.saturating_sub(*i) as f64 / (*h).max(1) as f64) * 10.0).round() / 10.0)
+            .map(|((p, i), h)| {
+                ((p.saturating_sub(*i) as f64 / (*h).max(1) as f64) * 10.0).round() / 10.0
+            })
             .collect();
         println!(
             "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms \
