@@ -38,6 +38,7 @@ impl Reconciler {
         // Pushes first, bookkeeping after: the last agent of a rollout gets its config as soon
         // as the plan is made. Plans are read in place; only who was sent is kept.
         let mut queued = Vec::new();
+        let mut awaiting_poll = 0usize;
         for uid in &replanned {
             let Some((_, Some(plan))) = planner.agent(uid) else {
                 continue;
@@ -61,6 +62,7 @@ impl Reconciler {
                     queued.push((*uid, hash, unix_ms(s.at), s.conn));
                 }
                 Delivery::Pending => {
+                    awaiting_poll += 1;
                     self.handed_over.insert(*uid, hash);
                 }
                 Delivery::Dropped | Delivery::Unknown => {
@@ -76,9 +78,11 @@ impl Reconciler {
             planner.record(uid);
         }
         self.offer_packages(&replanned);
-        if !sent.is_empty() {
+        if !sent.is_empty() || awaiting_poll > 0 {
             debug!(
                 sent = sent.len(),
+                awaiting_poll,
+                planned = replanned.len(),
                 ms = started.elapsed().as_secs_f64() * 1e3,
                 "Configs sent."
             );
