@@ -75,7 +75,7 @@ impl World {
         loop {
             match self.events.try_recv() {
                 Ok(event) => self.reconciler.note_event(&event),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => self.reconciler.note_lagged(),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.reconciler.note_lagged(n),
                 Err(_) => break,
             }
         }

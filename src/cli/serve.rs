@@ -82,6 +82,12 @@ pub struct Args {
     #[arg(long, env = "GITAMP_HEARTBEAT", value_name = "DURATION", default_value = "30s",
           value_parser = super::duration::at_least_a_second)]
     pub heartbeat: Duration,
+    /// How long an HTTP poll's reply may wait for a plan under way that may give the agent a
+    /// config (its own first report, a new revision), so it gets the config in this reply
+    /// rather than a poll interval later (0 never waits).
+    #[arg(long, env = "GITAMP_POLL_REPLY_WAIT", value_name = "DURATION", default_value = "2s",
+          value_parser = super::duration::zero_or_more)]
+    pub poll_reply_wait: Duration,
     /// Largest OpAMP message accepted, in bytes (also the limit of an OTLP request to the
     /// own-telemetry receiver, before and after gzip).
     #[arg(long, env = "GITAMP_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
@@ -221,6 +227,7 @@ impl Args {
             secrets,
             tls,
             heartbeat: self.heartbeat,
+            poll_reply_wait: self.poll_reply_wait,
             otlp_receiver: !self.no_otlp_receiver,
             tls_ca_pem,
             max_message_bytes: self.max_message_bytes,

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Agent heartbeat interval expected (and offered to agents that heartbeat).
     pub heartbeat: Duration,
+    /// How long an HTTP poll's reply may wait for a plan under way (`OpampSettings`).
+    pub poll_reply_wait: Duration,
     /// Serve the own-telemetry OTLP receiver on the OpAMP listener and offer it by default.
     pub otlp_receiver: bool,
     /// Over TLS: the certificate chain (PEM, certificates only), offered to agents as the CA

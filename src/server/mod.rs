@@ -337,6 +337,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         heartbeat_interval: config.heartbeat,
         secret: config.secrets.agent_secret.clone(),
         otlp_receiver: config.otlp_receiver,
+        poll_reply_wait: config.poll_reply_wait,
         tls_ca_pem: config.tls_ca_pem.clone(),
         ..OpampSettings::default()
     };

@@ -35,6 +35,7 @@ use tokio::sync::broadcast;
 use crate::offers::{AgentOffers, OfferSettings, OffersView, OwnTelemetry, SettingsStatus};
 use crate::outbox::{OutboxSender, Push};
 use crate::packages::{PackageOffer, PackageReport};
+use crate::plan_wait::{PlanBarrier, PlanMark};
 use crate::proto;
 use crate::report::{
     Changes, ConfigFiles, ConnectionInfo, Description, Health, RemoteState, RemoteStatus, Transport,
@@ -408,6 +409,10 @@ impl AgentEntry {
         ask
     }
 
+    pub(crate) fn capabilities(&self) -> u64 {
+        self.capabilities
+    }
+
     pub(crate) fn set_capabilities(&mut self, caps: u64) -> bool {
         std::mem::replace(&mut self.capabilities, caps) != caps
     }
@@ -602,6 +607,8 @@ pub struct Fleet {
     /// Every config of the served revision (see [`Fleet::set_served`]).
     served: RwLock<Arc<[Arc<RemoteConfig>]>>,
     clock: Clock,
+    /// How far the planner has got, for poll replies that wait for it (`plan_wait`).
+    plans: PlanBarrier,
 }
 
 impl Default for Fleet {
@@ -627,6 +634,7 @@ impl Fleet {
             events,
             served: RwLock::new(Arc::from(Vec::new())),
             clock: Clock::new(),
+            plans: PlanBarrier::default(),
         }
     }
 
@@ -708,9 +716,43 @@ impl Fleet {
         self.events.subscribe()
     }
 
-    pub(crate) fn emit(&self, ev: FleetEvent) {
-        // No receiver is not an error: nobody is listening yet.
-        let _ = self.events.send(ev);
+    /// Sends `ev` to the subscribers; returns its number (see [`Fleet::events_seen_by`]).
+    pub(crate) fn emit(&self, ev: FleetEvent) -> u64 {
+        self.plans.send(&self.events, ev)
+    }
+
+    /// How many events were sent before the first one `rx` has still to read: a planner's
+    /// count of the events it has taken in starts there.
+    pub fn events_seen_by(&self, rx: &broadcast::Receiver<FleetEvent>) -> u64 {
+        self.plans.seen_by(rx)
+    }
+
+    /// A new revision is served: poll replies wait for the plan on it (`plan_wait`).
+    pub fn expect_plan(&self) {
+        self.plans.expect_plan();
+    }
+
+    /// What a plan starting now reaches, its planner having taken in `events_seen` events.
+    pub fn plan_mark(&self, events_seen: u64) -> PlanMark {
+        self.plans.mark(events_seen)
+    }
+
+    /// A plan reached `mark`: the poll replies it covers stop waiting. The first call makes
+    /// replies wait at all (a registry without a planner never holds one).
+    pub fn planned(&self, mark: PlanMark) {
+        self.plans.planned(mark);
+    }
+
+    /// What a reply to a message that sent event `own` (0: none) would wait for, if a plan may
+    /// still decide something for it.
+    pub(crate) fn plan_ticket(&self, own: u64) -> Option<PlanMark> {
+        let ticket = self.plans.ticket(own);
+        self.plans.pending(&ticket).then_some(ticket)
+    }
+
+    /// Waits until the plans cover `ticket`, at most `limit`; says whether they did.
+    pub(crate) async fn wait_for_plan(&self, ticket: PlanMark, limit: Duration) -> bool {
+        self.plans.wait(ticket, limit).await
     }
 
     pub(crate) fn get(&self, uid: &Uid) -> Option<Arc<Mutex<AgentEntry>>> {

@@ -22,6 +22,7 @@ pub mod offers;
 pub mod otlp;
 pub mod outbox;
 pub mod packages;
+pub mod plan_wait;
 pub mod report;
 mod ser;
 pub mod session;
@@ -41,6 +42,7 @@ pub mod server {
 pub use transport::websocket;
 
 pub use fleet::{AgentSnapshot, Clock, Delivery, Fleet, FleetEvent, Sent};
+pub use plan_wait::PlanMark;
 pub use server::OpampSettings;
 pub use wire::{RemoteConfig, Uid};
 

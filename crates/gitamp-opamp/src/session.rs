@@ -32,6 +32,7 @@ use crate::fleet::{AgentEntry, Fleet, FleetEvent, lock};
 use crate::offers::{Reach, SettingsStatus};
 use crate::outbox::OutboxSender;
 use crate::packages::PackageReport;
+use crate::plan_wait::PlanMark;
 use crate::proto::{self, AgentCapabilities as Cap};
 use crate::report::{
     Attributes, Changes, ConfigFile, ConfigFiles, Description, Health, RemoteState, RemoteStatus,
@@ -253,15 +254,38 @@ fn apply_reports(e: &mut AgentEntry, msg: &proto::AgentToServer, fleet: &Fleet) 
 
 /// Processes one message from `conn` and returns the reply to send.
 pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToServer) -> Outgoing {
+    handle_poll(fleet, conn, msg).0
+}
+
+/// A reply that may yet carry a config: the plan it waits for ([`crate::plan_wait`]) and the
+/// agent it is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Awaiting {
+    /// The plans that must be done before the reply goes.
+    pub ticket: PlanMark,
+    /// The agent (its new uid if it was given one).
+    pub uid: Uid,
+}
+
+/// [`handle_message`] for a poll (HTTP): also says whether the reply should wait for a plan
+/// under way before it goes (then [`take_late_config`] adds what the plan handed over).
+pub fn handle_poll(
+    fleet: &Fleet,
+    conn: &mut Connection,
+    msg: proto::AgentToServer,
+) -> (Outgoing, Option<Awaiting>) {
     let raw_uid = msg.instance_uid.clone();
     let Ok(uid) = <Uid>::try_from(&raw_uid[..]) else {
         tracing::debug!(
             len = raw_uid.len(),
             "rejecting instance_uid of wrong length"
         );
-        return bad_request(
-            raw_uid.clone(),
-            format!("instance_uid must be 16 bytes, got {}", raw_uid.len()),
+        return (
+            bad_request(
+                raw_uid.clone(),
+                format!("instance_uid must be 16 bytes, got {}", raw_uid.len()),
+            ),
+            None,
         );
     };
 
@@ -291,6 +315,8 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
     let remote_config: Option<Arc<RemoteConfig>>;
     let mut packages = None;
     let mut connection_settings = None;
+    // Whether the reply could still carry a config a plan is about to decide.
+    let could_wait;
     {
         let mut e = lock(&entry);
         if e.is_straggler(
@@ -299,7 +325,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
             STRAGGLER_WINDOW,
         ) {
             tracing::debug!(agent = %uid_text(&target), "late message after agent_disconnect");
-            return Outgoing {
+            let reply = Outgoing {
                 msg: proto::ServerToAgent {
                     instance_uid: raw_uid,
                     capabilities: SERVER_CAPABILITIES,
@@ -308,6 +334,7 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
                 remote_config: None,
                 packages: None,
             };
+            return (reply, None);
         }
         if e.seen_on(conn.id, conn.transport, conn.tx.clone()) {
             events.push(FleetEvent::Connected(target));
@@ -373,12 +400,30 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
                 events.push(FleetEvent::PackagesSent(e.uid(), *p.all_hash(), conn.id));
             }
         }
+        // Not an agent about to send its full state: the plan would not decide on it yet.
+        could_wait = !disconnecting
+            && remote_config.is_none()
+            && flags & proto::ServerToAgentFlags::ReportFullState as u64 == 0
+            && has(e.capabilities(), Cap::AcceptsRemoteConfig);
     }
+    // The plan decides on what this message told it: Connected and Reported.
+    let mut own = 0;
     for ev in events {
-        fleet.emit(ev);
+        let decides = matches!(ev, FleetEvent::Connected(_) | FleetEvent::Reported(..));
+        let n = fleet.emit(ev);
+        if decides {
+            own = n;
+        }
     }
+    let awaiting = could_wait
+        .then(|| fleet.plan_ticket(own))
+        .flatten()
+        .map(|ticket| Awaiting {
+            ticket,
+            uid: target,
+        });
 
-    Outgoing {
+    let reply = Outgoing {
         msg: proto::ServerToAgent {
             instance_uid: raw_uid,
             flags,
@@ -391,6 +436,23 @@ pub fn handle_message(fleet: &Fleet, conn: &mut Connection, msg: proto::AgentToS
         },
         remote_config,
         packages,
+    };
+    (reply, awaiting)
+}
+
+/// After a poll's reply waited for a plan ([`handle_poll`]): adds the config the plan handed
+/// over for the agent meanwhile, if any, as [`handle_message`] would have.
+pub fn take_late_config(fleet: &Fleet, conn: &Connection, uid: &Uid, reply: &mut Outgoing) {
+    let Some(entry) = fleet.get(uid) else {
+        return;
+    };
+    let sent = {
+        let mut e = lock(&entry);
+        reply.remote_config = e.take_pending(conn.id, fleet.clock().now());
+        reply.remote_config.as_ref().map(|c| *c.hash())
+    };
+    if let Some(hash) = sent {
+        fleet.emit(FleetEvent::ConfigSent(*uid, hash, conn.id));
     }
 }
 

@@ -670,3 +670,91 @@ async fn overload_gets_503_with_retry_after() {
     })
     .await;
 }
+
+/// A planner that decides `cfg` for agent 1 `after` a while, as the server's reconciler would
+/// (hand over, then mark the plan done). Returns when it has.
+async fn plan_later(fleet: Arc<Fleet>, cfg: Arc<RemoteConfig>, after: Duration, seen: u64) {
+    tokio::time::sleep(after).await;
+    fleet.deliver(&uid(1), Some(cfg));
+    fleet.planned(fleet.plan_mark(seen));
+}
+
+#[tokio::test]
+async fn an_http_reply_waits_for_the_plan_under_way_and_carries_its_config() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    let events = fleet.subscribe();
+    // A planner attaches (from here on replies may wait for its plans).
+    fleet.planned(fleet.plan_mark(fleet.events_seen_by(&events)));
+    // A new agent's first report: the reply waits until the plan on it hands a config over.
+    let seen = 2; // Connected and Reported
+    let plan = tokio::spawn(plan_later(
+        fleet.clone(),
+        desired(b"first", 7),
+        Duration::from_millis(300),
+        seen,
+    ));
+    let started = std::time::Instant::now();
+    let r = post(
+        addr,
+        &full(uid(1), 0, "a", b"", proto::RemoteConfigStatuses::Unset),
+    )
+    .await
+    .decode();
+    plan.await.unwrap();
+    let rc = r
+        .remote_config
+        .expect("the first reply carries the config the plan decided");
+    assert_eq!(rc.config_hash.as_ref(), &[7u8; 32]);
+    assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // A new revision: a plain poll waits for the plan on it too.
+    fleet.expect_plan();
+    let seen = fleet.events_seen_by(&events) + 3; // the poll's and the config's events, at most
+    let plan = tokio::spawn(plan_later(
+        fleet.clone(),
+        desired(b"second", 8),
+        Duration::from_millis(300),
+        seen,
+    ));
+    let r = post(addr, &hb(uid(1), 1)).await.decode();
+    plan.await.unwrap();
+    let rc = r
+        .remote_config
+        .expect("the poll's reply carries the new revision's config");
+    assert_eq!(rc.config_hash.as_ref(), &[8u8; 32]);
+
+    // Nothing under way: a poll is answered at once, with nothing.
+    let started = std::time::Instant::now();
+    let r = post(addr, &hb(uid(1), 2)).await.decode();
+    assert!(r.remote_config.is_none());
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn an_http_reply_waits_no_longer_than_its_limit_nor_at_all_when_told_not_to() {
+    for (wait, waited) in [(Duration::from_millis(400), true), (Duration::ZERO, false)] {
+        let (fleet, addr) = start(OpampSettings {
+            poll_reply_wait: wait,
+            ..OpampSettings::default()
+        })
+        .await;
+        let events = fleet.subscribe();
+        fleet.planned(fleet.plan_mark(fleet.events_seen_by(&events)));
+        // No plan ever comes.
+        let started = std::time::Instant::now();
+        let r = post(
+            addr,
+            &full(uid(1), 0, "a", b"", proto::RemoteConfigStatuses::Unset),
+        )
+        .await
+        .decode();
+        assert!(r.remote_config.is_none());
+        let took = started.elapsed();
+        assert_eq!(
+            took >= Duration::from_millis(350),
+            waited,
+            "{wait:?}: took {took:?}"
+        );
+        assert!(took < Duration::from_secs(5));
+    }
+}

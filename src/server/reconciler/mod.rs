@@ -76,6 +76,9 @@ pub struct Reconciler {
     described: HashSet<Uid>,
     /// Events were missed: every agent re-read counts as described.
     lagged: bool,
+    /// Fleet events taken in (missed ones counted too): how far a plan got, for the poll
+    /// replies that wait for it (`gitamp_opamp::plan_wait`).
+    events_seen: u64,
     /// Re-read every agent at the next plan (missed events, new revision, resync).
     refresh_all: bool,
     last_resync: tokio::time::Instant,
@@ -170,6 +173,7 @@ impl Reconciler {
             dirty: HashSet::new(),
             described: HashSet::new(),
             lagged: false,
+            events_seen: 0,
             refresh_all: true,
             last_resync: tokio::time::Instant::now(),
             clock,
@@ -242,6 +246,13 @@ impl Reconciler {
     /// plan asked to be looked at again), not the fleet; the whole fleet is re-read after
     /// missed events and every resync.
     pub fn reconcile(&mut self) {
+        // Marked however the plan ends (no revision yet: nothing to wait for).
+        let mark = self.fleet.plan_mark(self.events_seen);
+        self.plan_once(mark);
+        self.fleet.planned(mark);
+    }
+
+    fn plan_once(&mut self, mark: gitamp_opamp::PlanMark) {
         let Some(serving) = self.state.serving.load_full() else {
             return;
         };
@@ -252,6 +263,9 @@ impl Reconciler {
         self.start_resync_if_due();
         let observed = self.observe();
         let replanned = self.plan_and_act(&serving, &observed.sent);
+        // What the plan handed over is there: the poll replies waiting for it go now, not
+        // after the bookkeeping below.
+        self.fleet.planned(mark);
         self.publish(&serving, &replanned);
         self.persist(&replanned, &observed);
         self.store_convergence();

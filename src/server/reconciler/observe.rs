@@ -29,13 +29,15 @@ pub(super) struct Observed {
 
 impl Reconciler {
     /// Events were missed: the next plan must read the whole fleet.
-    pub fn note_lagged(&mut self) {
+    pub fn note_lagged(&mut self, missed: u64) {
+        self.events_seen += missed;
         self.refresh_all = true;
         self.lagged = true;
     }
 
     /// Take note of one fleet event (the run loop calls this for each; so does the bench).
     pub fn note_event(&mut self, event: &FleetEvent) {
+        self.events_seen += 1;
         let (FleetEvent::Connected(uid)
         | FleetEvent::Reported(uid, _)
         | FleetEvent::Disconnected(uid)

@@ -188,6 +188,8 @@ impl Reconciler {
             .set_revision(&revision, self.fleet.offer_settings().receiver);
         self.state
             .serve(Serving::new(Arc::new(revision), desired_configs));
+        // Polls that come before the plan on it wait for that plan (`plan_wait`).
+        self.fleet.expect_plan();
         match self.planner.as_mut() {
             Some(planner) => planner.set_desired(desired),
             None => {

@@ -33,6 +33,9 @@ impl Reconciler {
         let mut commands = self.commands.take();
         let (ask, mut evidence) = super::evidence::spawn(self.state.clone());
         self.evidence = Some(ask);
+        // From here on the registry's poll replies may wait for this planner's plans.
+        self.events_seen = self.fleet.events_seen_by(&fleet_rx);
+        self.fleet.planned(self.fleet.plan_mark(self.events_seen));
         loop {
             let wake = tokio::time::sleep_until(self.next_wake());
             tokio::select! {
@@ -73,7 +76,7 @@ impl Reconciler {
                                 },
                                 more = fleet_rx.recv() => match more {
                                     Ok(e) => self.note_event(&e),
-                                    Err(broadcast::error::RecvError::Lagged(_)) => self.note_lagged(),
+                                    Err(broadcast::error::RecvError::Lagged(n)) => self.note_lagged(n),
                                     Err(broadcast::error::RecvError::Closed) => break,
                                 },
                             }
@@ -83,7 +86,7 @@ impl Reconciler {
                     // Missed events only mean "something changed": the plan reads the registry.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         warn!(missed = n, "Reconciler lagged behind fleet events; planning the whole fleet.");
-                        self.note_lagged();
+                        self.note_lagged(n);
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },

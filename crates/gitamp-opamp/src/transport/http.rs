@@ -16,7 +16,7 @@ use prost::Message;
 use super::Listener;
 use crate::proto::AgentToServer;
 use crate::report::Transport;
-use crate::session::{Connection, handle_message};
+use crate::session::{Connection, handle_poll, take_late_config};
 
 const PROTOBUF: &str = "application/x-protobuf";
 
@@ -189,7 +189,17 @@ pub(super) async fn post(
     };
     let mut conn = Connection::new(state.next_conn_id(), Transport::Http, None)
         .with_reach(super::reach_of(&headers));
-    let mut reply = handle_message(&state.fleet, &mut conn, msg);
+    let (mut reply, awaiting) = handle_poll(&state.fleet, &mut conn, msg);
+    // A plan under way may decide a config for this agent: the reply waits for it (bounded),
+    // rather than the agent waiting a whole poll interval (`plan_wait`).
+    let wait = state.settings.poll_reply_wait;
+    if let Some(a) = awaiting
+        && !wait.is_zero()
+    {
+        // Whether or not the plan finished in time, what it handed over so far goes now.
+        state.fleet.wait_for_plan(a.ticket, wait).await;
+        take_late_config(&state.fleet, &conn, &a.uid, &mut reply);
+    }
     if !reply.fit(limit, 0) {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }

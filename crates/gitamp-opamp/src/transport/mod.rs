@@ -64,6 +64,10 @@ pub struct OpampSettings {
     /// OpAMP connection-settings offer replaces their settings (the supervisor skips
     /// verification when an offer carries none).
     pub tls_ca_pem: Option<bytes::Bytes>,
+    /// An HTTP poll's reply that could carry a config waits at most this long for a plan
+    /// under way that may decide one (the agent's own report, a new revision), so the agent
+    /// gets it now rather than a poll interval later (`plan_wait`; zero: never waits).
+    pub poll_reply_wait: Duration,
 }
 
 impl Default for OpampSettings {
@@ -79,6 +83,7 @@ impl Default for OpampSettings {
             body_read_timeout: Duration::from_secs(30),
             otlp_receiver: true,
             tls_ca_pem: None,
+            poll_reply_wait: Duration::from_secs(2),
         }
     }
 }
@@ -97,6 +102,7 @@ impl std::fmt::Debug for OpampSettings {
             .field("body_read_timeout", &self.body_read_timeout)
             .field("otlp_receiver", &self.otlp_receiver)
             .field("tls", &self.tls_ca_pem.is_some())
+            .field("poll_reply_wait", &self.poll_reply_wait)
             .finish()
     }
 }

@@ -1,0 +1,166 @@
+//! Poll replies that wait a moment for a decision under way.
+//!
+//! A WebSocket agent is pushed its config the moment the planner decides it; a polling (HTTP)
+//! agent only gets it in a reply. Without waiting, a poll that lands between a change and the
+//! plan on it is answered empty, and the agent hears nothing for a whole poll interval: a new
+//! agent's first poll always did (the planner had not seen it yet), and so did every poll that
+//! came in while a new revision was being planned. So a reply that could carry a config, while
+//! a plan that may decide one is under way, waits for that plan (bounded by
+//! `OpampSettings::poll_reply_wait`) and then takes what it handed over.
+//!
+//! Which plan: the planner counts the fleet events it has taken in (the registry counts those it
+//! sent, under the lock it sends them with, so both count in the same order) and the revisions
+//! it was told of, and marks both when a plan is done. A reply waits for the mark that covers
+//! its own message's events, and the latest revision.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+
+/// How far plans have got: fleet events taken in, and served revisions, both counted from the
+/// registry's start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanMark {
+    /// Fleet events (in the order the registry sent them).
+    pub events: u64,
+    /// Revisions the planner was told of ([`PlanBarrier::expect_plan`]).
+    pub revisions: u64,
+}
+
+impl PlanMark {
+    /// Whether a plan that got to `self` has decided on everything `wanted` names.
+    pub fn covers(&self, wanted: &PlanMark) -> bool {
+        self.events >= wanted.events && self.revisions >= wanted.revisions
+    }
+}
+
+/// The registry's side: events counted as they are sent, revisions as they are served, and the
+/// planner's last mark (none until a planner attaches: then nothing ever waits).
+#[derive(Debug)]
+pub(crate) struct PlanBarrier {
+    sent: Mutex<u64>,
+    revisions: AtomicU64,
+    planned: watch::Sender<Option<PlanMark>>,
+}
+
+impl Default for PlanBarrier {
+    fn default() -> Self {
+        PlanBarrier {
+            sent: Mutex::new(0),
+            revisions: AtomicU64::new(0),
+            planned: watch::Sender::new(None),
+        }
+    }
+}
+
+impl PlanBarrier {
+    /// Sends `event` and returns its number (the first is 1).
+    pub(crate) fn send<T: Clone>(&self, events: &broadcast::Sender<T>, event: T) -> u64 {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        *sent += 1;
+        // No receiver is not an error: nobody is listening yet.
+        let _ = events.send(event);
+        *sent
+    }
+
+    /// How many events were sent before the first one `rx` has still to read.
+    pub(crate) fn seen_by<T: Clone>(&self, rx: &broadcast::Receiver<T>) -> u64 {
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        sent.saturating_sub(rx.len() as u64)
+    }
+
+    pub(crate) fn expect_plan(&self) {
+        self.revisions.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// What a reply whose message sent event `own` (0: none) waits for.
+    pub(crate) fn ticket(&self, own: u64) -> PlanMark {
+        PlanMark {
+            events: own,
+            revisions: self.revisions.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The mark a plan starting now, having taken in `events_seen` events, will have reached.
+    pub(crate) fn mark(&self, events_seen: u64) -> PlanMark {
+        PlanMark {
+            events: events_seen,
+            revisions: self.revisions.load(Ordering::SeqCst),
+        }
+    }
+
+    pub(crate) fn planned(&self, mark: PlanMark) {
+        self.planned.send_if_modified(|last| {
+            let next = match *last {
+                Some(l) => PlanMark {
+                    events: l.events.max(mark.events),
+                    revisions: l.revisions.max(mark.revisions),
+                },
+                None => mark,
+            };
+            let changed = *last != Some(next);
+            *last = Some(next);
+            changed
+        });
+    }
+
+    /// Whether a plan may still decide something for `ticket`'s reply.
+    pub(crate) fn pending(&self, ticket: &PlanMark) -> bool {
+        self.planned
+            .borrow()
+            .is_some_and(|planned| !planned.covers(ticket))
+    }
+
+    /// Waits until the plans cover `ticket`, at most `limit`; says whether they did.
+    pub(crate) async fn wait(&self, ticket: PlanMark, limit: Duration) -> bool {
+        let mut rx = self.planned.subscribe();
+        let done = |m: &Option<PlanMark>| m.is_none_or(|m| m.covers(&ticket));
+        tokio::time::timeout(limit, rx.wait_for(done))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_waits_for_the_plan_that_covers_it_and_no_longer_than_its_limit() {
+        let barrier = PlanBarrier::default();
+        let (tx, mut rx) = broadcast::channel(8);
+        // No planner attached: nothing is pending, nothing waits.
+        let own = barrier.send(&tx, 1u8);
+        assert!(!barrier.pending(&barrier.ticket(own)));
+        barrier.planned(barrier.mark(0));
+        let ticket = barrier.ticket(own);
+        assert!(barrier.pending(&ticket));
+        assert!(!barrier.wait(ticket, Duration::from_millis(500)).await);
+        // The planner takes the event in and plans.
+        rx.recv().await.unwrap();
+        assert_eq!(barrier.seen_by(&rx), 1);
+        barrier.planned(barrier.mark(1));
+        assert!(barrier.wait(ticket, Duration::from_millis(500)).await);
+        // A new revision: every reply waits for the plan on it.
+        barrier.expect_plan();
+        let ticket = barrier.ticket(0);
+        assert!(barrier.pending(&ticket));
+        let planning = barrier.mark(1);
+        barrier.planned(planning);
+        assert!(!barrier.pending(&ticket));
+    }
+
+    #[test]
+    fn seen_by_counts_what_the_receiver_has_not_read_as_unseen() {
+        let barrier = PlanBarrier::default();
+        let (tx, _keep) = broadcast::channel(8);
+        barrier.send(&tx, 1u8);
+        let rx = tx.subscribe();
+        assert_eq!(barrier.seen_by(&rx), 1);
+        barrier.send(&tx, 2u8);
+        barrier.send(&tx, 3u8);
+        assert_eq!(barrier.seen_by(&rx), 1);
+    }
+}
