@@ -246,13 +246,16 @@ impl Reconciler {
     /// plan asked to be looked at again), not the fleet; the whole fleet is re-read after
     /// missed events and every resync.
     pub fn reconcile(&mut self) {
-        // Marked however the plan ends (no revision yet: nothing to wait for).
-        let mark = self.fleet.plan_mark(self.events_seen);
+        // Marked however the plan ends (no revision yet: nothing to wait for). A replica never
+        // marks: its poll replies do not wait (see `run`).
+        let mark = (!self.adopts_rollouts).then(|| self.fleet.plan_mark(self.events_seen));
         self.plan_once(mark);
-        self.fleet.planned(mark);
+        if let Some(mark) = mark {
+            self.fleet.planned(mark);
+        }
     }
 
-    fn plan_once(&mut self, mark: gitamp_opamp::PlanMark) {
+    fn plan_once(&mut self, mark: Option<gitamp_opamp::PlanMark>) {
         let Some(serving) = self.state.serving.load_full() else {
             return;
         };
@@ -265,7 +268,9 @@ impl Reconciler {
         let replanned = self.plan_and_act(&serving, &observed.sent);
         // What the plan handed over is there: the poll replies waiting for it go now, not
         // after the bookkeeping below.
-        self.fleet.planned(mark);
+        if let Some(mark) = mark {
+            self.fleet.planned(mark);
+        }
         self.publish(&serving, &replanned);
         self.persist(&replanned, &observed);
         self.store_convergence();
