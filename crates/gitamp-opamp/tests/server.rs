@@ -671,6 +671,16 @@ async fn overload_gets_503_with_retry_after() {
     .await;
 }
 
+/// Agent 1's first report, over HTTP: the reply.
+async fn first_report(addr: SocketAddr) -> ServerToAgent {
+    post(
+        addr,
+        &full(uid(1), 0, "a", b"", proto::RemoteConfigStatuses::Unset),
+    )
+    .await
+    .decode()
+}
+
 /// A planner that decides `cfg` for agent 1 `after` a while, as the server's reconciler would
 /// (hand over, then mark the plan done). Returns when it has.
 async fn plan_later(fleet: Arc<Fleet>, cfg: Arc<RemoteConfig>, after: Duration, seen: u64) {
@@ -694,12 +704,7 @@ async fn an_http_reply_waits_for_the_plan_under_way_and_carries_its_config() {
         seen,
     ));
     let started = std::time::Instant::now();
-    let r = post(
-        addr,
-        &full(uid(1), 0, "a", b"", proto::RemoteConfigStatuses::Unset),
-    )
-    .await
-    .decode();
+    let r = first_report(addr).await;
     plan.await.unwrap();
     let rc = r
         .remote_config
@@ -742,12 +747,7 @@ async fn an_http_reply_waits_no_longer_than_its_limit_nor_at_all_when_told_not_t
         fleet.planned(fleet.plan_mark(fleet.events_seen_by(&events)));
         // No plan ever comes.
         let started = std::time::Instant::now();
-        let r = post(
-            addr,
-            &full(uid(1), 0, "a", b"", proto::RemoteConfigStatuses::Unset),
-        )
-        .await
-        .decode();
+        let r = first_report(addr).await;
         assert!(r.remote_config.is_none());
         let took = started.elapsed();
         assert_eq!(
