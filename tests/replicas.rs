@@ -45,7 +45,13 @@ async fn agents_spread_over_three_replicas_converge_on_every_commit() {
             let replicas = c["replicas"].as_array().cloned().unwrap_or_default();
             let leaders = replicas.iter().filter(|r| r["role"] == "leader").count();
             let held: u64 = replicas.iter().filter_map(|r| r["agents"].as_u64()).sum();
-            if replicas.len() == 3 && leaders == 1 && c["fleet_connected"] == 9 && held == 9 {
+            // `fleet_agents` is the leader's count, published in its row for the others.
+            if replicas.len() == 3
+                && leaders == 1
+                && c["fleet_connected"] == 9
+                && c["fleet_agents"] == 9
+                && held == 9
+            {
                 Ok(())
             } else {
                 Err(format!("{c}"))
@@ -253,6 +259,18 @@ async fn kill_9_of_a_follower_its_agents_fail_over_to_the_others_by_themselves()
     })
     .await;
     assert!(held.iter().all(|&n| n > 0), "spread over both: {held:?}");
+    // A survivor's fleet counts: six known, six connected (the dead replica's row says it
+    // held six until it is retired; its agents are not counted twice meanwhile), then two
+    // replicas listed.
+    let survivor = fleet.servers[others[0]].api_url("/api/v1/status");
+    eventually(WAIT, "the survivors' fleet counts", async || {
+        let c = get_json(&survivor).await["cluster"].clone();
+        let listed = c["replicas"].as_array().map_or(0, Vec::len);
+        (c["fleet_agents"] == 6 && c["fleet_connected"] == 6 && listed == 2)
+            .then_some(())
+            .ok_or(format!("{c}"))
+    })
+    .await;
 
     // They are planned where they are now: the next commit reaches them all.
     fleet.fixture.set_team("after-client-failover");

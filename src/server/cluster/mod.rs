@@ -53,6 +53,9 @@ enum Beat {
 
 /// The advisory-lock key of leadership ("gitamp" in ASCII).
 const LEADER_LOCK: i64 = 0x6769_7461_6d70;
+/// The leader disconnects the agents of replicas no longer listed at least this often, even
+/// when it retired none itself (one that shut down deleted its own row).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// The channel a follower's webhook is relayed to the leader on.
 const WAKE_CHANNEL: &str = "gitamp_wake";
 
@@ -380,13 +383,23 @@ impl Cluster {
     /// than that while its agents stayed) writes its agents' records again.
     pub async fn heartbeat(self: Arc<Self>, state: Arc<AppState>, cancel: CancellationToken) {
         let mut beating_since: Option<std::time::Instant> = None;
+        let mut swept_at: Option<std::time::Instant> = None;
         let mut rewrite_owed = false;
         loop {
             let leader = self.is_leader();
+            if !leader {
+                // A new term sweeps at its first chance: the last leader may have died
+                // between retiring a replica and disconnecting its agents.
+                swept_at = None;
+            }
             let agents = state.view.load().connected as i64;
             let may_retire = beating_since.is_some_and(|t| t.elapsed() >= self.opts.dead_after);
-            match self.beat(leader, agents, may_retire).await {
-                Ok(found) => {
+            let sweep_due = swept_at.is_none_or(|t| t.elapsed() >= SWEEP_EVERY);
+            match self.beat(leader, agents, may_retire, sweep_due).await {
+                Ok((found, swept)) => {
+                    if swept {
+                        swept_at = Some(std::time::Instant::now());
+                    }
                     beating_since.get_or_insert_with(std::time::Instant::now);
                     if found == Beat::Retired {
                         warn!(
@@ -416,20 +429,33 @@ impl Cluster {
         }
     }
 
+    /// One heartbeat: refresh this replica's row, read the listing and the fleet's counts.
+    /// Only the leader counts the agents' rows (and publishes the count in its row), and it
+    /// disconnects retired replicas' agents only when it retired one or [`SWEEP_EVERY`] passed
+    /// (`sweep_due`): both scan the whole `agents` table, which every replica doing every beat
+    /// made O(fleet) work per replica per beat. Returns whether it swept.
     async fn beat(
         &self,
         leader: bool,
         agents: i64,
         may_retire: bool,
-    ) -> Result<Beat, ClusterError> {
+        sweep_due: bool,
+    ) -> Result<(Beat, bool), ClusterError> {
         let now = now_ms();
+        let counted = if leader {
+            Some(self.count_fleet().await?)
+        } else {
+            None
+        };
         let updated = sqlx::query(
-            "UPDATE replicas SET heartbeat_at = $2, leader = $3, agents = $4 WHERE id = $1",
+            "UPDATE replicas SET heartbeat_at = $2, leader = $3, agents = $4, fleet_agents = $5 \
+             WHERE id = $1",
         )
         .bind(&self.id)
         .bind(now)
         .bind(leader)
         .bind(agents)
+        .bind(counted)
         .execute(self.pool())
         .await
         .map_err(q("heartbeat"))?;
@@ -442,17 +468,19 @@ impl Cluster {
             // Retired while cut off: back in the listing.
             sqlx::query(
                 "INSERT INTO replicas (id, opamp_address, api_address, leader, agents, \
-                 started_at, heartbeat_at) VALUES ($1, '', '', $3, $4, $2, $2) \
+                 started_at, heartbeat_at, fleet_agents) VALUES ($1, '', '', $3, $4, $2, $2, $5) \
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(&self.id)
             .bind(now)
             .bind(leader)
             .bind(agents)
+            .bind(counted)
             .execute(self.pool())
             .await
             .map_err(q("heartbeat"))?;
         }
+        let mut swept = false;
         if leader && may_retire {
             let cutoff = now - self.opts.dead_after.as_millis() as i64;
             let gone = sqlx::query("DELETE FROM replicas WHERE heartbeat_at < $1")
@@ -463,33 +491,40 @@ impl Cluster {
             if gone.rows_affected() > 0 {
                 info!(replicas = gone.rows_affected(), "Retired silent replicas.");
             }
-            sqlx::query(
-                "UPDATE agents SET connected = FALSE, replica = NULL, \
-                 written_by = pg_current_xact_id() WHERE replica IS NOT NULL \
-                 AND replica NOT IN (SELECT id FROM replicas)",
-            )
-            .execute(self.pool())
-            .await
-            .map_err(q("disconnecting the agents of retired replicas"))?;
+            if gone.rows_affected() > 0 || sweep_due {
+                sqlx::query(
+                    "UPDATE agents SET connected = FALSE, replica = NULL, \
+                     written_by = pg_current_xact_id() WHERE replica IS NOT NULL \
+                     AND replica NOT IN (SELECT id FROM replicas)",
+                )
+                .execute(self.pool())
+                .await
+                .map_err(q("disconnecting the agents of retired replicas"))?;
+                swept = true;
+            }
         }
-        let rows: Vec<(String, String, String, bool, i64, i64)> = sqlx::query_as(
-            "SELECT id, opamp_address, api_address, leader, agents, heartbeat_at FROM replicas \
-             ORDER BY id",
+        // `live`: its process is connected to the database (a killed one's sessions end with
+        // it, long before its row is retired), so its agents are counted once, where they are.
+        type ListedRow = (String, String, String, bool, i64, i64, Option<i64>, bool);
+        let rows: Vec<ListedRow> = sqlx::query_as(
+            "SELECT id, opamp_address, api_address, leader, agents, heartbeat_at, fleet_agents, \
+             EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id) \
+             FROM replicas r ORDER BY id",
         )
         .fetch_all(self.pool())
         .await
         .map_err(q("reading the replicas"))?;
-        let (total, connected): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE connected AND replica IS NOT NULL) \
-             FROM agents",
-        )
-        .fetch_one(self.pool())
-        .await
-        .map_err(q("counting the fleet"))?;
+        let connected: i64 = rows.iter().filter(|r| r.7).map(|r| r.4.max(0)).sum();
+        let published = rows.iter().filter(|r| r.3).find_map(|r| r.6);
+        let total = match (counted, published) {
+            (Some(n), _) | (None, Some(n)) => n,
+            // No leader has published a count yet (a new cluster, a failover): count.
+            (None, None) => self.count_fleet().await?,
+        };
         let rows_len = rows.len();
         let replicas = rows
             .into_iter()
-            .map(|(id, opamp, api, leader, agents, beat)| ReplicaView {
+            .map(|(id, opamp, api, leader, agents, beat, _, _)| ReplicaView {
                 this: id == self.id,
                 id,
                 opamp_address: opamp,
@@ -508,7 +543,17 @@ impl Cluster {
             fleet_connected: connected.max(0) as u64,
             fleet_by_status: None,
         }));
-        Ok(found)
+        Ok((found, swept))
+    }
+
+    /// The agents' rows, counted (an index-only scan of the primary key once vacuum has
+    /// marked the pages all-visible).
+    async fn count_fleet(&self) -> Result<i64, ClusterError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM agents")
+            .fetch_one(self.pool())
+            .await
+            .map_err(q("counting the fleet"))?;
+        Ok(n)
     }
 
     /// Say this replica is ready to serve `revision` (fetched and compiled), then wait until
