@@ -843,6 +843,13 @@ impl Fleet {
         self.get(uid).map(|e| lock(&e).snapshot_with(Detail::Brief))
     }
 
+    /// One agent as the planner reads it, consuming nothing: what the store records of an
+    /// agent the plan did not read (neither the effective config nor the offers are copied).
+    pub fn peek(&self, uid: &Uid) -> Option<AgentSnapshot> {
+        self.get(uid)
+            .map(|e| lock(&e).snapshot_with(Detail::Planner))
+    }
+
     /// What the planner reads of one agent: its snapshot without the effective config (which
     /// planning never reads; copying it was a large part of a plan), with the remote config
     /// statuses reported since the last `observe` of it, which this read consumes.

@@ -259,6 +259,18 @@ pub enum RemoteState {
     Failed,
 }
 
+impl RemoteState {
+    /// The name it serializes as (`APPLIED`, ...): what the store and the API record.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unset => "UNSET",
+            Self::Applied => "APPLIED",
+            Self::Applying => "APPLYING",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
 impl From<i32> for RemoteState {
     fn from(v: i32) -> Self {
         match proto::RemoteConfigStatuses::try_from(v) {
@@ -291,6 +303,21 @@ pub struct ConnectionInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_state_is_named_as_it_serializes() {
+        for state in [
+            RemoteState::Unset,
+            RemoteState::Applied,
+            RemoteState::Applying,
+            RemoteState::Failed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                serde_json::Value::from(state.name())
+            );
+        }
+    }
 
     fn attrs(pairs: &[(&str, &str)]) -> Attributes {
         pairs

@@ -143,7 +143,7 @@ impl Reconciler {
             let snap = match observed.snapshots.get(uid) {
                 Some(s) => Some(s),
                 None => {
-                    fetched = self.fleet.brief(uid);
+                    fetched = self.fleet.peek(uid);
                     fetched.as_ref()
                 }
             };
@@ -293,9 +293,7 @@ fn agent_record(
         reported_hash: status
             .map(|s| hex::encode(&s.hash))
             .filter(|h| !h.is_empty()),
-        remote_config_status: status
-            .and_then(|s| serde_json::to_value(s.status).ok())
-            .and_then(|v| v.as_str().map(str::to_string)),
+        remote_config_status: status.map(|s| s.status.name().to_string()),
         remote_config_error: status.map(|s| s.error.clone()).filter(|e| !e.is_empty()),
         effective_config_hash: None,
         sent_hash: agent.sent_hash.map(|h| h.to_hex()),
