@@ -278,9 +278,10 @@ async fn worker(args: Args, url: String) -> anyhow::Result<ExitCode> {
                         .count()
                 };
                 // Each agent stamps its own apply time, so the poll's period is not in the
-                // figures; a short one only took CPU from the server under test.
+                // figures; a short one only took CPU from the server under test (at 100 ms,
+                // 7 % of a worker's CPU during a 60,000-agent rollout went to this count).
                 while done(&t) < n && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                 }
                 let ms = applied(&t);
                 reply(json!({

@@ -54,6 +54,54 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// The whole machine's CPU time so far, from the first line of /proc/stat (in clock ticks).
+/// Between two readings it says how busy the machine was and how much of its time the
+/// hypervisor gave to other guests (steal): on a shared virtual machine the same binary's
+/// latencies vary by that, so the figures come with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MachineCpu {
+    total: u64,
+    idle: u64,
+    steal: u64,
+}
+
+impl MachineCpu {
+    pub fn now() -> Option<MachineCpu> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        MachineCpu::parse(stat.lines().next()?)
+    }
+
+    /// `cpu  user nice system idle iowait irq softirq steal guest guest_nice` (guest time is
+    /// counted in user already).
+    fn parse(line: &str) -> Option<MachineCpu> {
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let v: Vec<u64> = fields
+            .take(8)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        if v.len() < 8 {
+            return None;
+        }
+        Some(MachineCpu {
+            total: v.iter().sum(),
+            idle: v[3] + v[4],
+            steal: v[7],
+        })
+    }
+
+    /// Percent of the machine's CPU time between `self` and `later` that was busy (steal
+    /// included) and that was stolen.
+    pub fn shares(&self, later: &MachineCpu) -> (f64, f64) {
+        let total = later.total.saturating_sub(self.total).max(1) as f64;
+        let idle = later.idle.saturating_sub(self.idle) as f64;
+        let steal = later.steal.saturating_sub(self.steal) as f64;
+        (100.0 * (total - idle) / total, 100.0 * steal / total)
+    }
+}
+
 /// User + system CPU seconds of a process, from /proc/<pid>/stat (utime + stime over the
 /// clock tick rate).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -419,5 +467,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_cpu_shares_come_from_proc_stat_fields() {
+        let a = MachineCpu::parse("cpu  100 0 50 800 50 0 0 0 0 0").unwrap();
+        let b = MachineCpu::parse("cpu  200 0 100 850 50 0 0 100 7 0").unwrap();
+        let (busy, stolen) = a.shares(&b);
+        assert_eq!((busy.round(), stolen.round()), (83.0, 33.0));
+        assert_eq!(MachineCpu::parse("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(MachineCpu::parse("cpu  1 2 3"), None);
     }
 }

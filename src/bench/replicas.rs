@@ -21,7 +21,7 @@ use sqlx::Connection as _;
 use super::fleet::{
     Args, Worker, broadcast, broadcast_to, spawn_worker, sum, unix_ns, workers_cpu,
 };
-use super::harness::{BenchRepo, Server, cpu_seconds, percentile};
+use super::harness::{BenchRepo, MachineCpu, Server, cpu_seconds, percentile};
 
 /// The database the benchmark makes (dropped and made again at each run: replicas refuse a
 /// database that served another repository, and each run makes a new one).
@@ -265,12 +265,17 @@ async fn phases(
             db.rows_written().await,
             workers_cpu(workers),
         );
+        let machine = MachineCpu::now();
         let fired = unix_ns() as f64 / 1e6;
         let started = Instant::now();
         // Any replica may take the webhook; a follower relays it to the leader.
         servers[0].webhook(client).await?;
         let answers = broadcast(workers, &format!("wait-gen 2 {timeout_ms}")).await?;
         let took = started.elapsed().as_secs_f64();
+        let (busy, stolen) = match (machine, MachineCpu::now()) {
+            (Some(a), Some(b)) => a.shares(&b),
+            _ => (f64::NAN, f64::NAN),
+        };
         let done = sum(&answers, "done");
         let mut lat: Vec<f64> = answers
             .iter()
@@ -279,6 +284,21 @@ async fn phases(
             .map(|at| at - fired)
             .collect();
         lat.sort_by(f64::total_cmp);
+        // Worker i talks to replica i mod N: each replica's own p99 shows whether the tail is
+        // one replica's (the leader's, busy reading the fleet's rows) or everyone's.
+        let mut by_replica: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+        for (i, a) in answers.iter().enumerate() {
+            let mine = a["applied_unix_ms"].as_array().cloned().unwrap_or_default();
+            by_replica[i % servers.len()]
+                .extend(mine.iter().filter_map(|v| v.as_f64()).map(|at| at - fired));
+        }
+        let p99_by_replica: Vec<f64> = by_replica
+            .iter_mut()
+            .map(|l| {
+                l.sort_by(f64::total_cmp);
+                percentile(l, 0.99).round()
+            })
+            .collect();
         let (first, p10, p50, p90, p99, max) = (
             percentile(&lat, 0.0),
             percentile(&lat, 0.1),
@@ -308,8 +328,8 @@ async fn phases(
             .collect();
         println!(
             "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms \
-             (first {first:.0}, p10 {p10:.0}, p90 {p90:.0}; {took:.1} s); \
-             replicas' CPU {replicas_cpu:.2} s, PostgreSQL CPU {pg_cpu:.2} s ({:.0} % of the replicas'), agents' CPU {:.2} s; \
+             (first {first:.0}, p10 {p10:.0}, p90 {p90:.0}; {took:.1} s; machine {busy:.0} % busy, \
+             {stolen:.1} % stolen by the hypervisor; p99 by replica {p99_by_replica:?}); replicas' CPU {replicas_cpu:.2} s, PostgreSQL CPU {pg_cpu:.2} s ({:.0} % of the replicas'), agents' CPU {:.2} s; \
              {rows} rows written ({:.0}/s over {window:.1} s); redundant pushes {}; \
              peak RSS per replica so far {peak_per_agent:?} KiB/agent held",
             100.0 * pg_cpu / replicas_cpu.max(1e-9),
@@ -319,7 +339,9 @@ async fn phases(
         );
         summary["rollout"] = json!({
             "done": done, "first_ms": first, "p10_ms": p10, "p50_ms": p50, "p90_ms": p90,
-            "p99_ms": p99, "max_ms": max, "replicas_cpu_s": replicas_cpu, "pg_cpu_s": pg_cpu, "rows": rows,
+            "p99_ms": p99, "max_ms": max, "machine_busy_pct": busy, "machine_stolen_pct": stolen,
+            "p99_ms_by_replica": p99_by_replica,
+            "replicas_cpu_s": replicas_cpu, "pg_cpu_s": pg_cpu, "rows": rows,
             "rows_per_s": rows as f64 / window, "peak_rss_kib": peak,
             "peak_kib_per_agent": peak_per_agent,
         });
