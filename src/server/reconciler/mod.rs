@@ -246,13 +246,22 @@ impl Reconciler {
     /// plan asked to be looked at again), not the fleet; the whole fleet is re-read after
     /// missed events and every resync.
     pub fn reconcile(&mut self) {
-        // Marked however the plan ends (no revision yet: nothing to wait for). A replica never
-        // marks: its poll replies do not wait (see `run`).
-        let mark = (!self.adopts_rollouts).then(|| self.fleet.plan_mark(self.events_seen));
+        // Marked however the plan ends (no revision yet: nothing to wait for).
+        let mark = self.plan_mark();
         self.plan_once(mark);
         if let Some(mark) = mark {
             self.fleet.planned(mark);
         }
+    }
+
+    /// What a plan starting now covers, for the poll replies waiting on it (`plan_wait`).
+    /// `None` on a replica, which never marks, so its replies never wait: whom a config goes
+    /// to is admitted fleet-wide by the leader, a few hundred ms and a database round trip
+    /// after the report, so a local plan could rarely hand one over and a held reply only
+    /// ties up the agent's connection (10,000 pooled HTTP agents over 2 replicas: ramp 53.0 s
+    /// held, 35.1 s not).
+    pub(super) fn plan_mark(&self) -> Option<gitamp_opamp::PlanMark> {
+        (!self.adopts_rollouts).then(|| self.fleet.plan_mark(self.events_seen))
     }
 
     fn plan_once(&mut self, mark: Option<gitamp_opamp::PlanMark>) {

@@ -33,14 +33,11 @@ impl Reconciler {
         let mut commands = self.commands.take();
         let (ask, mut evidence) = super::evidence::spawn(self.state.clone());
         self.evidence = Some(ask);
-        // From here on the registry's poll replies may wait for this planner's plans. Not on a
-        // replica: whom a config goes to is admitted fleet-wide by the leader, a few hundred ms
-        // and a database round trip after the report, so this plan could rarely hand one over
-        // and a held reply only ties up the agent's connection (measured with 10,000 pooled
-        // HTTP agents over 2 replicas: ramp 53.0 s held, 35.1 s not).
+        // From here on the registry's poll replies may wait for this planner's plans (not on a
+        // replica: see `plan_mark`).
         self.events_seen = self.fleet.events_seen_by(&fleet_rx);
-        if !self.adopts_rollouts {
-            self.fleet.planned(self.fleet.plan_mark(self.events_seen));
+        if let Some(mark) = self.plan_mark() {
+            self.fleet.planned(mark);
         }
         loop {
             let wake = tokio::time::sleep_until(self.next_wake());

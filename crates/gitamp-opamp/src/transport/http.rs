@@ -197,7 +197,12 @@ pub(super) async fn post(
         && !wait.is_zero()
     {
         // Whether or not the plan finished in time, what it handed over so far goes now.
-        state.fleet.wait_for_plan(a.ticket, wait).await;
+        if !state.fleet.wait_for_plan(a.ticket, wait).await {
+            tracing::debug!(
+                wait_ms = wait.as_millis() as u64,
+                "A poll reply waited its whole limit for a plan; answered without it."
+            );
+        }
         take_late_config(&state.fleet, &conn, &a.uid, &mut reply);
     }
     if !reply.fit(limit, 0) {
