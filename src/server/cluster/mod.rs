@@ -515,7 +515,12 @@ impl Cluster {
         .await
         .map_err(q("reading the replicas"))?;
         let connected: i64 = rows.iter().filter(|r| r.7).map(|r| r.4.max(0)).sum();
-        let published = rows.iter().filter(|r| r.3).find_map(|r| r.6);
+        // The newest count: a killed leader's row still says `leader` until it is retired.
+        let published = rows
+            .iter()
+            .filter(|r| r.3 && r.6.is_some())
+            .max_by_key(|r| r.5)
+            .and_then(|r| r.6);
         let total = match (counted, published) {
             (Some(n), _) | (None, Some(n)) => n,
             // No leader has published a count yet (a new cluster, a failover): count.
