@@ -746,7 +746,7 @@ impl Fleet {
     /// What a reply to a message that sent event `own` (0: none) would wait for, if a plan may
     /// still decide something for it.
     pub(crate) fn plan_ticket(&self, own: u64) -> Option<PlanMark> {
-        let ticket = self.plans.ticket(own);
+        let ticket = self.plans.mark(own);
         self.plans.pending(&ticket).then_some(ticket)
     }
 

@@ -75,18 +75,12 @@ impl PlanBarrier {
         self.revisions.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// What a reply whose message sent event `own` (0: none) waits for.
-    pub(crate) fn ticket(&self, own: u64) -> PlanMark {
+    /// `events` events and every revision served so far: what a plan starting now, having
+    /// taken in `events` events, will have reached, and what a reply whose message sent event
+    /// `events` (0: none) waits for.
+    pub(crate) fn mark(&self, events: u64) -> PlanMark {
         PlanMark {
-            events: own,
-            revisions: self.revisions.load(Ordering::SeqCst),
-        }
-    }
-
-    /// The mark a plan starting now, having taken in `events_seen` events, will have reached.
-    pub(crate) fn mark(&self, events_seen: u64) -> PlanMark {
-        PlanMark {
-            events: events_seen,
+            events,
             revisions: self.revisions.load(Ordering::SeqCst),
         }
     }
@@ -133,9 +127,9 @@ mod tests {
         let (tx, mut rx) = broadcast::channel(8);
         // No planner attached: nothing is pending, nothing waits.
         let own = barrier.send(&tx, 1u8);
-        assert!(!barrier.pending(&barrier.ticket(own)));
+        assert!(!barrier.pending(&barrier.mark(own)));
         barrier.planned(barrier.mark(0));
-        let ticket = barrier.ticket(own);
+        let ticket = barrier.mark(own);
         assert!(barrier.pending(&ticket));
         assert!(!barrier.wait(ticket, Duration::from_millis(500)).await);
         // The planner takes the event in and plans.
@@ -145,7 +139,7 @@ mod tests {
         assert!(barrier.wait(ticket, Duration::from_millis(500)).await);
         // A new revision: every reply waits for the plan on it.
         barrier.expect_plan();
-        let ticket = barrier.ticket(0);
+        let ticket = barrier.mark(0);
         assert!(barrier.pending(&ticket));
         let planning = barrier.mark(1);
         barrier.planned(planning);

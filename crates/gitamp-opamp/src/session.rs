@@ -386,15 +386,15 @@ pub fn handle_poll(
             if conn.transport == Transport::Ws {
                 conn.uids.insert(target);
             }
-            remote_config = e.take_pending(conn.id, fleet.clock().now());
+            remote_config = take_config(&mut e, conn.id, fleet).map(|(config, sent)| {
+                events.push(sent);
+                config
+            });
             connection_settings = e.offers.take_due(
                 msg.capabilities,
                 conn.transport == Transport::Ws,
                 &fleet.offer_settings(),
             );
-            if let Some(c) = &remote_config {
-                events.push(FleetEvent::ConfigSent(e.uid(), *c.hash(), conn.id));
-            }
             packages = e.take_offer(conn.id, fleet.clock().now());
             if let Some(p) = &packages {
                 events.push(FleetEvent::PackagesSent(e.uid(), *p.all_hash(), conn.id));
@@ -446,14 +446,23 @@ pub fn take_late_config(fleet: &Fleet, conn: &Connection, uid: &Uid, reply: &mut
     let Some(entry) = fleet.get(uid) else {
         return;
     };
-    let sent = {
-        let mut e = lock(&entry);
-        reply.remote_config = e.take_pending(conn.id, fleet.clock().now());
-        reply.remote_config.as_ref().map(|c| *c.hash())
-    };
-    if let Some(hash) = sent {
-        fleet.emit(FleetEvent::ConfigSent(*uid, hash, conn.id));
+    let taken = take_config(&mut lock(&entry), conn.id, fleet);
+    if let Some((config, sent)) = taken {
+        reply.remote_config = Some(config);
+        fleet.emit(sent);
     }
+}
+
+/// The config handed over for `e` goes in a reply on connection `conn`: taken from the entry,
+/// with the event that records it went out (for a reply and for one that waited alike).
+fn take_config(
+    e: &mut AgentEntry,
+    conn: u64,
+    fleet: &Fleet,
+) -> Option<(Arc<RemoteConfig>, FleetEvent)> {
+    let config = e.take_pending(conn, fleet.clock().now())?;
+    let sent = FleetEvent::ConfigSent(e.uid(), *config.hash(), conn);
+    Some((config, sent))
 }
 
 #[cfg(test)]
