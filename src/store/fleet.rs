@@ -11,6 +11,7 @@ use gitamp_opamp::proto::AgentCapabilities;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
+use super::postgres::replica_alive;
 use super::{PgStore, StoreError, UnixMillis};
 
 /// One agent's row, as the list needs it. `health` and `description` are read only for one
@@ -54,11 +55,14 @@ pub struct FleetRow {
 /// position (every query that reads a row lists these first, then `labels, labels_fresh`).
 macro_rules! row_columns {
     () => {
-        "instance_uid, capabilities, (health::json ->> 'healthy')::boolean AS healthy, \
-         reported_hash, remote_config_status, remote_config_error, sent_hash, sent_at, \
-         failed_hashes, applied_hash, last_error, connected, last_seen, replica, packages, \
-         (connected AND replica IN (SELECT r.id FROM replicas r WHERE EXISTS \
-         (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id))) AS live"
+        concat!(
+            "instance_uid, capabilities, (health::json ->> 'healthy')::boolean AS healthy, \
+             reported_hash, remote_config_status, remote_config_error, sent_hash, sent_at, \
+             failed_hashes, applied_hash, last_error, connected, last_seen, replica, packages, \
+             (connected AND replica IN (SELECT r.id FROM replicas r WHERE ",
+            replica_alive!(),
+            ")) AS live"
+        )
     };
 }
 
@@ -256,10 +260,11 @@ impl PgStore {
     /// The replicas alive now: a row in `replicas` and sessions open (their sessions carry
     /// the replica's id as `application_name`), sorted.
     pub async fn live_replicas(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT r.id FROM replicas r WHERE EXISTS (SELECT 1 FROM pg_stat_activity a \
-             WHERE a.application_name = r.id) ORDER BY r.id",
-        )
+        sqlx::query_scalar(concat!(
+            "SELECT r.id FROM replicas r WHERE ",
+            replica_alive!(),
+            " ORDER BY r.id"
+        ))
         .fetch_all(self.pool())
         .await
         .map_err(q("reading the live replicas"))

@@ -114,6 +114,16 @@ impl PgStore {
     }
 }
 
+/// SQL: the replica of row `r` (of `replicas`) is alive. Each replica names its database
+/// sessions after its id (`cluster::with_application_name`), and a killed process loses its
+/// sessions at once, long before its row is retired: the one liveness rule every query uses.
+macro_rules! replica_alive {
+    () => {
+        "EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id)"
+    };
+}
+pub(crate) use replica_alive;
+
 fn q(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { what, source }
 }

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use super::state::AppState;
 use crate::source::{GitSource, SyncEvent, SyncInfo};
-use crate::store::postgres::REVISION_CHANNEL;
+use crate::store::postgres::{REVISION_CHANNEL, replica_alive};
 use crate::store::{Batch, PgStore, RevisionRecord, Store, StoreOp, now_ms};
 
 /// What one heartbeat found of this replica's own row.
@@ -49,6 +49,21 @@ enum Beat {
     Listed,
     /// Gone: the leader retired this replica while it could not beat (listed again now).
     Retired,
+}
+
+/// One row of the replicas' listing, read each heartbeat.
+#[derive(sqlx::FromRow)]
+struct ListedReplica {
+    id: String,
+    opamp_address: String,
+    api_address: String,
+    leader: bool,
+    agents: i64,
+    heartbeat_at: i64,
+    /// The fleet's agents as this replica counted them, if it led (see `Cluster::beat`).
+    fleet_agents: Option<i64>,
+    /// Its process has a database session now (`replica_alive!`).
+    live: bool,
 }
 
 /// The advisory-lock key of leadership ("gitamp" in ASCII).
@@ -503,24 +518,26 @@ impl Cluster {
                 swept = true;
             }
         }
-        // `live`: its process is connected to the database (a killed one's sessions end with
-        // it, long before its row is retired), so its agents are counted once, where they are.
-        type ListedRow = (String, String, String, bool, i64, i64, Option<i64>, bool);
-        let rows: Vec<ListedRow> = sqlx::query_as(
-            "SELECT id, opamp_address, api_address, leader, agents, heartbeat_at, fleet_agents, \
-             EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id) \
-             FROM replicas r ORDER BY id",
-        )
+        let rows: Vec<ListedReplica> = sqlx::query_as(concat!(
+            "SELECT id, opamp_address, api_address, leader, agents, heartbeat_at, fleet_agents, ",
+            replica_alive!(),
+            " AS live FROM replicas r ORDER BY id"
+        ))
         .fetch_all(self.pool())
         .await
         .map_err(q("reading the replicas"))?;
-        let connected: i64 = rows.iter().filter(|r| r.7).map(|r| r.4.max(0)).sum();
+        // A killed replica's agents are counted once, where they reconnected.
+        let connected: i64 = rows
+            .iter()
+            .filter(|r| r.live)
+            .map(|r| r.agents.max(0))
+            .sum();
         // The newest count: a killed leader's row still says `leader` until it is retired.
         let published = rows
             .iter()
-            .filter(|r| r.3 && r.6.is_some())
-            .max_by_key(|r| r.5)
-            .and_then(|r| r.6);
+            .filter(|r| r.leader && r.fleet_agents.is_some())
+            .max_by_key(|r| r.heartbeat_at)
+            .and_then(|r| r.fleet_agents);
         let total = match (counted, published) {
             (Some(n), _) | (None, Some(n)) => n,
             // No leader has published a count yet (a new cluster, a failover): count.
@@ -529,14 +546,14 @@ impl Cluster {
         let rows_len = rows.len();
         let replicas = rows
             .into_iter()
-            .map(|(id, opamp, api, leader, agents, beat, _, _)| ReplicaView {
-                this: id == self.id,
-                id,
-                opamp_address: opamp,
-                api_address: api,
-                role: if leader { "leader" } else { "follower" }.into(),
-                agents: agents.max(0) as u64,
-                last_heartbeat: crate::api::rfc3339(crate::store::from_ms(beat)),
+            .map(|r| ReplicaView {
+                this: r.id == self.id,
+                id: r.id,
+                opamp_address: r.opamp_address,
+                api_address: r.api_address,
+                role: if r.leader { "leader" } else { "follower" }.into(),
+                agents: r.agents.max(0) as u64,
+                last_heartbeat: crate::api::rfc3339(crate::store::from_ms(r.heartbeat_at)),
             })
             .collect();
         crate::telemetry::cluster_fleet(rows_len, total, connected);
@@ -580,11 +597,11 @@ impl Cluster {
         let started = std::time::Instant::now();
         loop {
             let cutoff = now_ms() - self.opts.dead_after.as_millis() as i64;
-            let behind: Result<i64, _> = sqlx::query_scalar(
+            let behind: Result<i64, _> = sqlx::query_scalar(concat!(
                 "SELECT count(*) FROM replicas r WHERE r.heartbeat_at >= $1 \
-                 AND r.ready IS DISTINCT FROM $2 AND EXISTS \
-                 (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = r.id)",
-            )
+                 AND r.ready IS DISTINCT FROM $2 AND ",
+                replica_alive!()
+            ))
             .bind(cutoff)
             .bind(revision)
             .fetch_one(self.pool())
