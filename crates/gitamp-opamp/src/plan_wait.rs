@@ -34,6 +34,16 @@ impl PlanMark {
     pub fn covers(&self, wanted: &PlanMark) -> bool {
         self.events >= wanted.events && self.revisions >= wanted.revisions
     }
+
+    /// The mark of a planner that waits on revisions only: it covers every event, so a reply
+    /// never waits for the plan on a report, only for the plan on a new revision. A replica's
+    /// (whom a config goes to on a report is admitted fleet-wide by the leader, later).
+    pub fn revisions_only(self) -> PlanMark {
+        PlanMark {
+            events: u64::MAX,
+            ..self
+        }
+    }
 }
 
 /// The registry's side: events counted as they are sent, revisions as they are served, and the
@@ -144,6 +154,33 @@ mod tests {
         let planning = barrier.mark(1);
         barrier.planned(planning);
         assert!(!barrier.pending(&ticket));
+    }
+
+    /// A replica's planner: replies never wait for the plan on their own report, but do for
+    /// the plan on a new revision.
+    #[tokio::test(start_paused = true)]
+    async fn a_revisions_only_mark_holds_replies_for_a_new_revision_alone() {
+        let barrier = PlanBarrier::default();
+        let (tx, _rx) = broadcast::channel(8);
+        barrier.planned(barrier.mark(0).revisions_only());
+        let own = barrier.send(&tx, 1u8);
+        assert!(
+            !barrier.pending(&barrier.mark(own)),
+            "a report's reply goes at once"
+        );
+        barrier.expect_plan();
+        let ticket = barrier.mark(barrier.send(&tx, 2u8));
+        assert!(
+            barrier.pending(&ticket),
+            "a new revision's plan is under way"
+        );
+        assert!(!barrier.wait(ticket, Duration::from_millis(500)).await);
+        // The plan on the revision starts (having taken in no event) and ends.
+        let planning = barrier.mark(0).revisions_only();
+        barrier.planned(planning);
+        assert!(barrier.wait(ticket, Duration::from_millis(500)).await);
+        let own = barrier.send(&tx, 3u8);
+        assert!(!barrier.pending(&barrier.mark(own)));
     }
 
     #[test]

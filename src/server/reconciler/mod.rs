@@ -249,22 +249,27 @@ impl Reconciler {
         // Marked however the plan ends (no revision yet: nothing to wait for).
         let mark = self.plan_mark();
         self.plan_once(mark);
-        if let Some(mark) = mark {
-            self.fleet.planned(mark);
-        }
+        self.fleet.planned(mark);
     }
 
     /// What a plan starting now covers, for the poll replies waiting on it (`plan_wait`).
-    /// `None` on a replica, which never marks, so its replies never wait: whom a config goes
-    /// to is admitted fleet-wide by the leader, a few hundred ms and a database round trip
-    /// after the report, so a local plan could rarely hand one over and a held reply only
-    /// ties up the agent's connection (10,000 pooled HTTP agents over 2 replicas: ramp 53.0 s
-    /// held, 35.1 s not).
-    pub(super) fn plan_mark(&self) -> Option<gitamp_opamp::PlanMark> {
-        (!self.adopts_rollouts).then(|| self.fleet.plan_mark(self.events_seen))
+    /// A replica's covers every report: whom a config goes to on an agent's report is admitted
+    /// fleet-wide by the leader, a few hundred ms and a database round trip later, so a local
+    /// plan could rarely hand one over and a held reply only ties up the agent's connection
+    /// (10,000 pooled HTTP agents over 2 replicas: ramp 53.0 s held, 35.1 s not). A new
+    /// revision's plan does hand configs over where its rollout lets it (all at once reaches
+    /// every agent without the leader), so a poll that comes while it runs waits for it: not
+    /// a whole poll interval later.
+    pub(super) fn plan_mark(&self) -> gitamp_opamp::PlanMark {
+        let mark = self.fleet.plan_mark(self.events_seen);
+        if self.adopts_rollouts {
+            mark.revisions_only()
+        } else {
+            mark
+        }
     }
 
-    fn plan_once(&mut self, mark: Option<gitamp_opamp::PlanMark>) {
+    fn plan_once(&mut self, mark: gitamp_opamp::PlanMark) {
         let Some(serving) = self.state.serving.load_full() else {
             return;
         };
@@ -277,9 +282,7 @@ impl Reconciler {
         let replanned = self.plan_and_act(&serving, &observed.sent);
         // What the plan handed over is there: the poll replies waiting for it go now, not
         // after the bookkeeping below.
-        if let Some(mark) = mark {
-            self.fleet.planned(mark);
-        }
+        self.fleet.planned(mark);
         self.publish(&serving, &replanned);
         self.persist(&replanned, &observed);
         self.store_convergence();

@@ -33,12 +33,10 @@ impl Reconciler {
         let mut commands = self.commands.take();
         let (ask, mut evidence) = super::evidence::spawn(self.state.clone());
         self.evidence = Some(ask);
-        // From here on the registry's poll replies may wait for this planner's plans (not on a
-        // replica: see `plan_mark`).
+        // From here on the registry's poll replies may wait for this planner's plans (on a
+        // replica, for those on new revisions only: see `plan_mark`).
         self.events_seen = self.fleet.events_seen_by(&fleet_rx);
-        if let Some(mark) = self.plan_mark() {
-            self.fleet.planned(mark);
-        }
+        self.fleet.planned(self.plan_mark());
         loop {
             let wake = tokio::time::sleep_until(self.next_wake());
             tokio::select! {
