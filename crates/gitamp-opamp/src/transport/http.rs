@@ -197,9 +197,10 @@ pub(super) async fn post(
         && !wait.is_zero()
     {
         // Whether or not the plan finished in time, what it handed over so far goes now.
+        let started = std::time::Instant::now();
         if !state.fleet.wait_for_plan(a.ticket, wait).await {
             tracing::debug!(
-                wait_ms = wait.as_millis() as u64,
+                wait_ms = started.elapsed().as_millis() as u64,
                 "A poll reply waited its whole limit for a plan; answered without it."
             );
         }

@@ -66,7 +66,8 @@ pub struct OpampSettings {
     pub tls_ca_pem: Option<bytes::Bytes>,
     /// An HTTP poll's reply that could carry a config waits at most this long for a plan
     /// under way that may decide one (the agent's own report, a new revision), so the agent
-    /// gets it now rather than a poll interval later (`plan_wait`; zero: never waits).
+    /// gets it now rather than a poll interval later (`plan_wait`; zero: never waits). A new
+    /// revision's plan is waited for past it, up to `plan_wait::REVISION_PLAN_WAIT`.
     pub poll_reply_wait: Duration,
 }
 
