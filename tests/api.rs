@@ -1093,7 +1093,7 @@ async fn webhooks_wake_only_when_authentic() {
         .lock()
         .unwrap()
         .events
-        .iter()
+        .newest_first()
         .filter(|e| e.kind == "webhook")
         .count();
     assert_eq!(webhook_events, 5, "wake x3, pong, ignored");

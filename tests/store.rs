@@ -395,6 +395,40 @@ async fn event_cap_keeps_the_newest(db: TestDb) {
         .collect();
     assert_eq!(kept, vec![11, 10, 9, 8, 7]);
 
+    // Events about agents have a bound of their own: a flood of them (a rollout) keeps its
+    // newest five and deletes none of the fleet's.
+    for chunk in (100..120).collect::<Vec<i64>>().chunks(6) {
+        store
+            .apply(&Batch::from_ops(chunk.iter().map(|n| {
+                StoreOp::AppendEvent(event(*n, Some(if n % 2 == 0 { "0a" } else { "0b" })))
+            })))
+            .await
+            .unwrap();
+    }
+    let kept: Vec<(i64, Option<String>)> = store
+        .recent_events(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.time, e.agent_uid))
+        .collect();
+    let of = |a: &str| Some(a.to_string());
+    assert_eq!(
+        kept,
+        vec![
+            (119, of("0b")),
+            (118, of("0a")),
+            (117, of("0b")),
+            (116, of("0a")),
+            (115, of("0b")),
+            (11, None),
+            (10, None),
+            (9, None),
+            (8, None),
+            (7, None),
+        ]
+    );
+
     for n in 0..6 {
         store
             .apply(&Batch::from_ops([StoreOp::RecordRevision(

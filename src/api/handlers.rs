@@ -866,9 +866,7 @@ pub(crate) async fn agent(
     let events = {
         let h = api.app.history.lock().unwrap_or_else(|p| p.into_inner());
         h.events
-            .iter()
-            .rev()
-            .filter(|e| e.agent.as_deref() == Some(item.uid.as_str()))
+            .of_agent(&item.uid)
             .take(AGENT_EVENTS)
             .map(event_item)
             .collect()
@@ -1132,8 +1130,7 @@ pub(crate) async fn events(
     let h = api.app.history.lock().unwrap_or_else(|p| p.into_inner());
     let matching = || {
         h.events
-            .iter()
-            .rev()
+            .newest_first()
             .filter(|e| agent.is_none() || e.agent == agent)
             .filter(|e| kind.is_none_or(|k| e.kind == k))
     };

@@ -85,7 +85,7 @@ impl Change {
         };
         let (events, event_count) = {
             let h = app.history.lock().unwrap_or_else(|p| p.into_inner());
-            (h.events.back().map(|e| rfc3339(e.at)), h.events.len())
+            (h.events.newest().map(|e| rfc3339(e.at)), h.events.len())
         };
         Change {
             revision: serving.as_ref().map(|s| s.revision.revision.clone()),

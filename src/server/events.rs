@@ -683,14 +683,15 @@ mod tests {
 
         // Other tests in this process may emit too: at least ours was counted.
         assert!(counted(&app, "rollout-superseded") >= before + 1.0);
-        let kept: Vec<EventView> = app
+        let mut kept: Vec<EventView> = app
             .history
             .lock()
             .expect("history")
             .events
-            .iter()
+            .newest_first()
             .cloned()
             .collect();
+        kept.reverse();
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[0].kind, "rollout-superseded");
         assert_eq!(

@@ -146,8 +146,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .last_accepted_revision()
         .await
         .context("loading the last accepted revision")?;
+    // Both kinds of event, each kept to its own bound: the newest of the store's whole
+    // history (the in-memory log keeps each kind's newest).
     let event_records = store
-        .recent_events(None, state::EVENT_HISTORY as u32)
+        .recent_events(None, 2 * crate::store::EVENTS_KEPT)
         .await
         .context("loading recent events")?;
     let revision_records = store

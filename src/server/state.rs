@@ -20,6 +20,7 @@ use crate::store::{StoreOp, StoreWriter};
 use crate::telemetry;
 
 /// How many revisions and events the API keeps in memory (the store keeps its own history).
+/// Events about the whole fleet and events about agents are bounded apart (see [`EventLog`]).
 pub const REVISION_HISTORY: usize = 200;
 pub const EVENT_HISTORY: usize = 2000;
 
@@ -320,11 +321,80 @@ pub struct EventView {
     pub message: String,
 }
 
+/// The events kept in memory: those about the whole fleet (a revision, a rollout, a fetch) and
+/// those about one agent, each the newest [`EVENT_HISTORY`]. One bound for both let a rollout's
+/// per-agent events (two per agent) push every revision and rollout event out within seconds
+/// at a few thousand agents, so `gitamp events --kind rollout-halted` found nothing.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    fleet: VecDeque<(u64, EventView)>,
+    agents: VecDeque<(u64, EventView)>,
+    /// Numbers events as they come, to merge the two newest first.
+    next: u64,
+}
+
+impl EventLog {
+    pub fn push(&mut self, e: EventView) {
+        let class = if e.agent.is_some() {
+            &mut self.agents
+        } else {
+            &mut self.fleet
+        };
+        if class.len() == EVENT_HISTORY {
+            class.pop_front();
+        }
+        class.push_back((self.next, e));
+        self.next += 1;
+    }
+
+    /// Events kept (both kinds).
+    pub fn len(&self) -> usize {
+        self.fleet.len() + self.agents.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The event recorded last.
+    pub fn newest(&self) -> Option<&EventView> {
+        self.newest_first().next()
+    }
+
+    /// Every event kept, newest first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &EventView> + '_ {
+        let mut fleet = self.fleet.iter().rev().peekable();
+        let mut agents = self.agents.iter().rev().peekable();
+        std::iter::from_fn(move || {
+            let take_fleet = match (fleet.peek(), agents.peek()) {
+                (Some((f, _)), Some((a, _))) => f > a,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let next = if take_fleet {
+                fleet.next()
+            } else {
+                agents.next()
+            };
+            next.map(|(_, e)| e)
+        })
+    }
+
+    /// One agent's events (UUID text), newest first.
+    pub fn of_agent<'a>(&'a self, agent: &'a str) -> impl Iterator<Item = &'a EventView> + 'a {
+        self.agents
+            .iter()
+            .rev()
+            .map(|(_, e)| e)
+            .filter(move |e| e.agent.as_deref() == Some(agent))
+    }
+}
+
 /// Bounded in-memory history for the API.
 #[derive(Debug, Default)]
 pub struct History {
     pub revisions: VecDeque<RevisionView>,
-    pub events: VecDeque<EventView>,
+    pub events: EventLog,
     /// Convergence of accepted revisions, by revision (at most [`REVISION_HISTORY`]).
     pub convergence: HashMap<String, super::convergence::Convergence>,
     /// The commits (subject, author) of the revisions read since start, newest last (at most
@@ -372,10 +442,7 @@ impl History {
     }
 
     pub fn record_event(&mut self, e: EventView) {
-        if self.events.len() == EVENT_HISTORY {
-            self.events.pop_front();
-        }
-        self.events.push_back(e);
+        self.events.push(e);
     }
 }
 
@@ -493,7 +560,49 @@ impl AppState {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use super::tip_rejected;
+    use super::{EVENT_HISTORY, EventLog, EventView, tip_rejected};
+
+    fn event(agent: Option<&str>, message: String) -> EventView {
+        EventView {
+            at: SystemTime::UNIX_EPOCH,
+            agent: agent.map(str::to_string),
+            kind: if agent.is_some() {
+                "pushed"
+            } else {
+                "rollout-halted"
+            }
+            .to_string(),
+            message,
+        }
+    }
+
+    #[test]
+    fn agents_events_never_push_the_fleets_out_and_both_come_back_in_order() {
+        let mut log = EventLog::default();
+        log.push(event(None, "halted".into()));
+        log.push(event(Some("a"), "a0".into()));
+        log.push(event(None, "completed".into()));
+        for i in 0..EVENT_HISTORY + 5 {
+            log.push(event(
+                Some(if i % 2 == 0 { "a" } else { "b" }),
+                format!("x{i}"),
+            ));
+        }
+        assert_eq!(log.len(), EVENT_HISTORY + 2);
+        let messages: Vec<&str> = log.newest_first().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages.len(), EVENT_HISTORY + 2);
+        assert_eq!(messages[0], format!("x{}", EVENT_HISTORY + 4));
+        assert_eq!(
+            &messages[EVENT_HISTORY..],
+            ["completed", "halted"],
+            "the fleet's events outlive a flood of agents' events, oldest last"
+        );
+        assert!(!messages.contains(&"a0"), "the oldest agent event went");
+        assert_eq!(log.newest().map(|e| e.message.as_str()), Some(messages[0]));
+        let of_b: Vec<&str> = log.of_agent("b").map(|e| e.message.as_str()).collect();
+        assert_eq!(of_b.len(), EVENT_HISTORY / 2);
+        assert_eq!(of_b[0], format!("x{}", EVENT_HISTORY + 3));
+    }
 
     #[test]
     fn the_tip_is_rejected_when_a_rejection_is_newer_than_the_served_revision() {

@@ -141,6 +141,50 @@ pub struct EventRecord {
     pub message: String,
 }
 
+/// How many events of each [`EventClass`] a store keeps by default.
+pub const EVENTS_KEPT: u32 = 10_000;
+
+/// The two kinds of event a store keeps apart, each to its own bound: a rollout to 60,000
+/// agents records 120,000 events about agents, and one bound for all of them deleted every
+/// event about the fleet (revisions, rollouts) within seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventClass {
+    /// About the whole fleet (no agent).
+    Fleet,
+    /// About one agent.
+    Agent,
+}
+
+impl EventClass {
+    pub fn of(e: &EventRecord) -> EventClass {
+        if e.agent_uid.is_some() {
+            EventClass::Agent
+        } else {
+            EventClass::Fleet
+        }
+    }
+
+    /// The classes `events` hold (those a batch must prune).
+    pub fn in_batch(events: &[EventRecord]) -> impl Iterator<Item = EventClass> + use<> {
+        let fleet = events.iter().any(|e| Self::of(e) == EventClass::Fleet);
+        let agent = events.iter().any(|e| Self::of(e) == EventClass::Agent);
+        [
+            fleet.then_some(EventClass::Fleet),
+            agent.then_some(EventClass::Agent),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// Its rows, as an SQL condition on `events` (the same in SQLite and PostgreSQL).
+    pub fn sql(self) -> &'static str {
+        match self {
+            EventClass::Fleet => "agent_uid IS NULL",
+            EventClass::Agent => "agent_uid IS NOT NULL",
+        }
+    }
+}
+
 /// A change for the write-behind writer.
 ///
 /// Not boxed: nearly every op is an agent upsert, so a box would add an allocation per op

@@ -310,11 +310,13 @@ impl PgStore {
     /// locked with `FOR UPDATE SKIP LOCKED` would do it too, at 7-37 % more per prune.) The
     /// batch is committed by now: a failed prune is logged, not returned, or the writer would
     /// apply the batch again and store its events twice.
-    async fn prune_oldest(&self, table: &'static str, keep: u32) {
+    /// `which` is a condition on the rows (`TRUE`: all) that both the deletion and the
+    /// count of the newest `keep` hold to; the lock is the table's (what older gitamps take).
+    async fn prune_oldest(&self, table: &'static str, which: &'static str, keep: u32) {
         let sql = format!(
             "DELETE FROM {table} WHERE \
              (SELECT pg_try_advisory_xact_lock(hashtext('gitamp'), hashtext('prune {table}'))) \
-             AND id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET $1)"
+             AND {which} AND id <= (SELECT id FROM {table} WHERE {which} ORDER BY id DESC LIMIT 1 OFFSET $1)"
         );
         if let Err(err) = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(i64::from(keep))
@@ -536,11 +538,12 @@ impl Store for PgStore {
         // Retention in statements of their own, after the commit: every replica prunes the same
         // old rows, and inside the batch each would wait for the others' whole transactions.
         if !batch.revisions.is_empty() {
-            self.prune_oldest("revisions", self.opts.max_revisions)
+            self.prune_oldest("revisions", "TRUE", self.opts.max_revisions)
                 .await;
         }
-        if !batch.events.is_empty() {
-            self.prune_oldest("events", self.opts.max_events).await;
+        for class in super::EventClass::in_batch(&batch.events) {
+            self.prune_oldest("events", class.sql(), self.opts.max_events)
+                .await;
         }
         Ok(())
     }

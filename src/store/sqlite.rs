@@ -23,7 +23,9 @@ use super::{
 /// Retention limits.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Events beyond this many (oldest first) are deleted after each write.
+    /// Events beyond this many of each kind (about the whole fleet; about agents), oldest
+    /// first, are deleted after each write: a rollout's per-agent events must not delete the
+    /// revisions' and rollouts'.
     pub max_events: u32,
     /// Revision history entries kept.
     pub max_revisions: u32,
@@ -34,7 +36,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            max_events: 10_000,
+            max_events: super::EVENTS_KEPT,
             max_revisions: 1_000,
             busy_timeout: Duration::from_secs(5),
         }
@@ -428,15 +430,17 @@ impl Store for SqliteStore {
             .await
             .map_err(q("appending an event"))?;
         }
-        if !batch.events.is_empty() {
-            sqlx::query(
-                "DELETE FROM events WHERE id <= \
-                 (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $1)",
-            )
-            .bind(i64::from(self.opts.max_events))
-            .execute(&mut *tx)
-            .await
-            .map_err(q("pruning events"))?;
+        for class in super::EventClass::in_batch(&batch.events) {
+            let sql = format!(
+                "DELETE FROM events WHERE {which} AND id <= \
+                 (SELECT id FROM events WHERE {which} ORDER BY id DESC LIMIT 1 OFFSET $1)",
+                which = class.sql()
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(i64::from(self.opts.max_events))
+                .execute(&mut *tx)
+                .await
+                .map_err(q("pruning events"))?;
         }
         for c in batch.configs.values() {
             sqlx::query(
