@@ -735,6 +735,46 @@ async fn an_http_reply_waits_for_the_plan_under_way_and_carries_its_config() {
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 
+/// A new revision's plan that outlasts `poll_reply_wait` is waited for all the same: a reply
+/// sent without it would leave the agent a whole poll interval behind.
+#[tokio::test]
+async fn an_http_reply_waits_past_its_limit_for_a_new_revisions_plan() {
+    let (fleet, addr) = start(OpampSettings {
+        poll_reply_wait: Duration::from_millis(200),
+        ..OpampSettings::default()
+    })
+    .await;
+    let events = fleet.subscribe();
+    fleet.planned(fleet.plan_mark(fleet.events_seen_by(&events)));
+    let seen = 2; // Connected and Reported
+    let plan = tokio::spawn(plan_later(
+        fleet.clone(),
+        desired(b"first", 7),
+        Duration::from_millis(50),
+        seen,
+    ));
+    let r = first_report(addr).await;
+    plan.await.unwrap();
+    assert!(r.remote_config.is_some());
+
+    fleet.expect_plan();
+    let seen = fleet.events_seen_by(&events) + 3;
+    let plan = tokio::spawn(plan_later(
+        fleet.clone(),
+        desired(b"second", 8),
+        Duration::from_millis(800),
+        seen,
+    ));
+    let started = std::time::Instant::now();
+    let r = post(addr, &hb(uid(1), 1)).await.decode();
+    plan.await.unwrap();
+    let rc = r
+        .remote_config
+        .expect("the reply waited for the revision's plan past its 200 ms");
+    assert_eq!(rc.config_hash.as_ref(), &[8u8; 32]);
+    assert!(started.elapsed() >= Duration::from_millis(700));
+}
+
 #[tokio::test]
 async fn an_http_reply_waits_no_longer_than_its_limit_nor_at_all_when_told_not_to() {
     for (wait, waited) in [(Duration::from_millis(400), true), (Duration::ZERO, false)] {
