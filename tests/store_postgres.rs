@@ -237,6 +237,52 @@ async fn writes_refused_while_the_database_is_away_are_held_and_land_once_it_is_
     let _ = admin.close().await;
 }
 
+/// A replica's read of agents that came from elsewhere finds the rows there are among more
+/// uids than one statement asks for (a ramp queues thousands), and only those.
+#[tokio::test]
+async fn reading_agents_that_came_from_elsewhere_finds_each_stored_one_across_chunks() {
+    use gitamp::store::{AgentRecord, Batch, StoreOp};
+
+    let url = fresh_database("store_postgres_resume_of").await;
+    let store = gitamp::store::PgStore::connect(&url, Default::default())
+        .await
+        .expect("open a new store");
+    let uid = |i: usize| format!("{i:032x}");
+    let stored = [3, 999, 1_000, 2_400];
+    store
+        .apply(&Batch::from_ops(stored.iter().map(|&i| {
+            StoreOp::UpsertAgent(AgentRecord {
+                instance_uid: uid(i),
+                sent_hash: Some(format!("sent-{i}")),
+                failed_hashes: vec![format!("failed-{i}")],
+                connected: true,
+                ..Default::default()
+            })
+        })))
+        .await
+        .expect("insert");
+    let asked: Vec<String> = (0..2_500).map(uid).collect();
+    let mut found = store.agent_resume_of(&asked).await.expect("read");
+    found.sort_by(|a, b| a.instance_uid.cmp(&b.instance_uid));
+    let got: Vec<(String, Option<String>, Vec<String>)> = found
+        .into_iter()
+        .map(|a| (a.instance_uid, a.sent_hash, a.failed_hashes))
+        .collect();
+    let want: Vec<(String, Option<String>, Vec<String>)> = stored
+        .iter()
+        .map(|&i| {
+            (
+                uid(i),
+                Some(format!("sent-{i}")),
+                vec![format!("failed-{i}")],
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(store.agent_resume_of(&[]).await.expect("read").is_empty());
+    store.close().await;
+}
+
 /// An agent's row is updated in place (a heap-only tuple: no new index entries) when a record
 /// changes what it reports: no index covers a column every write changes (migration 0006).
 #[tokio::test]
