@@ -689,40 +689,64 @@ async fn plan_later(fleet: Arc<Fleet>, cfg: Arc<RemoteConfig>, after: Duration, 
     fleet.planned(fleet.plan_mark(seen));
 }
 
-#[tokio::test]
-async fn an_http_reply_waits_for_the_plan_under_way_and_carries_its_config() {
-    let (fleet, addr) = start(OpampSettings::default()).await;
+/// A planner attaches (from here on replies may wait for its plans), and a new agent's first
+/// report comes while the plan on it takes `plan_takes` to hand config 7 over: its reply, and
+/// how long it took.
+async fn first_report_while_planned(
+    fleet: &Arc<Fleet>,
+    addr: SocketAddr,
+    plan_takes: Duration,
+) -> (ServerToAgent, Duration) {
     let events = fleet.subscribe();
-    // A planner attaches (from here on replies may wait for its plans).
     fleet.planned(fleet.plan_mark(fleet.events_seen_by(&events)));
-    // A new agent's first report: the reply waits until the plan on it hands a config over.
     let seen = 2; // Connected and Reported
     let plan = tokio::spawn(plan_later(
         fleet.clone(),
         desired(b"first", 7),
-        Duration::from_millis(300),
+        plan_takes,
         seen,
     ));
     let started = std::time::Instant::now();
     let r = first_report(addr).await;
     plan.await.unwrap();
+    (r, started.elapsed())
+}
+
+/// A new revision whose plan takes `plan_takes` to hand config 8 over, and agent 1's poll
+/// meanwhile: its reply, and how long it took.
+async fn poll_while_a_revision_is_planned(
+    fleet: &Arc<Fleet>,
+    addr: SocketAddr,
+    plan_takes: Duration,
+) -> (ServerToAgent, Duration) {
+    fleet.expect_plan();
+    // Events so far (Connected, Reported, ConfigSent), the poll's and the config's, at most.
+    let seen = 3 + 3;
+    let plan = tokio::spawn(plan_later(
+        fleet.clone(),
+        desired(b"second", 8),
+        plan_takes,
+        seen,
+    ));
+    let started = std::time::Instant::now();
+    let r = post(addr, &hb(uid(1), 1)).await.decode();
+    plan.await.unwrap();
+    (r, started.elapsed())
+}
+
+#[tokio::test]
+async fn an_http_reply_waits_for_the_plan_under_way_and_carries_its_config() {
+    let (fleet, addr) = start(OpampSettings::default()).await;
+    // A new agent's first report: the reply waits until the plan on it hands a config over.
+    let (r, took) = first_report_while_planned(&fleet, addr, Duration::from_millis(300)).await;
     let rc = r
         .remote_config
         .expect("the first reply carries the config the plan decided");
     assert_eq!(rc.config_hash.as_ref(), &[7u8; 32]);
-    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(took >= Duration::from_millis(250));
 
     // A new revision: a plain poll waits for the plan on it too.
-    fleet.expect_plan();
-    let seen = fleet.events_seen_by(&events) + 3; // the poll's and the config's events, at most
-    let plan = tokio::spawn(plan_later(
-        fleet.clone(),
-        desired(b"second", 8),
-        Duration::from_millis(300),
-        seen,
-    ));
-    let r = post(addr, &hb(uid(1), 1)).await.decode();
-    plan.await.unwrap();
+    let (r, _) = poll_while_a_revision_is_planned(&fleet, addr, Duration::from_millis(300)).await;
     let rc = r
         .remote_config
         .expect("the poll's reply carries the new revision's config");
@@ -744,35 +768,15 @@ async fn an_http_reply_waits_past_its_limit_for_a_new_revisions_plan() {
         ..OpampSettings::default()
     })
     .await;
-    let events = fleet.subscribe();
-    fleet.planned(fleet.plan_mark(fleet.events_seen_by(&events)));
-    let seen = 2; // Connected and Reported
-    let plan = tokio::spawn(plan_later(
-        fleet.clone(),
-        desired(b"first", 7),
-        Duration::from_millis(50),
-        seen,
-    ));
-    let r = first_report(addr).await;
-    plan.await.unwrap();
+    let (r, _) = first_report_while_planned(&fleet, addr, Duration::from_millis(50)).await;
     assert!(r.remote_config.is_some());
-
-    fleet.expect_plan();
-    let seen = fleet.events_seen_by(&events) + 3;
-    let plan = tokio::spawn(plan_later(
-        fleet.clone(),
-        desired(b"second", 8),
-        Duration::from_millis(800),
-        seen,
-    ));
-    let started = std::time::Instant::now();
-    let r = post(addr, &hb(uid(1), 1)).await.decode();
-    plan.await.unwrap();
+    let (r, took) =
+        poll_while_a_revision_is_planned(&fleet, addr, Duration::from_millis(800)).await;
     let rc = r
         .remote_config
         .expect("the reply waited for the revision's plan past its 200 ms");
     assert_eq!(rc.config_hash.as_ref(), &[8u8; 32]);
-    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert!(took >= Duration::from_millis(700));
 }
 
 #[tokio::test]
