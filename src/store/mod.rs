@@ -306,17 +306,27 @@ impl Batch {
     /// by nothing).
     pub const MAX_HELD_EVENTS: usize = 10_000;
 
-    /// Drops the oldest events past [`Batch::MAX_HELD_EVENTS`] (and a tenth more).
+    /// Drops the oldest events past [`Batch::MAX_HELD_EVENTS`] (and a tenth more): events
+    /// about agents first, so an outage during a rollout keeps the revisions' and rollouts'
+    /// (the stores bound the two kinds apart too: [`EventClass`]).
     fn bound_events(&mut self) {
         // In steps of a tenth, so a long outage warns every thousand events, not every one.
-        if self.events.len() > Batch::MAX_HELD_EVENTS + Batch::MAX_HELD_EVENTS / 10 {
-            let excess = self.events.len() - Batch::MAX_HELD_EVENTS;
-            warn!(
-                dropped = excess,
-                "Store unreachable: oldest held events dropped."
-            );
-            self.events.drain(..excess);
+        if self.events.len() <= Batch::MAX_HELD_EVENTS + Batch::MAX_HELD_EVENTS / 10 {
+            return;
         }
+        let excess = self.events.len() - Batch::MAX_HELD_EVENTS;
+        warn!(
+            dropped = excess,
+            "Store unreachable: oldest held events dropped."
+        );
+        let mut left = excess;
+        self.events.retain(|e| {
+            let drop = left > 0 && EventClass::of(e) == EventClass::Agent;
+            left -= usize::from(drop);
+            !drop
+        });
+        // More events about the fleet alone than the bound: the oldest of those go too.
+        self.events.drain(..left);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -936,7 +946,7 @@ enum Outcome {
 /// Apply the pending batch; retry once at once (a busy database, a transient I/O error). A
 /// batch that still fails for a passing reason is put back in `batch` (the caller retries it
 /// later) and the error logged: an unreachable database loses no agent record, revision or
-/// rollout, only the oldest events past [`Batch::MAX_HELD_EVENTS`].
+/// rollout, only events past [`Batch::MAX_HELD_EVENTS`] (the oldest about agents first).
 async fn commit<S: Store>(store: &S, batch: &mut Batch) -> Outcome {
     if batch.is_empty() {
         return Outcome::Committed;
@@ -992,6 +1002,40 @@ mod tests {
             last_seen: seen,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_outage_drops_the_oldest_events_about_agents_first() {
+        let event = |n: i64, agent: bool| EventRecord {
+            time: n,
+            agent_uid: agent.then(|| format!("{n:032x}")),
+            kind: if agent { "pushed" } else { "rollout-halted" }.into(),
+            message: String::new(),
+        };
+        let fleet = [0, 5, 7_000];
+        let mut b = Batch::from_ops(
+            (0..12_000).map(|n| StoreOp::AppendEvent(event(n, !fleet.contains(&n)))),
+        );
+        b.bound_events();
+        assert_eq!(b.events.len(), Batch::MAX_HELD_EVENTS);
+        let kept_fleet: Vec<i64> = b
+            .events
+            .iter()
+            .filter(|e| e.agent_uid.is_none())
+            .map(|e| e.time)
+            .collect();
+        assert_eq!(kept_fleet, fleet, "every event about the fleet is kept");
+        assert_eq!(b.events.last().map(|e| e.time), Some(11_999));
+        assert_eq!(
+            b.events[2].time, 2_002,
+            "the oldest 2,000 about agents went"
+        );
+
+        // Only events about the fleet: the oldest of those go.
+        let mut b = Batch::from_ops((0..12_000).map(|n| StoreOp::AppendEvent(event(n, false))));
+        b.bound_events();
+        assert_eq!(b.events.len(), Batch::MAX_HELD_EVENTS);
+        assert_eq!(b.events[0].time, 2_000);
     }
 
     #[test]
