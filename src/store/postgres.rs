@@ -334,7 +334,7 @@ impl PgStore {
     /// A chunk of uids at a time, each looked up by the primary key: `IN (SELECT unnest($1))`
     /// is planned as a nested loop over it. With `instance_uid = ANY($1)` these reads (every
     /// agent that connected since the last one, in a ramp) took seconds while agents poured
-    /// in, busy in PostgreSQL (up to 144 s at 200,000 agents), though the statement took
+    /// in, busy in PostgreSQL (up to 145 s at 200,000 agents), though the statement took
     /// milliseconds on the same table afterwards; the agents waited for their first config
     /// meanwhile. With this form, no read took over 1 s in two 60,000-agent ramps.
     pub async fn agent_resume_of(&self, uids: &[String]) -> Result<Vec<AgentResume>, StoreError> {
