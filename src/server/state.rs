@@ -335,10 +335,9 @@ pub struct EventLog {
 
 impl EventLog {
     pub fn push(&mut self, e: EventView) {
-        let class = if e.agent.is_some() {
-            &mut self.agents
-        } else {
-            &mut self.fleet
+        let class = match crate::store::EventClass::of(&e.agent) {
+            crate::store::EventClass::Agent => &mut self.agents,
+            crate::store::EventClass::Fleet => &mut self.fleet,
         };
         if class.len() == EVENT_HISTORY {
             class.pop_front();

@@ -156,8 +156,9 @@ pub enum EventClass {
 }
 
 impl EventClass {
-    pub fn of(e: &EventRecord) -> EventClass {
-        if e.agent_uid.is_some() {
+    /// The kind of an event naming `agent` (a record's `agent_uid`, a view's `agent`).
+    pub fn of(agent: &Option<String>) -> EventClass {
+        if agent.is_some() {
             EventClass::Agent
         } else {
             EventClass::Fleet
@@ -166,8 +167,12 @@ impl EventClass {
 
     /// The classes `events` hold (those a batch must prune).
     pub fn in_batch(events: &[EventRecord]) -> impl Iterator<Item = EventClass> + use<> {
-        let fleet = events.iter().any(|e| Self::of(e) == EventClass::Fleet);
-        let agent = events.iter().any(|e| Self::of(e) == EventClass::Agent);
+        let fleet = events
+            .iter()
+            .any(|e| Self::of(&e.agent_uid) == EventClass::Fleet);
+        let agent = events
+            .iter()
+            .any(|e| Self::of(&e.agent_uid) == EventClass::Agent);
         [
             fleet.then_some(EventClass::Fleet),
             agent.then_some(EventClass::Agent),
@@ -321,7 +326,7 @@ impl Batch {
         );
         let mut left = excess;
         self.events.retain(|e| {
-            let drop = left > 0 && EventClass::of(e) == EventClass::Agent;
+            let drop = left > 0 && EventClass::of(&e.agent_uid) == EventClass::Agent;
             left -= usize::from(drop);
             !drop
         });
