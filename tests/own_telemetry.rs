@@ -258,3 +258,56 @@ async fn heartbeats_arrive_at_the_interval_gitamp_offers() {
         "{table}"
     );
 }
+
+/// A supervisor that accepts gitamp's `opamp` offers replaces its connection on each one. It
+/// reconnects once on the first offer; after a gitamp restart it reconnects because the server
+/// went away, and gitamp, which stored what it offered, does not offer the same again (which
+/// would make every such supervisor reconnect once more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_that_takes_offers_is_not_made_to_reconnect_after_a_gitamp_restart() {
+    let mut gitops = GitOpsServer::start("tests/fixtures/collector-fleet", &["--heartbeat", "5"]);
+    let sup = Supervised::start_accepting_connection_settings(
+        &gitops.server.ws_url(),
+        "offer-sup",
+        &[("fleet.role", "core")],
+    );
+    let offered_and_synced = async |server: &support::Server| {
+        let list = agents(server).await;
+        let a = find_agent(&list, "offer-sup")?;
+        (a["heartbeat_interval_seconds"] == 5 && a["status"] == "synced" && a["connected"] == true)
+            .then_some(())
+    };
+    eventually(WAIT, "the supervisor offered 5 s and synced", async || {
+        offered_and_synced(&gitops.server).await
+    })
+    .await;
+    // Its first connection, and the one it made on the offer.
+    eventually(
+        WAIT,
+        "the supervisor reconnected on the offer",
+        async || {
+            let n = sup.connections();
+            (n == 2).then_some(()).ok_or(format!("{n} connections"))
+        },
+    )
+    .await;
+
+    gitops.server.stop_gracefully();
+    gitops.restart();
+    eventually(WAIT, "the supervisor back and synced", async || {
+        offered_and_synced(&gitops.server)
+            .await
+            .filter(|()| sup.connections() >= 3)
+            .ok_or(format!("{} connections", sup.connections()))
+    })
+    .await;
+    // An offer goes with the first reply of a connection, and the supervisor reconnects on it
+    // at once; synced comes a round trip later. The wait covers a slow reconnect too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sup.connections(),
+        3,
+        "connected again after the restart, on an offer of the same settings:\n{}",
+        sup.logs()
+    );
+}

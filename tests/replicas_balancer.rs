@@ -9,7 +9,10 @@
 //!   others and converge, with no redundant push, and the rollout's batches hold fleet-wide
 //!   throughout (no more agents have the config than the leader's rollout admits);
 //! - `kill -9` of the leader: the last replica takes over and a commit pushed then reaches every
-//!   agent.
+//!   agent;
+//! - through both kills, the WebSocket agents (which accept `opamp` connection-settings offers,
+//!   as the collector's supervisor can, and would reconnect on each) are offered their settings
+//!   once: the replica an agent moves to reads what the others offered it.
 //!
 //! Times are printed, never asserted.
 
@@ -23,12 +26,10 @@ use std::time::{Duration, Instant};
 use gitamp_opamp::agent::{
     AgentHandle, ClientTransport, HttpPool, HttpPoolOptions, SimAgent, spawn_agent,
 };
-use gitamp_opamp::proto::RemoteConfigStatuses;
-use support::agents::{linux_production, received_count, redundant, stop_all};
+use gitamp_opamp::proto::{AgentCapabilities, RemoteConfigStatuses};
+use support::agents::{linux_production, received_count, redundant, start_agents_with, stop_all};
 use support::postgres::fresh_database;
-use support::{
-    GitFixture, Server, eventually, free_port, get_json, start_agents, wait_all_applied,
-};
+use support::{GitFixture, Server, eventually, free_port, get_json, wait_all_applied};
 
 const WAIT: Duration = Duration::from_secs(90);
 /// The bound of the HTTP test's waits: a replica sends an HTTP agent nothing until its full
@@ -129,12 +130,14 @@ fn describe(agents: &[AgentHandle]) -> String {
         .map(|a| {
             let s = a.state();
             format!(
-                "{} connections={} connected={} received={} redundant={} applied={:?}\n",
+                "{} connections={} connected={} received={} redundant={} opamp offers={} \
+                 applied={:?}\n",
                 support::agents::uid_of(a),
                 s.connections,
                 s.connected,
                 s.remote_configs_received,
                 s.redundant_configs_received,
+                s.opamp_offers_received,
                 s.applied_hash().map(hex::encode),
             )
         })
@@ -220,8 +223,12 @@ async fn three_replicas_behind_haproxy_survive_kill_9_of_a_follower_and_of_the_l
     let addrs: Vec<_> = servers.iter().map(|s| s.opamp).collect();
     let balancer = Balancer::start(dir.path(), &addrs);
 
-    // 12 WebSocket agents through the balancer.
-    let agents = start_agents(12, "lb-ws", &balancer.ws_url());
+    // 12 WebSocket agents through the balancer, accepting `opamp` offers.
+    let agents = start_agents_with(12, &balancer.ws_url(), |i| {
+        let mut opts = linux_production(&format!("lb-ws-{i:02}"));
+        opts.capabilities |= AgentCapabilities::AcceptsOpAmpConnectionSettings as u64;
+        opts
+    });
     let first = fixture.expected_hashes()[CONFIG];
     wait_all_applied(
         &agents,
@@ -333,6 +340,11 @@ async fn three_replicas_behind_haproxy_survive_kill_9_of_a_follower_and_of_the_l
         redundant(&agents),
         0,
         "redundant pushes:\n{}",
+        describe(&agents)
+    );
+    assert!(
+        agents.iter().all(|a| a.state().opamp_offers_received == 1),
+        "each agent offered its settings once, wherever it went:\n{}",
         describe(&agents)
     );
     stop_all(&agents).await;

@@ -39,6 +39,7 @@ fn agent(uid: &str, seen: i64) -> AgentRecord {
         // Written by replicas for the leader, not read back (a restarted replica's agents
         // report their packages again).
         packages: None,
+        settings_offer: Some(format!("{}/{}/30", "ee".repeat(32), "ff".repeat(32))),
     }
 }
 
@@ -180,7 +181,7 @@ async fn every_table_round_trips_and_survives_reopen(db: TestDb) {
     );
 }
 
-async fn an_upsert_without_labels_description_or_health_keeps_the_stored_ones(db: TestDb) {
+async fn an_upsert_without_labels_description_health_or_offer_keeps_the_stored_ones(db: TestDb) {
     let store = db.open().await;
     let first = agent("0c0d", 1000);
     store
@@ -192,6 +193,7 @@ async fn an_upsert_without_labels_description_or_health_keeps_the_stored_ones(db
     later.labels = None;
     later.description = None;
     later.health = None;
+    later.settings_offer = None;
     later.sent_hash = Some("dd".repeat(32));
     // A new agent whose first upsert has neither gets the column defaults.
     let mut bare = agent("0e0f", 3000);
@@ -209,9 +211,14 @@ async fn an_upsert_without_labels_description_or_health_keeps_the_stored_ones(db
         labels: first.labels.clone(),
         description: first.description.clone(),
         health: first.health.clone(),
+        settings_offer: first.settings_offer.clone(),
         ..later
     };
     assert_eq!(loaded[0], expected);
+    // A restarted server reads the offer back with what it resumes from.
+    let resumed = store.load_agent_resume().await.unwrap();
+    let resumed = resumed.iter().find(|a| a.instance_uid == "0c0d").unwrap();
+    assert_eq!(resumed.settings_offer, first.settings_offer);
     assert_eq!(loaded[1].description, Some(serde_json::Value::Null));
     assert_eq!(loaded[1].health, Some(serde_json::Value::Null));
     assert_eq!(loaded[1].last_seen, 3000);
@@ -565,7 +572,7 @@ async fn commit_now_commits_without_waiting_for_the_delay(db: TestDb) {
 
 both_backends!(
     every_table_round_trips_and_survives_reopen,
-    an_upsert_without_labels_description_or_health_keeps_the_stored_ones,
+    an_upsert_without_labels_description_health_or_offer_keeps_the_stored_ones,
     a_large_mixed_batch_lands_row_for_row,
     writer_coalesces_and_flushes,
     writer_commits_after_the_delay_and_at_the_size_limit,

@@ -432,6 +432,7 @@ pub(crate) fn remote_agent(
         package_statuses: None,
         last_offer: None,
         offers: None,
+        settings_offered: None,
     };
     Some(RemoteAgent {
         snapshot,

@@ -165,6 +165,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (store_writer, store_task) = StoreWriter::spawn(store.clone(), WriterOptions::default());
 
     let fleet = Arc::new(Fleet::new());
+    // What agents were offered before (an agent that accepts `opamp` offers reconnects on
+    // each): one server remembers its own offers; a replica reads, for each agent new to it,
+    // what the others offered (src/server/reconciler/evidence.rs).
+    if replica.is_some() {
+        fleet.read_offers_elsewhere();
+    } else {
+        fleet.remember_offers(reconciler::offers_from_records(&agent_records));
+    }
     let mut app = AppState::new(fleet.clone(), metrics);
     // The last run's events first, so those of this run (the cached revision accepted below)
     // come after them.

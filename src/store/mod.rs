@@ -89,6 +89,11 @@ pub struct AgentRecord {
     /// the shared PostgreSQL store keeps it: a single server's agents report their packages
     /// again when they reconnect.
     pub packages: Option<serde_json::Value>,
+    /// The last connection-settings offer sent to it (gitamp-opamp's `SentOffer::to_text`):
+    /// a restarted server, or another replica, does not offer the same again (an agent that
+    /// accepts `opamp` offers reconnects on each). `None` in an upsert keeps the stored value.
+    #[serde(default)]
+    pub settings_offer: Option<String>,
 }
 
 /// One rendered config map, content-addressed, kept so that a rollback can send it after the
@@ -347,8 +352,8 @@ impl Batch {
 }
 
 /// Queues `record` (`None`: a delete) of agent `uid` over a pending one: the newest wins, but a
-/// pending upsert's labels, description, health or packages survive a later one that keeps
-/// them.
+/// pending upsert's labels, description, health, packages or settings offer survive a later
+/// one that keeps them.
 fn coalesce_agent(
     agents: &mut BTreeMap<String, Option<AgentRecord>>,
     uid: String,
@@ -367,6 +372,9 @@ fn coalesce_agent(
             }
             if a.packages.is_none() {
                 a.packages = pending.packages.take();
+            }
+            if a.settings_offer.is_none() {
+                a.settings_offer = pending.settings_offer.take();
             }
         }
         a
@@ -520,6 +528,8 @@ pub struct AgentResume {
     pub failed_hashes: Vec<String>,
     pub applied_hash: Option<String>,
     pub last_error: Option<String>,
+    /// See [`AgentRecord::settings_offer`].
+    pub settings_offer: Option<String>,
 }
 
 /// A storage backend. Writes go through [`Store::apply`] (one transaction per batch); reads
@@ -545,6 +555,7 @@ pub trait Store: Send + Sync + 'static {
                     failed_hashes: a.failed_hashes,
                     applied_hash: a.applied_hash,
                     last_error: a.last_error,
+                    settings_offer: a.settings_offer,
                 })
                 .collect())
         }

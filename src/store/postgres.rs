@@ -139,8 +139,8 @@ fn from_json<T: serde::de::DeserializeOwned>(
     serde_json::from_str(text).map_err(|source| StoreError::Json { what, source })
 }
 
-/// One multi-row agent upsert. A NULL labels, description, health or packages keeps the stored
-/// value
+/// One multi-row agent upsert. A NULL labels, description, health, packages or settings offer
+/// keeps the stored value
 /// (see [`AgentRecord`]); a new row keeps the NULL, which readers see as the default. Only the
 /// replica holding an agent's connection writes its record: a "disconnected" record from a
 /// replica the agent has left (it reconnected to another) changes nothing. Every write stamps
@@ -148,10 +148,11 @@ fn from_json<T: serde::de::DeserializeOwned>(
 const UPSERT_AGENTS: &str = "\
 INSERT INTO agents (instance_uid, capabilities, reported_hash, remote_config_status, \
  remote_config_error, effective_config_hash, sent_hash, sent_at, failed_hashes, applied_hash, \
- last_error, connected, last_seen, labels, description, health, replica, packages) \
+ last_error, connected, last_seen, labels, description, health, replica, packages, \
+ settings_offer) \
 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
  $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bool[], $13::bigint[], \
- $14::text[], $15::text[], $16::text[], $17::text[], $18::text[]) \
+ $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) \
 ON CONFLICT (instance_uid) DO UPDATE SET written_by = pg_current_xact_id(), \
  capabilities = excluded.capabilities, \
  reported_hash = excluded.reported_hash, remote_config_status = excluded.remote_config_status, \
@@ -166,6 +167,7 @@ ON CONFLICT (instance_uid) DO UPDATE SET written_by = pg_current_xact_id(), \
  description = COALESCE(excluded.description, agents.description), \
  health = COALESCE(excluded.health, agents.health), \
  packages = COALESCE(excluded.packages, agents.packages), \
+ settings_offer = COALESCE(excluded.settings_offer, agents.settings_offer), \
  replica = CASE WHEN excluded.connected THEN excluded.replica ELSE NULL END \
  WHERE excluded.connected OR agents.replica IS NULL OR agents.replica IS NOT DISTINCT FROM \
  excluded.replica";
@@ -191,6 +193,7 @@ struct AgentColumns {
     health: Vec<Option<String>>,
     replica: Vec<Option<String>>,
     packages: Vec<Option<String>>,
+    settings_offer: Vec<Option<String>>,
 }
 
 impl AgentColumns {
@@ -215,6 +218,7 @@ impl AgentColumns {
         self.health.push(a.health.as_ref().map(to_json));
         self.replica.push(replica.cloned());
         self.packages.push(a.packages.as_ref().map(to_json));
+        self.settings_offer.push(a.settings_offer.clone());
     }
 
     async fn write(self, tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
@@ -237,6 +241,7 @@ impl AgentColumns {
             .bind(self.health)
             .bind(self.replica)
             .bind(self.packages)
+            .bind(self.settings_offer)
             .execute(tx)
             .await
             .map_err(q("upserting agents"))?;
@@ -248,7 +253,8 @@ impl AgentColumns {
 const AGENT_SELECT: &str = "SELECT instance_uid, COALESCE(labels, '{}') AS labels, \
  COALESCE(description, 'null') AS description, capabilities, COALESCE(health, 'null') AS health, \
  reported_hash, remote_config_status, remote_config_error, effective_config_hash, sent_hash, \
- sent_at, failed_hashes, applied_hash, last_error, connected, last_seen FROM agents";
+ sent_at, failed_hashes, applied_hash, last_error, connected, last_seen, settings_offer \
+ FROM agents";
 
 fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
     let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
@@ -281,12 +287,13 @@ fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
         last_seen: row.try_get("last_seen").map_err(q("reading agents"))?,
         // Not read back: a restarted replica's agents report their packages again.
         packages: None,
+        settings_offer: row.try_get("settings_offer").map_err(q("reading agents"))?,
     })
 }
 
 /// What a reconciler resumes an agent from (see [`AgentResume`]).
 const RESUME_SELECT: &str = "SELECT instance_uid, COALESCE(labels, '{}') AS labels, sent_hash, \
- sent_at, failed_hashes, applied_hash, last_error FROM agents";
+ sent_at, failed_hashes, applied_hash, last_error, settings_offer FROM agents";
 
 fn resume_from_row(row: &PgRow) -> Result<AgentResume, StoreError> {
     let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
@@ -299,6 +306,7 @@ fn resume_from_row(row: &PgRow) -> Result<AgentResume, StoreError> {
         failed_hashes: from_json("agents.failed_hashes", &failed)?,
         applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
         last_error: row.try_get("last_error").map_err(q("reading agents"))?,
+        settings_offer: row.try_get("settings_offer").map_err(q("reading agents"))?,
     })
 }
 

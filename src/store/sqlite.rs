@@ -162,6 +162,7 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
         connected: row.try_get("connected").map_err(q("reading agents"))?,
         last_seen: row.try_get("last_seen").map_err(q("reading agents"))?,
         packages: None,
+        settings_offer: row.try_get("settings_offer").map_err(q("reading agents"))?,
     })
 }
 
@@ -180,8 +181,8 @@ fn revision_from_row(row: &SqliteRow) -> Result<RevisionRecord, StoreError> {
 
 /// The agents columns an upsert always writes; `labels`, `description` and `health` are
 /// written only when the record carries them (`None` keeps the stored value, see
-/// [`AgentRecord`]).
-const AGENT_COLUMNS: [&str; 13] = [
+/// [`AgentRecord`]). `settings_offer` is always bound, and a NULL keeps the stored one.
+const AGENT_COLUMNS: [&str; 14] = [
     "instance_uid",
     "capabilities",
     "reported_hash",
@@ -195,12 +196,13 @@ const AGENT_COLUMNS: [&str; 13] = [
     "last_error",
     "connected",
     "last_seen",
+    "settings_offer",
 ];
 
 /// Rows per upsert statement, largest first: a batch is written in chunks of these sizes, so a
 /// 15,000-agent rollout is ~60 statements instead of 15,000 round trips to the SQLite thread,
 /// and at most 8 shapes x 5 sizes = 40 distinct statements are ever prepared (sqlx caches
-/// them). 256 rows x 16 columns stays far below SQLite's 32,766 bound parameters.
+/// them). 256 rows x 17 columns stays far below SQLite's 32,766 bound parameters.
 const UPSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
 /// Which of the optional columns the records of one upsert statement carry.
@@ -252,7 +254,10 @@ fn upsert_agents_sql(shape: Shape, rows: usize) -> String {
     let row = format!("({})", vec!["?"; columns.len()].join(", "));
     let updates: Vec<String> = columns[1..]
         .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
+        .map(|c| match *c {
+            "settings_offer" => format!("{c} = COALESCE(excluded.{c}, agents.{c})"),
+            _ => format!("{c} = excluded.{c}"),
+        })
         .collect();
     format!(
         "INSERT INTO agents ({}) VALUES {} ON CONFLICT (instance_uid) DO UPDATE SET {}",
@@ -292,7 +297,8 @@ async fn upsert_agents(
                     .bind(&a.applied_hash)
                     .bind(&a.last_error)
                     .bind(a.connected)
-                    .bind(a.last_seen);
+                    .bind(a.last_seen)
+                    .bind(&a.settings_offer);
                 if shape.labels {
                     query = query.bind(a.labels.as_ref().map(to_json));
                 }
@@ -499,7 +505,7 @@ impl Store for SqliteStore {
     async fn load_agent_resume(&self) -> Result<Vec<AgentResume>, StoreError> {
         let rows = sqlx::query(
             "SELECT instance_uid, labels, sent_hash, sent_at, failed_hashes, applied_hash, \
-             last_error FROM agents \
+             last_error, settings_offer FROM agents \
              ORDER BY instance_uid",
         )
         .fetch_all(&self.pool)
@@ -517,6 +523,7 @@ impl Store for SqliteStore {
                     failed_hashes: from_json("agents.failed_hashes", &failed)?,
                     applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
                     last_error: row.try_get("last_error").map_err(q("reading agents"))?,
+                    settings_offer: row.try_get("settings_offer").map_err(q("reading agents"))?,
                 })
             })
             .collect()

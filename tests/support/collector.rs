@@ -38,6 +38,9 @@ pub struct Supervised {
     labels: Vec<(String, String)>,
     /// Reports its own metrics (`reports_own_metrics`), exported every second.
     own_metrics: bool,
+    /// Takes the server's `opamp` offers (`accepts_opamp_connection_settings`): it replaces
+    /// its connection on each.
+    accepts_connection_settings: bool,
 }
 
 impl Supervised {
@@ -45,6 +48,19 @@ impl Supervised {
     /// describes its collector with `labels` (non-identifying attributes, plus `host.name`).
     pub fn start(endpoint: &str, name: &str, labels: &[(&str, &str)]) -> Supervised {
         Supervised::start_with(endpoint, name, labels, false)
+    }
+
+    /// A supervisor that accepts the server's `opamp` connection-settings offers: it replaces
+    /// its server settings with each one and reconnects.
+    pub fn start_accepting_connection_settings(
+        endpoint: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Supervised {
+        let mut s = Supervised::new(endpoint, name, labels, false);
+        s.accepts_connection_settings = true;
+        s.spawn();
+        s
     }
 
     /// A collector that reports its own metrics to whatever the server offers, every second
@@ -65,11 +81,17 @@ impl Supervised {
         labels: &[(&str, &str)],
         own_metrics: bool,
     ) -> Supervised {
+        let mut s = Supervised::new(endpoint, name, labels, own_metrics);
+        s.spawn();
+        s
+    }
+
+    fn new(endpoint: &str, name: &str, labels: &[(&str, &str)], own_metrics: bool) -> Supervised {
         let dir = tempfile::Builder::new()
             .prefix(&format!("gitamp-sup-{name}-"))
             .tempdir()
             .expect("tempdir");
-        let mut s = Supervised {
+        Supervised {
             name: name.to_string(),
             otlp_port: free_port(),
             dir,
@@ -81,9 +103,8 @@ impl Supervised {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             own_metrics,
-        };
-        s.spawn();
-        s
+            accepts_connection_settings: false,
+        }
     }
 
     fn config_path(&self) -> PathBuf {
@@ -107,6 +128,7 @@ impl Supervised {
                 "reports_health": true,
                 "reports_heartbeat": true,
                 "reports_own_metrics": false,
+                "accepts_opamp_connection_settings": self.accepts_connection_settings,
             },
             "agent": {
                 "executable": super::otelcol(),
@@ -219,6 +241,15 @@ impl Supervised {
 
     pub fn logs(&self) -> String {
         self.logs.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    /// How many times it connected to the OpAMP server (its info log says so on each).
+    pub fn connections(&self) -> usize {
+        self.logs.lock().map_or(0, |l| {
+            l.iter()
+                .filter(|line| line.contains("Connected to the OpAMP server."))
+                .count()
+        })
     }
 
     /// The collector's own config file as the supervisor last wrote it.

@@ -23,6 +23,7 @@
 //! the entry ([`AgentSnapshot::unread_statuses`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -32,7 +33,9 @@ use tokio::time::Instant;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::offers::{AgentOffers, OfferSettings, OffersView, OwnTelemetry, SettingsStatus};
+use crate::offers::{
+    AgentOffers, OfferSettings, OffersView, OwnTelemetry, SentOffer, SettingsStatus,
+};
 use crate::outbox::{OutboxSender, Push};
 use crate::packages::{PackageOffer, PackageReport};
 use crate::plan_wait::{PlanBarrier, PlanMark};
@@ -182,6 +185,9 @@ pub struct AgentSnapshot {
     /// API's snapshots, [`Fleet::agents`] and [`Fleet::agent`]).
     #[serde(skip)]
     pub offers: Option<OffersView>,
+    /// The last connection-settings offer sent (stored with the agent's record).
+    #[serde(skip)]
+    pub settings_offered: Option<SentOffer>,
 }
 
 /// Handle used to push frames to a WebSocket connection.
@@ -305,6 +311,7 @@ impl AgentEntry {
             package_statuses: self.package_statuses.clone(),
             last_offer: self.last_offer,
             offers: (detail != Detail::Planner).then(|| self.offers.view()),
+            settings_offered: self.offers.sent(),
         }
     }
 
@@ -609,6 +616,11 @@ pub struct Fleet {
     clock: Clock,
     /// How far the planner has got, for poll replies that wait for it (`plan_wait`).
     plans: PlanBarrier,
+    /// What a restarted server last offered each agent, taken by the agent's entry when it
+    /// comes back (see [`Fleet::remember_offers`]).
+    remembered_offers: Mutex<HashMap<Uid, SentOffer>>,
+    /// A new agent's offer waits for what other servers offered it ([`Fleet::resume_offer`]).
+    offers_read_elsewhere: AtomicBool,
 }
 
 impl Default for Fleet {
@@ -635,7 +647,36 @@ impl Fleet {
             served: RwLock::new(Arc::from(Vec::new())),
             clock: Clock::new(),
             plans: PlanBarrier::default(),
+            remembered_offers: Mutex::default(),
+            offers_read_elsewhere: AtomicBool::new(false),
         }
+    }
+
+    /// What this server offered its agents before it restarted (from the store): an agent
+    /// that comes back is not offered the same again.
+    pub fn remember_offers(&self, offers: HashMap<Uid, SentOffer>) {
+        *self
+            .remembered_offers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = offers;
+    }
+
+    /// Several servers share the fleet: what an agent new to this one was offered elsewhere is
+    /// read before it is offered anything that would make it reconnect; the reader answers
+    /// with [`Fleet::resume_offer`].
+    pub fn read_offers_elsewhere(&self) {
+        self.offers_read_elsewhere.store(true, Ordering::Relaxed);
+    }
+
+    /// What other servers last offered `uid` (`None`: nothing, or unknown). A connection-
+    /// settings offer that is due now goes out at once on a live WebSocket; true if one did.
+    pub fn resume_offer(&self, uid: &Uid, earlier: Option<SentOffer>) -> bool {
+        let Some(entry) = self.get(uid) else {
+            return false;
+        };
+        let mut e = lock(&entry);
+        e.offers.resume(earlier);
+        self.push_due_offer(uid, &mut e)
     }
 
     /// The clock sends are stamped with (see [`Clock`]).
@@ -684,20 +725,27 @@ impl Fleet {
 
     /// Sets where a known agent's own telemetry goes (the reconciler decides, from its
     /// configuration). A changed offer goes out at once on a live WebSocket (best effort: a
-    /// full queue leaves it for the next reply), else in the reply to its next message.
-    pub fn set_own_telemetry(&self, uid: &Uid, own: Arc<OwnTelemetry>) {
+    /// full queue leaves it for the next reply), else in the reply to its next message. True
+    /// if an offer went out.
+    pub fn set_own_telemetry(&self, uid: &Uid, own: Arc<OwnTelemetry>) -> bool {
         let Some(entry) = self.get(uid) else {
-            return;
+            return false;
         };
-        let settings = self.offer_settings();
         let mut e = lock(&entry);
-        if !e.offers.set_own(own) || !e.connected {
-            return;
+        e.offers.set_own(own) && self.push_due_offer(uid, &mut e)
+    }
+
+    /// The connection-settings offer due to a connected agent, on its WebSocket at once (best
+    /// effort: a full queue or a polling agent leaves it for the reply to its next message).
+    /// True if one went out.
+    fn push_due_offer(&self, uid: &Uid, e: &mut AgentEntry) -> bool {
+        if !e.connected {
+            return false;
         }
         let caps = e.capabilities;
         let mut offers = e.offers.clone();
-        let Some(offer) = offers.take_due(caps, true, &settings) else {
-            return;
+        let Some(offer) = offers.take_due(caps, true, &self.offer_settings()) else {
+            return false;
         };
         let out = Outgoing::push(
             uid,
@@ -706,9 +754,11 @@ impl Fleet {
                 ..Default::default()
             },
         );
-        if e.push_now(&out, "connection-settings offer").is_some() {
+        let pushed = e.push_now(&out, "connection-settings offer").is_some();
+        if pushed {
             e.offers = offers;
         }
+        pushed
     }
 
     /// Subscribes to fleet events (see the module docs about lag).
@@ -775,7 +825,18 @@ impl Fleet {
             .entry(uid)
             .or_insert_with(|| {
                 created = true;
-                Arc::new(Mutex::new(AgentEntry::new(uid, transport)))
+                let mut entry = AgentEntry::new(uid, transport);
+                if self.offers_read_elsewhere.load(Ordering::Relaxed) {
+                    entry.offers.read_history();
+                } else if let Some(earlier) = self
+                    .remembered_offers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&uid)
+                {
+                    entry.offers.resume(Some(earlier));
+                }
+                Arc::new(Mutex::new(entry))
             })
             .clone();
         (e, created)

@@ -19,10 +19,21 @@
 //! differs from the last one it was sent. The agent's ConnectionSettingsStatus (if it reports
 //! one) is kept as reported: a FAILED offer is shown, never retried in a loop (the same hash is
 //! not sent again until something in it changes).
+//!
+//! What was last offered outlives this process: it is stored with the agent's record
+//! ([`SentOffer::to_text`]) and handed back after a restart ([`Fleet::remember_offers`]) or, on
+//! a replica, when an agent comes from another one ([`Fleet::resume_offer`]). Until then an
+//! agent that reconnects on an `opamp` offer is offered nothing: resending what another server
+//! already sent would make it reconnect once more on every server it reaches.
+//!
+//! [`Fleet::remember_offers`]: crate::Fleet::remember_offers
+//! [`Fleet::resume_offer`]: crate::Fleet::resume_offer
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use prost::Message;
@@ -161,11 +172,20 @@ pub struct AgentOffers {
     composed_from: Option<Inputs>,
     /// What it reported about an offer.
     pub(crate) status: Option<SettingsStatus>,
+    /// Since when what earlier servers offered it is being read (a replica's agent that came
+    /// from elsewhere): an agent that reconnects on an `opamp` offer is offered nothing until
+    /// then, or for at most [`OFFER_HISTORY_WAIT`].
+    reading_history: Option<Instant>,
 }
 
-/// What was last offered to an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SentOffer {
+/// How long an agent's offer waits for what earlier servers offered it: a read that never
+/// answers (a database outage) delays its offer, never withholds it.
+pub const OFFER_HISTORY_WAIT: Duration = Duration::from_secs(10);
+
+/// What was last offered to an agent: kept with its record, so that a restarted server, or
+/// another replica, does not offer the same again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SentOffer {
     /// The hash of the whole offer.
     hash: [u8; 32],
     /// A digest of its `opamp` part: an unchanged part is left out of the next offer, since an
@@ -173,6 +193,43 @@ pub(crate) struct SentOffer {
     opamp: Option<[u8; 32]>,
     /// The heartbeat interval offered.
     heartbeat: Option<u64>,
+}
+
+impl SentOffer {
+    /// The stored form: `<hash>/<opamp digest>/<heartbeat seconds>` (hex; the last two empty
+    /// when the offer had no `opamp` part).
+    pub fn to_text(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            hex::encode(self.hash),
+            self.opamp.map(hex::encode).unwrap_or_default(),
+            self.heartbeat.map(|s| s.to_string()).unwrap_or_default()
+        )
+    }
+
+    /// The inverse of [`SentOffer::to_text`]; `None` for anything else (a row written by
+    /// another version is then treated as "never offered": the offer is sent again).
+    pub fn from_text(text: &str) -> Option<SentOffer> {
+        let mut parts = text.split('/');
+        let digest = |s: &str| -> Option<[u8; 32]> { hex::decode(s).ok()?.try_into().ok() };
+        let hash = digest(parts.next()?)?;
+        let opamp = match parts.next()? {
+            "" => None,
+            d => Some(digest(d)?),
+        };
+        let heartbeat = match parts.next()? {
+            "" => None,
+            n => Some(n.parse().ok()?),
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(SentOffer {
+            hash,
+            opamp,
+            heartbeat,
+        })
+    }
 }
 
 /// What an offer is built from, compared cheaply: the shared values by identity (they are
@@ -231,6 +288,14 @@ impl AgentOffers {
         ws: bool,
         settings: &Arc<OfferSettings>,
     ) -> Option<proto::ConnectionSettingsOffers> {
+        if let Some(since) = self.reading_history {
+            if has(caps, Cap::AcceptsOpAmpConnectionSettings)
+                && since.elapsed() < OFFER_HISTORY_WAIT
+            {
+                return None;
+            }
+            self.reading_history = None;
+        }
         if self
             .composed_from
             .as_ref()
@@ -270,6 +335,27 @@ impl AgentOffers {
     pub(crate) fn agent_restarted(&mut self, caps: u64) {
         if caps & Cap::AcceptsOpAmpConnectionSettings as u64 == 0 {
             self.sent = None;
+            self.composed_from = None;
+        }
+    }
+
+    /// The last offer sent, if any.
+    pub(crate) fn sent(&self) -> Option<SentOffer> {
+        self.sent
+    }
+
+    /// What earlier servers offered it is to be read before anything is offered (see
+    /// [`AgentOffers::take_due`]).
+    pub(crate) fn read_history(&mut self) {
+        self.reading_history = Some(Instant::now());
+    }
+
+    /// What an earlier server (this one before a restart, or another replica) last offered
+    /// it: taken as sent unless this server offered it something since.
+    pub(crate) fn resume(&mut self, earlier: Option<SentOffer>) {
+        self.reading_history = None;
+        if self.sent.is_none() && earlier.is_some() {
+            self.sent = earlier;
             self.composed_from = None;
         }
     }
@@ -548,5 +634,80 @@ mod tests {
         let json = serde_json::to_string(&masked(&declared)).expect("json");
         assert!(!json.contains("Bearer"), "{json}");
         assert!(json.contains("***"));
+    }
+
+    /// An agent with `reach()` that accepts `opamp` offers, as a fresh registry entry has it.
+    fn accepting() -> (u64, AgentOffers) {
+        let caps = HB | Cap::AcceptsOpAmpConnectionSettings as u64;
+        let offers = AgentOffers {
+            reach: Some(Arc::new(reach())),
+            ..AgentOffers::default()
+        };
+        (caps, offers)
+    }
+
+    #[test]
+    fn a_sent_offer_reads_back_from_its_text_and_nothing_else_does() {
+        let (caps, mut offers) = accepting();
+        let s = Arc::new(settings());
+        offers.take_due(caps, true, &s).expect("an offer");
+        let sent = offers.sent().expect("sent");
+        assert_eq!(sent.heartbeat, Some(5));
+        assert_eq!(SentOffer::from_text(&sent.to_text()), Some(sent));
+        let own_only = SentOffer {
+            opamp: None,
+            heartbeat: None,
+            ..sent
+        };
+        assert_eq!(SentOffer::from_text(&own_only.to_text()), Some(own_only));
+        for bad in ["", "zz//", "00/00/5", &format!("{}/x", sent.to_text())] {
+            assert_eq!(SentOffer::from_text(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_offer_waits_for_what_earlier_servers_sent_and_is_not_sent_again() {
+        let s = Arc::new(settings());
+        // What another server sent this agent, as its record keeps it.
+        let (caps, mut elsewhere) = accepting();
+        elsewhere.take_due(caps, true, &s).expect("first offer");
+        let earlier = elsewhere.sent();
+
+        let (_, mut offers) = accepting();
+        offers.read_history();
+        assert!(offers.take_due(caps, true, &s).is_none(), "held while read");
+        offers.resume(earlier);
+        assert!(
+            offers.take_due(caps, true, &s).is_none(),
+            "the same offer, already sent elsewhere"
+        );
+
+        // Nothing was sent elsewhere: offered once the read answers.
+        let (_, mut fresh) = accepting();
+        fresh.read_history();
+        fresh.resume(None);
+        assert!(fresh.take_due(caps, true, &s).is_some());
+
+        // A read that never answers delays the offer, and only for an agent that reconnects
+        // on one.
+        let (_, mut unanswered) = accepting();
+        unanswered.read_history();
+        assert!(unanswered.take_due(caps, true, &s).is_none());
+        tokio::time::advance(OFFER_HISTORY_WAIT).await;
+        assert!(unanswered.take_due(caps, true, &s).is_some());
+        let (_, mut heartbeat_only) = accepting();
+        heartbeat_only.read_history();
+        assert!(heartbeat_only.take_due(HB, true, &s).is_some());
+
+        // What this server sent since wins over an older record.
+        let (_, mut ours) = accepting();
+        ours.take_due(caps, true, &s).expect("offer");
+        let own = ours.sent();
+        let other = SentOffer {
+            hash: [9; 32],
+            ..own.expect("sent")
+        };
+        ours.resume(Some(other));
+        assert_eq!(ours.sent(), own);
     }
 }

@@ -43,8 +43,11 @@ impl Reconciler {
             let Some((_, Some(plan))) = planner.agent(uid) else {
                 continue;
             };
-            if let Some(own) = self.own_telemetry.for_agent(plan.configuration.as_deref()) {
-                self.fleet.set_own_telemetry(uid, own);
+            if let Some(own) = self.own_telemetry.for_agent(plan.configuration.as_deref())
+                && self.fleet.set_own_telemetry(uid, own)
+            {
+                // Re-read at the next plan, which stores the offer sent.
+                self.dirty.insert(*uid);
             }
             let Action::Push(hash) = plan.action else {
                 if self.handed_over.remove(uid).is_some() {

@@ -14,16 +14,22 @@ use std::sync::Arc;
 
 use gitamp_core::plan::{ObservedAgent, ReportedStatus};
 use gitamp_opamp::Uid;
+use gitamp_opamp::offers::SentOffer;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::Reconciler;
-use super::persist::agents_from_records;
+use super::persist::{agents_from_records, offers_from_records};
 use crate::server::state::AppState;
 
 /// The agents asked about, and the rows found for them (none for an agent the database does not
-/// know, or when it could not be read: the replica then decides from its own record).
-pub(super) type Answer = (Vec<Uid>, HashMap<Uid, ObservedAgent>);
+/// know, or when it could not be read: the replica then decides from its own record): the
+/// planner's part, and the last connection-settings offer another replica sent.
+pub(super) type Answer = (
+    Vec<Uid>,
+    HashMap<Uid, ObservedAgent>,
+    HashMap<Uid, SentOffer>,
+);
 
 /// Start the reader: it takes the agents to read, reads them in batches, and answers.
 pub(super) fn spawn(
@@ -37,25 +43,25 @@ pub(super) fn spawn(
             while let Ok(uid) = asked.try_recv() {
                 batch.push(uid);
             }
-            let found = match state.cluster.load_full() {
+            let (found, offers) = match state.cluster.load_full() {
                 Some(cluster) => {
                     let uids: Vec<String> = batch.iter().map(hex::encode).collect();
                     match cluster.store().agent_resume_of(&uids).await {
-                        Ok(rows) => agents_from_records(&rows),
+                        Ok(rows) => (agents_from_records(&rows), offers_from_records(&rows)),
                         Err(err) => {
                             warn!(error = %err, agents = batch.len(), "Reading agents from the database failed; deciding from this replica's records.");
-                            HashMap::new()
+                            Default::default()
                         }
                     }
                 }
-                None => HashMap::new(),
+                None => Default::default(),
             };
             debug!(
                 asked = batch.len(),
                 found = found.len(),
                 "Read agents that came from other replicas."
             );
-            if answer.send((batch, found)).is_err() {
+            if answer.send((batch, found, offers)).is_err() {
                 return;
             }
         }
@@ -78,11 +84,13 @@ impl Reconciler {
         }
     }
 
-    /// Fold the rows read into the agents' records and plan them again.
-    pub(super) fn on_evidence(&mut self, (asked, found): Answer) {
+    /// Fold the rows read into the agents' records and plan them again; hand the registry what
+    /// the agents were offered elsewhere (an offer due now goes out, and is stored at the plan).
+    pub(super) fn on_evidence(&mut self, (asked, found, offers): Answer) {
         for uid in asked {
             self.awaiting_evidence.remove(&uid);
             self.dirty.insert(uid);
+            self.fleet.resume_offer(&uid, offers.get(&uid).copied());
             let Some(stored) = found.get(&uid) else {
                 continue;
             };

@@ -51,7 +51,7 @@ use crate::telemetry;
 pub use command::Command;
 use persist::config_from_record;
 pub(crate) use persist::{RolloutStamp, rollout_writes};
-pub use persist::{agents_from_records, rollouts_from_records};
+pub use persist::{agents_from_records, offers_from_records, rollouts_from_records};
 
 /// The reconciler's state. Per agent it keeps only what serves one of its steps: the planner
 /// holds the agent's record; the rest are caches keyed by agent (what was last published and

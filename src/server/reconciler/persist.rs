@@ -11,6 +11,7 @@ use std::sync::Arc;
 use gitamp_core::ConfigHash;
 use gitamp_core::plan::upgrade::AgentPackages;
 use gitamp_core::plan::{ObservedAgent, Rollout, RolloutPhase};
+use gitamp_opamp::offers::SentOffer;
 use gitamp_opamp::{AgentSnapshot, RemoteConfig, Uid};
 use tracing::warn;
 
@@ -30,6 +31,18 @@ pub(super) struct Digest {
     /// Its package facts (replicas only: the leader steps upgrade rollouts from them), written
     /// only when they change.
     packages: u64,
+    /// The last connection-settings offer sent to it (the registry's), written only when it
+    /// changes (0: none).
+    offer: u64,
+}
+
+/// The [`Digest`] of an offer sent.
+fn offer_digest(offer: Option<&SentOffer>) -> u64 {
+    offer.map_or(0, |o| {
+        let mut h = DefaultHasher::new();
+        o.hash(&mut h);
+        h.finish()
+    })
 }
 
 impl Digest {
@@ -67,6 +80,7 @@ impl Digest {
             all: all.finish(),
             failed,
             packages,
+            offer: 0,
         }
     }
 }
@@ -121,8 +135,15 @@ impl Reconciler {
             let Some((agent, _)) = planner.agent(uid) else {
                 continue;
             };
-            let digest = Digest::of(agent, self.adopts_rollouts);
             let before = self.persisted.get(uid).copied();
+            let mut digest = Digest::of(agent, self.adopts_rollouts);
+            // An offer goes out in a reply to one of its messages, which has the agent
+            // re-read, or in a push the reconciler marks it dirty for: an agent not re-read
+            // has the offer it had.
+            digest.offer = match observed.snapshots.get(uid) {
+                Some(snap) => offer_digest(snap.settings_offered.as_ref()),
+                None => before.map_or(0, |b| b.offer),
+            };
             let relabelled = observed.labels_changed.contains(uid);
             if before == Some(digest) && !relabelled {
                 continue;
@@ -155,6 +176,9 @@ impl Reconciler {
                 let described = self.described.remove(uid);
                 let mut record = agent_record(snap, labels, agent, described);
                 record.packages = packages;
+                if before.map_or(0, |b| b.offer) != digest.offer {
+                    record.settings_offer = snap.settings_offered.map(|o| o.to_text());
+                }
                 records.push((*uid, record, described));
             }
         }
@@ -306,6 +330,7 @@ fn agent_record(
         connected: snap.connection.connected,
         last_seen: store::to_ms(snap.connection.last_seen),
         packages: None,
+        settings_offer: None,
     }
 }
 
@@ -328,6 +353,18 @@ pub fn agents_from_records(records: &[AgentResume]) -> HashMap<Uid, ObservedAgen
                 )
             };
             Some((uid, agent))
+        })
+        .collect()
+}
+
+/// What this server offered each stored agent before it restarted (see
+/// `gitamp_opamp::Fleet::remember_offers`); unreadable offers are left out (offered again).
+pub fn offers_from_records(records: &[AgentResume]) -> HashMap<Uid, SentOffer> {
+    records
+        .iter()
+        .filter_map(|r| {
+            let uid: Uid = hex::decode(&r.instance_uid).ok()?.try_into().ok()?;
+            Some((uid, SentOffer::from_text(r.settings_offer.as_deref()?)?))
         })
         .collect()
 }

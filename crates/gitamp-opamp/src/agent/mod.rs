@@ -249,6 +249,9 @@ pub struct AgentState {
     /// Remote configs whose hash equalled the one already applied or failed: pushes a server
     /// should not have made.
     pub redundant_configs_received: u64,
+    /// Connection-settings offers with an `opamp` part: an agent that accepts them (the
+    /// collector's supervisor) reconnects on each one.
+    pub opamp_offers_received: u64,
     /// Status changes, oldest first (bounded).
     pub status_history: Vec<StatusChange>,
     /// The RemoteConfigStatus the agent would report now.
@@ -730,10 +733,14 @@ impl SimAgent {
             }
         }
 
-        if let Some(offer) = msg
+        let opamp_offer = msg
             .connection_settings
             .as_ref()
-            .and_then(|c| c.opamp.as_ref())
+            .and_then(|c| c.opamp.as_ref());
+        if opamp_offer.is_some() {
+            self.state.send_modify(|s| s.opamp_offers_received += 1);
+        }
+        if let Some(offer) = opamp_offer
             && offer.heartbeat_interval_seconds > 0
             && self.sends_heartbeats()
         {
