@@ -3,11 +3,14 @@
 //! A replica learns an HTTP agent's state only from the polls that reach it. The full report it
 //! asks for after a gap (gitamp-opamp's `AgentEntry::take_sequence`) says what the agent runs
 //! now, but not what only the servers' records say: the hashes it reported FAILED to another
-//! replica (a rolled-back agent reports APPLIED for its old config) and a config another replica
-//! sent to an agent that never acknowledges. Those are in the shared `agents` table. So when such
-//! an agent comes (back) to this replica, its row is read and folded into the plan's record, and
-//! the plan sends it nothing until then. One batched read per agent that came from elsewhere;
-//! none for an agent whose messages keep reaching this replica, and none without replicas.
+//! replica (a rolled-back agent reports APPLIED for its old config), a config another replica
+//! sent to an agent that never acknowledges, and the connection settings another replica offered
+//! it (an agent that accepts them reconnects on each offer, so this replica must not offer the
+//! same again). Those are in the shared `agents` table. So when such an agent comes (back) to
+//! this replica, its row is read and folded into the plan's record and the registry's offers,
+//! and the plan sends it nothing until then. One batched read per agent that came from
+//! elsewhere; none for an agent whose messages keep reaching this replica, and none without
+//! replicas.
 
 use std::collections::HashMap;
 use std::sync::Arc;
