@@ -89,9 +89,9 @@ pub struct AgentRecord {
     /// the shared PostgreSQL store keeps it: a single server's agents report their packages
     /// again when they reconnect.
     pub packages: Option<serde_json::Value>,
-    /// The last connection-settings offer sent to it (gitamp-opamp's `SentOffer::to_text`):
-    /// a restarted server, or another replica, does not offer the same again (an agent that
-    /// accepts `opamp` offers reconnects on each). `None` in an upsert keeps the stored value.
+    /// The last connection-settings offer sent to an agent that accepts `opamp` offers (it
+    /// reconnects on each; gitamp-opamp's `SentOffer::to_text`): a restarted server, or another
+    /// replica, does not offer it the same again. `None` in an upsert keeps the stored value.
     #[serde(default)]
     pub settings_offer: Option<String>,
 }

@@ -12,6 +12,7 @@ use gitamp_core::ConfigHash;
 use gitamp_core::plan::upgrade::AgentPackages;
 use gitamp_core::plan::{ObservedAgent, Rollout, RolloutPhase};
 use gitamp_opamp::offers::SentOffer;
+use gitamp_opamp::proto::AgentCapabilities;
 use gitamp_opamp::{AgentSnapshot, RemoteConfig, Uid};
 use tracing::warn;
 
@@ -32,12 +33,22 @@ pub(super) struct Digest {
     /// only when they change.
     packages: u64,
     /// The last connection-settings offer sent to it (the registry's), written only when it
-    /// changes (0: none).
+    /// changes (0: none, or not kept).
     offer: u64,
 }
 
-/// The [`Digest`] of an offer sent.
-fn offer_digest(offer: Option<&SentOffer>) -> u64 {
+/// The offer of an agent's snapshot that its record keeps: only an agent that accepts `opamp`
+/// offers reconnects on one sent again. Others apply an unchanged offer without a change
+/// (opamp-go sets the interval; the supervisor restarts its collector only when its own-
+/// telemetry config changes), and keeping theirs would widen every row for nothing.
+fn kept_offer(snap: &AgentSnapshot) -> Option<SentOffer> {
+    let accepts = AgentCapabilities::AcceptsOpAmpConnectionSettings as u64;
+    snap.settings_offered
+        .filter(|_| snap.capabilities & accepts != 0)
+}
+
+/// The [`Digest`] of an offer kept.
+fn offer_digest(offer: Option<SentOffer>) -> u64 {
     offer.map_or(0, |o| {
         let mut h = DefaultHasher::new();
         o.hash(&mut h);
@@ -141,7 +152,7 @@ impl Reconciler {
             // re-read, or in a push the reconciler marks it dirty for: an agent not re-read
             // has the offer it had.
             digest.offer = match observed.snapshots.get(uid) {
-                Some(snap) => offer_digest(snap.settings_offered.as_ref()),
+                Some(snap) => offer_digest(kept_offer(snap)),
                 None => before.map_or(0, |b| b.offer),
             };
             let relabelled = observed.labels_changed.contains(uid);
@@ -177,7 +188,7 @@ impl Reconciler {
                 let mut record = agent_record(snap, labels, agent, described);
                 record.packages = packages;
                 if before.map_or(0, |b| b.offer) != digest.offer {
-                    record.settings_offer = snap.settings_offered.map(|o| o.to_text());
+                    record.settings_offer = kept_offer(snap).map(|o| o.to_text());
                 }
                 records.push((*uid, record, described));
             }
