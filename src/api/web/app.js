@@ -30,9 +30,12 @@ function authHeaders() {
 
 /** GET an API path; JSON unless `text`. A 401 shows the login and throws. */
 export async function api(path, { text = false } = {}) {
+  // Whether this request carried a token, read before it went: another request's 401 may
+  // have removed the token meanwhile, and this one was refused all the same.
+  const sent = token();
   const resp = await fetch(path, { headers: authHeaders(), cache: "no-store" });
   if (resp.status === 401) {
-    showLogin(token() ? "The token was refused (wrong or expired). Enter it again." : null);
+    showLogin(sent ? "The token was refused (wrong or expired). Enter it again." : null);
     throw new ApiError(401, "unauthorized");
   }
   if (!resp.ok) {
@@ -80,6 +83,9 @@ export function fill(el, ...children) {
 let loginShown = false;
 
 function showLogin(message) {
+  // The requests of one page load are refused together: the first 401 shows the login, and
+  // the others leave it (and its message) as it is.
+  if (loginShown) return;
   sessionStorage.removeItem(TOKEN_KEY);
   loginShown = true;
   stopStream();
