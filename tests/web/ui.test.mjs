@@ -290,8 +290,10 @@ test("with a token, the page shows the login and nothing else until it is given"
   assert.ok(apiCalls.length >= 3, "the page called the API");
   for (const [method, url, auth] of apiCalls) assert.ok(auth, `${method} ${url} without the token`);
   for (const [, url] of requests) assert.doesNotMatch(url, new RegExp(API_TOKEN));
-  // An expired token (one the server no longer takes) brings the login back.
-  await p.evaluate(() => sessionStorage.setItem("gitamp.token", "expired"));
+  // An expired token (one the server no longer takes) brings the login back. It is set as the
+  // reloaded page starts: set in the page still open, a request of that page could be refused
+  // first, drop the token and leave the reloaded page with none (no "refused" then).
+  await p.addInitScript(() => sessionStorage.setItem("gitamp.token", "expired"));
   await p.reload();
   await refusedShown(p, "after a reload with an expired token");
   await ctx.close();
