@@ -1078,9 +1078,10 @@ mod tests {
         assert_eq!(b.ops, 8);
         assert_eq!(b.agents.len(), 2);
         assert_eq!(b.agents["a"].as_ref().map(|a| a.last_seen), Some(2));
-        // A later upsert that keeps the description does not lose a pending one.
+        // A later upsert that keeps the description or the offer does not lose a pending one.
         let described = AgentRecord {
             description: Some(serde_json::json!({"identifying": {"service.name": "x"}})),
+            settings_offer: Some("offer".into()),
             ..agent("c", 1)
         };
         let b2 = Batch::from_ops([
@@ -1089,6 +1090,7 @@ mod tests {
         ]);
         let c = b2.agents["c"].as_ref().expect("kept");
         assert_eq!((c.last_seen, &c.description), (2, &described.description));
+        assert_eq!(c.settings_offer, described.settings_offer);
         assert_eq!(b.agents["b"], None);
         assert_eq!(b.rollouts.len(), 1);
         assert_eq!(b.rollouts[&("web".into(), "h1".into())].updated_at, 2);
