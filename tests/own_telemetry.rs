@@ -262,11 +262,12 @@ async fn heartbeats_arrive_at_the_interval_gitamp_offers() {
 /// A supervisor that accepts gitamp's `opamp` offers replaces its connection on each one. It
 /// reconnects once on the first offer; after a gitamp restart it reconnects because the server
 /// went away, and gitamp, which stored what it offered, does not offer the same again (which
-/// would make every such supervisor reconnect once more).
+/// would make every such supervisor reconnect once more). A restarted supervisor, which forgot
+/// its interval, is offered it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_that_takes_offers_is_not_made_to_reconnect_after_a_gitamp_restart() {
     let mut gitops = GitOpsServer::start("tests/fixtures/collector-fleet", &["--heartbeat", "5"]);
-    let sup = Supervised::start_accepting_connection_settings(
+    let mut sup = Supervised::start_accepting_connection_settings(
         &gitops.server.ws_url(),
         "offer-sup",
         &[("fleet.role", "core")],
@@ -291,6 +292,7 @@ async fn a_supervisor_that_takes_offers_is_not_made_to_reconnect_after_a_gitamp_
         },
     )
     .await;
+    let offered = std::time::Instant::now();
 
     gitops.server.stop_gracefully();
     gitops.restart();
@@ -308,6 +310,31 @@ async fn a_supervisor_that_takes_offers_is_not_made_to_reconnect_after_a_gitamp_
         sup.connections(),
         3,
         "connected again after the restart, on an offer of the same settings:\n{}",
+        sup.logs()
+    );
+
+    // A restarted supervisor forgot the interval (it starts at 30 s): offered it again, it
+    // reconnects once on the offer. A new session within 10 s of an offer is taken to be that
+    // reconnect (it looks like a new process), so the restart comes later.
+    let since = offered.elapsed();
+    tokio::time::sleep(Duration::from_secs(11).saturating_sub(since)).await;
+    sup.restart();
+    eventually(
+        WAIT,
+        "the restarted supervisor offered its interval again",
+        async || {
+            offered_and_synced(&gitops.server)
+                .await
+                .filter(|()| sup.connections() >= 5)
+                .ok_or(format!("{} connections", sup.connections()))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sup.connections(),
+        5,
+        "the restart and the reconnect on the offer, and no more:\n{}",
         sup.logs()
     );
 }

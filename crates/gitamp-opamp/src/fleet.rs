@@ -744,7 +744,8 @@ impl Fleet {
         }
         let caps = e.capabilities;
         let mut offers = e.offers.clone();
-        let Some(offer) = offers.take_due(caps, true, &self.offer_settings()) else {
+        let Some(offer) = offers.take_due(caps, true, &self.offer_settings(), self.clock.now_ms())
+        else {
             return false;
         };
         let out = Outgoing::push(

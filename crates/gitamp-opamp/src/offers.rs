@@ -176,7 +176,17 @@ pub struct AgentOffers {
     /// from elsewhere): an agent that reconnects on an `opamp` offer is offered nothing until
     /// then, or for at most [`OFFER_HISTORY_WAIT`].
     reading_history: Option<Instant>,
+    /// When (ms since the epoch) its process last started anew, as far as its messages say
+    /// (see [`AgentOffers::agent_restarted`]).
+    started_at: Option<u64>,
 }
+
+/// An agent that replaces its connection on an `opamp` offer (the supervisor) starts a new
+/// session just as a restarted process does: sequence number 0, its description. One that does
+/// so within this long of an offer is taken to be reconnecting on it, and is not offered the
+/// same again (that would loop); later, to be a new process that forgot its heartbeat interval,
+/// and is offered it again.
+pub const RECONNECT_ON_OFFER: Duration = Duration::from_secs(10);
 
 /// How long an agent's offer waits for what earlier servers offered it: a read that never
 /// answers (a database outage) delays its offer, never withholds it.
@@ -193,18 +203,27 @@ pub struct SentOffer {
     opamp: Option<[u8; 32]>,
     /// The heartbeat interval offered.
     heartbeat: Option<u64>,
+    /// When it was sent (ms since the epoch, the registry's clock).
+    at_ms: u64,
 }
 
 impl SentOffer {
-    /// The stored form: `<hash>/<opamp digest>/<heartbeat seconds>` (hex; the last two empty
-    /// when the offer had no `opamp` part).
+    /// The stored form: `<hash>/<opamp digest>/<heartbeat seconds>/<sent at, ms>` (digests in
+    /// hex; the second and third empty when the offer had no `opamp` part).
     pub fn to_text(&self) -> String {
         format!(
-            "{}/{}/{}",
+            "{}/{}/{}/{}",
             hex::encode(self.hash),
             self.opamp.map(hex::encode).unwrap_or_default(),
-            self.heartbeat.map(|s| s.to_string()).unwrap_or_default()
+            self.heartbeat.map(|s| s.to_string()).unwrap_or_default(),
+            self.at_ms
         )
+    }
+
+    /// Whether an agent that starts a new session at `now_ms` is still reconnecting on this
+    /// offer (see [`RECONNECT_ON_OFFER`]).
+    fn reconnecting_on_it(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.at_ms) <= RECONNECT_ON_OFFER.as_millis() as u64
     }
 
     /// The inverse of [`SentOffer::to_text`]; `None` for anything else (a row written by
@@ -221,6 +240,7 @@ impl SentOffer {
             "" => None,
             n => Some(n.parse().ok()?),
         };
+        let at_ms = parts.next()?.parse().ok()?;
         if parts.next().is_some() {
             return None;
         }
@@ -228,6 +248,7 @@ impl SentOffer {
             hash,
             opamp,
             heartbeat,
+            at_ms,
         })
     }
 }
@@ -281,12 +302,13 @@ pub struct OffersView {
 
 impl AgentOffers {
     /// The offer due on a message with capabilities `caps` over `ws` (a WebSocket) or HTTP:
-    /// `Some` when it differs from the last one sent (recorded as sent).
+    /// `Some` when it differs from the last one sent (recorded as sent at `now_ms`).
     pub(crate) fn take_due(
         &mut self,
         caps: u64,
         ws: bool,
         settings: &Arc<OfferSettings>,
+        now_ms: u64,
     ) -> Option<proto::ConnectionSettingsOffers> {
         if let Some(since) = self.reading_history {
             if has(caps, Cap::AcceptsOpAmpConnectionSettings)
@@ -325,15 +347,20 @@ impl AgentOffers {
             hash,
             opamp,
             heartbeat,
+            at_ms: now_ms,
         });
         Some(offer)
     }
 
-    /// Forget what was sent: the agent process restarted (it forgot the heartbeat interval),
-    /// unless it replaces its connection on an `opamp` offer (resending then would make it
-    /// reconnect again, in a loop).
-    pub(crate) fn agent_restarted(&mut self, caps: u64) {
-        if caps & Cap::AcceptsOpAmpConnectionSettings as u64 == 0 {
+    /// The agent started a new session at `now_ms` as a new process does: forget what was sent
+    /// (it forgot the heartbeat interval), unless it replaces its connection on an `opamp`
+    /// offer and this is that reconnect, within [`RECONNECT_ON_OFFER`] of the offer (resending
+    /// then would make it reconnect again, in a loop).
+    pub(crate) fn agent_restarted(&mut self, caps: u64, now_ms: u64) {
+        self.started_at = Some(now_ms);
+        let reconnecting = has(caps, Cap::AcceptsOpAmpConnectionSettings)
+            && self.sent.is_some_and(|s| s.reconnecting_on_it(now_ms));
+        if !reconnecting {
             self.sent = None;
             self.composed_from = None;
         }
@@ -351,11 +378,18 @@ impl AgentOffers {
     }
 
     /// What an earlier server (this one before a restart, or another replica) last offered
-    /// it: taken as sent unless this server offered it something since.
+    /// it: taken as sent unless this server offered it something since, or the agent started
+    /// anew after that offer (see [`AgentOffers::agent_restarted`]).
     pub(crate) fn resume(&mut self, earlier: Option<SentOffer>) {
         self.reading_history = None;
-        if self.sent.is_none() && earlier.is_some() {
-            self.sent = earlier;
+        let Some(earlier) = earlier else {
+            return;
+        };
+        let forgotten = self
+            .started_at
+            .is_some_and(|at| !earlier.reconnecting_on_it(at));
+        if self.sent.is_none() && !forgotten {
+            self.sent = Some(earlier);
             self.composed_from = None;
         }
     }
@@ -505,6 +539,8 @@ mod tests {
     use super::*;
 
     const HB: u64 = Cap::ReportsStatus as u64 | Cap::ReportsHeartbeat as u64;
+    /// When the tests' offers are sent (ms since the epoch).
+    const T0: u64 = 1_000_000;
 
     fn settings() -> OfferSettings {
         OfferSettings {
@@ -594,32 +630,67 @@ mod tests {
             reach: Some(Arc::new(reach())),
             ..AgentOffers::default()
         };
-        let first = a.take_due(HB, true, &Arc::new(settings())).expect("first");
-        assert!(a.take_due(HB, true, &Arc::new(settings())).is_none());
+        let first = a
+            .take_due(HB, true, &Arc::new(settings()), T0)
+            .expect("first");
+        assert!(a.take_due(HB, true, &Arc::new(settings()), T0).is_none());
         // A change of destination is a new offer with another hash.
         assert!(a.set_own(Arc::new(OwnTelemetry::Gitamp)));
         assert!(!a.set_own(Arc::new(OwnTelemetry::Gitamp)));
         let caps = HB | Cap::ReportsOwnMetrics as u64;
         let second = a
-            .take_due(caps, true, &Arc::new(settings()))
+            .take_due(caps, true, &Arc::new(settings()), T0)
             .expect("changed");
         assert_ne!(first.hash, second.hash);
         // Its opamp part did not change: left out (an agent accepting it would reconnect).
         assert!(second.opamp.is_none());
         assert!(second.own_metrics.is_some());
-        a.agent_restarted(caps);
+        a.agent_restarted(caps, T0);
         assert!(
-            a.take_due(caps, true, &Arc::new(settings()))
+            a.take_due(caps, true, &Arc::new(settings()), T0)
                 .expect("again")
                 .opamp
                 .is_some()
         );
         // An agent that reconnects on an opamp offer is not sent it again after a restart.
         let accepts = caps | Cap::AcceptsOpAmpConnectionSettings as u64;
-        a.take_due(accepts, true, &Arc::new(settings()));
-        a.agent_restarted(accepts);
-        assert!(a.take_due(accepts, true, &Arc::new(settings())).is_none());
+        a.take_due(accepts, true, &Arc::new(settings()), T0);
+        a.agent_restarted(accepts, T0);
+        assert!(
+            a.take_due(accepts, true, &Arc::new(settings()), T0)
+                .is_none()
+        );
         assert_eq!(a.view().heartbeat_interval_seconds, Some(5));
+        // Unless it starts anew long after the offer: a new process, which forgot its interval.
+        let later = T0 + RECONNECT_ON_OFFER.as_millis() as u64 + 1;
+        a.agent_restarted(accepts, later);
+        let again = a.take_due(accepts, true, &Arc::new(settings()), later);
+        assert!(again.expect("offered again").opamp.is_some());
+        // Its reconnect on that offer is not offered it again.
+        a.agent_restarted(accepts, later + 500);
+        assert!(
+            a.take_due(accepts, true, &Arc::new(settings()), later + 500)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_offer_from_before_the_agent_started_anew_is_not_taken_as_sent() {
+        let s = Arc::new(settings());
+        let (caps, mut elsewhere) = accepting();
+        elsewhere.take_due(caps, true, &s, T0).expect("offer");
+        let earlier = elsewhere.sent();
+        // It reached this replica reconnecting on that offer: taken as sent.
+        let (_, mut reconnecting) = accepting();
+        reconnecting.agent_restarted(caps, T0 + 800);
+        reconnecting.resume(earlier);
+        assert!(reconnecting.take_due(caps, true, &s, T0 + 900).is_none());
+        // It reached it as a new process, long after: offered again.
+        let restarted_at = T0 + RECONNECT_ON_OFFER.as_millis() as u64 + 1;
+        let (_, mut restarted) = accepting();
+        restarted.agent_restarted(caps, restarted_at);
+        restarted.resume(earlier);
+        assert!(restarted.take_due(caps, true, &s, restarted_at).is_some());
     }
 
     #[test]
@@ -650,7 +721,7 @@ mod tests {
     fn a_sent_offer_reads_back_from_its_text_and_nothing_else_does() {
         let (caps, mut offers) = accepting();
         let s = Arc::new(settings());
-        offers.take_due(caps, true, &s).expect("an offer");
+        offers.take_due(caps, true, &s, T0).expect("an offer");
         let sent = offers.sent().expect("sent");
         assert_eq!(sent.heartbeat, Some(5));
         assert_eq!(SentOffer::from_text(&sent.to_text()), Some(sent));
@@ -660,7 +731,14 @@ mod tests {
             ..sent
         };
         assert_eq!(SentOffer::from_text(&own_only.to_text()), Some(own_only));
-        for bad in ["", "zz//", "00/00/5", &format!("{}/x", sent.to_text())] {
+        let three_fields = format!("{}//", hex::encode(sent.hash));
+        for bad in [
+            "",
+            "zz///1",
+            "00/00/5/1",
+            &three_fields,
+            &format!("{}/x", sent.to_text()),
+        ] {
             assert_eq!(SentOffer::from_text(bad), None, "{bad:?}");
         }
     }
@@ -670,15 +748,18 @@ mod tests {
         let s = Arc::new(settings());
         // What another server sent this agent, as its record keeps it.
         let (caps, mut elsewhere) = accepting();
-        elsewhere.take_due(caps, true, &s).expect("first offer");
+        elsewhere.take_due(caps, true, &s, T0).expect("first offer");
         let earlier = elsewhere.sent();
 
         let (_, mut offers) = accepting();
         offers.read_history();
-        assert!(offers.take_due(caps, true, &s).is_none(), "held while read");
+        assert!(
+            offers.take_due(caps, true, &s, T0).is_none(),
+            "held while read"
+        );
         offers.resume(earlier);
         assert!(
-            offers.take_due(caps, true, &s).is_none(),
+            offers.take_due(caps, true, &s, T0).is_none(),
             "the same offer, already sent elsewhere"
         );
 
@@ -686,22 +767,22 @@ mod tests {
         let (_, mut fresh) = accepting();
         fresh.read_history();
         fresh.resume(None);
-        assert!(fresh.take_due(caps, true, &s).is_some());
+        assert!(fresh.take_due(caps, true, &s, T0).is_some());
 
         // A read that never answers delays the offer, and only for an agent that reconnects
         // on one.
         let (_, mut unanswered) = accepting();
         unanswered.read_history();
-        assert!(unanswered.take_due(caps, true, &s).is_none());
+        assert!(unanswered.take_due(caps, true, &s, T0).is_none());
         tokio::time::advance(OFFER_HISTORY_WAIT).await;
-        assert!(unanswered.take_due(caps, true, &s).is_some());
+        assert!(unanswered.take_due(caps, true, &s, T0).is_some());
         let (_, mut heartbeat_only) = accepting();
         heartbeat_only.read_history();
-        assert!(heartbeat_only.take_due(HB, true, &s).is_some());
+        assert!(heartbeat_only.take_due(HB, true, &s, T0).is_some());
 
         // What this server sent since wins over an older record.
         let (_, mut ours) = accepting();
-        ours.take_due(caps, true, &s).expect("offer");
+        ours.take_due(caps, true, &s, T0).expect("offer");
         let own = ours.sent();
         let other = SentOffer {
             hash: [9; 32],

@@ -360,7 +360,8 @@ pub fn handle_poll(
         }
         if msg.sequence_num == 0 && msg.agent_description.is_some() {
             // A new agent process: it forgot what it was offered.
-            e.offers.agent_restarted(msg.capabilities);
+            e.offers
+                .agent_restarted(msg.capabilities, fleet.clock().now_ms());
         }
         if let Some(s) = &msg.connection_settings_status {
             e.set_settings_status(SettingsStatus::of(s));
@@ -394,6 +395,7 @@ pub fn handle_poll(
                 msg.capabilities,
                 conn.transport == Transport::Ws,
                 &fleet.offer_settings(),
+                fleet.clock().now_ms(),
             );
             packages = e.take_offer(conn.id, fleet.clock().now());
             if let Some(p) = &packages {
