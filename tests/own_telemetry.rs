@@ -259,6 +259,27 @@ async fn heartbeats_arrive_at_the_interval_gitamp_offers() {
     );
 }
 
+/// The supervisor `offer-sup`, offered a 5 s heartbeat, connected and synced, once it has
+/// connected `n` times; then, 3 s later, still `n` times (an offer goes with the first reply of a
+/// connection and the supervisor reconnects on it at once, while synced comes a round trip
+/// later: the wait covers a slow reconnect too).
+async fn connections_settle_at(server: &support::Server, sup: &Supervised, n: usize, why: &str) {
+    eventually(WAIT, why, async || {
+        let list = agents(server).await;
+        let ready = find_agent(&list, "offer-sup").is_some_and(|a| {
+            a["heartbeat_interval_seconds"] == 5
+                && a["status"] == "synced"
+                && a["connected"] == true
+        });
+        (ready && sup.connections() >= n)
+            .then_some(())
+            .ok_or(format!("{} connections", sup.connections()))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sup.connections(), n, "{why}:\n{}", sup.logs());
+}
+
 /// A supervisor that accepts gitamp's `opamp` offers replaces its connection on each one. It
 /// reconnects once on the first offer; after a gitamp restart it reconnects because the server
 /// went away, and gitamp, which stored what it offered, does not offer the same again (which
@@ -272,46 +293,25 @@ async fn a_supervisor_that_takes_offers_is_not_made_to_reconnect_after_a_gitamp_
         "offer-sup",
         &[("fleet.role", "core")],
     );
-    let offered_and_synced = async |server: &support::Server| {
-        let list = agents(server).await;
-        let a = find_agent(&list, "offer-sup")?;
-        (a["heartbeat_interval_seconds"] == 5 && a["status"] == "synced" && a["connected"] == true)
-            .then_some(())
-    };
-    eventually(WAIT, "the supervisor offered 5 s and synced", async || {
-        offered_and_synced(&gitops.server).await
-    })
-    .await;
     // Its first connection, and the one it made on the offer.
-    eventually(
-        WAIT,
-        "the supervisor reconnected on the offer",
-        async || {
-            let n = sup.connections();
-            (n == 2).then_some(()).ok_or(format!("{n} connections"))
-        },
+    connections_settle_at(
+        &gitops.server,
+        &sup,
+        2,
+        "its start and the reconnect on the offer",
     )
     .await;
     let offered = std::time::Instant::now();
 
     gitops.server.stop_gracefully();
     gitops.restart();
-    eventually(WAIT, "the supervisor back and synced", async || {
-        offered_and_synced(&gitops.server)
-            .await
-            .filter(|()| sup.connections() >= 3)
-            .ok_or(format!("{} connections", sup.connections()))
-    })
-    .await;
-    // An offer goes with the first reply of a connection, and the supervisor reconnects on it
-    // at once; synced comes a round trip later. The wait covers a slow reconnect too.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        sup.connections(),
+    connections_settle_at(
+        &gitops.server,
+        &sup,
         3,
-        "connected again after the restart, on an offer of the same settings:\n{}",
-        sup.logs()
-    );
+        "back after the gitamp restart, and not offered the same settings again",
+    )
+    .await;
 
     // A restarted supervisor forgot the interval (it starts at 30 s): offered it again, it
     // reconnects once on the offer. A new session within 10 s of an offer is taken to be that
@@ -319,22 +319,11 @@ async fn a_supervisor_that_takes_offers_is_not_made_to_reconnect_after_a_gitamp_
     let since = offered.elapsed();
     tokio::time::sleep(Duration::from_secs(11).saturating_sub(since)).await;
     sup.restart();
-    eventually(
-        WAIT,
-        "the restarted supervisor offered its interval again",
-        async || {
-            offered_and_synced(&gitops.server)
-                .await
-                .filter(|()| sup.connections() >= 5)
-                .ok_or(format!("{} connections", sup.connections()))
-        },
+    connections_settle_at(
+        &gitops.server,
+        &sup,
+        5,
+        "the supervisor's restart and its reconnect on the offer, and no more",
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        sup.connections(),
-        5,
-        "the restart and the reconnect on the offer, and no more:\n{}",
-        sup.logs()
-    );
 }
