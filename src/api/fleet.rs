@@ -314,7 +314,7 @@ pub(crate) fn remote_agent(
     desired: Option<&Desired>,
     now_ms: u64,
 ) -> Option<RemoteAgent> {
-    let uid: Uid = hex::decode(&row.instance_uid).ok()?.try_into().ok()?;
+    let uid = gitamp_opamp::wire::uid_from_hex(&row.instance_uid)?;
     let mut observed = row.observed();
     observed.instance_uid = uid_text(&uid);
     let connected = observed.connected;

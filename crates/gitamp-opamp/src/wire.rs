@@ -23,6 +23,11 @@ pub fn uid_text(uid: &Uid) -> String {
     uuid::Uuid::from_bytes(*uid).hyphenated().to_string()
 }
 
+/// A UID from its plain lower-case hex, as the stores keep it (`None`: not 16 bytes of hex).
+pub fn uid_from_hex(text: &str) -> Option<Uid> {
+    hex::decode(text).ok()?.try_into().ok()
+}
+
 /// Capabilities this server announces on every reply.
 pub const SERVER_CAPABILITIES: u64 = proto::ServerCapabilities::AcceptsStatus as u64
     | proto::ServerCapabilities::OffersRemoteConfig as u64

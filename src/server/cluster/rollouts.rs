@@ -205,10 +205,7 @@ impl FleetRollouts {
     /// rollouts), or out of every scope.
     pub fn fold(&mut self, rows: &[FleetRow]) {
         for row in rows {
-            let Some(key) = hex::decode(&row.instance_uid)
-                .ok()
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-            else {
+            let Some(key) = gitamp_opamp::wire::uid_from_hex(&row.instance_uid) else {
                 continue;
             };
             // Rollouts name agents as the planner does (`uid_text`), the store in plain hex.

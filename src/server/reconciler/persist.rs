@@ -13,6 +13,7 @@ use gitamp_core::plan::upgrade::AgentPackages;
 use gitamp_core::plan::{ObservedAgent, Rollout, RolloutPhase};
 use gitamp_opamp::offers::SentOffer;
 use gitamp_opamp::proto::AgentCapabilities;
+use gitamp_opamp::wire::uid_from_hex;
 use gitamp_opamp::{AgentSnapshot, RemoteConfig, Uid};
 use tracing::warn;
 
@@ -351,7 +352,7 @@ pub fn agents_from_records(records: &[AgentResume]) -> HashMap<Uid, ObservedAgen
     records
         .iter()
         .filter_map(|r| {
-            let uid: Uid = hex::decode(&r.instance_uid).ok()?.try_into().ok()?;
+            let uid = uid_from_hex(&r.instance_uid)?;
             let agent = ObservedAgent {
                 instance_uid: gitamp_opamp::wire::uid_text(&uid),
                 labels: r.labels.clone(),
@@ -374,8 +375,9 @@ pub fn offers_from_records(records: &[AgentResume]) -> HashMap<Uid, SentOffer> {
     records
         .iter()
         .filter_map(|r| {
-            let uid: Uid = hex::decode(&r.instance_uid).ok()?.try_into().ok()?;
-            Some((uid, SentOffer::from_text(r.settings_offer.as_deref()?)?))
+            // Most rows hold no offer: only those that do are looked at further.
+            let offer = SentOffer::from_text(r.settings_offer.as_deref()?)?;
+            Some((uid_from_hex(&r.instance_uid)?, offer))
         })
         .collect()
 }
