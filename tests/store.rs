@@ -33,6 +33,7 @@ fn agent(uid: &str, seen: i64) -> AgentRecord {
         sent_at: Some(seen - 10),
         failed_hashes: vec!["cc".repeat(32)],
         applied_hash: Some("dd".repeat(32)),
+        applied_at: Some(seen - 5),
         last_error: Some("invalid keys: batch/x".into()),
         connected: true,
         last_seen: seen,

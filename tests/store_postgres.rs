@@ -283,6 +283,179 @@ async fn reading_agents_that_came_from_elsewhere_finds_each_stored_one_across_ch
     store.close().await;
 }
 
+/// Replicas holding one agent (an HTTP agent whose polls are balanced one by one) each write
+/// what reached them, in any order: a write merges with the row (migration 0010). Each step is
+/// one replica's record of the agent and the row expected after it.
+#[tokio::test]
+async fn writes_of_one_agent_from_several_replicas_merge_the_newest_of_each() {
+    use gitamp::store::{AgentRecord, Batch, StoreOp};
+
+    /// One replica's record: when it last heard from the agent, what the agent reported last,
+    /// the hashes it knows failed, the last APPLIED (hash, when) and the last send (hash, when).
+    struct Write {
+        seen: i64,
+        reported: (&'static str, &'static str),
+        failed: &'static [&'static str],
+        applied: Option<(&'static str, i64)>,
+        sent: Option<(&'static str, i64)>,
+    }
+    /// The row after the write: reported (hash, status), failed, applied (hash, when), sent
+    /// hash, last seen.
+    type Row = (
+        (String, String),
+        Vec<String>,
+        (Option<String>, Option<i64>),
+        Option<String>,
+        i64,
+    );
+    let hash = |name: &str| name.repeat(32);
+    let row = |reported: (&str, &str),
+               failed: &[&str],
+               applied: Option<(&str, i64)>,
+               sent: &str,
+               seen|
+     -> Row {
+        (
+            (hash(reported.0), reported.1.to_string()),
+            failed.iter().map(|h| hash(h)).collect(),
+            (applied.map(|(h, _)| hash(h)), applied.map(|(_, at)| at)),
+            Some(hash(sent)),
+            seen,
+        )
+    };
+    let steps: Vec<(&str, Write, Row)> = vec![
+        (
+            "replica 1: the agent failed c2 and runs c1",
+            Write {
+                seen: 2_000,
+                reported: ("c2", "FAILED"),
+                failed: &["c2"],
+                applied: Some(("c1", 1_000)),
+                sent: Some(("c2", 1_500)),
+            },
+            row(("c2", "FAILED"), &["c2"], Some(("c1", 1_000)), "c2", 2_000),
+        ),
+        (
+            "replica 0, which last heard from it before the failure: nothing of its older record wins",
+            Write {
+                seen: 1_600,
+                reported: ("c2", "APPLYING"),
+                failed: &[],
+                applied: Some(("c0", 500)),
+                sent: Some(("c1", 900)),
+            },
+            row(("c2", "FAILED"), &["c2"], Some(("c1", 1_000)), "c2", 2_000),
+        ),
+        (
+            "replica 2, which missed the failure but saw the rollback's APPLIED: the failure stays",
+            Write {
+                seen: 3_000,
+                reported: ("c1", "APPLIED"),
+                failed: &[],
+                applied: Some(("c1", 2_900)),
+                sent: Some(("c1", 2_500)),
+            },
+            row(("c1", "APPLIED"), &["c2"], Some(("c1", 2_900)), "c1", 3_000),
+        ),
+        (
+            "replica 0 again: it knows c3 failed long ago; the union keeps both",
+            Write {
+                seen: 1_700,
+                reported: ("c3", "FAILED"),
+                failed: &["c3"],
+                applied: Some(("c0", 500)),
+                sent: Some(("c1", 900)),
+            },
+            row(
+                ("c1", "APPLIED"),
+                &["c2", "c3"],
+                Some(("c1", 2_900)),
+                "c1",
+                3_000,
+            ),
+        ),
+        (
+            "replica 1: the agent applied c2 after all (fixed on its host), which clears it",
+            Write {
+                seen: 4_000,
+                reported: ("c2", "APPLIED"),
+                failed: &[],
+                applied: Some(("c2", 4_000)),
+                sent: Some(("c2", 3_500)),
+            },
+            row(("c2", "APPLIED"), &["c3"], Some(("c2", 4_000)), "c2", 4_000),
+        ),
+        (
+            "replica 2's stale record with c2 failed does not bring the failure back",
+            Write {
+                seen: 3_100,
+                reported: ("c1", "APPLIED"),
+                failed: &["c2", "c3"],
+                applied: Some(("c1", 2_900)),
+                sent: Some(("c1", 2_500)),
+            },
+            row(("c2", "APPLIED"), &["c3"], Some(("c2", 4_000)), "c2", 4_000),
+        ),
+        (
+            "a failure of c2 reported after it was applied counts again",
+            Write {
+                seen: 5_000,
+                reported: ("c2", "FAILED"),
+                failed: &["c2"],
+                applied: Some(("c1", 2_900)),
+                sent: Some(("c2", 3_500)),
+            },
+            row(
+                ("c2", "FAILED"),
+                &["c2", "c3"],
+                Some(("c2", 4_000)),
+                "c2",
+                5_000,
+            ),
+        ),
+    ];
+
+    let url = fresh_database("store_postgres_merged_writes").await;
+    let store = gitamp::store::PgStore::connect(&url, Default::default())
+        .await
+        .expect("open a new store");
+    for (what, write, want) in steps {
+        let record = AgentRecord {
+            instance_uid: "0a".repeat(16),
+            reported_hash: Some(hash(write.reported.0)),
+            remote_config_status: Some(write.reported.1.to_string()),
+            failed_hashes: write.failed.iter().map(|h| hash(h)).collect(),
+            applied_hash: write.applied.map(|(h, _)| hash(h)),
+            applied_at: write.applied.map(|(_, at)| at),
+            sent_hash: write.sent.map(|(h, _)| hash(h)),
+            sent_at: write.sent.map(|(_, at)| at),
+            connected: true,
+            last_seen: write.seen,
+            ..Default::default()
+        };
+        store
+            .apply(&Batch::from_ops([StoreOp::UpsertAgent(record)]))
+            .await
+            .expect("write");
+        let agents = store.load_agents().await.expect("read");
+        let [got] = agents.as_slice() else {
+            panic!("one row, got {agents:?}");
+        };
+        let got: Row = (
+            (
+                got.reported_hash.clone().unwrap_or_default(),
+                got.remote_config_status.clone().unwrap_or_default(),
+            ),
+            got.failed_hashes.clone(),
+            (got.applied_hash.clone(), got.applied_at),
+            got.sent_hash.clone(),
+            got.last_seen,
+        );
+        assert_eq!(got, want, "{what}");
+    }
+    store.close().await;
+}
+
 /// An agent's row is updated in place (a heap-only tuple: no new index entries) when a record
 /// changes what it reports: no index covers a column every write changes (migration 0006).
 #[tokio::test]

@@ -173,7 +173,9 @@ impl FleetRow {
                 self.sent_hash.as_deref(),
                 self.sent_at,
                 &self.failed_hashes,
-                self.applied_hash.as_deref(),
+                // The leader steps rollouts and lists the fleet: when it was applied is not
+                // read.
+                (self.applied_hash.as_deref(), None),
                 self.last_error.as_ref(),
             )
         }

@@ -80,6 +80,9 @@ pub struct AgentRecord {
     pub failed_hashes: Vec<String>,
     /// The last hash it reported APPLIED (what a rollback sends it back to).
     pub applied_hash: Option<String>,
+    /// When that APPLIED report was received: of two replicas' records, the newer wins.
+    #[serde(default)]
+    pub applied_at: Option<UnixMillis>,
     /// The error of its last FAILED report.
     pub last_error: Option<String>,
     pub connected: bool,
@@ -498,7 +501,7 @@ pub fn stored_plan(
     sent_hash: Option<&str>,
     sent_at: Option<i64>,
     failed_hashes: &[String],
-    applied_hash: Option<&str>,
+    applied: (Option<&str>, Option<i64>),
     last_error: Option<&String>,
 ) -> gitamp_core::plan::ObservedAgent {
     use gitamp_core::ConfigHash;
@@ -512,7 +515,8 @@ pub fn stored_plan(
             .iter()
             .filter_map(|h| ConfigHash::from_hex(h))
             .collect(),
-        last_applied: applied_hash.and_then(ConfigHash::from_hex),
+        last_applied: applied.0.and_then(ConfigHash::from_hex),
+        last_applied_at: applied.1.map(|t| u64::try_from(t).unwrap_or(0)),
         last_error: last_error.cloned(),
         ..Default::default()
     }
@@ -527,6 +531,7 @@ pub struct AgentResume {
     pub sent_at: Option<i64>,
     pub failed_hashes: Vec<String>,
     pub applied_hash: Option<String>,
+    pub applied_at: Option<i64>,
     pub last_error: Option<String>,
     /// See [`AgentRecord::settings_offer`].
     pub settings_offer: Option<String>,
@@ -554,6 +559,7 @@ pub trait Store: Send + Sync + 'static {
                     sent_at: a.sent_at,
                     failed_hashes: a.failed_hashes,
                     applied_hash: a.applied_hash,
+                    applied_at: a.applied_at,
                     last_error: a.last_error,
                     settings_offer: a.settings_offer,
                 })

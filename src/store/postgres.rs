@@ -140,27 +140,54 @@ fn from_json<T: serde::de::DeserializeOwned>(
 }
 
 /// One multi-row agent upsert. A NULL labels, description, health, packages or settings offer
-/// keeps the stored value
-/// (see [`AgentRecord`]); a new row keeps the NULL, which readers see as the default. Only the
-/// replica holding an agent's connection writes its record: a "disconnected" record from a
-/// replica the agent has left (it reconnected to another) changes nothing. Every write stamps
-/// the row with its transaction (`written_by`, see [`PgStore::changed_agents`]).
+/// keeps the stored value (see [`AgentRecord`]); a new row keeps the NULL, which readers see as
+/// the default. Only the replica holding an agent's connection writes its record: a
+/// "disconnected" record from a replica the agent has left (it reconnected to another) changes
+/// nothing. Every write stamps the row with its transaction (`written_by`, see
+/// [`PgStore::changed_agents`]).
+///
+/// Several replicas may hold one agent (an HTTP agent whose polls are balanced one by one), each
+/// writing what reached it, so a write merges with the row rather than replacing it (migration
+/// 0010): the agent's reports come from whichever record heard from it last (`last_seen`), the
+/// rollback target from the later APPLIED (`applied_at`), the send from the later send
+/// (`sent_at`), and the failed hashes are the union of both, less a hash the other record saw
+/// APPLIED after this one's last message (`gitamp_merge_failed`, called only when they differ).
 const UPSERT_AGENTS: &str = "\
 INSERT INTO agents (instance_uid, capabilities, reported_hash, remote_config_status, \
  remote_config_error, effective_config_hash, sent_hash, sent_at, failed_hashes, applied_hash, \
- last_error, connected, last_seen, labels, description, health, replica, packages, \
+ applied_at, last_error, connected, last_seen, labels, description, health, replica, packages, \
  settings_offer) \
 SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
- $7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bool[], $13::bigint[], \
- $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[]) \
+ $7::text[], $8::bigint[], $9::text[], $10::text[], $11::bigint[], $12::text[], $13::bool[], \
+ $14::bigint[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[], $20::text[]) \
 ON CONFLICT (instance_uid) DO UPDATE SET written_by = pg_current_xact_id(), \
  capabilities = excluded.capabilities, \
- reported_hash = excluded.reported_hash, remote_config_status = excluded.remote_config_status, \
- remote_config_error = excluded.remote_config_error, \
- effective_config_hash = excluded.effective_config_hash, sent_hash = excluded.sent_hash, \
- sent_at = excluded.sent_at, failed_hashes = excluded.failed_hashes, \
- applied_hash = excluded.applied_hash, last_error = excluded.last_error, \
- connected = excluded.connected, last_seen = excluded.last_seen, \
+ reported_hash = CASE WHEN excluded.last_seen >= agents.last_seen \
+  THEN excluded.reported_hash ELSE agents.reported_hash END, \
+ remote_config_status = CASE WHEN excluded.last_seen >= agents.last_seen \
+  THEN excluded.remote_config_status ELSE agents.remote_config_status END, \
+ remote_config_error = CASE WHEN excluded.last_seen >= agents.last_seen \
+  THEN excluded.remote_config_error ELSE agents.remote_config_error END, \
+ effective_config_hash = CASE WHEN excluded.last_seen >= agents.last_seen \
+  THEN excluded.effective_config_hash ELSE agents.effective_config_hash END, \
+ last_error = CASE WHEN excluded.last_seen >= agents.last_seen \
+  THEN COALESCE(excluded.last_error, agents.last_error) \
+  ELSE COALESCE(agents.last_error, excluded.last_error) END, \
+ last_seen = GREATEST(agents.last_seen, excluded.last_seen), \
+ sent_hash = CASE WHEN agents.sent_at IS NULL OR excluded.sent_at >= agents.sent_at \
+  THEN excluded.sent_hash ELSE agents.sent_hash END, \
+ sent_at = GREATEST(agents.sent_at, excluded.sent_at), \
+ failed_hashes = CASE WHEN excluded.failed_hashes = agents.failed_hashes THEN agents.failed_hashes \
+  ELSE gitamp_merge_failed(agents.failed_hashes, agents.last_seen, agents.applied_hash, \
+   agents.applied_at, excluded.failed_hashes, excluded.last_seen, excluded.applied_hash, \
+   excluded.applied_at) END, \
+ applied_hash = CASE WHEN excluded.applied_hash IS NOT NULL AND (agents.applied_hash IS NULL \
+   OR agents.applied_at IS NULL OR excluded.applied_at >= agents.applied_at) \
+  THEN excluded.applied_hash ELSE agents.applied_hash END, \
+ applied_at = CASE WHEN excluded.applied_hash IS NOT NULL AND (agents.applied_hash IS NULL \
+   OR agents.applied_at IS NULL OR excluded.applied_at >= agents.applied_at) \
+  THEN excluded.applied_at ELSE agents.applied_at END, \
+ connected = excluded.connected, \
  labels = COALESCE(excluded.labels, agents.labels), \
  labels_written_by = CASE WHEN excluded.labels IS NULL THEN agents.labels_written_by \
   ELSE pg_current_xact_id() END, \
@@ -185,6 +212,7 @@ struct AgentColumns {
     sent_at: Vec<Option<i64>>,
     failed_hashes: Vec<String>,
     applied_hash: Vec<Option<String>>,
+    applied_at: Vec<Option<i64>>,
     last_error: Vec<Option<String>>,
     connected: Vec<bool>,
     last_seen: Vec<i64>,
@@ -210,6 +238,7 @@ impl AgentColumns {
         self.sent_at.push(a.sent_at);
         self.failed_hashes.push(to_json(&a.failed_hashes));
         self.applied_hash.push(a.applied_hash.clone());
+        self.applied_at.push(a.applied_at);
         self.last_error.push(a.last_error.clone());
         self.connected.push(a.connected);
         self.last_seen.push(a.last_seen);
@@ -233,6 +262,7 @@ impl AgentColumns {
             .bind(self.sent_at)
             .bind(self.failed_hashes)
             .bind(self.applied_hash)
+            .bind(self.applied_at)
             .bind(self.last_error)
             .bind(self.connected)
             .bind(self.last_seen)
@@ -253,8 +283,8 @@ impl AgentColumns {
 const AGENT_SELECT: &str = "SELECT instance_uid, COALESCE(labels, '{}') AS labels, \
  COALESCE(description, 'null') AS description, capabilities, COALESCE(health, 'null') AS health, \
  reported_hash, remote_config_status, remote_config_error, effective_config_hash, sent_hash, \
- sent_at, failed_hashes, applied_hash, last_error, connected, last_seen, settings_offer \
- FROM agents";
+ sent_at, failed_hashes, applied_hash, applied_at, last_error, connected, last_seen, \
+ settings_offer FROM agents";
 
 fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
     let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
@@ -282,6 +312,7 @@ fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
         sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
         failed_hashes: from_json("agents.failed_hashes", &failed)?,
         applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+        applied_at: row.try_get("applied_at").map_err(q("reading agents"))?,
         last_error: row.try_get("last_error").map_err(q("reading agents"))?,
         connected: row.try_get("connected").map_err(q("reading agents"))?,
         last_seen: row.try_get("last_seen").map_err(q("reading agents"))?,
@@ -293,7 +324,7 @@ fn agent_from_row(row: &PgRow) -> Result<AgentRecord, StoreError> {
 
 /// What a reconciler resumes an agent from (see [`AgentResume`]).
 const RESUME_SELECT: &str = "SELECT instance_uid, COALESCE(labels, '{}') AS labels, sent_hash, \
- sent_at, failed_hashes, applied_hash, last_error, settings_offer FROM agents";
+ sent_at, failed_hashes, applied_hash, applied_at, last_error, settings_offer FROM agents";
 
 fn resume_from_row(row: &PgRow) -> Result<AgentResume, StoreError> {
     let labels: String = row.try_get("labels").map_err(q("reading agents"))?;
@@ -305,6 +336,7 @@ fn resume_from_row(row: &PgRow) -> Result<AgentResume, StoreError> {
         sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
         failed_hashes: from_json("agents.failed_hashes", &failed)?,
         applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+        applied_at: row.try_get("applied_at").map_err(q("reading agents"))?,
         last_error: row.try_get("last_error").map_err(q("reading agents"))?,
         settings_offer: row.try_get("settings_offer").map_err(q("reading agents"))?,
     })

@@ -158,6 +158,7 @@ fn agent_from_row(row: &SqliteRow) -> Result<AgentRecord, StoreError> {
         sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
         failed_hashes: from_json("agents.failed_hashes", &failed)?,
         applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+        applied_at: row.try_get("applied_at").map_err(q("reading agents"))?,
         last_error: row.try_get("last_error").map_err(q("reading agents"))?,
         connected: row.try_get("connected").map_err(q("reading agents"))?,
         last_seen: row.try_get("last_seen").map_err(q("reading agents"))?,
@@ -182,7 +183,7 @@ fn revision_from_row(row: &SqliteRow) -> Result<RevisionRecord, StoreError> {
 /// The agents columns an upsert always writes; `labels`, `description` and `health` are
 /// written only when the record carries them (`None` keeps the stored value, see
 /// [`AgentRecord`]). `settings_offer` is always bound, and a NULL keeps the stored one.
-const AGENT_COLUMNS: [&str; 14] = [
+const AGENT_COLUMNS: [&str; 15] = [
     "instance_uid",
     "capabilities",
     "reported_hash",
@@ -193,6 +194,7 @@ const AGENT_COLUMNS: [&str; 14] = [
     "sent_at",
     "failed_hashes",
     "applied_hash",
+    "applied_at",
     "last_error",
     "connected",
     "last_seen",
@@ -295,6 +297,7 @@ async fn upsert_agents(
                     .bind(a.sent_at)
                     .bind(to_json(&a.failed_hashes))
                     .bind(&a.applied_hash)
+                    .bind(a.applied_at)
                     .bind(&a.last_error)
                     .bind(a.connected)
                     .bind(a.last_seen)
@@ -505,7 +508,7 @@ impl Store for SqliteStore {
     async fn load_agent_resume(&self) -> Result<Vec<AgentResume>, StoreError> {
         let rows = sqlx::query(
             "SELECT instance_uid, labels, sent_hash, sent_at, failed_hashes, applied_hash, \
-             last_error, settings_offer FROM agents \
+             applied_at, last_error, settings_offer FROM agents \
              ORDER BY instance_uid",
         )
         .fetch_all(&self.pool)
@@ -522,6 +525,7 @@ impl Store for SqliteStore {
                     sent_at: row.try_get("sent_at").map_err(q("reading agents"))?,
                     failed_hashes: from_json("agents.failed_hashes", &failed)?,
                     applied_hash: row.try_get("applied_hash").map_err(q("reading agents"))?,
+                    applied_at: row.try_get("applied_at").map_err(q("reading agents"))?,
                     last_error: row.try_get("last_error").map_err(q("reading agents"))?,
                     settings_offer: row.try_get("settings_offer").map_err(q("reading agents"))?,
                 })

@@ -117,8 +117,9 @@ impl Reconciler {
 }
 
 /// What another replica recorded, added to this replica's record of the agent: the hashes it
-/// reported FAILED (unless it reports that very hash APPLIED now), the last one it applied and
-/// why it last failed if this record has none, and a later send.
+/// reported FAILED (unless it reports that very hash APPLIED now), the last one it applied if
+/// that report is newer than ours (a later APPLIED that reached another replica is what a
+/// rollback must send), why it last failed if this record has none, and a later send.
 fn merge(agent: &mut ObservedAgent, stored: &ObservedAgent) {
     for hash in &stored.failed_hashes {
         let applied_now =
@@ -127,8 +128,11 @@ fn merge(agent: &mut ObservedAgent, stored: &ObservedAgent) {
             agent.failed_hashes.insert(*hash);
         }
     }
-    if agent.last_applied.is_none() {
+    if stored.last_applied.is_some()
+        && (agent.last_applied.is_none() || stored.last_applied_at > agent.last_applied_at)
+    {
         agent.last_applied = stored.last_applied;
+        agent.last_applied_at = stored.last_applied_at;
     }
     if agent.last_error.is_none() {
         agent.last_error.clone_from(&stored.last_error);
@@ -156,10 +160,11 @@ mod tests {
         let mut stored = ObservedAgent::new("a");
         stored.failed_hashes.extend([h(2), h(3)]);
         stored.last_applied = Some(h(1));
+        stored.last_applied_at = Some(1_000);
         stored.sent_hash = Some(h(2));
         stored.sent_at = Some(2_000);
         let mut ours = ObservedAgent::new("a");
-        ours.observe_remote_config_status(&[3; 32], ReportedStatus::Applied);
+        ours.observe_remote_config_status(&[3; 32], ReportedStatus::Applied, 5_000);
         ours.sent_hash = Some(h(1));
         ours.sent_at = Some(1_000);
         ours.sent_on = Some(7);
@@ -179,5 +184,21 @@ mod tests {
         stored.sent_hash = Some(h(9));
         merge(&mut ours, &stored);
         assert_eq!(ours.sent_hash, Some(h(2)));
+        // A later APPLIED that reached another replica is the rollback's target, not ours.
+        stored.last_applied = Some(h(4));
+        stored.last_applied_at = Some(9_000);
+        merge(&mut ours, &stored);
+        assert_eq!(
+            (ours.last_applied, ours.last_applied_at),
+            (Some(h(4)), Some(9_000))
+        );
+        // A row without a time (written before it had one) fills only an empty record.
+        stored.last_applied = Some(h(5));
+        stored.last_applied_at = None;
+        merge(&mut ours, &stored);
+        assert_eq!(ours.last_applied, Some(h(4)));
+        let mut empty = ObservedAgent::new("a");
+        merge(&mut empty, &stored);
+        assert_eq!(empty.last_applied, Some(h(5)));
     }
 }

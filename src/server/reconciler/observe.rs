@@ -167,8 +167,11 @@ fn observe_into(snap: &AgentSnapshot, agent: &mut ObservedAgent) -> bool {
     agent.accepts_remote_config = caps & AgentCapabilities::AcceptsRemoteConfig as u64 != 0;
     agent.reports_remote_config = caps & AgentCapabilities::ReportsRemoteConfig as u64 != 0;
     agent.healthy = snap.health.as_ref().map(|h| h.healthy);
+    // Received no later than its latest message: the time orders this report against what
+    // other replicas recorded of the agent (`reconciler/evidence.rs`, the store's upsert).
+    let at = unix_ms(snap.connection.last_seen);
     for status in &snap.unread_statuses {
-        agent.observe_remote_config_status(&status.hash, reported(status));
+        agent.observe_remote_config_status(&status.hash, reported(status), at);
     }
     relabelled
 }

@@ -71,6 +71,7 @@ impl Digest {
             a.sent_hash,
             a.sent_at,
             a.last_applied,
+            a.last_applied_at,
             &a.last_error,
             // The shared table says which agents are connected, and where (replicas list the
             // whole fleet from it): a disconnect alone is written too.
@@ -338,6 +339,9 @@ fn agent_record(
             .map(|at| i64::try_from(at).unwrap_or(i64::MAX)),
         failed_hashes: agent.failed_hashes.iter().map(ConfigHash::to_hex).collect(),
         applied_hash: agent.last_applied.map(|h| h.to_hex()),
+        applied_at: agent
+            .last_applied_at
+            .map(|at| i64::try_from(at).unwrap_or(i64::MAX)),
         last_error: agent.last_error.clone(),
         connected: snap.connection.connected,
         last_seen: store::to_ms(snap.connection.last_seen),
@@ -360,7 +364,7 @@ pub fn agents_from_records(records: &[AgentResume]) -> HashMap<Uid, ObservedAgen
                     r.sent_hash.as_deref(),
                     r.sent_at,
                     &r.failed_hashes,
-                    r.applied_hash.as_deref(),
+                    (r.applied_hash.as_deref(), r.applied_at),
                     r.last_error.as_ref(),
                 )
             };

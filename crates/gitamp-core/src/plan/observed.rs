@@ -81,6 +81,9 @@ pub struct ObservedAgent {
     pub healthy: Option<bool>,
     /// The last hash it reported APPLIED: a config known to run on it, what a rollback sends.
     pub last_applied: Option<ConfigHash>,
+    /// When the server that received it got that APPLIED report (Unix ms): of two servers'
+    /// records of one agent (replicas on one database), the newer report wins.
+    pub last_applied_at: Option<u64>,
     /// The error of its last FAILED report, kept after it moves on (a rolled-back agent still
     /// says why).
     pub last_error: Option<String>,
@@ -100,12 +103,18 @@ impl ObservedAgent {
         }
     }
 
-    /// Fold in a `RemoteConfigStatus`. `hash` is the raw `last_remote_config_hash`.
+    /// Fold in a `RemoteConfigStatus` received at `at_ms` (Unix ms). `hash` is the raw
+    /// `last_remote_config_hash`.
     ///
     /// FAILED adds the hash to `failed_hashes` (and keeps its error); APPLIED removes it (the
     /// agent has since applied those exact bytes, e.g. after a fix on the host), so the memory
     /// never outlives evidence, and makes it `last_applied`.
-    pub fn observe_remote_config_status(&mut self, hash: &[u8], status: ReportedStatus) {
+    pub fn observe_remote_config_status(
+        &mut self,
+        hash: &[u8],
+        status: ReportedStatus,
+        at_ms: u64,
+    ) {
         let hash = ConfigHash::from_slice(hash);
         if let Some(h) = hash {
             match &status {
@@ -118,6 +127,7 @@ impl ObservedAgent {
                 ReportedStatus::Applied => {
                     self.failed_hashes.remove(&h);
                     self.last_applied = Some(h);
+                    self.last_applied_at = Some(at_ms);
                 }
                 ReportedStatus::Unset | ReportedStatus::Applying => {}
             }

@@ -138,7 +138,7 @@ fn decided_on_hash_alone_whatever_the_status() {
 fn synced_on_desired_hash_even_with_older_failure_recorded() {
     let mut a = agent("a");
     a.failed_hashes.insert(h(9));
-    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applied);
+    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applied, T0);
     let p = plan_reached(&a, h(1));
     assert_eq!((p.status, p.action), (SyncStatus::Synced, Action::Nothing));
 }
@@ -146,7 +146,7 @@ fn synced_on_desired_hash_even_with_older_failure_recorded() {
 #[test]
 fn reported_applying_for_desired_hash_is_applying_and_not_pushed() {
     let mut a = agent("a");
-    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applying);
+    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applying, T0);
     let p = plan_reached(&a, h(1));
     assert_eq!(
         (p.status, p.action),
@@ -163,6 +163,7 @@ fn failed_for_desired_hash_is_failed_and_not_repushed() {
         ReportedStatus::Failed {
             error: "bad exporter".into(),
         },
+        T0,
     );
     let p = plan_reached(&a, h(1));
     assert_eq!((p.status, p.action), (SyncStatus::Failed, Action::Nothing));
@@ -179,11 +180,11 @@ fn failed_for_desired_hash_is_failed_and_not_repushed() {
 fn failed_hash_is_not_repushed_after_rollback_to_older_hash() {
     // Supervisor with rollback: APPLIED(A) -> APPLYING(B) -> FAILED(B) -> APPLIED(A).
     let mut a = agent("a");
-    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied);
+    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied, T0);
     a.note_push(h(0xB), T0, None);
-    a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Applying);
-    a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Failed { error: "x".into() });
-    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied);
+    a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Applying, T0);
+    a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Failed { error: "x".into() }, T0);
+    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied, T0);
     let p = plan_reached(&a, h(0xB));
     assert_eq!(
         (p.status, p.action),
@@ -197,13 +198,14 @@ fn failed_hash_is_not_repushed_after_rollback_to_older_hash() {
 
 fn failed_after_applying(good: u8, bad: u8) -> ObservedAgent {
     let mut a = agent("a");
-    a.observe_remote_config_status(&[good; 32], ReportedStatus::Applied);
+    a.observe_remote_config_status(&[good; 32], ReportedStatus::Applied, T0);
     a.note_push(h(bad), T0, None);
     a.observe_remote_config_status(
         &[bad; 32],
         ReportedStatus::Failed {
             error: "invalid keys: batch/x".into(),
         },
+        T0,
     );
     a
 }
@@ -223,8 +225,8 @@ fn rollback_sends_the_last_applied_config_once_then_reports_rolled_back() {
     // Sent, not acknowledged yet: not sent again within the resend interval.
     let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
     assert_eq!((p.status, p.action), (SyncStatus::Failed, Action::Nothing));
-    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applying);
-    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied);
+    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applying, T0);
+    a.observe_remote_config_status(&[0xA; 32], ReportedStatus::Applied, T0);
     let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
     assert_eq!(
         (p.status, p.action),
@@ -244,7 +246,7 @@ fn rollback_never_pushes_the_failed_hash_and_needs_an_applied_config() {
     // Never applied anything: nothing to roll back to.
     let mut a = agent("a");
     a.note_push(h(0xB), T0, None);
-    a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Failed { error: "x".into() });
+    a.observe_remote_config_status(&[0xB; 32], ReportedStatus::Failed { error: "x".into() }, T0);
     let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, now());
     assert_eq!((p.status, p.action), (SyncStatus::Failed, Action::Nothing));
     // Keep: a failed agent is left alone.
@@ -272,7 +274,7 @@ fn rolled_back_agents_count_as_failures_of_the_rollout() {
 #[test]
 fn failed_stays_failed_until_desired_hash_changes() {
     let mut a = agent("a");
-    a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() });
+    a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() }, T0);
     assert_eq!(plan_reached(&a, h(2)).status, SyncStatus::Failed);
     let p = plan_reached(&a, h(3));
     assert_eq!(
@@ -284,8 +286,8 @@ fn failed_stays_failed_until_desired_hash_changes() {
 #[test]
 fn operator_retry_allows_repush_of_failed_hash() {
     let mut a = agent("a");
-    a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() });
-    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applied);
+    a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() }, T0);
+    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applied, T0);
     assert!(a.retry(&h(2)));
     assert_eq!(plan_reached(&a, h(2)).action, Action::Push(h(2)));
 }
@@ -294,7 +296,7 @@ fn operator_retry_allows_repush_of_failed_hash() {
 fn operator_retry_repushes_to_agent_still_reporting_failed() {
     let mut a = agent("a");
     a.note_push(h(2), T0, None);
-    a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() });
+    a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() }, T0);
     assert_eq!(plan_reached(&a, h(2)).action, Action::Nothing);
     assert!(a.retry(&h(2)));
     let p = plan_reached(&a, h(2));
@@ -304,7 +306,7 @@ fn operator_retry_repushes_to_agent_still_reporting_failed() {
     );
     p.record_sent(&mut a, T0 + 1);
     // Fails again: remembered again, not pushed again.
-    a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() });
+    a.observe_remote_config_status(&[2; 32], ReportedStatus::Failed { error: "x".into() }, T0);
     assert_eq!(plan_reached(&a, h(2)).status, SyncStatus::Failed);
     assert_eq!(plan_reached(&a, h(2)).action, Action::Nothing);
 }
@@ -362,13 +364,13 @@ fn applying_is_resent_only_after_resend_interval() {
 fn drifted_agent_is_repushed_once() {
     let mut a = agent("a");
     plan_reached(&a, h(1)).record_sent(&mut a, T0);
-    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applied);
+    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applied, T0);
     let p = plan_reached(&a, h(1));
     assert_eq!(p.status, SyncStatus::Synced);
     p.record_sent(&mut a, T0);
     assert_eq!(a.synced_hash, Some(h(1)));
     // A local restore: it now reports another hash.
-    a.observe_remote_config_status(&[7; 32], ReportedStatus::Applied);
+    a.observe_remote_config_status(&[7; 32], ReportedStatus::Applied, T0);
     let p = plan_reached(&a, h(1));
     assert_eq!(
         (p.status, p.action),
@@ -386,7 +388,7 @@ fn drifted_agent_is_repushed_once() {
 fn synced_on_another_hash_is_not_drifted() {
     let mut a = agent("a");
     a.synced_hash = Some(h(1));
-    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applied);
+    a.observe_remote_config_status(&[1; 32], ReportedStatus::Applied, T0);
     // Desired moved on to h(2): plain Pending, not Drifted.
     assert_eq!(plan_reached(&a, h(2)).status, SyncStatus::Pending);
 }
@@ -400,13 +402,14 @@ fn unrendered_configuration_is_pending_and_never_pushed() {
 #[test]
 fn malformed_reported_hash_is_none() {
     let mut a = agent("a");
-    a.observe_remote_config_status(&[], ReportedStatus::Unset);
+    a.observe_remote_config_status(&[], ReportedStatus::Unset, T0);
     assert_eq!(a.reported_hash, None);
     a.observe_remote_config_status(
         &[1; 31],
         ReportedStatus::Failed {
             error: String::new(),
         },
+        T0,
     );
     assert_eq!(a.reported_hash, None);
     assert!(a.failed_hashes.is_empty());
@@ -876,7 +879,11 @@ fn new_revision_supersedes_halted_rollout() {
     let mut rollouts = BTreeMap::new();
     let p = plan(&desired(vec![cfg(h(1))]), &agents, &mut rollouts, now());
     p.agents[0].record_sent(&mut agents[0], T0);
-    agents[0].observe_remote_config_status(&[1; 32], ReportedStatus::Failed { error: "x".into() });
+    agents[0].observe_remote_config_status(
+        &[1; 32],
+        ReportedStatus::Failed { error: "x".into() },
+        T0,
+    );
     let p = plan(&desired(vec![cfg(h(1))]), &agents, &mut rollouts, now());
     assert!(matches!(
         rollouts["prod"].phase,
@@ -1083,13 +1090,13 @@ fn simulated_rollouts_keep_invariants_and_converge() {
                     } else {
                         ReportedStatus::Applied
                     };
-                    a.observe_remote_config_status(hash.as_bytes(), status);
+                    a.observe_remote_config_status(hash.as_bytes(), status, T0);
                 }
                 // An agent that said APPLYING finishes.
                 if a.reported_status == ReportedStatus::Applying
                     && let Some(hash) = a.reported_hash
                 {
-                    a.observe_remote_config_status(hash.as_bytes(), ReportedStatus::Applied);
+                    a.observe_remote_config_status(hash.as_bytes(), ReportedStatus::Applied, T0);
                 }
                 // Early rounds: agents flap and drift (local restores).
                 if round < 30 {
@@ -1097,7 +1104,7 @@ fn simulated_rollouts_keep_invariants_and_converge() {
                         a.connected = !a.connected;
                     }
                     if rng.chance(3) {
-                        a.observe_remote_config_status(&[0xEE; 32], ReportedStatus::Applied);
+                        a.observe_remote_config_status(&[0xEE; 32], ReportedStatus::Applied, T0);
                     }
                 } else {
                     // Later rounds: everyone is back and healthy (unhealthy holds a batch).
@@ -1283,13 +1290,13 @@ fn incremental_planner_matches_whole_fleet_plan() {
                             } else {
                                 ReportedStatus::Applied
                             };
-                            a.observe_remote_config_status(&sent.0, status);
+                            a.observe_remote_config_status(&sent.0, status, T0);
                         }
                     }
-                    5 => a.observe_remote_config_status(&rng.hash().0, ReportedStatus::Applied),
+                    5 => a.observe_remote_config_status(&rng.hash().0, ReportedStatus::Applied, T0),
                     _ => {
                         if let Some(sent) = a.sent_hash {
-                            a.observe_remote_config_status(&sent.0, ReportedStatus::Applying);
+                            a.observe_remote_config_status(&sent.0, ReportedStatus::Applying, T0);
                         }
                     }
                 }
@@ -1350,6 +1357,7 @@ fn a_rollback_that_fails_too_is_not_retried_and_says_which_failed() {
         ReportedStatus::Failed {
             error: "port in use".into(),
         },
+        T0,
     );
     let later = Timing::at(T0 + 10 * Timing::DEFAULT_RESEND_AFTER_MS);
     let p = plan_agent(&a, &one(), Some(h(0xB)), true, OnFailure::Rollback, later);
@@ -1405,6 +1413,7 @@ fn a_resumed_rollout_pushes_the_agents_its_halt_held_back() {
             ReportedStatus::Failed {
                 error: "refused".into(),
             },
+            T0,
         );
         false
     });

@@ -626,7 +626,7 @@ mod tests {
         for uid in ["a", "b"] {
             let mut a = agent();
             a.instance_uid = uid.into();
-            a.observe_remote_config_status(&config.0, ReportedStatus::Applied);
+            a.observe_remote_config_status(&config.0, ReportedStatus::Applied, 0);
             planner.upsert(uid.to_string(), a);
         }
         let offered = |p: &Planner<String>, uid: &str| {
