@@ -229,23 +229,20 @@ async fn phases(
     let window = t_a.elapsed().as_secs_f64();
     let (cpu_b, pg_b, rows_b) = (cpu(servers), db.cpu().await, db.rows_written().await);
     let rss: Vec<u64> = servers.iter().map(Server::rss_kib).collect();
-    let per_agent: Vec<f64> = rss
-        .iter()
-        .zip(idle)
-        .zip(held)
-        .map(|((r, i), h)| r.saturating_sub(*i) as f64 / (*h).max(1) as f64)
-        .collect();
+    let per_agent = kib_per_agent(&rss, idle, held);
+    // The peak so far (`VmHWM`) is the ramp's: set against the rollout's peak below, it says
+    // which of the two raised it.
+    let ramp_peak: Vec<u64> = servers.iter().map(Server::peak_rss_kib).collect();
+    let ramp_peak_per_agent = rounded(&kib_per_agent(&ramp_peak, idle, held));
     let replica_cpu: f64 = cpu_b.iter().zip(&cpu_a).map(|(b, a)| b - a).sum();
     let pg_cpu = cpu_between(&pg_a, &pg_b);
     let rows_per_s = (rows_b - rows_a) as f64 / window;
     let max_per_agent = per_agent.iter().copied().fold(0.0, f64::max);
     println!(
-        "steady {window:.0} s: RSS per replica {rss:?} KiB = {:?} KiB/agent held (max {max_per_agent:.1}); \
-         replicas' CPU {replica_cpu:.2} s ({:.1} %), PostgreSQL CPU {pg_cpu:.2} s ({:.1} %); {rows_per_s:.0} rows written/s",
-        per_agent
-            .iter()
-            .map(|v| (v * 10.0).round() / 10.0)
-            .collect::<Vec<_>>(),
+        "steady {window:.0} s: RSS per replica {rss:?} KiB = {:?} KiB/agent held (max {max_per_agent:.1}; \
+         peak so far {ramp_peak_per_agent:?}); replicas' CPU {replica_cpu:.2} s ({:.1} %), PostgreSQL CPU \
+         {pg_cpu:.2} s ({:.1} %); {rows_per_s:.0} rows written/s",
+        rounded(&per_agent),
         100.0 * replica_cpu / window,
         100.0 * pg_cpu / window,
     );
@@ -253,7 +250,8 @@ async fn phases(
         "transport": args.transport, "agents": n, "replicas": servers.len(),
         "processes": args.processes, "ramp_s": ramp_secs, "held": held,
         "idle_rss_kib": idle, "rss_kib": rss, "kib_per_agent": per_agent,
-        "max_kib_per_agent": max_per_agent, "steady_replicas_cpu_s": replica_cpu,
+        "max_kib_per_agent": max_per_agent, "ramp_peak_rss_kib": ramp_peak,
+        "steady_replicas_cpu_s": replica_cpu,
         "steady_pg_cpu_s": pg_cpu, "steady_rows_per_s": rows_per_s, "window_s": window,
     });
 
@@ -318,14 +316,7 @@ async fn phases(
         // The leader reads every agent's row when a revision comes: what that costs shows in
         // the peak, not in the steady RSS above.
         let peak: Vec<u64> = servers.iter().map(Server::peak_rss_kib).collect();
-        let peak_per_agent: Vec<f64> = peak
-            .iter()
-            .zip(idle)
-            .zip(held)
-            .map(|((p, i), h)| {
-                ((p.saturating_sub(*i) as f64 / (*h).max(1) as f64) * 10.0).round() / 10.0
-            })
-            .collect();
+        let peak_per_agent = rounded(&kib_per_agent(&peak, idle, held));
         println!(
             "rollout: webhook -> APPLIED on {done}/{n} agents: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms \
              (first {first:.0}, p10 {p10:.0}, p90 {p90:.0}; {took:.1} s; machine {busy:.0} % busy, \
@@ -463,4 +454,18 @@ async fn kill_one(
         "replicas_cpu_s": replicas_cpu, "pg_cpu_s": pg_cpu, "agents_cpu_s": agents_cpu,
         "rows": rows, "survivors_rss_kib": rss,
     }))
+}
+
+/// Each replica's resident KiB above its idle figure, per agent it holds.
+fn kib_per_agent(kib: &[u64], idle: &[u64], held: &[usize]) -> Vec<f64> {
+    kib.iter()
+        .zip(idle)
+        .zip(held)
+        .map(|((k, i), h)| k.saturating_sub(*i) as f64 / (*h).max(1) as f64)
+        .collect()
+}
+
+/// To one decimal, for printing.
+fn rounded(values: &[f64]) -> Vec<f64> {
+    values.iter().map(|v| (v * 10.0).round() / 10.0).collect()
 }

@@ -199,55 +199,57 @@ ON CONFLICT (instance_uid) DO UPDATE SET written_by = pg_current_xact_id(), \
  WHERE excluded.connected OR agents.replica IS NULL OR agents.replica IS NOT DISTINCT FROM \
  excluded.replica";
 
-/// The columns of [`UPSERT_AGENTS`], one array each.
+/// The columns of [`UPSERT_AGENTS`], one array each, borrowing the records' text (a rollout's
+/// batch is a record per agent: copying each hash again was a second copy of the batch).
 #[derive(Default)]
-struct AgentColumns {
-    uid: Vec<String>,
+struct AgentColumns<'a> {
+    uid: Vec<&'a str>,
     capabilities: Vec<i64>,
-    reported_hash: Vec<Option<String>>,
-    remote_config_status: Vec<Option<String>>,
-    remote_config_error: Vec<Option<String>>,
-    effective_config_hash: Vec<Option<String>>,
-    sent_hash: Vec<Option<String>>,
+    reported_hash: Vec<Option<&'a str>>,
+    remote_config_status: Vec<Option<&'a str>>,
+    remote_config_error: Vec<Option<&'a str>>,
+    effective_config_hash: Vec<Option<&'a str>>,
+    sent_hash: Vec<Option<&'a str>>,
     sent_at: Vec<Option<i64>>,
     failed_hashes: Vec<String>,
-    applied_hash: Vec<Option<String>>,
+    applied_hash: Vec<Option<&'a str>>,
     applied_at: Vec<Option<i64>>,
-    last_error: Vec<Option<String>>,
+    last_error: Vec<Option<&'a str>>,
     connected: Vec<bool>,
     last_seen: Vec<i64>,
     labels: Vec<Option<String>>,
     description: Vec<Option<String>>,
     health: Vec<Option<String>>,
-    replica: Vec<Option<String>>,
+    replica: Vec<Option<&'a str>>,
     packages: Vec<Option<String>>,
-    settings_offer: Vec<Option<String>>,
+    settings_offer: Vec<Option<&'a str>>,
 }
 
-impl AgentColumns {
-    fn push(&mut self, a: &AgentRecord, replica: Option<&String>) {
-        self.uid.push(a.instance_uid.clone());
+impl<'a> AgentColumns<'a> {
+    fn push(&mut self, a: &'a AgentRecord, replica: Option<&'a str>) {
+        self.uid.push(&a.instance_uid);
         self.capabilities.push(a.capabilities as i64);
-        self.reported_hash.push(a.reported_hash.clone());
+        self.reported_hash.push(a.reported_hash.as_deref());
         self.remote_config_status
-            .push(a.remote_config_status.clone());
-        self.remote_config_error.push(a.remote_config_error.clone());
+            .push(a.remote_config_status.as_deref());
+        self.remote_config_error
+            .push(a.remote_config_error.as_deref());
         self.effective_config_hash
-            .push(a.effective_config_hash.clone());
-        self.sent_hash.push(a.sent_hash.clone());
+            .push(a.effective_config_hash.as_deref());
+        self.sent_hash.push(a.sent_hash.as_deref());
         self.sent_at.push(a.sent_at);
         self.failed_hashes.push(to_json(&a.failed_hashes));
-        self.applied_hash.push(a.applied_hash.clone());
+        self.applied_hash.push(a.applied_hash.as_deref());
         self.applied_at.push(a.applied_at);
-        self.last_error.push(a.last_error.clone());
+        self.last_error.push(a.last_error.as_deref());
         self.connected.push(a.connected);
         self.last_seen.push(a.last_seen);
         self.labels.push(a.labels.as_ref().map(to_json));
         self.description.push(a.description.as_ref().map(to_json));
         self.health.push(a.health.as_ref().map(to_json));
-        self.replica.push(replica.cloned());
+        self.replica.push(replica);
         self.packages.push(a.packages.as_ref().map(to_json));
-        self.settings_offer.push(a.settings_offer.clone());
+        self.settings_offer.push(a.settings_offer.as_deref());
     }
 
     async fn write(self, tx: &mut sqlx::PgConnection) -> Result<(), StoreError> {
@@ -445,7 +447,7 @@ impl Store for PgStore {
         for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
             let mut cols = AgentColumns::default();
             for a in chunk {
-                cols.push(a, self.replica.as_ref());
+                cols.push(a, self.replica.as_deref());
             }
             cols.write(&mut tx).await?;
         }
