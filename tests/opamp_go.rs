@@ -158,9 +158,10 @@ async fn opamp_go_agents_follow_commits_roll_back_and_survive_a_server_crash() {
             .iter()
             .any(|a| a.instance_uid == refuser && a.failed_hashes.contains(&edge2.to_hex()));
         let rollouts = store.load_rollouts().await.ok()?;
-        let halted = rollouts
-            .iter()
-            .any(|r| r.target_hash == edge2.to_hex() && r.progress["phase"]["phase"] == "halted");
+        let halted = rollouts.iter().any(|r| {
+            let progress: serde_json::Value = serde_json::from_str(&r.progress).unwrap_or_default();
+            r.target_hash == edge2.to_hex() && progress["phase"]["phase"] == "halted"
+        });
         (failed && halted).then_some(())
     })
     .await;

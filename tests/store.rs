@@ -91,7 +91,7 @@ async fn every_table_round_trips_and_survives_reopen(db: TestDb) {
     let rollout = RolloutRecord {
         configuration: "web".into(),
         target_hash: "dd".repeat(32),
-        progress: json!({ "batch": 2, "done": ["0102"] }),
+        progress: json!({ "batch": 2, "done": ["0102"] }).to_string(),
         updated_at: 40,
     };
     store

@@ -121,14 +121,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let writes = fleet
             .writes(None, |_| {})
             .ok_or_else(|| anyhow::anyhow!("nothing to write"))?;
-        let json: Vec<String> = writes
+        // The records carry their progress serialized already.
+        let json: Vec<&str> = writes
             .batch
             .rollouts
             .values()
-            .map(|r| r.progress.to_string())
+            .map(|r| r.progress.as_str())
             .collect();
         write.push(t.elapsed());
-        size = json.iter().map(String::len).sum();
+        size = json.iter().map(|j| j.len()).sum();
 
         let t = Instant::now();
         for j in &json {

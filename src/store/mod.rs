@@ -131,12 +131,15 @@ pub struct RevisionRecord {
     pub source_error: Option<String>,
 }
 
-/// Rollout progress of one configuration towards one target hash (opaque planner JSON).
+/// Rollout progress of one configuration towards one target hash.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RolloutRecord {
     pub configuration: String,
     pub target_hash: String,
-    pub progress: serde_json::Value,
+    /// The planner's rollout as JSON text, stored and read back as is: a rollout lists every
+    /// agent in scope, and a `serde_json::Value` of 60,000 members was ~5 MB of small
+    /// allocations more at each write and read.
+    pub progress: String,
     pub updated_at: UnixMillis,
 }
 
@@ -1065,7 +1068,7 @@ mod tests {
         let rollout = |c: &str, h: &str, n: i64| RolloutRecord {
             configuration: c.into(),
             target_hash: h.into(),
-            progress: serde_json::json!({ "batch": n }),
+            progress: serde_json::json!({ "batch": n }).to_string(),
             updated_at: n,
         };
         let b = Batch::from_ops([

@@ -562,7 +562,7 @@ impl Store for PgStore {
                     .collect::<Vec<_>>(),
             )
             .bind(rs.iter().map(|r| r.target_hash.clone()).collect::<Vec<_>>())
-            .bind(rs.iter().map(|r| to_json(&r.progress)).collect::<Vec<_>>())
+            .bind(rs.iter().map(|r| r.progress.as_str()).collect::<Vec<_>>())
             .bind(rs.iter().map(|r| r.updated_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await
@@ -632,13 +632,12 @@ impl Store for PgStore {
         .map_err(q("loading rollouts"))?;
         rows.iter()
             .map(|row| {
-                let progress: String = row.try_get("progress").map_err(q("reading rollouts"))?;
                 Ok(RolloutRecord {
                     configuration: row
                         .try_get("configuration")
                         .map_err(q("reading rollouts"))?,
                     target_hash: row.try_get("target_hash").map_err(q("reading rollouts"))?,
-                    progress: from_json("rollouts.progress", &progress)?,
+                    progress: row.try_get("progress").map_err(q("reading rollouts"))?,
                     updated_at: row.try_get("updated_at").map_err(q("reading rollouts"))?,
                 })
             })

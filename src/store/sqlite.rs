@@ -399,7 +399,7 @@ impl Store for SqliteStore {
             )
             .bind(&r.configuration)
             .bind(&r.target_hash)
-            .bind(to_json(&r.progress))
+            .bind(&r.progress)
             .bind(r.updated_at)
             .execute(&mut *tx)
             .await
@@ -543,13 +543,12 @@ impl Store for SqliteStore {
         .map_err(q("loading rollouts"))?;
         rows.iter()
             .map(|row| {
-                let progress: String = row.try_get("progress").map_err(q("reading rollouts"))?;
                 Ok(RolloutRecord {
                     configuration: row
                         .try_get("configuration")
                         .map_err(q("reading rollouts"))?,
                     target_hash: row.try_get("target_hash").map_err(q("reading rollouts"))?,
-                    progress: from_json("rollouts.progress", &progress)?,
+                    progress: row.try_get("progress").map_err(q("reading rollouts"))?,
                     updated_at: row.try_get("updated_at").map_err(q("reading rollouts"))?,
                 })
             })

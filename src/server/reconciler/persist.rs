@@ -293,7 +293,7 @@ pub(crate) fn rollout_writes(
         ops.push(StoreOp::SaveRollout(RolloutRecord {
             configuration: name.clone(),
             target_hash: rollout.target.to_hex(),
-            progress: serde_json::to_value(rollout).unwrap_or_default(),
+            progress: serde_json::to_string(rollout).unwrap_or_default(),
             updated_at: store::now_ms(),
         }));
         persisted.insert(name.clone(), stamp);
@@ -434,7 +434,7 @@ pub(super) fn config_from_record(r: &ConfigRecord) -> Option<Arc<RemoteConfig>> 
 pub fn rollouts_from_records(records: &[RolloutRecord]) -> BTreeMap<String, Rollout> {
     records
         .iter()
-        .filter_map(|r| serde_json::from_value::<Rollout>(r.progress.clone()).ok())
+        .filter_map(|r| serde_json::from_str::<Rollout>(&r.progress).ok())
         .map(|r| (r.configuration.clone(), r))
         .collect()
 }
