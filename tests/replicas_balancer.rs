@@ -129,9 +129,15 @@ fn describe(agents: &[AgentHandle]) -> String {
         .iter()
         .map(|a| {
             let s = a.state();
+            // Each config it took, in order, as the start of its hash and what it reported.
+            let history: Vec<String> = s
+                .status_history
+                .iter()
+                .map(|c| format!("{}:{:?}", hex::encode(&c.hash[..4]), c.status))
+                .collect();
             format!(
                 "{} connections={} connected={} received={} redundant={} opamp offers={} \
-                 applied={:?}\n",
+                 applied={:?} history=[{}]\n",
                 support::agents::uid_of(a),
                 s.connections,
                 s.connected,
@@ -139,6 +145,7 @@ fn describe(agents: &[AgentHandle]) -> String {
                 s.redundant_configs_received,
                 s.opamp_offers_received,
                 s.applied_hash().map(hex::encode),
+                history.join(" "),
             )
         })
         .collect()
