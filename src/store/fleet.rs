@@ -196,23 +196,6 @@ impl PgStore {
         .map_err(q("reading the rollouts' stamps"))
     }
 
-    /// The leader's config rollouts (configuration → rollout), parsed straight from their text:
-    /// each holds every member of the fleet, and every replica reads them again whenever the
-    /// leader writes one (through `serde_json::Value`, a 60,000-member rollout was ~10 MB more
-    /// of a replica's heap each time). A record that does not parse is left out, as
-    /// `reconciler::rollouts_from_records` does.
-    pub async fn load_fleet_rollouts(&self) -> Result<BTreeMap<String, Rollout>, StoreError> {
-        let rows: Vec<(String,)> = sqlx::query_as("SELECT progress FROM rollouts")
-            .fetch_all(self.pool())
-            .await
-            .map_err(q("reading the rollouts"))?;
-        Ok(rows
-            .iter()
-            .filter_map(|(progress,)| serde_json::from_str::<Rollout>(progress).ok())
-            .map(|r| (r.configuration.clone(), r))
-            .collect())
-    }
-
     /// The leader's upgrade rollouts (configuration → the rollout of its pinned agent version);
     /// a record that does not parse (written by another gitamp) is left out.
     pub async fn load_upgrade_rollouts(&self) -> Result<BTreeMap<String, Rollout>, StoreError> {

@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 use super::{Cluster, ClusterError, q, sleep_or_cancel};
 use crate::server::convergence::Convergence;
 use crate::server::events::Event;
-use crate::server::reconciler::{Command, RolloutStamp, rollout_writes};
+use crate::server::reconciler::{Command, RolloutStamp, rollout_writes, rollouts_from_records};
 use crate::server::state::AppState;
 use crate::store::fleet::FleetRow;
 use crate::store::postgres::{AGENTS_CHANNEL, RESUME_CHANNEL, ROLLOUTS_CHANNEL};
@@ -570,14 +570,14 @@ async fn leader_term(
                         what: "loading the rollouts",
                         source: e,
                     };
-                    let stored = store.load_fleet_rollouts().await.map_err(loading)?;
+                    let stored = store.load_rollouts().await.map_err(loading)?;
                     let upgrades = store.load_upgrade_rollouts().await.map_err(loading)?;
                     let desired = Arc::new(Desired::from_revision(&serving.revision));
                     fleet = Some(FleetRollouts::new(
                         revision.clone(),
                         desired,
                         to_ms(serving.accepted_at),
-                        stored,
+                        rollouts_from_records(&stored),
                         upgrades,
                     ));
                     watermark = "0".into();
@@ -782,7 +782,7 @@ async fn stamps(store: &PgStore) -> Result<Stamps, crate::store::StoreError> {
 /// The leader's rollouts as the database holds them, for the reconciler to adopt.
 async fn load_adopted(store: &PgStore) -> Result<Command, crate::store::StoreError> {
     Ok(Command::AdoptRollouts {
-        rollouts: store.load_fleet_rollouts().await?,
+        rollouts: rollouts_from_records(&store.load_rollouts().await?),
         upgrades: store.load_upgrade_rollouts().await?,
     })
 }
