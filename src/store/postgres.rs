@@ -623,25 +623,27 @@ impl Store for PgStore {
     }
 
     async fn load_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
-        let rows = sqlx::query(
+        // Each row decoded as it arrives: a fleet-wide rollout's text (every member listed) is
+        // not held twice, once in the driver's row and once in the record; every replica reads
+        // these whenever the leader writes one.
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
             "SELECT configuration, target_hash, progress, updated_at FROM rollouts \
              ORDER BY configuration, target_hash",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(q("loading rollouts"))?;
-        rows.iter()
-            .map(|row| {
-                Ok(RolloutRecord {
-                    configuration: row
-                        .try_get("configuration")
-                        .map_err(q("reading rollouts"))?,
-                    target_hash: row.try_get("target_hash").map_err(q("reading rollouts"))?,
-                    progress: row.try_get("progress").map_err(q("reading rollouts"))?,
-                    updated_at: row.try_get("updated_at").map_err(q("reading rollouts"))?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(
+                |(configuration, target_hash, progress, updated_at)| RolloutRecord {
+                    configuration,
+                    target_hash,
+                    progress,
+                    updated_at,
+                },
+            )
+            .collect())
     }
 
     async fn load_configs(&self) -> Result<Vec<ConfigRecord>, StoreError> {
