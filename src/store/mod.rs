@@ -40,6 +40,16 @@ pub fn to_ms(t: SystemTime) -> UnixMillis {
     }
 }
 
+/// A planner time (`u64` ms since the epoch) as the store keeps it.
+pub fn stored_ms(ms: u64) -> UnixMillis {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A stored time as the planner's (`u64` ms; a time before the epoch reads as 0).
+pub fn plan_ms(ms: UnixMillis) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
 /// The inverse of [`to_ms`]: a stored time (possibly before the epoch) as a `SystemTime`.
 pub fn from_ms(ms: UnixMillis) -> SystemTime {
     let d = std::time::Duration::from_millis(ms.unsigned_abs());
@@ -510,7 +520,7 @@ pub fn stored_plan(
     use gitamp_core::ConfigHash;
     let sent = sent_hash
         .and_then(ConfigHash::from_hex)
-        .zip(sent_at.map(|t| u64::try_from(t).unwrap_or(0)));
+        .zip(sent_at.map(plan_ms));
     gitamp_core::plan::ObservedAgent {
         sent_hash: sent.map(|(h, _)| h),
         sent_at: sent.map(|(_, at)| at),
@@ -519,7 +529,7 @@ pub fn stored_plan(
             .filter_map(|h| ConfigHash::from_hex(h))
             .collect(),
         last_applied: applied.0.and_then(ConfigHash::from_hex),
-        last_applied_at: applied.1.map(|t| u64::try_from(t).unwrap_or(0)),
+        last_applied_at: applied.1.map(plan_ms),
         last_error: last_error.cloned(),
         ..Default::default()
     }

@@ -481,7 +481,7 @@ fn admissions(rollouts: &BTreeMap<String, Rollout>) -> BTreeMap<String, Admissio
 fn convergence_op(c: &Convergence) -> StoreOp {
     StoreOp::SaveConvergence(ConvergenceRecord {
         revision: c.revision.clone(),
-        accepted_at: i64::try_from(c.accepted_at).unwrap_or(i64::MAX),
+        accepted_at: crate::store::stored_ms(c.accepted_at),
         record: serde_json::to_value(c).unwrap_or_default(),
     })
 }

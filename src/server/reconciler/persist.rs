@@ -334,14 +334,10 @@ fn agent_record(
         remote_config_error: status.map(|s| s.error.clone()).filter(|e| !e.is_empty()),
         effective_config_hash: None,
         sent_hash: agent.sent_hash.map(|h| h.to_hex()),
-        sent_at: agent
-            .sent_at
-            .map(|at| i64::try_from(at).unwrap_or(i64::MAX)),
+        sent_at: agent.sent_at.map(store::stored_ms),
         failed_hashes: agent.failed_hashes.iter().map(ConfigHash::to_hex).collect(),
         applied_hash: agent.last_applied.map(|h| h.to_hex()),
-        applied_at: agent
-            .last_applied_at
-            .map(|at| i64::try_from(at).unwrap_or(i64::MAX)),
+        applied_at: agent.last_applied_at.map(store::stored_ms),
         last_error: agent.last_error.clone(),
         connected: snap.connection.connected,
         last_seen: store::to_ms(snap.connection.last_seen),
