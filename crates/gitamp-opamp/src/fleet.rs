@@ -382,11 +382,16 @@ impl AgentEntry {
     /// Takes the sequence number of a message; returns whether to ask for the full state
     /// (`incomplete`: the message lacks state the agent's capabilities say it reports;
     /// `described`: it carries the agent description, as every full report does). After
-    /// asking, the next message is the full report whatever its number, except an HTTP poll
-    /// that skipped numbers without a description: the agent's polls may be balanced over
-    /// several servers, so the full report went to another one, and this server asks again
-    /// (a WebSocket's answer comes on the same connection, so a WebSocket is never asked twice
-    /// in a row).
+    /// asking, the next message is the full report whatever its number, except:
+    /// - an HTTP poll that skipped numbers without a description: the agent's polls may be
+    ///   balanced over several servers, so the full report went to another one, and this
+    ///   server asks again (a WebSocket's answer comes on the same connection, so a WebSocket
+    ///   is never asked twice in a row);
+    /// - a message without a description while this server has none: the agent built it
+    ///   before it read the request (an APPLIED report queued behind the APPLYING one that
+    ///   reached this server first), so the answer is still to come. Taking it for the answer
+    ///   would let the plan decide on an agent without labels. It is not asked again (no
+    ///   ping-pong with a client that never describes itself), and keeps waiting.
     pub(crate) fn take_sequence(
         &mut self,
         seq: u64,
@@ -406,13 +411,19 @@ impl AgentEntry {
                 .sequence_num
                 .is_some_and(|prev| seq > prev.wrapping_add(1));
         self.sequence_num = Some(seq);
-        let ask = if self.full_state_requested {
+        let (ask, awaiting) = if disconnecting {
+            (false, false)
+        } else if self.full_state_requested {
             let answered_elsewhere = self.transport == Transport::Http && skipped && !described;
-            answered_elsewhere && !disconnecting
+            let still_to_come = !described && self.description.is_none();
+            (answered_elsewhere, answered_elsewhere || still_to_come)
         } else {
-            !in_sequence && !disconnecting && incomplete
+            // Never described to this server (its first message here was an agent_disconnect):
+            // asked even in sequence.
+            let ask = incomplete && (!in_sequence || self.description.is_none());
+            (ask, ask)
         };
-        self.full_state_requested = ask;
+        self.full_state_requested = awaiting;
         ask
     }
 

@@ -9,7 +9,11 @@
 //!   server has no state for) **and** the message lacks a sub-message the agent's
 //!   capabilities say it reports. After asking once, the next message is accepted as
 //!   the full report whatever its number, so clients whose numbering repeats or skips
-//!   (and agents that legitimately have no remote config status yet) converge;
+//!   (and agents that legitimately have no remote config status yet) converge; but a
+//!   message without a description never answers for an agent this server has no
+//!   description of (it was built before the agent read the request), and an HTTP poll
+//!   that skipped numbers without one means the answer went to another server: asked again
+//!   (see `AgentEntry::take_sequence`);
 //! - `instance_uid` must be 16 bytes (else BadRequest); RequestInstanceUid, or a UID
 //!   live on another WebSocket with a different description, gets a fresh UUIDv7 in
 //!   `agent_identification`, and the message is recorded under the new UID;
@@ -631,17 +635,75 @@ mod tests {
     fn gap_and_unknown_ask_full_state_once_and_converge() {
         let fleet = Fleet::new();
         let mut c = http();
+        let awaiting = |fleet: &Fleet| fleet.agent(&UID).expect("registered").awaiting_report;
         // Unknown agent, compressed message: ask.
         assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(5))));
-        // Next message accepted whatever it is (here: repeated number, no status).
-        assert!(!full_state(&handle_message(&fleet, &mut c, heartbeat(5))));
+        // Next message accepted whatever its number (here: repeated) once it is described.
+        let mut repeated = full(5, b"");
+        repeated.remote_config_status = None;
+        assert!(!full_state(&handle_message(&fleet, &mut c, repeated)));
+        assert!(!awaiting(&fleet));
         // In sequence: fine.
         assert!(!full_state(&handle_message(&fleet, &mut c, heartbeat(6))));
-        // Gap: ask again, once.
+        // Gap: ask again, once; the next message is the answer, described or not (this server
+        // has the description).
         assert!(full_state(&handle_message(&fleet, &mut c, heartbeat(9))));
-        assert!(!full_state(&handle_message(&fleet, &mut c, full(11, b""))));
+        assert!(!full_state(&handle_message(&fleet, &mut c, heartbeat(9))));
+        assert!(!awaiting(&fleet));
         // A gap with a complete report does not ask.
         assert!(!full_state(&handle_message(&fleet, &mut c, full(20, b""))));
+    }
+
+    #[test]
+    fn an_undescribed_message_is_not_the_answer_for_an_agent_never_described_here() {
+        // An HTTP agent's polls balanced over replicas: this replica first hears its APPLYING
+        // report (another replica sent the config) and asks; the APPLIED report the agent
+        // built with it comes next, in sequence, before the answer. Taken for the answer, it
+        // would leave an agent without labels to the plan, which would send it the
+        // configuration for no labels (seen as a `default` push in the balancer test).
+        let fleet = Fleet::new();
+        let mut c = http();
+        let status = |seq: u64, status: proto::RemoteConfigStatuses| {
+            let mut m = heartbeat(seq);
+            m.remote_config_status = Some(proto::RemoteConfigStatus {
+                last_remote_config_hash: Bytes::copy_from_slice(&[1; 32]),
+                status: status as i32,
+                error_message: String::new(),
+            });
+            m
+        };
+        let awaiting = |fleet: &Fleet| fleet.agent(&UID).expect("registered").awaiting_report;
+        let r = handle_message(
+            &fleet,
+            &mut c,
+            status(1, proto::RemoteConfigStatuses::Applying),
+        );
+        assert!(full_state(&r));
+        let r = handle_message(
+            &fleet,
+            &mut c,
+            status(2, proto::RemoteConfigStatuses::Applied),
+        );
+        assert!(!full_state(&r), "not asked twice in a row");
+        assert!(awaiting(&fleet), "still waiting for the described answer");
+        let d = RemoteConfig::one_yaml_file(Bytes::from_static(b"a: 2"), [2; 32]);
+        assert_eq!(fleet.deliver(&UID, Some(d)), Delivery::Dropped);
+        // The answer.
+        let r = handle_message(&fleet, &mut c, full(3, &[1; 32]));
+        assert!(!full_state(&r));
+        assert!(!awaiting(&fleet));
+        // A WebSocket client that never describes itself is asked once, not in a loop.
+        let fleet = Fleet::new();
+        let mut ws = Connection::new(2, Transport::Ws, None);
+        assert!(full_state(&handle_message(&fleet, &mut ws, heartbeat(1))));
+        for seq in 2..5 {
+            assert!(!full_state(&handle_message(
+                &fleet,
+                &mut ws,
+                heartbeat(seq)
+            )));
+        }
+        assert!(awaiting(&fleet));
     }
 
     #[test]
