@@ -91,7 +91,8 @@ async fn every_table_round_trips_and_survives_reopen(db: TestDb) {
     let rollout = RolloutRecord {
         configuration: "web".into(),
         target_hash: "dd".repeat(32),
-        progress: json!({ "batch": 2, "done": ["0102"] }).to_string(),
+        progress: json!({ "batch": 2 }).to_string(),
+        members: Some(json!(["0102", "0a0b"]).to_string()),
         updated_at: 40,
     };
     store
@@ -153,6 +154,36 @@ async fn every_table_round_trips_and_survives_reopen(db: TestDb) {
 
     let reopened = db.open().await;
     check(reopened.clone()).await;
+
+    // A rollout saved without its members keeps the stored list (the leader writes the list
+    // only when it changed), and a save with one replaces it.
+    let moved = RolloutRecord {
+        progress: json!({ "batch": 3 }).to_string(),
+        members: None,
+        updated_at: 45,
+        ..rollout.clone()
+    };
+    reopened
+        .apply(&Batch::from_ops([StoreOp::SaveRollout(moved.clone())]))
+        .await
+        .unwrap();
+    assert_eq!(
+        reopened.load_rollouts().await.unwrap(),
+        vec![RolloutRecord {
+            members: rollout.members.clone(),
+            ..moved.clone()
+        }]
+    );
+    let grown = RolloutRecord {
+        members: Some(json!(["0102", "0a0b", "0c0d"]).to_string()),
+        updated_at: 46,
+        ..moved
+    };
+    reopened
+        .apply(&Batch::from_ops([StoreOp::SaveRollout(grown.clone())]))
+        .await
+        .unwrap();
+    assert_eq!(reopened.load_rollouts().await.unwrap(), vec![grown]);
 
     // Updates replace, deletes delete.
     let mut a2 = agent("0102", 5000);

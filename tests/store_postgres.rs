@@ -681,3 +681,71 @@ async fn a_prune_another_replica_runs_is_skipped_not_waited_for() {
     let _ = other.close().await;
     let _ = mine.close().await;
 }
+
+/// A replica adopting the leader's rollouts reads a rollout's member list (every agent in
+/// scope) only when the leader wrote a new one: the counts, rewritten every few seconds in a
+/// rollout, come without it.
+#[tokio::test]
+async fn a_replica_reads_a_rollouts_member_list_only_when_it_was_written_again() {
+    use gitamp::store::{Batch, RolloutRecord, StoreOp};
+    let url = fresh_database("store_postgres_rollout_members").await;
+    let store = gitamp::store::PgStore::connect(&url, Default::default())
+        .await
+        .expect("connect");
+    let save = async |progress: &str, members: Option<&str>, at: i64| {
+        let record = RolloutRecord {
+            configuration: "web".into(),
+            target_hash: "aa".repeat(32),
+            progress: progress.into(),
+            members: members.map(str::to_string),
+            updated_at: at,
+        };
+        store
+            .apply(&Batch::from_ops([StoreOp::SaveRollout(record)]))
+            .await
+            .expect("saved");
+    };
+    let held = |at: i64| vec![("web".to_string(), "aa".repeat(32), at)];
+
+    save(r#"{"batch":1}"#, Some(r#"["a","b"]"#), 10).await;
+    let rows = store.rollouts_to_adopt(&[]).await.expect("read");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].record.members.as_deref(), Some(r#"["a","b"]"#));
+    assert_eq!((rows[0].members_at, rows[0].whole), (10, false));
+    // Held already: the progress alone.
+    let rows = store.rollouts_to_adopt(&held(10)).await.expect("read");
+    assert_eq!(rows[0].record.members, None);
+    assert_eq!(rows[0].record.progress, r#"{"batch":1}"#);
+
+    // The counts moved, the list did not: still not read again, and still stored.
+    save(r#"{"batch":2}"#, None, 20).await;
+    let rows = store.rollouts_to_adopt(&held(10)).await.expect("read");
+    assert_eq!(rows[0].record.members, None);
+    assert_eq!(
+        (
+            rows[0].record.progress.as_str(),
+            rows[0].record.updated_at,
+            rows[0].members_at
+        ),
+        (r#"{"batch":2}"#, 20, 10)
+    );
+    let all = store.load_rollouts().await.expect("load");
+    assert_eq!(all[0].members.as_deref(), Some(r#"["a","b"]"#));
+
+    // A new list: read again by a replica that held the old one.
+    save(r#"{"batch":2}"#, Some(r#"["a","b","c"]"#), 30).await;
+    let rows = store.rollouts_to_adopt(&held(10)).await.expect("read");
+    assert_eq!(rows[0].record.members.as_deref(), Some(r#"["a","b","c"]"#));
+    assert_eq!(rows[0].members_at, 30);
+
+    // A row written whole, before the list was kept apart: its progress holds the list.
+    sqlx::query("UPDATE rollouts SET members = NULL, progress = $1")
+        .bind(r#"{"batch":2,"agents":["a"]}"#)
+        .execute(store.pool())
+        .await
+        .expect("an older row");
+    let rows = store.rollouts_to_adopt(&held(30)).await.expect("read");
+    assert!(rows[0].whole);
+    assert_eq!(rows[0].record.members, None);
+    store.close().await;
+}

@@ -7,7 +7,8 @@
 //! - a rollout's traffic: every agent's "sent" row, then its "applied" row, folded and stepped
 //!   in chunks of `--chunk` rows (one leader read each);
 //! - the rollout record the leader writes (JSON, its size) and that each replica parses to
-//!   adopt it.
+//!   adopt it: whole (its first write, or a new member list), and as every later write has it,
+//!   the counts alone (the member list is written and read again only when it changed).
 //!
 //! Figures are printed (median and spread over `--rounds`), never asserted.
 
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gitamp_core::plan::{Desired, Rollout};
+use gitamp_core::plan::{Desired, Members, Rollout};
 use gitamp_opamp::proto::AgentCapabilities;
 
 use crate::server::cluster::FleetRollouts;
@@ -89,7 +90,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .to_hex();
     let n = args.agents;
     let (mut full, mut traffic, mut write, mut adopt) = (vec![], vec![], vec![], vec![]);
-    let mut size = 0;
+    let (mut write_counts, mut adopt_counts) = (vec![], vec![]);
+    let (mut size, mut counts_size) = (0, 0);
     for _ in 0..args.rounds.max(1) {
         let rows: Vec<FleetRow> = (0..n).map(|i| row(i, None, false, true)).collect();
         let mut fleet = FleetRollouts::new(
@@ -121,21 +123,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let writes = fleet
             .writes(None, |_| {})
             .ok_or_else(|| anyhow::anyhow!("nothing to write"))?;
-        // The records carry their progress serialized already.
-        let json: Vec<&str> = writes
-            .batch
-            .rollouts
-            .values()
-            .map(|r| r.progress.as_str())
-            .collect();
+        // The records carry their progress and member list serialized already.
+        let records: Vec<_> = writes.batch.rollouts.values().collect();
         write.push(t.elapsed());
-        size = json.iter().map(|j| j.len()).sum();
+        size = records
+            .iter()
+            .map(|r| r.progress.len() + r.members.as_ref().map_or(0, String::len))
+            .sum();
 
         let t = Instant::now();
-        for j in &json {
-            let _: Rollout = serde_json::from_str(j)?;
+        let mut adopted = Vec::with_capacity(records.len());
+        for r in &records {
+            let members = r.members.as_deref().map_or(Members::None, Members::Json);
+            adopted.push(Rollout::from_json(&r.progress, members)?);
         }
         adopt.push(t.elapsed());
+
+        // A later write: the counts alone, parsed with the member list read before.
+        let t = Instant::now();
+        let counts: Vec<String> = adopted
+            .iter()
+            .map(Rollout::progress_json)
+            .collect::<Result<_, _>>()?;
+        write_counts.push(t.elapsed());
+        counts_size = counts.iter().map(String::len).sum();
+        let t = Instant::now();
+        for (text, before) in counts.iter().zip(&adopted) {
+            Rollout::from_json(text, Members::Shared(Arc::clone(&before.agents)))?;
+        }
+        adopt_counts.push(t.elapsed());
     }
     println!(
         "fleet-wide rollouts, {n} agents, {} rounds:",
@@ -151,5 +167,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("  rollouts serialized to write:   {}", spread(&mut write));
     println!("  rollouts parsed to adopt:       {}", spread(&mut adopt));
     println!("  rollout records written: {:.2} MB", size as f64 / 1e6);
+    println!(
+        "  a later write, the counts alone: serialized {}, parsed {}, {} bytes",
+        spread(&mut write_counts),
+        spread(&mut adopt_counts),
+        counts_size
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,18 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::postgres::replica_alive;
-use super::{PgStore, StoreError, UnixMillis};
+use super::{PgStore, RolloutRecord, StoreError, UnixMillis};
+
+/// A rollout row as a replica adopts it ([`PgStore::rollouts_to_adopt`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdoptedRow {
+    /// `members` is the list when the replica does not hold it already, else `None`.
+    pub record: RolloutRecord,
+    /// When the member list was last written.
+    pub members_at: UnixMillis,
+    /// The progress holds the list (a row written before migration 0011).
+    pub whole: bool,
+}
 
 /// One agent's row, as the list needs it. `health` and `description` are read only for one
 /// agent's detail ([`PgStore::fleet_agent`]); the list reads `healthy` alone, so a refresh
@@ -194,6 +205,50 @@ impl PgStore {
         .fetch_all(self.pool())
         .await
         .map_err(q("reading the rollouts' stamps"))
+    }
+
+    /// The rollout records, each with its member list only when `held` (configuration, target,
+    /// when its list was written) does not already hold that list: the list is every agent in
+    /// scope, rewritten only when it changes, while the counts move every few seconds. One
+    /// statement, so the progress and the list are of one moment.
+    pub async fn rollouts_to_adopt(
+        &self,
+        held: &[(String, String, UnixMillis)],
+    ) -> Result<Vec<AdoptedRow>, StoreError> {
+        /// configuration, target, progress, members, updated_at, members_at, whole.
+        type Columns = (String, String, String, Option<String>, i64, i64, bool);
+        let rows: Vec<Columns> = sqlx::query_as(
+            "SELECT r.configuration, r.target_hash, r.progress, \
+             CASE WHEN h.at IS NULL THEN r.members END, r.updated_at, r.members_at, \
+             r.members IS NULL \
+             FROM rollouts r LEFT JOIN UNNEST($1::text[], $2::text[], $3::bigint[]) AS h(c, t, at) \
+             ON h.c = r.configuration AND h.t = r.target_hash AND h.at = r.members_at \
+             ORDER BY r.configuration, r.target_hash",
+        )
+        .bind(held.iter().map(|h| h.0.as_str()).collect::<Vec<_>>())
+        .bind(held.iter().map(|h| h.1.as_str()).collect::<Vec<_>>())
+        .bind(held.iter().map(|h| h.2).collect::<Vec<_>>())
+        .fetch_all(self.pool())
+        .await
+        .map_err(q("reading the rollouts"))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(configuration, target_hash, progress, members, updated_at, members_at, whole)| {
+                    AdoptedRow {
+                        record: RolloutRecord {
+                            configuration,
+                            target_hash,
+                            progress,
+                            members,
+                            updated_at,
+                        },
+                        members_at,
+                        whole,
+                    }
+                },
+            )
+            .collect())
     }
 
     /// The leader's upgrade rollouts (configuration → the rollout of its pinned agent version);

@@ -146,10 +146,16 @@ pub struct RevisionRecord {
 pub struct RolloutRecord {
     pub configuration: String,
     pub target_hash: String,
-    /// The planner's rollout as JSON text, stored and read back as is: a rollout lists every
-    /// agent in scope, and a `serde_json::Value` of 60,000 members was ~5 MB of small
-    /// allocations more at each write and read.
+    /// The planner's rollout as JSON text without its member list
+    /// ([`gitamp_core::plan::Rollout::progress_json`]), stored and read back as is. Written
+    /// before migration 0011 (PostgreSQL) or 0006 (SQLite), it holds the members too.
     pub progress: String,
+    /// The member list, a JSON array of every agent in scope
+    /// ([`gitamp_core::plan::Rollout::members_json`]): kept apart because it is most of the
+    /// record (60,000 members: ~2.3 MB) and rarely changes, while the counts move at every
+    /// step. In a write, `None` keeps the list stored; read back, `None` means the progress
+    /// holds it (an older row).
+    pub members: Option<String>,
     pub updated_at: UnixMillis,
 }
 
@@ -290,9 +296,15 @@ impl Batch {
             }
             StoreOp::DeleteAgent(uid) => coalesce_agent(&mut self.agents, uid, None),
             StoreOp::RecordRevision(r) => self.revisions.push(r),
-            StoreOp::SaveRollout(r) => {
-                self.rollouts
-                    .insert((r.configuration.clone(), r.target_hash.clone()), r);
+            StoreOp::SaveRollout(mut r) => {
+                let key = (r.configuration.clone(), r.target_hash.clone());
+                // A later save without members keeps the earlier one's: it means "unchanged".
+                if r.members.is_none()
+                    && let Some(earlier) = self.rollouts.get_mut(&key)
+                {
+                    r.members = earlier.members.take();
+                }
+                self.rollouts.insert(key, r);
             }
             StoreOp::DeleteRollout {
                 configuration,
@@ -1079,6 +1091,8 @@ mod tests {
             configuration: c.into(),
             target_hash: h.into(),
             progress: serde_json::json!({ "batch": n }).to_string(),
+            // The first save carries the member list, the later ones do not (unchanged).
+            members: (n == 1).then(|| format!("[\"{c}\"]")),
             updated_at: n,
         };
         let b = Batch::from_ops([
@@ -1113,6 +1127,11 @@ mod tests {
         assert_eq!(b.agents["b"], None);
         assert_eq!(b.rollouts.len(), 1);
         assert_eq!(b.rollouts[&("web".into(), "h1".into())].updated_at, 2);
+        assert_eq!(
+            b.rollouts[&("web".into(), "h1".into())].members.as_deref(),
+            Some("[\"web\"]"),
+            "a coalesced save without members keeps the earlier save's"
+        );
         assert_eq!(b.rollout_deletes, vec![("db".to_string(), None)]);
     }
 

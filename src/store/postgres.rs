@@ -551,10 +551,16 @@ impl Store for PgStore {
         if !batch.rollouts.is_empty() {
             let rs: Vec<&RolloutRecord> = batch.rollouts.values().collect();
             sqlx::query(
-                "INSERT INTO rollouts (configuration, target_hash, progress, updated_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) \
-                 ON CONFLICT (configuration, target_hash) \
-                 DO UPDATE SET progress = excluded.progress, updated_at = excluded.updated_at",
+                "INSERT INTO rollouts \
+                 (configuration, target_hash, progress, members, updated_at, members_at) \
+                 SELECT c, t, p, m, u, u \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+                 AS r(c, t, p, m, u) \
+                 ON CONFLICT (configuration, target_hash) DO UPDATE SET \
+                 progress = excluded.progress, updated_at = excluded.updated_at, \
+                 members = COALESCE(excluded.members, rollouts.members), \
+                 members_at = CASE WHEN excluded.members IS NULL THEN rollouts.members_at \
+                 ELSE excluded.members_at END",
             )
             .bind(
                 rs.iter()
@@ -563,6 +569,7 @@ impl Store for PgStore {
             )
             .bind(rs.iter().map(|r| r.target_hash.clone()).collect::<Vec<_>>())
             .bind(rs.iter().map(|r| r.progress.as_str()).collect::<Vec<_>>())
+            .bind(rs.iter().map(|r| r.members.as_deref()).collect::<Vec<_>>())
             .bind(rs.iter().map(|r| r.updated_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await
@@ -626,8 +633,8 @@ impl Store for PgStore {
         // Each row decoded as it arrives: a fleet-wide rollout's text (every member listed) is
         // not held twice, once in the driver's row and once in the record; every replica reads
         // these whenever the leader writes one.
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT configuration, target_hash, progress, updated_at FROM rollouts \
+        let rows: Vec<(String, String, String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT configuration, target_hash, progress, members, updated_at FROM rollouts \
              ORDER BY configuration, target_hash",
         )
         .fetch_all(&self.pool)
@@ -636,10 +643,11 @@ impl Store for PgStore {
         Ok(rows
             .into_iter()
             .map(
-                |(configuration, target_hash, progress, updated_at)| RolloutRecord {
+                |(configuration, target_hash, progress, members, updated_at)| RolloutRecord {
                     configuration,
                     target_hash,
                     progress,
+                    members,
                     updated_at,
                 },
             )

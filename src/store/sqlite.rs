@@ -393,13 +393,15 @@ impl Store for SqliteStore {
         }
         for r in batch.rollouts.values() {
             sqlx::query(
-                "INSERT INTO rollouts (configuration, target_hash, progress, updated_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (configuration, target_hash) \
-                 DO UPDATE SET progress = excluded.progress, updated_at = excluded.updated_at",
+                "INSERT INTO rollouts (configuration, target_hash, progress, members, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (configuration, target_hash) \
+                 DO UPDATE SET progress = excluded.progress, updated_at = excluded.updated_at, \
+                 members = COALESCE(excluded.members, rollouts.members)",
             )
             .bind(&r.configuration)
             .bind(&r.target_hash)
             .bind(&r.progress)
+            .bind(&r.members)
             .bind(r.updated_at)
             .execute(&mut *tx)
             .await
@@ -535,7 +537,7 @@ impl Store for SqliteStore {
 
     async fn load_rollouts(&self) -> Result<Vec<RolloutRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT configuration, target_hash, progress, updated_at FROM rollouts \
+            "SELECT configuration, target_hash, progress, members, updated_at FROM rollouts \
              ORDER BY configuration, target_hash",
         )
         .fetch_all(&self.pool)
@@ -549,6 +551,7 @@ impl Store for SqliteStore {
                         .map_err(q("reading rollouts"))?,
                     target_hash: row.try_get("target_hash").map_err(q("reading rollouts"))?,
                     progress: row.try_get("progress").map_err(q("reading rollouts"))?,
+                    members: row.try_get("members").map_err(q("reading rollouts"))?,
                     updated_at: row.try_get("updated_at").map_err(q("reading rollouts"))?,
                 })
             })

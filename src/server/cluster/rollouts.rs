@@ -29,8 +29,8 @@ use gitamp_core::plan::selector::Labels;
 use gitamp_core::plan::status::SyncStatus;
 use gitamp_core::plan::upgrade::{ARCH_LABEL, OS_LABEL, upgrade_progress, upgrade_status};
 use gitamp_core::plan::{
-    AgentProgress, Desired, ObservedAgent, ResumeError, Rollout, RolloutBook, RolloutPhase,
-    RolloutProgress, Target, sync_status,
+    AgentProgress, Desired, MemberList, Members, ObservedAgent, ResumeError, Rollout, RolloutBook,
+    RolloutPhase, RolloutProgress, Target, sync_status,
 };
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +39,9 @@ use tracing::{debug, info, warn};
 use super::{Cluster, ClusterError, q, sleep_or_cancel};
 use crate::server::convergence::Convergence;
 use crate::server::events::Event;
-use crate::server::reconciler::{Command, RolloutStamp, rollout_writes, rollouts_from_records};
+use crate::server::reconciler::{
+    Command, RolloutStamp, Written, rollout_writes, rollouts_from_records,
+};
 use crate::server::state::AppState;
 use crate::store::fleet::FleetRow;
 use crate::store::postgres::{AGENTS_CHANNEL, RESUME_CHANNEL, ROLLOUTS_CHANNEL};
@@ -115,7 +117,7 @@ pub struct FleetRollouts {
     /// (Stamps, so a step decides in O(1) per rollout, not by comparing member lists.)
     upgrades_written: BTreeMap<String, RolloutStamp>,
     /// What was last written of each rollout.
-    persisted: BTreeMap<String, RolloutStamp>,
+    persisted: BTreeMap<String, Written>,
     /// Whom each rollout admitted as last announced, to tell an admission change from a count
     /// change (not the rollouts themselves: each holds every member).
     announced: BTreeMap<String, Admission>,
@@ -170,7 +172,7 @@ impl FleetRollouts {
             desired,
             persisted: stored
                 .iter()
-                .map(|(k, r)| (k.clone(), RolloutStamp::of(r)))
+                .map(|(k, r)| (k.clone(), Written::read_back(r)))
                 .collect(),
             announced: stored
                 .iter()
@@ -733,11 +735,12 @@ pub async fn adopt_rollouts(
     // What was last handed over, as when each record was written: not the rollouts
     // themselves (each holds every member of the fleet).
     let mut last: Option<Stamps> = None;
+    let mut lists = MemberLists::default();
     loop {
         notices.ensure().await;
         match stamps(&cluster.store).await {
             Ok(written) if last.as_ref() != Some(&written) => {
-                match load_adopted(&cluster.store).await {
+                match load_adopted(&cluster.store, &mut lists).await {
                     Ok(command) => {
                         last = Some(written);
                         if reconciler.send(command).await.is_err() {
@@ -779,10 +782,51 @@ async fn stamps(store: &PgStore) -> Result<Stamps, crate::store::StoreError> {
     ))
 }
 
-/// The leader's rollouts as the database holds them, for the reconciler to adopt.
-async fn load_adopted(store: &PgStore) -> Result<Command, crate::store::StoreError> {
+/// The member lists a replica read last, by (configuration, target): when each was written,
+/// and the list, shared with the rollouts handed to the reconciler. The counts move every few
+/// seconds in a rollout; the list (every agent in scope) is read and parsed again only when
+/// the leader wrote a new one.
+type MemberLists = HashMap<(String, String), (crate::store::UnixMillis, Arc<MemberList>)>;
+
+/// The leader's rollouts as the database holds them, for the reconciler to adopt; `lists` are
+/// the member lists read before, updated. A record that does not parse is left out (as by
+/// [`rollouts_from_records`]).
+async fn load_adopted(
+    store: &PgStore,
+    lists: &mut MemberLists,
+) -> Result<Command, crate::store::StoreError> {
+    let held: Vec<_> = lists
+        .iter()
+        .map(|((c, t), (at, _))| (c.clone(), t.clone(), *at))
+        .collect();
+    let rows = store.rollouts_to_adopt(&held).await?;
+    let mut read = MemberLists::with_capacity(rows.len());
+    let mut rollouts = BTreeMap::new();
+    for row in rows {
+        let key = (row.record.configuration, row.record.target_hash);
+        let members = if row.whole {
+            Members::None
+        } else if let Some(text) = &row.record.members {
+            match serde_json::from_str::<MemberList>(text) {
+                Ok(list) => Members::Shared(Arc::new(list)),
+                Err(_) => continue,
+            }
+        } else if let Some((_, list)) = lists.get(&key) {
+            Members::Shared(Arc::clone(list))
+        } else {
+            continue;
+        };
+        let Ok(rollout) = Rollout::from_json(&row.record.progress, members) else {
+            continue;
+        };
+        if !row.whole {
+            read.insert(key, (row.members_at, Arc::clone(&rollout.agents)));
+        }
+        rollouts.insert(rollout.configuration.clone(), rollout);
+    }
+    *lists = read;
     Ok(Command::AdoptRollouts {
-        rollouts: rollouts_from_records(&store.load_rollouts().await?),
+        rollouts,
         upgrades: store.load_upgrade_rollouts().await?,
     })
 }
@@ -866,6 +910,21 @@ mod tests {
             batch.rollouts.keys()
         );
         assert_eq!(batch.convergence.len(), 1);
+        // The member list goes with the first write, apart from the progress.
+        let members_of = |batch: &Batch| {
+            let (_, record) = batch
+                .rollouts
+                .iter()
+                .find(|((c, _), _)| c == "linux-production")
+                .expect("the rollout written");
+            assert!(!record.progress.contains("agents"), "{}", record.progress);
+            record.members.as_deref().map(|m| {
+                serde_json::from_str::<Vec<String>>(m)
+                    .expect("a JSON list")
+                    .len()
+            })
+        };
+        assert_eq!(members_of(&batch), Some(8));
         // Nothing moved: nothing to write (counts are due only every COUNTS_EVERY).
         assert!(fleet.writes(None, |_| {}).is_none());
 
@@ -881,6 +940,12 @@ mod tests {
         assert_eq!(rollout.admitted, 4, "the next batch");
         let c = fleet.convergence(None);
         assert_eq!((c.targeted, c.applied, c.waiting), (8, 2, 6), "{c:?}");
+        let moved = fleet.writes(None, |_| {}).expect("admission moved");
+        assert_eq!(
+            members_of(&moved.batch),
+            None,
+            "the same members: not written"
+        );
 
         // An agent re-labelled out of the configuration leaves its scope.
         let mut gone = row(7, &desired, false);
@@ -889,6 +954,29 @@ mod tests {
         fleet.fold(&[gone]);
         fleet.step();
         assert_eq!(fleet.book.rollouts()["linux-production"].agents.len(), 7);
+        // Not admitted yet, so admission did not move: written with the next counts.
+        fleet.counts_written = None;
+        let shrunk = fleet.writes(None, |_| {}).expect("counts due");
+        assert_eq!(members_of(&shrunk.batch), Some(7), "a new list is written");
+
+        // Read back, the progress and the list make the rollout again; so does a record of
+        // before the list was kept apart (its progress holds it, `members` is empty).
+        let records: Vec<_> = shrunk.batch.rollouts.values().cloned().collect();
+        let read = rollouts_from_records(&records);
+        assert_eq!(
+            read["linux-production"],
+            fleet.book.rollouts()["linux-production"]
+        );
+        let whole = crate::store::RolloutRecord {
+            progress: serde_json::to_string(&fleet.book.rollouts()["linux-production"])
+                .expect("serializes"),
+            members: None,
+            ..records[0].clone()
+        };
+        assert_eq!(
+            rollouts_from_records(&[whole])["linux-production"],
+            fleet.book.rollouts()["linux-production"]
+        );
     }
 
     fn same(a: &Rollout, b: &Rollout) -> bool {
@@ -916,7 +1004,7 @@ mod tests {
         let mut all = a.clone();
         all.policy.strategy = gitamp_core::catalog::model::RolloutStrategy::AllAtOnce;
         let mut more = all.clone();
-        more.agents.insert("another".into());
+        std::sync::Arc::make_mut(&mut more.agents).insert("another".into());
         more.admitted += 1;
         assert!(same(&all, &more), "all at once admits everyone anyway");
     }

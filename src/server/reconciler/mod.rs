@@ -50,7 +50,7 @@ use crate::telemetry;
 
 pub use command::Command;
 use persist::config_from_record;
-pub(crate) use persist::{RolloutStamp, rollout_writes};
+pub(crate) use persist::{RolloutStamp, Written, rollout_writes};
 pub use persist::{agents_from_records, offers_from_records, rollouts_from_records};
 
 /// The reconciler's state. Per agent it keeps only what serves one of its steps: the planner
@@ -93,7 +93,7 @@ pub struct Reconciler {
     /// A digest of each agent's last stored record, to write only what changed.
     persisted: HashMap<Uid, persist::Digest>,
     /// Rollout state as last persisted, to write only what changed.
-    persisted_rollouts: BTreeMap<String, RolloutStamp>,
+    persisted_rollouts: BTreeMap<String, Written>,
     /// Duration of the last plan, to keep plans from running back to back under load.
     last_plan_cost: std::time::Duration,
     /// Rendered configs by hash: the served ones and earlier ones some agent last applied,
@@ -161,7 +161,7 @@ impl Reconciler {
             planner: None,
             persisted_rollouts: rollouts
                 .iter()
-                .map(|(k, r)| (k.clone(), RolloutStamp::of(r)))
+                .map(|(k, r)| (k.clone(), Written::read_back(r)))
                 .collect(),
             resumed_rollouts: rollouts,
             adopted_upgrades: BTreeMap::new(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use gitamp_core::ConfigHash;
 use gitamp_core::plan::upgrade::AgentPackages;
-use gitamp_core::plan::{ObservedAgent, Rollout, RolloutPhase};
+use gitamp_core::plan::{Members, ObservedAgent, Rollout, RolloutPhase};
 use gitamp_opamp::offers::SentOffer;
 use gitamp_opamp::proto::AgentCapabilities;
 use gitamp_opamp::wire::uid_from_hex;
@@ -112,6 +112,26 @@ pub(crate) struct RolloutStamp {
     excused: usize,
     pending: usize,
     phase: RolloutPhase,
+}
+
+/// What was last written of a rollout: its stamp, and a fingerprint of the member list written
+/// with it (`None`: not known to be written, as for a rollout read back at start), so the list
+/// is written again only when it changed.
+#[derive(Debug, Clone)]
+pub(crate) struct Written {
+    stamp: RolloutStamp,
+    members: Option<u64>,
+}
+
+impl Written {
+    /// A rollout read back from the store: its first write here carries its members (the row
+    /// may be an older one whose progress held them).
+    pub(crate) fn read_back(r: &Rollout) -> Written {
+        Written {
+            stamp: RolloutStamp::of(r),
+            members: None,
+        }
+    }
 }
 
 impl RolloutStamp {
@@ -251,14 +271,15 @@ impl Reconciler {
 /// rule for a server's own rollouts and for the leader's fleet-wide ones.
 pub(crate) fn rollout_writes(
     rollouts: &BTreeMap<String, Rollout>,
-    persisted: &mut BTreeMap<String, RolloutStamp>,
+    persisted: &mut BTreeMap<String, Written>,
     mut emit: impl FnMut(Event),
 ) -> (Vec<StoreOp>, bool) {
     let mut ops = Vec::new();
     let mut durable = false;
     for (name, rollout) in rollouts {
         let stamp = RolloutStamp::of(rollout);
-        let before = persisted.get(name);
+        let written = persisted.get(name);
+        let before = written.map(|w| &w.stamp);
         if before == Some(&stamp) {
             continue;
         }
@@ -290,13 +311,27 @@ pub(crate) fn rollout_writes(
                 target_hash: Some(old.target.to_hex()),
             });
         }
+        // The member list only when it changed (a new target is a new row: with its list).
+        let fingerprint = rollout.members_fingerprint();
+        let members_written = written
+            .filter(|w| w.stamp.target == rollout.target)
+            .and_then(|w| w.members);
+        let members = (members_written != Some(fingerprint))
+            .then(|| rollout.members_json().unwrap_or_default());
         ops.push(StoreOp::SaveRollout(RolloutRecord {
             configuration: name.clone(),
             target_hash: rollout.target.to_hex(),
-            progress: serde_json::to_string(rollout).unwrap_or_default(),
+            progress: rollout.progress_json().unwrap_or_default(),
+            members,
             updated_at: store::now_ms(),
         }));
-        persisted.insert(name.clone(), stamp);
+        persisted.insert(
+            name.clone(),
+            Written {
+                stamp,
+                members: Some(fingerprint),
+            },
+        );
     }
     let gone: Vec<String> = persisted
         .keys()
@@ -430,7 +465,10 @@ pub(super) fn config_from_record(r: &ConfigRecord) -> Option<Arc<RemoteConfig>> 
 pub fn rollouts_from_records(records: &[RolloutRecord]) -> BTreeMap<String, Rollout> {
     records
         .iter()
-        .filter_map(|r| serde_json::from_str::<Rollout>(&r.progress).ok())
+        .filter_map(|r| {
+            let members = r.members.as_deref().map_or(Members::None, Members::Json);
+            Rollout::from_json(&r.progress, members).ok()
+        })
         .map(|r| (r.configuration.clone(), r))
         .collect()
 }

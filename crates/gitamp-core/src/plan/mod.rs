@@ -30,7 +30,9 @@ pub use fleet_plan::{ConfigurationPlan, FleetPlan, plan, plan_one};
 pub use observed::{ObservedAgent, ReportedStatus};
 pub use planner::Planner;
 pub use push::{PushDecision, push_decision};
-pub use rollout::{AgentProgress, Rollout, RolloutDecision, RolloutPhase, RolloutProgress};
+pub use rollout::{
+    AgentProgress, MemberList, Members, Rollout, RolloutDecision, RolloutPhase, RolloutProgress,
+};
 pub use rollout_book::{ResumeError, RolloutBook, Target};
 use select::Selection;
 pub use status::{StatusCounts, SyncStatus, sync_status};

@@ -8,6 +8,8 @@
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use indexmap::IndexSet;
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,9 @@ use crate::catalog::model::{RolloutPolicy, RolloutStrategy};
 use crate::config_map::ConfigHash;
 use crate::plan::observed::ObservedAgent;
 use crate::plan::status::SyncStatus;
+
+/// A rollout's agents in admission order (uids), shared between the rollouts that hold it.
+pub type MemberList = IndexSet<String>;
 
 /// What the rollout needs to know of one agent in its scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +115,12 @@ pub struct Rollout {
     /// Its rollout policy (batches, failures tolerated, what a failed agent gets).
     pub policy: RolloutPolicy,
     /// Agents in scope, in admission order: sorted by uid when the rollout starts, later joiners
-    /// appended (sorted among themselves). An `IndexSet` so `admits` is O(1).
-    pub agents: IndexSet<String>,
+    /// appended (sorted among themselves). An `IndexSet` so `admits` is O(1); shared, because
+    /// replicas adopt the leader's rollouts every few seconds and the list (every agent of the
+    /// fleet) rarely changes. Left out of the JSON when empty: a store keeps the list apart
+    /// from the counts ([`Rollout::members_json`]).
+    #[serde(default, skip_serializing_if = "no_members")]
+    pub agents: Arc<MemberList>,
     /// `agents[..admitted]` are admitted: batches are prefixes of the order, so this is one
     /// number rather than a set of 100k uids.
     pub admitted: usize,
@@ -176,7 +185,7 @@ impl Rollout {
             configuration: configuration.into(),
             target,
             policy,
-            agents: IndexSet::new(),
+            agents: Arc::default(),
             admitted: 0,
             batch: 0,
             synced: 0,
@@ -360,10 +369,21 @@ impl Rollout {
 
     /// Make the scope the keys of `statuses`, keeping the order and admission of agents that stay.
     fn sync_scope<K: Borrow<str> + Ord>(&mut self, statuses: &BTreeMap<K, AgentProgress>) {
+        // Agents are unique: as many as the statuses, all among them, is the same scope. The
+        // usual case, and the shared list is then not copied.
+        if self.agents.len() == statuses.len()
+            && self
+                .agents
+                .iter()
+                .all(|uid| statuses.contains_key(uid.as_str()))
+        {
+            return;
+        }
+        let agents = Arc::make_mut(&mut self.agents);
         let mut admitted_kept = 0;
         let mut index = 0;
         let admitted = self.admitted;
-        self.agents.retain(|uid| {
+        agents.retain(|uid| {
             let keep = statuses.contains_key(uid.as_str());
             if keep && index < admitted {
                 admitted_kept += 1;
@@ -374,12 +394,69 @@ impl Rollout {
         self.admitted = admitted_kept;
         // BTreeMap keys iterate sorted: joiners are appended in uid order.
         for uid in statuses.keys() {
-            if !self.agents.contains(uid.borrow()) {
-                self.agents.insert(uid.borrow().to_string());
+            if !agents.contains(uid.borrow()) {
+                agents.insert(uid.borrow().to_string());
             }
         }
     }
 
+    /// The rollout without its member list, as JSON: what changes at every step, written
+    /// apart from [`Rollout::members_json`]. Read back with [`Rollout::from_json`].
+    pub fn progress_json(&self) -> Result<String, serde_json::Error> {
+        let bare = Rollout {
+            agents: Arc::default(),
+            ..self.clone()
+        };
+        serde_json::to_string(&bare)
+    }
+
+    /// The member list as a JSON array, in admission order.
+    pub fn members_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(&*self.agents)
+    }
+
+    /// A fingerprint of the member list (its order included): whether it changed since it was
+    /// last written, without keeping a copy.
+    pub fn members_fingerprint(&self) -> u64 {
+        let mut h = std::hash::DefaultHasher::new();
+        self.agents.len().hash(&mut h);
+        for uid in self.agents.iter() {
+            uid.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// A rollout read back from [`Rollout::progress_json`] and the member list, either as JSON
+    /// (`Members::Json`) or already parsed and shared (`Members::Shared`). A progress written
+    /// whole (members included, as before they were kept apart) keeps its own list when
+    /// `members` is `Members::None`.
+    pub fn from_json(progress: &str, members: Members<'_>) -> Result<Rollout, serde_json::Error> {
+        let mut rollout: Rollout = serde_json::from_str(progress)?;
+        match members {
+            Members::None => {}
+            Members::Json(text) => rollout.agents = Arc::new(serde_json::from_str(text)?),
+            Members::Shared(agents) => rollout.agents = agents,
+        }
+        Ok(rollout)
+    }
+}
+
+/// Where [`Rollout::from_json`] takes the member list from.
+#[derive(Debug, Clone)]
+pub enum Members<'a> {
+    /// From the progress itself (written whole).
+    None,
+    /// From this JSON array.
+    Json(&'a str),
+    /// This list, parsed before (shared, not copied).
+    Shared(Arc<MemberList>),
+}
+
+fn no_members(agents: &Arc<MemberList>) -> bool {
+    agents.is_empty()
+}
+
+impl Rollout {
     fn recount(&mut self, classes: &[Class]) {
         self.synced = classes
             .iter()

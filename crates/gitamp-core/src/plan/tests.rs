@@ -749,6 +749,55 @@ fn rollout_roundtrips_through_serde() {
     let json = serde_json::to_string(&r).unwrap_or_default();
     let back: Option<Rollout> = serde_json::from_str(&json).ok();
     assert_eq!(back.as_ref(), Some(&r));
+
+    // Kept apart: the progress without the list, the list on its own.
+    let progress = r.progress_json().unwrap_or_default();
+    let members = r.members_json().unwrap_or_default();
+    assert!(!progress.contains("agents"), "{progress}");
+    assert_eq!(members, r#"["a","b"]"#);
+    let back = Rollout::from_json(&progress, Members::Json(&members)).ok();
+    assert_eq!(back.as_ref(), Some(&r));
+    let shared = Rollout::from_json(&progress, Members::Shared(Arc::clone(&r.agents))).ok();
+    assert!(shared.is_some_and(|s| Arc::ptr_eq(&s.agents, &r.agents)));
+    // Written whole (before the list was kept apart): its own list.
+    let back = Rollout::from_json(&json, Members::None).ok();
+    assert_eq!(back.as_ref(), Some(&r));
+}
+
+#[test]
+fn a_rollouts_member_list_is_shared_until_its_scope_changes() {
+    let mut r = Rollout::new("web", h(1), batched(1, None));
+    let st = progress(&[("a", SyncStatus::Pending), ("b", SyncStatus::Pending)]);
+    r.step(&st);
+    let adopted = r.clone();
+    let fingerprint = r.members_fingerprint();
+    // The same scope: the list is not copied, and its fingerprint stays.
+    r.step(&st);
+    assert!(Arc::ptr_eq(&r.agents, &adopted.agents));
+    assert_eq!(r.members_fingerprint(), fingerprint);
+    // A joiner: this rollout's list changes, the copy handed out keeps the old one.
+    let st = progress(&[
+        ("a", SyncStatus::Pending),
+        ("b", SyncStatus::Pending),
+        ("c", SyncStatus::Pending),
+    ]);
+    r.step(&st);
+    assert_eq!(r.agents.len(), 3);
+    assert_eq!(adopted.agents.len(), 2);
+    assert_ne!(r.members_fingerprint(), fingerprint);
+    // The same number of agents, one swapped: a different scope too.
+    let st = progress(&[
+        ("a", SyncStatus::Pending),
+        ("b", SyncStatus::Pending),
+        ("d", SyncStatus::Pending),
+    ]);
+    let before = r.members_fingerprint();
+    r.step(&st);
+    assert_eq!(
+        r.agents.iter().map(String::as_str).collect::<Vec<_>>(),
+        ["a", "b", "d"]
+    );
+    assert_ne!(r.members_fingerprint(), before);
 }
 
 // ---- fleet plan ---------------------------------------------------------------------------
