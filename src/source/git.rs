@@ -220,8 +220,9 @@ static LIBGIT2_INIT: Once = Once::new();
 /// Network timeouts so a hung server cannot park a blocking thread forever.
 fn init_libgit2() {
     LIBGIT2_INIT.call_once(|| {
-        // The one `unsafe` of the workspace (`unsafe_code` is denied elsewhere): libgit2 has no
-        // safe way to set its network timeouts.
+        // One of the two `unsafe` of the workspace (`unsafe_code` is denied elsewhere; the
+        // other sets mimalloc's purge delay in main.rs): libgit2 has no safe way to set its
+        // network timeouts.
         // SAFETY: git2 asks that these C globals not be written while another thread may use
         // them (they are not synchronized). They are written here once (`Once`), before the
         // process's first Git network operation: every remote is reached through a
