@@ -116,6 +116,14 @@ async fn a_schema_from_a_newer_gitamp_is_refused_and_left_as_it_was() {
 }
 
 /// A store on a fresh database `name` and a write-behind writer that commits every 50 ms.
+/// A store on a database of its own, `name`, created for the test.
+async fn new_store(name: &str) -> gitamp::store::PgStore {
+    let url = fresh_database(name).await;
+    gitamp::store::PgStore::connect(&url, Default::default())
+        .await
+        .expect("open a new store")
+}
+
 async fn store_and_writer(
     name: &str,
 ) -> (
@@ -243,10 +251,7 @@ async fn writes_refused_while_the_database_is_away_are_held_and_land_once_it_is_
 async fn reading_agents_that_came_from_elsewhere_finds_each_stored_one_across_chunks() {
     use gitamp::store::{AgentRecord, Batch, StoreOp};
 
-    let url = fresh_database("store_postgres_resume_of").await;
-    let store = gitamp::store::PgStore::connect(&url, Default::default())
-        .await
-        .expect("open a new store");
+    let store = new_store("store_postgres_resume_of").await;
     let uid = |i: usize| format!("{i:032x}");
     let stored = [3, 999, 1_000, 2_400];
     store
@@ -415,10 +420,7 @@ async fn writes_of_one_agent_from_several_replicas_merge_the_newest_of_each() {
         ),
     ];
 
-    let url = fresh_database("store_postgres_merged_writes").await;
-    let store = gitamp::store::PgStore::connect(&url, Default::default())
-        .await
-        .expect("open a new store");
+    let store = new_store("store_postgres_merged_writes").await;
     for (what, write, want) in steps {
         let record = AgentRecord {
             instance_uid: "0a".repeat(16),
@@ -688,10 +690,7 @@ async fn a_prune_another_replica_runs_is_skipped_not_waited_for() {
 #[tokio::test]
 async fn a_replica_reads_a_rollouts_member_list_only_when_it_was_written_again() {
     use gitamp::store::{Batch, RolloutRecord, StoreOp};
-    let url = fresh_database("store_postgres_rollout_members").await;
-    let store = gitamp::store::PgStore::connect(&url, Default::default())
-        .await
-        .expect("connect");
+    let store = new_store("store_postgres_rollout_members").await;
     let save = async |progress: &str, members: Option<&str>, at: i64| {
         let record = RolloutRecord {
             configuration: "web".into(),
