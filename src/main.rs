@@ -19,9 +19,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// How long mimalloc keeps memory a program freed before it gives it back to the system, in
 /// ms, unless the operator set `MIMALLOC_PURGE_DELAY`. mimalloc 3's default (1 s) kept what a
 /// rollout allocates and frees within a second (every agent's reports, plans, writes) resident
-/// all at once: a replica's RSS peaked 3–7 KiB per agent above its steady state in a rollout
-/// to 60,000 agents over 4 replicas, 1–2 with 10 ms, mimalloc 2's default (docs/benchmarks.md,
-/// twelfth round).
+/// all at once: in a rollout to 60,000 agents over 4 replicas the largest replica's peak RSS
+/// was 3–7 KiB per agent above the largest steady figure, 2–4 with 10 ms, mimalloc 2's
+/// default (docs/benchmarks.md, twelfth round).
 #[cfg(feature = "mimalloc")]
 const PURGE_DELAY_MS: std::os::raw::c_long = 10;
 

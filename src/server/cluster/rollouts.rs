@@ -807,10 +807,7 @@ async fn load_adopted(
         let members = if row.whole {
             Members::None
         } else if let Some(text) = &row.record.members {
-            match serde_json::from_str::<MemberList>(text) {
-                Ok(list) => Members::Shared(Arc::new(list)),
-                Err(_) => continue,
-            }
+            Members::Json(text)
         } else if let Some((_, list)) = lists.get(&key) {
             Members::Shared(Arc::clone(list))
         } else {
